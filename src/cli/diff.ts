@@ -1,0 +1,169 @@
+// `enbi diff`: observe (source, nodes) → plan → print. It never writes to the cluster.
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-view.ts';
+import { loadKubeConfig, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
+import { findDrift } from '../diff/drift.ts';
+import { renderText } from '../diff/render.ts';
+import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
+import { analyzeSource } from '../pipeline/analyze.ts';
+import type { DistributionMode } from '../plan/planner.ts';
+import { readDirSource, watchDir } from '../source/dir.ts';
+import type { SourceFile } from '../source/files.ts';
+import { type GitAuth, syncGitSource } from '../source/git.ts';
+
+export const DIFF_HELP = `enbi diff (GIT_URL | --dir DIR) [options]
+
+Shows, without changing anything, which images are missing on which nodes and what would be built where.
+
+Source:
+  GIT_URL                  HTTP(S) Git repository of manifests (cloned shallow into the cache, then fetched)
+  --ref REF                branch or tag (default: the remote's default branch)
+  --path PATH              sub-path inside the repository or directory
+  --dir DIR                a local directory instead of Git
+  --watch                  with --dir: plan again after each burst of file changes
+  --cache-dir DIR          where Git clones are kept (default: $XDG_CACHE_HOME/enbi/git)
+  --git-credentials FILE   "username:password" or a token on one line (else ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD)
+Cluster:
+  --nodes FILE             nodes saved with "kubectl get nodes -o yaml" instead of a live cluster
+  --kubeconfig FILE        kubeconfig to read Nodes from (default: $KUBECONFIG or ~/.kube/config)
+  --mode spegel|per-node   spegel: one node per system holding an image is enough (default); per-node: every node
+  --max-node-images N      kubelet's nodeStatusMaxImages (default ${DEFAULT_NODE_STATUS_MAX_IMAGES}): longer lists may be truncated
+Output:
+  -o, --output text|json|yaml
+  --offline                do not ask remotes what unpinned branches point to now
+
+Exit codes: 0 nothing to build; 2 builds would start; 4 problems in the input (malformed files, bad
+annotations, unbuildable systems); 6 both; 1 no plan could be made (bad flags, unreachable source or cluster).`;
+
+const OPTIONS = {
+  ref: { type: 'string' },
+  path: { type: 'string' },
+  dir: { type: 'string' },
+  watch: { type: 'boolean' },
+  'cache-dir': { type: 'string' },
+  'git-credentials': { type: 'string' },
+  nodes: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  mode: { type: 'string' },
+  'max-node-images': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+  offline: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+class UsageError extends Error {}
+
+export async function runDiff(argv: string[]): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+    if (values.help === true) {
+      console.log(DIFF_HELP);
+      return 0;
+    }
+    const opts = validate(values, positionals);
+    const once = () => diffOnce(opts);
+    if (!opts.watch) return await once();
+    await once();
+    watchDir(opts.dirRoot!, () => void once().catch(reportFatal));
+    console.error(`watching ${opts.dirRoot} (Ctrl-C to stop)`);
+    return await new Promise<number>(() => {});
+  } catch (err) {
+    return reportFatal(err);
+  }
+}
+
+function reportFatal(err: unknown): number {
+  const message = err instanceof Error ? err.message : String(err);
+  console.error(`enbi diff: ${message}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
+  return EXIT_FATAL;
+}
+
+interface DiffOptions {
+  gitUrl?: string;
+  dirRoot?: string;
+  ref?: string;
+  path: string;
+  watch: boolean;
+  cacheDir: string;
+  credentialsFile?: string;
+  nodesFile?: string;
+  kubeconfig?: string;
+  mode: DistributionMode;
+  maxImages: number;
+  output: 'text' | 'json' | 'yaml';
+  offline: boolean;
+}
+
+function validate(v: Record<string, string | boolean | undefined>, positionals: string[]): DiffOptions {
+  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
+  if (positionals.length > 1) throw new UsageError(`one Git URL expected, got ${positionals.length}`);
+  const gitUrl = positionals[0];
+  const dir = str('dir');
+  if ((gitUrl === undefined) === (dir === undefined)) throw new UsageError('give either a Git URL or --dir DIR');
+  if (gitUrl !== undefined && !/^https?:\/\//.test(gitUrl)) throw new UsageError(`"${gitUrl}" is not an http(s) URL (isomorphic-git speaks HTTP(S) only)`);
+  if (v.watch === true && dir === undefined) throw new UsageError('--watch works with --dir');
+  const mode = str('mode') ?? 'spegel';
+  if (mode !== 'spegel' && mode !== 'per-node') throw new UsageError(`--mode must be spegel or per-node, not "${mode}"`);
+  const output = str('output') ?? 'text';
+  if (output !== 'text' && output !== 'json' && output !== 'yaml') throw new UsageError(`-o must be text, json or yaml, not "${output}"`);
+  const maxImages = Number(str('max-node-images') ?? DEFAULT_NODE_STATUS_MAX_IMAGES);
+  if (!Number.isInteger(maxImages) || maxImages < 1) throw new UsageError('--max-node-images must be a positive integer');
+  const opts: DiffOptions = {
+    path: str('path') ?? '',
+    watch: v.watch === true,
+    cacheDir: str('cache-dir') ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git'),
+    mode,
+    maxImages,
+    output,
+    offline: v.offline === true,
+  };
+  const assign = (k: keyof DiffOptions, value: string | undefined) => {
+    if (value !== undefined) (opts as unknown as Record<string, string>)[k] = value;
+  };
+  assign('gitUrl', gitUrl);
+  assign('dirRoot', dir !== undefined ? resolve(dir, str('path') ?? '') : undefined);
+  assign('ref', str('ref'));
+  assign('credentialsFile', str('git-credentials'));
+  assign('nodesFile', str('nodes'));
+  assign('kubeconfig', str('kubeconfig'));
+  return opts;
+}
+
+async function gitAuth(file: string | undefined): Promise<GitAuth | undefined> {
+  if (file !== undefined) {
+    const line = (await readFile(file, 'utf8')).trim().split('\n')[0] ?? '';
+    const colon = line.indexOf(':');
+    return colon > 0 ? { username: line.slice(0, colon), password: line.slice(colon + 1) } : { username: 'x-access-token', password: line };
+  }
+  const password = process.env.ENBI_GIT_PASSWORD ?? process.env.ENBI_GIT_TOKEN;
+  return password !== undefined ? { username: process.env.ENBI_GIT_USERNAME ?? 'x-access-token', password } : undefined;
+}
+
+async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
+  if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirRoot } };
+  const auth = await gitAuth(opts.credentialsFile);
+  const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
+  return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
+}
+
+async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string }> {
+  if (opts.nodesFile !== undefined) return { nodes: await readNodesFile(opts.nodesFile, opts.maxImages), from: opts.nodesFile };
+  const kc = loadKubeConfig(opts.kubeconfig);
+  return { nodes: await readNodesFromCluster(kc, opts.maxImages), from: kc.getCurrentCluster()?.server ?? 'the cluster' };
+}
+
+async function diffOnce(opts: DiffOptions): Promise<number> {
+  const [{ files, info }, { nodes, from }] = await Promise.all([readSource(opts), readNodes(opts)]);
+  const analysis = analyzeSource(files);
+  const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
+  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift });
+  for (const note of notes) report.warnings.push({ message: note });
+  if (opts.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (opts.output === 'yaml') process.stdout.write(stringify(report));
+  else process.stdout.write(renderText(report));
+  return exitCodeOf(report);
+}

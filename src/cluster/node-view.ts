@@ -1,0 +1,60 @@
+// What enbi needs to know of a Node: the systems it runs and can build, whether pods can land on it,
+// and which images it holds, with how far that list can be trusted.
+import { normalizeImageName } from '../image/reference.ts';
+import { NODE_BUILDER, NODE_BUILDS_PREFIX } from '../contract/keys.ts';
+import type { SchedulableNode, Taint } from '../plan/scheduling.ts';
+import { isKnownSystem, nixSystemOf } from './systems.ts';
+
+/** kubelet's default `nodeStatusMaxImages`: a list this long may have been cut. */
+export const DEFAULT_NODE_STATUS_MAX_IMAGES = 50;
+
+export type ImageSource = 'node-status' | 'agent';
+
+export interface NodeView extends SchedulableNode {
+  /** The Nix system its pods run, from kubernetes.io/arch and kubernetes.io/os. */
+  system?: string;
+  /** Systems it can build: its own plus those labelled `enbi.hrzn.ee/builds.<system>=true`. */
+  buildSystems: string[];
+  builderAllowed: boolean;
+  images: ReadonlySet<string>;
+  /** False when the list may be truncated: an image absent from it is unknown, not missing. */
+  imagesComplete: boolean;
+  imageSource: ImageSource;
+}
+
+type Obj = Record<string, unknown>;
+const asObj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+
+export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IMAGES): NodeView {
+  const metadata = asObj(asObj(node).metadata);
+  const spec = asObj(asObj(node).spec);
+  const status = asObj(asObj(node).status);
+  const labels = Object.fromEntries(Object.entries(asObj(metadata.labels)).map(([k, v]) => [k, String(v)]));
+  const arch = labels['kubernetes.io/arch'] ?? labels['beta.kubernetes.io/arch'];
+  const os = labels['kubernetes.io/os'] ?? labels['beta.kubernetes.io/os'] ?? 'linux';
+  const system = arch !== undefined ? nixSystemOf(arch, os) : undefined;
+  const extra = Object.entries(labels)
+    .filter(([k, v]) => k.startsWith(NODE_BUILDS_PREFIX) && v === 'true')
+    .map(([k]) => k.slice(NODE_BUILDS_PREFIX.length))
+    .filter(isKnownSystem);
+  const conditions = Array.isArray(status.conditions) ? (status.conditions as Obj[]) : [];
+  const statusImages = Array.isArray(status.images) ? (status.images as Obj[]) : [];
+  const images = new Set<string>();
+  for (const img of statusImages) {
+    for (const name of Array.isArray(img.names) ? img.names : []) if (typeof name === 'string') images.add(normalizeImageName(name));
+  }
+  const view: NodeView = {
+    name: String(metadata.name ?? ''),
+    labels,
+    taints: Array.isArray(spec.taints) ? (spec.taints as Taint[]) : [],
+    ready: conditions.some((c) => c.type === 'Ready' && c.status === 'True'),
+    unschedulable: spec.unschedulable === true,
+    buildSystems: [...new Set([...(system !== undefined ? [system] : []), ...extra])],
+    builderAllowed: labels[NODE_BUILDER] !== 'false',
+    images,
+    imagesComplete: statusImages.length < maxImages,
+    imageSource: 'node-status',
+  };
+  if (system !== undefined) view.system = system;
+  return view;
+}

@@ -1,0 +1,46 @@
+// Human-readable rendering of a DiffReport: a table of builds, then what is known and what is wrong.
+import { formatProblem } from '../problems.ts';
+import type { DiffReport } from './report.ts';
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+}
+
+const short = (rev: string) => rev.slice(0, 12);
+
+export function renderText(report: DiffReport): string {
+  const out: string[] = [];
+  const s = report.source;
+  const at = s.commit !== undefined ? ` @ ${short(s.commit)}${s.ref !== undefined ? ` (${s.ref})` : ''}` : '';
+  out.push(`Source: ${s.location}${s.path !== undefined && s.path !== '' ? ` path ${s.path}` : ''}${at}`);
+  const truncated = report.nodes.filter((n) => !n.imagesComplete).map((n) => n.name);
+  out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
+  out.push('');
+  if (report.builds.length === 0) out.push('No builds: every image is where it is needed.');
+  else {
+    out.push(`${report.builds.length} build${report.builds.length === 1 ? '' : 's'} would start:`);
+    const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
+    for (const b of report.builds) {
+      const node = b.node === null ? '(none)' : `${b.node}${b.emulated ? ' (emulated)' : ''}`;
+      rows.push([b.flake, b.system, node, b.trigger === 'eager' ? 'now' : 'on demand', b.images.join(','), `missing on ${b.missingOn.join(',')} for ${b.workloads.join(', ')}`]);
+    }
+    out.push(table(rows));
+  }
+  const unknown = report.statuses.filter((st) => st.state === 'unknown' || st.state === 'unschedulable');
+  if (unknown.length > 0) {
+    out.push('', 'Not decided:');
+    for (const st of unknown) out.push(`  ${st.workload} ${st.container} ${st.image}${st.system !== undefined ? ` (${st.system})` : ''}: ${st.state}${st.nodes.length > 0 ? ` on ${st.nodes.join(',')}` : ''}: ${st.detail ?? ''}`);
+  }
+  if (report.drift.length > 0) {
+    out.push('', 'Not pinned in the flake reference (pinned by tag or flake.lock instead):');
+    for (const d of report.drift) {
+      const state = d.head === d.pinned ? 'same' : 'differs';
+      out.push(`  ${d.flake}: ${d.branch} is at ${short(d.head)} now; the manifest pins ${short(d.pinned)} (${state}) — ${d.workloads.join(', ')}`);
+    }
+  }
+  const problems = [...report.problems.map(formatProblem), ...report.unbuildable];
+  if (problems.length > 0) out.push('', `Problems (${problems.length}):`, ...problems.map((p) => `  ${p}`));
+  if (report.warnings.length > 0) out.push('', 'Warnings:', ...report.warnings.map((w) => `  ${formatProblem(w)}`));
+  return `${out.join('\n')}\n`;
+}

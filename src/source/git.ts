@@ -1,0 +1,149 @@
+// The Git source: one persistent bare clone per repository URL in a cache directory, fetched shallow
+// and single-branch with isomorphic-git, so a second sync transfers only what is new. Files are read
+// straight from the commit's tree: no working copy is written.
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import git from 'isomorphic-git';
+import http from 'isomorphic-git/http/node';
+import type { SourceFile } from './files.ts';
+import { isSourceFile } from './files.ts';
+
+export interface GitAuth {
+  username: string;
+  password: string;
+}
+
+export interface GitSourceOptions {
+  url: string;
+  /** Branch or tag; the remote's default branch when absent. */
+  ref?: string;
+  /** Sub-path inside the repository holding the manifests. */
+  path?: string;
+  cacheDir: string;
+  auth?: GitAuth;
+  /** Largest total size of manifest files read from one commit, so a wrong path cannot exhaust memory. */
+  maxBytes?: number;
+}
+
+export interface GitSnapshot {
+  commit: string;
+  ref: string;
+  files: SourceFile[];
+}
+
+export class GitSourceError extends Error {
+  override name = 'GitSourceError';
+}
+
+// One pack cache per process: isomorphic-git re-reads pack indexes without it.
+const cache = {};
+
+export function repoDirFor(cacheDir: string, url: string): string {
+  return join(cacheDir, createHash('sha256').update(url).digest('hex').slice(0, 16));
+}
+
+/** Clones or fetches, then reads the manifest files below `path` at the fetched commit. */
+export async function syncGitSource(options: GitSourceOptions): Promise<GitSnapshot> {
+  const gitdir = repoDirFor(options.cacheDir, options.url);
+  const common = {
+    fs,
+    http,
+    gitdir,
+    url: options.url,
+    cache,
+    onAuth: () => options.auth ?? { cancel: true },
+    onAuthFailure: () => {
+      throw new GitSourceError(`authentication to ${options.url} failed: check ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`);
+    },
+  };
+  const ref = options.ref ?? (await defaultBranch(options.url, options.auth));
+  await mkdir(gitdir, { recursive: true });
+  let commit: string;
+  try {
+    if (!fs.existsSync(join(gitdir, 'config'))) await git.init({ fs, gitdir, bare: true });
+    const result = await git.fetch({ ...common, ref, singleBranch: true, depth: 1, tags: false });
+    commit = result.fetchHead ?? '';
+  } catch (err) {
+    throw toSourceError(err, options.url, ref);
+  }
+  if (commit === '') throw new GitSourceError(`${options.url}: ref "${ref}" not found`);
+  const files = await readTreeFiles(gitdir, commit, options.path ?? '', options.maxBytes ?? 64 * 1024 * 1024);
+  return { commit, ref, files };
+}
+
+async function defaultBranch(url: string, auth: GitAuth | undefined): Promise<string> {
+  try {
+    const refs = await git.listServerRefs({ http, url, prefix: 'HEAD', symrefs: true, onAuth: () => auth ?? { cancel: true } });
+    const target = refs.find((r) => r.ref === 'HEAD')?.target;
+    if (target === undefined) throw new GitSourceError(`${url}: the server does not say which branch HEAD is; pass --ref`);
+    return target.replace(/^refs\/heads\//, '');
+  } catch (err) {
+    throw toSourceError(err, url, 'HEAD');
+  }
+}
+
+function toSourceError(err: unknown, url: string, ref: string): Error {
+  if (err instanceof GitSourceError) return err;
+  const e = err as { code?: string; message?: string; data?: { statusCode?: number } };
+  if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === 'ECONNRESET' || e.code === 'ETIMEDOUT') {
+    return new GitSourceError(`cannot reach ${url} (${e.code}): is the Git server up and the URL right?`);
+  }
+  if (e.code === 'HttpError' && (e.data?.statusCode === 401 || e.data?.statusCode === 403)) {
+    return new GitSourceError(`${url} refused access (HTTP ${e.data.statusCode}): check the Git credentials`);
+  }
+  if (e.code === 'HttpError') return new GitSourceError(`${url}: HTTP ${e.data?.statusCode ?? '?'} (${e.message ?? ''})`);
+  if (e.code === 'NotFoundError' || e.code === 'MissingRefError') return new GitSourceError(`${url}: ref "${ref}" not found on the server`);
+  return new GitSourceError(`${url}: ${e.message ?? String(err)}`);
+}
+
+async function readTreeFiles(gitdir: string, commit: string, subPath: string, maxBytes: number): Promise<SourceFile[]> {
+  const prefix = subPath.replace(/^\/+|\/+$/g, '');
+  const files: SourceFile[] = [];
+  let total = 0;
+  let sawPrefix = prefix === '';
+  await git.walk({
+    fs,
+    gitdir,
+    cache,
+    trees: [git.TREE({ ref: commit })],
+    map: async (path, [entry]) => {
+      if (entry === null || entry === undefined) return null;
+      if (path === '.') return true;
+      const inside = prefix === '' || path === prefix || path.startsWith(`${prefix}/`);
+      const above = prefix.startsWith(`${path}/`);
+      if (!inside && !above) return null;
+      if (inside) sawPrefix = true;
+      const type = await entry.type();
+      if (type === 'tree') return true;
+      if (type !== 'blob' || !inside) return null;
+      const rel = prefix === '' ? path : path === prefix ? path.split('/').pop()! : path.slice(prefix.length + 1);
+      if (!isSourceFile(rel)) return null;
+      const content = await entry.content();
+      if (content === undefined) return null;
+      total += content.byteLength;
+      if (total > maxBytes) throw new GitSourceError(`manifests below "${prefix || '/'}" exceed ${maxBytes} bytes: point --path at the manifests`);
+      files.push({ path: rel, text: Buffer.from(content).toString('utf8') });
+      return null;
+    },
+  });
+  if (!sawPrefix) throw new GitSourceError(`path "${prefix}" does not exist at commit ${commit.slice(0, 12)}`);
+  return files.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/** Removes a cached clone (used when the cache is corrupt). */
+export async function dropGitCache(cacheDir: string, url: string): Promise<void> {
+  await rm(repoDirFor(cacheDir, url), { recursive: true, force: true });
+}
+
+/** What a branch (or the default branch) of a remote points to now, for `enbi diff`'s drift notes. */
+export async function resolveRemoteRef(url: string, ref: string | undefined, auth?: GitAuth): Promise<string | undefined> {
+  const refs = await git.listServerRefs({ http, url, symrefs: true, onAuth: () => auth ?? { cancel: true } });
+  const wanted = ref === undefined ? ['HEAD'] : [`refs/heads/${ref}`, `refs/tags/${ref}`, ref];
+  for (const name of wanted) {
+    const hit = refs.find((r) => r.ref === name);
+    if (hit !== undefined) return hit.oid;
+  }
+  return undefined;
+}
