@@ -42,7 +42,7 @@ export function parseFlakeRef(input: string): FlakeRef {
 
   const hashAt = text.indexOf('#');
   const main = hashAt >= 0 ? text.slice(0, hashAt) : text;
-  const attr = hashAt >= 0 ? decodeURIComponent(text.slice(hashAt + 1)) : undefined;
+  const attr = hashAt >= 0 ? decode(text.slice(hashAt + 1), input) : undefined;
   if (attr !== undefined && attr === '') throw new FlakeRefError(`flake reference "${input}" has an empty attribute after "#"`);
 
   const queryAt = main.indexOf('?');
@@ -56,6 +56,14 @@ export function parseFlakeRef(input: string): FlakeRef {
   return ref;
 }
 
+function decode(s: string, input: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new FlakeRefError(`flake reference "${input}": bad %-escape in "${s}"`);
+  }
+}
+
 function parseQuery(query: string, input: string): Map<string, string> {
   const out = new Map<string, string>();
   if (query === '') return out;
@@ -63,9 +71,9 @@ function parseQuery(query: string, input: string): Map<string, string> {
     if (part === '') continue;
     const eq = part.indexOf('=');
     if (eq <= 0) throw new FlakeRefError(`flake reference "${input}": query parameter "${part}" is not name=value`);
-    const name = decodeURIComponent(part.slice(0, eq));
+    const name = decode(part.slice(0, eq), input);
     if (out.has(name)) throw new FlakeRefError(`flake reference "${input}": parameter "${name}" appears twice`);
-    out.set(name, decodeURIComponent(part.slice(eq + 1)));
+    out.set(name, decode(part.slice(eq + 1), input));
   }
   return out;
 }
@@ -105,7 +113,7 @@ function parseBody(body: string, input: string): FlakeRef {
 }
 
 function parseHosted(type: 'github' | 'gitlab' | 'sourcehut', rest: string, input: string): FlakeRef {
-  const segments = rest.split('/').map((s) => decodeURIComponent(s));
+  const segments = rest.split('/').map((s) => decode(s, input));
   if (segments.length < 2 || segments.length > 3 || segments.some((s) => s === '')) {
     throw new FlakeRefError(`flake reference "${input}": expected ${type}:OWNER/REPO[/REF-OR-REV]`);
   }
