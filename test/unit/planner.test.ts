@@ -133,7 +133,7 @@ test('property: no duplicate builds, every missing (image, system) covered, noth
       const p = plan({ workloads: ws, nodes: ns, mode });
       // 1. No duplicate builds; per (source, attr, system) at most one in spegel mode, one per node in per-node mode.
       assert.equal(new Set(p.builds.map((b) => b.id)).size, p.builds.length);
-      const perKey = new Set(p.builds.map((b) => `${b.flake}@${b.system}${mode === 'per-node' ? `@${b.node}` : ''}`));
+      const perKey = new Set(p.builds.map((b) => `${b.flake}@${b.system}${mode === 'per-node' ? `@${b.missingOn.join()}` : ''}`));
       assert.equal(perKey.size, p.builds.length);
       // 2. Every missing status is covered by a build of that image for that system (on that node in per-node mode).
       for (const s of p.statuses.filter((s) => s.state === 'missing')) {
@@ -164,6 +164,6 @@ test('property: no duplicate builds, every missing (image, system) covered, noth
         }
       }
     }),
-    { numRuns: 500 },
+    { numRuns: 3000 },
   );
 });
