@@ -1,7 +1,7 @@
 // Reads Nodes from a saved `kubectl get nodes -o yaml` file or from the cluster of a kubeconfig (read only).
 import { readFile } from 'node:fs/promises';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { parse } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import { type NodeView, nodeViewOf } from './node-view.ts';
 
 export class NodesReadError extends Error {
@@ -9,22 +9,29 @@ export class NodesReadError extends Error {
 }
 
 export async function readNodesFile(path: string, maxImages?: number): Promise<NodeView[]> {
-  let doc: unknown;
-  try {
-    doc = parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new NodesReadError(`--nodes ${path}: ${(err as Error).message.split('\n')[0]}`);
+  const text = await readFile(path, 'utf8').catch((err: Error) => {
+    throw new NodesReadError(`--nodes ${path}: ${err.message}`);
+  });
+  const nodes: unknown[] = [];
+  for (const doc of parseAllDocuments(text)) {
+    if (doc.errors.length > 0) throw new NodesReadError(`--nodes ${path}: ${doc.errors[0]!.message.split('\n')[0]}`);
+    const o = doc.toJS() as { kind?: string; items?: unknown[] } | null;
+    if (o?.kind === 'Node') nodes.push(o);
+    else if (Array.isArray(o?.items)) nodes.push(...o.items.filter((i) => (i as { kind?: string }).kind === 'Node'));
   }
-  const o = doc as { kind?: string; items?: unknown[] } | null;
-  const items = o?.kind === 'Node' ? [o] : Array.isArray(o?.items) ? o.items : undefined;
-  if (items === undefined) throw new NodesReadError(`--nodes ${path}: expected a Node or a List of Nodes (kubectl get nodes -o yaml)`);
-  return items.map((n) => nodeViewOf(n, maxImages));
+  if (nodes.length === 0) throw new NodesReadError(`--nodes ${path}: expected a Node or a List of Nodes (kubectl get nodes -o yaml)`);
+  return nodes.map((n) => nodeViewOf(n, maxImages));
 }
 
 export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const kc = new KubeConfig();
-  if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
-  else kc.loadFromDefault();
+  try {
+    if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
+    else kc.loadFromDefault();
+  } catch (err) {
+    const which = kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config';
+    throw new NodesReadError(`cannot load kubeconfig ${which} (${(err as Error).message.split('\n')[0]}): pass --kubeconfig or --nodes FILE`);
+  }
   if (kc.getCurrentCluster() === null) throw new NodesReadError('no cluster in the kubeconfig: pass --kubeconfig or --nodes FILE');
   return kc;
 }
