@@ -73,48 +73,90 @@ interface Demand {
 export function plan(input: PlanInput): Plan {
   const statuses: ImageStatus[] = [];
   const demands = collectDemands(input, statuses);
-  const builds = new Map<string, PlannedBuild>();
-  const readyBySystem = groupReadyBySystem(input.nodes);
+  // Drafts by build key, then by target node ('' in Spegel mode): no long-string concatenation per node.
+  const drafts = new Map<string, Map<string, BuildDraft>>();
+  const holders = new HolderIndex(input.nodes);
   for (const d of demands) {
-    const missingOn = input.mode === 'spegel' ? decideSpegel(d, readyBySystem, statuses) : decidePerNode(d, statuses);
-    if (missingOn.length === 0) continue;
-    const targets = input.mode === 'spegel' ? [undefined] : missingOn;
+    const status = input.mode === 'spegel' ? decideSpegel(d, holders) : decidePerNode(d);
+    statuses.push(status);
+    if (status.state !== 'missing') continue;
+    let byTarget = drafts.get(d.key);
+    if (byTarget === undefined) drafts.set(d.key, (byTarget = new Map()));
+    const targets = input.mode === 'spegel' ? [''] : status.nodes;
     for (const target of targets) {
-      const id = target === undefined ? d.key : `${d.key}@${target}`;
-      let build = builds.get(id);
-      if (build === undefined) {
-        build = newBuild(id, d, target);
-        builds.set(id, build);
+      let draft = byTarget.get(target);
+      if (draft === undefined) {
+        draft = { demand: d, target, images: new Set(), missingOn: new Set(), workloads: new Set(), eager: false };
+        byTarget.set(target, draft);
       }
-      mergeInto(build, d, target === undefined ? missingOn : [target]);
+      draft.images.add(d.need.image);
+      if (target === '') for (const n of status.nodes) draft.missingOn.add(n);
+      else draft.missingOn.add(target);
+      draft.workloads.add(d.workload);
+      if (d.need.mode === 'eager') draft.eager = true;
     }
-    statuses[statuses.length - 1]!.buildId = targets.length === 1 ? (targets[0] === undefined ? d.key : `${d.key}@${targets[0]}`) : d.key;
+    status.buildId = targets.length === 1 && targets[0] !== '' ? buildIdOf(d.key, targets[0]!) : d.key;
   }
-  const unbuildable = assignBuilders([...builds.values()], input);
-  return { builds: [...builds.values()].sort((a, b) => a.id.localeCompare(b.id)), statuses, unbuildable };
+  const builds = [...drafts.values()].flatMap((m) => [...m.values()].map(finish)).sort((a, b) => compare(a.id, b.id));
+  const unbuildable = assignBuilders(builds, input);
+  return { builds, statuses, unbuildable };
+}
+
+interface BuildDraft {
+  demand: Demand;
+  /** The node the build is for in per-node mode, '' in Spegel mode. */
+  target: string;
+  images: Set<string>;
+  missingOn: Set<string>;
+  workloads: Set<string>;
+  eager: boolean;
+}
+
+function buildIdOf(key: string, target: string): string {
+  return target === '' ? key : `${key}@${target}`;
+}
+
+// Code-point order: deterministic and much faster than localeCompare on large plans.
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function finish(d: BuildDraft): PlannedBuild {
+  const flake = d.demand.need.source.flake;
+  return {
+    id: buildIdOf(d.demand.key, d.target),
+    flake: formatFlakeRef(flake),
+    rev: d.demand.need.source.rev,
+    attr: attrKey(flake.attr),
+    system: d.demand.system,
+    images: [...d.images].sort(),
+    node: d.target === '' ? null : d.target,
+    emulated: false,
+    missingOn: [...d.missingOn].sort(),
+    workloads: [...d.workloads].sort(),
+    trigger: d.eager ? 'eager' : 'on-demand',
+  };
 }
 
 function collectDemands(input: PlanInput, statuses: ImageStatus[]): Demand[] {
   const demands: Demand[] = [];
   // Many workloads share their constraints: compute each distinct set of candidate nodes once.
-  const candidatesBySchedule = new Map<string, NodeView[]>();
+  const candidatesBySchedule = new Map<string, Map<string, NodeView[]>>();
   for (const { workload, needs } of input.workloads) {
     if (needs.length === 0) continue;
     const scheduleKey = JSON.stringify(workload.scheduling);
-    let candidates = candidatesBySchedule.get(scheduleKey);
-    if (candidates === undefined) {
-      candidates = candidateNodes(workload.scheduling, input.nodes);
-      candidatesBySchedule.set(scheduleKey, candidates);
+    let bySystem = candidatesBySchedule.get(scheduleKey);
+    if (bySystem === undefined) {
+      bySystem = groupBySystem(candidateNodes(workload.scheduling, input.nodes));
+      candidatesBySchedule.set(scheduleKey, bySystem);
     }
-    const bySystem = new Map<string, NodeView[]>();
-    for (const n of candidates) if (n.system !== undefined) bySystem.set(n.system, [...(bySystem.get(n.system) ?? []), n]);
     const id = workloadId(workload);
     for (const need of needs) {
       if (bySystem.size === 0) {
         statuses.push({ workload: id, container: need.container, image: need.image, state: 'unschedulable', nodes: [], detail: 'no Ready node of a known system matches its scheduling constraints' });
         continue;
       }
-      for (const [system, nodes] of [...bySystem].sort(([a], [b]) => a.localeCompare(b))) {
+      for (const [system, nodes] of [...bySystem].sort(([a], [b]) => compare(a, b))) {
         const key = `${sourceKey(need.source.flake)}#${attrKey(need.source.flake.attr)}@${system}`;
         demands.push({ key, need, system, workload: id, nodes });
       }
@@ -127,72 +169,56 @@ export function candidateNodes(scheduling: PodScheduling, nodes: readonly NodeVi
   return nodes.filter((n) => unfitReason(scheduling, n) === undefined);
 }
 
-function groupReadyBySystem(nodes: readonly NodeView[]): Map<string, NodeView[]> {
+function groupBySystem(nodes: readonly NodeView[]): Map<string, NodeView[]> {
   const out = new Map<string, NodeView[]>();
-  for (const n of nodes) if (n.ready && n.system !== undefined) out.set(n.system, [...(out.get(n.system) ?? []), n]);
+  for (const n of nodes) {
+    if (n.system === undefined) continue;
+    const list = out.get(n.system);
+    if (list === undefined) out.set(n.system, [n]);
+    else list.push(n);
+  }
   return out;
 }
 
+/** Which Ready nodes of a system hold an image, and which have lists that may be cut; memoized per (image, system). */
+class HolderIndex {
+  private readonly readyBySystem: Map<string, NodeView[]>;
+  private readonly memo = new Map<string, { holders: string[]; truncated: string[] }>();
+  constructor(nodes: readonly NodeView[]) {
+    this.readyBySystem = groupBySystem(nodes.filter((n) => n.ready));
+  }
+  lookup(image: string, system: string): { holders: string[]; truncated: string[] } {
+    const key = `${image} ${system}`;
+    let hit = this.memo.get(key);
+    if (hit === undefined) {
+      const peers = this.readyBySystem.get(system) ?? [];
+      hit = { holders: peers.filter((n) => n.images.has(image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete).map((n) => n.name) };
+      this.memo.set(key, hit);
+    }
+    return hit;
+  }
+}
+
+const TRUNCATED = 'image lists may be truncated (nodeStatusMaxImages)';
+
 /** Spegel: the image is there if any Ready node of the system holds it; otherwise missing on every candidate. */
-function decideSpegel(d: Demand, readyBySystem: Map<string, NodeView[]>, statuses: ImageStatus[]): string[] {
-  const peers = readyBySystem.get(d.system) ?? [];
-  const holders = peers.filter((n) => n.images.has(d.need.image));
+function decideSpegel(d: Demand, index: HolderIndex): ImageStatus {
+  const { holders, truncated } = index.lookup(d.need.image, d.system);
   const base = { workload: d.workload, container: d.need.container, image: d.need.image, system: d.system };
-  if (holders.length > 0) {
-    statuses.push({ ...base, state: 'present', nodes: holders.map((n) => n.name) });
-    return [];
-  }
-  const truncated = peers.filter((n) => !n.imagesComplete);
-  if (truncated.length > 0) {
-    statuses.push({ ...base, state: 'unknown', nodes: truncated.map((n) => n.name), detail: 'image lists may be truncated (nodeStatusMaxImages)' });
-    return [];
-  }
-  const missingOn = d.nodes.map((n) => n.name);
-  statuses.push({ ...base, state: 'missing', nodes: missingOn });
-  return missingOn;
+  if (holders.length > 0) return { ...base, state: 'present', nodes: holders };
+  if (truncated.length > 0) return { ...base, state: 'unknown', nodes: truncated, detail: TRUNCATED };
+  return { ...base, state: 'missing', nodes: d.nodes.map((n) => n.name) };
 }
 
 /** Per node: every candidate node must hold the image itself. */
-function decidePerNode(d: Demand, statuses: ImageStatus[]): string[] {
+function decidePerNode(d: Demand): ImageStatus {
   const lacking = d.nodes.filter((n) => !n.images.has(d.need.image));
-  const unknown = lacking.filter((n) => !n.imagesComplete);
   const missing = lacking.filter((n) => n.imagesComplete);
+  const unknown = lacking.filter((n) => !n.imagesComplete);
   const base = { workload: d.workload, container: d.need.container, image: d.need.image, system: d.system };
-  if (missing.length > 0) statuses.push({ ...base, state: 'missing', nodes: missing.map((n) => n.name) });
-  else if (unknown.length > 0) statuses.push({ ...base, state: 'unknown', nodes: unknown.map((n) => n.name), detail: 'image lists may be truncated (nodeStatusMaxImages)' });
-  else statuses.push({ ...base, state: 'present', nodes: d.nodes.map((n) => n.name) });
-  return missing.map((n) => n.name);
-}
-
-function newBuild(id: string, d: Demand, target: string | undefined): PlannedBuild {
-  const flake = d.need.source.flake;
-  return {
-    id,
-    flake: formatFlakeRef(flake),
-    rev: d.need.source.rev,
-    attr: attrKey(flake.attr),
-    system: d.system,
-    images: [],
-    node: target ?? null,
-    emulated: false,
-    missingOn: [],
-    workloads: [],
-    trigger: 'on-demand',
-  };
-}
-
-function mergeInto(build: PlannedBuild, d: Demand, missingOn: string[]): void {
-  addSorted(build.images, d.need.image);
-  for (const n of missingOn) addSorted(build.missingOn, n);
-  addSorted(build.workloads, d.workload);
-  if (d.need.mode === 'eager') build.trigger = 'eager';
-}
-
-function addSorted(list: string[], value: string): void {
-  if (!list.includes(value)) {
-    list.push(value);
-    list.sort();
-  }
+  if (missing.length > 0) return { ...base, state: 'missing', nodes: missing.map((n) => n.name) };
+  if (unknown.length > 0) return { ...base, state: 'unknown', nodes: unknown.map((n) => n.name), detail: TRUNCATED };
+  return { ...base, state: 'present', nodes: d.nodes.map((n) => n.name) };
 }
 
 /** Picks a builder for each Spegel-mode build and checks the per-node ones; returns what cannot be built. */
@@ -202,7 +228,8 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
   const canBuild = (n: NodeView, system: string) =>
     n.ready && !n.unschedulable && n.builderAllowed && n.buildSystems.includes(system) && blockingTaintsTolerated(input.builderTolerations, n.taints);
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
-  for (const build of [...builds].sort((a, b) => a.id.localeCompare(b.id))) {
+  const buildersBySystem = new Map<string, NodeView[]>();
+  for (const build of builds) {
     if (build.node !== null) {
       const node = byName.get(build.node);
       if (node === undefined || !canBuild(node, build.system)) {
@@ -211,10 +238,22 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
       } else build.emulated = node.system !== build.system;
       continue;
     }
-    const rank = (n: NodeView) => (n.system === build.system ? 0 : 2) + (build.missingOn.includes(n.name) ? 0 : 1);
-    const best = input.nodes
-      .filter((n) => canBuild(n, build.system))
-      .sort((a, b) => rank(a) - rank(b) || (load.get(a.name) ?? 0) - (load.get(b.name) ?? 0) || a.name.localeCompare(b.name))[0];
+    let able = buildersBySystem.get(build.system);
+    if (able === undefined) {
+      able = input.nodes.filter((n) => canBuild(n, build.system));
+      buildersBySystem.set(build.system, able);
+    }
+    const missing = new Set(build.missingOn);
+    // Native before emulated, a node that needs the image before one that does not, then the least loaded.
+    const rank = (n: NodeView) => (n.system === build.system ? 0 : 2) + (missing.has(n.name) ? 0 : 1);
+    let best: NodeView | undefined;
+    for (const n of able) {
+      if (best === undefined) best = n;
+      else {
+        const order = rank(n) - rank(best) || (load.get(n.name) ?? 0) - (load.get(best.name) ?? 0) || compare(n.name, best.name);
+        if (order < 0) best = n;
+      }
+    }
     if (best === undefined) {
       unbuildable.push(`${build.id}: no Ready, schedulable node can build ${build.system} (a native node, or one labelled enbi.hrzn.ee/builds.${build.system}=true)`);
       continue;
