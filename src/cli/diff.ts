@@ -85,6 +85,8 @@ function reportFatal(err: unknown): number {
 interface DiffOptions {
   gitUrl?: string;
   dirRoot?: string;
+  /** The directory as the user wrote it, for output. */
+  dirShown?: string;
   ref?: string;
   path: string;
   watch: boolean;
@@ -126,6 +128,7 @@ function validate(v: Record<string, string | boolean | undefined>, positionals: 
   };
   assign('gitUrl', gitUrl);
   assign('dirRoot', dir !== undefined ? resolve(dir, str('path') ?? '') : undefined);
+  assign('dirShown', dir !== undefined ? [dir, str('path')].filter((p) => p !== undefined && p !== '').join('/') : undefined);
   assign('ref', str('ref'));
   assign('credentialsFile', str('git-credentials'));
   assign('nodesFile', str('nodes'));
@@ -144,7 +147,7 @@ async function gitAuth(file: string | undefined): Promise<GitAuth | undefined> {
 }
 
 async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
-  if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirRoot } };
+  if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
   const auth = await gitAuth(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
   return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };

@@ -8,6 +8,8 @@ export function table(rows: string[][]): string {
 }
 
 const short = (rev: string) => rev.slice(0, 12);
+// Full commits make the table unreadable; -o json/yaml keep them whole.
+const abbreviate = (text: string) => text.replace(/\b([0-9a-f]{12})[0-9a-f]{28}\b/g, '$1');
 
 export function renderText(report: DiffReport): string {
   const out: string[] = [];
@@ -23,7 +25,7 @@ export function renderText(report: DiffReport): string {
     const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
     for (const b of report.builds) {
       const node = b.node === null ? '(none)' : `${b.node}${b.emulated ? ' (emulated)' : ''}`;
-      rows.push([b.flake, b.system, node, b.trigger === 'eager' ? 'now' : 'on demand', b.images.join(','), `missing on ${b.missingOn.join(',')} for ${b.workloads.join(', ')}`]);
+      rows.push([abbreviate(b.flake), b.system, node, b.trigger === 'eager' ? 'now' : 'on demand', abbreviate(b.images.join(',')), `missing on ${b.missingOn.join(',')} for ${b.workloads.join(', ')}`]);
     }
     out.push(table(rows));
   }
