@@ -1,0 +1,202 @@
+// Bringing the test cluster up (or reusing a healthy one) and down. State: cluster.json in the cluster dir.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { arch } from 'node:os';
+import { join } from 'node:path';
+import { KUBE_VERSION, clusterDir } from './paths.ts';
+import { startControlPlane } from './controlplane.ts';
+import { apiGet, type Cred } from './health.ts';
+import { buildBusyboxImage } from './images.ts';
+import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr } from './network.ts';
+import { nodeState, startNode, type NodePlan } from './node.ts';
+import { containerdFlavor } from './containerd.ts';
+import { isAlive, sleep, waitFor } from './proc.ts';
+import { readState, writeState, type ClusterState, type Mode } from './state.ts';
+import { teardown } from './teardown.ts';
+
+export interface NodeSpec {
+  name: string;
+  /** Nix system the node builds for natively; default this host's. */
+  system?: string;
+  /** containerd flavour (see containerd.ts); default ENBI_CONTAINERD or Debian's 1.6. */
+  containerd?: string;
+}
+
+export interface UpOptions {
+  mode: Mode;
+  /** Full mode's nodes; default one node, enbi-node-1. */
+  nodes?: NodeSpec[];
+  dir?: string;
+  log?: (msg: string) => void;
+  /** Recorded in cluster.json when this call starts the cluster (a test run's id, see global-setup.ts). */
+  owner?: string;
+}
+
+export const SANDBOX_IMAGE = 'enbi.test/pause:busybox';
+const hostSystem = (): string => `${arch() === 'arm64' ? 'aarch64' : 'x86_64'}-linux`;
+const say = (msg: string): void => void process.stderr.write(`[enbi cluster] ${msg}\n`);
+
+export const adminCred = (s: ClusterState): Cred => {
+  const pki = join(s.dir, 'pki');
+  return { ca: join(pki, 'ca.crt'), cert: join(pki, 'admin.crt'), key: join(pki, 'admin.key') };
+};
+
+/** Why the recorded cluster is not usable, or undefined when every process runs and every node is Ready. */
+export async function unhealthy(s: ClusterState): Promise<string | undefined> {
+  const dead = s.procs.find((p) => !isAlive(p));
+  if (dead) return `${dead.name} (pid ${dead.pid}) is not running`;
+  try {
+    const r = await apiGet(s.server, adminCred(s), '/readyz');
+    if (r.status !== 200) return `kube-apiserver /readyz answered ${r.status}`;
+    for (const n of s.nodes) {
+      const node = await apiGet(s.server, adminCred(s), `/api/v1/nodes/${n.name}`);
+      if (node.status !== 200) return `node ${n.name} is not registered`;
+      const ready = (JSON.parse(node.body) as { status?: { conditions?: { type: string; status: string }[] } })
+        .status?.conditions?.find((c) => c.type === 'Ready');
+      if (ready?.status !== 'True') return `node ${n.name} is not Ready`;
+    }
+  } catch (e) {
+    return `kube-apiserver does not answer: ${(e as Error).message}`;
+  }
+  return undefined;
+}
+
+/** A cluster started in full mode also serves control-plane tests; not the other way round. */
+const satisfies = (s: ClusterState, mode: Mode): boolean => mode === 'control-plane' || s.mode === 'full';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function tryLock(lock: string): boolean {
+  try {
+    writeFileSync(lock, String(process.pid), { flag: 'wx' });
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  }
+}
+
+/** One `up` or `down` at a time per cluster dir; a lock whose holder died is taken over. */
+async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(dir, { recursive: true });
+  const lock = join(dir, '.lock');
+  const deadline = Date.now() + 600_000;
+  while (!tryLock(lock)) {
+    let holder = NaN;
+    try {
+      holder = Number(readFileSync(lock, 'utf8'));
+    } catch { /* released meanwhile */ }
+    if (holder > 0 && !pidAlive(holder)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`cluster dir ${dir} stays locked by pid ${holder}`);
+    await sleep(200);
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+export async function up(o: UpOptions): Promise<ClusterState> {
+  const dir = o.dir ?? clusterDir();
+  const log = o.log ?? say;
+  return await withLock(dir, async () => {
+    const existing = readState(dir);
+    if (existing) {
+      const why = satisfies(existing, o.mode) ? await unhealthy(existing) : `it runs in ${existing.mode} mode`;
+      if (!why) {
+        log(`reusing the ${existing.mode} cluster started ${existing.startedAt}`);
+        return existing;
+      }
+      log(`replacing the recorded cluster: ${why}`);
+      await teardown(existing);
+    }
+    return await start(dir, o, log);
+  });
+}
+
+async function start(dir: string, o: UpOptions, log: (m: string) => void): Promise<ClusterState> {
+  if (o.mode === 'full' && process.getuid?.() !== 0) {
+    throw new Error('full mode needs root (network namespaces, cgroups, mounts): run as root, or use --mode control-plane');
+  }
+  const t0 = Date.now();
+  const runId = randomBytes(3).toString('hex');
+  const specs = o.mode === 'full' ? (o.nodes ?? [{ name: 'enbi-node-1' }]) : [];
+  const subnet = o.mode === 'full' ? await pickSubnet(specs.length) : undefined;
+  const s: ClusterState = {
+    version: 1, mode: o.mode, runId, dir, kubeconfig: join(dir, 'kubeconfig'), server: '',
+    kubernetesVersion: KUBE_VERSION, nodes: [], procs: [], startedAt: new Date().toISOString(),
+    ...(o.owner ? { owner: o.owner } : {}),
+  };
+  mkdirSync(join(dir, 'logs'), { recursive: true });
+  writeState(s);
+  try {
+    if (subnet) {
+      s.bridge = `enbi-br-${runId}`;
+      s.subnet = subnet.cidr;
+      log(`bridge ${s.bridge} ${subnet.gateway}/24`);
+      await createBridge(s.bridge, subnet);
+      writeState(s);
+    }
+    const cp = await startControlPlane({
+      dir, address: subnet?.gateway ?? '127.0.0.1', log,
+      record: (p) => { s.procs.push(p); writeState(s); },
+    });
+    s.server = cp.server;
+    writeState(s);
+    if (subnet && s.bridge) {
+      const sandboxArchive = join(dir, 'images', 'pause.tar');
+      buildBusyboxImage({ ref: SANDBOX_IMAGE, out: sandboxArchive, cmd: ['/bin/sh', '-c', 'trap "exit 0" TERM INT; sleep 2147483647 & wait'] });
+      s.sandboxImage = SANDBOX_IMAGE;
+      const ctx = { server: cp.server, ca: cp.ca, sandboxImage: SANDBOX_IMAGE, sandboxArchive, logs: join(dir, 'logs'), log };
+      for (const [i, spec] of specs.entries()) {
+        const plan: NodePlan = {
+          name: spec.name, system: spec.system ?? hostSystem(),
+          netns: `enbi-${runId}-${i}`, hostVeth: `enbi-${runId}-${i}`, ip: nodeIp(subnet, i), podCIDR: podCidr(subnet, i),
+          cgroupRoot: `/enbi-${runId}-${spec.name}`, dir: join(dir, 'nodes', spec.name),
+          containerd: containerdFlavor(spec.containerd),
+        };
+        s.nodes.push(nodeState(plan));
+        writeState(s);
+        await createNodeNetns({ ...plan, bridge: s.bridge, addr: plan.ip, gateway: subnet.gateway });
+        await startNode(plan, ctx, (p) => { s.procs.push(p); writeState(s); });
+      }
+      const dead = (): string | undefined => {
+        const d = s.procs.find((p) => !isAlive(p));
+        return d && `${d.name} exited: see ${d.log}`;
+      };
+      await waitFor(`node(s) ${specs.map((n) => n.name).join(', ')} Ready`, async () => {
+        const why = await unhealthy(s);
+        if (why) throw new Error(why);
+        return true;
+      }, { timeoutMs: 120_000, intervalMs: 500, alive: dead });
+    }
+  } catch (e) {
+    log(`start failed, stopping what was started (logs kept in ${join(dir, 'logs')})`);
+    await teardown(s, { keepLogs: true }).catch((te: Error) => log(`teardown: ${te.message}`));
+    throw e;
+  }
+  writeState(s);
+  log(`${s.mode} cluster up in ${((Date.now() - t0) / 1000).toFixed(1)} s: export KUBECONFIG=${s.kubeconfig}`);
+  return s;
+}
+
+export async function down(dir = clusterDir(), log = say): Promise<boolean> {
+  return await withLock(dir, async () => {
+    const s = readState(dir);
+    if (!s) return false;
+    await teardown(s);
+    log(`cluster in ${dir} stopped and removed`);
+    return true;
+  });
+}
