@@ -5,13 +5,14 @@ import { arch } from 'node:os';
 import { join } from 'node:path';
 import { KUBE_VERSION, clusterDir } from './paths.ts';
 import { startControlPlane } from './controlplane.ts';
-import { apiGet, type Cred } from './health.ts';
+import { apiGet, apiMergePatch, type Cred } from './health.ts';
 import { buildBusyboxImage } from './images.ts';
-import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr } from './network.ts';
+import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
-import { isAlive, sleep, waitFor } from './proc.ts';
-import { readState, writeState, type ClusterState, type Mode } from './state.ts';
+import { firstDead, isAlive, sleep, waitFor } from './proc.ts';
+import type { CertPair } from './pki.ts';
+import { readState, writeState, type ClusterState, type Mode, type ProcRecord } from './state.ts';
 import { teardown } from './teardown.ts';
 
 export interface NodeSpec {
@@ -154,33 +155,7 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
     });
     s.server = cp.server;
     writeState(s);
-    if (subnet && s.bridge) {
-      const sandboxArchive = join(dir, 'images', 'pause.tar');
-      buildBusyboxImage({ ref: SANDBOX_IMAGE, out: sandboxArchive, cmd: ['/bin/sh', '-c', 'trap "exit 0" TERM INT; sleep 2147483647 & wait'] });
-      s.sandboxImage = SANDBOX_IMAGE;
-      const ctx = { server: cp.server, ca: cp.ca, sandboxImage: SANDBOX_IMAGE, sandboxArchive, logs: join(dir, 'logs'), log };
-      for (const [i, spec] of specs.entries()) {
-        const plan: NodePlan = {
-          name: spec.name, system: spec.system ?? hostSystem(),
-          netns: `enbi-${runId}-${i}`, hostVeth: `enbi-${runId}-${i}`, ip: nodeIp(subnet, i), podCIDR: podCidr(subnet, i),
-          cgroupRoot: `/enbi-${runId}-${spec.name}`, dir: join(dir, 'nodes', spec.name),
-          containerd: containerdFlavor(spec.containerd),
-        };
-        s.nodes.push(nodeState(plan));
-        writeState(s);
-        await createNodeNetns({ ...plan, bridge: s.bridge, addr: plan.ip, gateway: subnet.gateway });
-        await startNode(plan, ctx, (p) => { s.procs.push(p); writeState(s); });
-      }
-      const dead = (): string | undefined => {
-        const d = s.procs.find((p) => !isAlive(p));
-        return d && `${d.name} exited: see ${d.log}`;
-      };
-      await waitFor(`node(s) ${specs.map((n) => n.name).join(', ')} Ready`, async () => {
-        const why = await unhealthy(s);
-        if (why) throw new Error(why);
-        return true;
-      }, { timeoutMs: 120_000, intervalMs: 500, alive: dead });
-    }
+    if (subnet) await startNodes(s, subnet, specs, cp.ca, log);
   } catch (e) {
     log(`start failed, stopping what was started (logs kept in ${join(dir, 'logs')})`);
     await teardown(s, { keepLogs: true }).catch((te: Error) => log(`teardown: ${te.message}`));
@@ -189,6 +164,46 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
   writeState(s);
   log(`${s.mode} cluster up in ${((Date.now() - t0) / 1000).toFixed(1)} s: export KUBECONFIG=${s.kubeconfig}`);
   return s;
+}
+
+async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca: CertPair, log: (m: string) => void): Promise<void> {
+  const bridge = s.bridge;
+  if (!bridge) throw new Error('full mode without a bridge');
+  const sandboxArchive = join(s.dir, 'images', 'pause.tar');
+  buildBusyboxImage({ ref: SANDBOX_IMAGE, out: sandboxArchive, cmd: ['/bin/sh', '-c', 'trap "exit 0" TERM INT; sleep 2147483647 & wait'] });
+  s.sandboxImage = SANDBOX_IMAGE;
+  const ctx = { server: s.server, ca, sandboxImage: SANDBOX_IMAGE, sandboxArchive, logs: join(s.dir, 'logs'), log };
+  const record = (p: ProcRecord): void => {
+    s.procs.push(p);
+    writeState(s);
+  };
+  for (const [i, spec] of specs.entries()) {
+    const plan: NodePlan = {
+      name: spec.name, system: spec.system ?? hostSystem(),
+      netns: `enbi-${s.runId}-${i}`, hostVeth: `enbi-${s.runId}-${i}`, ip: nodeIp(subnet, i), podCIDR: podCidr(subnet, i),
+      cgroupRoot: `/enbi-${s.runId}-${spec.name}`, dir: join(s.dir, 'nodes', spec.name),
+      containerd: containerdFlavor(spec.containerd),
+    };
+    s.nodes.push(nodeState(plan));
+    writeState(s);
+    await createNodeNetns({ ...plan, bridge, addr: plan.ip, gateway: subnet.gateway });
+    await startNode(plan, ctx, record);
+  }
+  const dead = firstDead(s.procs);
+  const cred = adminCred(s);
+  // No nodeipam controller runs (each node's CNI config holds its range): record the range on the Node
+  // as that controller would, once kubelet has registered it.
+  for (const n of s.nodes) {
+    const path = `/api/v1/nodes/${n.name}`;
+    await waitFor(`${n.name} to register`, async () => ((await apiGet(s.server, cred, path)).status === 200 ? true : undefined),
+      { timeoutMs: 60_000, intervalMs: 300, alive: dead });
+    await apiMergePatch(s.server, cred, path, { spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } });
+  }
+  await waitFor(`node(s) ${specs.map((n) => n.name).join(', ')} Ready`, async () => {
+    const why = await unhealthy(s);
+    if (why) throw new Error(why);
+    return true;
+  }, { timeoutMs: 120_000, intervalMs: 500, alive: dead });
 }
 
 export async function down(dir = clusterDir(), log = say): Promise<boolean> {

@@ -5,7 +5,7 @@ import { hostBin, kubeBin } from './paths.ts';
 import { makeCA, makeCert, makeServiceAccountKey, type CertPair } from './pki.ts';
 import { writeKubeconfig } from './kubeconfig.ts';
 import { freePort } from './ports.ts';
-import { startDaemon, waitFor, isAlive } from './proc.ts';
+import { firstDead, startDaemon, waitFor } from './proc.ts';
 import type { ProcRecord } from './state.ts';
 import { apiGet } from './health.ts';
 
@@ -72,10 +72,7 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     procs.push(r);
     o.record(r);
   };
-  const deadProc = (): string | undefined => {
-    const d = procs.find((p) => !isAlive(p));
-    return d && `${d.name} exited: see ${d.log}`;
-  };
+  const deadProc = firstDead(procs);
 
   o.log(`etcd on 127.0.0.1:${etcdPort}`);
   const etcdUrl = `http://127.0.0.1:${etcdPort}`;

@@ -10,16 +10,29 @@ export interface Cred {
 }
 
 export async function apiGet(server: string, cred: Cred, path: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+  return await apiRequest(server, cred, 'GET', path, undefined, timeoutMs);
+}
+
+/** A merge patch; throws unless the API server accepts it. */
+export async function apiMergePatch(server: string, cred: Cred, path: string, patch: object): Promise<void> {
+  const r = await apiRequest(server, cred, 'PATCH', path, { type: 'application/merge-patch+json', data: JSON.stringify(patch) });
+  if (r.status >= 300) throw new Error(`PATCH ${path}: ${r.status} ${r.body}`);
+}
+
+async function apiRequest(
+  server: string, cred: Cred, method: string, path: string, body?: { type: string; data: string }, timeoutMs = 5_000,
+): Promise<{ status: number; body: string }> {
   const files = { ca: readFileSync(cred.ca), cert: readFileSync(cred.cert), key: readFileSync(cred.key) };
+  const headers = body ? { 'content-type': body.type } : {};
   return await new Promise((res, rej) => {
-    const req = request(new URL(path, server), { ...files, timeout: timeoutMs }, (r) => {
-      let body = '';
+    const req = request(new URL(path, server), { ...files, method, headers, timeout: timeoutMs }, (r) => {
+      let text = '';
       r.setEncoding('utf8');
-      r.on('data', (d) => (body += d));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
+      r.on('data', (d) => (text += d));
+      r.on('end', () => res({ status: r.statusCode ?? 0, body: text }));
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in ${timeoutMs} ms`)));
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
     req.on('error', rej);
-    req.end();
+    req.end(body?.data);
   });
 }

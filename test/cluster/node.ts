@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import { hostBin, kubeBin } from './paths.ts';
 import { makeCert, type CertPair } from './pki.ts';
 import { writeKubeconfig } from './kubeconfig.ts';
-import { startDaemon, waitFor, isAlive } from './proc.ts';
+import { firstDead, startDaemon, waitFor } from './proc.ts';
 import { createCgroupRoot } from './cgroups.ts';
 import { importImage } from './images.ts';
 import type { ContainerdFlavor } from './containerd.ts';
@@ -111,10 +111,7 @@ export async function startNode(p: NodePlan, c: NodeContext, record: (x: ProcRec
     procs.push(r);
     record(r);
   };
-  const dead = (): string | undefined => {
-    const d = procs.find((x) => !isAlive(x));
-    return d && `${d.name} exited: see ${d.log}`;
-  };
+  const dead = firstDead(procs);
 
   writeFileSync(join(p.dir, 'cni', '10-bridge.conflist'), JSON.stringify(cniConfig(p), null, 2));
   const ctrdConfig = join(p.dir, 'containerd', 'config.toml');

@@ -52,6 +52,12 @@ export const isAlive = (p: ProcRecord): boolean => {
   }
 };
 
+/** For waitFor's alive option: names the first of procs that is no longer running, and its log. */
+export const firstDead = (procs: ProcRecord[]) => (): string | undefined => {
+  const d = procs.find((p) => !isAlive(p));
+  return d && `${d.name} exited: see ${d.log}`;
+};
+
 /** Starts a daemon detached from this process (it outlives the CLI), output appended to log. */
 export function startDaemon(name: string, cmd: string, args: string[], log: string): ProcRecord {
   const fd = openSync(log, 'a');
