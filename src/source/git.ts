@@ -63,14 +63,35 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
   let commit: string;
   try {
     if (!fs.existsSync(join(gitdir, 'config'))) await git.init({ fs, gitdir, bare: true });
-    const result = await git.fetch({ ...common, ref, singleBranch: true, depth: 1, tags: false });
-    commit = result.fetchHead ?? '';
+    // fetch stores the fetched branch under the remote's refspec: without an "origin" remote it fails.
+    if ((await git.getConfig({ fs, gitdir, path: 'remote.origin.fetch' })) === undefined) {
+      await git.addRemote({ fs, gitdir, remote: 'origin', url: options.url, force: true });
+    }
+    // `ref` names the local ref isomorphic-git offers as a "have": the remote-tracking ref the previous
+    // fetch wrote (the bare branch name finds nothing). Only the first fetch is shallow: isomorphic-git
+    // never asks for thin packs, and without one a server answering "deepen 1" resends the whole tree
+    // even for a have; without a depth the walk stops at the have and only new objects come.
+    const tracking = `refs/remotes/origin/${ref}`;
+    const previous = await git.resolveRef({ fs, gitdir, ref: tracking }).catch(() => undefined);
+    const depth = previous === undefined ? { depth: 1 } : {};
+    const result = await git.fetch({ ...common, ref: tracking, remoteRef: ref, singleBranch: true, tags: false, ...depth });
+    commit = result.fetchHead === null || result.fetchHead === undefined ? '' : await peelToCommit(gitdir, result.fetchHead);
   } catch (err) {
     throw toSourceError(err, options.url, ref);
   }
   if (commit === '') throw new GitSourceError(`${options.url}: ref "${ref}" not found`);
   const files = await readTreeFiles(gitdir, commit, options.path ?? '', options.maxBytes ?? 64 * 1024 * 1024);
   return { commit, ref, files };
+}
+
+/** An annotated tag's fetch head is the tag object: follow it to the commit. */
+async function peelToCommit(gitdir: string, oid: string): Promise<string> {
+  for (let i = 0; i < 10; i++) {
+    const { type, object } = await git.readObject({ fs, gitdir, oid, cache, format: 'parsed' });
+    if (type !== 'tag') return oid;
+    oid = (object as { object: string }).object;
+  }
+  throw new GitSourceError(`${oid}: tag chain too long`);
 }
 
 async function defaultBranch(url: string, auth: GitAuth | undefined): Promise<string> {
@@ -89,6 +110,10 @@ function toSourceError(err: unknown, url: string, ref: string): Error {
   const e = err as { code?: string; message?: string; data?: { statusCode?: number } };
   if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === 'ECONNRESET' || e.code === 'ETIMEDOUT') {
     return new GitSourceError(`cannot reach ${url} (${e.code}): is the Git server up and the URL right?`);
+  }
+  // onAuth answered { cancel: true }: the server wants credentials and none were configured.
+  if (e.code === 'UserCanceledError') {
+    return new GitSourceError(`${url} requires credentials and none were given: set ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`);
   }
   if (e.code === 'HttpError' && (e.data?.statusCode === 401 || e.data?.statusCode === 403)) {
     return new GitSourceError(`${url} refused access (HTTP ${e.data.statusCode}): check the Git credentials`);
@@ -139,11 +164,17 @@ export async function dropGitCache(cacheDir: string, url: string): Promise<void>
 
 /** What a branch (or the default branch) of a remote points to now, for `enbi diff`'s drift notes. */
 export async function resolveRemoteRef(url: string, ref: string | undefined, auth?: GitAuth): Promise<string | undefined> {
-  const refs = await git.listServerRefs({ http, url, symrefs: true, onAuth: () => auth ?? { cancel: true } });
+  let refs: Awaited<ReturnType<typeof git.listServerRefs>>;
+  try {
+    refs = await git.listServerRefs({ http, url, symrefs: true, peelTags: true, onAuth: () => auth ?? { cancel: true } });
+  } catch (err) {
+    throw toSourceError(err, url, ref ?? 'HEAD');
+  }
   const wanted = ref === undefined ? ['HEAD'] : [`refs/heads/${ref}`, `refs/tags/${ref}`, ref];
   for (const name of wanted) {
     const hit = refs.find((r) => r.ref === name);
-    if (hit !== undefined) return hit.oid;
+    // An annotated tag's own oid is the tag object: the commit it names is what a pin is compared with.
+    if (hit !== undefined) return hit.peeled ?? hit.oid;
   }
   return undefined;
 }
