@@ -89,9 +89,10 @@ async function stopNode(node: NodeState, procs: ProcRecord[]): Promise<void> {
 
 export async function teardown(s: ClusterState, o: { keepLogs?: boolean } = {}): Promise<void> {
   for (const n of s.nodes) await stopNode(n, s.procs);
-  if (s.bridge) await deleteLink(s.bridge);
   const order = ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'];
   for (const name of order) for (const p of s.procs.filter((x) => x.name === name)) await stopProc(p);
+  // Only now: with its address gone first, the control plane's shutdown hangs on dead connections (10 s).
+  if (s.bridge) await deleteLink(s.bridge);
   await unmountUnder(s.dir);
   if (!existsSync(s.dir)) return;
   for (const e of readdirSync(s.dir)) {
