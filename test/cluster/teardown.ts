@@ -59,11 +59,20 @@ function removeLogLinks(node: NodeState): void {
   }
 }
 
-/** libcni caches results in the fixed /var/lib/cni, named after the network (ours carries the run id). */
+/**
+ * libcni caches each pod's network results in the fixed /var/lib/cni/results; this node's entries name a
+ * pod network namespace under the node's directory (netns_mounts_under_state_dir).
+ */
 function removeCniCache(node: NodeState): void {
   const dir = '/var/lib/cni/results';
   if (!existsSync(dir)) return;
-  for (const f of readdirSync(dir)) if (f.startsWith(`enbi-${node.netns}-`)) rmSync(join(dir, f), { force: true });
+  for (const f of readdirSync(dir)) {
+    try {
+      if (readFileSync(join(dir, f), 'utf8').includes(`"${node.dir}/`)) rmSync(join(dir, f), { force: true });
+    } catch {
+      // removed meanwhile
+    }
+  }
 }
 
 async function stopNode(node: NodeState, procs: ProcRecord[]): Promise<void> {
