@@ -1,15 +1,21 @@
-// Writes the JSON Schemas in schemas/ from their zod source; `--check` fails when the committed files differ.
+// Writes the JSON Schemas in schemas/ and the CRD in deploy/crd/ from their zod source; `--check` fails when the committed files differ.
 import { readFile, writeFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { stringify } from 'yaml';
+import { nixBuildCrd, nixBuildSpecSchema } from '../api/nixbuild.ts';
 import { annotationsSchema } from './annotations.ts';
 
 export function renderedSchemas(): Record<string, string> {
   const json = (schema: z.ZodType) => `${JSON.stringify(z.toJSONSchema(schema, { io: 'input' }), null, 2)}\n`;
-  return { 'annotations.schema.json': json(annotationsSchema) };
+  return {
+    'schemas/annotations.schema.json': json(annotationsSchema),
+    'schemas/nixbuild.schema.json': json(nixBuildSpecSchema),
+    'deploy/crd/nixbuilds.enbi.hrzn.ee.yaml': `# Generated from src/api/nixbuild.ts by npm run schemas: do not edit.\n${stringify(nixBuildCrd())}`,
+  };
 }
 
 async function main(): Promise<void> {
-  const dir = new URL('../../schemas/', import.meta.url);
+  const dir = new URL('../../', import.meta.url);
   const check = process.argv.includes('--check');
   let stale = 0;
   for (const [name, text] of Object.entries(renderedSchemas())) {
@@ -17,7 +23,7 @@ async function main(): Promise<void> {
     if (check) {
       const committed = await readFile(file, 'utf8').catch(() => '');
       if (committed !== text) {
-        console.error(`schemas/${name} is stale: run npm run schemas`);
+        console.error(`${name} is stale: run npm run schemas`);
         stale++;
       }
     } else await writeFile(file, text);

@@ -110,9 +110,9 @@ test('workloads without enbi annotations are ignored silently', () => {
   assert.deepEqual(a.workloads, []);
 });
 
-test('the committed JSON Schemas are what the zod source generates', async () => {
+test('the committed JSON Schemas and CRD are what the zod source generates', async () => {
   for (const [name, text] of Object.entries(renderedSchemas())) {
-    const committed = await readFile(new URL(`../../schemas/${name}`, import.meta.url), 'utf8');
-    assert.equal(committed, text, `schemas/${name} is stale: run npm run schemas`);
+    const committed = await readFile(new URL(`../../${name}`, import.meta.url), 'utf8');
+    assert.equal(committed, text, `${name} is stale: run npm run schemas`);
   }
 });

@@ -1,0 +1,119 @@
+// The NixBuild custom resource (nixbuilds.enbi.hrzn.ee): its zod source, from which
+// deploy/crd/nixbuilds.enbi.hrzn.ee.yaml and schemas/nixbuild.schema.json are generated.
+// The pre-alpha's spec names (flakeUrl, imageTag, packageName, system) are kept as they were.
+import { z } from 'zod';
+
+export const GROUP = 'enbi.hrzn.ee';
+export const VERSION = 'v1alpha1';
+export const KIND = 'NixBuild';
+export const PLURAL = 'nixbuilds';
+
+const system = z.string().regex(/^[a-z0-9_]+-[a-z]+$/).describe('Nix system to build for, e.g. x86_64-linux or aarch64-linux.');
+
+export const nixBuildSpecSchema = z.object({
+  flakeUrl: z.string().min(1).describe('Flake reference pinned to a revision (…?rev=<sha> or github:o/r/<sha>), without the attribute.'),
+  packageName: z.string().min(1).describe('Attribute to build: packages.<system>.<packageName> (a full packages.<system>.x path is taken literally).'),
+  system,
+  images: z
+    .array(z.string().min(1))
+    .optional()
+    .describe('Exact image references to import the result under. Absent: the name and tag Nix gave the image.'),
+  imageTag: z.string().optional().describe('Pre-alpha: the git revision the image is tagged with (informational when images is set).'),
+  node: z.string().optional().describe('Node that builds and imports. Absent: enbi picks a Ready node able to build the system.'),
+  maxAttempts: z.number().int().min(1).max(20).optional().describe('Build attempts before the build is Stalled (default from the controller).'),
+});
+
+export const PHASES = ['Pending', 'Building', 'Succeeded', 'Failed'] as const;
+export type Phase = (typeof PHASES)[number];
+
+const condition = z.object({
+  type: z.string(),
+  status: z.enum(['True', 'False', 'Unknown']),
+  reason: z.string(),
+  message: z.string(),
+  lastTransitionTime: z.string(),
+  observedGeneration: z.number().int().optional(),
+});
+
+export const nixBuildStatusSchema = z.object({
+  observedGeneration: z.number().int().optional(),
+  phase: z.enum(PHASES).optional(),
+  conditions: z.array(condition).optional(),
+  node: z.string().optional(),
+  system: z.string().optional(),
+  image: z.string().optional().describe('The first image reference imported.'),
+  imageDigest: z.string().optional(),
+  storePath: z.string().optional(),
+  buildJobName: z.string().optional(),
+  attempts: z.number().int().optional(),
+  startTime: z.string().optional(),
+  completionTime: z.string().optional(),
+  logExcerpt: z.string().optional().describe('The end of the build log of a failed attempt.'),
+});
+
+export type NixBuildSpec = z.infer<typeof nixBuildSpecSchema>;
+export type NixBuildStatus = z.infer<typeof nixBuildStatusSchema>;
+export type Condition = z.infer<typeof condition>;
+
+export interface NixBuild {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; generation?: number; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; resourceVersion?: string };
+  spec: NixBuildSpec;
+  status?: NixBuildStatus;
+}
+
+/** The CRD, with the OpenAPI schema generated from zod. */
+export function nixBuildCrd(): Record<string, unknown> {
+  const openApi = (schema: z.ZodType) => stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: `${PLURAL}.${GROUP}` },
+    spec: {
+      group: GROUP,
+      names: { kind: KIND, listKind: `${KIND}List`, plural: PLURAL, singular: 'nixbuild', shortNames: ['nb'], categories: ['enbi'] },
+      scope: 'Namespaced',
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: [
+            { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+            { name: 'System', type: 'string', jsonPath: '.spec.system' },
+            { name: 'Node', type: 'string', jsonPath: '.status.node' },
+            { name: 'Image', type: 'string', jsonPath: '.status.image' },
+            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+          ],
+          schema: {
+            openAPIV3Schema: {
+              type: 'object',
+              required: ['spec'],
+              properties: {
+                apiVersion: { type: 'string' },
+                kind: { type: 'string' },
+                metadata: { type: 'object' },
+                spec: openApi(nixBuildSpecSchema),
+                status: openApi(nixBuildStatusSchema),
+              },
+            },
+          },
+        },
+      ],
+    },
+  };
+}
+
+// Kubernetes' structural schemas reject $schema and additionalProperties: false beside properties.
+function stripForOpenApi(schema: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema)) {
+    if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
+    if (Array.isArray(v)) out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
+    else if (v !== null && typeof v === 'object') out[k] = stripForOpenApi(v as Record<string, unknown>);
+    else out[k] = v;
+  }
+  return out;
+}
