@@ -1,0 +1,96 @@
+// The controller's configuration: one zod schema, documented in the README, read from a YAML file.
+// A bad configuration stops start-up with every problem listed.
+import { readFile } from 'node:fs/promises';
+import { parse } from 'yaml';
+import { z } from 'zod';
+
+const toleration = z.object({
+  key: z.string().optional(),
+  operator: z.enum(['Exists', 'Equal']).optional(),
+  value: z.string().optional(),
+  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
+});
+
+export const controllerConfigSchema = z
+  .object({
+    source: z
+      .object({
+        url: z.url({ protocol: /^https?$/ }).optional().describe('HTTP(S) Git repository of manifests.'),
+        dir: z.string().optional().describe('A local directory of manifests instead of Git (watched).'),
+        ref: z.string().optional().describe('Branch or tag; default: the remote HEAD.'),
+        path: z.string().default('').describe('Sub-path holding the manifests.'),
+        intervalSeconds: z.number().int().min(5).default(60).describe('How often Git is fetched (webhooks trigger at once).'),
+        credentialsFile: z.string().optional().describe('"username:password" or a token on one line.'),
+      })
+      .refine((s) => (s.url === undefined) !== (s.dir === undefined), { message: 'set exactly one of source.url and source.dir' }),
+    namespace: z.string().default('enbi-system').describe('Namespace of NixBuilds and build Jobs.'),
+    watchNamespaces: z.array(z.string()).default([]).describe('Namespaces whose pods trigger builds; empty: all.'),
+    mode: z.enum(['spegel', 'per-node']).default('spegel'),
+    buildMode: z.enum(['on-demand', 'eager']).default('on-demand').describe('Default when a workload does not say.'),
+    builderImage: z.string().min(1),
+    importerImage: z.string().min(1),
+    cache: z
+      .object({ hostPath: z.string().default('/var/lib/enbi/nix').describe('Per-node directory holding the Nix store and ~/.cache/nix.') })
+      .default({ hostPath: '/var/lib/enbi/nix' }),
+    containerdSocket: z
+      .string()
+      .optional()
+      .describe('Socket path on the nodes. Absent: the node annotation enbi.hrzn.ee/containerd-socket, else found from the node\'s runtime (k3s, rke2, microk8s, k0s, kubeadm/kind).'),
+    builderTolerations: z.array(toleration).default([]),
+    nixOptions: z.record(z.string(), z.string()).default({}).describe('Extra Nix settings for builds, e.g. substituters.'),
+    maxConcurrentBuildsPerNode: z.number().int().min(1).default(1),
+    maxAttempts: z.number().int().min(1).max(20).default(3),
+    retryBaseSeconds: z.number().min(0).default(10).describe('Backoff before attempt n is retryBaseSeconds × 2^(n-2).'),
+    buildTimeoutSeconds: z.number().int().min(60).default(3600),
+    maxNodeImages: z.number().int().min(1).default(50).describe("kubelet's nodeStatusMaxImages."),
+    listen: z.object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') }).default({ port: 8080, host: '0.0.0.0' }),
+    webhook: z
+      .object({ secretFile: z.string().optional().describe('HMAC secret (GitHub/Gitea) or token (GitLab) for POST /hooks/git.') })
+      .default({}),
+  })
+  .strict();
+
+export type ControllerConfig = z.infer<typeof controllerConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function parseControllerConfig(raw: unknown, where = 'configuration'): ControllerConfig {
+  const result = controllerConfigSchema.safeParse(raw ?? {});
+  if (!result.success) throw new ConfigError(`invalid ${where}:\n${z.prettifyError(result.error)}`);
+  return result.data;
+}
+
+export async function loadControllerConfig(file: string): Promise<ControllerConfig> {
+  let raw: unknown;
+  try {
+    raw = parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read ${file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parseControllerConfig(raw, file);
+}
+
+/** Where containerd's socket is on each distribution, in the order enbi tries them. */
+export const KNOWN_SOCKETS: Readonly<Record<string, string>> = {
+  k3s: '/run/k3s/containerd/containerd.sock',
+  rke2: '/run/k3s/containerd/containerd.sock',
+  microk8s: '/var/snap/microk8s/common/run/containerd.sock',
+  k0s: '/run/k0s/containerd.sock',
+  kubeadm: '/run/containerd/containerd.sock',
+};
+
+export const SOCKET_ANNOTATION = 'enbi.hrzn.ee/containerd-socket';
+
+/** The socket for a node: configured, annotated, or inferred from its kubelet version string. */
+export function socketFor(node: { annotations?: Record<string, string>; kubeletVersion?: string }, configured?: string): string {
+  if (configured !== undefined) return configured;
+  const annotated = node.annotations?.[SOCKET_ANNOTATION];
+  if (annotated !== undefined) return annotated;
+  const v = node.kubeletVersion ?? '';
+  if (v.includes('+k3s')) return KNOWN_SOCKETS.k3s!;
+  if (v.includes('+rke2')) return KNOWN_SOCKETS.rke2!;
+  if (v.includes('+k0s')) return KNOWN_SOCKETS.k0s!;
+  return KNOWN_SOCKETS.kubeadm!;
+}

@@ -1,0 +1,48 @@
+// A client-node informer that does not stay dead: the bare informer stops on errors other than 410 Gone,
+// so this one restarts it with capped, jittered backoff and counts the restarts.
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer } from '@kubernetes/client-node';
+
+export interface ResilientInformer<T extends KubernetesObject> {
+  list(): readonly T[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Times the watch was restarted after an error. */
+  restarts(): number;
+}
+
+export function resilientInformer<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  listFn: () => Promise<KubernetesListObject<T>>,
+  onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void,
+  log: (msg: string) => void,
+  labelSelector?: string,
+): ResilientInformer<T> {
+  const informer = makeInformer<T>(kc, path, listFn, labelSelector);
+  let stopped = false;
+  let restarts = 0;
+  let delayMs = 500;
+  informer.on('add', (o) => onChange(o, 'add'));
+  informer.on('update', (o) => onChange(o, 'update'));
+  informer.on('delete', (o) => onChange(o, 'delete'));
+  informer.on('connect', () => (delayMs = 500));
+  informer.on('error', (err) => {
+    if (stopped) return;
+    restarts++;
+    const wait = Math.min(delayMs, 30_000) * (0.5 + Math.random());
+    delayMs *= 2;
+    log(`watch ${path} failed (${String((err as Error | undefined)?.message ?? err)}); restarting in ${Math.round(wait)} ms`);
+    setTimeout(() => {
+      if (!stopped) informer.start().catch((e: unknown) => log(`watch ${path} restart failed: ${String(e)}`));
+    }, wait);
+  });
+  return {
+    list: () => informer.list(),
+    start: () => informer.start(),
+    stop: async () => {
+      stopped = true;
+      await informer.stop();
+    },
+    restarts: () => restarts,
+  };
+}
