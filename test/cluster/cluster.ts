@@ -1,9 +1,9 @@
 // Bringing the test cluster up (or reusing a healthy one) and down. State: cluster.json in the cluster dir.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
-import { KUBE_VERSION, clusterDir } from './paths.ts';
+import { CNI_BIN_DIR, KUBE_VERSION, clusterDir, hostBin, kubeBin } from './paths.ts';
 import { startControlPlane } from './controlplane.ts';
 import { apiGet, apiMergePatch, type Cred } from './health.ts';
 import { buildBusyboxImage } from './images.ts';
@@ -13,7 +13,7 @@ import { containerdFlavor } from './containerd.ts';
 import { firstDead, isAlive, sleep, waitFor } from './proc.ts';
 import type { CertPair } from './pki.ts';
 import { readState, writeState, type ClusterState, type Mode, type ProcRecord } from './state.ts';
-import { teardown } from './teardown.ts';
+import { clearDir, teardown } from './teardown.ts';
 
 export interface NodeSpec {
   name: string;
@@ -60,6 +60,16 @@ export async function unhealthy(s: ClusterState): Promise<string | undefined> {
     return `kube-apiserver does not answer: ${(e as Error).message}`;
   }
   return undefined;
+}
+
+/** The last lines of every component log: on CI, the only view of why a start failed. */
+function logTails(logs: string, lines = 8): string {
+  return readdirSync(logs)
+    .map((f) => {
+      const text = readFileSync(join(logs, f), 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+      return `--- ${f} (last ${lines} lines) ---\n${text}`;
+    })
+    .join('\n');
 }
 
 /** A cluster started in full mode also serves control-plane tests; not the other way round. */
@@ -126,19 +136,36 @@ export async function up(o: UpOptions): Promise<ClusterState> {
   });
 }
 
+const nodeSpecs = (o: UpOptions): NodeSpec[] => (o.mode === 'full' ? (o.nodes ?? [{ name: 'enbi-node-1' }]) : []);
+
+/** Every binary the cluster will run, found before anything starts (each lookup names its fix). */
+function preflight(mode: Mode, nodes: NodeSpec[]): void {
+  hostBin('etcd');
+  hostBin('openssl');
+  for (const b of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const) kubeBin(b);
+  if (mode !== 'full') return;
+  kubeBin('kubelet');
+  for (const b of ['ip', 'nsenter', 'runc', 'busybox', 'umount']) hostBin(b);
+  if (!existsSync(join(CNI_BIN_DIR, 'bridge'))) throw new Error(`CNI plugins missing in ${CNI_BIN_DIR}: run \`bash test/cluster/install-deps.sh\``);
+  for (const n of nodes) containerdFlavor(n.containerd);
+}
+
 async function start(dir: string, o: UpOptions, log: (m: string) => void): Promise<ClusterState> {
   if (o.mode === 'full' && process.getuid?.() !== 0) {
     throw new Error('full mode needs root (network namespaces, cgroups, mounts): run as root, or use --mode control-plane');
   }
+  const nodes = nodeSpecs(o);
+  preflight(o.mode, nodes);
   const t0 = Date.now();
   const runId = randomBytes(3).toString('hex');
-  const specs = o.mode === 'full' ? (o.nodes ?? [{ name: 'enbi-node-1' }]) : [];
-  const subnet = o.mode === 'full' ? await pickSubnet(specs.length) : undefined;
+  const subnet = o.mode === 'full' ? await pickSubnet(nodes.length) : undefined;
   const s: ClusterState = {
     version: 1, mode: o.mode, runId, dir, kubeconfig: join(dir, 'kubeconfig'), server: '',
     kubernetesVersion: KUBE_VERSION, nodes: [], procs: [], startedAt: new Date().toISOString(),
     ...(o.owner ? { owner: o.owner } : {}),
   };
+  // Nothing recorded runs any more: leftovers of a run that died unrecorded (etcd data, certificates) go.
+  await clearDir(dir);
   mkdirSync(join(dir, 'logs'), { recursive: true });
   writeState(s);
   try {
@@ -155,11 +182,12 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
     });
     s.server = cp.server;
     writeState(s);
-    if (subnet) await startNodes(s, subnet, specs, cp.ca, log);
+    if (subnet) await startNodes(s, subnet, nodes, cp.ca, log);
   } catch (e) {
     log(`start failed, stopping what was started (logs kept in ${join(dir, 'logs')})`);
+    const tails = logTails(join(dir, 'logs'));
     await teardown(s, { keepLogs: true }).catch((te: Error) => log(`teardown: ${te.message}`));
-    throw e;
+    throw new Error(`${(e as Error).message}\n${tails}`, { cause: e });
   }
   writeState(s);
   log(`${s.mode} cluster up in ${((Date.now() - t0) / 1000).toFixed(1)} s: export KUBECONFIG=${s.kubeconfig}`);

@@ -42,7 +42,7 @@ function mountsUnder(dir: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-export async function unmountUnder(dir: string): Promise<void> {
+async function unmountUnder(dir: string): Promise<void> {
   for (const m of mountsUnder(dir)) await run(hostBin('umount'), ['-l', m]).catch(() => undefined);
 }
 
@@ -102,10 +102,14 @@ export async function teardown(s: ClusterState, o: { keepLogs?: boolean } = {}):
   for (const name of order) for (const p of s.procs.filter((x) => x.name === name)) await stopProc(p);
   // Only now: with its address gone first, the control plane's shutdown hangs on dead connections (10 s).
   if (s.bridge) await deleteLink(s.bridge);
-  await unmountUnder(s.dir);
-  if (!existsSync(s.dir)) return;
-  for (const e of readdirSync(s.dir)) {
-    if (e === '.lock' || (o.keepLogs && e === 'logs')) continue;
-    rmSync(join(s.dir, e), { recursive: true, force: true });
+  await clearDir(s.dir, o.keepLogs ? ['logs'] : []);
+}
+
+/** Unmounts what is mounted below dir and removes its contents, except the lock and the names kept. */
+export async function clearDir(dir: string, keep: string[] = []): Promise<void> {
+  await unmountUnder(dir);
+  if (!existsSync(dir)) return;
+  for (const e of readdirSync(dir)) {
+    if (e !== '.lock' && !keep.includes(e)) rmSync(join(dir, e), { recursive: true, force: true });
   }
 }
