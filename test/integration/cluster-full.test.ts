@@ -107,7 +107,8 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
       const node = await core.readNode({ name: n.name });
       const all = (node.status?.images ?? []).flatMap((i) => i.names ?? []);
       return all.includes(image) ? all : undefined;
-    }, 60_000);
+      // kubelet refreshes its image list every 30 s and node status every 10 s.
+    }, 90_000);
     // The sandbox image the cluster assembled is there too: the node's containerd really holds both.
     assert.ok(c.state.sandboxImage && names.includes(c.state.sandboxImage), names.join(', '));
   });
