@@ -58,7 +58,7 @@ export type Condition = z.infer<typeof condition>;
 export interface NixBuild {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; generation?: number; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: string; resourceVersion?: string };
+  metadata: { name: string; namespace?: string; generation?: number; uid?: string; labels?: Record<string, string>; annotations?: Record<string, string>; creationTimestamp?: Date; resourceVersion?: string };
   spec: NixBuildSpec;
   status?: NixBuildStatus;
 }

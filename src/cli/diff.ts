@@ -1,5 +1,4 @@
 // `enbi diff`: observe (source, nodes) → plan → print. It never writes to the cluster.
-import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,7 +12,8 @@ import { analyzeSource } from '../pipeline/analyze.ts';
 import type { DistributionMode } from '../plan/planner.ts';
 import { readDirSource, watchDir } from '../source/dir.ts';
 import type { SourceFile } from '../source/files.ts';
-import { type GitAuth, syncGitSource } from '../source/git.ts';
+import { gitAuthFrom } from '../source/auth.ts';
+import { syncGitSource } from '../source/git.ts';
 
 export const DIFF_HELP = `enbi diff (GIT_URL | --dir DIR) [options]
 
@@ -136,19 +136,9 @@ function validate(v: Record<string, string | boolean | undefined>, positionals: 
   return opts;
 }
 
-async function gitAuth(file: string | undefined): Promise<GitAuth | undefined> {
-  if (file !== undefined) {
-    const line = (await readFile(file, 'utf8')).trim().split('\n')[0] ?? '';
-    const colon = line.indexOf(':');
-    return colon > 0 ? { username: line.slice(0, colon), password: line.slice(colon + 1) } : { username: 'x-access-token', password: line };
-  }
-  const password = process.env.ENBI_GIT_PASSWORD ?? process.env.ENBI_GIT_TOKEN;
-  return password !== undefined ? { username: process.env.ENBI_GIT_USERNAME ?? 'x-access-token', password } : undefined;
-}
-
 async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
   if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
-  const auth = await gitAuth(opts.credentialsFile);
+  const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
   return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The `enbi` executable: one binary, subcommands.
+import { runController } from './controller.ts';
 import { runDiff } from './diff.ts';
 
 const USAGE = `enbi — builds Nix flake images on demand inside a Kubernetes cluster
 
 Usage:
   enbi diff (GIT_URL | --dir DIR) [options]   what would be built, for which system, on which node, and why
+  enbi controller --config FILE               run the controller against the current kubeconfig's cluster
   enbi help                                   this text
 
 Run "enbi diff --help" for the options of diff.`;
@@ -15,6 +17,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'diff':
       return runDiff(rest);
+    case 'controller':
+      return runController(rest);
     case undefined:
     case 'help':
     case '--help':

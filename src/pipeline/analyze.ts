@@ -12,6 +12,8 @@ export interface Analysis {
   problems: Problem[];
   warnings: Problem[];
   filesScanned: number;
+  /** flake.lock inputs by lock file path, for pinning indirect flakes found later (in pods). */
+  locks: LockIndex;
 }
 
 export function analyzeSource(files: readonly SourceFile[]): Analysis {
@@ -38,5 +40,5 @@ export function analyzeSource(files: readonly SourceFile[]): Analysis {
     warnings.push(...result.warnings);
     if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
   }
-  return { workloads, problems, warnings, filesScanned: manifests.length };
+  return { workloads, problems, warnings, filesScanned: manifests.length, locks };
 }

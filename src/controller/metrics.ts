@@ -1,0 +1,38 @@
+// Counters the controller exposes in Prometheus text format on /metrics.
+export interface Metrics {
+  reconciles: number;
+  reconcileErrors: number;
+  lastReconcileSeconds: number;
+  buildsCreated: number;
+  buildsSucceeded: number;
+  buildsFailed: number;
+  informerRestarts: number;
+  webhooksAccepted: number;
+  webhooksRejected: number;
+}
+
+export function newMetrics(): Metrics {
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0 };
+}
+
+const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
+  reconciles: ['Reconciles run', 'counter'],
+  reconcileErrors: ['Reconciles that failed', 'counter'],
+  lastReconcileSeconds: ['Duration of the last reconcile', 'gauge'],
+  buildsCreated: ['NixBuilds created by the planner', 'counter'],
+  buildsSucceeded: ['NixBuilds that reached Succeeded', 'counter'],
+  buildsFailed: ['NixBuilds that reached Failed', 'counter'],
+  informerRestarts: ['Watches restarted after an error', 'counter'],
+  webhooksAccepted: ['Push webhooks accepted', 'counter'],
+  webhooksRejected: ['Push webhooks rejected (bad signature or method)', 'counter'],
+};
+
+export function renderMetrics(m: Metrics): string {
+  return (Object.keys(HELP) as (keyof Metrics)[])
+    .map((k) => {
+      const name = `enbi_${k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}${HELP[k][1] === 'counter' ? '_total' : ''}`;
+      return `# HELP ${name} ${HELP[k][0]}\n# TYPE ${name} ${HELP[k][1]}\n${name} ${m[k]}`;
+    })
+    .join('\n')
+    .concat('\n');
+}
