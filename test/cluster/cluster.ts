@@ -1,6 +1,6 @@
 // Bringing the test cluster up (or reusing a healthy one) and down. State: cluster.json in the cluster dir.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
 import { CNI_BIN_DIR, KUBE_VERSION, clusterDir, hostBin, kubeBin } from './paths.ts';
@@ -10,9 +10,10 @@ import { buildBusyboxImage } from './images.ts';
 import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
-import { firstDead, isAlive, sleep, waitFor } from './proc.ts';
+import { firstDead, isAlive, waitFor } from './proc.ts';
+import { withLock } from './lock.ts';
 import type { CertPair } from './pki.ts';
-import { readState, writeState, type ClusterState, type Mode, type ProcRecord } from './state.ts';
+import { readState, writeState, type ClusterState, type Mode, type NodeState, type ProcRecord } from './state.ts';
 import { clearDir, teardown } from './teardown.ts';
 
 export interface NodeSpec {
@@ -72,50 +73,14 @@ function logTails(logs: string, lines = 8): string {
     .join('\n');
 }
 
-/** A cluster started in full mode also serves control-plane tests; not the other way round. */
-const satisfies = (s: ClusterState, mode: Mode): boolean => mode === 'control-plane' || s.mode === 'full';
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function tryLock(lock: string): boolean {
-  try {
-    writeFileSync(lock, String(process.pid), { flag: 'wx' });
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw e;
-  }
-}
-
-/** One `up` or `down` at a time per cluster dir; a lock whose holder died is taken over. */
-async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  mkdirSync(dir, { recursive: true });
-  const lock = join(dir, '.lock');
-  const deadline = Date.now() + 600_000;
-  while (!tryLock(lock)) {
-    let holder = NaN;
-    try {
-      holder = Number(readFileSync(lock, 'utf8'));
-    } catch { /* released meanwhile */ }
-    if (holder > 0 && !pidAlive(holder)) {
-      rmSync(lock, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`cluster dir ${dir} stays locked by pid ${holder}`);
-    await sleep(200);
-  }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lock, { force: true });
-  }
+/** Why the recorded cluster cannot serve this request (a full one serves control-plane requests too). */
+function mismatch(s: ClusterState, o: UpOptions): string | undefined {
+  if (o.mode === 'control-plane') return undefined;
+  if (s.mode !== 'full') return `it runs in ${s.mode} mode`;
+  const matches = (n: NodeSpec, x: NodeState): boolean =>
+    x.name === n.name && (!n.containerd || x.containerd === containerdFlavor(n.containerd).name);
+  const missing = nodeSpecs(o).filter((n) => !s.nodes.some((x) => matches(n, x)));
+  return missing.length ? `it lacks node(s) ${missing.map((n) => n.name).join(', ')}` : undefined;
 }
 
 export async function up(o: UpOptions): Promise<ClusterState> {
@@ -124,7 +89,7 @@ export async function up(o: UpOptions): Promise<ClusterState> {
   return await withLock(dir, async () => {
     const existing = readState(dir);
     if (existing) {
-      const why = satisfies(existing, o.mode) ? await unhealthy(existing) : `it runs in ${existing.mode} mode`;
+      const why = mismatch(existing, o) ?? (await unhealthy(existing));
       if (!why) {
         log(`reusing the ${existing.mode} cluster started ${existing.startedAt}`);
         return existing;
