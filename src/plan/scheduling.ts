@@ -94,7 +94,10 @@ export type Unfit = 'not-ready' | 'cordoned' | 'node-name' | 'node-selector' | '
 
 /** Why a pod cannot go to a node, or undefined when it can. */
 export function unfitReason(pod: PodScheduling, node: SchedulableNode): Unfit | undefined {
-  if (pod.nodeName !== undefined && pod.nodeName !== node.name) return 'node-name';
+  if (pod.nodeName !== undefined) {
+    // A pod bound by name bypasses the scheduler: kubelet admits it whatever the node's taints or cordon.
+    return pod.nodeName === node.name ? undefined : 'node-name';
+  }
   if (!node.ready && !pod.daemonSet) return 'not-ready';
   if (node.unschedulable && !pod.daemonSet && pod.nodeName === undefined) return 'cordoned';
   for (const [key, value] of Object.entries(pod.nodeSelector ?? {})) {
