@@ -1,0 +1,30 @@
+// `enbi status`: the NixBuilds like `kubectl get nixbuilds`, with the reason of each failure.
+import { parseArgs } from 'node:util';
+import { CustomObjectsApi } from '@kubernetes/client-node';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
+import { loadKubeConfig } from '../cluster/read-nodes.ts';
+import { table } from '../diff/render.ts';
+
+export async function runStatus(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { namespace: { type: 'string', short: 'n' }, kubeconfig: { type: 'string' } } });
+  try {
+    const kc = loadKubeConfig(values.kubeconfig);
+    const ns = values.namespace ?? 'enbi-system';
+    const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] };
+    if (list.items.length === 0) {
+      console.log(`No NixBuilds in ${ns}.`);
+      return 0;
+    }
+    const rows = [['NAME', 'PHASE', 'SYSTEM', 'NODE', 'IMAGE', 'ATTEMPTS', 'REASON']];
+    for (const nb of list.items) {
+      const ready = nb.status?.conditions?.find((c) => c.type === 'Ready');
+      const reason = ready !== undefined && ready.status !== 'True' ? `${ready.reason}: ${ready.message}` : '';
+      rows.push([nb.metadata.name, nb.status?.phase ?? 'Pending', nb.spec.system, nb.status?.node ?? nb.spec.node ?? '', nb.status?.image ?? nb.spec.images?.[0] ?? '', String(nb.status?.attempts ?? 0), reason]);
+    }
+    console.log(table(rows));
+    return list.items.some((nb) => nb.status?.phase === 'Failed') ? 4 : 0;
+  } catch (err) {
+    console.error(`enbi status: ${(err as Error).message.split('\n')[0]}`);
+    return 1;
+  }
+}
