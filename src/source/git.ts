@@ -37,6 +37,9 @@ export class GitSourceError extends Error {
   override name = 'GitSourceError';
 }
 
+// The files of the last commit read per clone (one entry each, so memory stays bounded by the sources).
+const lastRead = new Map<string, { key: string; files: SourceFile[] }>();
+
 // One pack cache per process: isomorphic-git re-reads pack indexes without it.
 const cache = {};
 
@@ -80,7 +83,12 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
     throw toSourceError(err, options.url, ref);
   }
   if (commit === '') throw new GitSourceError(`${options.url}: ref "${ref}" not found`);
+  // Reading the tree costs about 1 ms a file: skip it when the commit is the one read last time.
+  const key = `${commit}\0${options.path ?? ''}`;
+  const last = lastRead.get(gitdir);
+  if (last?.key === key) return { commit, ref, files: last.files };
   const files = await readTreeFiles(gitdir, commit, options.path ?? '', options.maxBytes ?? 64 * 1024 * 1024);
+  lastRead.set(gitdir, { key, files });
   return { commit, ref, files };
 }
 
