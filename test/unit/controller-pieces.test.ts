@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
+import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import type { NixBuild } from '../../src/api/nixbuild.ts';
+import { nixBuildName } from '../../src/build/naming.ts';
+import { nextState, statusChanged } from '../../src/controller/build-state.ts';
+import { ConfigError, parseControllerConfig, socketFor } from '../../src/controller/config.ts';
+import { verifyWebhook } from '../../src/controller/webhook-auth.ts';
+import { REV_A } from '../support/fixtures.ts';
+
+test('webhooks: GitHub and Gitea HMACs and GitLab tokens are checked, anything else refused', () => {
+  const body = Buffer.from('{"ref":"refs/heads/main"}');
+  const hmac = createHmac('sha256', 's3cret').update(body).digest('hex');
+  assert.deepEqual(verifyWebhook({ 'x-hub-signature-256': `sha256=${hmac}` }, body, 's3cret'), { ok: true, provider: 'github' });
+  assert.deepEqual(verifyWebhook({ 'x-gitea-signature': hmac }, body, 's3cret'), { ok: true, provider: 'gitea' });
+  assert.deepEqual(verifyWebhook({ 'x-gitlab-token': 's3cret' }, body, 's3cret'), { ok: true, provider: 'gitlab' });
+  assert.equal(verifyWebhook({ 'x-hub-signature-256': `sha256=${hmac}` }, Buffer.from('tampered'), 's3cret').ok, false);
+  assert.equal(verifyWebhook({ 'x-gitlab-token': 'nope' }, body, 's3cret').ok, false);
+  assert.equal(verifyWebhook({}, body, 's3cret').ok, false);
+});
+
+test('configuration: defaults, and every problem of a bad file listed', () => {
+  const ok = parseControllerConfig({ source: { url: 'https://git.example/m.git' }, builderImage: 'b', importerImage: 'i' });
+  assert.equal(ok.namespace, 'enbi-system');
+  assert.equal(ok.mode, 'spegel');
+  assert.equal(ok.source.intervalSeconds, 60);
+  assert.throws(
+    () => parseControllerConfig({ source: { url: 'ssh://x', dir: '/x' }, mode: 'sometimes', builderImage: 'b', extra: 1 }),
+    (e: unknown) => e instanceof ConfigError && /source/.test(e.message) && /mode/.test(e.message) && /importerImage/.test(e.message) && /extra/.test(e.message),
+  );
+});
+
+test('the containerd socket by distribution, annotation or configuration', () => {
+  assert.equal(socketFor({ kubeletVersion: 'v1.31.4+k3s1' }), '/run/k3s/containerd/containerd.sock');
+  assert.equal(socketFor({ kubeletVersion: 'v1.31.4+rke2r1' }), '/run/k3s/containerd/containerd.sock');
+  assert.equal(socketFor({ kubeletVersion: 'v1.31.4+k0s' }), '/run/k0s/containerd.sock');
+  assert.equal(socketFor({ kubeletVersion: 'v1.31.4' }), '/run/containerd/containerd.sock');
+  assert.equal(socketFor({ annotations: { 'enbi.hrzn.ee/containerd-socket': '/x.sock' } }), '/x.sock');
+  assert.equal(socketFor({ annotations: { 'enbi.hrzn.ee/containerd-socket': '/x.sock' } }, '/conf.sock'), '/conf.sock');
+});
+
+test('build names are stable, DNS-safe, short, and differ by system and (per-node) node', () => {
+  const id = { source: `github:acme/web/${REV_A}`, rev: REV_A, attr: 'myapp-docker.stream-layered', system: 'x86_64-linux' };
+  const a = nixBuildName(id);
+  assert.equal(a, nixBuildName({ ...id }));
+  assert.match(a, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+  assert.ok(a.length <= 52, a);
+  assert.notEqual(a, nixBuildName({ ...id, system: 'aarch64-linux' }));
+  assert.notEqual(a, nixBuildName({ ...id, node: 'n1' }));
+});
+
+const nb = (status?: NixBuild['status']): NixBuild => ({
+  apiVersion: 'enbi.hrzn.ee/v1alpha1',
+  kind: 'NixBuild',
+  metadata: { name: 'b', generation: 2 },
+  spec: { flakeUrl: `github:a/b/${REV_A}`, packageName: 'image', system: 'x86_64-linux', images: ['r/x:1'] },
+  ...(status !== undefined ? { status } : {}),
+});
+const job = (attempt: number, state: 'running' | 'complete' | 'failed', at = new Date(0)): V1Job => ({
+  metadata: { name: `b-${attempt}` },
+  status: state === 'running' ? {} : { conditions: [{ type: state === 'complete' ? 'Complete' : 'Failed', status: 'True', lastTransitionTime: at }] },
+});
+const terminated = (build: string, imp: string): V1Pod => ({
+  metadata: { name: 'p' },
+  status: { phase: 'Succeeded', containerStatuses: [
+    { name: 'build', image: '', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 0, message: build } } },
+    { name: 'import', image: '', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 0, message: imp } } },
+  ] },
+});
+const base = { node: 'n1', now: new Date(100_000), maxAttempts: 3, retryBaseSeconds: 10 };
+
+test('build states: start, run, succeed with digest and store path, Ready=True', () => {
+  const s0 = nextState({ ...base, nb: nb(), jobs: [], pods: [] });
+  assert.deepEqual(s0.action, { kind: 'create-job', attempt: 1 });
+  assert.equal(s0.status.phase, 'Building');
+  assert.equal(s0.status.observedGeneration, 2);
+  const s1 = nextState({ ...base, nb: nb(s0.status), jobs: [job(1, 'running')], pods: [] });
+  assert.deepEqual(s1.action, { kind: 'none' });
+  assert.equal(statusChanged(s0.status, s1.status), false, 'a running build writes nothing new');
+  const s2 = nextState({ ...base, nb: nb(s1.status), jobs: [job(1, 'complete')], pods: [terminated('{"storePath":"/nix/store/x-img"}', '{"image":"r/x:1","digest":"sha256:ab"}')] });
+  assert.equal(s2.status.phase, 'Succeeded');
+  assert.equal(s2.status.imageDigest, 'sha256:ab');
+  assert.equal(s2.status.storePath, '/nix/store/x-img');
+  assert.equal(s2.status.conditions?.find((c) => c.type === 'Ready')?.status, 'True');
+  assert.equal(s2.status.conditions?.some((c) => c.type === 'Reconciling' || c.type === 'Stalled'), false, 'negative conditions only while true');
+});
+
+test('build states: a failure reads the log, backs off, retries, then stalls', () => {
+  const failedAt = new Date(95_000);
+  const failing = { ...base, nb: nb({ phase: 'Building', attempts: 1 }), jobs: [job(1, 'failed', failedAt)], pods: [{ metadata: { name: 'p1' }, status: { phase: 'Failed' } } as V1Pod] };
+  assert.deepEqual(nextState(failing).action, { kind: 'read-log', pod: 'p1' });
+  const waiting = nextState({ ...failing, failedLog: 'error: builder failed' });
+  assert.equal(waiting.action.kind, 'requeue');
+  assert.equal((waiting.action as { afterMs: number }).afterMs, 5000, '10 s backoff, 5 s of it passed');
+  assert.equal(waiting.status.logExcerpt, 'error: builder failed');
+  assert.equal(waiting.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'RetryingAfterFailure');
+  const retry = nextState({ ...failing, now: new Date(106_000), failedLog: 'error: builder failed' });
+  assert.deepEqual(retry.action, { kind: 'create-job', attempt: 2 });
+  const last = nextState({ ...base, nb: nb({ phase: 'Building', attempts: 3, logExcerpt: 'x' }), jobs: [job(1, 'failed'), job(2, 'failed'), job(3, 'failed')], pods: [] });
+  assert.equal(last.status.phase, 'Failed');
+  assert.equal(last.status.conditions?.find((c) => c.type === 'Stalled')?.status, 'True');
+  assert.deepEqual(last.action, { kind: 'none' });
+});
