@@ -11,7 +11,7 @@ import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr, type Subnet
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
 import { firstDead, isAlive, waitFor } from './proc.ts';
-import { withLock } from './lock.ts';
+import { pidAlive, withLock } from './lock.ts';
 import type { CertPair } from './pki.ts';
 import { readState, writeState, type ClusterState, type Mode, type NodeState, type ProcRecord } from './state.ts';
 import { clearDir, teardown } from './teardown.ts';
@@ -32,6 +32,7 @@ export interface UpOptions {
   log?: (msg: string) => void;
   /** Recorded in cluster.json when this call starts the cluster (a test run's id, see global-setup.ts). */
   owner?: string;
+  ownerPid?: number;
 }
 
 export const SANDBOX_IMAGE = 'enbi.test/pause:busybox';
@@ -89,7 +90,13 @@ export async function up(o: UpOptions): Promise<ClusterState> {
   return await withLock(dir, async () => {
     const existing = readState(dir);
     if (existing) {
-      const why = mismatch(existing, o) ?? (await unhealthy(existing));
+      const other = mismatch(existing, o);
+      const runner = existing.owner !== o.owner ? existing.ownerPid : undefined;
+      if (other && runner && pidAlive(runner)) {
+        throw new Error(`the cluster in ${dir} cannot serve this request (${other}) and belongs to test run pid ${runner}, ` +
+          'which still runs: wait for it, or set ENBI_CLUSTER_DIR to start a cluster of your own');
+      }
+      const why = other ?? (await unhealthy(existing));
       if (!why) {
         log(`reusing the ${existing.mode} cluster started ${existing.startedAt}`);
         return existing;
@@ -127,7 +134,7 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
   const s: ClusterState = {
     version: 1, mode: o.mode, runId, dir, kubeconfig: join(dir, 'kubeconfig'), server: '',
     kubernetesVersion: KUBE_VERSION, nodes: [], procs: [], startedAt: new Date().toISOString(),
-    ...(o.owner ? { owner: o.owner } : {}),
+    ...(o.owner ? { owner: o.owner, ownerPid: o.ownerPid ?? process.pid } : {}),
   };
   // Nothing recorded runs any more: leftovers of a run that died unrecorded (etcd data, certificates) go.
   await clearDir(dir);

@@ -10,6 +10,7 @@ const runId = randomBytes(6).toString('hex');
 export function globalSetup(): void {
   // Test files run as child processes, which inherit this environment.
   process.env.ENBI_TEST_RUN_ID = runId;
+  process.env.ENBI_TEST_RUN_PID = String(process.pid);
   process.env.ENBI_CLUSTER_MODE ??= 'full';
 }
 

@@ -49,6 +49,8 @@ export interface ClusterState {
   sandboxImage?: string;
   /** Set when a test run's global setup owns the cluster and stops it at the end. */
   owner?: string;
+  /** pid of that test run's runner; while it lives, another run must not replace the cluster. */
+  ownerPid?: number;
   startedAt: string;
 }
 
