@@ -83,7 +83,7 @@ export async function stopProc(p: ProcRecord, graceMs = 10_000): Promise<void> {
     await sleep(100);
   }
   if (isAlive(p)) process.kill(p.pid, 'SIGKILL');
-  while (startTimeOf(p.pid) === p.startTime && isAlive(p)) await sleep(50);
+  while (isAlive(p)) await sleep(50);
 }
 
 /** Polls check until it returns a value, or fails with what the last attempt said. */

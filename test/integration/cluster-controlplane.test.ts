@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, VersionApi, Watch } from '@kubernetes/client-node';
 import { clusterSkipReason, useCluster, type ClusterInfo } from '../cluster/harness.ts';
+import { until } from '../support/kube.ts';
 
 const group = 'clustertest.enbi.test';
 const plural = 'widgets';
@@ -14,16 +15,6 @@ interface Widget {
   metadata: { name: string; namespace?: string; resourceVersion?: string; generation?: number };
   spec: { size: number };
   status?: { observedSize?: number; phase?: string };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {

@@ -8,16 +8,7 @@ import { join } from 'node:path';
 import { BatchV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { clusterSkipReason, useCluster, type ClusterInfo } from '../cluster/harness.ts';
 import { buildBusyboxImage, importImage } from '../cluster/images.ts';
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 90_000, last?: () => Promise<unknown>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${JSON.stringify(await last())}` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+import { until } from '../support/kube.ts';
 
 const podSpec = (image: string, command: string[]) => ({
   restartPolicy: 'Never',
@@ -65,16 +56,12 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
       namespace: ns,
       body: { metadata: { name: 'hello' }, spec: podSpec(image, ['/bin/sh', '-c', 'echo "hello from $(hostname) on $(uname -m)"']) },
     });
-    const pod = await until(
-      'pod hello to succeed',
-      async () => {
-        const p = await core.readNamespacedPod({ name: 'hello', namespace: ns });
-        if (p.status?.phase === 'Failed') throw new Error(`pod failed: ${JSON.stringify(p.status)}`);
-        return p.status?.phase === 'Succeeded' ? p : undefined;
-      },
-      90_000,
-      async () => (await core.readNamespacedPod({ name: 'hello', namespace: ns })).status,
-    );
+    const pod = await until('pod hello to succeed', async () => {
+      const p = await core.readNamespacedPod({ name: 'hello', namespace: ns });
+      // Thrown, not returned: the timeout message then shows the last status seen.
+      if (p.status?.phase !== 'Succeeded') throw new Error(`phase ${p.status?.phase}: ${JSON.stringify(p.status)}`);
+      return p;
+    }, 90_000);
     assert.ok(c.nodes.some((n) => n.name === pod.spec?.nodeName), `scheduled onto ${pod.spec?.nodeName}`);
     // The pod got an address from its node's pod CIDR (the CNI bridge and host-local IPAM ran).
     const node = c.nodes.find((n) => n.name === pod.spec?.nodeName);
