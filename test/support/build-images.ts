@@ -1,0 +1,196 @@
+// The two images of a build Job, assembled from this machine's files (nothing can be pulled here) with
+// test/cluster/images.ts's docker-archive writer, cached by content, and imported into a node's containerd.
+//
+//   enbi.local/builder:dev   Debian's nix (2.8) with every library ldd names, /usr/libexec/nix/build-remote,
+//                            git with git-remote-http(s) for git+http(s) flakes, CA certificates, a static
+//                            busybox as /bin/sh and its applets (what BUILD_SCRIPT and fixture builders run).
+//                            Nix's binaries stay outside /nix: the node's cache volume is mounted there.
+//   enbi.local/importer:dev  a static busybox and the node's own ctr (with its libraries): IMPORT_SCRIPT.
+//
+// The images keep the host's paths (/usr/bin/nix, /lib/x86_64-linux-gnu/libc.so.6, /lib64/ld-linux…) as
+// real directories beside busybox's /bin; the writer has no symlinks in `files`, so the two links of the
+// host (build-remote → nix, git-remote-https → git-remote-http) are copies, which run the same.
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { buildBusyboxImage, importImage, type BuiltImage } from '../cluster/images.ts';
+import { cacheDir, hostBin } from '../cluster/paths.ts';
+
+export const BUILDER_IMAGE = 'enbi.local/builder:dev';
+export const IMPORTER_IMAGE = 'enbi.local/importer:dev';
+
+/** A file of the image: its path there, and where its bytes come from on this machine. */
+interface ImageFile {
+  path: string;
+  from: string;
+  mode: number;
+}
+
+export interface CachedImage extends BuiltImage {
+  /** Whether the archive came from the cache rather than being written now. */
+  cached: boolean;
+  /** Layer size in bytes (sum of the files, before tar). */
+  bytes: number;
+}
+
+/** Libraries a dynamically linked ELF loads, as ldd names them (the loader included); [] for static ones. */
+export function sharedLibraries(binary: string): string[] {
+  let out: string;
+  try {
+    out = execFileSync('ldd', [binary], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const text = `${(e as { stdout?: string }).stdout ?? ''}${(e as { stderr?: string }).stderr ?? ''}`;
+    if (/not a dynamic executable|statically linked/.test(text)) return [];
+    throw new Error(`ldd ${binary} failed: ${text.trim()}`);
+  }
+  const libs: string[] = [];
+  for (const line of out.split('\n')) {
+    if (/=> not found/.test(line)) throw new Error(`ldd ${binary}: ${line.trim()}`);
+    const m = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m?.[1] !== undefined) libs.push(m[1]);
+  }
+  return libs;
+}
+
+/** The binaries at their host paths plus every library they load, deduplicated, sorted by image path. */
+function withLibraries(binaries: string[], extra: ImageFile[] = []): ImageFile[] {
+  const byPath = new Map<string, ImageFile>();
+  const add = (path: string, from = path): void => {
+    if (!byPath.has(path)) byPath.set(path, { path, from, mode: statSync(from).mode & 0o7777 });
+  };
+  for (const b of binaries) {
+    add(b);
+    for (const lib of sharedLibraries(b)) add(lib);
+  }
+  for (const f of extra) byPath.set(f.path, f);
+  return [...byPath.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+function builderFiles(): ImageFile[] {
+  const nix = hostBin('nix');
+  const git = hostBin('git');
+  const gitCore = '/usr/lib/git-core';
+  const remoteHttp = join(gitCore, 'git-remote-http');
+  for (const f of [remoteHttp, '/etc/ssl/certs/ca-certificates.crt']) {
+    if (!existsSync(f)) throw new Error(`${f} is missing: run \`bash test/support/install-build-deps.sh\` (as root)`);
+  }
+  const libc = sharedLibraries(nix).find((l) => basename(l) === 'libc.so.6');
+  if (libc === undefined) throw new Error(`ldd ${nix} names no libc.so.6`);
+  const libDir = dirname(libc);
+  return withLibraries(
+    [nix, git, remoteHttp],
+    [
+      // Nix runs itself under this name for remote builds; a copy of nix behaves the same as the link.
+      { path: '/usr/libexec/nix/build-remote', from: nix, mode: 0o755 },
+      { path: join(gitCore, 'git-remote-https'), from: remoteHttp, mode: 0o755 },
+      { path: '/etc/ssl/certs/ca-certificates.crt', from: realpathSync('/etc/ssl/certs/ca-certificates.crt'), mode: 0o644 },
+      // glibc loads these by name for host and user look-ups (Nix preloads nss_dns and warns without it).
+      ...['libnss_dns.so.2', 'libnss_files.so.2'].map((l) => ({ path: join(libDir, l), from: join(libDir, l), mode: 0o644 })),
+      // Nix's git cache runs `git init`, which warns without templates; the two that are not hook samples.
+      ...['description', 'info/exclude'].map((t) => ({ path: `/usr/share/git-core/templates/${t}`, from: `/usr/share/git-core/templates/${t}`, mode: 0o644 })),
+    ],
+  );
+}
+
+const BUILDER_EXTRA: { path: string; data: string }[] = [
+  // Nix reads it when present; the Job passes every setting in NIX_CONFIG.
+  { path: 'etc/nix/nix.conf', data: '# enbi builder: settings come from NIX_CONFIG\n' },
+  { path: 'etc/nsswitch.conf', data: 'passwd: files\ngroup: files\nhosts: files dns\n' },
+];
+
+const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+
+interface Recipe {
+  ref: string;
+  files: ImageFile[];
+  data?: { path: string; data: string }[];
+  env: string[];
+}
+
+/** Writes the archive of a recipe, or returns the cached one whose inputs had the same content. */
+function assemble(name: string, r: Recipe, dir = join(cacheDir(), 'images')): CachedImage {
+  const busybox = readFileSync(hostBin('busybox'));
+  const contents = r.files.map((f) => readFileSync(f.from));
+  const key = sha256(
+    JSON.stringify({
+      v: 1,
+      ref: r.ref,
+      env: r.env,
+      busybox: sha256(busybox),
+      files: r.files.map((f, i) => [f.path, f.mode, sha256(contents[i]!)]),
+      data: r.data ?? [],
+    }),
+  ).slice(0, 20);
+  const out = join(dir, `${name}-${key}.tar`);
+  const meta = `${out}.json`;
+  const bytes = contents.reduce((n, c) => n + c.length, busybox.length);
+  if (existsSync(out) && existsSync(meta)) return { ...(JSON.parse(readFileSync(meta, 'utf8')) as BuiltImage), out, cached: true, bytes };
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${out}.${process.pid}.tmp`;
+  const built = buildBusyboxImage({
+    ref: r.ref,
+    out: tmp,
+    env: r.env,
+    cmd: ['/bin/sh'],
+    files: [
+      ...r.files.map((f, i) => ({ path: f.path, data: contents[i]!, mode: f.mode })),
+      ...(r.data ?? []).map((d) => ({ path: d.path, data: d.data, mode: 0o644 })),
+    ],
+  });
+  renameSync(tmp, out);
+  const result: BuiltImage = { ...built, out };
+  writeFileSync(meta, JSON.stringify(result, null, 2) + '\n');
+  return { ...result, cached: false, bytes };
+}
+
+/** enbi.local/builder:dev as a docker-archive (cached). */
+export function builderImage(options: { ref?: string; dir?: string } = {}): CachedImage {
+  return assemble(
+    'builder',
+    {
+      ref: options.ref ?? BUILDER_IMAGE,
+      files: builderFiles(),
+      data: BUILDER_EXTRA,
+      env: ['PATH=/usr/bin:/bin', 'NIX_SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt', 'GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt'],
+    },
+    options.dir,
+  );
+}
+
+/** enbi.local/importer:dev as a docker-archive (cached), with `ctr` (default Debian's; give the node's). */
+export function importerImage(options: { ctr?: string; ref?: string; dir?: string } = {}): CachedImage {
+  const ctr = options.ctr ?? hostBin('ctr');
+  // The node's ctr may live anywhere (a containerd 2 build directory): the image has it as /usr/bin/ctr.
+  const files = withLibraries([ctr]).map((f) => (f.path === ctr ? { ...f, path: '/usr/bin/ctr' } : f));
+  return assemble(
+    'importer',
+    { ref: options.ref ?? IMPORTER_IMAGE, files, env: ['PATH=/usr/bin:/bin'] },
+    options.dir,
+  );
+}
+
+export interface BuildImages {
+  builder: CachedImage;
+  importer: CachedImage;
+}
+
+/** Assembles both images (ctr taken from the node's containerd) and imports them into that containerd. */
+export async function importBuildImages(node: { containerdSocket: string; ctr: string }): Promise<BuildImages> {
+  const builder = builderImage();
+  const importer = importerImage({ ctr: node.ctr });
+  for (const img of [builder, importer]) await importImage(node.containerdSocket, img.out, { ctr: node.ctr });
+  return { builder, importer };
+}
+
+// `node test/support/build-images.ts [SOCKET [CTR]]`: writes both archives and prints them; imports them
+// into SOCKET's containerd when given.
+if (import.meta.filename === process.argv[1]) {
+  const [socket, ctr] = process.argv.slice(2);
+  const t0 = Date.now();
+  const images = socket !== undefined ? await importBuildImages({ containerdSocket: socket, ctr: ctr ?? hostBin('ctr') }) : { builder: builderImage(), importer: importerImage(ctr !== undefined ? { ctr } : {}) };
+  for (const img of Object.values(images)) {
+    console.log(`${img.ref}  ${img.configDigest}  ${(img.bytes / 1e6).toFixed(1)} MB  ${img.cached ? 'cached' : 'written'}  ${img.out}`);
+  }
+  console.log(`${Date.now() - t0} ms`);
+}

@@ -1,0 +1,160 @@
+// Offline fixture flakes for build tests: a flake with no inputs whose packages.x86_64-linux.<attr> is a
+// plain `derivation { builder = "/bin/sh"; … }` that turns a static busybox, committed into the flake's git
+// tree, into a docker-archive image, using nothing but that busybox (no nixpkgs, no network). So it builds
+// the same with the host's Nix and inside enbi's builder container, where /bin/sh is the image's busybox.
+//
+// Variants:
+//   archive  $out is a docker-archive tarball (BUILD_SCRIPT's "docker-archive or OCI archive" path)
+//   stream   $out is an executable script that writes the tarball to stdout, like
+//            dockerTools.streamLayeredImage (BUILD_SCRIPT's streaming path); the parts live in a second output
+//   broken   the builder prints BROKEN_MESSAGE to stderr and exits 3
+// The image's Cmd prints `<message> (rev <shortRev>)`: a pod's log shows which commit it runs.
+//
+// Nix 2.8 fetches `refs/heads/master` for a remote `git+http://…?rev=<sha>` with no `ref`, so the
+// repository's branch is master (pass `branch` to test anything else).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hostBin } from '../cluster/paths.ts';
+import { gitEnv, runGit, type GitServer } from './git-server.ts';
+
+export type FixtureVariant = 'archive' | 'stream' | 'broken';
+
+export interface FixtureFlakeOptions {
+  /** What the image's Cmd prints, followed by ` (rev <shortRev>)`. */
+  message?: string;
+  variant?: FixtureVariant;
+  /** The package attribute: packages.<system>.<attr>. Default 'image'. */
+  attr?: string;
+  /** Nix system of the package and its builder; the busybox must run there. Default x86_64-linux. */
+  system?: string;
+  /** OCI architecture written into the image config. Default amd64. */
+  architecture?: string;
+  /** Static busybox committed into the flake. Default the host's (busybox-static). */
+  busybox?: string;
+  /** Branch to commit on (created when missing). Default master: see the header. */
+  branch?: string;
+}
+
+export interface FixtureFlake {
+  /** Clone URL, e.g. http://10.0.0.1:PORT/app.git */
+  url: string;
+  /** The commit: 40 hex digits. */
+  rev: string;
+  shortRev: string;
+  /** `git+<url>?rev=<rev>`: a flakeUrl as a NixBuild names it. */
+  flakeUrl: string;
+  attr: string;
+  system: string;
+  /** The reference the archive's RepoTags name (enbi retags it). */
+  repoTag: string;
+  /** The line the image prints when it runs. */
+  expectedOutput: string;
+}
+
+export const DEFAULT_MESSAGE = 'hello from the enbi fixture flake';
+/** What the broken variant's builder prints before it fails. */
+export const BROKEN_MESSAGE = 'enbi-fixture: this build is broken on purpose';
+
+const nixString = (s: string): string => JSON.stringify(s).replace(/\$\{/g, '\\${');
+
+/** flake.nix of a fixture: only builtins, only the committed busybox. */
+export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
+  const variant = o.variant ?? 'archive';
+  const attr = o.attr ?? 'image';
+  const system = o.system ?? 'x86_64-linux';
+  const message = o.message ?? DEFAULT_MESSAGE;
+  return `{
+  description = "enbi fixture flake (${variant}): a docker-archive made by a static busybox, no inputs";
+  outputs = { self }:
+    let
+      system = ${nixString(system)};
+      rev = self.shortRev or "dirty";
+      tag = "enbi.test/fixture-${variant}:\${rev}";
+      # Called through a path named busybox: as <hash>-busybox it would answer "applet not found".
+      bb = "\${./bb}/busybox";
+      config = builtins.toJSON {
+        architecture = ${nixString(o.architecture ?? 'amd64')};
+        os = "linux";
+        created = "1970-01-01T00:00:00Z";
+        config = { Cmd = [ "/bin/busybox" "echo" (${nixString(message)} + " (rev \${rev})") ]; Env = [ "PATH=/bin" ]; WorkingDir = "/"; };
+        rootfs = { type = "layers"; diff_ids = [ "@DIFFID@" ]; };
+      };
+      manifest = builtins.toJSON [ { Config = "config.json"; RepoTags = [ tag ]; Layers = [ "layer.tar" ]; } ];
+      # Nix gives builders PATH=/path-not-set: every tool is the committed busybox, linked by applet name.
+      prelude = ''
+        set -eu
+        $BB mkdir -p "$TMPDIR/bin"
+        for a in $($BB --list); do $BB ln -s "$BB" "$TMPDIR/bin/$a"; done
+        PATH="$TMPDIR/bin"; export PATH
+        cd "$TMPDIR"
+        mkdir -p root/bin
+        cp "$BB" root/bin/busybox
+        chmod 0755 root/bin/busybox
+        ln -s busybox root/bin/sh
+        touch -h -d '1970-01-01 00:00:01' root/bin/sh root/bin/busybox root/bin root
+        tar -cf layer.tar --numeric-owner -C root bin
+        d=$(sha256sum layer.tar | cut -d ' ' -f 1)
+        printf '%s' "$config" | sed "s/@DIFFID@/sha256:$d/" > config.json
+        printf '%s' "$manifest" > manifest.json
+        touch -d '1970-01-01 00:00:01' layer.tar config.json manifest.json
+      '';
+      scripts = {
+        archive = prelude + ''
+          tar -cf "$out" manifest.json config.json layer.tar
+        '';
+        stream = prelude + ''
+          mkdir -p "$parts"
+          mv manifest.json config.json layer.tar "$parts/"
+          printf '#!%s sh\\nexec %s tar -cf - -C %s manifest.json config.json layer.tar\\n' "$BB" "$BB" "$parts" > "$out"
+          chmod 0555 "$out"
+        '';
+        broken = ''
+          echo ${nixString(BROKEN_MESSAGE)} >&2
+          exit 3
+        '';
+      };
+      drv = derivation ({
+        name = "enbi-fixture-${variant}";
+        inherit system config manifest;
+        builder = "/bin/sh";
+        args = [ "-c" scripts.${variant} ];
+        BB = bb;
+      } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
+    in {
+      packages.\${system}.${nixString(attr)} = drv;
+    };
+}
+`;
+}
+
+/** Creates (or adds a commit to) bare repository `name` on the git server holding a fixture flake. */
+export async function createFixtureFlake(server: GitServer, name: string, o: FixtureFlakeOptions = {}): Promise<FixtureFlake> {
+  const branch = o.branch ?? 'master';
+  const dir = join(server.root, `${name}.git`);
+  const env = gitEnv(server.root);
+  const exists = await runGit(['rev-parse', '--git-dir'], { cwd: dir, env }).then(() => true, () => false);
+  if (!exists) await runGit(['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir], { env });
+  const git = (args: string[], input?: Buffer): Promise<string> => server.git(name, args, input);
+  // Plumbing rather than the server's commit(), which writes every file as 100644: busybox must be executable.
+  const blob = (data: Buffer | string): Promise<string> => git(['hash-object', '-w', '--stdin'], Buffer.from(data));
+  const busybox = await blob(readFileSync(o.busybox ?? hostBin('busybox')));
+  const flake = await blob(fixtureFlakeNix(o));
+  const bbTree = await git(['mktree'], Buffer.from(`100755 blob ${busybox}\tbusybox\n`));
+  const root = await git(['mktree'], Buffer.from(`040000 tree ${bbTree}\tbb\n100644 blob ${flake}\tflake.nix\n`));
+  const parent = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${branch}^{commit}`]).catch(() => '');
+  const message = Buffer.from(`fixture flake (${o.variant ?? 'archive'})\n`);
+  const rev = await git(['commit-tree', root, ...(parent !== '' ? ['-p', parent] : [])], message);
+  await git(['update-ref', `refs/heads/${branch}`, rev]);
+  const url = server.url(name);
+  const shortRev = rev.slice(0, 7);
+  return {
+    url,
+    rev,
+    shortRev,
+    flakeUrl: `git+${url}?rev=${rev}`,
+    attr: o.attr ?? 'image',
+    system: o.system ?? 'x86_64-linux',
+    repoTag: `enbi.test/fixture-${o.variant ?? 'archive'}:${shortRev}`,
+    expectedOutput: `${o.message ?? DEFAULT_MESSAGE} (rev ${shortRev})`,
+  };
+}
