@@ -1,0 +1,247 @@
+// The product, end to end, on the real full-mode cluster: a Git server holds a manifests repository and an
+// app flake; `enbi controller` (a subprocess) runs against the cluster; a Deployment applied by the test (as
+// Argo CD or Flux would) starts on a missing image; enbi builds it with real Nix in a Job on the node,
+// imports it into the node's containerd, and the pod runs it. Then: a quiet reconcile builds nothing; a push
+// through the webhook builds exactly one new image; a broken flake ends Failed with a readable reason; a
+// controller killed mid-build starts no second build when it comes back.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, type V1Deployment } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
+import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
+import { importBuildImages } from '../support/build-images.ts';
+import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { type GitServer, startGitServer } from '../support/git-server.ts';
+import { applyNixBuildCrd, until } from '../support/kube.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const run = Date.now().toString(36);
+const NS = `enbi-e2e-${run}`;
+const APP_NS = `app-e2e-${run}`;
+const SECRET = 'e2e-webhook-secret';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function deploymentOf(name: string, flake: FixtureFlake, node: string, eager: boolean): V1Deployment {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: APP_NS },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: {
+          labels: { app: name },
+          annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image`, ...(eager ? { 'enbi.hrzn.ee/build': 'eager' } : {}) },
+        },
+        spec: {
+          nodeSelector: { 'kubernetes.io/hostname': node },
+          // The image's own Cmd prints a line and exits (the 'echo' pod below reads it); here it idles.
+          containers: [{ name: 'app', image: `registry.local/e2e-app:${flake.shortRev}`, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }],
+        },
+      },
+    },
+  };
+}
+
+describe('controller end to end: git push to a running pod whose image Nix built in the cluster', { skip: clusterSkipReason() }, () => {
+  let c: ClusterInfo;
+  let git: GitServer;
+  let controller: ChildProcess | undefined;
+  let port: number;
+  let controllerLog = '';
+  let configFile: string;
+  let nodeName: string;
+  const timings: string[] = [];
+
+  const startControllerProcess = () => {
+    controller = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'controller', '--config', configFile, '--kubeconfig', c.kubeconfig, '--cache-dir', join(tmpdir(), `enbi-e2e-git-${run}`)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    controller.stdout!.on('data', (d: Buffer) => (controllerLog += d.toString()));
+    controller.stderr!.on('data', (d: Buffer) => (controllerLog += d.toString()));
+  };
+  const healthy = async () => (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) || undefined;
+  const builds = async () => ((await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: NixBuild[] }).items;
+  const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: NS })).items;
+  const webhook = async (body: string) => {
+    const sig = `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`;
+    return fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': sig, 'Content-Type': 'application/json' } });
+  };
+  const runningPod = async (app: string, image: string) => {
+    const pods = (await c.kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: APP_NS, labelSelector: `app=${app}` })).items;
+    return pods.find((p) => p.status?.phase === 'Running' && p.spec?.containers[0]?.image === image);
+  };
+
+  before(async () => {
+    c = await useCluster('full');
+    const node = c.nodes[0]!;
+    nodeName = node.name;
+    const core = c.kc.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: NS } } });
+    await core.createNamespace({ body: { metadata: { name: APP_NS } } });
+    await applyNixBuildCrd(c.kc);
+    const images = await importBuildImages(node);
+    // Pods reach the host through the bridge address the API server listens on.
+    git = await startGitServer({ host: new URL(c.server).hostname });
+    port = await freePort();
+    const dir = await mkdtemp(join(tmpdir(), 'enbi-e2e-'));
+    await writeFile(join(dir, 'secret'), SECRET);
+    configFile = join(dir, 'config.yaml');
+    await writeFile(
+      configFile,
+      stringify({
+        source: { url: git.url('manifests'), ref: 'main', path: 'apps', intervalSeconds: 3600 },
+        namespace: NS,
+        watchNamespaces: [APP_NS],
+        builderImage: images.builder.ref,
+        importerImage: images.importer.ref,
+        cache: { hostPath: join(node.dir, 'enbi-nix-cache') },
+        containerdSocket: node.containerdSocket,
+        nixOptions: { substituters: '' },
+        maxAttempts: 2,
+        retryBaseSeconds: 1,
+        listen: { host: '127.0.0.1', port },
+        webhook: { secretFile: join(dir, 'secret') },
+      }),
+    );
+  });
+
+  after(async () => {
+    controller?.kill('SIGKILL');
+    await git?.close();
+    const core = c?.kc.makeApiClient(CoreV1Api);
+    await core?.deleteNamespace({ name: APP_NS }).catch(() => undefined);
+    await core?.deleteNamespace({ name: NS }).catch(() => undefined);
+    if (process.env.ENBI_TEST_VERBOSE === '1') console.log(controllerLog);
+    console.log(`# timings:\n# ${timings.join('\n# ')}`);
+  });
+
+  let v1: FixtureFlake;
+
+  it('a Deployment whose image is missing runs once enbi has built and imported it', async () => {
+    v1 = await createFixtureFlake(git, 'app', { message: 'hello v1' });
+    await git.createRepo('manifests', { 'apps/app.yaml': stringify(deploymentOf('app', v1, nodeName, false)) });
+    startControllerProcess();
+    await until('the controller to be ready', healthy, 60_000);
+    const t0 = Date.now();
+    await c.kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: APP_NS, body: deploymentOf('app', v1, nodeName, false) });
+    const nb = await until('a NixBuild', async () => (await builds())[0], 60_000);
+    const tBuild = Date.now();
+    const done = await until('the build to succeed', async () => {
+      const b = (await builds()).find((x) => x.metadata.name === nb.metadata.name);
+      if (b?.status?.phase === 'Failed') throw new Error(`build failed: ${JSON.stringify(b.status)}`);
+      return b?.status?.phase === 'Succeeded' ? b : undefined;
+    }, 300_000, 500);
+    const tImported = Date.now();
+    const pod = await until('the pod to run the built image', () => runningPod('app', `registry.local/e2e-app:${v1.shortRev}`), 300_000, 500);
+    const tRunning = Date.now();
+    timings.push(`v1 (on demand): Deployment applied → NixBuild ${((tBuild - t0) / 1000).toFixed(1)} s → built and imported ${((tImported - tBuild) / 1000).toFixed(1)} s → pod Running ${((tRunning - tImported) / 1000).toFixed(1)} s (kubelet's image pull back-off)`);
+    assert.equal(done.spec.system, 'x86_64-linux');
+    assert.equal(done.status?.node, nodeName);
+    assert.match(done.status?.imageDigest ?? '', /^sha256:[0-9a-f]{64}$/);
+    assert.match(done.status?.storePath ?? '', /^\/nix\/store\/[0-9a-z]{32}-enbi-fixture-archive$/);
+    assert.equal(done.status?.conditions?.find((x) => x.type === 'Ready')?.status, 'True');
+    assert.equal(pod.spec?.containers[0]?.image, `registry.local/e2e-app:${v1.shortRev}`);
+  });
+
+  it('the image runs what the flake built: its output is in the pod log', async () => {
+    // A plain pod of the same image, whose command is the image's own.
+    const core = c.kc.makeApiClient(CoreV1Api);
+    await core.createNamespacedPod({ namespace: APP_NS, body: { metadata: { name: 'echo' }, spec: { nodeName, restartPolicy: 'Never', containers: [{ name: 'echo', image: `registry.local/e2e-app:${v1.shortRev}`, imagePullPolicy: 'Never' }] } } });
+    await until('the echo pod to finish', async () => ((await core.readNamespacedPod({ name: 'echo', namespace: APP_NS })).status?.phase === 'Succeeded' ? true : undefined), 120_000);
+    const log = await core.readNamespacedPodLog({ name: 'echo', namespace: APP_NS });
+    assert.equal(log.trim(), v1.expectedOutput);
+  });
+
+  it('a reconcile that finds nothing missing starts nothing', async () => {
+    const before = await builds();
+    const jobsBefore = await jobs();
+    const res = await webhook('{"ref":"refs/heads/main"}');
+    assert.equal(res.status, 202);
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.deepEqual((await builds()).map((b) => [b.metadata.name, b.metadata.resourceVersion]), before.map((b) => [b.metadata.name, b.metadata.resourceVersion]));
+    assert.equal((await jobs()).length, jobsBefore.length);
+    const rejected = await fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Hub-Signature-256': 'sha256=00' } });
+    assert.equal(rejected.status, 401);
+  });
+
+  it('a push of a new revision through the webhook builds exactly one new image, and the new pod runs it', async () => {
+    const v2 = await createFixtureFlake(git, 'app', { message: 'hello v2' });
+    const deployment = deploymentOf('app', v2, nodeName, true);
+    await git.commit('manifests', { 'apps/app.yaml': stringify(deployment) }, { branch: 'main' });
+    const t0 = Date.now();
+    const res = await webhook('{"ref":"refs/heads/main"}');
+    assert.equal(res.status, 202);
+    const nb = await until('one new NixBuild', async () => {
+      const all = await builds();
+      return all.length === 2 ? all.find((b) => b.spec.flakeUrl.includes(v2.rev)) : undefined;
+    }, 60_000, 200);
+    const tBuild = Date.now();
+    await until('the v2 build to succeed', async () => ((await builds()).find((b) => b.metadata.name === nb.metadata.name)?.status?.phase === 'Succeeded' ? true : undefined), 300_000, 500);
+    const tImported = Date.now();
+    // Flux or Argo CD applies the same manifest.
+    await c.kc.makeApiClient(AppsV1Api).replaceNamespacedDeployment({ name: 'app', namespace: APP_NS, body: { ...deployment, metadata: { ...deployment.metadata, resourceVersion: (await c.kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'app', namespace: APP_NS })).metadata?.resourceVersion } } });
+    await until('the v2 pod to run', () => runningPod('app', `registry.local/e2e-app:${v2.shortRev}`), 180_000, 500);
+    const tRunning = Date.now();
+    timings.push(`v2 (eager, webhook): push → NixBuild ${((tBuild - t0) / 1000).toFixed(1)} s → built and imported ${((tImported - tBuild) / 1000).toFixed(1)} s → applied and Running ${((tRunning - tImported) / 1000).toFixed(1)} s`);
+    assert.equal((await builds()).length, 2, 'exactly one new build');
+    assert.equal((await jobs()).filter((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === nb.metadata.name).length, 1);
+  });
+
+  it('a broken flake ends Failed with a readable reason and its log, and enbi build --follow exits 1', async () => {
+    const broken = await createFixtureFlake(git, 'broken', { variant: 'broken' });
+    const cli = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'build', `${broken.flakeUrl}#image`, '--system', 'x86_64-linux', '--image', `registry.local/broken:${broken.shortRev}`, '--namespace', NS, '--kubeconfig', c.kubeconfig, '--follow'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    cli.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number>((resolve) => cli.on('close', (n) => resolve(n ?? -1)));
+    assert.equal(code, 1, out);
+    assert.match(out, new RegExp(BROKEN_MESSAGE));
+    const nb = (await builds()).find((b) => b.spec.flakeUrl.includes(broken.rev))!;
+    assert.equal(nb.status?.phase, 'Failed');
+    assert.equal(nb.status?.attempts, 2, 'stops after maxAttempts: no crash loop');
+    const ready = nb.status?.conditions?.find((x) => x.type === 'Ready');
+    assert.equal(ready?.status, 'False');
+    assert.equal(ready?.reason, 'BuildFailed');
+    assert.match(ready?.message ?? '', /build exited/);
+    assert.equal(nb.status?.conditions?.find((x) => x.type === 'Stalled')?.status, 'True');
+    assert.match(nb.status?.logExcerpt ?? '', new RegExp(BROKEN_MESSAGE));
+    assert.ok(await healthy(), 'the controller is still up');
+  });
+
+  it('a controller killed mid-build starts no second build when it comes back', async () => {
+    const v3 = await createFixtureFlake(git, 'other', { message: 'hello v3', variant: 'stream' });
+    const cli = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'build', `${v3.flakeUrl}#image`, '--system', 'x86_64-linux', '--image', `registry.local/other:${v3.shortRev}`, '--namespace', NS, '--kubeconfig', c.kubeconfig]);
+    await new Promise((resolve) => cli.on('close', resolve));
+    const nb = await until('the build Job to run', async () => {
+      const b = (await builds()).find((x) => x.spec.flakeUrl.includes(v3.rev));
+      return b?.status?.phase === 'Building' && (await jobs()).some((j) => j.metadata?.name === `${b.metadata.name}-1`) ? b : undefined;
+    }, 60_000, 100);
+    controller!.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 500));
+    startControllerProcess();
+    await until('the restarted controller to be ready', healthy, 60_000);
+    const done = await until('the build to succeed', async () => {
+      const b = (await builds()).find((x) => x.metadata.name === nb.metadata.name);
+      return b?.status?.phase === 'Succeeded' || b?.status?.phase === 'Failed' ? b : undefined;
+    }, 300_000, 500);
+    assert.equal(done.status?.phase, 'Succeeded', JSON.stringify(done.status));
+    assert.equal(done.status?.attempts, 1);
+    assert.deepEqual((await jobs()).filter((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === nb.metadata.name).map((j) => j.metadata?.name), [`${nb.metadata.name}-1`]);
+    assert.equal((await builds()).filter((b) => b.spec.flakeUrl.includes(v3.rev)).length, 1);
+  });
+});
