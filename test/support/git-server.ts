@@ -18,6 +18,11 @@ export type FileMap = Record<string, string | Buffer | null>;
 export interface GitServerOptions {
   /** Require HTTP Basic auth with exactly these credentials. */
   auth?: { username: string; password: string };
+  /**
+   * Address to listen on (default 127.0.0.1), e.g. the test cluster's bridge gateway so that pods can
+   * fetch. baseUrl and url() use it; for a wildcard (0.0.0.0, ::) they say 127.0.0.1: use urlAt().
+   */
+  host?: string;
 }
 
 export interface RequestRecord {
@@ -54,6 +59,10 @@ export interface GitServer {
   resetStats(): void;
   /** Clone URL of a repository served here. */
   url(name: string): string;
+  /** Clone URL of a repository through another address of this host (when listening on a wildcard). */
+  urlAt(host: string, name: string): string;
+  /** The port the server listens on. */
+  port: number;
   /** Creates a bare repository whose HEAD names `defaultBranch` (main) with one commit of `files`; returns the commit. */
   createRepo(name: string, files: FileMap, options?: { defaultBranch?: string; message?: string }): Promise<string>;
   /** Commits `files` (added, replaced or, when null, deleted) on top of `branch` (created when missing); returns the commit. */
@@ -263,9 +272,14 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     await finished;
   }
 
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const host = options.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
+  });
   const { port } = server.address() as AddressInfo;
-  const baseUrl = `http://127.0.0.1:${port}`;
+  const urlHost = (h: string): string => (h.includes(':') ? `[${h}]` : h);
+  const baseUrl = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : urlHost(host)}:${port}`;
 
   const repoDir = (name: string): string => join(root, `${name}.git`);
 
@@ -313,6 +327,8 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
       stats.log = [];
     },
     url: (name: string) => `${baseUrl}/${name}.git`,
+    urlAt: (h: string, name: string) => `http://${urlHost(h)}:${port}/${name}.git`,
+    port,
     async createRepo(name, files, opts = {}): Promise<string> {
       const branch = opts.defaultBranch ?? 'main';
       await runGit(['init', '--quiet', '--bare', `--initial-branch=${branch}`, repoDir(name)], { env });
