@@ -6,7 +6,10 @@
 export const BUILD_SCRIPT = String.raw`set -u
 fifo=/work/image.fifo
 [ -p "$fifo" ] || mkfifo "$fifo"
-fail() { echo "enbi: $1" >&2; touch /work/failed; : > "$fifo"; exit 1; }
+# Once the FIFO was opened for the image, the import half has seen EOF (or stopped reading): opening it
+# again would wait forever for a reader that never comes.
+sent=""
+fail() { echo "enbi: $1" >&2; touch /work/failed; [ -n "$sent" ] || : > "$fifo"; exit 1; }
 echo "enbi: building $ENBI_INSTALLABLE"
 nix build -L --out-link /work/result "$ENBI_INSTALLABLE" || fail "nix build failed"
 out=$(readlink /work/result)
@@ -14,13 +17,13 @@ echo "enbi: built $out"
 printf '{"storePath":"%s"}' "$out" > /dev/termination-log
 if [ -f "$out" ] && [ -x "$out" ]; then
   echo "enbi: streaming the image (streamLayeredImage script)"
-  "$out" > "$fifo" || fail "the image script failed"
+  sent=1; "$out" > "$fifo" || fail "the image script failed"
 elif [ "$(head -c 2 "$out" | od -An -tx1 | tr -d ' \n')" = "1f8b" ]; then
   echo "enbi: decompressing the image (gzipped tarball)"
-  gzip -dc "$out" > "$fifo" || fail "gzip -d failed"
+  sent=1; gzip -dc "$out" > "$fifo" || fail "gzip -d failed"
 elif [ -f "$out" ]; then
   echo "enbi: sending the image (docker-archive or OCI archive)"
-  cat "$out" > "$fifo" || fail "reading the image failed"
+  sent=1; cat "$out" > "$fifo" || fail "reading the image failed"
 else
   fail "$out is not an image: build a docker-archive, an OCI archive, a gzipped tarball or a streamLayeredImage script"
 fi
@@ -32,7 +35,11 @@ export const IMPORT_SCRIPT = String.raw`set -u
 fifo=/work/image.fifo
 while [ ! -p "$fifo" ]; do sleep 0.2; done
 c() { ctr --address "$CONTAINERD_ADDRESS" -n k8s.io "$@"; }
-if [ -n "$ENBI_PLATFORM" ]; then out=$(c images import --platform "$ENBI_PLATFORM" - < "$fifo" 2>&1); else out=$(c images import - < "$fifo" 2>&1); fi
+# containerd 2's ctr imports through the transfer service by default, whose progress output names no image
+# the way the parsing below needs; --local (absent from 1.x) keeps the client-side import and its
+# "unpacking NAME (DIGEST)...done" line.
+how=""; ctr images import --help 2>&1 | grep -q -e '--local' && how=--local
+if [ -n "$ENBI_PLATFORM" ]; then out=$(c images import $how --platform "$ENBI_PLATFORM" - < "$fifo" 2>&1); else out=$(c images import $how - < "$fifo" 2>&1); fi
 rc=$?
 echo "$out"
 [ -e /work/failed ] && { echo "enbi: the build failed; nothing to import" >&2; exit 1; }
