@@ -19,7 +19,10 @@ export const nixBuildSpecSchema = z.object({
     .optional()
     .describe('Exact image references to import the result under. Absent: the name and tag Nix gave the image.'),
   imageTag: z.string().optional().describe('Pre-alpha: the git revision the image is tagged with (informational when images is set).'),
-  node: z.string().optional().describe('Node that builds and imports. Absent: enbi picks a Ready node able to build the system.'),
+  node: z
+    .string()
+    .optional()
+    .describe('Pins the build to this node (builder and import target); if it goes away the build waits (NoBuilderNode). Absent: enbi picks a Ready node able to build the system (status.node) and moves the build if that node goes away.'),
   maxAttempts: z.number().int().min(1).max(20).optional().describe('Build attempts before the build is Stalled (default from the controller).'),
 });
 
@@ -39,13 +42,16 @@ export const nixBuildStatusSchema = z.object({
   observedGeneration: z.number().int().optional(),
   phase: z.enum(PHASES).optional(),
   conditions: z.array(condition).optional(),
-  node: z.string().optional(),
+  node: z.string().optional().describe('The node building (or that built) the image: spec.node, or the one enbi chose.'),
   system: z.string().optional(),
   image: z.string().optional().describe('The first image reference imported.'),
   imageDigest: z.string().optional(),
   storePath: z.string().optional(),
   buildJobName: z.string().optional(),
-  attempts: z.number().int().optional(),
+  attempts: z.number().int().optional().describe('The latest attempt: its Job is <name>-<attempts>.'),
+  excusedAttempts: z.number().int().optional().describe('Attempts that do not count against maxAttempts: those lost with their node, and those before a rebuild.'),
+  moves: z.number().int().optional().describe('Times the build moved to another node because its node was deleted or stayed NotReady.'),
+  rebuilds: z.number().int().optional().describe('Times the build ran again because its image went missing where a pod waits for it (at most maxRebuilds).'),
   startTime: z.string().optional(),
   completionTime: z.string().optional(),
   logExcerpt: z.string().optional().describe('The end of the build log of a failed attempt.'),

@@ -27,6 +27,12 @@ export interface JobSettings {
 export const LABEL_BUILD = 'enbi.hrzn.ee/nixbuild';
 export const LABEL_MANAGED = 'app.kubernetes.io/managed-by';
 
+/** The node a build Job is pinned to (its required node affinity on metadata.name). */
+export function jobNodeOf(job: V1Job): string | undefined {
+  const terms = job.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+  return terms[0]?.matchFields?.find((f) => f.key === 'metadata.name')?.values?.[0];
+}
+
 export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefined, attempt: number, s: JobSettings): V1Job {
   const name = `${nb.metadata.name}-${attempt}`;
   const platform = platformOf(nb.spec.system);

@@ -20,6 +20,8 @@ export interface NodeView extends SchedulableNode {
   /** False when the list may be truncated: an image absent from it is unknown, not missing. */
   imagesComplete: boolean;
   imageSource: ImageSource;
+  /** When the Ready condition last changed (ISO 8601), when the node says: how long it has been (not) Ready. */
+  readySince?: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -56,5 +58,8 @@ export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IM
     imageSource: 'node-status',
   };
   if (system !== undefined) view.system = system;
+  const since = conditions.find((c) => c.type === 'Ready')?.lastTransitionTime;
+  if (since instanceof Date) view.readySince = since.toISOString();
+  else if (typeof since === 'string' && since !== '') view.readySince = since;
   return view;
 }

@@ -2,6 +2,8 @@
 // to do. Conditions follow kstatus (Ready, Reconciling, Stalled), negative ones only while true.
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import type { Condition, NixBuild, NixBuildStatus } from '../api/nixbuild.ts';
+import { jobNodeOf } from '../build/job.ts';
+import type { NodeView } from '../cluster/node-view.ts';
 
 /** Reasons, as they appear in conditions and Events. */
 export const Reason = {
@@ -11,7 +13,12 @@ export const Reason = {
   BuildFailed: 'BuildFailed',
   NoBuilder: 'NoBuilderNode',
   InvalidSpec: 'InvalidSpec',
+  NodeLost: 'NodeLost',
+  ImageMissing: 'ImageMissing',
 } as const;
+
+/** What the state machine needs to know of a node. */
+export type NodeHealth = Pick<NodeView, 'ready' | 'readySince'>;
 
 export interface BuildObservation {
   nb: NixBuild;
@@ -19,17 +26,38 @@ export interface BuildObservation {
   jobs: V1Job[];
   /** Pods of the latest attempt's Job. */
   pods: V1Pod[];
-  node: string | undefined;
+  /** Nodes as the informer shows them: a build's node that is absent was deleted. */
+  nodes: ReadonlyMap<string, NodeHealth>;
+  /** Where a build without a node, or one that must move, would go (the planner's builder choice); asked only then. */
+  candidate: () => string | undefined;
   now: Date;
   maxAttempts: number;
   retryBaseSeconds: number;
+  /** How long the build's node may stay NotReady before an unfinished build moves to another node. */
+  nodeLostSeconds: number;
+  /** Set when a Succeeded build's image is missing again where a pod waits for it: why. */
+  rebuild?: string;
+  /** Rebuilds allowed for a missing image, ever, per NixBuild (so a build whose image never shows cannot loop). */
+  maxRebuilds: number;
   /** The end of the failed attempt's build log, when it has been read. */
   failedLog?: string;
   /** Set when the spec cannot be built as it is (a spec change is needed). */
   invalid?: string;
 }
 
-export type BuildAction = { kind: 'none' } | { kind: 'create-job'; attempt: number } | { kind: 'requeue'; afterMs: number } | { kind: 'read-log'; pod: string };
+export type BuildAction =
+  | { kind: 'none' }
+  /** Start attempt `attempt` as a new Job on `node`; delete the Job `abandon` (left on a lost node) first. */
+  | { kind: 'create-job'; attempt: number; node: string; abandon?: string }
+  | { kind: 'requeue'; afterMs: number }
+  | { kind: 'read-log'; pod: string };
+
+/** An Event to record on the NixBuild beside the phase change ones: moves and rebuilds. */
+export interface BuildEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
 
 export function attemptOf(job: V1Job): number {
   const n = Number(job.metadata?.name?.split('-').pop());
@@ -41,6 +69,13 @@ function jobState(job: V1Job): 'running' | 'complete' | 'failed' {
   if (conditions.some((c) => c.type === 'Complete' && c.status === 'True')) return 'complete';
   if (conditions.some((c) => (c.type === 'Failed' || c.type === 'FailureTarget') && c.status === 'True')) return 'failed';
   return 'running';
+}
+
+/** Times arrive as Date from a list and as strings from a watch. */
+function iso(t: Date | string | undefined): string | undefined {
+  if (t === undefined || t === null) return undefined;
+  const d = t instanceof Date ? t : new Date(t);
+  return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
 }
 
 function terminationMessage(pods: V1Pod[], container: string): Record<string, string> {
@@ -61,11 +96,26 @@ function failedPod(pods: V1Pod[]): V1Pod | undefined {
   return pods.find((p) => p.status?.phase === 'Failed') ?? pods[0];
 }
 
-export function nextState(o: BuildObservation): { status: NixBuildStatus; action: BuildAction } {
+/**
+ * Whether a build's node is lost: deleted, or not Ready for at least `graceSeconds` (by its Ready
+ * condition's lastTransitionTime; a NotReady node that does not say since when counts as lost).
+ * `recheckMs`: not Ready, not yet lost; look again then.
+ */
+export function nodeLoss(name: string, nodes: ReadonlyMap<string, NodeHealth>, now: Date, graceSeconds: number): { lost: string } | { recheckMs: number } | undefined {
+  const n = nodes.get(name);
+  if (n === undefined) return { lost: `node ${name} was deleted` };
+  if (n.ready) return undefined;
+  const since = Date.parse(n.readySince ?? '');
+  if (Number.isNaN(since)) return { lost: `node ${name} is not Ready` };
+  const left = since + graceSeconds * 1000 - now.getTime();
+  if (left > 0) return { recheckMs: left };
+  return { lost: `node ${name} has not been Ready for ${Math.round((now.getTime() - since) / 1000)} s` };
+}
+
+export function nextState(o: BuildObservation): { status: NixBuildStatus; action: BuildAction; event?: BuildEvent } {
   const prev = o.nb.status ?? {};
   const generation = o.nb.metadata.generation ?? 1;
   const status: NixBuildStatus = { ...prev, observedGeneration: generation, system: o.nb.spec.system };
-  if (o.node !== undefined) status.node = o.node;
   const first = o.nb.spec.images?.[0];
   if (first !== undefined) status.image = first;
   const set = (phase: NixBuildStatus['phase'], conditions: Condition[]) => {
@@ -73,44 +123,107 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     status.conditions = mergeConditions(prev.conditions ?? [], conditions, o.now, generation);
   };
   const cond = (type: string, s: Condition['status'], reason: string, message: string): Condition => ({ type, status: s, reason, message, lastTransitionTime: o.now.toISOString() });
+  const noBuilder = (msg: string) => {
+    set('Pending', [cond('Ready', 'False', Reason.NoBuilder, msg), cond('Reconciling', 'True', Reason.NoBuilder, msg)]);
+    return { status, action: { kind: 'requeue', afterMs: 30_000 } as BuildAction };
+  };
 
   if (o.invalid !== undefined) {
     set('Failed', [cond('Ready', 'False', Reason.InvalidSpec, o.invalid), cond('Stalled', 'True', Reason.InvalidSpec, o.invalid)]);
     return { status, action: { kind: 'none' } };
   }
-  if (o.node === undefined) {
-    const msg = `no Ready node can build ${o.nb.spec.system}`;
-    set('Pending', [cond('Ready', 'False', Reason.NoBuilder, msg), cond('Reconciling', 'True', Reason.NoBuilder, msg)]);
-    return { status, action: { kind: 'requeue', afterMs: 30_000 } };
-  }
   const latest = [...o.jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0];
-  if (latest === undefined) {
-    if (prev.phase === 'Succeeded') return { status, action: { kind: 'none' } };
-    status.attempts = 1;
-    status.buildJobName = `${o.nb.metadata.name}-1`;
-    status.startTime = o.now.toISOString();
-    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt 1 of ${o.maxAttempts} on ${o.node}`), cond('Reconciling', 'True', Reason.Building, `building on ${o.node}`)]);
-    return { status, action: { kind: 'create-job', attempt: 1 } };
+  const seen = latest !== undefined ? attemptOf(latest) : 0;
+  // Status may name an attempt whose Job the informer does not show yet (or any more): then that
+  // attempt is current, its Job unseen, and creating it again is a harmless conflict, never a new attempt.
+  const current = (prev.attempts ?? 0) > seen ? undefined : latest;
+  const state = current !== undefined ? jobState(current) : undefined;
+  const lastAttempt = Math.max(seen, prev.attempts ?? 0);
+  const excused = prev.excusedAttempts ?? 0;
+  // spec.node pins the build (a user's choice, or the import target in per-node mode); otherwise the
+  // node is the controller's choice: where the current Job runs, else what status says.
+  const pin = o.nb.spec.node;
+  const placed = pin ?? (current !== undefined ? jobNodeOf(current) : undefined) ?? prev.node;
+
+  // Succeeded: done, unless its image went missing again where a pod waits for it.
+  if (state === 'complete' || (current === undefined && prev.phase === 'Succeeded')) {
+    if (placed !== undefined) status.node = placed;
+    if (state === 'complete') {
+      const built = terminationMessage(o.pods, 'build');
+      const imported = terminationMessage(o.pods, 'import');
+      if (built.storePath !== undefined) status.storePath = built.storePath;
+      if (imported.digest !== undefined) status.imageDigest = imported.digest;
+      if (imported.image !== undefined) status.image = imported.image;
+      status.attempts = attemptOf(current!);
+      status.buildJobName = current!.metadata?.name;
+      status.completionTime ??= iso(current!.status?.completionTime) ?? o.now.toISOString();
+      delete status.logExcerpt;
+    } else if (prev.image !== undefined) status.image = prev.image;
+    if (o.rebuild !== undefined) {
+      const done = prev.rebuilds ?? 0;
+      if (done >= o.maxRebuilds) {
+        const msg = `${o.rebuild}; rebuilt ${done} time${done === 1 ? '' : 's'} already (at most ${o.maxRebuilds}): delete this NixBuild to build it again`;
+        set('Succeeded', [cond('Ready', 'False', Reason.ImageMissing, msg), cond('Stalled', 'True', Reason.ImageMissing, msg)]);
+        return { status, action: { kind: 'none' } };
+      }
+      const node = pin ?? (placed !== undefined && nodeLoss(placed, o.nodes, o.now, 0) === undefined ? placed : o.candidate());
+      if (node === undefined) return noBuilder(`${o.rebuild}; no Ready node can build ${o.nb.spec.system}`);
+      const attempt = lastAttempt + 1;
+      Object.assign(status, { node, attempts: attempt, excusedAttempts: attempt - 1, rebuilds: done + 1, buildJobName: `${o.nb.metadata.name}-${attempt}`, startTime: o.now.toISOString() });
+      delete status.completionTime;
+      delete status.logExcerpt;
+      const msg = `rebuilding on ${node} (rebuild ${done + 1} of at most ${o.maxRebuilds}): ${o.rebuild}`;
+      set('Building', [cond('Ready', 'Unknown', Reason.ImageMissing, msg), cond('Reconciling', 'True', Reason.ImageMissing, msg)]);
+      return { status, action: { kind: 'create-job', attempt, node }, event: { type: 'Warning', reason: Reason.ImageMissing, message: msg } };
+    }
+    set('Succeeded', [cond('Ready', 'True', Reason.Succeeded, `imported ${status.image ?? ''} ${status.imageDigest ?? ''} on ${status.node ?? ''}`.trim())]);
+    return { status, action: { kind: 'none' } };
   }
-  const attempt = attemptOf(latest);
+  // Failed for good (retries exhausted): stays so, whatever happens to its node or its Jobs.
+  if (prev.phase === 'Failed' && (state === 'failed' || current === undefined)) return { status, action: { kind: 'none' } };
+
+  // The node went away under an unfinished build: move it, unless spec.node pins it there.
+  let recheckMs: number | undefined;
+  if (placed !== undefined) {
+    const loss = nodeLoss(placed, o.nodes, o.now, o.nodeLostSeconds);
+    if (loss !== undefined && 'recheckMs' in loss) recheckMs = loss.recheckMs;
+    else if (loss !== undefined) {
+      status.node = placed;
+      if (pin !== undefined) return noBuilder(`${loss.lost}; spec.node pins this build there: change or remove spec.node to build elsewhere`);
+      const next = o.candidate();
+      if (next === undefined) return noBuilder(`${loss.lost}; no other Ready node can build ${o.nb.spec.system}`);
+      const attempt = lastAttempt + 1;
+      // The attempt lost with its node is no failure of the build: it does not count against maxAttempts.
+      const nowExcused = excused + (lastAttempt > 0 ? 1 : 0);
+      Object.assign(status, { node: next, attempts: attempt, excusedAttempts: nowExcused, moves: (prev.moves ?? 0) + 1, buildJobName: `${o.nb.metadata.name}-${attempt}` });
+      status.startTime ??= o.now.toISOString();
+      const msg = `${loss.lost}: attempt ${attempt - nowExcused} of ${o.maxAttempts} moves to ${next}`;
+      set('Building', [cond('Ready', 'Unknown', Reason.NodeLost, msg), cond('Reconciling', 'True', Reason.NodeLost, msg)]);
+      const abandon = lastAttempt > 0 ? { abandon: `${o.nb.metadata.name}-${lastAttempt}` } : {};
+      return { status, action: { kind: 'create-job', attempt, node: next, ...abandon }, event: { type: 'Warning', reason: Reason.NodeLost, message: msg } };
+    }
+  }
+  const node = placed ?? o.candidate();
+  if (node === undefined) return noBuilder(`no Ready node can build ${o.nb.spec.system}`);
+  status.node = node;
+  const quiet = (): BuildAction => (recheckMs !== undefined ? { kind: 'requeue', afterMs: recheckMs } : { kind: 'none' });
+
+  if (current === undefined) {
+    const attempt = Math.max(lastAttempt, 1);
+    status.attempts = attempt;
+    status.buildJobName = `${o.nb.metadata.name}-${attempt}`;
+    status.startTime ??= o.now.toISOString();
+    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt ${attempt - excused} of ${o.maxAttempts} on ${node}`), cond('Reconciling', 'True', Reason.Building, `building on ${node}`)]);
+    return { status, action: { kind: 'create-job', attempt, node } };
+  }
+  const attempt = attemptOf(current);
+  const counted = attempt - excused;
   status.attempts = attempt;
-  status.buildJobName = latest.metadata?.name;
-  status.startTime ??= latest.status?.startTime?.toISOString() ?? o.now.toISOString();
-  const state = jobState(latest);
+  status.buildJobName = current.metadata?.name;
+  status.startTime ??= iso(current.status?.startTime) ?? o.now.toISOString();
   if (state === 'running') {
-    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt ${attempt} of ${o.maxAttempts} on ${o.node}`), cond('Reconciling', 'True', Reason.Building, `building on ${o.node}`)]);
-    return { status, action: { kind: 'none' } };
-  }
-  if (state === 'complete') {
-    const built = terminationMessage(o.pods, 'build');
-    const imported = terminationMessage(o.pods, 'import');
-    if (built.storePath !== undefined) status.storePath = built.storePath;
-    if (imported.digest !== undefined) status.imageDigest = imported.digest;
-    if (imported.image !== undefined) status.image = imported.image;
-    status.completionTime ??= latest.status?.completionTime?.toISOString() ?? o.now.toISOString();
-    delete status.logExcerpt;
-    set('Succeeded', [cond('Ready', 'True', Reason.Succeeded, `imported ${status.image ?? ''} ${status.imageDigest ?? ''} on ${o.node}`.trim())]);
-    return { status, action: { kind: 'none' } };
+    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt ${counted} of ${o.maxAttempts} on ${node}`), cond('Reconciling', 'True', Reason.Building, `building on ${node}`)]);
+    return { status, action: quiet() };
   }
   // Failed: read the log once, then retry with backoff or stall.
   const pod = failedPod(o.pods);
@@ -118,22 +231,22 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     return { status, action: { kind: 'read-log', pod: pod.metadata.name } };
   }
   if (o.failedLog !== undefined) status.logExcerpt = o.failedLog;
-  const reason = failureReason(latest, o.pods);
-  if (attempt >= o.maxAttempts) {
+  const reason = failureReason(current, o.pods);
+  if (counted >= o.maxAttempts) {
     status.completionTime ??= o.now.toISOString();
-    const msg = `${attempt} attempt${attempt === 1 ? '' : 's'} failed; last: ${reason}`;
+    const msg = `${counted} attempt${counted === 1 ? '' : 's'} failed; last: ${reason}`;
     set('Failed', [cond('Ready', 'False', Reason.BuildFailed, msg), cond('Stalled', 'True', Reason.BuildFailed, msg)]);
     return { status, action: { kind: 'none' } };
   }
-  const failedAt = latest.status?.conditions?.find((c) => c.type === 'Failed')?.lastTransitionTime ?? o.now;
-  const waitMs = o.retryBaseSeconds * 1000 * 2 ** (attempt - 1) - (o.now.getTime() - new Date(failedAt).getTime());
-  const msg = `attempt ${attempt} failed (${reason}); attempt ${attempt + 1} of ${o.maxAttempts}`;
+  const failedAt = current.status?.conditions?.find((c) => c.type === 'Failed')?.lastTransitionTime ?? o.now;
+  const waitMs = o.retryBaseSeconds * 1000 * 2 ** (counted - 1) - (o.now.getTime() - new Date(failedAt).getTime());
+  const msg = `attempt ${counted} failed (${reason}); attempt ${counted + 1} of ${o.maxAttempts}`;
   set('Building', [cond('Ready', 'False', Reason.Retrying, msg), cond('Reconciling', 'True', Reason.Retrying, msg)]);
-  if (waitMs > 0) return { status, action: { kind: 'requeue', afterMs: waitMs } };
+  if (waitMs > 0) return { status, action: { kind: 'requeue', afterMs: recheckMs !== undefined ? Math.min(waitMs, recheckMs) : waitMs } };
   status.logExcerpt = o.failedLog ?? prev.logExcerpt;
   status.buildJobName = `${o.nb.metadata.name}-${attempt + 1}`;
   status.attempts = attempt + 1;
-  return { status, action: { kind: 'create-job', attempt: attempt + 1 } };
+  return { status, action: { kind: 'create-job', attempt: attempt + 1, node } };
 }
 
 function failureReason(job: V1Job, pods: V1Pod[]): string {

@@ -42,6 +42,17 @@ export const controllerConfigSchema = z
     maxAttempts: z.number().int().min(1).max(20).default(3),
     retryBaseSeconds: z.number().min(0).default(10).describe('Backoff before attempt n is retryBaseSeconds × 2^(n-2).'),
     buildTimeoutSeconds: z.number().int().min(60).default(3600),
+    nodeLostSeconds: z
+      .number()
+      .min(0)
+      .default(300)
+      .describe("An unfinished build whose node is deleted, or NotReady this long, moves to another node (unless spec.node pins it)."),
+    rebuildGraceSeconds: z
+      .number()
+      .min(0)
+      .default(120)
+      .describe("A Succeeded build whose image is missing again where a pod waits is rebuilt only this long after it completed (kubelet refreshes its image list every 30 s)."),
+    maxRebuilds: z.number().int().min(0).default(1).describe('Rebuilds per NixBuild for an image gone missing; then it is Stalled (ImageMissing).'),
     maxNodeImages: z.number().int().min(1).default(50).describe("kubelet's nodeStatusMaxImages."),
     listen: z.object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') }).default({ port: 8080, host: '0.0.0.0' }),
     webhook: z

@@ -2,13 +2,14 @@
 // build's next state) → act (create NixBuilds and Jobs, write status once per build, only when it changed).
 // One reconcile runs at a time; any change while it runs queues exactly one more.
 import { BatchV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
-import { GROUP, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
+import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { buildJob, LABEL_BUILD } from '../build/job.ts';
 import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
+import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
 import { type ControllerConfig, socketFor } from './config.ts';
-import { type BuildAction, nextState, statusChanged } from './build-state.ts';
-import { desiredBuilds, LABEL_MANAGED_BY } from './desired.ts';
+import { attemptOf, type BuildAction, type BuildEvent, nextState, statusChanged } from './build-state.ts';
+import { activeBuildsByNode, desiredBuilds } from './desired.ts';
 import { recordEvent } from './events.ts';
 import type { Metrics } from './metrics.ts';
 import type { SourceState } from './source-state.ts';
@@ -45,6 +46,9 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   let timer: NodeJS.Timeout | undefined;
   const waiters: (() => void)[] = [];
   const requeues = new Map<string, NodeJS.Timeout>();
+  // The last status written per NixBuild (by uid), until the informer shows it: a reconcile that runs
+  // before the watch delivers our own write must not decide again from the older status.
+  const written = new Map<string, NixBuildStatus>();
 
   const trigger = (syncSource = false) => {
     if (syncSource) forceSync = true;
@@ -58,7 +62,8 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const onChange = () => trigger();
   const informers: ResilientInformer<any>[] = [
     resilientInformer<V1Node>(kc, '/api/v1/nodes', () => core.listNode(), onChange, log),
-    resilientInformer<V1Pod>(kc, '/api/v1/pods', () => core.listPodForAllNamespaces(), onChange, log),
+    // Only bound pods matter: waiting ones, and the build Jobs' own (for their termination messages).
+    resilientInformer<V1Pod>(kc, '/api/v1/pods', () => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS }), onChange, log, undefined, POD_FIELDS),
     resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, () => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD }), onChange, log, LABEL_BUILD),
     resilientInformer<NixBuild>(
       kc,
@@ -99,11 +104,13 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     const force = forceSync;
     forceSync = false;
     await d.source.refresh(force);
+    const now = new Date();
     const rawNodes = nodeInf.list();
     const nodes = rawNodes.map((n) => nodeViewOf(n, cfg.maxNodeImages));
-    const builds = nbInf.list();
+    const builds = withWrittenStatus(nbInf.list());
     const analysis = d.source.current()?.analysis;
-    const pods = cfg.watchNamespaces.length === 0 ? podInf.list() : podInf.list().filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
+    const allPods = podInf.list();
+    const pods = cfg.watchNamespaces.length === 0 ? allPods : allPods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
     const desired = desiredBuilds({
       analysis,
       locks: analysis?.locks ?? new Map(),
@@ -115,43 +122,119 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       builderTolerations: cfg.builderTolerations,
       namespace: ns,
       maxConcurrentBuildsPerNode: cfg.maxConcurrentBuildsPerNode,
+      now,
+      rebuildGraceSeconds: cfg.rebuildGraceSeconds,
     });
     for (const p of desired.problems) log(`pod problem: ${p.object ?? ''} ${p.message}`);
+    const created: NixBuild[] = [];
     for (const nb of desired.create) {
-      await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb }).catch((err: unknown) => {
+      const node = desired.placement.get(nb.metadata.name);
+      const body = await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb }).catch((err: unknown) => {
         if (statusCode(err) !== 409) throw err;
+        return undefined;
       });
+      if (body === undefined) continue;
+      created.push(body as NixBuild);
       d.metrics.buildsCreated++;
-      log(`created NixBuild ${nb.metadata.name}: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${nb.spec.node ?? '?'} (${nb.metadata.annotations?.['enbi.hrzn.ee/workloads'] ?? ''})`);
-      await recordEvent(core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name }, 'Normal', 'BuildPlanned', `building ${nb.spec.images?.join(', ') ?? ''} for ${nb.spec.system} on ${nb.spec.node ?? '?'}`, log);
+      log(`created NixBuild ${nb.metadata.name}: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${node ?? '?'} (${nb.metadata.annotations?.['enbi.hrzn.ee/workloads'] ?? ''})`);
+      await recordEvent(core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name }, 'Normal', 'BuildPlanned', `building ${nb.spec.images?.join(', ') ?? ''} for ${nb.spec.system} on ${node ?? '?'}`, log);
     }
     const nodeByName = new Map(rawNodes.map((n) => [n.metadata?.name ?? '', n]));
     const viewByName = new Map(nodes.map((n) => [n.name, n]));
-    for (const nb of [...builds, ...desired.create]) await reconcileBuild(nb, nodeByName, viewByName);
+    // Builds by label and build pods by Job, once: a reconcile touches every build.
+    const jobsByBuild = new Map<string, V1Job[]>();
+    for (const j of jobInf.list()) {
+      const b = j.metadata?.labels?.[LABEL_BUILD];
+      if (b !== undefined) jobsByBuild.set(b, [...(jobsByBuild.get(b) ?? []), j]);
+    }
+    const podsByJob = new Map<string, V1Pod[]>();
+    for (const p of allPods) {
+      const job = p.metadata?.namespace === ns ? p.metadata.labels?.['job-name'] : undefined;
+      if (job !== undefined) podsByJob.set(job, [...(podsByJob.get(job) ?? []), p]);
+    }
+    // Where builds without a node go, and moved ones: the planner's builder choice with the current load.
+    const load = activeBuildsByNode([...builds, ...created]);
+    for (const b of created) {
+      const node = desired.placement.get(b.metadata.name);
+      if (node !== undefined) load.set(node, (load.get(node) ?? 0) + 1);
+    }
+    const ableBySystem = new Map<string, NodeView[]>();
+    const candidate = (system: string) => {
+      let able = ableBySystem.get(system);
+      if (able === undefined) ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));
+      const choice = chooseBuilder(able, system, load, cfg.maxConcurrentBuildsPerNode);
+      if (choice === undefined) return undefined;
+      load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);
+      return choice.node.name;
+    };
+    for (const nb of [...builds, ...created]) {
+      const placed = desired.placement.get(nb.metadata.name);
+      const pick = placed !== undefined && nb.status?.node === undefined ? () => placed : () => candidate(nb.spec.system);
+      await reconcileBuild(nb, { jobsByBuild, podsByJob, rawNodes: nodeByName, views: viewByName, now, candidate: pick, rebuild: desired.rebuild.get(nb.metadata.name) });
+    }
+    const live = new Set(builds.map((b) => b.metadata.uid));
+    for (const uid of written.keys()) if (!live.has(uid)) written.delete(uid);
   }
 
-  async function reconcileBuild(nb: NixBuild, rawNodes: Map<string, V1Node>, views: Map<string, NodeView>): Promise<void> {
+  /** The informer's NixBuilds, with the status this controller wrote last where the watch has not caught up. */
+  function withWrittenStatus(list: readonly NixBuild[]): NixBuild[] {
+    return list.map((nb) => {
+      const mine = nb.metadata.uid !== undefined ? written.get(nb.metadata.uid) : undefined;
+      if (mine === undefined) return nb;
+      if (!statusChanged(nb.status, mine)) {
+        written.delete(nb.metadata.uid!);
+        return nb;
+      }
+      return { ...nb, status: mine };
+    });
+  }
+
+  interface BuildContext {
+    jobsByBuild: Map<string, V1Job[]>;
+    podsByJob: Map<string, V1Pod[]>;
+    rawNodes: Map<string, V1Node>;
+    views: Map<string, NodeView>;
+    now: Date;
+    candidate: () => string | undefined;
+    rebuild: string | undefined;
+  }
+
+  async function reconcileBuild(nb: NixBuild, x: BuildContext): Promise<void> {
     const name = nb.metadata.name;
-    const jobs = jobInf.list().filter((j) => j.metadata?.labels?.[LABEL_BUILD] === name);
-    const latestJob = jobs.map((j) => j.metadata?.name ?? '').sort().pop();
-    const pods = podInf.list().filter((p) => p.metadata?.namespace === ns && p.metadata?.labels?.['job-name'] === latestJob);
-    const node = nb.spec.node ?? nb.status?.node ?? pickBuilder(nb.spec.system, views);
-    const base = { nb, jobs, pods, node, now: new Date(), maxAttempts: nb.spec.maxAttempts ?? cfg.maxAttempts, retryBaseSeconds: cfg.retryBaseSeconds };
-    let { status, action } = nextState(base);
+    const jobs = x.jobsByBuild.get(name) ?? [];
+    const latestJob = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0]?.metadata?.name;
+    const pods = latestJob !== undefined ? (x.podsByJob.get(latestJob) ?? []) : [];
+    const base = {
+      nb,
+      jobs,
+      pods,
+      nodes: x.views,
+      candidate: x.candidate,
+      now: x.now,
+      maxAttempts: nb.spec.maxAttempts ?? cfg.maxAttempts,
+      retryBaseSeconds: cfg.retryBaseSeconds,
+      nodeLostSeconds: cfg.nodeLostSeconds,
+      maxRebuilds: cfg.maxRebuilds,
+      ...(x.rebuild !== undefined ? { rebuild: x.rebuild } : {}),
+    };
+    let { status, action, event } = nextState(base);
     if (action.kind === 'read-log') {
       const failedLog = await readLogTail(action.pod);
-      ({ status, action } = nextState({ ...base, failedLog }));
+      ({ status, action, event } = nextState({ ...base, failedLog }));
     }
-    await act(nb, action, node, rawNodes, views);
+    await act(nb, action, x.rawNodes, x.views);
+    const target = { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name, ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}) };
+    if (event !== undefined) await emit(target, event);
     if (statusChanged(nb.status, status)) {
       await custom.patchNamespacedCustomObjectStatus(
         { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status } },
         mergePatch(),
       );
+      if (nb.metadata.uid !== undefined) written.set(nb.metadata.uid, status);
       if (status.phase !== nb.status?.phase) {
         const ready = status.conditions?.find((c) => c.type === 'Ready');
         const type = status.phase === 'Failed' ? 'Warning' : 'Normal';
-        await recordEvent(core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name }, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log);
+        await recordEvent(core, target, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log);
         log(`NixBuild ${name}: ${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`);
         if (status.phase === 'Failed') d.metrics.buildsFailed++;
         if (status.phase === 'Succeeded') d.metrics.buildsSucceeded++;
@@ -159,13 +242,25 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     }
   }
 
-  async function act(nb: NixBuild, action: BuildAction, node: string | undefined, rawNodes: Map<string, V1Node>, views: Map<string, NodeView>): Promise<void> {
+  async function emit(target: { namespace: string; kind: string; apiVersion: string; name: string }, e: BuildEvent): Promise<void> {
+    log(`NixBuild ${target.name}: ${e.reason}: ${e.message}`);
+    await recordEvent(core, target, e.type, e.reason, e.message, log);
+  }
+
+  async function act(nb: NixBuild, action: BuildAction, rawNodes: Map<string, V1Node>, views: Map<string, NodeView>): Promise<void> {
     const name = nb.metadata.name;
     if (action.kind === 'requeue') {
       clearTimeout(requeues.get(name));
       requeues.set(name, setTimeout(() => trigger(), Math.max(100, action.afterMs)));
     }
-    if (action.kind !== 'create-job' || node === undefined) return;
+    if (action.kind !== 'create-job') return;
+    const node = action.node;
+    if (action.abandon !== undefined) {
+      // The Job left on a lost node: its pod must not come back to life if the node does.
+      await batch.deleteNamespacedJob({ name: action.abandon, namespace: ns, propagationPolicy: 'Background' }).catch((err: unknown) => {
+        if (statusCode(err) !== 404) throw err;
+      });
+    }
     const raw = rawNodes.get(node);
     const job = buildJob(nb, node, views.get(node)?.system, action.attempt, {
       namespace: ns,
@@ -181,12 +276,6 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       if (statusCode(err) !== 409) throw err;
     });
     log(`NixBuild ${name}: started Job ${job.metadata?.name} on ${node}`);
-  }
-
-  function pickBuilder(system: string, views: Map<string, NodeView>): string | undefined {
-    const able = [...views.values()].filter((n) => n.ready && !n.unschedulable && n.builderAllowed && n.buildSystems.includes(system));
-    able.sort((a, b) => Number(a.system !== system) - Number(b.system !== system) || (a.name < b.name ? -1 : 1));
-    return able[0]?.name;
   }
 
   async function readLogTail(pod: string): Promise<string> {
@@ -211,6 +300,9 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     },
   };
 }
+
+/** Pods the controller watches: bound ones (unbound pods wait for the scheduler, not for an image). */
+export const POD_FIELDS = 'spec.nodeName!=';
 
 function statusCode(err: unknown): number | undefined {
   return (err as { code?: number }).code;

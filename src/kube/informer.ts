@@ -1,6 +1,6 @@
 // A client-node informer that does not stay dead: the bare informer stops on errors other than 410 Gone,
 // so this one restarts it with capped, jittered backoff and counts the restarts.
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer } from '@kubernetes/client-node';
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 
 export interface ResilientInformer<T extends KubernetesObject> {
   list(): readonly T[];
@@ -17,8 +17,10 @@ export function resilientInformer<T extends KubernetesObject>(
   onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void,
   log: (msg: string) => void,
   labelSelector?: string,
+  fieldSelector?: string,
 ): ResilientInformer<T> {
-  const informer = makeInformer<T>(kc, path, listFn, labelSelector);
+  // listFn must apply the same selectors: the list seeds the cache, the watch keeps it.
+  const informer = new ListWatch<T>(path, new Watch(kc), listFn, false, labelSelector, fieldSelector);
   let stopped = false;
   let restarts = 0;
   let delayMs = 500;

@@ -18,6 +18,15 @@ export interface PlanInput {
   mode: DistributionMode;
   /** Tolerations of enbi's build Jobs: a node tainted otherwise is never a builder. */
   builderTolerations?: readonly Toleration[];
+  /** Builds running now, by node (the controller's NixBuilds that are Pending or Building). */
+  activeBuilds?: ReadonlyMap<string, number>;
+  /**
+   * Running builds per node (default: no limit). A builder at the limit is passed over for another
+   * capable node; when every capable node is at it, the build is queued on the best of them.
+   */
+  maxBuildsPerNode?: number;
+  /** Builds that exist already (the controller's NixBuilds): not placed again; their load is in activeBuilds. */
+  started?: (build: PlannedBuild) => boolean;
 }
 
 export interface PlannedBuild {
@@ -38,6 +47,8 @@ export interface PlannedBuild {
   workloads: string[];
   /** on-demand: started once a pod lands on a node of this system; eager: started at once. */
   trigger: BuildMode;
+  /** Every node able to build it is at maxBuildsPerNode: it waits for a free slot on `node`. */
+  queued?: true;
 }
 
 export type ImageState = 'present' | 'missing' | 'unknown' | 'unschedulable';
@@ -221,46 +232,78 @@ function decidePerNode(d: Demand): ImageStatus {
   return { ...base, state: 'present', nodes: d.nodes.map((n) => n.name) };
 }
 
+/** Whether enbi's build Job can run on a node for a system: Ready, schedulable, allowed, able, taints tolerated. */
+export function canBuild(n: NodeView, system: string, tolerations: readonly Toleration[] | undefined): boolean {
+  return n.ready && !n.unschedulable && n.builderAllowed && n.buildSystems.includes(system) && blockingTaintsTolerated(tolerations, n.taints);
+}
+
+export interface BuilderChoice {
+  node: NodeView;
+  /** The node is at the limit (as is every other able node): the build waits for a free slot. */
+  full: boolean;
+}
+
+/**
+ * The builder for a system among nodes able to build it: a node under the per-node limit if there is
+ * one, native before emulated, then the least loaded (spreading builds), then one that needs the image
+ * itself (no Spegel transfer), then by name. Pure; `load` is the running builds by node.
+ */
+export function chooseBuilder(
+  able: readonly NodeView[],
+  system: string,
+  load: ReadonlyMap<string, number>,
+  maxPerNode = Infinity,
+  needs: ReadonlySet<string> = new Set(),
+): BuilderChoice | undefined {
+  const loadOf = (n: NodeView) => load.get(n.name) ?? 0;
+  const better = (a: NodeView, b: NodeView) =>
+    Number(a.system !== system) - Number(b.system !== system) || loadOf(a) - loadOf(b) || Number(!needs.has(a.name)) - Number(!needs.has(b.name)) || compare(a.name, b.name);
+  let free: NodeView | undefined;
+  let full: NodeView | undefined;
+  for (const n of able) {
+    if (loadOf(n) < maxPerNode) {
+      if (free === undefined || better(n, free) < 0) free = n;
+    } else if (full === undefined || better(n, full) < 0) full = n;
+  }
+  if (free !== undefined) return { node: free, full: false };
+  return full !== undefined ? { node: full, full: true } : undefined;
+}
+
 /** Picks a builder for each Spegel-mode build and checks the per-node ones; returns what cannot be built. */
 function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
   const unbuildable: string[] = [];
-  const load = new Map<string, number>();
-  const canBuild = (n: NodeView, system: string) =>
-    n.ready && !n.unschedulable && n.builderAllowed && n.buildSystems.includes(system) && blockingTaintsTolerated(input.builderTolerations, n.taints);
+  const load = new Map(input.activeBuilds ?? []);
+  const max = input.maxBuildsPerNode ?? Infinity;
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
   const buildersBySystem = new Map<string, NodeView[]>();
   for (const build of builds) {
+    if (input.started?.(build) === true) continue;
     if (build.node !== null) {
       const node = byName.get(build.node);
-      if (node === undefined || !canBuild(node, build.system)) {
+      if (node === undefined || !canBuild(node, build.system, input.builderTolerations)) {
         unbuildable.push(`${build.id}: node ${build.node} needs the image but cannot run enbi's build (not Ready, cordoned, tainted or labelled ${'enbi.hrzn.ee/builder=false'})`);
         build.node = null;
-      } else build.emulated = node.system !== build.system;
+        continue;
+      }
+      build.emulated = node.system !== build.system;
+      if ((load.get(node.name) ?? 0) >= max) build.queued = true;
+      else load.set(node.name, (load.get(node.name) ?? 0) + 1);
       continue;
     }
     let able = buildersBySystem.get(build.system);
     if (able === undefined) {
-      able = input.nodes.filter((n) => canBuild(n, build.system));
+      able = input.nodes.filter((n) => canBuild(n, build.system, input.builderTolerations));
       buildersBySystem.set(build.system, able);
     }
-    const missing = new Set(build.missingOn);
-    // Native before emulated, a node that needs the image before one that does not, then the least loaded.
-    const rank = (n: NodeView) => (n.system === build.system ? 0 : 2) + (missing.has(n.name) ? 0 : 1);
-    let best: NodeView | undefined;
-    for (const n of able) {
-      if (best === undefined) best = n;
-      else {
-        const order = rank(n) - rank(best) || (load.get(n.name) ?? 0) - (load.get(best.name) ?? 0) || compare(n.name, best.name);
-        if (order < 0) best = n;
-      }
-    }
-    if (best === undefined) {
+    const choice = chooseBuilder(able, build.system, load, max, new Set(build.missingOn));
+    if (choice === undefined) {
       unbuildable.push(`${build.id}: no Ready, schedulable node can build ${build.system} (a native node, or one labelled enbi.hrzn.ee/builds.${build.system}=true)`);
       continue;
     }
-    build.node = best.name;
-    build.emulated = best.system !== build.system;
-    load.set(best.name, (load.get(best.name) ?? 0) + 1);
+    build.node = choice.node.name;
+    build.emulated = choice.node.system !== build.system;
+    if (choice.full) build.queued = true;
+    else load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);
   }
   return unbuildable;
 }

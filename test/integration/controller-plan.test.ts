@@ -111,14 +111,22 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       assert.equal(b.spec.flakeUrl, `git+http://git.invalid/eager.git?rev=${REV_A}`);
       assert.equal(b.spec.packageName, 'image');
       assert.deepEqual(b.spec.images, [`registry.local/eager:${REV_A.slice(0, 8)}`]);
+      // The controller's choice of node is status, not spec (spec.node would pin the build).
+      assert.equal(b.spec.node, undefined);
+    }
+    const placed = await until('nodes in status', async () => {
+      const got = await builds();
+      return got.every((b) => b.status?.node !== undefined) ? got : undefined;
+    }, 30_000);
+    for (const b of placed) {
       // arm-2 is tainted, arm-3 cordoned: the arm64 build goes to arm-1.
-      assert.equal(b.spec.node, b.spec.system === 'aarch64-linux' ? `arm-1-${run}` : `amd-1-${run}`);
+      assert.equal(b.status?.node, b.spec.system === 'aarch64-linux' ? `arm-1-${run}` : `amd-1-${run}`);
     }
     const js = await until('two Jobs', async () => ((await jobs()).length === 2 ? await jobs() : undefined), 30_000);
     for (const j of js) {
-      const build = nb.find((b) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === b.metadata.name)!;
+      const build = placed.find((b) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === b.metadata.name)!;
       const terms = j.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms;
-      assert.deepEqual(terms?.[0]?.matchFields?.[0]?.values, [build.spec.node]);
+      assert.deepEqual(terms?.[0]?.matchFields?.[0]?.values, [build.status?.node]);
       const build_c = j.spec?.template.spec?.containers.find((x) => x.name === 'build')!;
       assert.equal(build_c.env?.find((e) => e.name === 'ENBI_INSTALLABLE')?.value, `git+http://git.invalid/eager.git?rev=${REV_A}#packages.${build.spec.system}.image`);
       assert.ok(!(build_c.volumeMounts ?? []).some((m) => m.mountPath.includes('containerd')), 'the build container never sees the socket');
@@ -183,7 +191,7 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
     const lazyBuilds = (await builds()).filter((b) => b.spec.flakeUrl.includes('lazy.git'));
     assert.deepEqual(lazyBuilds.map((b) => b.spec.system).sort(), ['aarch64-linux', 'x86_64-linux']);
     // arm-2 is tainted for enbi's builder: the arm64 build of the pods on arm-2 runs on arm-1.
-    assert.equal(lazyBuilds.find((b) => b.spec.system === 'aarch64-linux')?.spec.node, `arm-1-${run}`);
+    assert.equal(lazyBuilds.find((b) => b.spec.system === 'aarch64-linux')?.status?.node, `arm-1-${run}`);
     assert.equal(js.length, 2);
   });
 

@@ -74,7 +74,7 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
       ctl.trigger(true);
       const nb = await until('a NixBuild with status written by the ServiceAccount', async () => {
         const list = (await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: NixBuild[] };
-        return list.items.find((b) => b.spec.node === `rbac-amd-${run}` && b.status?.phase === 'Building');
+        return list.items.find((b) => b.status?.node === `rbac-amd-${run}` && b.status?.phase === 'Building');
       }, 30_000);
       assert.equal(nb.status?.buildJobName, `${nb.metadata.name}-1`);
       assert.deepEqual(logs.filter((l) => /forbidden|403/i.test(l)), [], 'no request was refused');

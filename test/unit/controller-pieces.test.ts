@@ -68,11 +68,11 @@ const terminated = (build: string, imp: string): V1Pod => ({
     { name: 'import', image: '', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 0, message: imp } } },
   ] },
 });
-const base = { node: 'n1', now: new Date(100_000), maxAttempts: 3, retryBaseSeconds: 10 };
+const base = { nodes: new Map([['n1', { ready: true }]]), candidate: () => 'n1', now: new Date(100_000), maxAttempts: 3, retryBaseSeconds: 10, nodeLostSeconds: 300, maxRebuilds: 1 };
 
 test('build states: start, run, succeed with digest and store path, Ready=True', () => {
   const s0 = nextState({ ...base, nb: nb(), jobs: [], pods: [] });
-  assert.deepEqual(s0.action, { kind: 'create-job', attempt: 1 });
+  assert.deepEqual(s0.action, { kind: 'create-job', attempt: 1, node: 'n1' });
   assert.equal(s0.status.phase, 'Building');
   assert.equal(s0.status.observedGeneration, 2);
   const s1 = nextState({ ...base, nb: nb(s0.status), jobs: [job(1, 'running')], pods: [] });
@@ -96,7 +96,7 @@ test('build states: a failure reads the log, backs off, retries, then stalls', (
   assert.equal(waiting.status.logExcerpt, 'error: builder failed');
   assert.equal(waiting.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'RetryingAfterFailure');
   const retry = nextState({ ...failing, now: new Date(106_000), failedLog: 'error: builder failed' });
-  assert.deepEqual(retry.action, { kind: 'create-job', attempt: 2 });
+  assert.deepEqual(retry.action, { kind: 'create-job', attempt: 2, node: 'n1' });
   const last = nextState({ ...base, nb: nb({ phase: 'Building', attempts: 3, logExcerpt: 'x' }), jobs: [job(1, 'failed'), job(2, 'failed'), job(3, 'failed')], pods: [] });
   assert.equal(last.status.phase, 'Failed');
   assert.equal(last.status.conditions?.find((c) => c.type === 'Stalled')?.status, 'True');
