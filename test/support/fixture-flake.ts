@@ -8,6 +8,8 @@
 //   stream   $out is an executable script that writes the tarball to stdout, like
 //            dockerTools.streamLayeredImage (BUILD_SCRIPT's streaming path); the parts live in a second output
 //   broken   the builder prints BROKEN_MESSAGE to stderr and exits 3
+//   not-image  $out is a plain 2 MB file that is no image (the busybox binary, not executable): the build
+//            succeeds and the import half rejects what it reads
 // The image's Cmd prints `<message> (rev <shortRev>)`: a pod's log shows which commit it runs.
 //
 // Nix 2.8 fetches `refs/heads/master` for a remote `git+http://…?rev=<sha>` with no `ref`, so the
@@ -17,7 +19,7 @@ import { join } from 'node:path';
 import { hostBin } from '../cluster/paths.ts';
 import { gitEnv, runGit, type GitServer } from './git-server.ts';
 
-export type FixtureVariant = 'archive' | 'stream' | 'broken';
+export type FixtureVariant = 'archive' | 'stream' | 'broken' | 'not-image';
 
 export interface FixtureFlakeOptions {
   /** What the image's Cmd prints, followed by ` (rev <shortRev>)`. */
@@ -112,12 +114,16 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
           echo ${nixString(BROKEN_MESSAGE)} >&2
           exit 3
         '';
+        not-image = ''
+          $BB cp "$BB" "$out"
+          $BB chmod 0444 "$out"
+        '';
       };
       drv = derivation ({
         name = "enbi-fixture-${variant}";
         inherit system config manifest;
         builder = "/bin/sh";
-        args = [ "-c" scripts.${variant} ];
+        args = [ "-c" scripts.${nixString(variant)} ];
         BB = bb;
       } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
     in {

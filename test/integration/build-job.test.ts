@@ -1,0 +1,262 @@
+// The build Job (src/build/job.ts + scripts.ts) on a real node of the test cluster: Debian's Nix builds an
+// offline fixture flake fetched over git+http from a server on the cluster bridge, unprivileged with the
+// node's persistent cache at /nix, and the import half streams the image into the node's containerd under
+// the exact reference asked for. Then a pod runs that image with imagePullPolicy Never.
+import { after, before, describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { BatchV1Api, CoreV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
+import { buildJob, type JobSettings } from '../../src/build/job.ts';
+import type { NixBuild } from '../../src/api/nixbuild.ts';
+import { clusterSkipReason, useCluster, type ClusterInfo, type NodeState } from '../cluster/harness.ts';
+import { importBuildImages } from '../support/build-images.ts';
+import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { run, startGitServer, type GitServer } from '../support/git-server.ts';
+import { until } from '../support/kube.ts';
+
+const NS_PREFIX = 'build-job-test';
+// Unique per run: the node's containerd and Nix cache may outlive a run (a cluster kept up by hand), and a
+// new message gives a new flake revision, so the first build of a run is really cold.
+const tag = Date.now().toString(36);
+
+interface Finished {
+  job: V1Job;
+  pod: V1Pod;
+  ok: boolean;
+  /** From the Job's creation to its Complete or Failed condition, as this test saw it. */
+  ms: number;
+  terminated(container: 'build' | 'import'): { exitCode: number; message: string } | undefined;
+}
+
+/** `ctr images ls` rows of this exact reference in the node's k8s.io namespace. */
+async function ctrImage(n: NodeState, ref: string): Promise<{ ref: string; digest: string; labels: string } | undefined> {
+  const r = await run(n.ctr, ['--address', n.containerdSocket, '-n', 'k8s.io', 'images', 'ls', `name==${ref}`], { env: process.env });
+  if (r.code !== 0) throw new Error(`ctr images ls failed: ${r.stderr}`);
+  const row = r.stdout.toString('utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)).find((cols) => cols[0] === ref);
+  return row === undefined ? undefined : { ref: row[0]!, digest: row[2]!, labels: row.at(-1)! };
+}
+
+describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 900_000 }, () => {
+  let c: ClusterInfo;
+  let core: CoreV1Api;
+  let batch: BatchV1Api;
+  let node: NodeState;
+  let server: GitServer;
+  let settings: JobSettings;
+  let app: FixtureFlake;
+  const ns = `${NS_PREFIX}-${tag}`;
+  const durations: Record<string, number> = {};
+
+  before(async () => {
+    c = await useCluster('full');
+    core = c.kc.makeApiClient(CoreV1Api);
+    batch = c.kc.makeApiClient(BatchV1Api);
+    const first = c.nodes[0];
+    assert.ok(first && c.state.subnet, 'a full-mode cluster with a node and a bridge');
+    node = first;
+    // The bridge's own address in the root namespace: pods and nodes reach it (it carries the API server).
+    const gateway = c.state.subnet.replace(/\.0\/24$/, '.1');
+    const images = await importBuildImages(node);
+    server = await startGitServer({ host: gateway });
+    await core.createNamespace({ body: { metadata: { name: ns } } });
+    settings = {
+      namespace: ns,
+      builderImage: images.builder.ref,
+      importerImage: images.importer.ref,
+      cacheHostPath: join(c.state.dir, 'nix-cache', node.name),
+      containerdSocket: node.containerdSocket,
+      builderTolerations: [],
+      nixOptions: { substituters: '' },
+      activeDeadlineSeconds: 600,
+    };
+    app = await createFixtureFlake(server, 'app', { message: `hello from the enbi fixture flake ${tag}` });
+    await until('the default ServiceAccount', () => core.readNamespacedServiceAccount({ name: 'default', namespace: ns }), 90_000);
+  });
+
+  after(async () => {
+    if (Object.keys(durations).length > 0) console.log(`build Job durations: ${JSON.stringify(durations)}`);
+    await server?.close();
+    if (core) await core.deleteNamespace({ name: ns }).catch(() => undefined);
+  });
+
+  const nixBuild = (name: string, f: FixtureFlake, image: string): NixBuild => ({
+    apiVersion: 'enbi.hrzn.ee/v1alpha1',
+    kind: 'NixBuild',
+    metadata: { name, namespace: ns },
+    spec: { flakeUrl: f.flakeUrl, packageName: f.attr, system: f.system, images: [image] },
+  });
+
+  async function runBuild(nb: NixBuild, timeoutMs = 600_000): Promise<Finished> {
+    const body = buildJob(nb, node.name, node.system, 1, settings);
+    const name = body.metadata!.name!;
+    const t0 = Date.now();
+    await batch.createNamespacedJob({ namespace: ns, body });
+    const { job, ok } = await until(
+      `Job ${name} to finish`,
+      async () => {
+        const j = await batch.readNamespacedJob({ name, namespace: ns });
+        const cond = (t: string) => j.status?.conditions?.some((x) => x.type === t && x.status === 'True') === true;
+        return cond('Complete') ? { job: j, ok: true } : cond('Failed') ? { job: j, ok: false } : undefined;
+      },
+      timeoutMs,
+      250,
+    );
+    const ms = Date.now() - t0;
+    const pods = await core.listNamespacedPod({ namespace: ns, labelSelector: `batch.kubernetes.io/job-name=${name}` });
+    assert.equal(pods.items.length, 1, `one pod for Job ${name}`);
+    // The Job can be Failed before the kubelet has reported both containers' final states.
+    const pod = await until(`both containers of ${name} to be terminated`, async () => {
+      const p = await core.readNamespacedPod({ name: pods.items[0]!.metadata!.name!, namespace: ns });
+      return (p.status?.containerStatuses ?? []).filter((s) => s.state?.terminated).length === 2 ? p : undefined;
+    });
+    return {
+      job,
+      pod,
+      ok,
+      ms,
+      terminated: (container) => {
+        const t = pod.status?.containerStatuses?.find((s) => s.name === container)?.state?.terminated;
+        return t ? { exitCode: t.exitCode, message: t.message ?? '' } : undefined;
+      },
+    };
+  }
+
+  const log = (pod: V1Pod, container: string): Promise<string> => core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: ns, container });
+
+  /**
+   * Milliseconds `nix build` ran inside the build container: between BUILD_SCRIPT's "enbi: building" and
+   * "enbi: built" lines, by the timestamps containerd gave them (nanoseconds; the Job's and the containers'
+   * own times have 1 s resolution and include pod start-up).
+   */
+  async function nixMs(pod: V1Pod): Promise<number> {
+    const lines = (await core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: ns, container: 'build', timestamps: true })).split('\n');
+    const at = (re: RegExp): number => {
+      const line = lines.find((l) => re.test(l));
+      assert.ok(line, `${re} in the build log`);
+      const m = /^(\S+)\.(\d+)Z /.exec(line);
+      assert.ok(m, line);
+      return Date.parse(`${m[1]}Z`) + Number(`0.${m[2]}`) * 1000;
+    };
+    return Math.round(at(/ enbi: built \//) - at(/ enbi: building /));
+  }
+
+  async function explain(f: Finished): Promise<string> {
+    const logs = await Promise.all(['build', 'import'].map(async (x) => `--- ${x}:\n${await log(f.pod, x).catch((e: unknown) => String(e))}`));
+    return `Job ${f.job.metadata?.name} ${f.ok ? 'completed' : 'failed'}: ${JSON.stringify(f.job.status?.conditions)}\n${logs.join('\n')}`;
+  }
+
+  async function runImage(podName: string, image: string): Promise<string> {
+    await core.createNamespacedPod({
+      namespace: ns,
+      body: {
+        metadata: { name: podName },
+        spec: {
+          restartPolicy: 'Never',
+          terminationGracePeriodSeconds: 1,
+          automountServiceAccountToken: false,
+          nodeName: node.name,
+          containers: [{ name: 'main', image, imagePullPolicy: 'Never' }],
+        },
+      },
+    });
+    await until(`pod ${podName} to succeed`, async () => {
+      const p = await core.readNamespacedPod({ name: podName, namespace: ns });
+      if (p.status?.phase === 'Failed') throw new Error(`pod ${podName} failed: ${JSON.stringify(p.status)}`);
+      const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      if (waiting === 'ErrImageNeverPull') throw new Error(`${image} is not on ${node.name}`);
+      return p.status?.phase === 'Succeeded' ? p : undefined;
+    }, 120_000);
+    return core.readNamespacedPodLog({ name: podName, namespace: ns });
+  }
+
+  const image = `registry.local/app:${tag}`;
+  let cold: Finished;
+
+  it('builds a flake from git+http and imports the image under the exact reference, pinned', async (t: TestContext) => {
+    cold = await runBuild(nixBuild('app', app, image));
+    assert.ok(cold.ok, await explain(cold));
+    durations.coldJob = cold.ms;
+    durations.coldNix = await nixMs(cold.pod);
+    t.diagnostic(`cold build Job: ${cold.ms} ms (nix build ${durations.coldNix} ms)`);
+    const stored = await ctrImage(node, image);
+    assert.ok(stored, `${image} in ${node.name}'s containerd`);
+    assert.match(stored.labels, /(^|,)io\.cri-containerd\.pinned=pinned(,|$)/);
+    // The archive's own name (enbi.test/fixture-archive:<rev>) was replaced by the reference asked for.
+    assert.equal(await ctrImage(node, app.repoTag), undefined);
+    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string };
+    assert.deepEqual(imported, { image, digest: stored.digest });
+    assert.match(imported.digest, /^sha256:[0-9a-f]{64}$/);
+    const built = JSON.parse(cold.terminated('build')!.message) as { storePath: string };
+    assert.match(built.storePath, /^\/nix\/store\/[0-9a-z]{32}-enbi-fixture-archive$/);
+    const buildLog = await log(cold.pod, 'build');
+    assert.match(buildLog, /enbi: sending the image \(docker-archive or OCI archive\)/);
+    assert.match(buildLog, /building '\/nix\/store\/[0-9a-z]{32}-enbi-fixture-archive\.drv'/);
+  });
+
+  it('runs the image in a pod with imagePullPolicy Never; the log shows the flake message and revision', async () => {
+    assert.ok(cold?.ok, 'the cold build succeeded');
+    const out = await runImage('app', image);
+    assert.equal(out, `${app.expectedOutput}\n`);
+    assert.match(out, new RegExp(`rev ${app.rev.slice(0, 7)}`));
+  });
+
+  it('builds the same flake again on the same node from the cache, much faster', async (t: TestContext) => {
+    assert.ok(cold?.ok, 'the cold build succeeded');
+    const warm = await runBuild(nixBuild('app-again', app, image));
+    assert.ok(warm.ok, await explain(warm));
+    durations.warmJob = warm.ms;
+    durations.warmNix = await nixMs(warm.pod);
+    const coldNix = durations.coldNix!;
+    t.diagnostic(`build Job cold ${cold.ms} ms, warm ${warm.ms} ms; nix build cold ${coldNix} ms, warm ${durations.warmNix} ms`);
+    const buildLog = await log(warm.pod, 'build');
+    // A cache hit: Nix neither fetched nor built anything, and gave the same store path.
+    assert.doesNotMatch(buildLog, /building '/);
+    assert.deepEqual(JSON.parse(warm.terminated('build')!.message), JSON.parse(cold.terminated('build')!.message));
+    assert.deepEqual(JSON.parse(warm.terminated('import')!.message), JSON.parse(cold.terminated('import')!.message));
+    // Nix's own time is what the cache saves (the rest of a Job is pod start-up, the same both times).
+    assert.ok(durations.warmNix * 3 < coldNix, `nix build warm ${durations.warmNix} ms is not much faster than cold ${coldNix} ms`);
+  });
+
+  it('streams the image of a streamLayeredImage-like script into containerd', async () => {
+    const stream = await createFixtureFlake(server, 'app-stream', { variant: 'stream', message: `streamed ${tag}` });
+    const ref = `registry.local/app-stream:${tag}`;
+    const f = await runBuild(nixBuild('app-stream', stream, ref));
+    assert.ok(f.ok, await explain(f));
+    durations.streamJob = f.ms;
+    assert.match(await log(f.pod, 'build'), /enbi: streaming the image \(streamLayeredImage script\)/);
+    const stored = await ctrImage(node, ref);
+    assert.ok(stored, `${ref} in containerd`);
+    assert.match(stored.labels, /io\.cri-containerd\.pinned=pinned/);
+    assert.equal((JSON.parse(f.terminated('import')!.message) as { digest: string }).digest, stored.digest);
+    assert.equal(await runImage('app-stream', ref), `${stream.expectedOutput}\n`);
+  });
+
+  it('fails the Job of a broken flake with the Nix error in the build log, and imports nothing', async () => {
+    const broken = await createFixtureFlake(server, 'app-broken', { variant: 'broken' });
+    const ref = `registry.local/app-broken:${tag}`;
+    const f = await runBuild(nixBuild('app-broken', broken, ref));
+    durations.brokenJob = f.ms;
+    assert.equal(f.ok, false, await explain(f));
+    const buildLog = await log(f.pod, 'build');
+    assert.ok(buildLog.includes(BROKEN_MESSAGE), buildLog);
+    assert.match(buildLog, /error: builder for '\/nix\/store\/[0-9a-z]{32}-enbi-fixture-broken\.drv' failed with exit code 3/);
+    assert.match(buildLog, /enbi: nix build failed/);
+    assert.notEqual(f.terminated('build')?.exitCode, 0);
+    assert.notEqual(f.terminated('import')?.exitCode, 0);
+    assert.match(await log(f.pod, 'import'), /enbi: the build failed; nothing to import/);
+    assert.equal(await ctrImage(node, ref), undefined);
+    assert.equal(await ctrImage(node, broken.repoTag), undefined);
+  });
+
+  it('fails fast when the package is not an image: the build half stops once the import half gives up', async () => {
+    const notImage = await createFixtureFlake(server, 'app-not-image', { variant: 'not-image', message: tag });
+    const ref = `registry.local/app-not-image:${tag}`;
+    // Well before activeDeadlineSeconds (600 s): the build half must not wait for a reader that is gone.
+    const f = await runBuild(nixBuild('app-not-image', notImage, ref), 120_000);
+    durations.notImageJob = f.ms;
+    assert.equal(f.ok, false, await explain(f));
+    assert.match(await log(f.pod, 'build'), /enbi: reading the image failed/);
+    assert.notEqual(f.terminated('import')?.exitCode, 0);
+    assert.equal(await ctrImage(node, ref), undefined);
+  });
+});
