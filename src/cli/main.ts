@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `enbi` executable: one binary, subcommands.
+import { runAgent } from './agent.ts';
 import { runBuild } from './build.ts';
 import { runController } from './controller.ts';
 import { runDiff } from './diff.ts';
@@ -12,6 +13,7 @@ Usage:
   enbi controller --config FILE               run the controller against the current kubeconfig's cluster
   enbi build FLAKE#ATTR --system S [--follow]  create a NixBuild by hand and stream its log
   enbi status [-n NAMESPACE]                  NixBuilds with the reason of each failure
+  enbi agent --node NAME [--socket PATH]      node agent: publish the node's containerd images (NodeImages)
   enbi help                                   this text
 
 Run "enbi diff --help" for the options of diff.`;
@@ -27,6 +29,8 @@ async function main(argv: string[]): Promise<number> {
       return runBuild(rest);
     case 'status':
       return runStatus(rest);
+    case 'agent':
+      return runAgent(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -3,6 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { stringify } from 'yaml';
 import { nixBuildCrd, nixBuildSpecSchema } from '../api/nixbuild.ts';
+import { nodeImagesCrd, nodeImagesStatusSchema } from '../api/nodeimages.ts';
 import { annotationsSchema } from './annotations.ts';
 
 export function renderedSchemas(): Record<string, string> {
@@ -11,6 +12,8 @@ export function renderedSchemas(): Record<string, string> {
     'schemas/annotations.schema.json': json(annotationsSchema),
     'schemas/nixbuild.schema.json': json(nixBuildSpecSchema),
     'deploy/crd/nixbuilds.enbi.hrzn.ee.yaml': `# Generated from src/api/nixbuild.ts by npm run schemas: do not edit.\n${stringify(nixBuildCrd())}`,
+    'schemas/nodeimages.schema.json': json(nodeImagesStatusSchema),
+    'deploy/crd/nodeimages.enbi.hrzn.ee.yaml': `# Generated from src/api/nodeimages.ts by npm run schemas: do not edit.\n${stringify(nodeImagesCrd())}`,
   };
 }
 

@@ -1,0 +1,263 @@
+// The node agent's loop: list containerd's images once, publish them as the node's NodeImages, then follow
+// containerd's image events. Events only mark names dirty; a short window (debounceMs) gathers a burst,
+// then the dirty names are listed again (one filtered List) and the status is written if it changed.
+// Nothing changed, nothing written, except a resync every resyncMs (a full List, and a write of observedAt
+// alone when the list is the same: it tells readers the inventory is fresh). When the event stream breaks
+// (containerd restarting), it subscribes again with backoff and lists everything again.
+import type { KubeConfig } from '@kubernetes/client-node';
+import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages.ts';
+import { ContainerdClient, K8S_NAMESPACE } from '../containerd/client.ts';
+import { type ImageEvent, type Subscription, subscribeImageEvents } from '../containerd/events.ts';
+import { type ContainerdImage, listImages, nameFilter } from '../containerd/images.ts';
+import { PlatformCache } from '../containerd/platform.ts';
+import { buildInventory, type Limits, sameInventory } from './inventory.ts';
+import { NodeImagesWriter } from './publish.ts';
+
+export interface AgentOptions {
+  node: string;
+  socket: string;
+  kc: KubeConfig;
+  /** containerd namespace (default k8s.io). */
+  namespace?: string;
+  /** Window gathering a burst of events into one List and one write (default 100 ms). */
+  debounceMs?: number;
+  /** Full List and observedAt refresh (default 10 min). */
+  resyncMs?: number;
+  /** A second full List this long after each (re)subscription, for a change racing the subscription (default 2 s). */
+  settleMs?: number;
+  /** Reconnect backoff bounds (default 500 ms to 30 s, doubling). */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  limits?: Limits;
+  log?: (msg: string) => void;
+}
+
+export interface AgentStats {
+  /** Requests that changed the NodeImages object. */
+  writes: number;
+  /** containerd List calls (full and filtered). */
+  lists: number;
+  /** Image events received. */
+  events: number;
+  /** Event stream (re)subscriptions. */
+  subscriptions: number;
+  /** Image records (names) known. */
+  names: number;
+  /** Time of the last successful write (ms since the epoch). */
+  lastWriteAt: number;
+}
+
+export interface Agent {
+  /** Resolves after the first successful publish. */
+  readonly ready: Promise<void>;
+  stats(): AgentStats;
+  /** Stops following and closes the connection; resolves when an in-flight write is done. */
+  stop(): Promise<void>;
+}
+
+/** Names beyond this in one window are refreshed by a full List rather than a filtered one. */
+const MAX_FILTERED_NAMES = 256;
+/** Blob reads for platforms in flight at once. */
+const PLATFORM_CONCURRENCY = 16;
+
+export function startAgent(o: AgentOptions): Agent {
+  const log = o.log ?? (() => {});
+  const debounceMs = o.debounceMs ?? 100;
+  const resyncMs = o.resyncMs ?? 10 * 60_000;
+  const settleMs = o.settleMs ?? 2_000;
+  const backoffMin = o.backoffMinMs ?? 500;
+  const backoffMax = o.backoffMaxMs ?? 30_000;
+  const limits = o.limits ?? NODE_IMAGES_LIMITS;
+  const client = new ContainerdClient(o.socket, { namespace: o.namespace ?? K8S_NAMESPACE });
+  const platforms = new PlatformCache(client);
+  const writer = new NodeImagesWriter(o.kc, o.node);
+
+  const images = new Map<string, ContainerdImage>();
+  const dirty = new Set<string>();
+  let needFullList = true; // the first run lists everything
+  let forceWrite = true; // and writes, whatever is stored (observedAt says the agent is there)
+  let written: NodeImagesStatus | undefined;
+  let containerdVersion: string | undefined;
+  let lastPlatforms = new Map<string, string[]>();
+
+  let stopped = false;
+  let running: Promise<void> | undefined;
+  let windowTimer: NodeJS.Timeout | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let resyncTimer: NodeJS.Timeout | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
+  let subscription: Subscription | undefined;
+  let subscribeTimer: NodeJS.Timeout | undefined;
+  let subscribeFailures = 0;
+  let runFailures = 0;
+  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, lastWriteAt: 0 };
+
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((r) => (resolveReady = r));
+
+  const backoff = (failures: number): number => Math.min(backoffMax, backoffMin * 2 ** Math.max(0, failures - 1));
+
+  /** Opens a window: what arrives within debounceMs is handled by one run. */
+  function schedule(delay = debounceMs): void {
+    if (stopped || windowTimer !== undefined || retryTimer !== undefined) return;
+    windowTimer = setTimeout(() => {
+      windowTimer = undefined;
+      void runOnce();
+    }, delay);
+  }
+
+  function onEvent(e: ImageEvent): void {
+    stats.events++;
+    dirty.add(e.name);
+    if (running === undefined) schedule();
+    // else: runOnce() schedules again when it finds names dirty after its run
+  }
+
+  function subscribe(): void {
+    if (stopped) return;
+    subscribeTimer = undefined;
+    stats.subscriptions++;
+    subscription = subscribeImageEvents(client, onEvent, (err) => {
+      subscription = undefined;
+      if (stopped) return;
+      subscribeFailures++;
+      const delay = backoff(subscribeFailures);
+      log(`${err.message}; subscribing again in ${delay} ms`);
+      subscribeTimer = setTimeout(subscribe, delay);
+    });
+    // Events may have been missed while there was no subscription: list everything.
+    needFullList = true;
+    schedule(0);
+    clearTimeout(settleTimer);
+    settleTimer = setTimeout(() => {
+      needFullList = true;
+      schedule(0);
+    }, settleMs);
+  }
+
+  async function refresh(): Promise<void> {
+    if (needFullList || dirty.size > MAX_FILTERED_NAMES) {
+      needFullList = false;
+      dirty.clear();
+      stats.lists++;
+      const all = await listImages(client);
+      images.clear();
+      for (const i of all) images.set(i.name, i);
+      if (containerdVersion === undefined) containerdVersion = (await client.version()).version;
+    } else if (dirty.size > 0) {
+      const names = [...dirty];
+      dirty.clear();
+      stats.lists++;
+      const found = await listImages(client, names.map(nameFilter));
+      for (const n of names) images.delete(n);
+      for (const i of found) images.set(i.name, i);
+    }
+    stats.names = images.size;
+    // Platforms of digests not seen yet (content is immutable: cached by digest).
+    const digests = new Set([...images.values()].map((i) => i.target.digest));
+    platforms.retain(digests);
+    const targets = new Map<string, ContainerdImage['target']>();
+    for (const i of images.values()) targets.set(i.target.digest, i.target);
+    const todo = [...targets.values()];
+    const resolved = new Map<string, string[]>();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(PLATFORM_CONCURRENCY, todo.length) }, async () => {
+        while (next < todo.length) {
+          const t = todo[next++]!;
+          resolved.set(t.digest, await platforms.get(t));
+        }
+      }),
+    );
+    lastPlatforms = resolved;
+  }
+
+  function statusNow(): NodeImagesStatus {
+    const inv = buildInventory(images.values(), (d) => lastPlatforms.get(d) ?? [], limits);
+    return {
+      source: 'containerd',
+      ...(containerdVersion !== undefined ? { containerdVersion } : {}),
+      namespace: client.namespace,
+      observedAt: new Date().toISOString(),
+      resyncSeconds: Math.round(resyncMs / 1000),
+      imageCount: inv.imageCount,
+      nameCount: inv.nameCount,
+      truncated: inv.truncated,
+      images: inv.images,
+    };
+  }
+
+  async function run(): Promise<void> {
+    const force = forceWrite;
+    try {
+      await refresh();
+      const status = statusNow();
+      if (!sameInventory(status, written)) {
+        await writer.writeStatus(status);
+        written = status;
+        stats.lastWriteAt = Date.now();
+        log(`published ${status.imageCount} images (${status.nameCount} names${status.truncated ? ', truncated' : ''})`);
+      } else if (force) {
+        await writer.touch(status.observedAt);
+        written = { ...written!, observedAt: status.observedAt };
+        stats.lastWriteAt = Date.now();
+      }
+      if (force) forceWrite = false;
+      stats.writes = writer.writes;
+      runFailures = 0;
+      resolveReady();
+    } catch (e) {
+      // containerd or the API server failed: try again with backoff, with everything still to do.
+      if (force) forceWrite = true;
+      runFailures++;
+      const delay = backoff(runFailures);
+      log(`refresh failed (${(e as Error).message.split('\n')[0]}); again in ${delay} ms`);
+      // A filtered refresh that failed lost its names from `dirty`: a full list covers them.
+      needFullList = true;
+      retryTimer = setTimeout(() => {
+        retryTimer = undefined;
+        schedule(0);
+      }, delay);
+    }
+  }
+
+  async function runOnce(): Promise<void> {
+    if (stopped || running !== undefined) return;
+    running = run().finally(() => {
+      running = undefined;
+    });
+    await running;
+    if (!stopped && (dirty.size > 0 || needFullList) && retryTimer === undefined) schedule();
+  }
+
+  function resync(): void {
+    needFullList = true;
+    forceWrite = true;
+    schedule(0);
+    resyncTimer = setTimeout(resync, resyncMs);
+  }
+
+  resyncTimer = setTimeout(resync, resyncMs);
+  void (async () => {
+    // The object as stored: a restarted agent compares with it (and writes at once anyway: see forceWrite).
+    try {
+      const stored = await writer.read();
+      if (stored?.status !== undefined) written = stored.status;
+    } catch (e) {
+      log(`reading NodeImages/${o.node} failed: ${(e as Error).message.split('\n')[0]}`);
+    }
+    subscribe();
+  })();
+
+  return {
+    ready,
+    stats: () => ({ ...stats, writes: writer.writes }),
+    async stop(): Promise<void> {
+      stopped = true;
+      for (const t of [windowTimer, retryTimer, resyncTimer, settleTimer, subscribeTimer]) clearTimeout(t);
+      subscription?.cancel();
+      await running?.catch(() => {});
+      client.close();
+    },
+  };
+}

@@ -1,0 +1,102 @@
+// Writes a node's NodeImages object: created once (owned by its Node, so that deleting the Node deletes
+// it), then only its status, by JSON merge patch on the status subresource. The agent is the object's only
+// writer, so a merge patch without resourceVersion is safe and never conflicts.
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { GROUP, NODE_IMAGES_KIND, NODE_IMAGES_PLURAL, type NodeImages, type NodeImagesStatus, VERSION } from '../api/nodeimages.ts';
+
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+export const httpCode = (e: unknown): number | undefined => {
+  const c = (e as { code?: unknown }).code;
+  return typeof c === 'number' ? c : undefined;
+};
+
+export class NodeImagesWriter {
+  readonly node: string;
+  readonly #custom: CustomObjectsApi;
+  readonly #core: CoreV1Api;
+  #exists = false;
+  #last: NodeImagesStatus | undefined;
+  /** Requests that changed the object (create and status patches). */
+  writes = 0;
+
+  constructor(kc: KubeConfig, node: string) {
+    this.node = node;
+    this.#custom = kc.makeApiClient(CustomObjectsApi);
+    this.#core = kc.makeApiClient(CoreV1Api);
+  }
+
+  /** The object as stored, or undefined. */
+  async read(): Promise<NodeImages | undefined> {
+    try {
+      const o = (await this.#custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: this.node })) as NodeImages;
+      this.#exists = true;
+      this.#last = o.status;
+      return o;
+    } catch (e) {
+      if (httpCode(e) === 404) {
+        this.#exists = false;
+        return undefined;
+      }
+      throw e;
+    }
+  }
+
+  async #create(): Promise<void> {
+    // Owned by the Node when it can be read (the agent may read Nodes): garbage-collected with it.
+    let ownerReferences: NonNullable<NodeImages['metadata']['ownerReferences']> | undefined;
+    try {
+      const n = await this.#core.readNode({ name: this.node });
+      if (n.metadata?.uid) ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: this.node, uid: n.metadata.uid }];
+    } catch {
+      ownerReferences = undefined;
+    }
+    const body: NodeImages = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: NODE_IMAGES_KIND,
+      metadata: { name: this.node, labels: { 'app.kubernetes.io/managed-by': 'enbi-agent' }, ...(ownerReferences ? { ownerReferences } : {}) },
+    };
+    try {
+      await this.#custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body });
+      this.writes++;
+    } catch (e) {
+      if (httpCode(e) !== 409) throw e; // created meanwhile (a previous agent): fine
+    }
+    this.#exists = true;
+  }
+
+  /** Writes the whole status. */
+  async writeStatus(status: NodeImagesStatus): Promise<void> {
+    await this.#patch(status);
+    this.#last = status;
+  }
+
+  /**
+   * Refreshes observedAt alone (a resync that found nothing new): a small request. If the object went away
+   * meanwhile, the whole last status is written again.
+   */
+  async touch(observedAt: string): Promise<void> {
+    if (this.#last === undefined) throw new Error('NodeImagesWriter.touch before a first writeStatus');
+    await this.#patch({ observedAt }, { ...this.#last, observedAt });
+    this.#last = { ...this.#last, observedAt };
+  }
+
+  async #patch(status: Partial<NodeImagesStatus>, whole: Partial<NodeImagesStatus> = status): Promise<void> {
+    if (!this.#exists) {
+      await this.#create();
+      status = whole;
+    }
+    const patch = (s: Partial<NodeImagesStatus>) =>
+      this.#custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: this.node, body: { status: s } }, mergePatch);
+    try {
+      await patch(status);
+    } catch (e) {
+      if (httpCode(e) !== 404) throw e;
+      // Deleted behind the agent's back: create it again, with the whole status.
+      this.#exists = false;
+      await this.#create();
+      await patch(whole);
+    }
+    this.writes++;
+  }
+}

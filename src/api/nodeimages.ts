@@ -1,0 +1,124 @@
+// The NodeImages custom resource (nodeimages.enbi.hrzn.ee): one per node, named after it, cluster-scoped,
+// written only by that node's `enbi agent`: the images the node's containerd holds in the k8s.io namespace.
+// Its zod source; deploy/crd/nodeimages.enbi.hrzn.ee.yaml and schemas/nodeimages.schema.json are generated
+// from it (npm run schemas).
+import { z } from 'zod';
+import { GROUP, VERSION } from './nixbuild.ts';
+
+export { GROUP, VERSION };
+export const NODE_IMAGES_KIND = 'NodeImages';
+export const NODE_IMAGES_PLURAL = 'nodeimages';
+
+/**
+ * Bounds, so that an object stays far below etcd's 1.5 MiB request limit (the API server refuses larger
+ * writes). An entry is about 300 bytes in practice (a 71-byte digest, two or three names, a platform), so
+ * the byte budget holds about 3,000 typical images; nodes hold tens to a few hundred (kubelet's image
+ * garbage collection sees to it). The rest of the 1.5 MiB is left for metadata and managedFields.
+ * Anything cut sets `truncated`: an image absent from a truncated list is unknown, not missing.
+ */
+export const NODE_IMAGES_LIMITS = {
+  /** Serialized size of status.images (JSON bytes). */
+  maxImagesBytes: 1024 * 1024,
+  /** Entries in status.images. */
+  maxImages: 5000,
+  /** Names kept per entry (an image tagged more often than this is listed with the first ones, sorted). */
+  maxNamesPerImage: 64,
+  /** Platforms kept per entry. */
+  maxPlatformsPerImage: 16,
+} as const;
+
+export const nodeImageSchema = z.object({
+  digest: z.string().describe("The image's target in containerd (index or manifest digest), as `ctr images ls` shows it."),
+  names: z
+    .array(z.string())
+    .max(NODE_IMAGES_LIMITS.maxNamesPerImage)
+    .describe('Every containerd image record pointing at that digest (tags, name@digest, and the CRI\'s sha256:<config> id), sorted.'),
+  platforms: z
+    .array(z.string())
+    .max(NODE_IMAGES_LIMITS.maxPlatformsPerImage)
+    .describe('Platforms (os/arch[/variant]) whose manifest and config are in the content store, e.g. linux/amd64. Empty when containerd holds no runnable manifest yet.'),
+});
+
+export const nodeImagesStatusSchema = z.object({
+  source: z.literal('containerd').describe('Where the list comes from: the node\'s containerd, asked over its gRPC API.'),
+  containerdVersion: z.string().optional().describe('containerd\'s version as it reports it.'),
+  namespace: z.string().describe('containerd namespace listed (k8s.io: the images kubelet uses).'),
+  observedAt: z.string().describe('When the agent last listed containerd and wrote this (RFC 3339). Refreshed at every resync even when nothing changed: an old value means the agent is not running.'),
+  resyncSeconds: z.number().int().optional().describe('The agent\'s resync period: observedAt is refreshed at least this often while it runs.'),
+  imageCount: z.number().int().describe('Distinct images (digests) containerd holds, whether or not all are listed.'),
+  nameCount: z.number().int().describe('Image records (names) containerd holds.'),
+  truncated: z.boolean().describe('True when images (or the names of one) were cut to stay within the bounds: an image absent from the list is then unknown, not missing.'),
+  images: z
+    .array(nodeImageSchema)
+    .max(NODE_IMAGES_LIMITS.maxImages)
+    .describe('The images, sorted by digest, at most 5000 entries and 1 MiB.'),
+});
+
+export type NodeImage = z.infer<typeof nodeImageSchema>;
+export type NodeImagesStatus = z.infer<typeof nodeImagesStatusSchema>;
+
+export interface NodeImages {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    resourceVersion?: string;
+    uid?: string;
+    labels?: Record<string, string>;
+    ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string }[];
+    creationTimestamp?: Date | string;
+  };
+  status?: NodeImagesStatus;
+}
+
+/** The CRD, with the OpenAPI schema generated from zod. */
+export function nodeImagesCrd(): Record<string, unknown> {
+  const openApi = (schema: z.ZodType) => stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
+  return {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: `${NODE_IMAGES_PLURAL}.${GROUP}` },
+    spec: {
+      group: GROUP,
+      names: { kind: NODE_IMAGES_KIND, listKind: `${NODE_IMAGES_KIND}List`, plural: NODE_IMAGES_PLURAL, singular: 'nodeimages', shortNames: ['ni'], categories: ['enbi'] },
+      scope: 'Cluster',
+      versions: [
+        {
+          name: VERSION,
+          served: true,
+          storage: true,
+          subresources: { status: {} },
+          additionalPrinterColumns: [
+            { name: 'Images', type: 'integer', jsonPath: '.status.imageCount' },
+            { name: 'Truncated', type: 'boolean', jsonPath: '.status.truncated' },
+            { name: 'Containerd', type: 'string', jsonPath: '.status.containerdVersion' },
+            { name: 'Observed', type: 'date', jsonPath: '.status.observedAt' },
+          ],
+          schema: {
+            openAPIV3Schema: {
+              type: 'object',
+              properties: {
+                apiVersion: { type: 'string' },
+                kind: { type: 'string' },
+                metadata: { type: 'object' },
+                status: openApi(nodeImagesStatusSchema),
+              },
+            },
+          },
+        },
+      ],
+    },
+  };
+}
+
+// Kubernetes' structural schemas reject $schema and additionalProperties: false beside properties.
+function stripForOpenApi(schema: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema)) {
+    if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
+    if (Array.isArray(v)) out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
+    else if (v !== null && typeof v === 'object') out[k] = stripForOpenApi(v as Record<string, unknown>);
+    else out[k] = v;
+  }
+  return out;
+}

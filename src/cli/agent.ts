@@ -1,0 +1,67 @@
+// `enbi agent --node NAME`: the node agent (a DaemonSet, one per node). Publishes the images the node's
+// containerd holds as the cluster-scoped NodeImages object named after the node, and keeps it current.
+import { parseArgs } from 'node:util';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { startAgent } from '../agent/agent.ts';
+import { loadKubeConfig } from '../cluster/read-nodes.ts';
+import { socketFor } from '../controller/config.ts';
+
+export const AGENT_HELP = `enbi agent --node NAME [--socket PATH] [--kubeconfig FILE] [--resync SECONDS] [--debounce MS]
+
+Publishes the images this node's containerd holds (namespace k8s.io) as the NodeImages object named
+after the node, and keeps it current from containerd's event stream.
+
+  --node NAME         this node's name (default: $NODE_NAME, set from the downward API in deploy/agent.yaml)
+  --socket PATH       containerd's socket (default: the node's enbi.hrzn.ee/containerd-socket annotation,
+                      else by distribution from its kubelet version, as the build Job finds it)
+  --kubeconfig FILE   default: in-cluster, else $KUBECONFIG or ~/.kube/config
+  --resync SECONDS    full list and observedAt refresh (default 600)
+  --debounce MS       window that gathers a burst of image events into one write (default 100)
+  --namespace NS      containerd namespace (default k8s.io)`;
+
+export async function runAgent(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      node: { type: 'string' },
+      socket: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      resync: { type: 'string' },
+      debounce: { type: 'string' },
+      namespace: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help === true) {
+    console.log(AGENT_HELP);
+    return 0;
+  }
+  const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
+  try {
+    const node = values.node ?? process.env.NODE_NAME;
+    if (node === undefined || node === '') throw new Error('--node NAME (or NODE_NAME) is required');
+    const resync = Number(values.resync ?? '600');
+    const debounce = Number(values.debounce ?? '100');
+    if (!Number.isFinite(resync) || resync < 1) throw new Error(`--resync ${values.resync}: a number of seconds, at least 1`);
+    if (!Number.isFinite(debounce) || debounce < 0) throw new Error(`--debounce ${values.debounce}: a number of milliseconds`);
+    const kc = loadKubeConfig(values.kubeconfig);
+    let socket = values.socket;
+    if (socket === undefined) {
+      const n = await kc.makeApiClient(CoreV1Api).readNode({ name: node });
+      socket = socketFor({ ...(n.metadata?.annotations ? { annotations: n.metadata.annotations } : {}), ...(n.status?.nodeInfo?.kubeletVersion ? { kubeletVersion: n.status.nodeInfo.kubeletVersion } : {}) });
+    }
+    const agent = startAgent({ node, socket, kc, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), log });
+    log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s`);
+    const stop = async () => {
+      log('stopping');
+      await agent.stop();
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => void stop());
+    process.on('SIGINT', () => void stop());
+    return await new Promise<number>(() => {});
+  } catch (err) {
+    console.error(`enbi agent: ${(err as Error).message.split('\n')[0]}`);
+    return 1;
+  }
+}
