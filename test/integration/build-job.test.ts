@@ -36,7 +36,7 @@ async function ctrImage(n: NodeState, ref: string): Promise<{ ref: string; diges
   return row === undefined ? undefined : { ref: row[0]!, digest: row[2]!, labels: row.at(-1)! };
 }
 
-describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 900_000 }, () => {
+describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800_000 }, () => {
   let c: ClusterInfo;
   let core: CoreV1Api;
   let batch: BatchV1Api;
@@ -108,7 +108,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 900_0
     const pod = await until(`both containers of ${name} to be terminated`, async () => {
       const p = await core.readNamespacedPod({ name: pods.items[0]!.metadata!.name!, namespace: ns });
       return (p.status?.containerStatuses ?? []).filter((s) => s.state?.terminated).length === 2 ? p : undefined;
-    });
+    }, 120_000);
     return {
       job,
       pod,
@@ -252,7 +252,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 900_0
     const notImage = await createFixtureFlake(server, 'app-not-image', { variant: 'not-image', message: tag });
     const ref = `registry.local/app-not-image:${tag}`;
     // Well before activeDeadlineSeconds (600 s): the build half must not wait for a reader that is gone.
-    const f = await runBuild(nixBuild('app-not-image', notImage, ref), 120_000);
+    // (A few seconds on an idle machine; the bound leaves room for a loaded one.)
+    const f = await runBuild(nixBuild('app-not-image', notImage, ref), 300_000);
     durations.notImageJob = f.ms;
     assert.equal(f.ok, false, await explain(f));
     assert.match(await log(f.pod, 'build'), /enbi: reading the image failed/);
