@@ -11,9 +11,9 @@ export const NODE_IMAGES_PLURAL = 'nodeimages';
 
 /**
  * Bounds, so that an object stays far below etcd's 1.5 MiB request limit (the API server refuses larger
- * writes). An entry is about 300 bytes in practice (a 71-byte digest, two or three names, a platform), so
- * the byte budget holds about 3,000 typical images; nodes hold tens to a few hundred (kubelet's image
- * garbage collection sees to it). The rest of the 1.5 MiB is left for metadata and managedFields.
+ * writes). An entry is 250-400 bytes in practice (a 71-byte digest; a tag, a name@digest and the CRI's
+ * sha256 id; a platform), so the byte budget holds 2,500-4,000 images; nodes hold tens to a few hundred
+ * (kubelet's image garbage collection sees to it). The other 0.5 MiB is left for metadata and managedFields.
  * Anything cut sets `truncated`: an image absent from a truncated list is unknown, not missing.
  */
 export const NODE_IMAGES_LIMITS = {

@@ -1,5 +1,7 @@
 // `enbi agent --node NAME`: the node agent (a DaemonSet, one per node). Publishes the images the node's
 // containerd holds as the cluster-scoped NodeImages object named after the node, and keeps it current.
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { startAgent } from '../agent/agent.ts';
@@ -52,6 +54,7 @@ export async function runAgent(argv: string[]): Promise<number> {
     }
     const agent = startAgent({ node, socket, kc, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), log });
     log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s`);
+    if (!existsSync(socket)) log(`warning: no socket at ${socket} (yet): in a pod, mount the host directory ${dirname(socket)} at the same path, or pass --socket`);
     const stop = async () => {
       log('stopping');
       await agent.stop();

@@ -1,0 +1,74 @@
+// What a node's NodeImages object (written by `enbi agent`) says about the images it holds, in the terms
+// of NodeView: the set of image names, whether the list is complete, and where it comes from. The agent's
+// inventory comes first where it is present and fresh; otherwise Node.status.images (a hint: capped at 50,
+// stale) stays the source. Pure: no I/O.
+import type { NodeImages, NodeImagesStatus } from '../api/nodeimages.ts';
+import { normalizeImageName } from '../image/reference.ts';
+import type { NodeView } from './node-view.ts';
+
+export interface InventoryImages {
+  /** Normalized names of the images the node can run (for its platform, when given). */
+  images: ReadonlySet<string>;
+  /** True when the agent listed every image: absent from the set means missing, not unknown. */
+  imagesComplete: boolean;
+  imageSource: 'agent';
+  /** When the agent last checked containerd. */
+  observedAt: string;
+}
+
+export interface InventoryOptions {
+  /** The node's platform, `os/arch` (e.g. linux/arm64; a variant is ignored): images without it are left out. */
+  platform?: string;
+  /** Now, for the freshness check (default the current time). */
+  now?: Date;
+  /**
+   * Age beyond which the inventory is not trusted (the agent is gone or cannot reach containerd). Default:
+   * twice the agent's resync period plus a minute (21 min with the default 10-min resync).
+   */
+  maxAgeMs?: number;
+}
+
+const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
+type Obj = Record<string, unknown>;
+const asObj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+const osArch = (p: string): string => p.split('/').slice(0, 2).join('/');
+
+/** `os/arch` of a Node from its labels (kubernetes.io/os, kubernetes.io/arch), or undefined. */
+export function nodePlatform(labels: Record<string, string> | undefined): string | undefined {
+  const arch = labels?.['kubernetes.io/arch'] ?? labels?.['beta.kubernetes.io/arch'];
+  const os = labels?.['kubernetes.io/os'] ?? labels?.['beta.kubernetes.io/os'] ?? 'linux';
+  return arch !== undefined ? `${os}/${arch}` : undefined;
+}
+
+/**
+ * The images of a NodeImages object, or undefined when it cannot be trusted: no status yet, not from
+ * containerd, or older than maxAgeMs. Undefined means: keep using Node.status.images.
+ */
+export function inventoryToNodeView(nodeImages: NodeImages | unknown, o: InventoryOptions = {}): InventoryImages | undefined {
+  const status = asObj(asObj(nodeImages).status) as Partial<NodeImagesStatus>;
+  if (status.source !== 'containerd' || typeof status.observedAt !== 'string' || !Array.isArray(status.images)) return undefined;
+  const observed = Date.parse(status.observedAt);
+  const resyncMs = (typeof status.resyncSeconds === 'number' && status.resyncSeconds > 0 ? status.resyncSeconds : 600) * 1000;
+  const maxAge = o.maxAgeMs ?? 2 * resyncMs + 60_000;
+  if (!Number.isFinite(observed) || (o.now ?? new Date()).getTime() - observed > maxAge) return undefined;
+  const want = o.platform !== undefined ? osArch(o.platform) : undefined;
+  const images = new Set<string>();
+  for (const img of status.images) {
+    const platforms = Array.isArray(img.platforms) ? img.platforms : [];
+    // An image of another architecture, or with no runnable manifest, does not serve the node's pods.
+    if (want !== undefined && !platforms.some((p) => osArch(p) === want)) continue;
+    for (const name of Array.isArray(img.names) ? img.names : []) {
+      if (typeof name !== 'string') continue;
+      images.add(IMAGE_ID.test(name) ? name : normalizeImageName(name));
+    }
+  }
+  return { images, imagesComplete: status.truncated === false, imageSource: 'agent', observedAt: status.observedAt };
+}
+
+/** The view with its images taken from the inventory when it is usable; the view unchanged otherwise. */
+export function withInventory(view: NodeView, nodeImages: NodeImages | unknown, o: Omit<InventoryOptions, 'platform'> = {}): NodeView {
+  const platform = nodePlatform(view.labels);
+  const inv = inventoryToNodeView(nodeImages, { ...o, ...(platform !== undefined ? { platform } : {}) });
+  if (inv === undefined) return view;
+  return { ...view, images: inv.images, imagesComplete: inv.imagesComplete, imageSource: 'agent' };
+}
