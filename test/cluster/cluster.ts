@@ -10,6 +10,7 @@ import { buildBusyboxImage } from './images.ts';
 import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
+import { ensureEmulation, preflightEmulation } from './emulation.ts';
 import { firstDead, isAlive, waitFor } from './proc.ts';
 import { pidAlive, withLock } from './lock.ts';
 import type { CertPair } from './pki.ts';
@@ -22,6 +23,14 @@ export interface NodeSpec {
   system?: string;
   /** containerd flavour (see containerd.ts); default ENBI_CONTAINERD or Debian's 1.6. */
   containerd?: string;
+  /**
+   * Nix systems the node also builds through QEMU user-mode emulation, e.g. ['aarch64-linux']: the host's
+   * binfmt_misc gets qemu-<cpu> with the F flag (host-wide, see emulation.ts) and the node the label
+   * enbi.hrzn.ee/builds.<system>=true. Nodes without it carry no such label. For reuse, a recorded node
+   * matches only with exactly these systems; `[]` asks for a node that emulates nothing, undefined for
+   * either.
+   */
+  emulate?: string[];
 }
 
 export interface UpOptions {
@@ -78,10 +87,13 @@ function logTails(logs: string, lines = 8): string {
 function mismatch(s: ClusterState, o: UpOptions): string | undefined {
   if (o.mode === 'control-plane') return undefined;
   if (s.mode !== 'full') return `it runs in ${s.mode} mode`;
+  const same = (a: string[] = [], b: string[] = []): boolean => [...a].sort().join(',') === [...b].sort().join(',');
   const matches = (n: NodeSpec, x: NodeState): boolean =>
-    x.name === n.name && (!n.containerd || x.containerd === containerdFlavor(n.containerd).name);
+    x.name === n.name && (!n.containerd || x.containerd === containerdFlavor(n.containerd).name) &&
+    (n.emulate === undefined || same(n.emulate, x.emulate));
   const missing = nodeSpecs(o).filter((n) => !s.nodes.some((x) => matches(n, x)));
-  return missing.length ? `it lacks node(s) ${missing.map((n) => n.name).join(', ')}` : undefined;
+  const describe = (n: NodeSpec): string => `${n.name}${n.emulate?.length ? ` (emulating ${n.emulate.join(', ')})` : ''}`;
+  return missing.length ? `it lacks node(s) ${missing.map(describe).join(', ')}` : undefined;
 }
 
 export async function up(o: UpOptions): Promise<ClusterState> {
@@ -99,6 +111,8 @@ export async function up(o: UpOptions): Promise<ClusterState> {
       const why = other ?? (await unhealthy(existing));
       if (!why) {
         log(`reusing the ${existing.mode} cluster started ${existing.startedAt}`);
+        // binfmt_misc is the host's, not the cluster's: put back what an emulated node needs if it went.
+        for (const sys of new Set(existing.nodes.flatMap((n) => n.emulate ?? []))) await ensureEmulation(sys, log);
         return existing;
       }
       log(`replacing the recorded cluster: ${why}`);
@@ -120,6 +134,7 @@ function preflight(mode: Mode, nodes: NodeSpec[]): void {
   for (const b of ['ip', 'nsenter', 'runc', 'busybox', 'umount']) hostBin(b);
   if (!existsSync(join(CNI_BIN_DIR, 'bridge'))) throw new Error(`CNI plugins missing in ${CNI_BIN_DIR}: run \`bash test/cluster/install-deps.sh\``);
   for (const n of nodes) containerdFlavor(n.containerd);
+  for (const sys of new Set(nodes.flatMap((n) => n.emulate ?? []))) preflightEmulation(sys);
 }
 
 async function start(dir: string, o: UpOptions, log: (m: string) => void): Promise<ClusterState> {
@@ -177,12 +192,14 @@ async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca
     s.procs.push(p);
     writeState(s);
   };
+  for (const sys of new Set(specs.flatMap((n) => n.emulate ?? []))) await ensureEmulation(sys, log);
   for (const [i, spec] of specs.entries()) {
     const plan: NodePlan = {
       name: spec.name, system: spec.system ?? hostSystem(),
       netns: `enbi-${s.runId}-${i}`, hostVeth: `enbi-${s.runId}-${i}`, ip: nodeIp(subnet, i), podCIDR: podCidr(subnet, i),
       cgroupRoot: `/enbi-${s.runId}-${spec.name}`, dir: join(s.dir, 'nodes', spec.name),
       containerd: containerdFlavor(spec.containerd),
+      emulate: [...new Set(spec.emulate ?? [])],
     };
     s.nodes.push(nodeState(plan));
     writeState(s);

@@ -10,6 +10,7 @@ import { firstDead, startDaemon, waitFor } from './proc.ts';
 import { createCgroupRoot } from './cgroups.ts';
 import { importImage } from './images.ts';
 import type { ContainerdFlavor } from './containerd.ts';
+import { buildsLabel } from './emulation.ts';
 import type { NodeState, ProcRecord } from './state.ts';
 
 /**
@@ -28,6 +29,8 @@ export interface NodePlan {
   cgroupRoot: string;
   dir: string;
   containerd: ContainerdFlavor;
+  /** Systems built through QEMU (binfmt_misc registered by the caller); each gets enbi's builds label. */
+  emulate: string[];
 }
 
 export interface NodeContext {
@@ -92,6 +95,7 @@ export function nodeState(p: NodePlan): NodeState {
     name: p.name, netns: p.netns, ip: p.ip, podCIDR: p.podCIDR, system: p.system,
     containerdSocket: socketOf(p), ctr: p.containerd.ctr, containerd: p.containerd.name,
     dir: p.dir, cgroupRoot: p.cgroupRoot, hostVeth: p.hostVeth,
+    ...(p.emulate.length > 0 ? { emulate: p.emulate } : {}),
   };
 }
 
@@ -136,10 +140,13 @@ export async function startNode(p: NodePlan, c: NodeContext, record: (x: ProcRec
   writeKubeconfig(kubeconfig, c.server, c.ca.cert, `system:node:${p.name}`, client);
   const config = join(p.dir, 'kubelet-config.yaml');
   writeFileSync(config, stringify(kubeletConfig(p, c, socket, serving)));
-  c.log(`${p.name}: kubelet (podCIDR ${p.podCIDR}, cgroup root ${p.cgroupRoot})`);
+  // Labels a node may set on itself (not kubernetes.io/k8s.io): present from registration on, as on a
+  // real node provisioned with them.
+  const labels = p.emulate.map((sys) => `${buildsLabel(sys)}=true`);
+  c.log(`${p.name}: kubelet (podCIDR ${p.podCIDR}, cgroup root ${p.cgroupRoot}${labels.length ? `, labels ${labels.join(',')}` : ''})`);
   start(`${p.name}/kubelet`, hostBin('nsenter'), [
     ...nsenter, kubeBin('kubelet'), `--config=${config}`, `--kubeconfig=${kubeconfig}`,
     `--hostname-override=${p.name}`, `--node-ip=${p.ip}`, `--root-dir=${join(p.dir, 'kubelet')}`,
-    `--cert-dir=${pki}`, '--v=1',
+    `--cert-dir=${pki}`, '--v=1', ...(labels.length ? [`--node-labels=${labels.join(',')}`] : []),
   ], join(c.logs, `${p.name}-kubelet.log`));
 }

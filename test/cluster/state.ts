@@ -30,6 +30,11 @@ export interface NodeState {
   dir: string;
   cgroupRoot: string;
   hostVeth: string;
+  /**
+   * Systems it also builds through QEMU (binfmt_misc, host-wide) and carries the label
+   * enbi.hrzn.ee/builds.<system>=true for; absent when none.
+   */
+  emulate?: string[];
 }
 
 export interface ClusterState {
