@@ -37,6 +37,10 @@ export const controllerConfigSchema = z
       .optional()
       .describe('Socket path on the nodes. Absent: the node annotation enbi.hrzn.ee/containerd-socket, else found from the node\'s runtime (k3s, rke2, microk8s, k0s, kubeadm/kind).'),
     builderTolerations: z.array(toleration).default([]),
+    builderNodeSelector: z
+      .record(z.string(), z.string())
+      .default({})
+      .describe('Labels a node must carry to run builds (a build pool); empty: any node able to build.'),
     nixOptions: z.record(z.string(), z.string()).default({}).describe('Extra Nix settings for builds, e.g. substituters.'),
     maxConcurrentBuildsPerNode: z.number().int().min(1).default(1),
     maxAttempts: z.number().int().min(1).max(20).default(3),

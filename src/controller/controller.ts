@@ -49,6 +49,8 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   // The last status written per NixBuild (by uid), until the informer shows it: a reconcile that runs
   // before the watch delivers our own write must not decide again from the older status.
   const written = new Map<string, NixBuildStatus>();
+  let recheck: NodeJS.Timeout | undefined;
+  let lastBlocked = '';
 
   const trigger = (syncSource = false) => {
     if (syncSource) forceSync = true;
@@ -106,7 +108,12 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     await d.source.refresh(force);
     const now = new Date();
     const rawNodes = nodeInf.list();
-    const nodes = rawNodes.map((n) => nodeViewOf(n, cfg.maxNodeImages));
+    const pool = Object.entries(cfg.builderNodeSelector);
+    const nodes = rawNodes.map((n) => {
+      const view = nodeViewOf(n, cfg.maxNodeImages);
+      if (pool.some(([k, v]) => view.labels[k] !== v)) view.builderAllowed = false;
+      return view;
+    });
     const builds = withWrittenStatus(nbInf.list());
     const analysis = d.source.current()?.analysis;
     const allPods = podInf.list();
@@ -126,6 +133,16 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       rebuildGraceSeconds: cfg.rebuildGraceSeconds,
     });
     for (const p of desired.problems) log(`pod problem: ${p.object ?? ''} ${p.message}`);
+    // What cannot start, said once per change rather than on every reconcile.
+    const blocked = [...desired.unbuildable, ...desired.waiting.map((b) => `${b.id}: waits for a free build slot on ${b.node ?? '?'} (maxConcurrentBuildsPerNode)`)].join('\n');
+    if (blocked !== lastBlocked) {
+      lastBlocked = blocked;
+      if (blocked !== '') log(`not started:\n  ${blocked.replaceAll('\n', '\n  ')}`);
+    }
+    if (desired.recheckAfterMs !== undefined) {
+      clearTimeout(recheck);
+      recheck = setTimeout(() => trigger(), desired.recheckAfterMs + 100);
+    }
     const created: NixBuild[] = [];
     for (const nb of desired.create) {
       const node = desired.placement.get(nb.metadata.name);
@@ -231,9 +248,11 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
         mergePatch(),
       );
       if (nb.metadata.uid !== undefined) written.set(nb.metadata.uid, status);
-      if (status.phase !== nb.status?.phase) {
+      const stalled = (st: NixBuildStatus | undefined) => st?.conditions?.some((c) => c.type === 'Stalled' && c.status === 'True') === true;
+      // An Event on each phase change, and when a build stalls without one (Succeeded, image missing again).
+      if (status.phase !== nb.status?.phase || (stalled(status) && !stalled(nb.status))) {
         const ready = status.conditions?.find((c) => c.type === 'Ready');
-        const type = status.phase === 'Failed' ? 'Warning' : 'Normal';
+        const type = status.phase === 'Failed' || stalled(status) ? 'Warning' : 'Normal';
         await recordEvent(core, target, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log);
         log(`NixBuild ${name}: ${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`);
         if (status.phase === 'Failed') d.metrics.buildsFailed++;
@@ -295,6 +314,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       stopped = true;
       clearInterval(interval);
       clearTimeout(timer);
+      clearTimeout(recheck);
       for (const t of requeues.values()) clearTimeout(t);
       await Promise.all(informers.map((i) => i.stop()));
     },

@@ -133,6 +133,8 @@ export interface Desired {
   waiting: PlannedBuild[];
   /** Succeeded builds whose image is missing again where a pod waits for it: name → why. */
   rebuild: Map<string, string>;
+  /** A build would be redone but for the grace period: plan again after this long. */
+  recheckAfterMs?: number;
   problems: Problem[];
   unbuildable: string[];
 }
@@ -182,12 +184,14 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const placement = new Map<string, string>();
   const waiting: PlannedBuild[] = [];
   const rebuild = new Map<string, string>();
+  let recheckAfterMs: number | undefined;
   for (const b of planned.builds) {
     const name = nameOf(b);
     const found = existing.get(name);
     if (found !== undefined) {
-      const why = goneAgain(found, b, reported, input);
-      if (why !== undefined) rebuild.set(name, why);
+      const gone = goneAgain(found, b, reported, input);
+      if (typeof gone === 'string') rebuild.set(name, gone);
+      else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
       continue;
     }
     if (b.node === null) continue;
@@ -200,7 +204,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, problems: pods.problems, unbuildable: planned.unbuildable };
+  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems: pods.problems, unbuildable: planned.unbuildable };
 }
 
 /**
@@ -208,13 +212,15 @@ export function desiredBuilds(input: DesiredInput): Desired {
  * image lists lack it), a pod of the plan waits for it with kubelet's own image-missing reason, and the
  * build completed more than the grace period ago (kubelet refreshes its image list every 30 s).
  */
-function goneAgain(nb: NixBuild, b: PlannedBuild, reported: ReadonlyMap<string, WaitingPod[]>, input: DesiredInput): string | undefined {
+function goneAgain(nb: NixBuild, b: PlannedBuild, reported: ReadonlyMap<string, WaitingPod[]>, input: DesiredInput): string | { recheckMs: number } | undefined {
   if (nb.status?.phase !== 'Succeeded' || b.missingOn.length === 0) return undefined;
   const completed = Date.parse(nb.status.completionTime ?? '');
-  if (Number.isNaN(completed) || input.now.getTime() - completed < input.rebuildGraceSeconds * 1000) return undefined;
+  if (Number.isNaN(completed)) return undefined;
   const images = new Set(b.images);
   const pod = b.workloads.flatMap((w) => reported.get(w) ?? []).find((w) => images.has(normalizeImageName(w.image)));
   if (pod === undefined) return undefined;
+  const left = completed + input.rebuildGraceSeconds * 1000 - input.now.getTime();
+  if (left > 0) return { recheckMs: left };
   const ago = Math.round((input.now.getTime() - completed) / 1000);
   return `${pod.image} is missing again (${b.missingOn.length === 1 ? `node ${b.missingOn[0]}` : `nodes ${b.missingOn.slice(0, 5).join(', ')}${b.missingOn.length > 5 ? ', …' : ''}`}) while pod ${pod.namespace}/${pod.name} waits for it on ${pod.node} (${pod.reason}); built ${ago} s ago`;
 }

@@ -1,7 +1,7 @@
 // Helpers for tests against the real API server: waiting, the CRD, and API-object nodes that stay Ready
 // (their Leases are renewed, so the node lifecycle controller does not mark them unreachable).
 import { readFile } from 'node:fs/promises';
-import { ApiextensionsV1Api, CoordinationV1Api, CoreV1Api, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, BatchV1Api, CoordinationV1Api, CoreV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1ContainerState, type V1Node } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { rawNode, type NodeOptions } from './fixtures.ts';
 
@@ -36,31 +36,55 @@ export async function applyNixBuildCrd(kc: KubeConfig): Promise<void> {
   });
 }
 
-/** Creates API-object nodes and keeps them Ready until `stop()`. */
+/**
+ * Creates API-object nodes and keeps them Ready until `stop()`. Each node's Lease is renewed from the
+ * moment it exists: a node left without one for the node monitor grace period is marked Unknown by the
+ * node lifecycle controller, and nothing would mark it Ready again.
+ */
 export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOptions>): Promise<{ names: string[]; stop: () => Promise<void> }> {
   const core = kc.makeApiClient(CoreV1Api);
   const leases = kc.makeApiClient(CoordinationV1Api);
   const names = Object.keys(specs);
-  const renew = async () => {
-    for (const name of names) {
-      const body = { metadata: { name, namespace: 'kube-node-lease' }, spec: { holderIdentity: name, leaseDurationSeconds: 40, renewTime: new Date() } };
-      await leases.replaceNamespacedLease({ name, namespace: 'kube-node-lease', body: body as never }).catch(() => leases.createNamespacedLease({ namespace: 'kube-node-lease', body: body as never }).catch(() => undefined));
-    }
+  const live: string[] = [];
+  // renewTime is a MicroTime: the API server refuses a time with milliseconds only. A merge patch renews
+  // without a resourceVersion (a PUT without one is refused), and sends the string as it is.
+  const lease = async (name: string) => {
+    const patch = () => leases.patchNamespacedLease({ name, namespace: 'kube-node-lease', body: { spec: { renewTime: new Date().toISOString().replace(/Z$/, '000Z') } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await patch().catch(async (err: unknown) => {
+      if ((err as { code?: number }).code !== 404) return;
+      await leases.createNamespacedLease({ namespace: 'kube-node-lease', body: { metadata: { name, namespace: 'kube-node-lease' }, spec: { holderIdentity: name, leaseDurationSeconds: 40 } } }).catch(() => undefined);
+      await patch().catch(() => undefined);
+    });
   };
-  for (const [name, o] of Object.entries(specs)) {
+  let renewing = false;
+  const renew = async () => {
+    // A slow API server must not pile renewals up.
+    if (renewing) return;
+    renewing = true;
+    for (const name of [...live]) await lease(name);
+    renewing = false;
+  };
+  const timer = setInterval(() => void renew(), 5000);
+  const create = async (name: string, o: NodeOptions) => {
     const raw = rawNode(name, o) as unknown as V1Node;
     await core.deleteNode({ name }).catch(() => undefined);
     await until(`old node ${name} to go`, async () => ((await core.readNode({ name }).then(() => false, () => true)) ? true : undefined));
     await core.createNode({ body: { ...raw, status: undefined } as V1Node });
+    await lease(name);
+    live.push(name);
     // The node lifecycle controller writes to new nodes too: retry on conflict.
     await until(`status of node ${name}`, async () => {
       const current = await core.readNode({ name });
       await core.replaceNodeStatus({ name, body: { ...raw, spec: current.spec, metadata: current.metadata } as V1Node });
       return true;
     }, 20_000, 100);
-  }
-  await renew();
-  const timer = setInterval(() => void renew(), 5000);
+  };
+  const queue = Object.entries(specs);
+  await Promise.all(
+    [1, 2, 3, 4].map(async () => {
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) await create(...next);
+    }),
+  );
   return {
     names,
     stop: async () => {
@@ -68,4 +92,50 @@ export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOption
       for (const name of names) await core.deleteNode({ name }).catch(() => undefined);
     },
   };
+}
+
+/** Plays kubelet: the node's image list becomes `images` (retried on conflicts with other status writers). */
+export async function setNodeImages(kc: KubeConfig, name: string, images: string[]): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  await until(`images of node ${name}`, async () => {
+    const node = await core.readNode({ name });
+    await core.replaceNodeStatus({ name, body: { ...node, status: { ...node.status, images: images.map((n) => ({ names: [n], sizeBytes: 1000 })) } } });
+    return true;
+  }, 20_000, 100);
+}
+
+/** Plays kubelet: every container of the pod waits with `reason` (ErrImageNeverPull, ImagePullBackOff, ...). */
+export async function setPodWaiting(kc: KubeConfig, namespace: string, name: string, reason: string): Promise<void> {
+  await setPodStatus(kc, namespace, name, (image) => ({ waiting: { reason, message: `image ${image} is not present` } }), 'Pending');
+}
+
+/** Plays kubelet: every container of the pod runs. */
+export async function setPodRunning(kc: KubeConfig, namespace: string, name: string): Promise<void> {
+  await setPodStatus(kc, namespace, name, () => ({ running: { startedAt: new Date() } }), 'Running');
+}
+
+async function setPodStatus(kc: KubeConfig, namespace: string, name: string, state: (image: string) => V1ContainerState, phase: string): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  await until(`status of pod ${namespace}/${name}`, async () => {
+    const pod = await core.readNamespacedPod({ name, namespace });
+    const containerStatuses = (pod.spec?.containers ?? []).map((c) => ({ name: c.name, image: c.image ?? '', imageID: '', ready: phase === 'Running', restartCount: 0, state: state(c.image ?? '') }));
+    await core.replaceNamespacedPodStatus({ name, namespace, body: { ...pod, status: { ...pod.status, phase, containerStatuses } } });
+    return true;
+  }, 20_000, 100);
+}
+
+/** Plays the build: the Job is marked Complete as the Job controller would after its pod succeeded. */
+export async function completeJob(kc: KubeConfig, namespace: string, name: string): Promise<void> {
+  const batch = kc.makeApiClient(BatchV1Api);
+  await until(`Job ${name} complete`, async () => {
+    const job = await batch.readNamespacedJob({ name, namespace });
+    const now = new Date();
+    const done = (type: string) => ({ type, status: 'True', lastTransitionTime: now, lastProbeTime: now, reason: 'CompletionsReached', message: 'Reached expected number of succeeded pods' });
+    await batch.replaceNamespacedJobStatus({
+      name,
+      namespace,
+      body: { ...job, status: { ...job.status, active: 0, ready: 0, succeeded: 1, startTime: job.status?.startTime ?? now, completionTime: now, conditions: [done('SuccessCriteriaMet'), done('Complete')] } },
+    });
+    return true;
+  }, 20_000, 100);
 }

@@ -141,7 +141,9 @@ test('desired: a Succeeded build is rebuilt only when a pod reports the image mi
   assert.deepEqual(yes.create, []);
   assert.match(yes.rebuild.get(first.metadata.name) ?? '', /registry\.local\/lazy:v2 is missing again .* pod apps\/p1 waits for it on a2 \(ErrImageNeverPull\); built 600 s ago/);
   // Just built: kubelet's image list may not show it yet.
-  assert.equal(desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [done('2025-01-01T11:59:00Z')] })).rebuild.size, 0);
+  const justBuilt = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [done('2025-01-01T11:59:00Z')] }));
+  assert.equal(justBuilt.rebuild.size, 0);
+  assert.equal(justBuilt.recheckAfterMs, 60_000, 'plan again when the grace period ends');
   // The pod has not started yet: only the image list says so, no kubelet report.
   assert.equal(desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2', null)], existing: [done(old)] })).rebuild.size, 0);
   // The pod waits for something else.
