@@ -1,6 +1,8 @@
 // Reads Nodes from a saved `kubectl get nodes -o yaml` file or from the cluster of a kubeconfig (read only).
 import { readFile } from 'node:fs/promises';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../api/nodeimages.ts';
+import { withInventory } from './inventory.ts';
 import { parseAllDocuments } from 'yaml';
 import { type NodeView, nodeViewOf } from './node-view.ts';
 
@@ -38,11 +40,28 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
 
 export async function readNodesFromCluster(kc: KubeConfig, maxImages?: number): Promise<NodeView[]> {
   const api = kc.makeApiClient(CoreV1Api);
+  let nodes;
   try {
-    const list = await api.listNode();
-    return list.items.map((n) => nodeViewOf(n, maxImages));
+    nodes = (await api.listNode()).items;
   } catch (err) {
     const server = kc.getCurrentCluster()?.server ?? '?';
     throw new NodesReadError(`cannot list Nodes from ${server}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  // The agents' inventories (containerd, complete, with platforms) come first; Node.status.images is the fallback.
+  const inventories = await readInventories(kc);
+  return nodes.map((n) => {
+    const view = nodeViewOf(n, maxImages);
+    const inventory = inventories.get(view.name);
+    return inventory !== undefined ? withInventory(view, inventory) : view;
+  });
+}
+
+/** NodeImages by node name; empty when the CRD is not installed or not readable (no agents: fall back). */
+async function readInventories(kc: KubeConfig): Promise<Map<string, unknown>> {
+  try {
+    const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL })) as { items: { metadata?: { name?: string } }[] };
+    return new Map(list.items.map((o) => [o.metadata?.name ?? '', o]));
+  } catch {
+    return new Map();
   }
 }

@@ -17,7 +17,9 @@ export function renderText(report: DiffReport): string {
   const at = s.commit !== undefined ? ` @ ${short(s.commit)}${s.ref !== undefined ? ` (${s.ref})` : ''}` : '';
   out.push(`Source: ${s.location}${s.path !== undefined && s.path !== '' ? ` path ${s.path}` : ''}${at}`);
   const truncated = report.nodes.filter((n) => !n.imagesComplete).map((n) => n.name);
-  out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
+  const fromAgent = report.nodes.filter((n) => n.imageSource === 'agent').length;
+  const sources = `images from ${fromAgent} agent inventor${fromAgent === 1 ? 'y' : 'ies'} and ${report.nodes.length - fromAgent} Node.status.images`;
+  out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}; ${sources}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
   out.push('');
   if (report.builds.length === 0) out.push('No builds: every image is where it is needed.');
   else {

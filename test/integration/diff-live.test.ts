@@ -1,0 +1,78 @@
+// `enbi diff` against a live API server: the agents' NodeImages inventories come before Node.status.images,
+// and the output says which source each node's answer came from.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { parse } from 'yaml';
+import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../../src/api/nodeimages.ts';
+import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
+import { deployment, REV_A, yamlDocs } from '../support/fixtures.ts';
+import { fakeNodes, until } from '../support/kube.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const run = Date.now().toString(36);
+const IMAGE = 'registry.local/live:v1';
+
+function enbi(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), ...args]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+describe('enbi diff against a live cluster with agent inventories', { skip: clusterSkipReason() }, () => {
+  let c: ClusterInfo;
+  let nodes: Awaited<ReturnType<typeof fakeNodes>>;
+  let dir: string;
+  const withAgent = `inv-a-${run}`;
+  const withoutAgent = `inv-b-${run}`;
+
+  before(async () => {
+    c = await useCluster('control-plane');
+    const ext = c.kc.makeApiClient(ApiextensionsV1Api);
+    const crd = parse(await readFile(new URL('../../deploy/crd/nodeimages.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'));
+    await ext.createCustomResourceDefinition({ body: crd }).catch((e: { code?: number }) => {
+      if (e.code !== 409) throw e;
+    });
+    await until('the NodeImages CRD', async () => ((await ext.readCustomResourceDefinition({ name: crd.metadata.name })).status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True') ? true : undefined));
+    const pool = { 'enbi.test/pool': `inv-${run}` };
+    // Both nodes' kubelet lists are at the cap (50 entries) without the image: on their own, "unknown".
+    nodes = await fakeNodes(c.kc, { [withAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 }, [withoutAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 } });
+    const custom = c.kc.makeApiClient(CustomObjectsApi);
+    const body = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImages', metadata: { name: withAgent } };
+    await custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body });
+    const status = { source: 'containerd', namespace: 'k8s.io', observedAt: new Date().toISOString(), resyncSeconds: 600, imageCount: 1, nameCount: 1, truncated: false, images: [{ digest: `sha256:${'1'.repeat(64)}`, names: ['registry.local/other:v9'], platforms: ['linux/amd64'] }] };
+    await custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent, body: { status } }, (await import('@kubernetes/client-node')).setHeaderOptions('Content-Type', 'application/merge-patch+json'));
+    dir = await mkdtemp(join(tmpdir(), 'enbi-live-'));
+    await writeFile(join(dir, 'app.yaml'), yamlDocs(deployment('live', { flake: `github:acme/live/${REV_A}#image`, image: IMAGE, nodeSelector: pool })));
+  });
+
+  after(async () => {
+    await nodes?.stop();
+    await c?.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent }).catch(() => undefined);
+  });
+
+  it('plans from the complete inventory where an agent runs, and never from a truncated kubelet list', async () => {
+    const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
+    assert.equal(r.code, 2, r.stderr);
+    const report = JSON.parse(r.stdout) as { builds: { node: string }[]; nodes: { name: string; imageSource: string; imagesComplete: boolean }[]; statuses: { state: string; nodes: string[] }[] };
+    const source = (n: string) => report.nodes.find((x) => x.name === n);
+    assert.equal(source(withAgent)?.imageSource, 'agent');
+    assert.equal(source(withAgent)?.imagesComplete, true);
+    assert.equal(source(withoutAgent)?.imageSource, 'node-status');
+    assert.equal(source(withoutAgent)?.imagesComplete, false);
+    // Missing where the agent says so; unknown on the node whose only source is a capped list.
+    assert.deepEqual(report.builds.map((b) => b.node), [withAgent]);
+    const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
+    assert.match(text.stdout, /images from \d+ agent inventor(y|ies)/);
+  });
+});
