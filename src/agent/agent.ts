@@ -4,6 +4,7 @@
 // Nothing changed, nothing written, except a resync every resyncMs (a full List, and a write of observedAt
 // alone when the list is the same: it tells readers the inventory is fresh). When the event stream breaks
 // (containerd restarting), it subscribes again with backoff and lists everything again.
+import { performance } from 'node:perf_hooks';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages.ts';
 import { ContainerdClient, K8S_NAMESPACE } from '../containerd/client.ts';
@@ -45,6 +46,8 @@ export interface AgentStats {
   names: number;
   /** Time of the last successful write (ms since the epoch). */
   lastWriteAt: number;
+  /** Phases of the last run, in ms: containerd (lists and blob reads), building the status, the API write. */
+  lastRun: { containerd: number; build: number; write: number };
 }
 
 export interface Agent {
@@ -90,7 +93,7 @@ export function startAgent(o: AgentOptions): Agent {
   let subscribeTimer: NodeJS.Timeout | undefined;
   let subscribeFailures = 0;
   let runFailures = 0;
-  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, lastWriteAt: 0 };
+  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
 
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -190,9 +193,13 @@ export function startAgent(o: AgentOptions): Agent {
   async function run(): Promise<void> {
     const force = forceWrite;
     try {
+      const t0 = performance.now();
       await refresh();
+      const t1 = performance.now();
       const status = statusNow();
-      if (!sameInventory(status, written)) {
+      const same = sameInventory(status, written);
+      const t2 = performance.now();
+      if (!same) {
         await writer.writeStatus(status);
         written = status;
         stats.lastWriteAt = Date.now();
@@ -202,6 +209,7 @@ export function startAgent(o: AgentOptions): Agent {
         written = { ...written!, observedAt: status.observedAt };
         stats.lastWriteAt = Date.now();
       }
+      stats.lastRun = { containerd: Math.round(t1 - t0), build: Math.round(t2 - t1), write: Math.round(performance.now() - t2) };
       if (force) forceWrite = false;
       stats.writes = writer.writes;
       runFailures = 0;
@@ -251,7 +259,7 @@ export function startAgent(o: AgentOptions): Agent {
 
   return {
     ready,
-    stats: () => ({ ...stats, writes: writer.writes }),
+    stats: () => ({ ...stats, lastRun: { ...stats.lastRun }, writes: writer.writes }),
     async stop(): Promise<void> {
       stopped = true;
       for (const t of [windowTimer, retryTimer, resyncTimer, settleTimer, subscribeTimer]) clearTimeout(t);

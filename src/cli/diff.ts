@@ -3,8 +3,9 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
+import type { V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-view.ts';
-import { loadKubeConfig, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
+import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
 import { findDrift } from '../diff/drift.ts';
 import { renderText } from '../diff/render.ts';
 import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
@@ -143,17 +144,20 @@ async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; inf
   return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 
-async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string }> {
+async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
   if (opts.nodesFile !== undefined) return { nodes: await readNodesFile(opts.nodesFile, opts.maxImages), from: opts.nodesFile };
   const kc = loadKubeConfig(opts.kubeconfig);
-  return { nodes: await readNodesFromCluster(kc, opts.maxImages), from: kc.getCurrentCluster()?.server ?? 'the cluster' };
+  // A live cluster also has pods already waiting for images: the on-demand view.
+  const [nodes, { pods, note }] = await Promise.all([readNodesFromCluster(kc, opts.maxImages), readBoundPods(kc)]);
+  return { nodes, from: kc.getCurrentCluster()?.server ?? 'the cluster', ...(pods !== undefined ? { pods } : {}), ...(note !== undefined ? { podsNote: note } : {}) };
 }
 
 async function diffOnce(opts: DiffOptions): Promise<number> {
-  const [{ files, info }, { nodes, from }] = await Promise.all([readSource(opts), readNodes(opts)]);
+  const [{ files, info }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
   const analysis = analyzeSource(files);
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
-  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift });
+  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift, ...(pods !== undefined ? { pods } : {}) });
+  if (podsNote !== undefined) report.warnings.push({ message: podsNote });
   for (const note of notes) report.warnings.push({ message: note });
   if (opts.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   else if (opts.output === 'yaml') process.stdout.write(stringify(report));

@@ -1,6 +1,6 @@
 // Reads Nodes from a saved `kubectl get nodes -o yaml` file or from the cluster of a kubeconfig (read only).
 import { readFile } from 'node:fs/promises';
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../api/nodeimages.ts';
 import { withInventory } from './inventory.ts';
 import { parseAllDocuments } from 'yaml';
@@ -63,5 +63,18 @@ async function readInventories(kc: KubeConfig): Promise<Map<string, unknown>> {
     return new Map(list.items.map((o) => [o.metadata?.name ?? '', o]));
   } catch {
     return new Map();
+  }
+}
+
+/**
+ * Bound, unfinished pods (the on-demand half of the plan), or undefined when pods cannot be read (not
+ * allowed, say): `enbi diff` then plans from the manifests alone and says so.
+ */
+export async function readBoundPods(kc: KubeConfig): Promise<{ pods?: V1Pod[]; note?: string }> {
+  try {
+    const list = await kc.makeApiClient(CoreV1Api).listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed' });
+    return { pods: list.items };
+  } catch (err) {
+    return { note: `pods not read (${(err as Error).message.split('\n')[0]}): the on-demand view (pods waiting for images) is left out` };
   }
 }

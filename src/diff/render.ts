@@ -20,6 +20,14 @@ export function renderText(report: DiffReport): string {
   const fromAgent = report.nodes.filter((n) => n.imageSource === 'agent').length;
   const sources = `images from ${fromAgent} agent inventor${fromAgent === 1 ? 'y' : 'ies'} and ${report.nodes.length - fromAgent} Node.status.images`;
   out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}; ${sources}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
+  // The on-demand view: pods bound to nodes that lack their image, by the build that would bring it.
+  const waitingByBuild = new Map<string, number>();
+  for (const w of report.waitingPods) if (w.buildId !== undefined) waitingByBuild.set(w.buildId, (waitingByBuild.get(w.buildId) ?? 0) + 1);
+  const waitingIds = new Set(report.waitingPods.map((w) => w.workload));
+  if (report.podsRead !== undefined) {
+    const n = new Set(report.waitingPods.map((w) => w.workload)).size;
+    out.push(`Pods:   ${report.podsRead} bound read; ${n} wait${n === 1 ? 's' : ''} for an image missing on ${n === 1 ? 'its' : 'their'} node`);
+  }
   out.push('');
   if (report.builds.length === 0) out.push('No builds: every image is where it is needed.');
   else {
@@ -27,11 +35,27 @@ export function renderText(report: DiffReport): string {
     const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
     for (const b of report.builds) {
       const node = b.node === null ? '(none)' : `${b.node}${b.emulated ? ' (emulated)' : ''}`;
-      rows.push([abbreviate(b.flake), b.system, node, b.trigger === 'eager' ? 'now' : 'on demand', abbreviate(b.images.join(',')), `missing on ${b.missingOn.join(',')} for ${b.workloads.join(', ')}`]);
+      // Pods already waiting make an on-demand build start now; they are counted, not listed (see below).
+      const pods = waitingByBuild.get(b.id) ?? 0;
+      const when = b.trigger === 'eager' ? 'now' : pods > 0 ? 'now (pods waiting)' : 'on demand';
+      const others = b.workloads.filter((w) => !waitingIds.has(w));
+      const why = [...others, ...(pods > 0 ? [`${pods} waiting pod${pods === 1 ? '' : 's'}`] : [])].join(', ');
+      rows.push([abbreviate(b.flake), b.system, node, when, abbreviate(b.images.join(',')), `missing on ${b.missingOn.join(',')} for ${why}`]);
     }
     out.push(table(rows));
   }
-  const unknown = report.statuses.filter((st) => st.state === 'unknown' || st.state === 'unschedulable');
+  if (report.waitingPods.length > 0) {
+    out.push('', `Pods waiting for an image missing on their node (${report.waitingPods.length}):`);
+    const rows = [['POD', 'NODE', 'CONTAINER', 'IMAGE', 'WAITING', 'BUILD']];
+    const builds = new Map(report.builds.map((b) => [b.id, b]));
+    for (const w of report.waitingPods) {
+      const b = w.buildId !== undefined ? builds.get(w.buildId) : undefined;
+      const build = b !== undefined && b.node !== null ? `${b.system} on ${b.node}${b.emulated ? ' (emulated)' : ''}` : b !== undefined ? `${b.system}: no node can build it` : `none: ${w.state}${w.detail !== undefined ? ` (${w.detail})` : ''}`;
+      rows.push([`${w.namespace}/${w.name}`, w.node, w.container, w.image, w.reason, build]);
+    }
+    out.push(table(rows));
+  }
+  const unknown = report.statuses.filter((st) => (st.state === 'unknown' || st.state === 'unschedulable') && !waitingIds.has(st.workload));
   if (unknown.length > 0) {
     out.push('', 'Not decided:');
     for (const st of unknown) out.push(`  ${st.workload} ${st.container} ${st.image}${st.system !== undefined ? ` (${st.system})` : ''}: ${st.state}${st.nodes.length > 0 ? ` on ${st.nodes.join(',')}` : ''}: ${st.detail ?? ''}`);

@@ -1,7 +1,10 @@
 // `enbi diff`'s result: the plan plus everything the user must know to trust it, and its exit code.
+import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
+import { podWorkloads, type WaitingPod } from '../controller/desired.ts';
+import { normalizeImageName } from '../image/reference.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
-import type { DistributionMode, Plan } from '../plan/planner.ts';
+import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
 import { plan } from '../plan/planner.ts';
 import type { Problem } from '../problems.ts';
 import type { Toleration } from '../plan/scheduling.ts';
@@ -30,9 +33,23 @@ export interface Drift {
   workloads: string[];
 }
 
+/** A pod bound to a node that lacks its image, and what would be built for it. */
+export interface WaitingPodReport extends WaitingPod {
+  system?: string;
+  /** The plan's verdict for this image on this pod's node: missing (a build covers it), unknown, ...; invalid: its annotations cannot be planned. */
+  state: ImageState | 'invalid';
+  /** The build that would bring the image (see builds[].id). */
+  buildId?: string;
+  detail?: string;
+}
+
 export interface DiffReport {
   source: SourceInfo;
   nodesFrom: string;
+  /** Bound, unfinished pods read from the cluster; absent when pods were not read (--nodes, or not allowed). */
+  podsRead?: number;
+  /** Pods waiting for an image their node lacks: the on-demand view of a live cluster. */
+  waitingPods: WaitingPodReport[];
   mode: DistributionMode;
   nodes: { name: string; system?: string; buildSystems: string[]; ready: boolean; images: number; imagesComplete: boolean; imageSource: string }[];
   builds: Plan['builds'];
@@ -51,13 +68,33 @@ export interface DiffInput {
   mode: DistributionMode;
   builderTolerations?: Toleration[];
   drift?: Drift[];
+  /** Bound pods of a live cluster: those waiting for a missing image are planned as the controller would. */
+  pods?: readonly V1Pod[];
 }
 
 export function buildReport(input: DiffInput): DiffReport {
-  const p = plan({ workloads: input.analysis.workloads, nodes: input.nodes, mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  // On demand, as the controller plans it: each waiting pod is a workload pinned to its node.
+  const byName = new Map(input.nodes.map((n) => [n.name, n]));
+  const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, input.analysis, input.analysis.locks) : { workloads: [], waiting: [], problems: [] };
+  const p = plan({ workloads: [...input.analysis.workloads, ...pods.workloads], nodes: input.nodes, mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
+  const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
+  const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {
+    const st = statuses.get(`${w.workload}\0${w.container}`);
+    if (st === undefined) return { ...w, state: 'invalid', detail: invalid.get(w.workload) ?? 'its enbi annotations name no image to build for this container' };
+    const image = normalizeImageName(w.image);
+    return {
+      ...w,
+      ...(st.system !== undefined ? { system: st.system } : {}),
+      state: st.state,
+      ...(st.state === 'missing' && st.buildId !== undefined && st.image === image ? { buildId: st.buildId } : {}),
+      ...(st.detail !== undefined ? { detail: st.detail } : st.state === 'present' ? { detail: `present on ${st.nodes.join(',')}` } : {}),
+    };
+  });
   return {
     source: input.source,
     nodesFrom: input.nodesFrom,
+    ...(input.pods !== undefined ? { podsRead: input.pods.length } : {}),
     mode: input.mode,
     nodes: input.nodes.map((n) => ({
       name: n.name,
@@ -70,8 +107,9 @@ export function buildReport(input: DiffInput): DiffReport {
     })),
     builds: p.builds,
     statuses: p.statuses,
+    waitingPods,
     unbuildable: p.unbuildable,
-    problems: input.analysis.problems,
+    problems: [...input.analysis.problems, ...pods.problems],
     warnings: input.analysis.warnings,
     drift: input.drift ?? [],
   };

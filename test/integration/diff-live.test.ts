@@ -1,5 +1,6 @@
 // `enbi diff` against a live API server: the agents' NodeImages inventories come before Node.status.images,
-// and the output says which source each node's answer came from.
+// and the output says which source each node's answer came from; pods already waiting for an image on their
+// node are shown with the build that would bring it (the on-demand view).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -7,12 +8,12 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ApiextensionsV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../../src/api/nodeimages.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { deployment, REV_A, yamlDocs } from '../support/fixtures.ts';
-import { fakeNodes, until } from '../support/kube.ts';
+import { fakeNodes, setPodWaiting, until } from '../support/kube.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const run = Date.now().toString(36);
@@ -64,15 +65,51 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
   it('plans from the complete inventory where an agent runs, and never from a truncated kubelet list', async () => {
     const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
     assert.equal(r.code, 2, r.stderr);
-    const report = JSON.parse(r.stdout) as { builds: { node: string }[]; nodes: { name: string; imageSource: string; imagesComplete: boolean }[]; statuses: { state: string; nodes: string[] }[] };
+    const report = JSON.parse(r.stdout) as { builds: { node: string; flake: string }[]; nodes: { name: string; imageSource: string; imagesComplete: boolean }[]; statuses: { state: string; nodes: string[] }[] };
     const source = (n: string) => report.nodes.find((x) => x.name === n);
     assert.equal(source(withAgent)?.imageSource, 'agent');
     assert.equal(source(withAgent)?.imagesComplete, true);
     assert.equal(source(withoutAgent)?.imageSource, 'node-status');
     assert.equal(source(withoutAgent)?.imagesComplete, false);
     // Missing where the agent says so; unknown on the node whose only source is a capped list.
-    assert.deepEqual(report.builds.map((b) => b.node), [withAgent]);
+    assert.deepEqual(report.builds.filter((b) => b.flake.startsWith('github:acme/live/')).map((b) => b.node), [withAgent]);
     const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
     assert.match(text.stdout, /images from \d+ agent inventor(y|ies)/);
+  });
+
+  it('shows pods waiting for a missing image on their node, and the build that would bring it', async () => {
+    const core = c.kc.makeApiClient(CoreV1Api);
+    const name = `waiting-${run}`;
+    const image = 'registry.local/ondemand:v3';
+    await core.createNamespacedPod({
+      namespace: 'default',
+      body: {
+        metadata: { name, annotations: { 'enbi.hrzn.ee/flake': `github:acme/ondemand/${REV_A}#image` } },
+        spec: { nodeName: withoutAgent, containers: [{ name: 'app', image, imagePullPolicy: 'Never' }] },
+      },
+    });
+    try {
+      await setPodWaiting(c.kc, 'default', name, 'ErrImageNeverPull');
+      const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
+      assert.equal(r.code, 2, r.stderr);
+      const report = JSON.parse(r.stdout) as { podsRead?: number; waitingPods: { name: string; node: string; reason: string; state: string; buildId?: string; system?: string }[]; builds: { id: string; node: string; system: string; images: string[] }[] };
+      assert.ok((report.podsRead ?? 0) >= 1);
+      const w = report.waitingPods.find((x) => x.name === name);
+      assert.ok(w, JSON.stringify(report.waitingPods));
+      assert.equal(w.node, withoutAgent);
+      assert.equal(w.reason, 'ErrImageNeverPull');
+      assert.equal(w.state, 'missing');
+      // The pod's own node builds it (its kubelet list is capped, but kubelet itself says the image is absent).
+      const b = report.builds.find((x) => x.id === w.buildId);
+      assert.ok(b, `no build for the waiting pod: ${JSON.stringify(report.builds)}`);
+      assert.equal(b.node, withoutAgent);
+      assert.equal(b.system, 'x86_64-linux');
+      assert.deepEqual(b.images, [image]);
+      const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
+      assert.match(text.stdout, new RegExp(`Pods waiting for an image missing on their node[\\s\\S]*default/${name}\\s+${withoutAgent}\\s+app\\s+${image.replaceAll('.', '\\.')}\\s+ErrImageNeverPull\\s+x86_64-linux on ${withoutAgent}`));
+      assert.match(text.stdout, /now \(pods waiting\)/);
+    } finally {
+      await core.deleteNamespacedPod({ namespace: 'default', name, gracePeriodSeconds: 0 }).catch(() => undefined);
+    }
   });
 });
