@@ -43,6 +43,8 @@ export interface BuildObservation {
   failedLog?: string;
   /** Set when the spec cannot be built as it is (a spec change is needed). */
   invalid?: string;
+  /** Set when spec.node exists but cannot build the system now (see spec-check.ts): the build waits. */
+  pinUnable?: string;
 }
 
 export type BuildAction =
@@ -203,6 +205,7 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
       return { status, action: { kind: 'create-job', attempt, node: next, ...abandon }, event: { type: 'Warning', reason: Reason.NodeLost, message: msg } };
     }
   }
+  if (pin !== undefined && o.pinUnable !== undefined && current === undefined) return noBuilder(o.pinUnable);
   const node = placed ?? o.candidate();
   if (node === undefined) return noBuilder(`no Ready node can build ${o.nb.spec.system}`);
   status.node = node;

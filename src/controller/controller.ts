@@ -1,16 +1,20 @@
 // `enbi controller`: observe (Git source, Nodes, Pods, NixBuilds, Jobs) → plan (desired NixBuilds, each
 // build's next state) → act (create NixBuilds and Jobs, write status once per build, only when it changed).
 // One reconcile runs at a time; any change while it runs queues exactly one more.
-import { BatchV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { BatchV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { buildJob, LABEL_BUILD } from '../build/job.ts';
+import { GROUP as NI_GROUP, NODE_IMAGES_PLURAL, VERSION as NI_VERSION } from '../api/nodeimages.ts';
+import { withInventory } from '../cluster/inventory.ts';
 import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
+import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
 import { type ControllerConfig, socketFor } from './config.ts';
 import { attemptOf, type BuildAction, type BuildEvent, nextState, statusChanged } from './build-state.ts';
 import { activeBuildsByNode, desiredBuilds } from './desired.ts';
 import { recordEvent } from './events.ts';
+import { pinnedNodeProblem, specProblem } from './spec-check.ts';
 import type { Metrics } from './metrics.ts';
 import type { SourceState } from './source-state.ts';
 
@@ -65,7 +69,8 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const informers: ResilientInformer<any>[] = [
     resilientInformer<V1Node>(kc, '/api/v1/nodes', () => core.listNode(), onChange, log),
     // Only bound pods matter: waiting ones, and the build Jobs' own (for their termination messages).
-    resilientInformer<V1Pod>(kc, '/api/v1/pods', () => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS }), onChange, log, undefined, POD_FIELDS),
+    // Pods without enbi annotations or labels are kept slim and change nothing in the plan: no re-plan for them.
+    resilientInformer<V1Pod>(kc, '/api/v1/pods', () => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS }), (p) => podConcernsEnbi(p) && onChange(), log, undefined, POD_FIELDS, slimPod),
     resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, () => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD }), onChange, log, LABEL_BUILD),
     resilientInformer<NixBuild>(
       kc,
@@ -74,8 +79,18 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       onChange,
       log,
     ),
+    // The node agents' containerd inventories (complete, with platforms); without them (no CRD, no agent on a
+    // node) Node.status.images stays the source for that node. Their observedAt-only resync writes re-plan too,
+    // which is cheap and keeps an inventory going stale noticed.
+    resilientInformer<KubernetesObject>(
+      kc,
+      `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`,
+      () => custom.listClusterCustomObject({ group: NI_GROUP, version: NI_VERSION, plural: NODE_IMAGES_PLURAL }) as never,
+      onChange,
+      log,
+    ),
   ];
-  const [nodeInf, podInf, jobInf, nbInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>];
+  const [nodeInf, podInf, jobInf, nbInf, invInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>, ResilientInformer<KubernetesObject>];
   await Promise.all(informers.map((i) => i.start()));
   isReady = true;
   const interval = setInterval(() => trigger(), cfg.source.intervalSeconds * 1000);
@@ -109,11 +124,15 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     const now = new Date();
     const rawNodes = nodeInf.list();
     const pool = Object.entries(cfg.builderNodeSelector);
+    const inventories = new Map(invInf.list().map((o) => [o.metadata?.name ?? '', o]));
     const nodes = rawNodes.map((n) => {
-      const view = nodeViewOf(n, cfg.maxNodeImages);
+      const plain = nodeViewOf(n, cfg.maxNodeImages);
+      const inventory = inventories.get(plain.name);
+      const view = inventory !== undefined ? withInventory(plain, inventory, { now }) : plain;
       if (pool.some(([k, v]) => view.labels[k] !== v)) view.builderAllowed = false;
       return view;
     });
+    d.metrics.nodesWithAgentInventory = nodes.filter((n) => n.imageSource === 'agent').length;
     const builds = withWrittenStatus(nbInf.list());
     const analysis = d.source.current()?.analysis;
     const allPods = podInf.list();
@@ -233,6 +252,8 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       nodeLostSeconds: cfg.nodeLostSeconds,
       maxRebuilds: cfg.maxRebuilds,
       ...(x.rebuild !== undefined ? { rebuild: x.rebuild } : {}),
+      ...optional('invalid', specProblem(nb)),
+      ...optional('pinUnable', pinnedNodeProblem(nb, x.views, cfg.builderTolerations)),
     };
     let { status, action, event } = nextState(base);
     if (action.kind === 'read-log') {
@@ -332,3 +353,5 @@ function statusCode(err: unknown): number | undefined {
 function mergePatch() {
   return setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 }
+
+const optional = <K extends string>(key: K, value: string | undefined): { [k in K]?: string } => (value !== undefined ? ({ [key]: value } as { [k in K]: string }) : {});

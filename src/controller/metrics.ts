@@ -9,10 +9,11 @@ export interface Metrics {
   informerRestarts: number;
   webhooksAccepted: number;
   webhooksRejected: number;
+  nodesWithAgentInventory: number;
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0 };
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0 };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
@@ -25,6 +26,7 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   informerRestarts: ['Watches restarted after an error', 'counter'],
   webhooksAccepted: ['Push webhooks accepted', 'counter'],
   webhooksRejected: ['Push webhooks rejected (bad signature or method)', 'counter'],
+  nodesWithAgentInventory: ['Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)', 'gauge'],
 };
 
 export function renderMetrics(m: Metrics): string {

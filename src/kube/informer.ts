@@ -18,9 +18,14 @@ export function resilientInformer<T extends KubernetesObject>(
   log: (msg: string) => void,
   labelSelector?: string,
   fieldSelector?: string,
+  /** Applied to every object before it is cached (listed or watched): keep only what the caller reads. */
+  transform?: (o: T) => T,
 ): ResilientInformer<T> {
   // listFn must apply the same selectors: the list seeds the cache, the watch keeps it.
-  const informer = new ListWatch<T>(path, new Watch(kc), listFn, false, labelSelector, fieldSelector);
+  const informer = new ListWatch<T>(path, transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform), transform === undefined ? listFn : async () => {
+    const list = await listFn();
+    return { ...list, items: list.items.map(transform) };
+  }, false, labelSelector, fieldSelector);
   let stopped = false;
   let restarts = 0;
   let delayMs = 500;
@@ -47,4 +52,11 @@ export function resilientInformer<T extends KubernetesObject>(
     },
     restarts: () => restarts,
   };
+}
+
+/** A Watch whose events carry transformed objects (ListWatch caches what the watch callback is given). */
+function transformingWatch<T>(inner: Watch, transform: (o: T) => T): Watch {
+  const w = Object.create(inner) as Watch;
+  w.watch = (path, params, callback, done) => inner.watch(path, params, (phase: string, obj: any, raw: any) => callback(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : transform(obj as T), raw), done);
+  return w;
 }

@@ -102,3 +102,35 @@ test('build states: a failure reads the log, backs off, retries, then stalls', (
   assert.equal(last.status.conditions?.find((c) => c.type === 'Stalled')?.status, 'True');
   assert.deepEqual(last.action, { kind: 'none' });
 });
+
+test('a hand-written NixBuild: an unparseable flake or unknown system fails as InvalidSpec; a pinned node that cannot build waits with the reason', async () => {
+  const { pinnedNodeProblem, specProblem } = await import('../../src/controller/spec-check.ts');
+  const { nodeViewOf } = await import('../../src/cluster/node-view.ts');
+  const { rawNode } = await import('../support/fixtures.ts');
+  const bad = { ...nb(), spec: { ...nb().spec, flakeUrl: 'notaflake:x y' } };
+  const invalid = specProblem(bad);
+  assert.match(invalid ?? '', /^spec\.flakeUrl: /);
+  const failed = nextState({ ...base, nb: bad, jobs: [], pods: [], invalid: invalid! });
+  assert.equal(failed.status.phase, 'Failed');
+  assert.equal(failed.status.conditions?.find((c) => c.type === 'Stalled')?.reason, 'InvalidSpec');
+  assert.match(specProblem({ ...nb(), spec: { ...nb().spec, system: 'x86_64-darwin' } }) ?? '', /x86_64-darwin is not a Linux system/);
+  assert.equal(specProblem(nb()), undefined);
+
+  const views = new Map([
+    ['amd', nodeViewOf(rawNode('amd', { arch: 'amd64' }))],
+    ['arm', nodeViewOf(rawNode('arm', { arch: 'arm64' }))],
+    ['arm-qemu', nodeViewOf(rawNode('arm-qemu', { arch: 'arm64', labels: { 'enbi.hrzn.ee/builds.x86_64-linux': 'true' } }))],
+    ['cordoned', nodeViewOf(rawNode('cordoned', { arch: 'amd64', unschedulable: true }))],
+  ]);
+  const pinned = (node: string) => ({ ...nb(), spec: { ...nb().spec, node } });
+  assert.equal(pinnedNodeProblem(pinned('amd'), views, []), undefined);
+  assert.equal(pinnedNodeProblem(pinned('arm-qemu'), views, []), undefined);
+  assert.equal(pinnedNodeProblem(pinned('gone'), views, []), undefined, 'a vanished node is the node-loss path');
+  assert.match(pinnedNodeProblem(pinned('cordoned'), views, []) ?? '', /cordoned/);
+  const why = pinnedNodeProblem(pinned('arm'), views, []);
+  assert.match(why ?? '', /spec\.node arm cannot build x86_64-linux: it builds aarch64-linux; label it enbi\.hrzn\.ee\/builds\.x86_64-linux=true/);
+  const waiting = nextState({ ...base, nodes: new Map([['arm', { ready: true }]]), nb: pinned('arm'), jobs: [], pods: [], pinUnable: why! });
+  assert.equal(waiting.status.phase, 'Pending');
+  assert.equal(waiting.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'NoBuilderNode');
+  assert.equal(waiting.action.kind, 'requeue');
+});

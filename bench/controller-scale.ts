@@ -1,0 +1,218 @@
+// The controller with a big cluster in its caches: 5,000 Nodes and 50,000 bound Pods, real objects in a real
+// API server (a control-plane test cluster of its own, ENBI_CLUSTER_DIR, default /tmp/enbi-bench-ctl, torn
+// down at the end unless KEEP=1). Prints the controller's start-up (informer lists), its reconcile times
+// (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
+// not plan from saves. Asserts nothing.
+// Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2)
+//
+// The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
+// kube-controller-manager is stopped once the cluster is up: API-object nodes have no kubelet to renew their
+// Leases, and the node lifecycle controller would otherwise mark all 5,000 NotReady and evict their pods.
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { CoreV1Api, KubeConfig, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { stringify } from 'yaml';
+
+const NODES = Number(process.env.NODES ?? 5000);
+const PODS = Number(process.env.PODS ?? 50000);
+const APPS = Number(process.env.APPS ?? 100);
+const ENBI_EVERY = Number(process.env.ENBI_EVERY ?? 10); // every 10th pod has enbi annotations
+const WAITING_EVERY = Number(process.env.WAITING_EVERY ?? 2); // of those, every 2nd waits for its image
+const QUIET = Number(process.env.QUIET ?? 10);
+const REV = 'c'.repeat(40);
+const NS = 'enbi-bench';
+const APPS_NS = 'bench-apps';
+const mib = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+const appOf = (i: number) => Math.floor(i / ENBI_EVERY) % APPS;
+const flakeOf = (k: number) => `git+http://git.invalid/app-${k}.git?rev=${REV}#image`;
+const imageOf = (k: number) => `registry.local/app-${k}:${REV.slice(0, 12)}`;
+const nodeName = (n: number) => `bench-node-${String(n).padStart(5, '0')}`;
+
+if (process.argv[2] === '--child') await child(process.argv[3]!, process.argv[4]!);
+else await main();
+
+async function main(): Promise<void> {
+  process.env.ENBI_CLUSTER_DIR ??= '/tmp/enbi-bench-ctl';
+  const { useCluster } = await import('../test/cluster/harness.ts');
+  const { down } = await import('../test/cluster/cluster.ts');
+  const { applyNixBuildCrd } = await import('../test/support/kube.ts');
+  const { slimPod } = await import('../src/kube/slim-pod.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'enbi-bcs-'));
+  let t = performance.now();
+  const c = await useCluster('control-plane');
+  console.log(`controller scale bench: ${NODES} nodes, ${PODS} pods (every ${ENBI_EVERY}th with enbi annotations over ${APPS} apps, every ${WAITING_EVERY}th of those waiting), node ${process.version}`);
+  console.log(`cluster up                                   ${((performance.now() - t) / 1000).toFixed(1)} s (${c.server})`);
+  try {
+    const cm = c.state.procs.find((p) => p.name === 'kube-controller-manager');
+    if (cm !== undefined) {
+      try {
+        process.kill(cm.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    await applyNixBuildCrd(c.kc);
+    const core = c.kc.makeApiClient(CoreV1Api);
+    for (const name of [NS, APPS_NS]) await core.createNamespace({ body: { metadata: { name } } }).catch(() => undefined);
+    await core.createNamespacedServiceAccount({ namespace: APPS_NS, body: { metadata: { name: 'default' } } }).catch(() => undefined);
+
+    // Nodes: 70 % amd64, 30 % arm64, a kubelet-like image list each.
+    t = performance.now();
+    await pool(NODES, 32, async (n) => {
+      const arch = n % 10 < 7 ? 'amd64' : 'arm64';
+      const labels = { 'kubernetes.io/arch': arch, 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': nodeName(n) };
+      const images = Array.from({ length: 20 }, (_, i) => ({ names: [`docker.io/library/filler-${i}:v${n % 7}`], sizeBytes: 1_000_000 * (i + 1) }));
+      await retry(() => core.createNode({ body: { metadata: { name: nodeName(n), labels } } }));
+      const status = { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: new Date(), lastTransitionTime: new Date() }], images, nodeInfo: nodeInfo(arch) } as V1Node['status'];
+      await retry(async () => core.replaceNodeStatus({ name: nodeName(n), body: { ...(await core.readNode({ name: nodeName(n) })), status } as V1Node }));
+    });
+    const nodesS = (performance.now() - t) / 1000;
+    console.log(`created ${NODES} nodes (+ status)               ${nodesS.toFixed(1)} s (${(NODES / nodesS).toFixed(0)}/s)`);
+
+    // Pods: bound, tolerating everything; every ENBI_EVERY-th with enbi annotations, some waiting for the image.
+    t = performance.now();
+    let waiting = 0;
+    await pool(PODS, 32, async (i) => {
+      const enbi = i % ENBI_EVERY === 0;
+      const k = appOf(i);
+      const name = `pod-${String(i).padStart(6, '0')}`;
+      const body: V1Pod = {
+        metadata: { name, labels: { app: enbi ? `app-${k}` : `plain-${i % 500}` }, ...(enbi ? { annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } } : {}) },
+        spec: {
+          nodeName: nodeName(i % NODES),
+          tolerations: [{ operator: 'Exists' }],
+          containers: [{ name: 'app', image: enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`, imagePullPolicy: enbi ? 'Never' : 'IfNotPresent', env: [{ name: 'ROLE', value: 'bench' }] }],
+        },
+      };
+      await retry(() => core.createNamespacedPod({ namespace: APPS_NS, body }));
+      if (enbi && (i / ENBI_EVERY) % WAITING_EVERY === 0) {
+        waiting++;
+        const status = { phase: 'Pending', containerStatuses: [{ name: 'app', image: imageOf(k), imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ErrImageNeverPull', message: 'not present' } } }] };
+        await retry(async () => core.replaceNamespacedPodStatus({ name, namespace: APPS_NS, body: { ...(await core.readNamespacedPod({ name, namespace: APPS_NS })), status } as V1Pod }));
+      }
+    });
+    const podsS = (performance.now() - t) / 1000;
+    console.log(`created ${PODS} pods (${waiting} waiting)       ${podsS.toFixed(1)} s (${(PODS / podsS).toFixed(0)}/s)`);
+
+    // The cost of a full pod cache against a slim one, in this process (heap after GC).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc !== undefined) {
+      const list = async () => (await core.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=' })).items;
+      gc();
+      const h0 = process.memoryUsage().heapUsed;
+      let full: V1Pod[] | undefined = await list();
+      gc();
+      const h1 = process.memoryUsage().heapUsed;
+      const slim = full.map(slimPod);
+      full = undefined;
+      gc();
+      const h2 = process.memoryUsage().heapUsed;
+      console.log(`pod cache, full objects (${slim.length})          ${mib(h1 - h0)} of heap`);
+      console.log(`pod cache, slimmed as the controller keeps it  ${mib(h2 - h0)} of heap (ratio slim/full ${((h2 - h0) / (h1 - h0)).toFixed(2)})`);
+    } else console.log('(run with node --expose-gc for the full/slim pod cache comparison)');
+
+    writeFileSync(join(dir, 'apps.yaml'), Array.from({ length: APPS }, (_, k) => stringify(deployment(k))).join('---\n'));
+    const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
+      const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], { execArgv: ['--expose-gc'] });
+      ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
+      ch.once('exit', (code) => reject(new Error(`controller child exited ${code}`)));
+    });
+    const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
+    const quiet = result.quiet as number[];
+    console.log(`controller start (informers listed)          ${(result.startMs as number).toFixed(0)} ms`);
+    console.log(`first reconcile (plans, creates builds)      ${(result.firstMs as number).toFixed(0)} ms, ${result.builds} NixBuilds + Jobs created`);
+    console.log(`quiet reconcile, ${QUIET} runs                    median ${q(quiet, 50).toFixed(0)} ms, p99 ${q(quiet, 99).toFixed(0)} ms`);
+    console.log(`API writes during the quiet reconciles        ${result.quietWrites}`);
+    console.log(`memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`);
+    console.log(`memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    if (process.env.KEEP !== '1') await down(process.env.ENBI_CLUSTER_DIR, () => undefined);
+  }
+}
+
+async function child(kubeconfig: string, dir: string): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc!;
+  const { parseControllerConfig } = await import('../src/controller/config.ts');
+  const { startController } = await import('../src/controller/controller.ts');
+  const { newMetrics } = await import('../src/controller/metrics.ts');
+  const { sourceState } = await import('../src/controller/source-state.ts');
+  gc();
+  const base = process.memoryUsage();
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const cfg = parseControllerConfig({
+    source: { dir, intervalSeconds: 3600 },
+    namespace: NS,
+    builderImage: 'enbi.local/builder:dev',
+    importerImage: 'enbi.local/importer:dev',
+    containerdSocket: '/run/containerd/containerd.sock',
+    maxConcurrentBuildsPerNode: 2,
+  });
+  const metrics = newMetrics();
+  const logs: string[] = [];
+  let t = performance.now();
+  const ctl = await startController({ cfg, kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+  const startMs = performance.now() - t;
+  const reconcile = async () => {
+    const done = ctl.reconciled();
+    ctl.trigger(true);
+    await done;
+    return metrics.lastReconcileSeconds * 1000;
+  };
+  t = performance.now();
+  const firstMs = await reconcile();
+  const builds = metrics.buildsCreated;
+  // Let the informers see what the first reconcile wrote, then time quiet ones.
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    await reconcile();
+  }
+  const before = metrics.buildsCreated;
+  const quiet: number[] = [];
+  for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
+  gc();
+  const mem = process.memoryUsage();
+  process.send!({ startMs, firstMs, builds, quiet, quietWrites: metrics.buildsCreated - before, baseRss: base.rss, baseHeap: base.heapUsed, rss: mem.rss, heap: mem.heapUsed });
+  await ctl.stop();
+  process.exit(0);
+}
+
+function deployment(k: number): Record<string, unknown> {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: `app-${k}`, namespace: APPS_NS },
+    spec: {
+      selector: { matchLabels: { app: `app-${k}` } },
+      template: { metadata: { labels: { app: `app-${k}` }, annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } }, spec: { containers: [{ name: 'app', image: imageOf(k) }] } },
+    },
+  };
+}
+
+function nodeInfo(arch: string) {
+  return { architecture: arch, operatingSystem: 'linux', bootID: '', containerRuntimeVersion: 'containerd://1.6.20', kernelVersion: '6.1.0', kubeProxyVersion: '', kubeletVersion: 'v1.34.4', machineID: '', osImage: 'Debian GNU/Linux 12', systemUUID: '' };
+}
+
+async function pool(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    for (let i = next++; i < n; i = next++) await fn(i);
+  }));
+}
+
+async function retry<T>(fn: () => Promise<T>, tries = 8): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      // Already there (KEEP=1 and a second run): nothing to do. Conflicts and overload: again.
+      if ((err as { code?: number }).code === 409 && String((err as Error).message).includes('AlreadyExists')) return undefined as T;
+      if (i >= tries) throw err;
+      await new Promise((r) => setTimeout(r, 200 * i));
+    }
+  }
+}
