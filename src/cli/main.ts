@@ -1,10 +1,7 @@
 #!/usr/bin/env node
 // The `enbi` executable: one binary, subcommands.
-import { runAgent } from './agent.ts';
-import { runBuild } from './build.ts';
-import { runController } from './controller.ts';
-import { runDiff } from './diff.ts';
-import { runStatus } from './status.ts';
+// Subcommands are loaded when called: `enbi import` (the build Job's import container) needs only the gRPC
+// modules, not the Kubernetes client and Git.
 
 const USAGE = `enbi — builds Nix flake images on demand inside a Kubernetes cluster
 
@@ -14,6 +11,7 @@ Usage:
   enbi build FLAKE#ATTR --system S [--follow]  create a NixBuild by hand and stream its log
   enbi status [-n NAMESPACE]                  NixBuilds with the reason of each failure
   enbi agent --node NAME [--socket PATH]      node agent: publish the node's containerd images (NodeImages)
+  enbi import [--fifo PATH] [--image REF]...  import an image archive into containerd, labelled for Spegel
   enbi help                                   this text
 
 Run "enbi diff --help" for the options of diff.`;
@@ -22,15 +20,17 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'diff':
-      return runDiff(rest);
+      return (await import('./diff.ts')).runDiff(rest);
     case 'controller':
-      return runController(rest);
+      return (await import('./controller.ts')).runController(rest);
     case 'build':
-      return runBuild(rest);
+      return (await import('./build.ts')).runBuild(rest);
     case 'status':
-      return runStatus(rest);
+      return (await import('./status.ts')).runStatus(rest);
     case 'agent':
-      return runAgent(rest);
+      return (await import('./agent.ts')).runAgent(rest);
+    case 'import':
+      return (await import('./import.ts')).runImport(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -12,6 +12,9 @@ const SERVICES = {
   events: 'containerd.services.events.v1.Events',
   content: 'containerd.services.content.v1.Content',
   version: 'containerd.services.version.v1.Version',
+  leases: 'containerd.services.leases.v1.Leases',
+  snapshots: 'containerd.services.snapshots.v1.Snapshots',
+  diff: 'containerd.services.diff.v1.Diff',
 } as const;
 export type Service = keyof typeof SERVICES;
 
@@ -57,9 +60,16 @@ export const isUnavailable = (e: unknown): boolean => e instanceof ContainerdErr
 const wrap = (service: Service, name: string, e: grpc.ServiceError): ContainerdError =>
   new ContainerdError(`containerd ${service}.${name}: ${e.details || e.message}`, e.code);
 
+export const isAlreadyExists = (e: unknown): boolean => e instanceof ContainerdError && e.code === grpc.status.ALREADY_EXISTS;
+
 export class ContainerdClient {
   readonly socket: string;
   readonly namespace: string;
+  /**
+   * A containerd lease sent with every call (the `containerd-lease` header): content, ingests and snapshots
+   * created under it are kept from garbage collection until the lease is deleted or expires.
+   */
+  lease: string | undefined;
   readonly #client: grpc.Client;
   readonly #timeoutMs: number;
 
@@ -80,6 +90,7 @@ export class ContainerdClient {
   #metadata(): grpc.Metadata {
     const md = new grpc.Metadata();
     md.set('containerd-namespace', this.namespace);
+    if (this.lease !== undefined) md.set('containerd-lease', this.lease);
     return md;
   }
 
@@ -98,6 +109,21 @@ export class ContainerdClient {
     const m = method(service, name);
     const options: grpc.CallOptions = deadlineMs !== undefined ? { deadline: Date.now() + deadlineMs } : {};
     return this.#client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request, this.#metadata(), options) as grpc.ClientReadableStream<Res>;
+  }
+
+  /**
+   * A bidirectional stream (content.v1 Write). Errors arrive as ContainerdError on the stream's 'error'
+   * event; `deadlineMs` bounds the whole stream (none by default).
+   */
+  duplex<Req, Res>(service: Service, name: string, deadlineMs?: number): grpc.ClientDuplexStream<Req, Res> {
+    const m = method(service, name);
+    const options: grpc.CallOptions = deadlineMs !== undefined ? { deadline: Date.now() + deadlineMs } : {};
+    return this.#client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, this.#metadata(), options) as grpc.ClientDuplexStream<Req, Res>;
+  }
+
+  /** The error of a stream call, as a ContainerdError naming the method. */
+  static streamError(service: Service, name: string, e: grpc.ServiceError): ContainerdError {
+    return wrap(service, name, e);
   }
 
   /** Collects a finite server stream. */

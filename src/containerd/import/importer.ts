@@ -1,0 +1,335 @@
+// enbi's image importer: an uncompressed docker-archive or OCI archive stream into containerd, in a way
+// Spegel can share. Every blob is written through the content API with its distribution-source labels in
+// the commit (Spegel reads them when containerd reports the blob created), under a lease so that GC cannot
+// take a blob before an image record references it; the layers are unpacked into the snapshotter; then the
+// image records are created: each tag asked for and `<repository>@<manifest digest>`, pinned.
+//
+// Large files (layers) are streamed straight into containerd as the tar goes by, hashed on the way; small
+// ones (JSON, tiny layers) are held in memory until the archive's manifest says what they are.
+import { createHash, randomBytes } from 'node:crypto';
+import { posix } from 'node:path';
+import { isAlreadyExists, isNotFound, type ContainerdClient } from '../client.ts';
+import { readBlob } from '../platform.ts';
+import {
+  ArchiveError,
+  archivePath,
+  checkIndex,
+  configPlatform,
+  dockerManifest,
+  formatPlatform,
+  layerMediaType,
+  MT,
+  normalizePlatform,
+  parseConfig,
+  parseDockerManifestJson,
+  parseJson,
+  parsePlatform,
+  platformMatches,
+  selectOciManifest,
+  type ImageConfig,
+  type OciIndex,
+  type Platform,
+} from './archive.ts';
+import { addContentLabels, contentInfo, ingestRef, writeBlob } from './content.ts';
+import {
+  digestNames,
+  distributionSourceLabels,
+  imageNames,
+  LABEL_CRI_MANAGED,
+  LABEL_GC_EXPIRE,
+  LABEL_GC_SNAPSHOT,
+  LABEL_PINNED,
+  LABEL_UNCOMPRESSED,
+  manifestGcLabels,
+  type Desc,
+  type ImageName,
+} from './labels.ts';
+import { readTar } from './tar.ts';
+import { unpackLayers } from './unpack.ts';
+
+export interface ImportOptions {
+  /** References to create (tags); none: the names the archive gives. */
+  images: string[];
+  /** e.g. linux/arm64: the image to take from a multi-platform archive, and what a single one must be. */
+  platform?: string;
+  /** Unpack into this snapshotter (default overlayfs, as the CRI uses); '' skips unpacking. */
+  snapshotter?: string;
+  /** Files up to this size are held in memory (default 4 MiB), larger ones streamed into containerd. */
+  smallFileBytes?: number;
+  /** At most this much is held in memory in all (default 256 MiB); past it every file is streamed. */
+  memoryBudgetBytes?: number;
+  /** Called once the whole archive is in, before anything is named: throw to import nothing. */
+  beforeNaming?: () => Promise<void>;
+  /** The lease expires after this long even if enbi dies (default 1 h). */
+  leaseSeconds?: number;
+  log?: (line: string) => void;
+}
+
+export interface ImportResult {
+  /** The first name created (the first of `images`). */
+  image: string;
+  /** The manifest digest: the image records' target. */
+  digest: string;
+  mediaType: string;
+  /** Every record created: tags, then `<repository>@<digest>`. */
+  names: string[];
+  config: string;
+  platform: string;
+  /** Blobs of the image (manifest, config, layers) and distribution-source labels on each. */
+  blobs: number;
+  sourceLabels: Record<string, string>;
+  /** Bytes of the archive stream. */
+  bytes: number;
+  /** Layers unpacked now; chain id of the top snapshot (empty when not unpacked). */
+  unpackedLayers: number;
+  chainId: string;
+  ms: number;
+}
+
+export class ImportError extends Error {
+  override name = 'ImportError';
+}
+
+interface ArchiveFile {
+  path: string;
+  size: number;
+  digest: string;
+  /** First bytes (compression magic). */
+  head: Buffer;
+  /** Held in memory (small files); undefined once streamed into containerd. */
+  data?: Buffer;
+  /** Committed to containerd during the stream, with the labels known then. */
+  written: boolean;
+}
+
+const sha256hex = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+/** Imports an archive stream; on failure nothing is named (no image record) and the lease lets GC clean up. */
+export async function importArchive(c: ContainerdClient, source: AsyncIterable<Buffer | Uint8Array | string>, o: ImportOptions): Promise<ImportResult> {
+  const t0 = Date.now();
+  const log = o.log ?? (() => undefined);
+  const snapshotter = o.snapshotter ?? 'overlayfs';
+  const small = o.smallFileBytes ?? 4 << 20;
+  const budget = o.memoryBudgetBytes ?? 256 << 20;
+  const want: Platform | undefined = o.platform ? parsePlatform(o.platform) : undefined;
+  let names: ImageName[] = imageNames(o.images);
+  // Known before the first byte when the references are given: every blob is committed with them.
+  let sourceLabels = distributionSourceLabels(names);
+
+  const leaseId = `enbi-import-${Date.now()}-${randomBytes(4).toString('hex')}`;
+  const expire = new Date(Date.now() + (o.leaseSeconds ?? 3600) * 1000).toISOString();
+  await c.unary('leases', 'Create', { id: leaseId, labels: { [LABEL_GC_EXPIRE]: expire } });
+  c.lease = leaseId;
+  const created: string[] = [];
+  try {
+    // 1. The stream: every file by path; large ones go to containerd right away.
+    const files = new Map<string, ArchiveFile>();
+    const links = new Map<string, string>();
+    let held = 0;
+    let bytes = 0;
+    for await (const e of readTar(source)) {
+      bytes = e.offset + 512 + e.size;
+      if (e.type === 'symlink') links.set(e.path, archivePath(posix.join(posix.dirname(e.path), e.linkname)));
+      else if (e.type === 'hardlink') links.set(e.path, archivePath(e.linkname));
+      if (e.type !== 'file') continue;
+      if (e.size <= small && held + e.size <= budget) {
+        const parts: Buffer[] = [];
+        for await (const chunk of e.body) parts.push(Buffer.from(chunk));
+        const data = Buffer.concat(parts);
+        held += data.length;
+        files.set(e.path, { path: e.path, size: data.length, digest: `sha256:${sha256hex(data)}`, head: data.subarray(0, 8), data, written: false });
+      } else {
+        let head: Buffer | undefined;
+        const body = (async function* () {
+          for await (const chunk of e.body) {
+            head ??= Buffer.from(chunk.subarray(0, 8));
+            yield chunk;
+          }
+        })();
+        const t = Date.now();
+        const w = await writeBlob(c, { data: body, labels: sourceLabels, ref: ingestRef(e.path.replace(/[^A-Za-z0-9._-]/g, '_').slice(-60)), size: e.size });
+        log(`enbi: wrote ${e.path} (${(e.size / 1e6).toFixed(1)} MB) as ${w.digest}${w.existed ? ' (already stored)' : ''} in ${Date.now() - t} ms`);
+        files.set(e.path, { path: e.path, size: w.size, digest: w.digest, head: head ?? Buffer.alloc(0), written: true });
+      }
+    }
+    const file = (p: string): ArchiveFile | undefined => {
+      let path = archivePath(p);
+      for (let i = 0; i < 16 && !files.has(path) && links.has(path); i++) path = links.get(path)!;
+      return files.get(path);
+    };
+    const dataOf = async (f: ArchiveFile): Promise<Buffer> => f.data ?? (await readBlob(c, f.digest, f.size)) ?? Buffer.alloc(0);
+
+    // 2. What the archive is, and which image of it.
+    let manifestDesc: Desc;
+    let manifestBytes: Buffer;
+    let config: ImageConfig;
+    let configDesc: Desc;
+    let configFile: ArchiveFile;
+    let layers: { desc: Desc; file: ArchiveFile }[];
+    let archiveNames: string[];
+    const index = file('index.json');
+    const dockerJson = file('manifest.json');
+    if (index !== undefined) {
+      const blobFile = (d: Desc): ArchiveFile => {
+        const [alg, hex] = d.digest.split(':');
+        const f = file(`blobs/${alg}/${hex}`);
+        if (f === undefined) throw new ArchiveError(`the archive lacks blob ${d.digest}`);
+        if (f.digest !== d.digest) throw new ArchiveError(`blobs/${alg}/${hex} hashes to ${f.digest}: corrupt archive`);
+        if (f.size !== d.size) throw new ArchiveError(`blob ${d.digest} has ${f.size} bytes, its descriptor says ${d.size}`);
+        return f;
+      };
+      const ix = checkIndex(parseJson<OciIndex>(await dataOf(index), 'index.json'), 'index.json');
+      const sel = await selectOciManifest(ix, async (d) => dataOf(blobFile(d)), want);
+      manifestDesc = sel.desc;
+      manifestBytes = await dataOf(blobFile(sel.desc));
+      config = sel.config;
+      configDesc = { mediaType: sel.manifest.config.mediaType ?? MT.ociConfig, digest: sel.manifest.config.digest, size: sel.manifest.config.size };
+      configFile = blobFile(configDesc);
+      layers = sel.manifest.layers.map((l) => ({ desc: { mediaType: l.mediaType, digest: l.digest, size: l.size }, file: blobFile(l) }));
+      archiveNames = sel.names;
+    } else if (dockerJson !== undefined) {
+      const entries = parseDockerManifestJson(await dataOf(dockerJson));
+      const seen: string[] = [];
+      let chosen: { entry: (typeof entries)[number]; config: ImageConfig; file: ArchiveFile } | undefined;
+      for (const entry of entries) {
+        const f = file(entry.Config);
+        if (f === undefined) throw new ArchiveError(`manifest.json names config ${entry.Config}, which is not in the archive`);
+        const cfg = parseConfig(await dataOf(f), entry.Config);
+        const p = configPlatform(cfg);
+        if (want === undefined || platformMatches(want, p)) {
+          chosen = { entry, config: cfg, file: f };
+          break;
+        }
+        seen.push(p.architecture ? formatPlatform(normalizePlatform({ os: p.os ?? 'linux', architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) })) : '?');
+      }
+      if (chosen === undefined) throw new ArchiveError(`no image for ${formatPlatform(want!)} in the archive (it holds ${seen.join(', ')})`);
+      config = chosen.config;
+      configDesc = { mediaType: MT.dockerConfig, digest: chosen.file.digest, size: chosen.file.size };
+      configFile = chosen.file;
+      layers = chosen.entry.Layers.map((p) => {
+        const f = file(p);
+        if (f === undefined) throw new ArchiveError(`manifest.json names layer ${p}, which is not in the archive`);
+        return { desc: { mediaType: layerMediaType(f.head, true), digest: f.digest, size: f.size }, file: f };
+      });
+      manifestBytes = dockerManifest(configDesc, layers.map((l) => l.desc));
+      manifestDesc = { mediaType: MT.dockerManifest, digest: `sha256:${sha256hex(manifestBytes)}`, size: manifestBytes.length };
+      archiveNames = chosen.entry.RepoTags ?? [];
+    } else {
+      throw new ArchiveError('neither manifest.json (docker-archive) nor index.json (OCI image layout) in the archive');
+    }
+    if (names.length === 0) {
+      names = imageNames(archiveNames);
+      if (names.length === 0) throw new ImportError('no image name: give --image (ENBI_IMAGES), the archive names none');
+      sourceLabels = distributionSourceLabels(names);
+      // Blobs streamed before the names were known get their labels now.
+      for (const f of files.values()) if (f.written) await addContentLabels(c, f.digest, sourceLabels);
+    }
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    const platform = configPlatform(config);
+    const platformText = platform.architecture ? formatPlatform(normalizePlatform({ os: platform.os ?? 'linux', architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) })) : '';
+
+    // 3. The layers held in memory, then the unpack (Diff.Apply reads the layers from the content store).
+    for (const l of layers) {
+      if (l.file.written) continue;
+      await writeBlob(c, { data: l.file.data!, labels: sourceLabels, expected: l.desc.digest, ref: ingestRef('layer') });
+      l.file.written = true;
+    }
+    let chainId = '';
+    let unpackedLayers = 0;
+    if (snapshotter !== '') {
+      const t = Date.now();
+      const u = await unpackLayers(c, snapshotter, layers.map((l) => l.desc), diffIds);
+      chainId = u.chainId;
+      unpackedLayers = u.applied;
+      // As containerd's unpacker: the uncompressed digest, verified by the apply, on each layer blob.
+      for (const [i, l] of layers.entries()) await addContentLabels(c, l.desc.digest, { [LABEL_UNCOMPRESSED]: diffIds[i]! });
+      log(`enbi: unpacked ${u.applied} of ${layers.length} layers into ${snapshotter} in ${Date.now() - t} ms`);
+    }
+
+    // 4. Config, then manifest: each with its gc references, so the records' targets hold everything.
+    const configLabels = { ...sourceLabels, ...(chainId !== '' ? { [`${LABEL_GC_SNAPSHOT}.${snapshotter}`]: chainId } : {}) };
+    if (configFile.written) await addContentLabels(c, configDesc.digest, configLabels);
+    else await writeBlob(c, { data: configFile.data!, labels: configLabels, expected: configDesc.digest, ref: ingestRef('config') });
+    const manifestLabels = { ...sourceLabels, ...manifestGcLabels(configDesc, layers.map((l) => l.desc)) };
+    await writeBlob(c, { data: manifestBytes, labels: manifestLabels, expected: manifestDesc.digest, ref: ingestRef('manifest') });
+
+    // 5. The image records: tags and digest references, replacing records of the same name.
+    await o.beforeNaming?.();
+    const recordNames = [...names.map((n) => n.name), ...digestNames(names, manifestDesc.digest)];
+    const recordLabels = { [LABEL_PINNED]: 'pinned', [LABEL_CRI_MANAGED]: 'managed' };
+    for (const name of recordNames) {
+      const image = { name, labels: recordLabels, target: manifestDesc };
+      try {
+        await c.unary('images', 'Create', { image });
+        created.push(name);
+      } catch (e) {
+        if (!isAlreadyExists(e)) throw e;
+        await c.unary('images', 'Update', { image });
+      }
+    }
+
+    // 6. Everything is referenced from the records now: the lease can go.
+    c.lease = undefined;
+    await c.unary('leases', 'Delete', { id: leaseId });
+
+    const blobs = [manifestDesc, configDesc, ...layers.map((l) => l.desc)];
+    await verifyImport(c, { names: recordNames, target: manifestDesc, blobs, sourceLabels, configLabels, manifestLabels, configDigest: configDesc.digest });
+    return {
+      image: names[0]!.name,
+      digest: manifestDesc.digest,
+      mediaType: manifestDesc.mediaType,
+      names: recordNames,
+      config: configDesc.digest,
+      platform: platformText,
+      blobs: new Set(blobs.map((b) => b.digest)).size,
+      sourceLabels,
+      bytes,
+      unpackedLayers,
+      chainId,
+      ms: Date.now() - t0,
+    };
+  } catch (e) {
+    // Records this import created point at content that may be incomplete: remove them. Then the lease.
+    c.lease = undefined;
+    for (const name of created) await c.unary('images', 'Delete', { name }).catch(() => undefined);
+    await c.unary('leases', 'Delete', { id: leaseId }).catch(() => undefined);
+    throw e;
+  }
+}
+
+/**
+ * After an import: every blob of the image carries every distribution-source label (and the manifest and
+ * config their gc references), and every record exists with the image as its target, pinned. Throws
+ * otherwise, naming what is wrong.
+ */
+export async function verifyImport(
+  c: ContainerdClient,
+  v: { names: string[]; target: Desc; blobs: Desc[]; sourceLabels: Record<string, string>; configLabels: Record<string, string>; manifestLabels: Record<string, string>; configDigest: string },
+): Promise<void> {
+  const problems: string[] = [];
+  for (const b of v.blobs) {
+    let labels: Record<string, string>;
+    try {
+      labels = (await contentInfo(c, b.digest)).labels;
+    } catch (e) {
+      problems.push(`blob ${b.digest}: ${isNotFound(e) ? 'not in the content store' : (e as Error).message}`);
+      continue;
+    }
+    const must = b.digest === v.target.digest ? v.manifestLabels : b.digest === v.configDigest ? v.configLabels : v.sourceLabels;
+    for (const [k, want] of Object.entries(must)) {
+      const have = labels[k];
+      const ok = k.startsWith('containerd.io/distribution.source.') ? have !== undefined && want.split(',').every((r) => have.split(',').includes(r)) : have === want;
+      if (!ok) problems.push(`blob ${b.digest} (${b.mediaType}): label ${k} is ${have === undefined ? 'missing' : JSON.stringify(have)}, want ${JSON.stringify(want)}`);
+    }
+  }
+  for (const name of v.names) {
+    try {
+      const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> } | null }>('images', 'Get', { name });
+      if (r.image?.target?.digest !== v.target.digest) problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${v.target.digest}`);
+      if (r.image?.labels?.[LABEL_PINNED] !== 'pinned') problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
+    } catch (e) {
+      problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : (e as Error).message}`);
+    }
+  }
+  if (problems.length > 0) throw new ImportError(`the import did not leave what Spegel and kubelet need:\n  ${problems.join('\n  ')}`);
+}
