@@ -5,12 +5,18 @@ import type { V1Job, V1Toleration, V1Volume } from '@kubernetes/client-node';
 import { expandAttr } from '../flake/attr.ts';
 import { platformOf } from '../cluster/systems.ts';
 import type { NixBuild } from '../api/nixbuild.ts';
-import { BUILD_SCRIPT, IMPORT_SCRIPT } from './scripts.ts';
+import { BUILD_SCRIPT } from './scripts.ts';
 
 export interface JobSettings {
   namespace: string;
   builderImage: string;
+  /**
+   * Runs `enbi import`: the controller image (its entrypoint is enbi's CLI; the container gets `import …` as
+   * arguments), or any image whose entrypoint is, or give importerCommand.
+   */
   importerImage: string;
+  /** The command that runs enbi's CLI in importerImage, when its entrypoint does not (e.g. ['node', '/app/dist/cli/main.js']). */
+  importerCommand?: string[];
   /** Host directory holding the node's Nix store and ~/.cache/nix (mounted at /nix). */
   cacheHostPath: string;
   /** containerd socket on the node. */
@@ -91,7 +97,8 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
               name: 'import',
               image: s.importerImage,
               imagePullPolicy: 'IfNotPresent',
-              command: ['/bin/sh', '-c', IMPORT_SCRIPT],
+              ...(s.importerCommand !== undefined ? { command: s.importerCommand } : {}),
+              args: ['import', '--fifo', '/work/image.fifo', '--failed-marker', '/work/failed', '--termination-log', '/dev/termination-log'],
               env: [
                 { name: 'ENBI_IMAGES', value: (nb.spec.images ?? []).join(' ') },
                 { name: 'ENBI_PLATFORM', value: platform !== undefined ? `${platform.os}/${platform.arch}` : '' },
@@ -101,7 +108,8 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
                 { name: 'work', mountPath: '/work' },
                 { name: 'containerd', mountPath: '/run/enbi/containerd.sock' },
               ],
-              securityContext: { allowPrivilegeEscalation: false },
+              // containerd's socket is root's (0660): the controller image runs as nonroot (65532) otherwise.
+              securityContext: { allowPrivilegeEscalation: false, runAsUser: 0, runAsGroup: 0 },
               terminationMessagePolicy: 'FallbackToLogsOnError',
             },
           ],

@@ -5,15 +5,20 @@
 //                            git with git-remote-http(s) for git+http(s) flakes, CA certificates, a static
 //                            busybox as /bin/sh and its applets (what BUILD_SCRIPT and fixture builders run).
 //                            Nix's binaries stay outside /nix: the node's cache volume is mounted there.
-//   enbi.local/importer:dev  a static busybox and the node's own ctr (with its libraries): IMPORT_SCRIPT.
+//   enbi.local/importer:dev  what runs `enbi import` as production's controller image does: the Node 24
+//                            binary these tests run (node_modules/.bin/node) as /nodejs/bin/node with its
+//                            libraries, the repo's src/ and package.json under /app, and the production
+//                            modules `enbi import` loads (@grpc/grpc-js, @grpc/proto-loader and their
+//                            dependencies) under /app/node_modules; entrypoint node /app/src/cli/main.ts
+//                            (Node strips the types), so the Job passes `import …` as arguments. No ctr.
 //
 // The images keep the host's paths (/usr/bin/nix, /lib/x86_64-linux-gnu/libc.so.6, /lib64/ld-linux…) as
 // real directories beside busybox's /bin; the writer has no symlinks in `files`, so the two links of the
 // host (build-remote → nix, git-remote-https → git-remote-http) are copies, which run the same.
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
 import { buildBusyboxImage, importImage, type BuiltImage } from '../cluster/images.ts';
 import { cacheDir, hostBin } from '../cluster/paths.ts';
 
@@ -106,6 +111,7 @@ interface Recipe {
   files: ImageFile[];
   data?: { path: string; data: string }[];
   env: string[];
+  entrypoint?: string[];
 }
 
 /** Writes the archive of a recipe, or returns the cached one whose inputs had the same content. */
@@ -117,6 +123,7 @@ function assemble(name: string, r: Recipe, dir = join(cacheDir(), 'images')): Ca
       v: 1,
       ref: r.ref,
       env: r.env,
+      entrypoint: r.entrypoint ?? null,
       busybox: sha256(busybox),
       files: r.files.map((f, i) => [f.path, f.mode, sha256(contents[i]!)]),
       data: r.data ?? [],
@@ -132,7 +139,7 @@ function assemble(name: string, r: Recipe, dir = join(cacheDir(), 'images')): Ca
     ref: r.ref,
     out: tmp,
     env: r.env,
-    cmd: ['/bin/sh'],
+    ...(r.entrypoint ? { entrypoint: r.entrypoint, cmd: [] } : { cmd: ['/bin/sh'] }),
     files: [
       ...r.files.map((f, i) => ({ path: f.path, data: contents[i]!, mode: f.mode })),
       ...(r.data ?? []).map((d) => ({ path: d.path, data: d.data, mode: 0o644 })),
@@ -158,14 +165,74 @@ export function builderImage(options: { ref?: string; dir?: string } = {}): Cach
   );
 }
 
-/** enbi.local/importer:dev as a docker-archive (cached), with `ctr` (default Debian's; give the node's). */
-export function importerImage(options: { ctr?: string; ref?: string; dir?: string } = {}): CachedImage {
-  const ctr = options.ctr ?? hostBin('ctr');
-  // The node's ctr may live anywhere (a containerd 2 build directory): the image has it as /usr/bin/ctr.
-  const files = withLibraries([ctr]).map((f) => (f.path === ctr ? { ...f, path: '/usr/bin/ctr' } : f));
+const REPO = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
+/** Modules that are never needed at run time (type definitions, the toolchain). */
+const NOT_RUNTIME = /^(@types\/|undici-types$|typescript$|node$|fast-check$)/;
+
+/** Every file below dir (symlinks followed, nested node_modules and .bin left out). */
+function filesBelow(dir: string, skip: (rel: string) => boolean = () => false): string[] {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const full = join(d, e.name);
+      const rel = relative(dir, full);
+      if (e.name === 'node_modules' || e.name === '.bin' || skip(rel)) continue;
+      const st = statSync(full);
+      if (st.isDirectory()) walk(full);
+      else if (st.isFile()) out.push(full);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** The package directories `names` need at run time: themselves and their dependencies, resolved as Node does. */
+export function runtimePackages(names: string[], root = REPO): string[] {
+  const found = new Set<string>();
+  const resolve = (name: string, from: string): string => {
+    for (let d = from; ; d = dirname(d)) {
+      const p = join(d, 'node_modules', name);
+      if (existsSync(join(p, 'package.json'))) return p;
+      if (d === root || d === dirname(d)) throw new Error(`module ${name} (needed from ${from}) is not installed: run npm install`);
+    }
+  };
+  const walk = (dir: string): void => {
+    if (found.has(dir)) return;
+    found.add(dir);
+    const pj = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    for (const dep of Object.keys(pj.dependencies ?? {})) if (!NOT_RUNTIME.test(dep)) walk(resolve(dep, dir));
+  };
+  for (const n of names) walk(resolve(n, root));
+  return [...found].sort();
+}
+
+/** The Node binary the tests run (node_modules/.bin/node: Node 24 from the `node` devDependency). */
+export function nodeBinary(): string {
+  const local = join(REPO, 'node_modules', '.bin', 'node');
+  return existsSync(local) ? realpathSync(local) : process.execPath;
+}
+
+function importerFiles(): ImageFile[] {
+  const node = nodeBinary();
+  const app: ImageFile[] = [];
+  const add = (from: string): void => {
+    app.push({ path: join('/app', relative(REPO, from)), from, mode: statSync(from).mode & 0o7777 });
+  };
+  for (const f of filesBelow(join(REPO, 'src'))) add(f);
+  add(join(REPO, 'package.json'));
+  for (const pkg of runtimePackages(['@grpc/grpc-js', '@grpc/proto-loader'])) {
+    // Sources and type definitions of the modules are not run; the rest is what `require` may load.
+    for (const f of filesBelow(pkg, (rel) => /\.(md|map|d\.ts|ts)$/.test(rel) && !rel.endsWith('.json'))) add(f);
+  }
+  // The binary at /nodejs/bin/node, as in the distroless nodejs image production uses.
+  return withLibraries([node], app).map((f) => (f.path === node ? { ...f, path: '/nodejs/bin/node' } : f));
+}
+
+/** enbi.local/importer:dev as a docker-archive (cached by the content of every file in it). */
+export function importerImage(options: { ref?: string; dir?: string } = {}): CachedImage {
   return assemble(
     'importer',
-    { ref: options.ref ?? IMPORTER_IMAGE, files, env: ['PATH=/usr/bin:/bin'] },
+    { ref: options.ref ?? IMPORTER_IMAGE, files: importerFiles(), env: ['PATH=/nodejs/bin:/bin'], entrypoint: ['/nodejs/bin/node', '/app/src/cli/main.ts'] },
     options.dir,
   );
 }
@@ -175,10 +242,10 @@ export interface BuildImages {
   importer: CachedImage;
 }
 
-/** Assembles both images (ctr taken from the node's containerd) and imports them into that containerd. */
+/** Assembles both images and imports them into a node's containerd (with the node's ctr). */
 export async function importBuildImages(node: { containerdSocket: string; ctr: string }): Promise<BuildImages> {
   const builder = builderImage();
-  const importer = importerImage({ ctr: node.ctr });
+  const importer = importerImage();
   for (const img of [builder, importer]) await importImage(node.containerdSocket, img.out, { ctr: node.ctr });
   return { builder, importer };
 }
@@ -188,7 +255,7 @@ export async function importBuildImages(node: { containerdSocket: string; ctr: s
 if (import.meta.filename === process.argv[1]) {
   const [socket, ctr] = process.argv.slice(2);
   const t0 = Date.now();
-  const images = socket !== undefined ? await importBuildImages({ containerdSocket: socket, ctr: ctr ?? hostBin('ctr') }) : { builder: builderImage(), importer: importerImage(ctr !== undefined ? { ctr } : {}) };
+  const images = socket !== undefined ? await importBuildImages({ containerdSocket: socket, ctr: ctr ?? hostBin('ctr') }) : { builder: builderImage(), importer: importerImage() };
   for (const img of Object.values(images)) {
     console.log(`${img.ref}  ${img.configDigest}  ${(img.bytes / 1e6).toFixed(1)} MB  ${img.cached ? 'cached' : 'written'}  ${img.out}`);
   }
