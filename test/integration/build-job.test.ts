@@ -13,6 +13,7 @@ import { importBuildImages } from '../support/build-images.ts';
 import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
 import { run, startGitServer, type GitServer } from '../support/git-server.ts';
 import { until } from '../support/kube.ts';
+import { assertSpegelReady } from '../support/spegel-check.ts';
 
 const NS_PREFIX = 'build-job-test';
 // Unique per run: the node's containerd and Nix cache may outlive a run (a cluster kept up by hand), and a
@@ -183,9 +184,14 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.match(stored.labels, /(^|,)io\.cri-containerd\.pinned=pinned(,|$)/);
     // The archive's own name (enbi.test/fixture-archive:<rev>) was replaced by the reference asked for.
     assert.equal(await ctrImage(node, app.repoTag), undefined);
-    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string };
-    assert.deepEqual(imported, { image, digest: stored.digest });
+    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string; records: number; blobs: number };
+    assert.deepEqual({ image: imported.image, digest: imported.digest }, { image, digest: stored.digest });
     assert.match(imported.digest, /^sha256:[0-9a-f]{64}$/);
+    // enbi import: every blob labelled for Spegel, the digest reference, pinned — on the node's containerd.
+    const spegel = await assertSpegelReady(node.containerdSocket, image, { digest: imported.digest });
+    assert.equal(imported.records, 2, 'the tag and registry.local/app@<digest>');
+    assert.equal(imported.blobs, spegel.blobs);
+    assert.match(await log(cold.pod, 'import'), /enbi: labels on every blob: containerd\.io\/distribution\.source\.registry\.local=app/);
     const built = JSON.parse(cold.terminated('build')!.message) as { storePath: string };
     assert.match(built.storePath, /^\/nix\/store\/[0-9a-z]{32}-enbi-fixture-archive$/);
     const buildLog = await log(cold.pod, 'build');
@@ -212,7 +218,13 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     // A cache hit: Nix neither fetched nor built anything, and gave the same store path.
     assert.doesNotMatch(buildLog, /building '/);
     assert.deepEqual(JSON.parse(warm.terminated('build')!.message), JSON.parse(cold.terminated('build')!.message));
-    assert.deepEqual(JSON.parse(warm.terminated('import')!.message), JSON.parse(cold.terminated('import')!.message));
+    const same = (m: string) => {
+      const { image: i, digest, config } = JSON.parse(m) as Record<string, string>;
+      return { image: i, digest, config };
+    };
+    assert.deepEqual(same(warm.terminated('import')!.message), same(cold.terminated('import')!.message));
+    // The layers were unpacked by the cold import already.
+    assert.equal((JSON.parse(warm.terminated('import')!.message) as { unpackedLayers: number }).unpackedLayers, 0);
     // Nix's own time is what the cache saves (the rest of a Job is pod start-up, the same both times).
     assert.ok(durations.warmNix * 3 < coldNix, `nix build warm ${durations.warmNix} ms is not much faster than cold ${coldNix} ms`);
   });
@@ -228,6 +240,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.ok(stored, `${ref} in containerd`);
     assert.match(stored.labels, /io\.cri-containerd\.pinned=pinned/);
     assert.equal((JSON.parse(f.terminated('import')!.message) as { digest: string }).digest, stored.digest);
+    await assertSpegelReady(node.containerdSocket, ref, { digest: stored.digest });
     assert.equal(await runImage('app-stream', ref), `${stream.expectedOutput}\n`);
   });
 
@@ -258,6 +271,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.equal(f.ok, false, await explain(f));
     assert.match(await log(f.pod, 'build'), /enbi: reading the image failed/);
     assert.notEqual(f.terminated('import')?.exitCode, 0);
+    assert.match(await log(f.pod, 'import'), /enbi import: not a tar archive|enbi import: the stream is empty/);
     assert.equal(await ctrImage(node, ref), undefined);
   });
 });

@@ -106,7 +106,12 @@ export function tarNumber(b: Buffer, off: number, len: number): number {
 }
 
 function checksumOk(h: Buffer): boolean {
-  const want = tarNumber(h, 148, 8);
+  let want: number;
+  try {
+    want = tarNumber(h, 148, 8);
+  } catch {
+    return false;
+  }
   let unsigned = 0;
   let signed = 0;
   for (let i = 0; i < BLOCK; i++) {
@@ -137,7 +142,7 @@ export function parsePax(data: Buffer): Record<string, string> {
 export const cleanPath = (p: string): string => {
   let s = p;
   while (s.startsWith('./')) s = s.slice(2);
-  s = s.replace(/^\/+/, '');
+  s = s.replace(/^\/+/, '').replace(/\/+$/, '');
   return s === '.' ? '' : s;
 };
 
