@@ -129,12 +129,9 @@ export async function runImport(argv: string[]): Promise<number> {
   } catch (e) {
     // Stop reading at once, so that a sender still writing gets EPIPE instead of waiting.
     (input as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
-    if (await senderFailed(marker, 2_000)) {
-      console.error('enbi: the build failed; nothing to import');
-      return 1;
-    }
     console.error(`enbi import: ${(e as Error).message}`);
-    console.error('enbi: import failed; no image record was created');
+    if (await senderFailed(marker, 2_000)) console.error('enbi: the build failed; nothing to import');
+    else console.error('enbi: import failed; no image record was created');
     return 1;
   } finally {
     c.close();

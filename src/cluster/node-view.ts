@@ -19,6 +19,11 @@ export interface NodeView extends SchedulableNode {
   images: ReadonlySet<string>;
   /** False when the list may be truncated: an image absent from it is unknown, not missing. */
   imagesComplete: boolean;
+  /**
+   * Images kubelet itself reports absent (a pod on the node waits with ErrImageNeverPull, ErrImagePull or
+   * ImagePullBackOff): missing there even when the list is incomplete.
+   */
+  missing?: ReadonlySet<string>;
   imageSource: ImageSource;
   /** When the Ready condition last changed (ISO 8601), when the node says: how long it has been (not) Ready. */
   readySince?: string;

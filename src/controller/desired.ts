@@ -109,6 +109,25 @@ export function podWorkloads(
   return { workloads, waiting, problems };
 }
 
+/**
+ * The node views with what waiting pods' kubelets report absent added as known missing: a capped image
+ * list cannot say an image is missing, but kubelet failing to find it can.
+ */
+export function withReportedMissing(nodes: readonly NodeView[], waiting: readonly WaitingPod[]): NodeView[] {
+  const byNode = new Map<string, Set<string>>();
+  for (const w of waiting) {
+    if (!w.reported) continue;
+    let set = byNode.get(w.node);
+    if (set === undefined) byNode.set(w.node, (set = new Set()));
+    set.add(normalizeImageName(w.image));
+  }
+  if (byNode.size === 0) return [...nodes];
+  return nodes.map((n) => {
+    const extra = byNode.get(n.name);
+    return extra === undefined ? n : { ...n, missing: new Set([...(n.missing ?? []), ...extra]) };
+  });
+}
+
 export interface DesiredInput {
   analysis: Analysis | undefined;
   locks: LockIndex;
@@ -170,7 +189,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
   };
   const planned = plan({
     workloads,
-    nodes: input.nodes,
+    nodes: withReportedMissing(input.nodes, pods.waiting),
     mode: input.mode,
     builderTolerations: input.builderTolerations,
     activeBuilds: activeBuildsByNode(input.existing),

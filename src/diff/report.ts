@@ -1,7 +1,7 @@
 // `enbi diff`'s result: the plan plus everything the user must know to trust it, and its exit code.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
-import { podWorkloads, type WaitingPod } from '../controller/desired.ts';
+import { podWorkloads, type WaitingPod, withReportedMissing } from '../controller/desired.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
@@ -76,7 +76,7 @@ export function buildReport(input: DiffInput): DiffReport {
   // On demand, as the controller plans it: each waiting pod is a workload pinned to its node.
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
   const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, input.analysis, input.analysis.locks) : { workloads: [], waiting: [], problems: [] };
-  const p = plan({ workloads: [...input.analysis.workloads, ...pods.workloads], nodes: input.nodes, mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  const p = plan({ workloads: [...input.analysis.workloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
   const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {

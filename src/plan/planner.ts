@@ -203,7 +203,8 @@ class HolderIndex {
     let hit = this.memo.get(key);
     if (hit === undefined) {
       const peers = this.readyBySystem.get(system) ?? [];
-      hit = { holders: peers.filter((n) => n.images.has(image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete).map((n) => n.name) };
+      // A cut list leaves the image unknown on a node, unless kubelet there reports it absent.
+      hit = { holders: peers.filter((n) => n.images.has(image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
       this.memo.set(key, hit);
     }
     return hit;
@@ -224,8 +225,9 @@ function decideSpegel(d: Demand, index: HolderIndex): ImageStatus {
 /** Per node: every candidate node must hold the image itself. */
 function decidePerNode(d: Demand): ImageStatus {
   const lacking = d.nodes.filter((n) => !n.images.has(d.need.image));
-  const missing = lacking.filter((n) => n.imagesComplete);
-  const unknown = lacking.filter((n) => !n.imagesComplete);
+  const known = (n: NodeView) => n.imagesComplete || n.missing?.has(d.need.image) === true;
+  const missing = lacking.filter(known);
+  const unknown = lacking.filter((n) => !known(n));
   const base = { workload: d.workload, container: d.need.container, image: d.need.image, system: d.system };
   if (missing.length > 0) return { ...base, state: 'missing', nodes: missing.map((n) => n.name) };
   if (unknown.length > 0) return { ...base, state: 'unknown', nodes: unknown.map((n) => n.name), detail: TRUNCATED };

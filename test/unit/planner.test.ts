@@ -167,3 +167,16 @@ test('property: no duplicate builds, every missing (image, system) covered, noth
     { numRuns: 3000 },
   );
 });
+
+test('an image kubelet reports absent is missing on that node even when its list is cut; other cut lists stay unknown', () => {
+  const [a, b] = nodes({ a: { arch: 'amd64', padImagesTo: 50 }, b: { arch: 'amd64', padImagesTo: 50 } });
+  const w = workloadsOf(web());
+  const reported = { ...a!, missing: new Set([IMG]) };
+  const perNode = plan({ workloads: w, nodes: [reported, b!], mode: 'per-node', builderTolerations: [] });
+  assert.deepEqual(perNode.builds.map((x) => x.node), ['a']);
+  // Spegel: b might hold it and serve it: still unknown; with a alone, missing.
+  assert.deepEqual(plan({ workloads: w, nodes: [reported, b!], mode: 'spegel', builderTolerations: [] }).builds, []);
+  assert.deepEqual(plan({ workloads: w, nodes: [reported], mode: 'spegel', builderTolerations: [] }).builds.map((x) => x.node), ['a']);
+  // Without the report, a cut list never makes it missing.
+  assert.deepEqual(plan({ workloads: w, nodes: [a!], mode: 'per-node', builderTolerations: [] }).builds, []);
+});
