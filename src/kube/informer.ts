@@ -21,24 +21,35 @@ export function resilientInformer<T extends KubernetesObject>(
   /** Applied to every object before it is cached (listed or watched): keep only what the caller reads. */
   transform?: (o: T) => T,
 ): ResilientInformer<T> {
-  // listFn must apply the same selectors: the list seeds the cache, the watch keeps it.
-  const informer = new ListWatch<T>(path, transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform), transform === undefined ? listFn : async () => {
-    const list = await listFn();
-    return { ...list, items: list.items.map(transform) };
-  }, false, labelSelector, fieldSelector);
   let stopped = false;
   let restarts = 0;
   let delayMs = 500;
-  informer.on('add', (o) => onChange(o, 'add'));
-  informer.on('update', (o) => onChange(o, 'update'));
-  informer.on('delete', (o) => onChange(o, 'delete'));
-  informer.on('connect', () => (delayMs = 500));
+  let lastError = '';
+  // ListWatch reports 'connect' before it lists, so a list that keeps failing (a CRD not installed) would
+  // reset the backoff every time: a successful list, or an event, resets it instead.
+  const healthy = () => {
+    delayMs = 500;
+    lastError = '';
+  };
+  // listFn must apply the same selectors: the list seeds the cache, the watch keeps it.
+  const list = async () => {
+    const l = await listFn();
+    healthy();
+    return transform === undefined ? l : { ...l, items: l.items.map(transform) };
+  };
+  const informer = new ListWatch<T>(path, transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform), list, false, labelSelector, fieldSelector);
+  informer.on('add', (o) => (healthy(), onChange(o, 'add')));
+  informer.on('update', (o) => (healthy(), onChange(o, 'update')));
+  informer.on('delete', (o) => (healthy(), onChange(o, 'delete')));
   informer.on('error', (err) => {
     if (stopped) return;
     restarts++;
     const wait = Math.min(delayMs, 30_000) * (0.5 + Math.random());
     delayMs *= 2;
-    log(`watch ${path} failed (${String((err as Error | undefined)?.message ?? err)}); restarting in ${Math.round(wait)} ms`);
+    // The same failure again and again is said once (a 404: the resource's CRD is not installed).
+    const message = String((err as Error | undefined)?.message ?? err).split('\n')[0]!;
+    if (message !== lastError) log(`watch ${path} failed (${message}); retrying with backoff (up to 30 s), said once until it changes`);
+    lastError = message;
     setTimeout(() => {
       if (!stopped) informer.start().catch((e: unknown) => log(`watch ${path} restart failed: ${String(e)}`));
     }, wait);
