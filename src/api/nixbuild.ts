@@ -2,6 +2,7 @@
 // deploy/crd/nixbuilds.enbi.hrzn.ee.yaml and schemas/nixbuild.schema.json are generated.
 // The pre-alpha's spec names (flakeUrl, imageTag, packageName, system) are kept as they were.
 import { z } from 'zod';
+import { crdFor } from './crd.ts';
 
 export const GROUP = 'enbi.hrzn.ee';
 export const VERSION = 'v1alpha1';
@@ -71,55 +72,22 @@ export interface NixBuild {
 
 /** The CRD, with the OpenAPI schema generated from zod. */
 export function nixBuildCrd(): Record<string, unknown> {
-  const openApi = (schema: z.ZodType) => stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
-  return {
-    apiVersion: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    metadata: { name: `${PLURAL}.${GROUP}` },
-    spec: {
-      group: GROUP,
-      names: { kind: KIND, listKind: `${KIND}List`, plural: PLURAL, singular: 'nixbuild', shortNames: ['nb'], categories: ['enbi'] },
-      scope: 'Namespaced',
-      versions: [
-        {
-          name: VERSION,
-          served: true,
-          storage: true,
-          subresources: { status: {} },
-          additionalPrinterColumns: [
-            { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
-            { name: 'System', type: 'string', jsonPath: '.spec.system' },
-            { name: 'Node', type: 'string', jsonPath: '.status.node' },
-            { name: 'Image', type: 'string', jsonPath: '.status.image' },
-            { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
-          ],
-          schema: {
-            openAPIV3Schema: {
-              type: 'object',
-              required: ['spec'],
-              properties: {
-                apiVersion: { type: 'string' },
-                kind: { type: 'string' },
-                metadata: { type: 'object' },
-                spec: openApi(nixBuildSpecSchema),
-                status: openApi(nixBuildStatusSchema),
-              },
-            },
-          },
-        },
-      ],
-    },
-  };
-}
-
-// Kubernetes' structural schemas reject $schema and additionalProperties: false beside properties.
-function stripForOpenApi(schema: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(schema)) {
-    if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
-    if (Array.isArray(v)) out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
-    else if (v !== null && typeof v === 'object') out[k] = stripForOpenApi(v as Record<string, unknown>);
-    else out[k] = v;
-  }
-  return out;
+  return crdFor({
+    group: GROUP,
+    version: VERSION,
+    kind: KIND,
+    plural: PLURAL,
+    singular: 'nixbuild',
+    shortNames: ['nb'],
+    scope: 'Namespaced',
+    printerColumns: [
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase' },
+      { name: 'System', type: 'string', jsonPath: '.spec.system' },
+      { name: 'Node', type: 'string', jsonPath: '.status.node' },
+      { name: 'Image', type: 'string', jsonPath: '.status.image' },
+      { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+    ],
+    fields: { spec: nixBuildSpecSchema, status: nixBuildStatusSchema },
+    required: ['spec'],
+  });
 }

@@ -3,6 +3,7 @@
 // Its zod source; deploy/crd/nodeimages.enbi.hrzn.ee.yaml and schemas/nodeimages.schema.json are generated
 // from it (npm run schemas).
 import { z } from 'zod';
+import { crdFor } from './crd.ts';
 import { GROUP, VERSION } from './nixbuild.ts';
 
 export { GROUP, VERSION };
@@ -73,52 +74,20 @@ export interface NodeImages {
 
 /** The CRD, with the OpenAPI schema generated from zod. */
 export function nodeImagesCrd(): Record<string, unknown> {
-  const openApi = (schema: z.ZodType) => stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
-  return {
-    apiVersion: 'apiextensions.k8s.io/v1',
-    kind: 'CustomResourceDefinition',
-    metadata: { name: `${NODE_IMAGES_PLURAL}.${GROUP}` },
-    spec: {
-      group: GROUP,
-      names: { kind: NODE_IMAGES_KIND, listKind: `${NODE_IMAGES_KIND}List`, plural: NODE_IMAGES_PLURAL, singular: 'nodeimages', shortNames: ['ni'], categories: ['enbi'] },
-      scope: 'Cluster',
-      versions: [
-        {
-          name: VERSION,
-          served: true,
-          storage: true,
-          subresources: { status: {} },
-          additionalPrinterColumns: [
-            { name: 'Images', type: 'integer', jsonPath: '.status.imageCount' },
-            { name: 'Truncated', type: 'boolean', jsonPath: '.status.truncated' },
-            { name: 'Containerd', type: 'string', jsonPath: '.status.containerdVersion' },
-            { name: 'Observed', type: 'date', jsonPath: '.status.observedAt' },
-          ],
-          schema: {
-            openAPIV3Schema: {
-              type: 'object',
-              properties: {
-                apiVersion: { type: 'string' },
-                kind: { type: 'string' },
-                metadata: { type: 'object' },
-                status: openApi(nodeImagesStatusSchema),
-              },
-            },
-          },
-        },
-      ],
-    },
-  };
-}
-
-// Kubernetes' structural schemas reject $schema and additionalProperties: false beside properties.
-function stripForOpenApi(schema: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(schema)) {
-    if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
-    if (Array.isArray(v)) out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
-    else if (v !== null && typeof v === 'object') out[k] = stripForOpenApi(v as Record<string, unknown>);
-    else out[k] = v;
-  }
-  return out;
+  return crdFor({
+    group: GROUP,
+    version: VERSION,
+    kind: NODE_IMAGES_KIND,
+    plural: NODE_IMAGES_PLURAL,
+    singular: 'nodeimages',
+    shortNames: ['ni'],
+    scope: 'Cluster',
+    printerColumns: [
+      { name: 'Images', type: 'integer', jsonPath: '.status.imageCount' },
+      { name: 'Truncated', type: 'boolean', jsonPath: '.status.truncated' },
+      { name: 'Containerd', type: 'string', jsonPath: '.status.containerdVersion' },
+      { name: 'Observed', type: 'date', jsonPath: '.status.observedAt' },
+    ],
+    fields: { status: nodeImagesStatusSchema },
+  });
 }
