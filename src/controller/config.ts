@@ -28,7 +28,8 @@ export const controllerConfigSchema = z
     mode: z.enum(['spegel', 'per-node']).default('spegel'),
     buildMode: z.enum(['on-demand', 'eager']).default('on-demand').describe('Default when a workload does not say.'),
     builderImage: z.string().min(1),
-    importerImage: z.string().min(1),
+    importerImage: z.string().min(1).describe("Runs `enbi import`: the controller image (its entrypoint is enbi's CLI), or any image whose entrypoint is."),
+    importerCommand: z.array(z.string()).optional().describe('The command that starts enbi\'s CLI in importerImage when its entrypoint does not (the Job adds `import --fifo …`).'),
     cache: z
       .object({ hostPath: z.string().default('/var/lib/enbi/nix').describe('Per-node directory holding the Nix store and ~/.cache/nix.') })
       .default({ hostPath: '/var/lib/enbi/nix' }),

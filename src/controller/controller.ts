@@ -306,6 +306,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       namespace: ns,
       builderImage: cfg.builderImage,
       importerImage: cfg.importerImage,
+      ...(cfg.importerCommand !== undefined ? { importerCommand: cfg.importerCommand } : {}),
       cacheHostPath: cfg.cache.hostPath,
       containerdSocket: socketFor({ annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' }, cfg.containerdSocket),
       builderTolerations: cfg.builderTolerations,
