@@ -2,10 +2,11 @@
 // app flake; `enbi controller` (a subprocess) runs against the cluster; a Deployment applied by the test (as
 // Argo CD or Flux would) starts on a missing image; enbi builds it with real Nix in a Job on the node,
 // imports it into the node's containerd, and the pod runs it. Then: a quiet reconcile builds nothing; a push
-// through the webhook builds exactly one new image; a broken flake ends Failed with a readable reason; a
-// controller killed mid-build starts no second build when it comes back.
+// through the webhook builds exactly one new image; an image removed from the node while its pod needs it
+// is rebuilt once; a broken flake ends Failed with a readable reason; a controller killed mid-build starts
+// no second build when it comes back.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -114,6 +115,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
         nixOptions: { substituters: '' },
         maxAttempts: 2,
         retryBaseSeconds: 1,
+        rebuildGraceSeconds: 5,
         listen: { host: '127.0.0.1', port },
         webhook: { secretFile: join(dir, 'secret') },
       }),
@@ -177,6 +179,39 @@ describe('controller end to end: git push to a running pod whose image Nix built
     assert.equal((await jobs()).length, jobsBefore.length);
     const rejected = await fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Hub-Signature-256': 'sha256=00' } });
     assert.equal(rejected.status, 401);
+  });
+
+  it('an image removed from the node while its pod still needs it is rebuilt once, and the pod runs again', async () => {
+    const node = c.nodes[0]!;
+    const image = `registry.local/e2e-app:${v1.shortRev}`;
+    const ctr = (...args: string[]) => execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', ...args], { encoding: 'utf8' });
+    const before = await builds();
+    const jobsBefore = (await jobs()).length;
+    const nb = before.find((b) => b.status?.image === image);
+    assert.ok(nb, `no NixBuild imported ${image}`);
+    // What kubelet's image GC or a wiped node does: every name of the image goes (its digest reference too).
+    const names = ctr('images', 'ls', '-q').split('\n').filter((n) => n.startsWith('registry.local/e2e-app'));
+    assert.ok(names.includes(image), names.join(' '));
+    ctr('images', 'rm', ...names);
+    const core = c.kc.makeApiClient(CoreV1Api);
+    const old = await runningPod('app', image);
+    await core.deleteNamespacedPod({ name: old!.metadata!.name!, namespace: APP_NS, gracePeriodSeconds: 0 });
+    const t0 = Date.now();
+    const rebuilt = await until('the NixBuild to rebuild and succeed again', async () => {
+      const b = (await builds()).find((x) => x.metadata.name === nb.metadata.name);
+      return b?.status?.rebuilds === 1 && b.status.phase === 'Succeeded' && b.status.attempts !== nb.status?.attempts ? b : undefined;
+    }, 300_000, 500);
+    const tBuilt = Date.now();
+    await until('a new pod to run the rebuilt image', async () => {
+      const p = await runningPod('app', image);
+      return p !== undefined && p.metadata?.name !== old!.metadata!.name ? p : undefined;
+    }, 300_000, 500);
+    timings.push(`image removed with ctr and its pod recreated → rebuilt and imported ${((tBuilt - t0) / 1000).toFixed(1)} s → pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
+    assert.ok(ctr('images', 'ls', '-q').split('\n').includes(image));
+    // Once: the same NixBuild, one more Job, no other build.
+    assert.deepEqual((await builds()).map((b) => b.metadata.name).sort(), before.map((b) => b.metadata.name).sort());
+    assert.equal((await jobs()).length, jobsBefore + 1);
+    assert.equal(rebuilt.status?.conditions?.find((x) => x.type === 'Ready')?.status, 'True');
   });
 
   it('a push of a new revision through the webhook builds exactly one new image, and the new pod runs it', async () => {
