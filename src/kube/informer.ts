@@ -71,3 +71,24 @@ function transformingWatch<T>(inner: Watch, transform: (o: T) => T): Watch {
   w.watch = (path, params, callback, done) => inner.watch(path, params, (phase: string, obj: any, raw: any) => callback(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : transform(obj as T), raw), done);
   return w;
 }
+
+/**
+ * A list fetched in pages of `limit` (one consistent snapshot: the API server serves every page at the first
+ * page's resourceVersion), each page mapped as it arrives: the whole list is never one huge response held
+ * with its full objects, which is what sets the peak memory of a big cluster's initial list.
+ */
+export async function listInPages<T extends KubernetesObject>(
+  page: (cont: string | undefined, limit: number) => Promise<KubernetesListObject<T>>,
+  map: (o: T) => T = (o) => o,
+  limit = 500,
+): Promise<KubernetesListObject<T>> {
+  const items: T[] = [];
+  let cont: string | undefined;
+  let last: KubernetesListObject<T>;
+  do {
+    last = await page(cont, limit);
+    for (const o of last.items) items.push(map(o));
+    cont = last.metadata?._continue || undefined;
+  } while (cont !== undefined);
+  return { ...last, items };
+}
