@@ -88,7 +88,8 @@ async function main(): Promise<void> {
       const body: V1Pod = {
         metadata: { name, labels: { app: enbi ? `app-${k}` : `plain-${i % 500}` }, ...(enbi ? { annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } } : {}) },
         spec: {
-          nodeName: nodeName(i % NODES),
+          // Shifted by one node every ENBI_EVERY pods: enbi's pods land on both architectures (each app's on one).
+          nodeName: nodeName((i + Math.floor(i / ENBI_EVERY)) % NODES),
           tolerations: [{ operator: 'Exists' }],
           containers: [{ name: 'app', image: enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`, imagePullPolicy: enbi ? 'Never' : 'IfNotPresent', env: [{ name: 'ROLE', value: 'bench' }] }],
         },
