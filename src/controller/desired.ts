@@ -236,12 +236,21 @@ function goneAgain(nb: NixBuild, b: PlannedBuild, reported: ReadonlyMap<string, 
   const completed = Date.parse(nb.status.completionTime ?? '');
   if (Number.isNaN(completed)) return undefined;
   const images = new Set(b.images);
+  // A waiting pod is no proof on its own: kubelet retries with back-off (up to minutes), so a pod can still
+  // report ErrImageNeverPull long after the image was imported. A node's complete image list (the agent's,
+  // or kubelet's under its cap) must lack the image too.
+  const byName = new Map(input.nodes.map((n) => [n.name, n]));
+  const listed = b.missingOn.filter((name) => {
+    const n = byName.get(name);
+    return n !== undefined && n.imagesComplete && !b.images.some((img) => n.images.has(img));
+  });
+  if (listed.length === 0) return undefined;
   const pod = b.workloads.flatMap((w) => reported.get(w) ?? []).find((w) => images.has(normalizeImageName(w.image)));
   if (pod === undefined) return undefined;
   const left = completed + input.rebuildGraceSeconds * 1000 - input.now.getTime();
   if (left > 0) return { recheckMs: left };
   const ago = Math.round((input.now.getTime() - completed) / 1000);
-  return `${pod.image} is missing again (${b.missingOn.length === 1 ? `node ${b.missingOn[0]}` : `nodes ${b.missingOn.slice(0, 5).join(', ')}${b.missingOn.length > 5 ? ', …' : ''}`}) while pod ${pod.namespace}/${pod.name} waits for it on ${pod.node} (${pod.reason}); built ${ago} s ago`;
+  return `${pod.image} is missing again (${listed.length === 1 ? `node ${listed[0]}` : `nodes ${listed.slice(0, 5).join(', ')}${listed.length > 5 ? ', …' : ''}`}) while pod ${pod.namespace}/${pod.name} waits for it on ${pod.node} (${pod.reason}); built ${ago} s ago`;
 }
 
 export function toNixBuild(b: PlannedBuild, mode: DistributionMode, namespace: string): NixBuild {

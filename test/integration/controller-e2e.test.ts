@@ -115,7 +115,8 @@ describe('controller end to end: git push to a running pod whose image Nix built
         nixOptions: { substituters: '' },
         maxAttempts: 2,
         retryBaseSeconds: 1,
-        rebuildGraceSeconds: 5,
+        // Longer than kubelet takes to refresh its image list (the evidence a rebuild needs), shorter than the default.
+        rebuildGraceSeconds: 40,
         listen: { host: '127.0.0.1', port },
         webhook: { secretFile: join(dir, 'secret') },
       }),

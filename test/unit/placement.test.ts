@@ -153,6 +153,12 @@ test('desired: a Succeeded build is rebuilt only when a pod reports the image mi
   assert.equal(desiredBuilds(desiredInput({ nodes: holder, pods: [podOn('p1', 'a2')], existing: [done(old)] })).rebuild.size, 0);
   const truncated = nodes({ a1: { padImagesTo: 50 }, a2: {} });
   assert.equal(desiredBuilds(desiredInput({ nodes: truncated, pods: [podOn('p1', 'a2')], existing: [done(old)] })).rebuild.size, 0);
+  // The waiting pod's own node has a cut list: kubelet's report alone (it may predate the import, as kubelet
+  // retries with back-off) is no proof that a finished build's image is gone.
+  const cutHere = nodes({ a2: { padImagesTo: 50 } });
+  assert.equal(desiredBuilds(desiredInput({ nodes: cutHere, pods: [podOn('p1', 'a2')], existing: [done(old)] })).rebuild.size, 0);
+  // Yet for a build that never ran, that report is enough to start one.
+  assert.equal(desiredBuilds(desiredInput({ nodes: cutHere, pods: [podOn('p1', 'a2')] })).create.length, 1);
   // Still building: nothing to redo.
   assert.equal(desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [{ ...first, status: { phase: 'Building', node: 'a1' } }] })).rebuild.size, 0);
 });
