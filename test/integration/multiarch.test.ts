@@ -7,7 +7,9 @@
 //   - an aarch64-linux build (`enbi build … --system aarch64-linux --follow`) waits while the only node able
 //     to build it is cordoned, never going to the other node, then runs in a Job on that node: the builder
 //     is an arm64 busybox run by QEMU (its `uname -m` says aarch64), the image is imported for linux/arm64,
-//     and a pod on that node runs it (emulated too).
+//     and a pod on that node runs it (emulated too);
+//   - an enbi agent per node (in this process) publishes each node's containerd exactly as ctr lists it, the
+//     aarch64 image with its platform, and the controller plans from those inventories.
 // It starts and stops its own cluster (the one `npm test` shares has one node); ENBI_KEEP_CLUSTER=1 keeps
 // it for the next run. Under npm test it runs for real (CI=true); ENBI_SKIP_CLUSTER=1 skips it locally.
 import assert from 'node:assert/strict';
@@ -32,6 +34,9 @@ import { createEmulatedFlake, type EmulatedFlake } from '../support/emulated-fla
 import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
+import { type Agent, startAgent } from '../../src/agent/agent.ts';
+import { NODE_IMAGES_PLURAL, type NodeImages } from '../../src/api/nodeimages.ts';
+import { applyNodeImagesCrd, byDigest, ctrImages } from '../support/containerd.ts';
 
 const pexec = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -108,7 +113,10 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
   let app: FixtureFlake;
   let arm: EmulatedFlake;
   const timings: string[] = [];
+  let agents: Agent[] = [];
   const node = (name: string): NodeState => s.nodes.find((n) => n.name === name)!;
+  const nodeImages = async (name: string) =>
+    (await kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name }).catch(() => undefined)) as NodeImages | undefined;
   const builds = async () => ((await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: NixBuild[] }).items;
   const jobsOf = async (build: string): Promise<V1Job[]> => (await kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: NS, labelSelector: `enbi.hrzn.ee/nixbuild=${build}` })).items;
   /** Where each Job's pod ran (or is bound), by Job name. */
@@ -143,6 +151,10 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     await core.createNamespace({ body: { metadata: { name: NS } } });
     await core.createNamespace({ body: { metadata: { name: APP_NS } } });
     await applyNixBuildCrd(kc);
+    await applyNodeImagesCrd(kc);
+    // What deploy/agent.yaml runs on every node, here in this process: each node's containerd, published.
+    agents = s.nodes.map((n) => startAgent({ node: n.name, socket: n.containerdSocket, kc, resyncMs: 3_600_000 }));
+    await Promise.all(agents.map((a) => a.ready));
     t = Date.now();
     for (const n of s.nodes) {
       await importBuildImages(n);
@@ -182,6 +194,7 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
 
   after(async () => {
     controller?.kill('SIGKILL');
+    for (const a of agents) await a.stop();
     await git?.close();
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(controllerLog);
     if (s !== undefined && process.env.ENBI_KEEP_CLUSTER === '1') {
@@ -334,5 +347,31 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     timings.push(`aarch64 pod created → Succeeded ${secs(Date.now() - t0)}`);
     const log = await core.readNamespacedPodLog({ name: 'arm-echo', namespace: APP_NS });
     assert.equal(log.trim(), arm.expectedOutput);
+  });
+
+  it('the agents publish each node\'s containerd exactly as ctr lists it; the aarch64 image with its platform, on its node only', async () => {
+    const image = armImage;
+    assert.ok(image !== undefined, 'the aarch64 build succeeded');
+    for (const n of s.nodes) {
+      let last = '';
+      await until(`NodeImages/${n.name} to equal ctr images ls`, async () => {
+        const [ni, listed] = await Promise.all([nodeImages(n.name), ctrImages(n.ctr, n.containerdSocket)]);
+        const got = new Map((ni?.status?.images ?? []).map((i) => [i.digest, [...i.names].sort()]));
+        const want = byDigest(listed);
+        last = `${got.size} digests published, ${want.size} in containerd`;
+        try {
+          assert.deepEqual(got, want);
+          assert.equal(ni?.status?.truncated, false);
+          return true;
+        } catch {
+          return undefined;
+        }
+      }, 60_000, 250).catch((e: Error) => {
+        throw new Error(`${e.message}: ${last}`);
+      });
+    }
+    const onArm = (await nodeImages(ARM))!.status!.images.find((i) => i.names.includes(image));
+    assert.deepEqual(onArm?.platforms, ['linux/arm64']);
+    assert.equal((await nodeImages(AMD))!.status!.images.some((i) => i.names.includes(image)), false);
   });
 });
