@@ -11,6 +11,7 @@ pkgs=(
   git              # git and /usr/lib/git-core/git-remote-http(s); git http-backend for the test server
   busybox-static   # the static busybox of both images and of the fixture flakes
   ca-certificates  # /etc/ssl/certs/ca-certificates.crt in the builder image
+  lua5.1           # runs deploy/argocd/ health check in its test (Argo CD evaluates it with gopher-lua, Lua 5.1)
 )
 missing=()
 for p in "${pkgs[@]}"; do
