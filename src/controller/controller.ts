@@ -12,8 +12,8 @@ import { listInPages, resilientInformer, type ResilientInformer } from '../kube/
 import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
 import { type ControllerConfig, socketFor } from './config.ts';
 import { attemptOf, type BuildAction, type BuildEvent, nextState, statusChanged } from './build-state.ts';
-import { activeBuildsByNode, desiredBuilds } from './desired.ts';
-import { recordEvent } from './events.ts';
+import { activeBuildsByNode, ANNOTATION_WORKLOADS, desiredBuilds } from './desired.ts';
+import { recordEvent, workloadTargets } from './events.ts';
 import { pinnedNodeProblem, specProblem } from './spec-check.ts';
 import type { Metrics } from './metrics.ts';
 import type { SourceState } from './source-state.ts';
@@ -184,6 +184,10 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       d.metrics.buildsCreated++;
       log(`created NixBuild ${nb.metadata.name}: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${node ?? '?'} (${nb.metadata.annotations?.['enbi.hrzn.ee/workloads'] ?? ''})`);
       await recordEvent(core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name }, 'Normal', 'BuildPlanned', `building ${nb.spec.images?.join(', ') ?? ''} for ${nb.spec.system} on ${node ?? '?'}`, log);
+      // And on the workloads that need it, where their owners look (kubectl describe pod).
+      for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
+        await recordEvent(core, w, 'Normal', 'BuildPlanned', `enbi builds ${nb.spec.images?.join(', ') ?? ''} for ${nb.spec.system} on ${node ?? '?'}: NixBuild ${ns}/${nb.metadata.name}`, log);
+      }
     }
     const nodeByName = new Map(rawNodes.map((n) => [n.metadata?.name ?? '', n]));
     const viewByName = new Map(nodes.map((n) => [n.name, n]));
@@ -286,6 +290,12 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
         const type = status.phase === 'Failed' || stalled(status) ? 'Warning' : 'Normal';
         await recordEvent(core, target, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log);
         log(`NixBuild ${name}: ${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`);
+        // The end of a build, on the workloads it was for.
+        if (status.phase === 'Succeeded' || status.phase === 'Failed') {
+          for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
+            await recordEvent(core, w, type, ready?.reason ?? status.phase, `NixBuild ${ns}/${name}: ${ready?.message ?? status.phase}`, log);
+          }
+        }
         if (status.phase === 'Failed') d.metrics.buildsFailed++;
         if (status.phase === 'Succeeded') d.metrics.buildsSucceeded++;
       }

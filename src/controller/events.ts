@@ -33,3 +33,29 @@ export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'N
     log(`could not record event ${reason} on ${target.kind} ${target.namespace}/${target.name}: ${(err as Error).message.split('\n')[0]}`);
   }
 }
+
+const API_VERSION_OF_KIND: Readonly<Record<string, string>> = {
+  Pod: 'v1',
+  Deployment: 'apps/v1',
+  StatefulSet: 'apps/v1',
+  DaemonSet: 'apps/v1',
+  ReplicaSet: 'apps/v1',
+  Job: 'batch/v1',
+  CronJob: 'batch/v1',
+};
+
+/**
+ * The workloads a NixBuild was made for (its enbi.hrzn.ee/workloads annotation: "Kind ns/name, …"), as
+ * Event targets: at most `limit`, so that a build for hundreds of pods does not write hundreds of Events.
+ */
+export function workloadTargets(annotation: string | undefined, limit = 10): EventTarget[] {
+  const out: EventTarget[] = [];
+  for (const id of (annotation ?? '').split(', ')) {
+    const m = /^(\w+) ([^/\s]+)\/(\S+)$/.exec(id.trim());
+    const apiVersion = m !== null ? API_VERSION_OF_KIND[m[1]!] : undefined;
+    if (m === null || apiVersion === undefined) continue;
+    out.push({ kind: m[1]!, apiVersion, namespace: m[2]!, name: m[3]! });
+    if (out.length >= limit) break;
+  }
+  return out;
+}

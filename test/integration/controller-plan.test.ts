@@ -193,6 +193,13 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
     // arm-2 is tainted for enbi's builder: the arm64 build of the pods on arm-2 runs on arm-1.
     assert.equal(lazyBuilds.find((b) => b.spec.system === 'aarch64-linux')?.status?.node, `arm-1-${run}`);
     assert.equal(js.length, 2);
+    // The pods' owners see it where they look: an Event on the waiting pods, naming the NixBuild.
+    const podEvents = (await core.listNamespacedEvent({ namespace: appNs })).items.filter((e) => e.involvedObject.kind === 'Pod' && e.reason === 'BuildPlanned');
+    assert.ok(podEvents.length >= 2, `BuildPlanned Events on pods: ${podEvents.length}`);
+    for (const e of podEvents) {
+      assert.ok(names.includes(e.involvedObject.name!), e.involvedObject.name);
+      assert.match(e.message ?? '', new RegExp(`^enbi builds registry\\.local/lazy:v2 for (x86_64|aarch64)-linux on \\S+: NixBuild ${ns}/`));
+    }
   });
 
   it('a restarted controller starts nothing twice', async () => {

@@ -134,3 +134,14 @@ test('a hand-written NixBuild: an unparseable flake or unknown system fails as I
   assert.equal(waiting.status.conditions?.find((c) => c.type === 'Ready')?.reason, 'NoBuilderNode');
   assert.equal(waiting.action.kind, 'requeue');
 });
+
+test('Event targets from a NixBuild\'s workloads annotation: kinds with their API versions, at most the limit', async () => {
+  const { workloadTargets } = await import('../../src/controller/events.ts');
+  assert.deepEqual(workloadTargets('Pod apps/p1, Deployment web/front, CronJob ops/nightly, Widget x/y, garbage'), [
+    { kind: 'Pod', apiVersion: 'v1', namespace: 'apps', name: 'p1' },
+    { kind: 'Deployment', apiVersion: 'apps/v1', namespace: 'web', name: 'front' },
+    { kind: 'CronJob', apiVersion: 'batch/v1', namespace: 'ops', name: 'nightly' },
+  ]);
+  assert.equal(workloadTargets(Array.from({ length: 30 }, (_, i) => `Pod a/p${i}`).join(', ')).length, 10);
+  assert.deepEqual(workloadTargets(undefined), []);
+});
