@@ -8,7 +8,7 @@ import { GROUP as NI_GROUP, NODE_IMAGES_PLURAL, VERSION as NI_VERSION } from '..
 import { withInventory } from '../cluster/inventory.ts';
 import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
-import { listInPages, resilientInformer, type ResilientInformer } from '../kube/informer.ts';
+import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
 import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
 import { type ControllerConfig, socketFor } from './config.ts';
 import { attemptOf, type BuildAction, type BuildEvent, nextState, statusChanged } from './build-state.ts';
@@ -67,25 +67,25 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   };
   const onChange = () => trigger();
   const informers: ResilientInformer<any>[] = [
-    resilientInformer<V1Node>(kc, '/api/v1/nodes', () => listInPages((cont, limit) => core.listNode({ limit, ...(cont !== undefined ? { _continue: cont } : {}) })), onChange, log),
+    resilientInformer<V1Node>(kc, '/api/v1/nodes', (page) => core.listNode(page), onChange, log),
     // Only bound pods matter: waiting ones, and the build Jobs' own (for their termination messages).
     // Pods without enbi annotations or labels are kept slim and change nothing in the plan: no re-plan for them.
     // Listed in pages, each slimmed as it comes: a big cluster's pods are never all held as full objects.
     resilientInformer<V1Pod>(
       kc,
       '/api/v1/pods',
-      () => listInPages((cont, limit) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, limit, ...(cont !== undefined ? { _continue: cont } : {}) }), slimPod),
+      (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }),
       (p) => podConcernsEnbi(p) && onChange(),
       log,
       undefined,
       POD_FIELDS,
       slimPod,
     ),
-    resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, () => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD }), onChange, log, LABEL_BUILD),
+    resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }), onChange, log, LABEL_BUILD),
     resilientInformer<NixBuild>(
       kc,
       `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`,
-      () => custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL }) as never,
+      (page) => custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, ...page }) as never,
       onChange,
       log,
     ),
@@ -95,7 +95,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     resilientInformer<KubernetesObject>(
       kc,
       `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`,
-      () => custom.listClusterCustomObject({ group: NI_GROUP, version: NI_VERSION, plural: NODE_IMAGES_PLURAL }) as never,
+      (page) => custom.listClusterCustomObject({ group: NI_GROUP, version: NI_VERSION, plural: NODE_IMAGES_PLURAL, ...page }) as never,
       onChange,
       log,
     ),

@@ -208,7 +208,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
     const name = nameOf(b);
     const found = existing.get(name);
     if (found !== undefined) {
-      const gone = goneAgain(found, b, reported, input);
+      const gone = goneAgain(found, b, reported, byName, input);
       if (typeof gone === 'string') rebuild.set(name, gone);
       else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
       continue;
@@ -231,15 +231,20 @@ export function desiredBuilds(input: DesiredInput): Desired {
  * image lists lack it), a pod of the plan waits for it with kubelet's own image-missing reason, and the
  * build completed more than the grace period ago (kubelet refreshes its image list every 30 s).
  */
-function goneAgain(nb: NixBuild, b: PlannedBuild, reported: ReadonlyMap<string, WaitingPod[]>, input: DesiredInput): string | { recheckMs: number } | undefined {
+function goneAgain(
+  nb: NixBuild,
+  b: PlannedBuild,
+  reported: ReadonlyMap<string, WaitingPod[]>,
+  byName: ReadonlyMap<string, NodeView>,
+  input: DesiredInput,
+): string | { recheckMs: number } | undefined {
   if (nb.status?.phase !== 'Succeeded' || b.missingOn.length === 0) return undefined;
   const completed = Date.parse(nb.status.completionTime ?? '');
   if (Number.isNaN(completed)) return undefined;
   const images = new Set(b.images);
   // A waiting pod is no proof on its own: kubelet retries with back-off (up to minutes), so a pod can still
   // report ErrImageNeverPull long after the image was imported. A node's complete image list (the agent's,
-  // or kubelet's under its cap) must lack the image too.
-  const byName = new Map(input.nodes.map((n) => [n.name, n]));
+  // or kubelet's under its cap) must lack the image too. (byName: the nodes as listed, without those reports.)
   const listed = b.missingOn.filter((name) => {
     const n = byName.get(name);
     return n !== undefined && n.imagesComplete && !b.images.some((img) => n.images.has(img));

@@ -4,7 +4,7 @@ import type { NixBuild } from '../api/nixbuild.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { KNOWN_SYSTEMS } from '../cluster/systems.ts';
 import { parseFlakeRef } from '../flake/ref.ts';
-import { canBuild } from '../plan/planner.ts';
+import { type BuildBlocker, buildBlocker } from '../plan/planner.ts';
 import type { Toleration } from '../plan/scheduling.ts';
 
 /** A spec that no cluster change can make buildable (the spec itself must change), or undefined. */
@@ -26,15 +26,14 @@ export function specProblem(nb: NixBuild): string | undefined {
 export function pinnedNodeProblem(nb: NixBuild, nodes: ReadonlyMap<string, NodeView>, tolerations: readonly Toleration[]): string | undefined {
   const pin = nb.spec.node;
   const view = pin !== undefined ? nodes.get(pin) : undefined;
-  if (view === undefined || canBuild(view, nb.spec.system, tolerations)) return undefined;
-  const why = !view.buildSystems.includes(nb.spec.system)
-    ? `it builds ${view.buildSystems.join(', ') || 'no known system'}; label it enbi.hrzn.ee/builds.${nb.spec.system}=true if it can emulate ${nb.spec.system} (binfmt + QEMU), or change spec.node`
-    : !view.ready
-      ? 'it is not Ready'
-      : view.unschedulable
-        ? 'it is cordoned'
-        : !view.builderAllowed
-          ? 'it is kept out of builds (enbi.hrzn.ee/builder=false or outside builderNodeSelector)'
-          : "its taints are not among the controller's builderTolerations";
-  return `spec.node ${pin} cannot build ${nb.spec.system}: ${why}`;
+  const blocker = view !== undefined ? buildBlocker(view, nb.spec.system, tolerations) : undefined;
+  if (blocker === undefined) return undefined;
+  const why: Record<BuildBlocker, string> = {
+    system: `it builds ${view!.buildSystems.join(', ') || 'no known system'}; label it enbi.hrzn.ee/builds.${nb.spec.system}=true if it can emulate ${nb.spec.system} (binfmt + QEMU), or change spec.node`,
+    'not-ready': 'it is not Ready',
+    cordoned: 'it is cordoned',
+    'not-allowed': 'it is kept out of builds (enbi.hrzn.ee/builder=false or outside builderNodeSelector)',
+    taints: "its taints are not among the controller's builderTolerations",
+  };
+  return `spec.node ${pin} cannot build ${nb.spec.system}: ${why[blocker]}`;
 }

@@ -25,7 +25,7 @@ export function renderText(report: DiffReport): string {
   for (const w of report.waitingPods) if (w.buildId !== undefined) waitingByBuild.set(w.buildId, (waitingByBuild.get(w.buildId) ?? 0) + 1);
   const waitingIds = new Set(report.waitingPods.map((w) => w.workload));
   if (report.podsRead !== undefined) {
-    const n = new Set(report.waitingPods.map((w) => w.workload)).size;
+    const n = waitingIds.size;
     out.push(`Pods:   ${report.podsRead} bound read; ${n} wait${n === 1 ? 's' : ''} for an image missing on ${n === 1 ? 'its' : 'their'} node`);
   }
   out.push('');

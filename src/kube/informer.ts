@@ -13,7 +13,8 @@ export interface ResilientInformer<T extends KubernetesObject> {
 export function resilientInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   path: string,
-  listFn: () => Promise<KubernetesListObject<T>>,
+  /** One page of the list, with the selectors the watch uses: `page` goes into the client call as it is. */
+  listPage: (page: ListPage) => Promise<KubernetesListObject<T>>,
   onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void,
   log: (msg: string) => void,
   labelSelector?: string,
@@ -31,11 +32,11 @@ export function resilientInformer<T extends KubernetesObject>(
     delayMs = 500;
     lastError = '';
   };
-  // listFn must apply the same selectors: the list seeds the cache, the watch keeps it.
+  // listPage must apply the same selectors: the list seeds the cache, the watch keeps it.
   const list = async () => {
-    const l = await listFn();
+    const l = await listInPages(listPage, transform);
     healthy();
-    return transform === undefined ? l : { ...l, items: l.items.map(transform) };
+    return l;
   };
   const informer = new ListWatch<T>(path, transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform), list, false, labelSelector, fieldSelector);
   informer.on('add', (o) => (healthy(), onChange(o, 'add')));
@@ -72,23 +73,30 @@ function transformingWatch<T>(inner: Watch, transform: (o: T) => T): Watch {
   return w;
 }
 
+/** The paging arguments of a list call (client-node's generated list methods take them as they are). */
+export interface ListPage {
+  limit: number;
+  _continue?: string;
+}
+
 /**
- * A list fetched in pages of `limit` (one consistent snapshot: the API server serves every page at the first
+ * A list fetched in pages of PAGE_SIZE (one consistent snapshot: the API server serves every page at the first
  * page's resourceVersion), each page mapped as it arrives: the whole list is never one huge response held
  * with its full objects, which is what sets the peak memory of a big cluster's initial list.
  */
-export async function listInPages<T extends KubernetesObject>(
-  page: (cont: string | undefined, limit: number) => Promise<KubernetesListObject<T>>,
-  map: (o: T) => T = (o) => o,
-  limit = 500,
+async function listInPages<T extends KubernetesObject>(
+  listPage: (page: ListPage) => Promise<KubernetesListObject<T>>,
+  map: ((o: T) => T) | undefined,
 ): Promise<KubernetesListObject<T>> {
   const items: T[] = [];
   let cont: string | undefined;
   let last: KubernetesListObject<T>;
   do {
-    last = await page(cont, limit);
-    for (const o of last.items) items.push(map(o));
+    last = await listPage({ limit: PAGE_SIZE, ...(cont !== undefined ? { _continue: cont } : {}) });
+    for (const o of last.items) items.push(map === undefined ? o : map(o));
     cont = last.metadata?._continue || undefined;
   } while (cont !== undefined);
   return { ...last, items };
 }
+
+const PAGE_SIZE = 500;

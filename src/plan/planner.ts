@@ -236,7 +236,19 @@ function decidePerNode(d: Demand): ImageStatus {
 
 /** Whether enbi's build Job can run on a node for a system: Ready, schedulable, allowed, able, taints tolerated. */
 export function canBuild(n: NodeView, system: string, tolerations: readonly Toleration[] | undefined): boolean {
-  return n.ready && !n.unschedulable && n.builderAllowed && n.buildSystems.includes(system) && blockingTaintsTolerated(tolerations, n.taints);
+  return buildBlocker(n, system, tolerations) === undefined;
+}
+
+export type BuildBlocker = 'system' | 'not-ready' | 'cordoned' | 'not-allowed' | 'taints';
+
+/** The first of canBuild's conditions a node fails for a system, or undefined when it can build it. */
+export function buildBlocker(n: NodeView, system: string, tolerations: readonly Toleration[] | undefined): BuildBlocker | undefined {
+  if (!n.buildSystems.includes(system)) return 'system';
+  if (!n.ready) return 'not-ready';
+  if (n.unschedulable) return 'cordoned';
+  if (!n.builderAllowed) return 'not-allowed';
+  if (!blockingTaintsTolerated(tolerations, n.taints)) return 'taints';
+  return undefined;
 }
 
 export interface BuilderChoice {
