@@ -17,8 +17,8 @@ export const nixBuildSpecSchema = z.object({
   system,
   images: z
     .array(z.string().min(1))
-    .optional()
-    .describe('Exact image references to import the result under. Absent: the name and tag Nix gave the image.'),
+    .min(1)
+    .describe("Exact image references to import the result under: tagged, inside the controller's allowedImages. Required: the build output never chooses the names it is written under."),
   imageTag: z.string().optional().describe('Pre-alpha: the git revision the image is tagged with (informational when images is set).'),
   node: z
     .string()

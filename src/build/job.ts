@@ -24,6 +24,8 @@ export interface JobSettings {
   builderTolerations: V1Toleration[];
   /** Extra `--option name value` pairs for Nix, e.g. substituters. */
   nixOptions: Record<string, string>;
+  /** Image prefixes the import may write (the controller's allowedImages): `enbi import` refuses any other name. */
+  allowedImages?: readonly string[];
   /** Seconds a build may run before Kubernetes stops it. */
   activeDeadlineSeconds: number;
   /** Runs containers as privileged; only needed for Nix's own sandbox. */
@@ -101,6 +103,8 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
               args: ['import', '--fifo', '/work/image.fifo', '--failed-marker', '/work/failed', '--termination-log', '/dev/termination-log'],
               env: [
                 { name: 'ENBI_IMAGES', value: (nb.spec.images ?? []).join(' ') },
+                { name: 'ENBI_NIXBUILD', value: nb.metadata.name },
+                ...(s.allowedImages !== undefined ? [{ name: 'ENBI_ALLOWED_IMAGES', value: s.allowedImages.join(' ') }] : []),
                 { name: 'ENBI_PLATFORM', value: platform !== undefined ? `${platform.os}/${platform.arch}` : '' },
                 { name: 'CONTAINERD_ADDRESS', value: '/run/enbi/containerd.sock' },
               ],

@@ -11,9 +11,11 @@ import { FlakeRefError, formatFlakeRef, parseFlakeRef, withoutAttr } from '../fl
 import { attrKey } from '../flake/attr.ts';
 import { LABEL_MANAGED_BY } from '../controller/desired.ts';
 
-export const BUILD_HELP = `enbi build FLAKE#ATTR --system SYSTEM [--node NODE] [--image REF]... [--namespace NS] [--follow]
+export const BUILD_HELP = `enbi build FLAKE#ATTR --image REF... --system SYSTEM [--node NODE] [--namespace NS] [--follow]
 
-Creates a NixBuild by hand (the controller runs it). FLAKE must be pinned (?rev=<commit> or github:o/r/<commit>).
+Creates a NixBuild by hand (the controller runs it). FLAKE must be pinned (?rev=<commit> or github:o/r/<commit>)
+and among the controller's allowedFlakes; each --image (at least one) is a tagged reference inside its
+allowedImages. Creating NixBuilds is for cluster admins: a NixBuild writes into a node's containerd.
 --follow streams the build log until the build ends; exit 1 when it fails.`;
 
 export async function runBuild(argv: string[]): Promise<number> {
@@ -29,13 +31,15 @@ export async function runBuild(argv: string[]): Promise<number> {
     if (!isKnownSystem(system)) throw new Error(`unknown system "${system}"`);
     const flake = parseFlakeRef(positionals[0]!);
     if (flake.rev === undefined) throw new Error(`"${positionals[0]}" is not pinned: add ?rev=<commit> (or /<commit>)`);
+    const images = values.image ?? [];
+    if (images.length === 0) throw new Error('--image REF is required: the reference(s) to import the build under');
     const ns = values.namespace ?? 'enbi-system';
     const attr = attrKey(flake.attr);
     const nb: NixBuild = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: KIND,
       metadata: { name: nixBuildName({ source: sourceKey(flake), rev: flake.rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
-      spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: flake.rev, ...(values.image !== undefined ? { images: values.image } : {}), ...(values.node !== undefined ? { node: values.node } : {}) },
+      spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: flake.rev, images, ...(values.node !== undefined ? { node: values.node } : {}) },
     };
     const kc = loadKubeConfig(values.kubeconfig);
     const custom = kc.makeApiClient(CustomObjectsApi);

@@ -29,7 +29,7 @@ export async function runController(argv: string[]): Promise<number> {
     const kc = loadKubeConfig(values.kubeconfig);
     const cacheDir = values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
-    const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source.credentialsFile), log);
+    const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
     const controller = await startController({ cfg, kc, source, metrics, log });
     const { port } = await startServer({ host: cfg.listen.host, port: cfg.listen.port, metrics, ready: controller.ready, ...(cfg.webhook.secretFile !== undefined ? { secretFile: cfg.webhook.secretFile } : {}), onPush: () => controller.trigger(true), log });
     log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, http on :${port}`);

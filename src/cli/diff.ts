@@ -33,6 +33,8 @@ Cluster:
   --kubeconfig FILE        kubeconfig to read Nodes from (default: $KUBECONFIG or ~/.kube/config)
   --mode spegel|per-node   spegel: one node per system holding an image is enough (default); per-node: every node
   --max-node-images N      kubelet's nodeStatusMaxImages (default ${DEFAULT_NODE_STATUS_MAX_IMAGES}): longer lists may be truncated
+  --trusted-namespace NS   pods in NS may declare their own flake (the controller's trustedNamespaces; repeatable).
+                           Other waiting pods are built for only when they belong to a workload of the source.
 Output:
   -o, --output text|json|yaml
   --offline                do not ask remotes what unpinned branches point to now
@@ -51,6 +53,7 @@ const OPTIONS = {
   kubeconfig: { type: 'string' },
   mode: { type: 'string' },
   'max-node-images': { type: 'string' },
+  'trusted-namespace': { type: 'string', multiple: true },
   output: { type: 'string', short: 'o' },
   offline: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -99,9 +102,10 @@ interface DiffOptions {
   maxImages: number;
   output: 'text' | 'json' | 'yaml';
   offline: boolean;
+  trustedNamespaces: string[];
 }
 
-function validate(v: Record<string, string | boolean | undefined>, positionals: string[]): DiffOptions {
+function validate(v: Record<string, string | boolean | string[] | undefined>, positionals: string[]): DiffOptions {
   const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined);
   if (positionals.length > 1) throw new UsageError(`one Git URL expected, got ${positionals.length}`);
   const gitUrl = positionals[0];
@@ -123,6 +127,7 @@ function validate(v: Record<string, string | boolean | undefined>, positionals: 
     maxImages,
     output,
     offline: v.offline === true,
+    trustedNamespaces: Array.isArray(v['trusted-namespace']) ? v['trusted-namespace'] : [],
   };
   const assign = (k: keyof DiffOptions, value: string | undefined) => {
     if (value !== undefined) (opts as unknown as Record<string, string>)[k] = value;
@@ -156,7 +161,7 @@ async function diffOnce(opts: DiffOptions): Promise<number> {
   const [{ files, info }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
   const analysis = analyzeSource(files);
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
-  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift, ...(pods !== undefined ? { pods } : {}) });
+  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift, trustedNamespaces: opts.trustedNamespaces, ...(pods !== undefined ? { pods } : {}) });
   if (podsNote !== undefined) report.warnings.push({ message: podsNote });
   for (const note of notes) report.warnings.push({ message: note });
   if (opts.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

@@ -20,6 +20,11 @@ labelled io.cri-containerd.pinned=pinned. Checks the result and fails loudly whe
   --image REF             a reference to create (repeat; default: $ENBI_IMAGES, space-separated; none: the
                           archive's own names)
   --platform OS/ARCH      the image to take and check, e.g. linux/arm64 (default: $ENBI_PLATFORM)
+  --allow-prefix P        write only names under P, e.g. registry.local/ (repeat; default: $ENBI_ALLOWED_IMAGES,
+                          space-separated; none: any name)
+  --owner NAME            the NixBuild this import is for, labelled enbi.hrzn.ee/nixbuild on every record
+                          (default: $ENBI_NIXBUILD, else enbi-import). A record of the same name that lacks
+                          that label (enbi did not write it) is never replaced: the import fails instead.
   --socket PATH           containerd's socket (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock)
   --namespace NS          containerd namespace (default k8s.io)
   --snapshotter NAME      unpack into this snapshotter (default: $ENBI_SNAPSHOTTER, else overlayfs)
@@ -63,6 +68,8 @@ export async function runImport(argv: string[]): Promise<number> {
         file: { type: 'string' },
         image: { type: 'string', multiple: true },
         platform: { type: 'string' },
+        'allow-prefix': { type: 'string', multiple: true },
+        owner: { type: 'string' },
         socket: { type: 'string' },
         namespace: { type: 'string' },
         snapshotter: { type: 'string' },
@@ -86,6 +93,9 @@ export async function runImport(argv: string[]): Promise<number> {
   }
   const images = values.image ?? (process.env.ENBI_IMAGES ?? '').split(/\s+/).filter((s) => s !== '');
   const platform = values.platform ?? (process.env.ENBI_PLATFORM || undefined);
+  const allowedEnv = (process.env.ENBI_ALLOWED_IMAGES ?? '').split(/\s+/).filter((s) => s !== '');
+  const allowedPrefixes = values['allow-prefix'] ?? (allowedEnv.length > 0 ? allowedEnv : undefined);
+  const owner = values.owner ?? (process.env.ENBI_NIXBUILD || undefined);
   const socket = values.socket ?? (process.env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock');
   const snapshotter = values['no-unpack'] === true ? '' : (values.snapshotter ?? (process.env.ENBI_SNAPSHOTTER || 'overlayfs'));
   const marker = values['failed-marker'];
@@ -108,7 +118,7 @@ export async function runImport(argv: string[]): Promise<number> {
     const beforeNaming = async (): Promise<void> => {
       if (await senderFailed(marker, 0)) throw new Error('the sender failed after sending');
     };
-    const r = await importArchive(c, input as AsyncIterable<Buffer>, { images, ...(platform ? { platform } : {}), snapshotter, log, beforeNaming });
+    const r = await importArchive(c, input as AsyncIterable<Buffer>, { images, ...(platform ? { platform } : {}), ...(allowedPrefixes !== undefined ? { allowedPrefixes } : {}), ...(owner !== undefined ? { owner } : {}), snapshotter, log, beforeNaming });
     const message = {
       image: r.image,
       digest: r.digest,

@@ -13,6 +13,8 @@ export const Reason = {
   BuildFailed: 'BuildFailed',
   NoBuilder: 'NoBuilderNode',
   InvalidSpec: 'InvalidSpec',
+  /** Its name is one enbi gives a planned build, but its spec is not that build's: enbi neither builds nor adopts it. */
+  NotAdopted: 'NotAdopted',
   NodeLost: 'NodeLost',
   ImageMissing: 'ImageMissing',
 } as const;
@@ -43,6 +45,8 @@ export interface BuildObservation {
   failedLog?: string;
   /** Set when the spec cannot be built as it is (a spec change is needed). */
   invalid?: string;
+  /** Set when the name is a planned build's but the spec is not: never built, never taken for the planned build. */
+  notAdopted?: string;
   /** Set when spec.node exists but cannot build the system now (see spec-check.ts): the build waits. */
   pinUnable?: string;
 }
@@ -130,6 +134,10 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     return { status, action: { kind: 'requeue', afterMs: 30_000 } as BuildAction };
   };
 
+  if (o.notAdopted !== undefined) {
+    set('Failed', [cond('Ready', 'False', Reason.NotAdopted, o.notAdopted), cond('Stalled', 'True', Reason.NotAdopted, o.notAdopted)]);
+    return { status, action: { kind: 'none' } };
+  }
   if (o.invalid !== undefined) {
     set('Failed', [cond('Ready', 'False', Reason.InvalidSpec, o.invalid), cond('Stalled', 'True', Reason.InvalidSpec, o.invalid)]);
     return { status, action: { kind: 'none' } };

@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';
 import { z } from 'zod';
+import { type BuildPolicy, normalizeFlakeSource, normalizeImagePrefix } from '../plan/allow.ts';
 
 const toleration = z.object({
   key: z.string().optional(),
@@ -15,14 +16,32 @@ export const controllerConfigSchema = z
   .object({
     source: z
       .object({
-        url: z.url({ protocol: /^https?$/ }).optional().describe('HTTP(S) Git repository of manifests.'),
+        url: z
+          .url({ protocol: /^https?$/ })
+          .refine((u) => { const x = new URL(u); return x.username === '' && x.password === ''; }, { message: 'credentials in source.url end up in logs and caches: remove them from the URL and put "username:password" (or a token) in the file source.credentialsFile names' })
+          .optional()
+          .describe('HTTP(S) Git repository of manifests (no credentials in the URL: see credentialsFile).'),
         dir: z.string().optional().describe('A local directory of manifests instead of Git (watched).'),
         ref: z.string().optional().describe('Branch or tag; default: the remote HEAD.'),
         path: z.string().default('').describe('Sub-path holding the manifests.'),
         intervalSeconds: z.number().int().min(5).default(60).describe('How often Git is fetched (webhooks trigger at once).'),
         credentialsFile: z.string().optional().describe('"username:password" or a token on one line.'),
       })
-      .refine((s) => (s.url === undefined) !== (s.dir === undefined), { message: 'set exactly one of source.url and source.dir' }),
+      .refine((s) => (s.url === undefined) !== (s.dir === undefined), { message: 'set exactly one of source.url and source.dir' })
+      .optional()
+      .describe('Where the manifests are: the authority on what is built. Absent: only trustedNamespaces can trigger builds.'),
+    trustedNamespaces: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('Namespaces whose pods may declare their own flake (opt-in, e.g. clusters without a Git source). Every other pod triggers a build only when it belongs to a workload of the source.'),
+    allowedImages: z
+      .array(z.string())
+      .optional()
+      .describe('Image reference prefixes enbi may write into nodes\' containerd, each ending in "/" (e.g. registry.local/). Required.'),
+    allowedFlakes: z
+      .array(z.string())
+      .optional()
+      .describe('Flake sources enbi may build: github:<owner>[/<repo>], gitlab:<group>[/<repo>], or an https:// URL prefix. Required.'),
     namespace: z.string().default('enbi-system').describe('Namespace of NixBuilds and build Jobs.'),
     watchNamespaces: z.array(z.string()).default([]).describe('Namespaces whose pods trigger builds; empty: all.'),
     mode: z.enum(['spegel', 'per-node']).default('spegel'),
@@ -64,9 +83,34 @@ export const controllerConfigSchema = z
       .object({ secretFile: z.string().optional().describe('HMAC secret (GitHub/Gitea) or token (GitLab) for POST /hooks/git.') })
       .default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.source === undefined && c.trustedNamespaces.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['source'], message: 'set source (the Git repository or directory that decides what is built), or list trustedNamespaces whose pods may ask for builds themselves' });
+    }
+    const required = { allowedImages: 'the image reference prefixes enbi may write, e.g. [registry.local/]', allowedFlakes: 'the flake sources enbi may build, e.g. [github:your-org]' } as const;
+    for (const [key, what] of Object.entries(required) as [keyof typeof required, string][]) {
+      const list = c[key];
+      if (list === undefined || list.length === 0) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `set ${key}: ${what}. enbi writes into every node's container runtime, so nothing is allowed by default` });
+        continue;
+      }
+      for (const [i, entry] of list.entries()) {
+        try {
+          (key === 'allowedImages' ? normalizeImagePrefix : normalizeFlakeSource)(entry);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', path: [key, i], message: (err as Error).message });
+        }
+      }
+    }
+  });
 
 export type ControllerConfig = z.infer<typeof controllerConfigSchema>;
+
+/** The allow-lists of a validated configuration, normalised. */
+export function policyOf(cfg: ControllerConfig): BuildPolicy {
+  return { images: (cfg.allowedImages ?? []).map(normalizeImagePrefix), flakes: (cfg.allowedFlakes ?? []).map(normalizeFlakeSource) };
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

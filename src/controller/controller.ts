@@ -10,7 +10,7 @@ import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
 import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
-import { type ControllerConfig, socketFor } from './config.ts';
+import { type ControllerConfig, policyOf, socketFor } from './config.ts';
 import { attemptOf, type BuildAction, type BuildEvent, nextState, statusChanged } from './build-state.ts';
 import { activeBuildsByNode, ANNOTATION_WORKLOADS, desiredBuilds } from './desired.ts';
 import { recordEvent, workloadTargets } from './events.ts';
@@ -55,6 +55,10 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const written = new Map<string, NixBuildStatus>();
   let recheck: NodeJS.Timeout | undefined;
   let lastBlocked = '';
+  let lastProblems = '';
+  const policy = policyOf(cfg);
+  // Refusals already told to each pod (uid → reason): one Event per pod and reason, not one per reconcile.
+  const refusedTold = new Map<string, string>();
 
   const trigger = (syncSource = false) => {
     if (syncSource) forceSync = true;
@@ -103,7 +107,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const [nodeInf, podInf, jobInf, nbInf, invInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>, ResilientInformer<KubernetesObject>];
   await Promise.all(informers.map((i) => i.start()));
   isReady = true;
-  const interval = setInterval(() => trigger(), cfg.source.intervalSeconds * 1000);
+  const interval = setInterval(() => trigger(), (cfg.source?.intervalSeconds ?? 60) * 1000);
 
   async function run(): Promise<void> {
     timer = undefined;
@@ -160,8 +164,15 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       maxConcurrentBuildsPerNode: cfg.maxConcurrentBuildsPerNode,
       now,
       rebuildGraceSeconds: cfg.rebuildGraceSeconds,
+      trustedNamespaces: cfg.trustedNamespaces,
+      policy,
     });
-    for (const p of desired.problems) log(`pod problem: ${p.object ?? ''} ${p.message}`);
+    const problems = desired.problems.map((p) => `${p.object ?? ''} ${p.message}`).join('\n');
+    if (problems !== lastProblems) {
+      lastProblems = problems;
+      if (problems !== '') log(`not planned:\n  ${problems.replaceAll('\n', '\n  ')}`);
+    }
+    await tellRefused(desired.refused, allPods);
     // What cannot start, said once per change rather than on every reconcile.
     const blocked = [...desired.unbuildable, ...desired.waiting.map((b) => `${b.id}: waits for a free build slot on ${b.node ?? '?'} (maxConcurrentBuildsPerNode)`)].join('\n');
     if (blocked !== lastBlocked) {
@@ -220,7 +231,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     for (const nb of [...builds, ...created]) {
       const placed = desired.placement.get(nb.metadata.name);
       const pick = placed !== undefined && nb.status?.node === undefined ? () => placed : () => candidate(nb.spec.system);
-      await reconcileBuild(nb, { jobsByBuild, podsByJob, rawNodes: nodeByName, views: viewByName, now, candidate: pick, rebuild: desired.rebuild.get(nb.metadata.name) });
+      await reconcileBuild(nb, { jobsByBuild, podsByJob, rawNodes: nodeByName, views: viewByName, now, candidate: pick, rebuild: desired.rebuild.get(nb.metadata.name), notAdopted: desired.notAdopted });
     }
     const live = new Set(builds.map((b) => b.metadata.uid));
     for (const uid of written.keys()) if (!live.has(uid)) written.delete(uid);
@@ -247,6 +258,22 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     now: Date;
     candidate: () => string | undefined;
     rebuild: string | undefined;
+    notAdopted: ReadonlyMap<string, string>;
+  }
+
+  /** A Warning Event on each waiting pod enbi builds nothing for, once per pod and reason. */
+  async function tellRefused(refused: readonly { namespace: string; name: string; uid?: string; container: string; reason: string }[], pods: readonly V1Pod[]): Promise<void> {
+    const live = new Set(pods.map((p) => p.metadata?.uid));
+    for (const uid of refusedTold.keys()) if (!live.has(uid)) refusedTold.delete(uid);
+    for (const r of refused) {
+      const id = r.uid ?? `${r.namespace}/${r.name}`;
+      const message = `enbi builds nothing for container ${r.container}: ${r.reason}`;
+      if (refusedTold.get(id) === message) continue;
+      refusedTold.set(id, message);
+      log(`pod ${r.namespace}/${r.name}: ${message}`);
+      d.metrics.podsRefused++;
+      await recordEvent(core, { namespace: r.namespace, kind: 'Pod', apiVersion: 'v1', name: r.name, ...(r.uid !== undefined ? { uid: r.uid } : {}) }, 'Warning', 'BuildRefused', message, log);
+    }
   }
 
   async function reconcileBuild(nb: NixBuild, x: BuildContext): Promise<void> {
@@ -266,7 +293,8 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       nodeLostSeconds: cfg.nodeLostSeconds,
       maxRebuilds: cfg.maxRebuilds,
       ...(x.rebuild !== undefined ? { rebuild: x.rebuild } : {}),
-      ...optional('invalid', specProblem(nb)),
+      ...optional('invalid', specProblem(nb, policy)),
+      ...optional('notAdopted', x.notAdopted.get(name)),
       ...optional('pinUnable', pinnedNodeProblem(nb, x.views, cfg.builderTolerations)),
     };
     let { status, action, event } = nextState(base);
@@ -331,6 +359,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       containerdSocket: socketFor({ annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' }, cfg.containerdSocket),
       builderTolerations: cfg.builderTolerations,
       nixOptions: cfg.nixOptions,
+      allowedImages: policy.images,
       activeDeadlineSeconds: cfg.buildTimeoutSeconds,
     });
     await batch.createNamespacedJob({ namespace: ns, body: job }).catch((err: unknown) => {

@@ -5,128 +5,19 @@ import type { NixBuild } from '../api/nixbuild.ts';
 import { GROUP, KIND, VERSION } from '../api/nixbuild.ts';
 import { nixBuildName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
-import { containerNeedsOf, type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
+import { type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { parseFlakeRef, formatFlakeRef, withoutAttr } from '../flake/ref.ts';
-import type { Workload } from '../manifests/workloads.ts';
-import { schedulingOf, workloadId } from '../manifests/workloads.ts';
+import { workloadId } from '../manifests/workloads.ts';
 import { normalizeImageName } from '../image/reference.ts';
+import { type BuildPolicy, needRefusal } from '../plan/allow.ts';
+import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import { type DistributionMode, type PlannedBuild, plan } from '../plan/planner.ts';
 import type { Toleration } from '../plan/scheduling.ts';
 import type { Problem } from '../problems.ts';
 
-/** Waiting reasons that mean the node lacks the image. */
-export const IMAGE_MISSING_REASONS = new Set(['ErrImageNeverPull', 'ErrImagePull', 'ImagePullBackOff']);
-
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const ANNOTATION_WORKLOADS = 'enbi.hrzn.ee/workloads';
-
-/** A container of a bound pod whose image its node lacks. */
-export interface ImageWait {
-  container: string;
-  image: string;
-  /** kubelet's waiting reason, or why enbi thinks so before kubelet says. */
-  reason: string;
-  /** True when kubelet reports it (a waiting reason), false when only the node's complete image list says so. */
-  reported: boolean;
-}
-
-/** The containers of a bound, live pod with enbi annotations that wait for an image their node lacks. */
-export function imageWaits(pod: V1Pod, nodes: ReadonlyMap<string, NodeView>): ImageWait[] {
-  const nodeName = pod.spec?.nodeName;
-  if (nodeName === undefined || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return [];
-  const annotations = pod.metadata?.annotations ?? {};
-  if (!Object.keys(annotations).some((k) => k.startsWith('enbi.hrzn.ee/'))) return [];
-  const statuses = [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])];
-  const node = nodes.get(nodeName);
-  const out: ImageWait[] = [];
-  for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    if (c.image === undefined) continue;
-    const s = statuses.find((x) => x.name === c.name);
-    const reason = s?.state?.waiting?.reason;
-    if (reason !== undefined) {
-      if (IMAGE_MISSING_REASONS.has(reason)) out.push({ container: c.name, image: c.image, reason, reported: true });
-    } else if (s === undefined && node !== undefined && node.imagesComplete && !node.images.has(normalizeImageName(c.image))) {
-      // Not started yet: missing if the node's complete image list lacks it.
-      out.push({ container: c.name, image: c.image, reason: 'not on the node (its image list)', reported: false });
-    }
-  }
-  return out;
-}
-
-/**
- * A bound pod that waits for an image its node lacks, as a workload pinned to that node. Pods whose
- * containers run, or that wait for something else, need nothing built.
- */
-export function podAsWorkload(pod: V1Pod, nodes: ReadonlyMap<string, NodeView>): Workload | undefined {
-  if (imageWaits(pod, nodes).length === 0) return undefined;
-  return workloadOfPod(pod);
-}
-
-function workloadOfPod(pod: V1Pod): Workload {
-  const containers = [...(pod.spec?.initContainers ?? []).map((c) => ({ c, init: true })), ...(pod.spec?.containers ?? []).map((c) => ({ c, init: false }))];
-  return {
-    kind: 'Pod',
-    namespace: pod.metadata?.namespace ?? 'default',
-    name: pod.metadata?.name ?? '',
-    annotations: pod.metadata?.annotations ?? {},
-    containers: containers.map(({ c, init }) => ({ name: c.name, init, ...(c.image !== undefined ? { image: c.image } : {}), ...(c.imagePullPolicy !== undefined ? { imagePullPolicy: c.imagePullPolicy } : {}) })),
-    scheduling: schedulingOf({ nodeName: pod.spec?.nodeName } as Record<string, unknown>, false),
-  };
-}
-
-/** A pod waiting for an image, as `enbi diff` shows it and the controller logs it. */
-export interface WaitingPod extends ImageWait {
-  namespace: string;
-  name: string;
-  node: string;
-  /** Its workload id in the plan (`Pod ns/name`). */
-  workload: string;
-}
-
-/** The on-demand half of the plan: waiting pods as workloads pinned to their nodes, with what they wait for. */
-export function podWorkloads(
-  pods: readonly V1Pod[],
-  nodes: ReadonlyMap<string, NodeView>,
-  analysis: Analysis | undefined,
-  locks: LockIndex,
-): { workloads: WorkloadNeeds[]; waiting: WaitingPod[]; problems: Problem[] } {
-  const fileOf = manifestFiles(analysis);
-  const workloads: WorkloadNeeds[] = [];
-  const waiting: WaitingPod[] = [];
-  const problems: Problem[] = [];
-  for (const pod of pods) {
-    const waits = imageWaits(pod, nodes);
-    if (waits.length === 0) continue;
-    const w = workloadOfPod(pod);
-    w.file = fileOf.get(`${w.namespace}\0${JSON.stringify(sortedEnbi(w.annotations))}`) ?? '';
-    const { needs, problems: p } = containerNeedsOf(w, locks);
-    problems.push(...p);
-    if (needs.length > 0) workloads.push({ workload: w, needs });
-    const id = workloadId(w);
-    for (const wait of waits) waiting.push({ ...wait, namespace: w.namespace, name: w.name, node: pod.spec?.nodeName ?? '', workload: id });
-  }
-  return { workloads, waiting, problems };
-}
-
-/**
- * The node views with what waiting pods' kubelets report absent added as known missing: a capped image
- * list cannot say an image is missing, but kubelet failing to find it can.
- */
-export function withReportedMissing(nodes: readonly NodeView[], waiting: readonly WaitingPod[]): NodeView[] {
-  const byNode = new Map<string, Set<string>>();
-  for (const w of waiting) {
-    if (!w.reported) continue;
-    let set = byNode.get(w.node);
-    if (set === undefined) byNode.set(w.node, (set = new Set()));
-    set.add(normalizeImageName(w.image));
-  }
-  if (byNode.size === 0) return [...nodes];
-  return nodes.map((n) => {
-    const extra = byNode.get(n.name);
-    return extra === undefined ? n : { ...n, missing: new Set([...(n.missing ?? []), ...extra]) };
-  });
-}
 
 export interface DesiredInput {
   analysis: Analysis | undefined;
@@ -142,6 +33,10 @@ export interface DesiredInput {
   now: Date;
   /** A Succeeded build is redone for a missing image only this long after it completed (kubelet's image list lags). */
   rebuildGraceSeconds: number;
+  /** Namespaces whose pods may declare their own flake; every other pod must match a Git workload. */
+  trustedNamespaces: readonly string[];
+  /** The image prefixes and flake sources enbi may build. */
+  policy: BuildPolicy;
 }
 
 export interface Desired {
@@ -156,6 +51,10 @@ export interface Desired {
   recheckAfterMs?: number;
   problems: Problem[];
   unbuildable: string[];
+  /** Waiting pods enbi builds nothing for, with the reason (an Event on each). */
+  refused: RefusedPod[];
+  /** NixBuilds holding a planned build's name with another spec: name → why they are not adopted. */
+  notAdopted: Map<string, string>;
 }
 
 /** Builds that occupy a slot on their node: not finished, and placed (status.node, or pinned by spec.node). */
@@ -172,14 +71,21 @@ export function activeBuildsByNode(builds: readonly NixBuild[]): Map<string, num
 export function desiredBuilds(input: DesiredInput): Desired {
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
   const workloads: WorkloadNeeds[] = [];
-  // Eager workloads are planned from the manifests, on every node they can run on.
+  const problems: Problem[] = [];
+  // Eager workloads are planned from the manifests, on every node they can run on, within the policy.
   for (const w of input.analysis?.workloads ?? []) {
     const eager = w.needs.filter((n) => n.mode === 'eager' || (input.defaultBuildMode === 'eager' && !('enbi.hrzn.ee/build' in w.workload.annotations)));
-    if (eager.length > 0) workloads.push({ workload: w.workload, needs: eager });
+    const allowed = eager.filter((n) => {
+      const why = needRefusal(n, input.policy);
+      if (why !== undefined) problems.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
+      return why === undefined;
+    });
+    if (allowed.length > 0) workloads.push({ workload: w.workload, needs: allowed });
   }
-  // On-demand: pods bound to a node that lacks their image.
-  const pods = podWorkloads(input.pods, byName, input.analysis, input.locks);
+  // On-demand: pods bound to a node that lacks their image, matched to Git's workloads.
+  const pods = podWorkloads(input.pods, byName, { analysis: input.analysis, locks: input.locks, trustedNamespaces: input.trustedNamespaces, policy: input.policy });
   workloads.push(...pods.workloads);
+  problems.push(...pods.problems);
   const existing = new Map(input.existing.map((b) => [b.metadata.name, b]));
   const names = new Map<PlannedBuild, string>();
   const nameOf = (b: PlannedBuild) => {
@@ -203,11 +109,17 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const placement = new Map<string, string>();
   const waiting: PlannedBuild[] = [];
   const rebuild = new Map<string, string>();
+  const notAdopted = new Map<string, string>();
   let recheckAfterMs: number | undefined;
   for (const b of planned.builds) {
     const name = nameOf(b);
     const found = existing.get(name);
     if (found !== undefined) {
+      const squat = adoptionProblem(found, toNixBuild(b, input.mode, input.namespace));
+      if (squat !== undefined) {
+        notAdopted.set(name, squat);
+        continue;
+      }
       const gone = goneAgain(found, b, reported, byName, input);
       if (typeof gone === 'string') rebuild.set(name, gone);
       else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
@@ -223,7 +135,25 @@ export function desiredBuilds(input: DesiredInput): Desired {
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems: pods.problems, unbuildable: planned.unbuildable };
+  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted };
+}
+
+/**
+ * Why an existing NixBuild under a planned build's name is not that build, or undefined. Names are
+ * deterministic, so anyone allowed to create NixBuilds could create one first, under the name, with another
+ * flake or more image names (another team's tag). The same source, attribute, system and pin, with images
+ * among the planned ones, is the same build (the planned set only grows as workloads share it).
+ */
+export function adoptionProblem(found: NixBuild, want: NixBuild): string | undefined {
+  const diffs: string[] = [];
+  for (const field of ['flakeUrl', 'packageName', 'system', 'node'] as const) {
+    if (found.spec[field] !== want.spec[field]) diffs.push(`spec.${field} is ${JSON.stringify(found.spec[field] ?? null)}, the planned build has ${JSON.stringify(want.spec[field] ?? null)}`);
+  }
+  const planned = new Set((want.spec.images ?? []).map(normalizeImageName));
+  const extra = (found.spec.images ?? []).filter((i) => !planned.has(normalizeImageName(i)));
+  if (extra.length > 0) diffs.push(`spec.images has ${extra.join(', ')}, which the planned build does not import`);
+  if (diffs.length === 0) return undefined;
+  return `this name is the one enbi gives the build of ${want.spec.flakeUrl}#${want.spec.packageName} for ${want.spec.system}, but ${diffs.join('; ')}. enbi neither builds nor adopts it: delete it and enbi creates its own`;
 }
 
 /**
@@ -276,17 +206,4 @@ export function toNixBuild(b: PlannedBuild, mode: DistributionMode, namespace: s
     },
     spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: b.attr, system: b.system, images: b.images, imageTag: b.rev, ...(pinned !== undefined ? { node: pinned } : {}) },
   };
-}
-
-function sortedEnbi(annotations: Record<string, unknown>): [string, unknown][] {
-  return Object.entries(annotations).filter(([k]) => k.startsWith('enbi.hrzn.ee/')).sort(([a], [b]) => (a < b ? -1 : 1));
-}
-
-/** Which manifest file a pod's annotations came from, so its indirect flake finds the right flake.lock. */
-function manifestFiles(analysis: Analysis | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const { workload } of analysis?.workloads ?? []) {
-    if (workload.file !== undefined) out.set(`${workload.namespace}\0${JSON.stringify(sortedEnbi(workload.annotations))}`, workload.file);
-  }
-  return out;
 }

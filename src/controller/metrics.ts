@@ -10,10 +10,12 @@ export interface Metrics {
   webhooksAccepted: number;
   webhooksRejected: number;
   nodesWithAgentInventory: number;
+  podsRefused: number;
+  httpBadRequests: number;
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0 };
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0 };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
@@ -27,6 +29,8 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   webhooksAccepted: ['Push webhooks accepted', 'counter'],
   webhooksRejected: ['Push webhooks rejected (bad signature or method)', 'counter'],
   nodesWithAgentInventory: ['Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)', 'gauge'],
+  podsRefused: ['Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses', 'counter'],
+  httpBadRequests: ['HTTP requests refused as malformed (bad request line, URL or headers)', 'counter'],
 };
 
 export function renderMetrics(m: Metrics): string {

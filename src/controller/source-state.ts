@@ -27,11 +27,14 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     current: () => snapshot,
     lastError: () => error,
     async refresh(force) {
-      const due = Date.now() - lastAttempt >= cfg.source.intervalSeconds * 1000;
+      const source = cfg.source;
+      // No source: only trustedNamespaces' pods can ask for builds; there is nothing to sync.
+      if (source === undefined) return false;
+      const due = Date.now() - lastAttempt >= source.intervalSeconds * 1000;
       if (!force && !due && snapshot !== undefined) return false;
       lastAttempt = Date.now();
       try {
-        const { revision, files } = await read();
+        const { revision, files } = await read(source);
         error = undefined;
         if (snapshot?.revision === revision) {
           snapshot.syncedAt = new Date();
@@ -49,14 +52,14 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     },
   };
 
-  async function read(): Promise<{ revision: string; files: { path: string; text: string }[] }> {
-    if (cfg.source.dir !== undefined) {
-      const files = await readDirSource(cfg.source.path === '' ? cfg.source.dir : `${cfg.source.dir}/${cfg.source.path}`);
+  async function read(source: NonNullable<ControllerConfig['source']>): Promise<{ revision: string; files: { path: string; text: string }[] }> {
+    if (source.dir !== undefined) {
+      const files = await readDirSource(source.path === '' ? source.dir : `${source.dir}/${source.path}`);
       const hash = createHash('sha256');
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
       return { revision: hash.digest('hex'), files };
     }
-    const snap = await syncGitSource({ url: cfg.source.url!, cacheDir, path: cfg.source.path, ...(cfg.source.ref !== undefined ? { ref: cfg.source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
+    const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
     return { revision: snap.commit, files: snap.files };
   }
 }

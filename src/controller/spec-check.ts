@@ -3,18 +3,45 @@
 import type { NixBuild } from '../api/nixbuild.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { KNOWN_SYSTEMS } from '../cluster/systems.ts';
-import { parseFlakeRef } from '../flake/ref.ts';
+import { type FlakeRef, parseFlakeRef } from '../flake/ref.ts';
+import { parseImageRef } from '../image/reference.ts';
+import { type BuildPolicy, flakeRefusal, imageRefusal } from '../plan/allow.ts';
 import { type BuildBlocker, buildBlocker } from '../plan/planner.ts';
 import type { Toleration } from '../plan/scheduling.ts';
 
-/** A spec that no cluster change can make buildable (the spec itself must change), or undefined. */
-export function specProblem(nb: NixBuild): string | undefined {
+/**
+ * A spec that no cluster change can make buildable (the spec itself, or the controller's allow-lists, must
+ * change), or undefined. Whoever wrote the NixBuild, its flake and every image name are checked against the
+ * policy: a NixBuild is no way around allowedImages and allowedFlakes.
+ */
+export function specProblem(nb: NixBuild, policy: BuildPolicy): string | undefined {
+  let flake: FlakeRef;
   try {
-    parseFlakeRef(nb.spec.flakeUrl);
+    flake = parseFlakeRef(nb.spec.flakeUrl);
   } catch (err) {
     return `spec.flakeUrl: ${(err as Error).message}`;
   }
   if (!KNOWN_SYSTEMS.includes(nb.spec.system)) return `spec.system ${nb.spec.system} is not a Linux system enbi knows (e.g. x86_64-linux, aarch64-linux)`;
+  const flakeWhy = flakeRefusal(flake, policy.flakes);
+  if (flakeWhy !== undefined) return `spec.flakeUrl: ${flakeWhy}`;
+  const images = nb.spec.images ?? [];
+  if (images.length === 0) return 'spec.images is empty: name the image references to import the build under (the build output never chooses them)';
+  for (const image of images) {
+    const why = imageProblem(image) ?? imageRefusal(image, policy.images);
+    if (why !== undefined) return `spec.images: ${why}`;
+  }
+  return undefined;
+}
+
+/** A reference enbi can promise: parseable, tagged, not `latest`, not a digest. */
+function imageProblem(image: string): string | undefined {
+  try {
+    const ref = parseImageRef(image);
+    if (ref.digest !== undefined) return `${image} is pinned by digest; a build cannot promise a digest, name a tag`;
+    if (ref.tag === undefined || ref.tag === 'latest') return `${image} has ${ref.tag === undefined ? 'no tag' : 'the moving tag latest'}; tag it with the revision it runs`;
+  } catch (err) {
+    return (err as Error).message;
+  }
   return undefined;
 }
 

@@ -55,6 +55,12 @@ export function renderText(report: DiffReport): string {
     }
     out.push(table(rows));
   }
+  if (report.refusedPods.length > 0) {
+    out.push('', `Pods refused: waiting, but enbi builds nothing for them (${report.refusedPods.length}):`);
+    const rows = [['POD', 'NODE', 'CONTAINER', 'IMAGE', 'WHY']];
+    for (const r of report.refusedPods) rows.push([`${r.namespace}/${r.name}`, r.node, r.container, r.image, r.reason]);
+    out.push(table(rows));
+  }
   const unknown = report.statuses.filter((st) => (st.state === 'unknown' || st.state === 'unschedulable') && !waitingIds.has(st.workload));
   if (unknown.length > 0) {
     out.push('', 'Not decided:');

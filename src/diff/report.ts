@@ -1,7 +1,8 @@
 // `enbi diff`'s result: the plan plus everything the user must know to trust it, and its exit code.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
-import { podWorkloads, type WaitingPod, withReportedMissing } from '../controller/desired.ts';
+import { type BuildPolicy } from '../plan/allow.ts';
+import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
@@ -50,6 +51,8 @@ export interface DiffReport {
   podsRead?: number;
   /** Pods waiting for an image their node lacks: the on-demand view of a live cluster. */
   waitingPods: WaitingPodReport[];
+  /** Waiting pods enbi builds nothing for: no Git workload matches them (or the policy refuses their image). */
+  refusedPods: RefusedPod[];
   mode: DistributionMode;
   nodes: { name: string; system?: string; buildSystems: string[]; ready: boolean; images: number; imagesComplete: boolean; imageSource: string }[];
   builds: Plan['builds'];
@@ -70,12 +73,16 @@ export interface DiffInput {
   drift?: Drift[];
   /** Bound pods of a live cluster: those waiting for a missing image are planned as the controller would. */
   pods?: readonly V1Pod[];
+  /** Namespaces whose pods may declare their own flake (the controller's trustedNamespaces). */
+  trustedNamespaces?: readonly string[];
+  policy?: BuildPolicy;
 }
 
 export function buildReport(input: DiffInput): DiffReport {
   // On demand, as the controller plans it: each waiting pod is a workload pinned to its node.
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
-  const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, input.analysis, input.analysis.locks) : { workloads: [], waiting: [], problems: [] };
+  const trust = { analysis: input.analysis, locks: input.analysis.locks, trustedNamespaces: input.trustedNamespaces ?? [], ...(input.policy !== undefined ? { policy: input.policy } : {}) };
+  const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, trust) : { workloads: [], waiting: [], refused: [], problems: [] };
   const p = plan({ workloads: [...input.analysis.workloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
@@ -108,6 +115,7 @@ export function buildReport(input: DiffInput): DiffReport {
     builds: p.builds,
     statuses: p.statuses,
     waitingPods,
+    refusedPods: pods.refused,
     unbuildable: p.unbuildable,
     problems: [...input.analysis.problems, ...pods.problems],
     warnings: input.analysis.warnings,

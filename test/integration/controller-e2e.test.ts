@@ -108,6 +108,8 @@ describe('controller end to end: git push to a running pod whose image Nix built
         source: { url: git.url('manifests'), ref: 'main', path: 'apps', intervalSeconds: 3600 },
         namespace: NS,
         watchNamespaces: [APP_NS],
+        allowedImages: ['registry.local/'],
+        allowedFlakes: [`${git.baseUrl}/`],
         builderImage: images.builder.ref,
         importerImage: images.importer.ref,
         cache: { hostPath: join(node.dir, 'enbi-nix-cache') },

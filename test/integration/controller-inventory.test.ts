@@ -92,6 +92,8 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
       source: { dir, intervalSeconds: 3600 },
       namespace: ns,
       mode: 'per-node',
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/'],
       builderImage: 'enbi.local/builder:dev',
       importerImage: 'enbi.local/importer:dev',
       containerdSocket: '/run/containerd/containerd.sock',

@@ -65,6 +65,10 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
       source: { dir, intervalSeconds: 3600 },
       namespace: ns,
       watchNamespaces: [appNs],
+      // These pods declare their own flake (no Git source): their namespace is trusted, as a cluster without Git opts in.
+      trustedNamespaces: [appNs],
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/', 'github:acme'],
       builderImage: 'enbi.local/builder:dev',
       importerImage: 'enbi.local/importer:dev',
       containerdSocket: '/run/containerd/containerd.sock',

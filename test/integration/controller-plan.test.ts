@@ -33,6 +33,10 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       source: { dir, intervalSeconds: 3600 },
       namespace: ns,
       watchNamespaces: [appNs],
+      // The bare pods below declare their own flake: their namespace is trusted (Git-matched pods: controller-e2e, trust).
+      trustedNamespaces: [appNs],
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/'],
       builderImage: 'enbi.local/builder:dev',
       importerImage: 'enbi.local/importer:dev',
       containerdSocket: '/run/containerd/containerd.sock',

@@ -67,7 +67,7 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
     nodes = await fakeNodes(c.kc, { [`rbac-amd-${run}`]: { arch: 'amd64', labels: { 'enbi.test/pool': `rbac-${run}` } } });
     const dir = await mkdtemp(join(tmpdir(), 'enbi-rbac-'));
     await writeFile(join(dir, 'app.yaml'), yamlDocs(deployment('rbac', { flake: `git+http://git.invalid/rbac.git?rev=${REV_A}#image`, annotations: { 'enbi.hrzn.ee/build': 'eager' }, nodeSelector: { 'enbi.test/pool': `rbac-${run}` } })));
-    const cfg = parseControllerConfig({ source: { dir }, namespace: NS, builderImage: 'b:1', importerImage: 'i:1', containerdSocket: '/run/containerd/containerd.sock' });
+    const cfg = parseControllerConfig({ source: { dir }, namespace: NS, builderImage: 'b:1', importerImage: 'i:1', containerdSocket: '/run/containerd/containerd.sock', allowedImages: ['registry.local/'], allowedFlakes: ['http://git.invalid/'] });
     const logs: string[] = [];
     const ctl = await startController({ cfg, kc: sa, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics: newMetrics(), log: (m) => logs.push(m) });
     try {

@@ -81,15 +81,27 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
     const core = c.kc.makeApiClient(CoreV1Api);
     const name = `waiting-${run}`;
     const image = 'registry.local/ondemand:v3';
+    const podBody = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: 'default', annotations: { 'enbi.hrzn.ee/flake': `github:acme/ondemand/${REV_A}#image` } },
+      spec: { nodeName: withoutAgent, containers: [{ name: 'app', image, imagePullPolicy: 'Never' }] },
+    };
+    // The pod is in Git (a Pod manifest of the source): its waiting copy in the cluster says where to build.
+    await writeFile(join(dir, 'ondemand-pod.yaml'), yamlDocs(podBody));
+    await core.createNamespacedPod({ namespace: 'default', body: podBody });
+    // A tenant's pod that Git does not know, claiming a well-known name with its own flake: refused.
+    const tenant = `tenant-${run}`;
     await core.createNamespacedPod({
       namespace: 'default',
       body: {
-        metadata: { name, annotations: { 'enbi.hrzn.ee/flake': `github:acme/ondemand/${REV_A}#image` } },
-        spec: { nodeName: withoutAgent, containers: [{ name: 'app', image, imagePullPolicy: 'Never' }] },
+        metadata: { name: tenant, annotations: { 'enbi.hrzn.ee/flake': `github:evil/payload/${REV_A}#image` } },
+        spec: { nodeName: withoutAgent, containers: [{ name: 'db', image: 'postgres:16.4', imagePullPolicy: 'Never' }] },
       },
     });
     try {
       await setPodWaiting(c.kc, 'default', name, 'ErrImageNeverPull');
+      await setPodWaiting(c.kc, 'default', tenant, 'ErrImageNeverPull');
       const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
       assert.equal(r.code, 2, r.stderr);
       const report = JSON.parse(r.stdout) as { podsRead?: number; waitingPods: { name: string; node: string; reason: string; state: string; buildId?: string; system?: string }[]; builds: { id: string; node: string; system: string; images: string[] }[] };
@@ -108,8 +120,20 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
       const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
       assert.match(text.stdout, new RegExp(`Pods waiting for an image missing on their node[\\s\\S]*default/${name}\\s+${withoutAgent}\\s+app\\s+${image.replaceAll('.', '\\.')}\\s+ErrImageNeverPull\\s+x86_64-linux on ${withoutAgent}`));
       assert.match(text.stdout, /now \(pods waiting\)/);
+      // The tenant's pod: refused, with the reason, and nothing planned for postgres or its flake.
+      const refused = (JSON.parse(r.stdout) as { refusedPods: { name: string; container: string; image: string; reason: string }[] }).refusedPods.find((x) => x.name === tenant);
+      assert.ok(refused, 'the tenant pod is listed as refused');
+      assert.equal(refused.image, 'postgres:16.4');
+      assert.match(refused.reason, /no workload of the Git source matches this pod/);
+      assert.ok(!report.builds.some((x) => x.images.some((i) => i.includes('postgres'))), 'no build for the tenant');
+      assert.ok(!report.waitingPods.some((x) => x.name === tenant));
+      assert.match(text.stdout, new RegExp(`Pods refused: waiting, but enbi builds nothing for them[\\s\\S]*default/${tenant}\\s+${withoutAgent}\\s+db\\s+postgres:16\\.4\\s+no workload of the Git source`));
+      // With --trusted-namespace default its pods may declare their own flake (as the controller's trustedNamespaces).
+      const trusted = JSON.parse((await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json', '--trusted-namespace', 'default'])).stdout) as { refusedPods: { name: string }[]; waitingPods: { name: string }[] };
+      assert.ok(trusted.waitingPods.some((x) => x.name === tenant) && !trusted.refusedPods.some((x) => x.name === tenant));
     } finally {
       await core.deleteNamespacedPod({ namespace: 'default', name, gracePeriodSeconds: 0 }).catch(() => undefined);
+      await core.deleteNamespacedPod({ namespace: 'default', name: tenant, gracePeriodSeconds: 0 }).catch(() => undefined);
     }
   });
 });

@@ -175,6 +175,8 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
       source: { url: git.url('manifests'), ref: 'main', path: 'apps', intervalSeconds: 3600 },
       namespace: NS,
       watchNamespaces: [APP_NS],
+      allowedImages: ['registry.local/'],
+      allowedFlakes: [`${git.baseUrl}/`],
       mode: 'per-node',
       builderImage: 'enbi.local/builder:dev',
       importerImage: 'enbi.local/importer:dev',

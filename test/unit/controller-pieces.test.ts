@@ -9,6 +9,8 @@ import { ConfigError, parseControllerConfig, socketFor } from '../../src/control
 import { verifyWebhook } from '../../src/controller/webhook-auth.ts';
 import { REV_A } from '../support/fixtures.ts';
 
+const POLICY = { images: ['docker.io/r/'], flakes: ['https://github.com/a/'] };
+
 test('webhooks: GitHub and Gitea HMACs and GitLab tokens are checked, anything else refused', () => {
   const body = Buffer.from('{"ref":"refs/heads/main"}');
   const hmac = createHmac('sha256', 's3cret').update(body).digest('hex');
@@ -21,10 +23,10 @@ test('webhooks: GitHub and Gitea HMACs and GitLab tokens are checked, anything e
 });
 
 test('configuration: defaults, and every problem of a bad file listed', () => {
-  const ok = parseControllerConfig({ source: { url: 'https://git.example/m.git' }, builderImage: 'b', importerImage: 'i' });
+  const ok = parseControllerConfig({ source: { url: 'https://git.example/m.git' }, builderImage: 'b', importerImage: 'i', allowedImages: ['registry.local/'], allowedFlakes: ['github:acme'] });
   assert.equal(ok.namespace, 'enbi-system');
   assert.equal(ok.mode, 'spegel');
-  assert.equal(ok.source.intervalSeconds, 60);
+  assert.equal(ok.source?.intervalSeconds, 60);
   assert.throws(
     () => parseControllerConfig({ source: { url: 'ssh://x', dir: '/x' }, mode: 'sometimes', builderImage: 'b', extra: 1 }),
     (e: unknown) => e instanceof ConfigError && /source/.test(e.message) && /mode/.test(e.message) && /importerImage/.test(e.message) && /extra/.test(e.message),
@@ -108,13 +110,13 @@ test('a hand-written NixBuild: an unparseable flake or unknown system fails as I
   const { nodeViewOf } = await import('../../src/cluster/node-view.ts');
   const { rawNode } = await import('../support/fixtures.ts');
   const bad = { ...nb(), spec: { ...nb().spec, flakeUrl: 'notaflake:x y' } };
-  const invalid = specProblem(bad);
+  const invalid = specProblem(bad, POLICY);
   assert.match(invalid ?? '', /^spec\.flakeUrl: /);
   const failed = nextState({ ...base, nb: bad, jobs: [], pods: [], invalid: invalid! });
   assert.equal(failed.status.phase, 'Failed');
   assert.equal(failed.status.conditions?.find((c) => c.type === 'Stalled')?.reason, 'InvalidSpec');
-  assert.match(specProblem({ ...nb(), spec: { ...nb().spec, system: 'x86_64-darwin' } }) ?? '', /x86_64-darwin is not a Linux system/);
-  assert.equal(specProblem(nb()), undefined);
+  assert.match(specProblem({ ...nb(), spec: { ...nb().spec, system: 'x86_64-darwin' } }, POLICY) ?? '', /x86_64-darwin is not a Linux system/);
+  assert.equal(specProblem(nb(), POLICY), undefined);
 
   const views = new Map([
     ['amd', nodeViewOf(rawNode('amd', { arch: 'amd64' }))],

@@ -7,7 +7,8 @@ import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import type { NixBuild } from '../../src/api/nixbuild.ts';
 import { nodeViewOf } from '../../src/cluster/node-view.ts';
 import { nextState, nodeLoss, type NodeHealth } from '../../src/controller/build-state.ts';
-import { activeBuildsByNode, desiredBuilds, type DesiredInput, podWorkloads } from '../../src/controller/desired.ts';
+import { activeBuildsByNode, desiredBuilds, type DesiredInput } from '../../src/controller/desired.ts';
+import { podWorkloads } from '../../src/plan/on-demand.ts';
 import { analyzeSource } from '../../src/pipeline/analyze.ts';
 import { chooseBuilder, plan } from '../../src/plan/planner.ts';
 import { deployment, type NodeOptions, rawNode, REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
@@ -114,6 +115,9 @@ const desiredInput = (o: Partial<DesiredInput>): DesiredInput => ({
   maxConcurrentBuildsPerNode: 1,
   now: new Date('2025-01-01T12:00:00Z'),
   rebuildGraceSeconds: 120,
+  // These pods declare their own flake: their namespace is trusted (the trust gate has its own tests).
+  trustedNamespaces: ['apps'],
+  policy: { images: ['registry.local/'], flakes: ['http://git.invalid/', 'https://github.com/acme/'] },
   ...o,
 });
 
@@ -166,7 +170,7 @@ test('desired: a Succeeded build is rebuilt only when a pod reports the image mi
 test('podWorkloads: which pods wait for which image, reported by kubelet or seen missing from the node', () => {
   const byName = new Map(nodes({ a1: {}, a2: { images: ['registry.local/lazy:v2'] } }).map((n) => [n.name, n]));
   const running: V1Pod = { ...podOn('p3', 'a1'), status: { phase: 'Running', containerStatuses: [{ name: 'app', image: '', imageID: '', ready: true, restartCount: 0, state: { running: {} } }] } };
-  const r = podWorkloads([podOn('p1', 'a1'), podOn('p2', 'a1', null), podOn('p4', 'a2', null), running], byName, undefined, new Map());
+  const r = podWorkloads([podOn('p1', 'a1'), podOn('p2', 'a1', null), podOn('p4', 'a2', null), running], byName, { analysis: undefined, locks: new Map(), trustedNamespaces: ['apps'] });
   assert.deepEqual(
     r.waiting.map((w) => [w.name, w.node, w.reason, w.reported]),
     [['p1', 'a1', 'ErrImageNeverPull', true], ['p2', 'a1', 'not on the node (its image list)', false]],

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
 import { podConcernsEnbi, slimPod } from '../../src/kube/slim-pod.ts';
-import { imageWaits } from '../../src/controller/desired.ts';
+import { imageWaits } from '../../src/plan/on-demand.ts';
 
 const managedFields = [{ manager: 'kubelet', operation: 'Update', fieldsV1: { 'f:status': { 'f:conditions': {} } } }];
 const pod = (annotations: Record<string, string>, labels: Record<string, string> = {}): V1Pod => ({

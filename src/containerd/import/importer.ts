@@ -39,6 +39,7 @@ import {
   LABEL_GC_EXPIRE,
   LABEL_GC_SNAPSHOT,
   LABEL_PINNED,
+  LABEL_RECORD_OWNER,
   LABEL_UNCOMPRESSED,
   manifestGcLabels,
   type Desc,
@@ -60,6 +61,10 @@ export interface ImportOptions {
   memoryBudgetBytes?: number;
   /** Called once the whole archive is in, before anything is named: throw to import nothing. */
   beforeNaming?: () => Promise<void>;
+  /** The NixBuild this import is for: labelled on every record (LABEL_RECORD_OWNER). Default: `enbi import`. */
+  owner?: string;
+  /** Only names under these prefixes (`registry.local/`) may be written; absent: any. */
+  allowedPrefixes?: readonly string[];
   /** The lease expires after this long even if enbi dies (default 1 h). */
   leaseSeconds?: number;
   log?: (line: string) => void;
@@ -115,6 +120,9 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
   let names: ImageName[] = imageNames(o.images);
   // Known before the first byte when the references are given: every blob is committed with them.
   let sourceLabels = distributionSourceLabels(names);
+  const owner = o.owner ?? 'enbi-import';
+  // Refused before a byte is read: a name outside the allowed prefixes.
+  checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
 
   const leaseId = `enbi-import-${Date.now()}-${randomBytes(4).toString('hex')}`;
   const expire = new Date(Date.now() + (o.leaseSeconds ?? 3600) * 1000).toISOString();
@@ -220,6 +228,7 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     if (names.length === 0) {
       names = imageNames(archiveNames);
       if (names.length === 0) throw new ImportError('no image name: give --image (ENBI_IMAGES), the archive names none');
+      checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
       sourceLabels = distributionSourceLabels(names);
       // Blobs streamed before the names were known get their labels now.
       for (const f of files.values()) if (f.written) await addContentLabels(c, f.digest, sourceLabels);
@@ -253,10 +262,11 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     const manifestLabels = { ...sourceLabels, ...manifestGcLabels(configDesc, layers.map((l) => l.desc)) };
     await writeBlob(c, { data: manifestBytes, labels: manifestLabels, expected: manifestDesc.digest, ref: ingestRef('manifest') });
 
-    // 5. The image records: tags and digest references, replacing records of the same name.
+    // 5. The image records: tags and digest references. enbi replaces only its own records (and adds its
+    // labels to one that already points at this very image); any other record of the name stays as it is.
     await o.beforeNaming?.();
     const recordNames = [...names.map((n) => n.name), ...digestNames(names, manifestDesc.digest)];
-    const recordLabels = { [LABEL_PINNED]: 'pinned', [LABEL_CRI_MANAGED]: 'managed' };
+    const recordLabels = { [LABEL_PINNED]: 'pinned', [LABEL_CRI_MANAGED]: 'managed', [LABEL_RECORD_OWNER]: owner };
     for (const name of recordNames) {
       const image = { name, labels: recordLabels, target: manifestDesc };
       try {
@@ -264,7 +274,8 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
         created.push(name);
       } catch (e) {
         if (!isAlreadyExists(e)) throw e;
-        await c.unary('images', 'Update', { image });
+        const existing = await foreignRecord(c, name, manifestDesc.digest);
+        await c.unary('images', 'Update', { image: { ...image, labels: { ...existing?.labels, ...recordLabels } } });
       }
     }
 
@@ -295,6 +306,33 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     await c.unary('leases', 'Delete', { id: leaseId }).catch(() => undefined);
     throw e;
   }
+}
+
+/** Throws when a name is outside the allowed prefixes. */
+function checkAllowed(names: readonly string[], prefixes: readonly string[] | undefined): void {
+  if (prefixes === undefined) return;
+  const outside = names.filter((n) => !prefixes.some((p) => n.startsWith(p)));
+  if (outside.length > 0) throw new ImportError(`refusing to write ${outside.join(', ')}: outside the allowed prefixes (${prefixes.join(', ') || 'none'})`);
+}
+
+/**
+ * The record of this name, when enbi may replace it: absent, enbi's own (LABEL_RECORD_OWNER), or already
+ * pointing at `target`. Throws for any other record: enbi never replaces an image it did not write.
+ */
+async function foreignRecord(c: ContainerdClient, name: string, target: string | undefined): Promise<{ labels: Record<string, string> } | undefined> {
+  let r: { image: { target: Desc | null; labels: Record<string, string> | null } | null };
+  try {
+    r = await c.unary('images', 'Get', { name });
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+  const labels = r.image?.labels ?? {};
+  if (labels[LABEL_RECORD_OWNER] !== undefined || (target !== undefined && r.image?.target?.digest === target)) return { labels };
+  throw new ImportError(
+    `image ${name} exists on this node and enbi did not write it (it points at ${r.image?.target?.digest ?? 'nothing'} and has no ${LABEL_RECORD_OWNER} label): ` +
+      `enbi never replaces it. Remove it first (ctr -n k8s.io images rm ${name}) if enbi should own this name, or name another image`,
+  );
 }
 
 /**

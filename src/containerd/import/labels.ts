@@ -15,6 +15,8 @@ export const LABEL_GC_EXPIRE = 'containerd.io/gc.expire';
 export const LABEL_PINNED = 'io.cri-containerd.pinned';
 /** What the CRI plugin puts on the images it pulls (and `ctr images import` in k8s.io). */
 export const LABEL_CRI_MANAGED = 'io.cri-containerd.image';
+/** On every image record enbi creates: the NixBuild it came from. A record without it is never replaced. */
+export const LABEL_RECORD_OWNER = 'enbi.hrzn.ee/nixbuild';
 
 export interface ImageName {
   /** The full reference as given, normalized (`app:1` → `docker.io/library/app:1`). */
