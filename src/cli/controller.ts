@@ -7,9 +7,10 @@ import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { loadControllerConfig } from '../controller/config.ts';
 import { startController } from '../controller/controller.ts';
 import { newMetrics } from '../controller/metrics.ts';
-import { startServer } from '../controller/server.ts';
+import { readWebhookSecret, startServers } from '../controller/server.ts';
 import { sourceState } from '../controller/source-state.ts';
 import { gitAuthFrom } from '../source/auth.ts';
+import { printable } from '../text/printable.ts';
 
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
@@ -22,17 +23,21 @@ export async function runController(argv: string[]): Promise<number> {
     console.log(CONTROLLER_HELP);
     return 0;
   }
-  const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
+  // Log lines carry text from manifests, pods and build logs: escaped, so that no one can forge or hide a line.
+  const log = (m: string) => console.log(`${new Date().toISOString()} ${printable(m)}`);
   try {
     if (values.config === undefined) throw new Error('--config FILE is required');
     const cfg = await loadControllerConfig(values.config);
+    // A bad webhook secret stops start-up before anything else runs.
+    if (cfg.webhook.secretFile !== undefined) await readWebhookSecret(cfg.webhook.secretFile);
     const kc = loadKubeConfig(values.kubeconfig);
     const cacheDir = values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
     const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
     const controller = await startController({ cfg, kc, source, metrics, log });
-    const { port } = await startServer({ host: cfg.listen.host, port: cfg.listen.port, metrics, ready: controller.ready, ...(cfg.webhook.secretFile !== undefined ? { secretFile: cfg.webhook.secretFile } : {}), onPush: () => controller.trigger(true), log });
-    log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, http on :${port}`);
+    const webhook = cfg.webhook.secretFile !== undefined ? { ...cfg.webhook.listen, secretFile: cfg.webhook.secretFile } : undefined;
+    const servers = await startServers({ listen: cfg.listen, ...(webhook !== undefined ? { webhook } : {}), metrics, ready: controller.ready, onPush: () => controller.trigger(true), log });
+    log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`);
     controller.trigger(true);
     const stop = async () => {
       log('stopping');

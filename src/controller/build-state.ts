@@ -4,6 +4,7 @@ import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import type { Condition, NixBuild, NixBuildStatus } from '../api/nixbuild.ts';
 import { jobNodeOf } from '../build/job.ts';
 import type { NodeView } from '../cluster/node-view.ts';
+import { printable } from '../text/printable.ts';
 
 /** Reasons, as they appear in conditions and Events. */
 export const Reason = {
@@ -128,7 +129,7 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     status.phase = phase;
     status.conditions = mergeConditions(prev.conditions ?? [], conditions, o.now, generation);
   };
-  const cond = (type: string, s: Condition['status'], reason: string, message: string): Condition => ({ type, status: s, reason, message, lastTransitionTime: o.now.toISOString() });
+  const cond = (type: string, s: Condition['status'], reason: string, message: string): Condition => ({ type, status: s, reason, message: printable(message), lastTransitionTime: o.now.toISOString() });
   const noBuilder = (msg: string) => {
     set('Pending', [cond('Ready', 'False', Reason.NoBuilder, msg), cond('Reconciling', 'True', Reason.NoBuilder, msg)]);
     return { status, action: { kind: 'requeue', afterMs: 30_000 } as BuildAction };
@@ -241,7 +242,7 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
   if (o.failedLog === undefined && pod?.metadata?.name !== undefined && prev.logExcerpt === undefined) {
     return { status, action: { kind: 'read-log', pod: pod.metadata.name } };
   }
-  if (o.failedLog !== undefined) status.logExcerpt = o.failedLog;
+  if (o.failedLog !== undefined) status.logExcerpt = printable(o.failedLog);
   const reason = failureReason(current, o.pods);
   if (counted >= o.maxAttempts) {
     status.completionTime ??= o.now.toISOString();
@@ -254,7 +255,7 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
   const msg = `attempt ${counted} failed (${reason}); attempt ${counted + 1} of ${o.maxAttempts}`;
   set('Building', [cond('Ready', 'False', Reason.Retrying, msg), cond('Reconciling', 'True', Reason.Retrying, msg)]);
   if (waitMs > 0) return { status, action: { kind: 'requeue', afterMs: recheckMs !== undefined ? Math.min(waitMs, recheckMs) : waitMs } };
-  status.logExcerpt = o.failedLog ?? prev.logExcerpt;
+  status.logExcerpt = o.failedLog !== undefined ? printable(o.failedLog) : prev.logExcerpt;
   status.buildJobName = `${o.nb.metadata.name}-${attempt + 1}`;
   status.attempts = attempt + 1;
   return { status, action: { kind: 'create-job', attempt: attempt + 1, node } };

@@ -78,10 +78,19 @@ export const controllerConfigSchema = z
       .describe("A Succeeded build whose image is missing again where a pod waits is rebuilt only this long after it completed (kubelet refreshes its image list every 30 s)."),
     maxRebuilds: z.number().int().min(0).default(1).describe('Rebuilds per NixBuild for an image gone missing; then it is Stalled (ImageMissing).'),
     maxNodeImages: z.number().int().min(1).default(50).describe("kubelet's nodeStatusMaxImages."),
-    listen: z.object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') }).default({ port: 8080, host: '0.0.0.0' }),
+    listen: z
+      .object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') })
+      .default({ port: 8080, host: '0.0.0.0' })
+      .describe('Probes (/healthz, /readyz) and Prometheus /metrics.'),
     webhook: z
-      .object({ secretFile: z.string().optional().describe('HMAC secret (GitHub/Gitea) or token (GitLab) for POST /hooks/git.') })
-      .default({}),
+      .object({
+        secretFile: z.string().optional().describe('HMAC secret (GitHub/Gitea) or token (GitLab) for POST /hooks/git; absent: no webhook. An empty file is a start-up error.'),
+        listen: z
+          .object({ port: z.number().int().min(0).max(65535).default(8081), host: z.string().default('0.0.0.0') })
+          .default({ port: 8081, host: '0.0.0.0' })
+          .describe('The webhook has its own port, so that a NetworkPolicy can open it alone to the Git host.'),
+      })
+      .default({ listen: { port: 8081, host: '0.0.0.0' } }),
   })
   .strict()
   .superRefine((c, ctx) => {

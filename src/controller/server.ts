@@ -1,72 +1,161 @@
-// The controller's HTTP endpoint: probes, Prometheus metrics, and the Git push webhook.
+// The controller's two HTTP endpoints, on separate ports so that a NetworkPolicy can open each to its own
+// clients: probes and Prometheus metrics (kubelet, the monitoring stack), and the Git push webhook (the Git
+// host, usually through an Ingress). Anyone who reaches a port can send anything: a request line, URL or
+// header the handler cannot read is answered 400 (or 431) and counted, never thrown, so that no request can
+// stop the process.
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { type Metrics, renderMetrics } from './metrics.ts';
 import { verifyWebhook } from './webhook-auth.ts';
 
-export interface ServerDeps {
+export interface Listen {
   host: string;
   port: number;
+}
+
+export interface ServerDeps {
+  /** Probes and metrics. */
+  listen: Listen;
+  /** The webhook's own port; absent: no webhook. */
+  webhook?: Listen & { secretFile: string };
   metrics: Metrics;
   ready: () => boolean;
-  /** Secret of the webhook; undefined disables POST /hooks/git. */
-  secretFile?: string;
   onPush: () => void;
   log: (m: string) => void;
 }
 
-const MAX_BODY = 5 * 1024 * 1024;
+export interface RunningServers {
+  port: number;
+  webhookPort?: number;
+  close(): Promise<void>;
+}
 
-export async function startServer(d: ServerDeps): Promise<{ server: Server; port: number }> {
-  const secret = d.secretFile !== undefined ? (await readFile(d.secretFile, 'utf8')).trim() : undefined;
-  const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (req.method === 'GET' && url.pathname === '/healthz') return void res.end('ok\n');
-    if (req.method === 'GET' && url.pathname === '/readyz') {
-      res.statusCode = d.ready() ? 200 : 503;
-      return void res.end(d.ready() ? 'ready\n' : 'informers not synced\n');
-    }
-    if (req.method === 'GET' && url.pathname === '/metrics') {
+const MAX_BODY = 5 * 1024 * 1024;
+/** Node's default; a larger header is answered 431 before any handler runs. */
+const MAX_HEADER_BYTES = 16 * 1024;
+
+/** Reads the webhook secret; an empty or unreadable file is a start-up error (an empty HMAC key accepts forgeries). */
+export async function readWebhookSecret(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new Error(`webhook.secretFile ${file}: ${(err as Error).message}`);
+  }
+  const secret = text.trim();
+  if (secret === '') throw new Error(`webhook.secretFile ${file} is empty: put the secret your Git host signs pushes with in it (e.g. openssl rand -hex 32), or remove webhook.secretFile to turn the webhook off`);
+  return secret;
+}
+
+export async function startServers(d: ServerDeps): Promise<RunningServers> {
+  const secret = d.webhook !== undefined ? await readWebhookSecret(d.webhook.secretFile) : undefined;
+  const probes = hardened(d, (req, res, url) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'GET only\n');
+    if (url.pathname === '/healthz') return reply(res, 200, 'ok\n');
+    if (url.pathname === '/readyz') return d.ready() ? reply(res, 200, 'ready\n') : reply(res, 503, 'informers not synced\n');
+    if (url.pathname === '/metrics') {
       res.setHeader('Content-Type', 'text/plain; version=0.0.4');
-      return void res.end(renderMetrics(d.metrics));
+      return reply(res, 200, renderMetrics(d.metrics));
     }
-    if (url.pathname === '/hooks/git') {
-      if (secret === undefined) {
-        res.statusCode = 404;
-        return void res.end('webhook disabled: set webhook.secretFile\n');
-      }
+    return reply(res, 404, 'not found\n');
+  });
+  const servers: Server[] = [probes];
+  const port = await listen(probes, d.listen);
+  let webhookPort: number | undefined;
+  if (d.webhook !== undefined && secret !== undefined) {
+    const hook = hardened(d, (req, res, url) => {
+      if (url.pathname !== '/hooks/git') return reply(res, 404, 'not found\n');
       if (req.method !== 'POST') {
         d.metrics.webhooksRejected++;
-        res.statusCode = 405;
-        return void res.end('POST only\n');
+        return reply(res, 405, 'POST only\n');
       }
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_BODY) req.destroy();
-        else chunks.push(c);
-      });
-      req.on('end', () => {
-        const verdict = verifyWebhook(req.headers, Buffer.concat(chunks), secret);
-        if (!verdict.ok) {
-          d.metrics.webhooksRejected++;
-          d.log(`webhook rejected: ${verdict.reason}`);
-          res.statusCode = 401;
-          return void res.end(`${verdict.reason}\n`);
-        }
-        d.metrics.webhooksAccepted++;
-        d.log(`webhook from ${verdict.provider}: syncing the source now`);
-        d.onPush();
-        res.statusCode = 202;
-        res.end('sync triggered\n');
-      });
-      return;
+      receiveWebhook(req, res, secret, d);
+    });
+    servers.push(hook);
+    webhookPort = await listen(hook, d.webhook);
+  }
+  return {
+    port,
+    ...(webhookPort !== undefined ? { webhookPort } : {}),
+    close: async () => {
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    },
+  };
+}
+
+/** A server whose handler never throws past it and whose malformed requests are answered, not fatal. */
+function hardened(d: ServerDeps, handle: (req: IncomingMessage, res: ServerResponse, url: URL) => void): Server {
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://enbi.invalid');
+    } catch {
+      d.metrics.httpBadRequests++;
+      return reply(res, 400, 'malformed URL\n');
     }
-    res.statusCode = 404;
-    res.end('not found\n');
+    try {
+      handle(req, res, url);
+    } catch (err) {
+      d.log(`http handler failed on ${req.method} ${url.pathname}: ${(err as Error).message}`);
+      if (!res.headersSent) reply(res, 500, 'internal error\n');
+      else res.destroy();
+    }
   });
-  await new Promise<void>((resolve) => server.listen(d.port, d.host, resolve));
-  return { server, port: (server.address() as AddressInfo).port };
+  // A request line or header Node cannot parse (or one over the size limit) never reaches the handler.
+  server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+    d.metrics.httpBadRequests++;
+    if (socket.writable && !socket.destroyed) {
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
+  return server;
+}
+
+function receiveWebhook(req: IncomingMessage, res: ServerResponse, secret: string, d: ServerDeps): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let tooBig = false;
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (size > MAX_BODY) {
+      if (!tooBig) {
+        tooBig = true;
+        d.metrics.webhooksRejected++;
+        reply(res, 413, 'body too large\n');
+        req.destroy();
+      }
+    } else chunks.push(c);
+  });
+  req.on('error', () => undefined);
+  req.on('end', () => {
+    if (tooBig) return;
+    const verdict = verifyWebhook(req.headers, Buffer.concat(chunks), secret);
+    if (!verdict.ok) {
+      d.metrics.webhooksRejected++;
+      d.log(`webhook rejected: ${verdict.reason}`);
+      return reply(res, 401, `${verdict.reason}\n`);
+    }
+    d.metrics.webhooksAccepted++;
+    d.log(`webhook from ${verdict.provider}: syncing the source now`);
+    d.onPush();
+    reply(res, 202, 'sync triggered\n');
+  });
+}
+
+function reply(res: ServerResponse, status: number, body: string): void {
+  res.statusCode = status;
+  res.end(body);
+}
+
+async function listen(server: Server, at: Listen): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -65,6 +65,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
   let git: GitServer;
   let controller: ChildProcess | undefined;
   let port: number;
+  let hookPort: number;
   let controllerLog = '';
   let configFile: string;
   let nodeName: string;
@@ -80,7 +81,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
   const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: NS })).items;
   const webhook = async (body: string) => {
     const sig = `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`;
-    return fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': sig, 'Content-Type': 'application/json' } });
+    return fetch(`http://127.0.0.1:${hookPort}/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': sig, 'Content-Type': 'application/json' } });
   };
   const runningPod = async (app: string, image: string) => {
     const pods = (await c.kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: APP_NS, labelSelector: `app=${app}` })).items;
@@ -99,6 +100,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
     // Pods reach the host through the bridge address the API server listens on.
     git = await startGitServer({ host: new URL(c.server).hostname });
     port = await freePort();
+    hookPort = await freePort();
     const dir = await mkdtemp(join(tmpdir(), 'enbi-e2e-'));
     await writeFile(join(dir, 'secret'), SECRET);
     configFile = join(dir, 'config.yaml');
@@ -120,7 +122,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
         // Longer than kubelet takes to refresh its image list (the evidence a rebuild needs), shorter than the default.
         rebuildGraceSeconds: 40,
         listen: { host: '127.0.0.1', port },
-        webhook: { secretFile: join(dir, 'secret') },
+        webhook: { secretFile: join(dir, 'secret'), listen: { host: '127.0.0.1', port: hookPort } },
       }),
     );
   });
@@ -180,8 +182,68 @@ describe('controller end to end: git push to a running pod whose image Nix built
     await new Promise((r) => setTimeout(r, 3000));
     assert.deepEqual((await builds()).map((b) => [b.metadata.name, b.metadata.resourceVersion]), before.map((b) => [b.metadata.name, b.metadata.resourceVersion]));
     assert.equal((await jobs()).length, jobsBefore.length);
-    const rejected = await fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Hub-Signature-256': 'sha256=00' } });
+    const rejected = await fetch(`http://127.0.0.1:${hookPort}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Hub-Signature-256': 'sha256=00' } });
     assert.equal(rejected.status, 401);
+  });
+
+  it('a tenant pod choosing its own flake and a well-known image name gets nothing built, an Event saying why, and the node no record', async () => {
+    const core = c.kc.makeApiClient(CoreV1Api);
+    const node = c.nodes[0]!;
+    const ctr = (...args: string[]) => execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', ...args], { encoding: 'utf8' });
+    const buildsBefore = (await builds()).map((b) => b.metadata.name).sort();
+    const jobsBefore = (await jobs()).length;
+    const tenantPod = (name: string, image: string, pull: string) => ({
+      metadata: { name, annotations: { 'enbi.hrzn.ee/flake': `${v1.flakeUrl}#image` } },
+      spec: { nodeName, restartPolicy: 'Never', containers: [{ name: 'db', image, imagePullPolicy: pull }] },
+    });
+    // The attack: the tenant's own flake (here the app's, a flake enbi may build) under postgres's name.
+    await core.createNamespacedPod({ namespace: APP_NS, body: tenantPod('tenant', 'postgres:16.4', 'Never') });
+    // And another team's image with imagePullPolicy Always: the pull fails (no registry), the node holds it.
+    await core.createNamespacedPod({ namespace: APP_NS, body: tenantPod('puller', `registry.local/e2e-app:${v1.shortRev}`, 'Always') });
+    const event = await until('a BuildRefused Event on the tenant pod', async () => {
+      const events = (await core.listNamespacedEvent({ namespace: APP_NS })).items;
+      return events.find((e) => e.involvedObject.name === 'tenant' && e.reason === 'BuildRefused');
+    }, 60_000, 500);
+    assert.equal(event.type, 'Warning');
+    assert.match(event.message ?? '', /no workload of the Git source matches this pod .* enbi builds what Git declares/);
+    await until('the puller pod to fail its pull', async () => {
+      const st = (await core.readNamespacedPod({ name: 'puller', namespace: APP_NS })).status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      return st === 'ErrImagePull' || st === 'ImagePullBackOff' ? st : undefined;
+    }, 120_000, 500);
+    const res = await webhook('{"ref":"refs/heads/main"}');
+    assert.equal(res.status, 202);
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.deepEqual((await builds()).map((b) => b.metadata.name).sort(), buildsBefore, 'no NixBuild for either pod');
+    assert.equal((await jobs()).length, jobsBefore);
+    assert.ok(!ctr('images', 'ls', '-q').split('\n').some((n) => n.includes('postgres')), 'no postgres record on the node');
+    const events = (await core.listNamespacedEvent({ namespace: APP_NS })).items;
+    assert.ok(!events.some((e) => e.involvedObject.name === 'puller' && e.reason === 'BuildPlanned'));
+    for (const name of ['tenant', 'puller']) await core.deleteNamespacedPod({ name, namespace: APP_NS, gracePeriodSeconds: 0 }).catch(() => undefined);
+  });
+
+  it('a malformed request line and a 10 MB header are answered, and the controller keeps serving', async () => {
+    const raw = (p: number, text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(p, '127.0.0.1');
+        let got = '';
+        socket.on('data', (d) => (got += d.toString()));
+        socket.on('error', () => resolve(got));
+        socket.on('close', () => resolve(got));
+        socket.write(text, () => undefined);
+        setTimeout(() => socket.destroy(), 5000);
+      });
+    for (const p of [port, hookPort]) {
+      assert.match(await raw(p, 'GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1\.1 400/);
+      assert.match(await raw(p, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400/);
+      const answer = await raw(p, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(10 * 1024 * 1024)}\r\n\r\n`);
+      assert.ok(answer === '' || /^HTTP\/1\.1 431/.test(answer), `answered or dropped: ${answer.slice(0, 80)}`);
+    }
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200, 'still alive');
+    assert.equal((await fetch(`http://127.0.0.1:${hookPort}/healthz`)).status, 404, 'the webhook port serves only the webhook');
+    assert.equal((await fetch(`http://127.0.0.1:${port}/hooks/git`, { method: 'POST', body: '{}' })).status, 405, 'and the probe port no webhook');
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /enbi_http_bad_requests_total [1-9]/);
+    assert.match(metrics, /enbi_pods_refused_total [1-9]/);
   });
 
   it('an image removed from the node while its pod still needs it is rebuilt once, and the pod runs again', async () => {
