@@ -1,7 +1,16 @@
-// The build Job of a NixBuild: a build container that runs Nix with the node's persistent cache and
-// streams the image into a FIFO, and an import container, the only one that mounts containerd's socket,
-// that reads the FIFO into containerd's k8s.io namespace under the exact references asked for.
-import type { V1Job, V1Toleration, V1Volume } from '@kubernetes/client-node';
+// The build Job of a NixBuild: a build container that asks the node's Nix daemon (the node component's
+// `nix-daemon` container, deploy/agent.yaml) to build the flake, and streams the image into a FIFO; an import
+// container, the only one that mounts containerd's socket, that reads the FIFO into containerd's k8s.io
+// namespace under the exact references asked for.
+//
+// Isolation: the build container runs as an unprivileged user with the node's store mounted read-only; the
+// daemon owns the store and runs every builder in Nix's sandbox (its own mount, pid, network and user
+// namespaces, only the build's inputs visible). The container's HOME and TMPDIR are its own emptyDirs, so no
+// build sees another's Nix configuration or caches, and the daemon ignores the restricted settings an
+// untrusted client sends (post-build-hook, substituters, sandbox, …). Pod Security: every container meets
+// `restricted` but for the hostPath volumes (the store, the socket) and the import container's uid 0
+// (containerd's socket is root's, 0660): the namespace enforces `privileged` (deploy/namespace.yaml).
+import type { V1Job, V1ResourceRequirements, V1SecurityContext, V1Toleration, V1Volume } from '@kubernetes/client-node';
 import { expandAttr } from '../flake/attr.ts';
 import { platformOf } from '../cluster/systems.ts';
 import type { NixBuild } from '../api/nixbuild.ts';
@@ -17,20 +26,33 @@ export interface JobSettings {
   importerImage: string;
   /** The command that runs enbi's CLI in importerImage, when its entrypoint does not (e.g. ['node', '/app/dist/cli/main.js']). */
   importerCommand?: string[];
-  /** Host directory holding the node's Nix store and ~/.cache/nix (mounted at /nix). */
+  /** Host directory holding the node's Nix store, owned by the node's Nix daemon (mounted read-only at /nix). */
   cacheHostPath: string;
   /** containerd socket on the node. */
   containerdSocket: string;
   builderTolerations: V1Toleration[];
-  /** Extra `--option name value` pairs for Nix, e.g. substituters. */
+  /**
+   * Settings of the Nix client that evaluates the flake (NIX_CONFIG). Builder settings (substituters,
+   * extra-platforms, sandbox) are the node daemon's: the daemon ignores restricted settings from a build.
+   */
   nixOptions: Record<string, string>;
+  /** A Secret (key nix.conf: access-tokens, netrc-file, …) mounted into the build container, never in the pod spec. */
+  nixSecretName?: string;
+  /** Resources of the build and import containers (the builders themselves run in the node daemon's cgroup). */
+  resources?: { build: V1ResourceRequirements; import: V1ResourceRequirements };
   /** Image prefixes the import may write (the controller's allowedImages): `enbi import` refuses any other name. */
   allowedImages?: readonly string[];
   /** Seconds a build may run before Kubernetes stops it. */
   activeDeadlineSeconds: number;
-  /** Runs containers as privileged; only needed for Nix's own sandbox. */
-  privilegedBuild?: boolean;
 }
+
+/** The build container's user: unprivileged, and not root, which the Nix daemon would trust. */
+export const BUILD_UID = 65532;
+export const DEFAULT_JOB_RESOURCES = {
+  build: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '2Gi' } },
+  import: { requests: { cpu: '50m', memory: '96Mi' }, limits: { memory: '512Mi' } },
+};
+const NIX_SECRET_DIR = '/etc/enbi/nix-secret';
 
 export const LABEL_BUILD = 'enbi.hrzn.ee/nixbuild';
 export const LABEL_MANAGED = 'app.kubernetes.io/managed-by';
@@ -41,18 +63,21 @@ export function jobNodeOf(job: V1Job): string | undefined {
   return terms[0]?.matchFields?.find((f) => f.key === 'metadata.name')?.values?.[0];
 }
 
-export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefined, attempt: number, s: JobSettings): V1Job {
+export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSettings): V1Job {
   const name = `${nb.metadata.name}-${attempt}`;
   const platform = platformOf(nb.spec.system);
   const installable = `${nb.spec.flakeUrl}#${expandAttr(nb.spec.packageName, nb.spec.system)}`;
-  // Nix's sandbox needs mount namespaces (a privileged pod); the build runs unprivileged without it.
-  const options: Record<string, string> = { 'experimental-features': 'nix-command flakes', sandbox: 'false', 'build-users-group': '', ...s.nixOptions };
-  if (nodeSystem !== nb.spec.system) options['extra-platforms'] = nb.spec.system;
+  const options: Record<string, string> = { 'experimental-features': 'nix-command flakes', ...s.nixOptions };
+  const resources = s.resources ?? DEFAULT_JOB_RESOURCES;
   const volumes: V1Volume[] = [
     { name: 'nix', hostPath: { path: s.cacheHostPath, type: 'DirectoryOrCreate' } },
     { name: 'work', emptyDir: {} },
+    { name: 'home', emptyDir: {} },
+    { name: 'tmp', emptyDir: {} },
     { name: 'containerd', hostPath: { path: s.containerdSocket, type: 'Socket' } },
+    ...(s.nixSecretName !== undefined ? [{ name: 'nix-secret', secret: { secretName: s.nixSecretName, defaultMode: 0o444 } }] : []),
   ];
+  const locked: V1SecurityContext = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -75,6 +100,7 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
           tolerations: s.builderTolerations,
           enableServiceLinks: false,
           automountServiceAccountToken: false,
+          securityContext: { seccompProfile: { type: 'RuntimeDefault' } },
           volumes,
           containers: [
             {
@@ -85,14 +111,21 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
               env: [
                 { name: 'ENBI_INSTALLABLE', value: installable },
                 { name: 'NIX_CONFIG', value: Object.entries(options).map(([k, v]) => `${k} = ${v}`).join('\n') },
-                // ~/.cache/nix lives on the node's cache volume beside the store.
-                { name: 'HOME', value: '/nix/var/enbi/home' },
+                // The store is the daemon's: this container only asks it to build.
+                { name: 'NIX_REMOTE', value: 'daemon' },
+                { name: 'HOME', value: '/home/build' },
+                { name: 'TMPDIR', value: '/tmp' },
+                ...(s.nixSecretName !== undefined ? [{ name: 'NIX_USER_CONF_FILES', value: `${NIX_SECRET_DIR}/nix.conf` }] : []),
               ],
               volumeMounts: [
-                { name: 'nix', mountPath: '/nix' },
+                { name: 'nix', mountPath: '/nix', readOnly: true },
                 { name: 'work', mountPath: '/work' },
+                { name: 'home', mountPath: '/home/build' },
+                { name: 'tmp', mountPath: '/tmp' },
+                ...(s.nixSecretName !== undefined ? [{ name: 'nix-secret', mountPath: NIX_SECRET_DIR, readOnly: true }] : []),
               ],
-              securityContext: s.privilegedBuild === true ? { privileged: true } : { allowPrivilegeEscalation: false },
+              resources: resources.build,
+              securityContext: { ...locked, runAsUser: BUILD_UID, runAsGroup: BUILD_UID, runAsNonRoot: true },
               terminationMessagePolicy: 'FallbackToLogsOnError',
             },
             {
@@ -112,8 +145,9 @@ export function buildJob(nb: NixBuild, node: string, nodeSystem: string | undefi
                 { name: 'work', mountPath: '/work' },
                 { name: 'containerd', mountPath: '/run/enbi/containerd.sock' },
               ],
-              // containerd's socket is root's (0660): the controller image runs as nonroot (65532) otherwise.
-              securityContext: { allowPrivilegeEscalation: false, runAsUser: 0, runAsGroup: 0 },
+              resources: resources.import,
+              // containerd's socket is root's (0660 root:root): uid 0 as its owner, with no capabilities at all.
+              securityContext: { ...locked, runAsUser: 0, runAsGroup: 0, runAsNonRoot: false },
               terminationMessagePolicy: 'FallbackToLogsOnError',
             },
           ],

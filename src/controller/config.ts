@@ -61,7 +61,14 @@ export const controllerConfigSchema = z
       .record(z.string(), z.string())
       .default({})
       .describe('Labels a node must carry to run builds (a build pool); empty: any node able to build.'),
-    nixOptions: z.record(z.string(), z.string()).default({}).describe('Extra Nix settings for builds, e.g. substituters.'),
+    nixOptions: z
+      .record(z.string(), z.string())
+      .default({})
+      .describe("Settings of the Nix client that evaluates each flake (NIX_CONFIG). Builder settings (substituters, trusted-public-keys, extra-platforms) belong to the node's Nix daemon (ConfigMap enbi-nix-daemon): it ignores them from a build."),
+    nixSecretName: z
+      .string()
+      .optional()
+      .describe('A Secret in `namespace` whose key nix.conf holds Nix settings with secrets (access-tokens, netrc-file): mounted read-only into build containers, never written into a pod spec.'),
     maxConcurrentBuildsPerNode: z.number().int().min(1).default(1),
     maxAttempts: z.number().int().min(1).max(20).default(3),
     retryBaseSeconds: z.number().min(0).default(10).describe('Backoff before attempt n is retryBaseSeconds × 2^(n-2).'),

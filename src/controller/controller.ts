@@ -302,7 +302,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       const failedLog = await readLogTail(action.pod);
       ({ status, action, event } = nextState({ ...base, failedLog }));
     }
-    await act(nb, action, x.rawNodes, x.views);
+    await act(nb, action, x.rawNodes);
     const target = { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name, ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}) };
     if (event !== undefined) await emit(target, event);
     if (statusChanged(nb.status, status)) {
@@ -335,7 +335,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     await recordEvent(core, target, e.type, e.reason, e.message, log);
   }
 
-  async function act(nb: NixBuild, action: BuildAction, rawNodes: Map<string, V1Node>, views: Map<string, NodeView>): Promise<void> {
+  async function act(nb: NixBuild, action: BuildAction, rawNodes: Map<string, V1Node>): Promise<void> {
     const name = nb.metadata.name;
     if (action.kind === 'requeue') {
       clearTimeout(requeues.get(name));
@@ -350,7 +350,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       });
     }
     const raw = rawNodes.get(node);
-    const job = buildJob(nb, node, views.get(node)?.system, action.attempt, {
+    const job = buildJob(nb, node, action.attempt, {
       namespace: ns,
       builderImage: cfg.builderImage,
       importerImage: cfg.importerImage,
@@ -359,6 +359,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
       containerdSocket: socketFor({ annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' }, cfg.containerdSocket),
       builderTolerations: cfg.builderTolerations,
       nixOptions: cfg.nixOptions,
+      ...(cfg.nixSecretName !== undefined ? { nixSecretName: cfg.nixSecretName } : {}),
       allowedImages: policy.images,
       activeDeadlineSeconds: cfg.buildTimeoutSeconds,
     });

@@ -35,6 +35,8 @@ export interface ImageWait {
 export function imageWaits(pod: V1Pod, nodes: ReadonlyMap<string, NodeView>): ImageWait[] {
   const nodeName = pod.spec?.nodeName;
   if (nodeName === undefined || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return [];
+  // A pod being deleted waits for nothing (and its namespace may be going, refusing Events).
+  if (pod.metadata?.deletionTimestamp !== undefined && pod.metadata.deletionTimestamp !== null) return [];
   const annotations = pod.metadata?.annotations ?? {};
   if (!Object.keys(annotations).some((k) => k.startsWith('enbi.hrzn.ee/'))) return [];
   const statuses = [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])];

@@ -50,8 +50,9 @@ function layer(o: BusyboxImageOptions): Buffer {
     { type: 'file', path: 'bin/busybox', data: readFileSync(o.busybox ?? hostBin('busybox')), mode: 0o755 },
     ...busyboxApplets().map((a): TarEntry => ({ type: 'symlink', path: `bin/${a}`, target: 'busybox' })),
     { type: 'dir', path: 'etc' },
-    { type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n') },
-    { type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\nnobody:x:65534:\n') },
+    // An image's own files replace these two (the builder image adds its unprivileged user).
+    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/passwd') ? [] : [{ type: 'file' as const, path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n') }]),
+    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/group') ? [] : [{ type: 'file' as const, path: 'etc/group', data: Buffer.from('root:x:0:\nnobody:x:65534:\n') }]),
     { type: 'dir', path: 'root', mode: 0o700 },
     { type: 'dir', path: 'tmp', mode: 0o1777 },
   ];

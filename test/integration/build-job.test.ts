@@ -1,9 +1,12 @@
 // The build Job (src/build/job.ts + scripts.ts) on a real node of the test cluster: Debian's Nix builds an
-// offline fixture flake fetched over git+http from a server on the cluster bridge, unprivileged with the
-// node's persistent cache at /nix, and the import half streams the image into the node's containerd under
-// the exact reference asked for. Then a pod runs that image with imagePullPolicy Never.
+// offline fixture flake fetched over git+http from a server on the cluster bridge, through the node's Nix
+// daemon (sandboxed builds; the Job unprivileged with the store read-only), and the import half streams the
+// image into the node's containerd under the exact reference asked for. Then a pod runs that image with
+// imagePullPolicy Never. Builds cannot reach each other's outputs or the daemon's settings, and the Job's
+// pod meets Pod Security `restricted` but for what it must have (host paths, the importer's uid 0).
 import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BatchV1Api, CoreV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { buildJob, type JobSettings } from '../../src/build/job.ts';
@@ -11,11 +14,14 @@ import type { NixBuild } from '../../src/api/nixbuild.ts';
 import { clusterSkipReason, useCluster, type ClusterInfo, type NodeState } from '../cluster/harness.ts';
 import { importBuildImages } from '../support/build-images.ts';
 import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { run, startGitServer, type GitServer } from '../support/git-server.ts';
 import { until } from '../support/kube.ts';
 import { assertSpegelReady } from '../support/spegel-check.ts';
 
 const NS_PREFIX = 'build-job-test';
+/** deploy/namespace.yaml's Pod Security labels. */
+const PSA_LABELS = { 'pod-security.kubernetes.io/enforce': 'privileged', 'pod-security.kubernetes.io/warn': 'restricted' };
 // Unique per run: the node's containerd and Nix cache may outlive a run (a cluster kept up by hand), and a
 // new message gives a new flake revision, so the first build of a run is really cold.
 const tag = Date.now().toString(36);
@@ -45,6 +51,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
   let server: GitServer;
   let settings: JobSettings;
   let app: FixtureFlake;
+  let daemon: NixDaemon | undefined;
   const ns = `${NS_PREFIX}-${tag}`;
   const durations: Record<string, number> = {};
 
@@ -59,7 +66,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const gateway = c.state.subnet.replace(/\.0\/24$/, '.1');
     const images = await importBuildImages(node);
     server = await startGitServer({ host: gateway });
-    await core.createNamespace({ body: { metadata: { name: ns } } });
+    // Labelled as deploy/namespace.yaml labels enbi-system: Pod Security enforced, restricted warned.
+    await core.createNamespace({ body: { metadata: { name: ns, labels: PSA_LABELS } } });
     settings = {
       namespace: ns,
       builderImage: images.builder.ref,
@@ -67,9 +75,11 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
       cacheHostPath: join(c.state.dir, 'nix-cache', node.name),
       containerdSocket: node.containerdSocket,
       builderTolerations: [],
-      nixOptions: { substituters: '' },
+      nixOptions: {},
       activeDeadlineSeconds: 600,
     };
+    // The node component's Nix daemon owns the node's store; the Jobs only ask it to build.
+    daemon = await startNixDaemon(settings.cacheHostPath);
     app = await createFixtureFlake(server, 'app', { message: `hello from the enbi fixture flake ${tag}` });
     await until('the default ServiceAccount', () => core.readNamespacedServiceAccount({ name: 'default', namespace: ns }), 90_000);
   });
@@ -77,7 +87,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
   after(async () => {
     if (Object.keys(durations).length > 0) console.log(`build Job durations: ${JSON.stringify(durations)}`);
     await server?.close();
+    await daemon?.stop();
     if (core) await core.deleteNamespace({ name: ns }).catch(() => undefined);
+    for (const level of ['restricted', 'baseline', 'privileged']) await core?.deleteNamespace({ name: `${ns}-${level}` }).catch(() => undefined);
   });
 
   const nixBuild = (name: string, f: FixtureFlake, image: string): NixBuild => ({
@@ -87,8 +99,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     spec: { flakeUrl: f.flakeUrl, packageName: f.attr, system: f.system, images: [image] },
   });
 
-  async function runBuild(nb: NixBuild, timeoutMs = 600_000): Promise<Finished> {
-    const body = buildJob(nb, node.name, node.system, 1, settings);
+  async function runBuild(nb: NixBuild, timeoutMs = 600_000, with_: JobSettings = settings): Promise<Finished> {
+    const body = buildJob(nb, node.name, 1, with_);
     const name = body.metadata!.name!;
     const t0 = Date.now();
     await batch.createNamespacedJob({ namespace: ns, body });
@@ -206,7 +218,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.match(out, new RegExp(`rev ${app.rev.slice(0, 7)}`));
   });
 
-  it('builds the same flake again on the same node from the cache, much faster', async (t: TestContext) => {
+  it('builds the same flake again on the same node from the node store, faster, building nothing', async (t: TestContext) => {
     assert.ok(cold?.ok, 'the cold build succeeded');
     const warm = await runBuild(nixBuild('app-again', app, image));
     assert.ok(warm.ok, await explain(warm));
@@ -225,8 +237,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.deepEqual(same(warm.terminated('import')!.message), same(cold.terminated('import')!.message));
     // The layers were unpacked by the cold import already.
     assert.equal((JSON.parse(warm.terminated('import')!.message) as { unpackedLayers: number }).unpackedLayers, 0);
-    // Nix's own time is what the cache saves (the rest of a Job is pod start-up, the same both times).
-    assert.ok(durations.warmNix * 3 < coldNix, `nix build warm ${durations.warmNix} ms is not much faster than cold ${coldNix} ms`);
+    // Nix's own time is what the node's store saves (the rest of a Job is pod start-up, the same both times).
+    // Each Job fetches the flake again (its HOME, and so Nix's fetcher cache, is its own), but builds nothing.
+    assert.ok(durations.warmNix < coldNix, `nix build warm ${durations.warmNix} ms is not faster than cold ${coldNix} ms`);
   });
 
   it('streams the image of a streamLayeredImage-like script into containerd', async () => {
@@ -273,5 +286,61 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.notEqual(f.terminated('import')?.exitCode, 0);
     assert.match(await log(f.pod, 'import'), /enbi import: not a tar archive|enbi import: the stream is empty/);
     assert.equal(await ctrImage(node, ref), undefined);
+  });
+
+  it('two builds on one node: one tries to overwrite the other\'s output and to plant a post-build-hook; both fail, the other image is unchanged', async () => {
+    assert.ok(cold?.ok, 'the victim (the cold build) succeeded');
+    const victim = (JSON.parse(cold.terminated('build')!.message) as { storePath: string }).storePath;
+    const onHost = join(settings.cacheHostPath, victim.slice('/nix'.length));
+    const before = { digest: (await ctrImage(node, image))!.digest, file: readFileSync(onHost).toString('base64') };
+    const hook = join(settings.cacheHostPath, '..', `hook-${tag}.sh`);
+    const marker = `${hook}.ran`;
+    writeFileSync(hook, `#!/bin/sh\ntouch ${marker}\n`, { mode: 0o755 });
+    const hostile = await createFixtureFlake(server, 'hostile', { message: `hostile ${tag}`, attack: { victim, hook } });
+    const ref = `registry.local/hostile:${tag}`;
+    // The client side too: a post-build-hook in the build's own Nix settings, as if its client were hostile.
+    const f = await runBuild({ ...nixBuild('hostile', hostile, ref) }, 600_000, { ...settings, nixOptions: { 'post-build-hook': hook } });
+    assert.ok(f.ok, await explain(f));
+    const buildLog = await log(f.pod, 'build');
+    // Inside Nix's sandbox the other build's output does not exist, and writes land in the sandbox only.
+    assert.match(buildLog, /enbi-attack: victim not visible/);
+    // What counts is outside: the victim's store path and image as they were, no hook run, no config planted.
+    assert.equal(readFileSync(onHost).toString('base64'), before.file, 'the victim store path is unchanged');
+    assert.ok(!existsSync(join(onHost, 'pwned')) && statSync(onHost).isFile());
+    assert.equal((await ctrImage(node, image))!.digest, before.digest, 'the victim image is unchanged');
+    for (const planted of ['var/enbi/home/.config/nix/nix.conf', 'etc/nix/nix.conf']) assert.ok(!existsSync(join(settings.cacheHostPath, planted)), planted);
+    // A later, unrelated build: still no hook.
+    const again = await runBuild(nixBuild('app-after-hostile', app, image));
+    assert.ok(again.ok, await explain(again));
+    assert.ok(!existsSync(marker), 'the post-build-hook never ran');
+    assert.equal(await runImage('app-after', image), `${app.expectedOutput}\n`);
+    // Every Job reached the daemon as uid 65532, never as a trusted user (a trusted client's hook would run).
+    assert.match(daemon!.log(), /accepted connection from pid \d+, user 65532$/m);
+    assert.doesNotMatch(daemon!.log(), /\(trusted\)/);
+  });
+
+  it('the build pod meets Pod Security restricted but for the host paths and the importer\'s uid 0; privileged admits it', async () => {
+    const template = buildJob(nixBuild('psa', app, image), node.name, 1, settings).spec!.template.spec!;
+    const admit = async (level: string) => {
+      const name = `${ns}-${level}`;
+      await core.createNamespace({ body: { metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': level } } } }).catch(() => undefined);
+      try {
+        await core.createNamespacedPod({ namespace: name, body: { metadata: { name: 'psa-check' }, spec: template }, dryRun: 'All' });
+        return 'admitted';
+      } catch (err) {
+        return String((err as { body?: string }).body ?? err);
+      }
+    };
+    const restricted = await admit('restricted');
+    assert.match(restricted, /violates PodSecurity \\?"restricted:latest\\?"/);
+    assert.match(restricted, /restricted volume types \(volumes \\?"nix\\?", \\?"containerd\\?" use restricted volume type \\?"hostPath\\?"\)/);
+    assert.match(restricted, /runAsUser=0 \(container \\?"import\\?" must not set runAsUser=0\)/);
+    // Nothing else: no capabilities, no escalation, seccomp set, the build container non-root.
+    for (const absent of [/allowPrivilegeEscalation/, /unrestricted capabilities/, /seccompProfile/, /container \\?"build\\?"/]) assert.doesNotMatch(restricted, absent);
+    const baseline = await admit('baseline');
+    assert.match(baseline, /hostPath volumes/);
+    assert.doesNotMatch(baseline, /runAsUser|capabilities|privileged/);
+    // And the namespace enbi runs builds in (deploy/namespace.yaml's labels) admitted every Job of this file.
+    assert.equal(await admit('privileged'), 'admitted');
   });
 });

@@ -20,6 +20,7 @@ import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harn
 import { importBuildImages } from '../support/build-images.ts';
 import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
+import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -69,6 +70,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
   let controllerLog = '';
   let configFile: string;
   let nodeName: string;
+  let daemon: NixDaemon | undefined;
   const timings: string[] = [];
 
   const startControllerProcess = () => {
@@ -97,6 +99,8 @@ describe('controller end to end: git push to a running pod whose image Nix built
     await core.createNamespace({ body: { metadata: { name: APP_NS } } });
     await applyNixBuildCrd(c.kc);
     const images = await importBuildImages(node);
+    // The node component's Nix daemon, which owns the node's store (the config's cache.hostPath).
+    daemon = await startNixDaemon(join(node.dir, 'enbi-nix-cache'));
     // Pods reach the host through the bridge address the API server listens on.
     git = await startGitServer({ host: new URL(c.server).hostname });
     port = await freePort();
@@ -116,7 +120,6 @@ describe('controller end to end: git push to a running pod whose image Nix built
         importerImage: images.importer.ref,
         cache: { hostPath: join(node.dir, 'enbi-nix-cache') },
         containerdSocket: node.containerdSocket,
-        nixOptions: { substituters: '' },
         maxAttempts: 2,
         retryBaseSeconds: 1,
         // Longer than kubelet takes to refresh its image list (the evidence a rebuild needs), shorter than the default.
@@ -129,6 +132,7 @@ describe('controller end to end: git push to a running pod whose image Nix built
 
   after(async () => {
     controller?.kill('SIGKILL');
+    await daemon?.stop();
     await git?.close();
     const core = c?.kc.makeApiClient(CoreV1Api);
     await core?.deleteNamespace({ name: APP_NS }).catch(() => undefined);

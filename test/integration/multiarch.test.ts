@@ -32,6 +32,7 @@ import type { ClusterState, NodeState } from '../cluster/state.ts';
 import { importBuildImages } from '../support/build-images.ts';
 import { createEmulatedFlake, type EmulatedFlake } from '../support/emulated-flake.ts';
 import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
 import { type Agent, startAgent } from '../../src/agent/agent.ts';
@@ -114,6 +115,7 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
   let arm: EmulatedFlake;
   const timings: string[] = [];
   let agents: Agent[] = [];
+  let daemon: NixDaemon | undefined;
   const node = (name: string): NodeState => s.nodes.find((n) => n.name === name)!;
   const nodeImages = async (name: string) =>
     (await kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name }).catch(() => undefined)) as NodeImages | undefined;
@@ -155,6 +157,9 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     // What deploy/agent.yaml runs on every node, here in this process: each node's containerd, published.
     agents = s.nodes.map((n) => startAgent({ node: n.name, socket: n.containerdSocket, kc, resyncMs: 3_600_000 }));
     await Promise.all(agents.map((a) => a.ready));
+    // And the node component's Nix daemon: one store for both nodes here (one machine, one cache dir), with
+    // aarch64-linux among its platforms as on a node with binfmt emulation.
+    daemon = await startNixDaemon(join(s.dir, 'enbi-nix-cache'), { extraPlatforms: ['aarch64-linux'] });
     t = Date.now();
     for (const n of s.nodes) {
       await importBuildImages(n);
@@ -183,7 +188,6 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
       // One host directory for both nodes: they share this machine's disk (on a real cluster each node
       // has its own). Nix locks the store, so two builds of the same derivation do not collide.
       cache: { hostPath: join(s.dir, 'enbi-nix-cache') },
-      nixOptions: { substituters: '' },
       maxAttempts: 2,
       retryBaseSeconds: 1,
       listen: { host: '127.0.0.1', port },
@@ -197,6 +201,7 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
   after(async () => {
     controller?.kill('SIGKILL');
     for (const a of agents) await a.stop();
+    await daemon?.stop();
     await git?.close();
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(controllerLog);
     if (s !== undefined && process.env.ENBI_KEEP_CLUSTER === '1') {
@@ -308,7 +313,9 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     const job = jobs.find((j) => j.metadata?.name === nb.status?.buildJobName)!;
     const containers = job.spec!.template.spec!.containers;
     const env = (c: string, k: string) => containers.find((x) => x.name === c)?.env?.find((e) => e.name === k)?.value;
-    assert.match(env('build', 'NIX_CONFIG') ?? '', /^extra-platforms = aarch64-linux$/m, 'Nix is told the node builds aarch64-linux');
+    // The node's daemon builds it (its extra-platforms); the Job only asks.
+    assert.equal(env('build', 'NIX_REMOTE'), 'daemon');
+    assert.doesNotMatch(env('build', 'NIX_CONFIG') ?? '', /extra-platforms|sandbox/);
     assert.equal(env('import', 'ENBI_PLATFORM'), 'linux/arm64', 'ctr images import --platform linux/arm64');
     const stored = await ctrImage(node(ARM), image);
     assert.ok(stored, `${image} in ${ARM}'s containerd`);

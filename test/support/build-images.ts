@@ -99,9 +99,12 @@ function builderFiles(): ImageFile[] {
 }
 
 const BUILDER_EXTRA: { path: string; data: string }[] = [
-  // Nix reads it when present; the Job passes every setting in NIX_CONFIG.
-  { path: 'etc/nix/nix.conf', data: '# enbi builder: settings come from NIX_CONFIG\n' },
+  // Nix reads it when present; a build Job passes its client settings in NIX_CONFIG, the node daemon reads its own.
+  { path: 'etc/nix/nix.conf', data: '# enbi builder: settings come from NIX_CONFIG (clients) or NIX_CONF_DIR (the daemon)\n' },
   { path: 'etc/nsswitch.conf', data: 'passwd: files\ngroup: files\nhosts: files dns\n' },
+  // The build container's user (BUILD_UID): not root, so the node's Nix daemon does not trust it.
+  { path: 'etc/passwd', data: 'root:x:0:0:root:/root:/bin/sh\nbuild:x:65532:65532:enbi build:/home/build:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' },
+  { path: 'etc/group', data: 'root:x:0:\nbuild:x:65532:\nnobody:x:65534:\n' },
 ];
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');

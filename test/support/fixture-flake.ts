@@ -1,7 +1,8 @@
 // Offline fixture flakes for build tests: a flake with no inputs whose packages.x86_64-linux.<attr> is a
-// plain `derivation { builder = "/bin/sh"; … }` that turns a static busybox, committed into the flake's git
-// tree, into a docker-archive image, using nothing but that busybox (no nixpkgs, no network). So it builds
-// the same with the host's Nix and inside enbi's builder container, where /bin/sh is the image's busybox.
+// plain `derivation { builder = "${./bb}/busybox"; args = [ "sh" "-c" … ]; }` that turns a static busybox,
+// committed into the flake's git tree, into a docker-archive image, using nothing but that busybox (no
+// nixpkgs, no network). The builder comes from the store, so it builds in Nix's sandbox (the node daemon's),
+// where nothing but the build's inputs exists, and with the host's Nix alike.
 //
 // Variants:
 //   archive  $out is a docker-archive tarball (BUILD_SCRIPT's "docker-archive or OCI archive" path)
@@ -35,6 +36,12 @@ export interface FixtureFlakeOptions {
   busybox?: string;
   /** Branch to commit on (created when missing). Default master: see the header. */
   branch?: string;
+  /**
+   * The builder first tries what a hostile build would: write into another build's output (`victim`, a store
+   * path), plant `post-build-hook = <hook>` in the Nix configurations a shared HOME or the daemon would
+   * read, and reach the daemon's socket. Each attempt's outcome goes to the build log as `enbi-attack: …`.
+   */
+  attack?: { victim: string; hook: string };
 }
 
 export interface FixtureFlake {
@@ -100,6 +107,17 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         printf '%s' "$manifest" > manifest.json
         touch -d '1970-01-01 00:00:01' layer.tar config.json manifest.json
       '';
+      attack = ${o.attack !== undefined ? `''
+        victim=${nixString(o.attack.victim)}
+        if [ -e "$victim" ]; then echo "enbi-attack: victim visible" >&2; else echo "enbi-attack: victim not visible" >&2; fi
+        for t in "$victim/pwned" /nix/var/enbi/home/.config/nix/nix.conf /etc/nix/nix.conf /nix/var/nix/daemon-socket/socket; do
+          if $BB mkdir -p "$($BB dirname "$t")" 2>/dev/null && echo ${nixString(`post-build-hook = ${o.attack.hook}`)} > "$t" 2>/dev/null; then
+            echo "enbi-attack: wrote $t (in the sandbox)" >&2
+          else
+            echo "enbi-attack: could not write $t" >&2
+          fi
+        done
+      ''` : '""'};
       scripts = {
         archive = prelude + ''
           tar -cf "$out" manifest.json config.json layer.tar
@@ -122,8 +140,9 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
       drv = derivation ({
         name = "enbi-fixture-${variant}";
         inherit system config manifest;
-        builder = "/bin/sh";
-        args = [ "-c" scripts.${nixString(variant)} ];
+        # From the store, not /bin/sh: Nix's sandbox (the node daemon's) holds nothing but the build's inputs.
+        builder = bb;
+        args = [ "sh" "-c" (attack + scripts.${nixString(variant)}) ];
         BB = bb;
       } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
     in {

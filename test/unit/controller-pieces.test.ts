@@ -147,3 +147,14 @@ test('Event targets from a NixBuild\'s workloads annotation: kinds with their AP
   assert.equal(workloadTargets(Array.from({ length: 30 }, (_, i) => `Pod a/p${i}`).join(', ')).length, 10);
   assert.deepEqual(workloadTargets(undefined), []);
 });
+
+test("deploy/controller.yaml's configuration is one the controller starts with", async () => {
+  const { readFile } = await import('node:fs/promises');
+  const { parseAllDocuments } = await import('yaml');
+  const docs = parseAllDocuments(await readFile(new URL('../../deploy/controller.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind: string; data?: Record<string, string> });
+  const text = docs.find((d) => d.kind === 'ConfigMap')?.data?.['config.yaml'];
+  assert.ok(text !== undefined);
+  const cfg = parseControllerConfig((await import('yaml')).parse(text));
+  assert.ok((cfg.allowedImages ?? []).length > 0 && (cfg.allowedFlakes ?? []).length > 0);
+  assert.notEqual(cfg.listen.port, cfg.webhook.listen.port, 'probes and webhook on separate ports');
+});

@@ -101,6 +101,8 @@ test('only ErrImageNeverPull or a complete image list proves an image absent; a 
   // A complete list that lacks it is proof; kubelet's ErrImageNeverPull always is.
   assert.equal(imageWaits(pulling('ImagePullBackOff', 'registry.local/x:1'), complete)[0]?.reported, false);
   assert.equal(imageWaits(pod(), cut)[0]?.reported, true);
+  // A pod being deleted waits for nothing.
+  assert.deepEqual(imageWaits({ ...pod(), metadata: { ...pod().metadata, deletionTimestamp: new Date() } }, cut), []);
 });
 
 test('allow-lists: prefixes end in "/", start with a registry; flake sources by whole path segments', () => {
