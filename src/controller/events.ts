@@ -30,8 +30,23 @@ export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'N
       },
     });
   } catch (err) {
-    log(`could not record event ${reason} on ${target.kind} ${target.namespace}/${target.name}: ${(err as Error).message.split('\n')[0]}`);
+    const why = apiMessage(err);
+    // A namespace being deleted takes no new objects, and its pods are going: nothing to tell.
+    if (/because it is being terminated/.test(why)) return;
+    log(`could not record event ${reason} on ${target.kind} ${target.namespace}/${target.name}: ${why}`);
   }
+}
+
+/** The API server's own message in a client error (its Status body), else the error's first line. */
+function apiMessage(err: unknown): string {
+  const e = err as { code?: number; body?: unknown; message?: string };
+  try {
+    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string } | undefined);
+    if (body?.message !== undefined) return `${e.code ?? ''} ${body.message}`.trim();
+  } catch {
+    // not JSON: fall through
+  }
+  return (e.message ?? String(err)).split('\n')[0] ?? '';
 }
 
 const API_VERSION_OF_KIND: Readonly<Record<string, string>> = {

@@ -280,11 +280,16 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
       if (o.kind === 'DaemonSet') {
         const pod = o.spec.template.spec;
         pod.nodeSelector = { 'kubernetes.io/hostname': n.name };
-        pod.containers[0].image = image;
-        pod.containers[0].imagePullPolicy = 'Never';
-        pod.containers[0].command = ['/bin/sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
+        // Both containers (the agent and the node's Nix daemon) as the sleeper.
+        for (const container of pod.containers) {
+          container.image = image;
+          container.imagePullPolicy = 'Never';
+          container.command = ['/bin/sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'];
+        }
         pod.volumes[0].hostPath.path = n.containerdSocket.replace(/\/[^/]+$/, '');
         pod.containers[0].volumeMounts[0].mountPath = pod.volumes[0].hostPath.path;
+        // The Nix store in the test's own directory, not this machine's /var/lib/enbi.
+        pod.volumes.find((v: { name: string }) => v.name === 'nix-store').hostPath.path = join(tmp, 'nix');
       }
       await api.create(o);
       created.push(o);

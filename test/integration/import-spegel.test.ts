@@ -249,7 +249,7 @@ for (const flavor of flavors) {
       assert.equal((await listImages(client, [nameFilter('registry.local/arm:wrong')])).length, 0);
     });
 
-    it('replaces an existing record of the same name', async () => {
+    it('replaces a record of the same name that enbi wrote (labelled with its NixBuild)', async () => {
       const archive = join(dir, 'next.tar');
       dockerArchive(archive, { message: 'the next build', bulk: 1 << 10 });
       const r = await enbiImport(cd.socket, dir, ['--file', archive, '--image', ref]);
@@ -258,6 +258,35 @@ for (const flavor of flavors) {
       const [img] = await listImages(client, [nameFilter(ref)]);
       assert.equal(img!.target.digest, r.message!.digest);
       assert.equal(await ctr('run', '--rm', ref, `next-${randomBytes(3).toString('hex')}`), 'the next build\n');
+    });
+
+    it('never replaces a record it did not write, and writes only under the allowed prefixes', async () => {
+      // A record of someone else's: `ctr images import` of another archive under a well-known name.
+      const theirs = join(dir, 'theirs.tar');
+      dockerArchive(theirs, { message: 'the real postgres', bulk: 1 << 10 });
+      const taken = 'docker.io/library/postgres:16.4';
+      await ctr('images', 'import', '--digests', theirs);
+      await ctr('images', 'tag', '--force', 'enbi.test/archive-name:1', taken);
+      const [before] = await listImages(client, [nameFilter(taken)]);
+      assert.ok(before, `${taken} was imported by ctr`);
+      assert.equal(before.labels['enbi.hrzn.ee/nixbuild'], undefined);
+      const mine = join(dir, 'mine.tar');
+      dockerArchive(mine, { message: 'a tenant build', bulk: 1 << 10 });
+      const r = await enbiImport(cd.socket, dir, ['--file', mine, '--image', taken, '--owner', 'tenant-build']);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, /image docker\.io\/library\/postgres:16\.4 exists on this node and enbi did not write it .* enbi never replaces it/);
+      const [after] = await listImages(client, [nameFilter(taken)]);
+      assert.deepEqual(after, before, 'the record is unchanged');
+      assert.equal(await ctr('run', '--rm', taken, `theirs-${randomBytes(3).toString('hex')}`), 'the real postgres\n');
+      // Outside the allowed prefixes: refused before a byte is read.
+      const outside = await enbiImport(cd.socket, dir, ['--file', mine, '--image', 'registry.k8s.io/pause:3.10', '--allow-prefix', 'registry.local/']);
+      assert.equal(outside.code, 1);
+      assert.match(outside.stderr, /refusing to write registry\.k8s\.io\/pause:3\.10: outside the allowed prefixes \(registry\.local\/\)/);
+      assert.equal((await listImages(client, [nameFilter('registry.k8s.io/pause:3.10')])).length, 0);
+      // Inside them, with the owner the Job gives: every record labelled with the NixBuild.
+      const ok = await enbiImport(cd.socket, dir, ['--file', mine, '--image', 'registry.local/tenant:v1', '--allow-prefix', 'registry.local/', '--owner', 'nb-tenant']);
+      assert.equal(ok.code, 0, ok.stderr);
+      for (const rec of await listImages(client, ['name~="^registry.local/tenant"'])) assert.equal(rec.labels['enbi.hrzn.ee/nixbuild'], 'nb-tenant', rec.name);
     });
 
     it('a truncated stream and garbage fail with a clear message and leave no image record', async () => {

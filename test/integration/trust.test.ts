@@ -1,0 +1,184 @@
+// The trust model against a real API server (scheduler, ReplicaSet and garbage collectors running): Git
+// decides what is built, a pod only says where. A Deployment's pods, made by the real ReplicaSet controller,
+// get the build Git declares; a tenant's pods in the same namespace claiming another flake or a well-known
+// image name get nothing but an Event saying why; a NixBuild outside the allow-lists is Stalled with the
+// reason; a NixBuild created ahead under a planned build's name is never adopted. The test plays kubelet
+// (pod status) on API-object nodes; the real-node versions of the refusals are in controller-e2e.
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, type V1Deployment } from '@kubernetes/client-node';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
+import { nixBuildName } from '../../src/build/naming.ts';
+import { sourceKey } from '../../src/contract/container-needs.ts';
+import { parseFlakeRef } from '../../src/flake/ref.ts';
+import { parseControllerConfig } from '../../src/controller/config.ts';
+import { type RunningController, startController } from '../../src/controller/controller.ts';
+import { newMetrics } from '../../src/controller/metrics.ts';
+import { sourceState } from '../../src/controller/source-state.ts';
+import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
+import { REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
+import { applyNixBuildCrd, fakeNodes, setPodWaiting, until } from '../support/kube.ts';
+
+const run = Date.now().toString(36);
+const POOL = 'enbi.test/pool';
+const FLAKE = `git+http://git.invalid/shop.git?rev=${REV_A}`;
+const IMAGE = `registry.local/shop:${REV_A.slice(0, 12)}`;
+
+describe('trust: Git decides what is built, pods only say where (real API server)', { skip: clusterSkipReason() }, () => {
+  let c: ClusterInfo;
+  let controller: RunningController | undefined;
+  let nodes: Awaited<ReturnType<typeof fakeNodes>> | undefined;
+  const ns = `enbi-trust-${run}`;
+  const appNs = `shop-${run}`;
+  const node = `trust-${run}`;
+  const logs: string[] = [];
+
+  const custom = () => c.kc.makeApiClient(CustomObjectsApi);
+  const core = () => c.kc.makeApiClient(CoreV1Api);
+  const builds = async () => ((await custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] }).items;
+  const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns })).items;
+  const settle = async () => {
+    for (const _ of [1, 2, 3]) {
+      const done = controller!.reconciled();
+      controller!.trigger();
+      await done;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  };
+  const deployment = (name: string): V1Deployment => ({
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: appNs },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${FLAKE}#image` } },
+        spec: { nodeSelector: { [POOL]: run }, containers: [{ name: 'app', image: IMAGE, imagePullPolicy: 'Never' }] },
+      },
+    },
+  });
+  const podOf = async (app: string) => until(`a pod of ${app} bound to a node`, async () => (await core().listNamespacedPod({ namespace: appNs, labelSelector: `app=${app}` })).items.find((p) => p.spec?.nodeName !== undefined), 60_000);
+
+  before(async () => {
+    c = await useCluster('control-plane');
+    await core().createNamespace({ body: { metadata: { name: ns } } });
+    await core().createNamespace({ body: { metadata: { name: appNs } } });
+    await applyNixBuildCrd(c.kc);
+    nodes = await fakeNodes(c.kc, { [node]: { arch: 'amd64', labels: { [POOL]: run } } });
+    const dir = await mkdtemp(join(tmpdir(), 'enbi-trust-'));
+    // Git holds the shop Deployment (on demand) and nothing else.
+    await writeFile(join(dir, 'shop.yaml'), yamlDocs(deployment('shop')));
+    const cfg = parseControllerConfig({
+      source: { dir, intervalSeconds: 3600 },
+      namespace: ns,
+      watchNamespaces: [appNs],
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/'],
+      builderImage: 'enbi.local/builder:dev',
+      importerImage: 'enbi.local/importer:dev',
+      containerdSocket: '/run/containerd/containerd.sock',
+      builderNodeSelector: { [POOL]: run },
+      maxNodeImages: 1000,
+    });
+    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics: newMetrics(), log: (m) => logs.push(m) });
+    const done = controller.reconciled();
+    controller.trigger(true);
+    await done;
+  });
+
+  after(async () => {
+    await controller?.stop();
+    await nodes?.stop();
+    await core().deleteNamespace({ name: appNs }).catch(() => undefined);
+    await core().deleteNamespace({ name: ns }).catch(() => undefined);
+    if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
+  });
+
+  it('a NixBuild created ahead under the name enbi plans, with another image, is not adopted and not built', async () => {
+    // The name enbi gives the shop build (Spegel mode: no node in it), as anyone may compute it.
+    const name = nixBuildName({ source: sourceKey(parseFlakeRef(FLAKE)), rev: REV_A, attr: 'image', system: 'x86_64-linux' });
+    const squat: NixBuild = {
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: 'NixBuild',
+      metadata: { name, namespace: ns },
+      // The same flake, plus another team's tag: the build's output would be written under both.
+      spec: { flakeUrl: FLAKE, packageName: 'image', system: 'x86_64-linux', images: [IMAGE, 'registry.local/payments:v7'] },
+    };
+    await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: squat });
+    await c.kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: appNs, body: deployment('shop') });
+    const pod = await podOf('shop');
+    await setPodWaiting(c.kc, appNs, pod.metadata!.name!, 'ErrImageNeverPull');
+    const stalled = await until('the squatter Stalled NotAdopted', async () => {
+      const b = (await builds()).find((x) => x.metadata.name === name);
+      return b?.status?.conditions?.find((x) => x.type === 'Stalled' && x.reason === 'NotAdopted') !== undefined ? b : undefined;
+    }, 30_000);
+    assert.match(stalled.status!.conditions!.find((x) => x.type === 'Ready')!.message, /spec.images has registry.local\/payments:v7, which the planned build does not import.*neither builds nor adopts it/);
+    await settle();
+    assert.deepEqual(await jobs(), [], 'no Job for the squatter, none for the shop (its name is taken)');
+    // Deleted, the name is free: enbi's own build of what Git declares is created and started.
+    await custom().deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name });
+    const mine = await until('enbi\'s own shop build', async () => (await builds()).find((b) => b.metadata.name === name && b.metadata.labels?.['app.kubernetes.io/managed-by'] === 'enbi'), 30_000);
+    assert.deepEqual(mine.spec.images, [IMAGE]);
+    assert.equal(mine.spec.flakeUrl, FLAKE);
+    await until('its Job', async () => ((await jobs()).length > 0 ? true : undefined), 30_000);
+  });
+
+  it('a tenant pod in the same namespace claiming its own flake and a well-known image gets an Event, no build', async () => {
+    const before = (await builds()).map((b) => b.metadata.name).sort();
+    const jobsBefore = (await jobs()).length;
+    for (const [name, image, flake] of [
+      ['tenant-postgres', 'postgres:16.4', `git+http://git.invalid/shop.git?rev=${REV_B}#image`],
+      // Even posing as the Deployment's pod by its labels: no owner, so not the Deployment's.
+      ['tenant-shop', `registry.local/shop:${REV_B.slice(0, 12)}`, `git+http://git.invalid/shop.git?rev=${REV_B}#image`],
+    ] as const) {
+      await core().createNamespacedPod({
+        namespace: appNs,
+        body: { metadata: { name, labels: { app: 'shop-lookalike' }, annotations: { 'enbi.hrzn.ee/flake': flake } }, spec: { nodeName: node, containers: [{ name: 'app', image, imagePullPolicy: 'Never' }] } },
+      });
+      await setPodWaiting(c.kc, appNs, name, 'ErrImageNeverPull');
+    }
+    for (const name of ['tenant-postgres', 'tenant-shop']) {
+      const ev = await until(`a BuildRefused Event on ${name}`, async () => (await core().listNamespacedEvent({ namespace: appNs })).items.find((e) => e.involvedObject.name === name && e.reason === 'BuildRefused'), 30_000);
+      assert.equal(ev.type, 'Warning');
+      assert.match(ev.message ?? '', new RegExp(`no workload of the Git source matches this pod \\(looked for Pod ${appNs}/${name}\\)`));
+    }
+    await settle();
+    assert.deepEqual((await builds()).map((b) => b.metadata.name).sort(), before);
+    assert.equal((await jobs()).length, jobsBefore);
+    // One Event per pod and reason, not one per reconcile.
+    const refusals = (await core().listNamespacedEvent({ namespace: appNs })).items.filter((e) => e.reason === 'BuildRefused' && e.involvedObject.name === 'tenant-postgres');
+    assert.equal(refusals.length, 1);
+  });
+
+  it('a hand-written NixBuild outside allowedImages or allowedFlakes is Stalled with the reason, and never gets a Job', async () => {
+    const cases = [
+      { name: `pause-${run}`, spec: { flakeUrl: FLAKE, images: ['registry.k8s.io/pause:3.10'] }, why: /spec.images: image registry.k8s.io\/pause:3.10 is outside the prefixes enbi may write \(allowedImages: registry.local\/\)/ },
+      { name: `evil-${run}`, spec: { flakeUrl: `github:evil/payload/${REV_B}`, images: ['registry.local/evil:v1'] }, why: /spec.flakeUrl: flake source https:\/\/github.com\/evil\/payload is outside the sources enbi may build/ },
+      { name: `latest-${run}`, spec: { flakeUrl: FLAKE, images: ['registry.local/shop:latest'] }, why: /the moving tag latest/ },
+    ];
+    for (const k of cases) {
+      const body: NixBuild = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: k.name, namespace: ns }, spec: { packageName: 'image', system: 'x86_64-linux', ...k.spec } };
+      await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body });
+    }
+    for (const k of cases) {
+      const b = await until(`${k.name} Stalled`, async () => {
+        const x = (await builds()).find((y) => y.metadata.name === k.name);
+        return x?.status?.conditions?.some((y) => y.type === 'Stalled' && y.status === 'True') ? x : undefined;
+      }, 30_000);
+      assert.equal(b.status?.phase, 'Failed');
+      const ready = b.status!.conditions!.find((y) => y.type === 'Ready')!;
+      assert.equal(ready.reason, 'InvalidSpec');
+      assert.match(ready.message, k.why);
+      assert.ok(!(await jobs()).some((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === k.name), `no Job for ${k.name}`);
+    }
+    // The API server itself refuses a NixBuild without images (the CRD requires them).
+    await assert.rejects(
+      custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: `noimg-${run}` }, spec: { flakeUrl: FLAKE, packageName: 'image', system: 'x86_64-linux' } } }),
+      (e: { code?: number; body?: string }) => e.code === 422 && /spec.images: Required value/.test(String(e.body)),
+    );
+  });
+});
