@@ -10,6 +10,7 @@ import { sourceKey } from '../contract/container-needs.ts';
 import { FlakeRefError, formatFlakeRef, parseFlakeRef, withoutAttr } from '../flake/ref.ts';
 import { attrKey } from '../flake/attr.ts';
 import { LABEL_MANAGED_BY } from '../controller/desired.ts';
+import { isConflict } from '../kube/errors.ts';
 
 export const BUILD_HELP = `enbi build FLAKE#ATTR --image REF... --system SYSTEM [--node NODE] [--namespace NS] [--follow]
 
@@ -44,7 +45,7 @@ export async function runBuild(argv: string[]): Promise<number> {
     const kc = loadKubeConfig(values.kubeconfig);
     const custom = kc.makeApiClient(CustomObjectsApi);
     await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb }).catch((err: unknown) => {
-      if ((err as { code?: number }).code !== 409) throw err;
+      if (!isConflict(err)) throw err;
       console.error(`NixBuild ${nb.metadata.name} exists already: following it`);
     });
     console.error(`nixbuild.${GROUP}/${nb.metadata.name} created in ${ns}`);

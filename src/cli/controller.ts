@@ -10,7 +10,7 @@ import { newMetrics } from '../controller/metrics.ts';
 import { readWebhookSecret, startServers } from '../controller/server.ts';
 import { sourceState } from '../controller/source-state.ts';
 import { gitAuthFrom } from '../source/auth.ts';
-import { printable } from '../text/printable.ts';
+import { jsonLogger } from '../controller/log.ts';
 
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
@@ -23,8 +23,9 @@ export async function runController(argv: string[]): Promise<number> {
     console.log(CONTROLLER_HELP);
     return 0;
   }
-  // Log lines carry text from manifests, pods and build logs: escaped, so that no one can forge or hide a line.
-  const log = (m: string) => console.log(`${new Date().toISOString()} ${printable(m)}`);
+  // JSON lines; text from manifests, pods and build logs is escaped, so that no one can forge or hide a line.
+  const logger = jsonLogger((line) => console.log(line));
+  const log = logger.line;
   try {
     if (values.config === undefined) throw new Error('--config FILE is required');
     const cfg = await loadControllerConfig(values.config);
@@ -34,9 +35,9 @@ export async function runController(argv: string[]): Promise<number> {
     const cacheDir = values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
     const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
-    const controller = await startController({ cfg, kc, source, metrics, log });
+    const controller = await startController({ cfg, kc, source, metrics, log: logger });
     const webhook = cfg.webhook.secretFile !== undefined ? { ...cfg.webhook.listen, secretFile: cfg.webhook.secretFile } : undefined;
-    const servers = await startServers({ listen: cfg.listen, ...(webhook !== undefined ? { webhook } : {}), metrics, ready: controller.ready, onPush: () => controller.trigger(true), log });
+    const servers = await startServers({ listen: cfg.listen, ...(webhook !== undefined ? { webhook } : {}), metrics, ready: controller.ready, healthy: controller.healthy, onPush: () => controller.trigger(true), log });
     log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`);
     controller.trigger(true);
     const stop = async () => {

@@ -283,9 +283,15 @@ function mergeConditions(old: Condition[], next: Condition[], now: Date, generat
 
 /** True when writing `next` would change what the API server holds. */
 export function statusChanged(prev: NixBuildStatus | undefined, next: NixBuildStatus): boolean {
-  return JSON.stringify(normalize(prev ?? {})) !== JSON.stringify(normalize(next));
+  return canonical(prev ?? {}) !== canonical(next);
 }
 
-function normalize(s: NixBuildStatus): unknown {
-  return Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1)));
+/** JSON with object keys sorted at every depth and undefined dropped: a status read back in another key order is the same. */
+export function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
 }

@@ -25,6 +25,7 @@ export const controllerConfigSchema = z
         ref: z.string().optional().describe('Branch or tag; default: the remote HEAD.'),
         path: z.string().default('').describe('Sub-path holding the manifests.'),
         intervalSeconds: z.number().int().min(5).default(60).describe('How often Git is fetched (webhooks trigger at once).'),
+        timeoutSeconds: z.number().int().min(1).default(30).describe('A Git request with no answer for this long fails the sync (a hung server cannot hold the source loop).'),
         credentialsFile: z.string().optional().describe('"username:password" or a token on one line.'),
       })
       .refine((s) => (s.url === undefined) !== (s.dir === undefined), { message: 'set exactly one of source.url and source.dir' })

@@ -1,6 +1,7 @@
 // Kubernetes Events on NixBuilds and on the workloads that needed them. An Event that cannot be written
 // is logged and never fails the reconcile.
 import type { CoreV1Api } from '@kubernetes/client-node';
+import { apiMessage } from '../kube/errors.ts';
 
 export interface EventTarget {
   namespace: string;
@@ -35,18 +36,6 @@ export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'N
     if (/because it is being terminated/.test(why)) return;
     log(`could not record event ${reason} on ${target.kind} ${target.namespace}/${target.name}: ${why}`);
   }
-}
-
-/** The API server's own message in a client error (its Status body), else the error's first line. */
-function apiMessage(err: unknown): string {
-  const e = err as { code?: number; body?: unknown; message?: string };
-  try {
-    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string } | undefined);
-    if (body?.message !== undefined) return `${e.code ?? ''} ${body.message}`.trim();
-  } catch {
-    // not JSON: fall through
-  }
-  return (e.message ?? String(err)).split('\n')[0] ?? '';
 }
 
 const API_VERSION_OF_KIND: Readonly<Record<string, string>> = {

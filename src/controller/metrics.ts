@@ -12,16 +12,17 @@ export interface Metrics {
   nodesWithAgentInventory: number;
   podsRefused: number;
   httpBadRequests: number;
+  workQueueDepth: number;
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0 };
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0 };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
-  reconciles: ['Reconciles run', 'counter'],
-  reconcileErrors: ['Reconciles that failed', 'counter'],
-  lastReconcileSeconds: ['Duration of the last reconcile', 'gauge'],
+  reconciles: ['Plan passes run', 'counter'],
+  reconcileErrors: ['Plan passes, creations and build reconciles that failed (each retried with backoff)', 'counter'],
+  lastReconcileSeconds: ['Duration of the last plan pass', 'gauge'],
   buildsCreated: ['NixBuilds created by the planner', 'counter'],
   buildsSucceeded: ['NixBuilds that reached Succeeded', 'counter'],
   buildsFailed: ['NixBuilds that reached Failed', 'counter'],
@@ -31,6 +32,7 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   nodesWithAgentInventory: ['Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)', 'gauge'],
   podsRefused: ['Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses', 'counter'],
   httpBadRequests: ['HTTP requests refused as malformed (bad request line, URL or headers)', 'counter'],
+  workQueueDepth: ['NixBuilds queued or being reconciled, at the end of the last plan pass', 'gauge'],
 };
 
 export function renderMetrics(m: Metrics): string {

@@ -21,6 +21,8 @@ export interface ServerDeps {
   webhook?: Listen & { secretFile: string };
   metrics: Metrics;
   ready: () => boolean;
+  /** Liveness: false when the controller's work has stopped moving (default: always alive). */
+  healthy?: () => boolean;
   onPush: () => void;
   log: (m: string) => void;
 }
@@ -52,7 +54,7 @@ export async function startServers(d: ServerDeps): Promise<RunningServers> {
   const secret = d.webhook !== undefined ? await readWebhookSecret(d.webhook.secretFile) : undefined;
   const probes = hardened(d, (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'GET only\n');
-    if (url.pathname === '/healthz') return reply(res, 200, 'ok\n');
+    if (url.pathname === '/healthz') return (d.healthy?.() ?? true) ? reply(res, 200, 'ok\n') : reply(res, 503, 'stalled: pending work has not moved\n');
     if (url.pathname === '/readyz') return d.ready() ? reply(res, 200, 'ready\n') : reply(res, 503, 'informers not synced\n');
     if (url.pathname === '/metrics') {
       res.setHeader('Content-Type', 'text/plain; version=0.0.4');

@@ -59,7 +59,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
       return { revision: hash.digest('hex'), files };
     }
-    const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
+    const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, idleTimeoutMs: source.timeoutSeconds * 1000, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
     return { revision: snap.commit, files: snap.files };
   }
 }

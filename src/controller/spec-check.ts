@@ -3,6 +3,7 @@
 import type { NixBuild } from '../api/nixbuild.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { KNOWN_SYSTEMS } from '../cluster/systems.ts';
+import { expandAttr } from '../flake/attr.ts';
 import { type FlakeRef, parseFlakeRef } from '../flake/ref.ts';
 import { parseImageRef } from '../image/reference.ts';
 import { type BuildPolicy, flakeRefusal, imageRefusal } from '../plan/allow.ts';
@@ -22,6 +23,11 @@ export function specProblem(nb: NixBuild, policy: BuildPolicy): string | undefin
     return `spec.flakeUrl: ${(err as Error).message}`;
   }
   if (!KNOWN_SYSTEMS.includes(nb.spec.system)) return `spec.system ${nb.spec.system} is not a Linux system enbi knows (e.g. x86_64-linux, aarch64-linux)`;
+  try {
+    expandAttr(nb.spec.packageName, nb.spec.system);
+  } catch (err) {
+    return `spec.packageName: ${(err as Error).message}`;
+  }
   const flakeWhy = flakeRefusal(flake, policy.flakes);
   if (flakeWhy !== undefined) return `spec.flakeUrl: ${flakeWhy}`;
   const images = nb.spec.images ?? [];

@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import git from 'isomorphic-git';
-import http from 'isomorphic-git/http/node';
+import git, { type HttpClient } from 'isomorphic-git';
+import { httpWithIdleTimeout } from './http.ts';
 import type { SourceFile } from './files.ts';
 import { isSourceFile } from './files.ts';
 
@@ -25,7 +25,11 @@ export interface GitSourceOptions {
   auth?: GitAuth;
   /** Largest total size of manifest files read from one commit, so a wrong path cannot exhaust memory. */
   maxBytes?: number;
+  /** A request to the Git server with no answer (headers or data) for this long fails the sync. Default 30 s. */
+  idleTimeoutMs?: number;
 }
+
+export const DEFAULT_GIT_IDLE_TIMEOUT_MS = 30_000;
 
 export interface GitSnapshot {
   commit: string;
@@ -50,6 +54,7 @@ export function repoDirFor(cacheDir: string, url: string): string {
 /** Clones or fetches, then reads the manifest files below `path` at the fetched commit. */
 export async function syncGitSource(options: GitSourceOptions): Promise<GitSnapshot> {
   const gitdir = repoDirFor(options.cacheDir, options.url);
+  const http = httpWithIdleTimeout(options.idleTimeoutMs ?? DEFAULT_GIT_IDLE_TIMEOUT_MS);
   const common = {
     fs,
     http,
@@ -61,7 +66,7 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
       throw new GitSourceError(`authentication to ${options.url} failed: check ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`);
     },
   };
-  const ref = options.ref ?? (await defaultBranch(options.url, options.auth));
+  const ref = options.ref ?? (await defaultBranch(options.url, options.auth, http));
   await mkdir(gitdir, { recursive: true });
   let commit: string;
   try {
@@ -102,7 +107,7 @@ async function peelToCommit(gitdir: string, oid: string): Promise<string> {
   throw new GitSourceError(`${oid}: tag chain too long`);
 }
 
-async function defaultBranch(url: string, auth: GitAuth | undefined): Promise<string> {
+async function defaultBranch(url: string, auth: GitAuth | undefined, http: HttpClient): Promise<string> {
   try {
     const refs = await git.listServerRefs({ http, url, prefix: 'HEAD', symrefs: true, onAuth: () => auth ?? { cancel: true } });
     const target = refs.find((r) => r.ref === 'HEAD')?.target;
@@ -171,7 +176,7 @@ export async function dropGitCache(cacheDir: string, url: string): Promise<void>
 }
 
 /** What a branch (or the default branch) of a remote points to now, for `enbi diff`'s drift notes. */
-export async function resolveRemoteRef(url: string, ref: string | undefined, auth?: GitAuth): Promise<string | undefined> {
+export async function resolveRemoteRef(url: string, ref: string | undefined, auth?: GitAuth, http: HttpClient = httpWithIdleTimeout(DEFAULT_GIT_IDLE_TIMEOUT_MS)): Promise<string | undefined> {
   let refs: Awaited<ReturnType<typeof git.listServerRefs>>;
   try {
     refs = await git.listServerRefs({ http, url, symrefs: true, peelTags: true, onAuth: () => auth ?? { cancel: true } });

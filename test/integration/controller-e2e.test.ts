@@ -99,6 +99,9 @@ describe('controller end to end: git push to a running pod whose image Nix built
     await core.createNamespace({ body: { metadata: { name: APP_NS } } });
     await applyNixBuildCrd(c.kc);
     const images = await importBuildImages(node);
+    // Fixture commits are deterministic: a cluster kept from an earlier run may hold this run's images already.
+    const stale = execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', 'images', 'ls', '-q'], { encoding: 'utf8' }).split('\n').filter((n) => n.startsWith('registry.local/e2e-app'));
+    if (stale.length > 0) execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', 'images', 'rm', ...stale]);
     // The node component's Nix daemon, which owns the node's store (the config's cache.hostPath).
     daemon = await startNixDaemon(join(node.dir, 'enbi-nix-cache'));
     // Pods reach the host through the bridge address the API server listens on.

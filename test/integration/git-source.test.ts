@@ -292,6 +292,34 @@ describe('unreachable server', () => {
     }
     await assert.rejects(syncGitSource({ url, cacheDir }), (err: unknown) => err instanceof GitSourceError && /cannot reach/.test(err.message));
   });
+
+  test('a server that hangs mid-fetch or never answers fails the sync after the idle timeout; the next sync works', async () => {
+    const stuck = await startGitServer();
+    try {
+      await stuck.createRepo('stuck', { 'a.yaml': DEPLOY('a') });
+      const url = stuck.url('stuck');
+      const cacheDir = await freshCache();
+      await syncGitSource({ url, cacheDir, ref: 'main' });
+      await stuck.commit('stuck', { 'b.yaml': DEPLOY('b') }, { branch: 'main' });
+      for (const mode of ['mid-pack', 'silent'] as const) {
+        stuck.hang(mode);
+        const t0 = Date.now();
+        await assert.rejects(syncGitSource({ url, cacheDir, ref: 'main', idleTimeoutMs: 800 }), (err: unknown) => {
+          assert.ok(err instanceof GitSourceError, String(err));
+          assert.match(err.message, /POST .*git-upload-pack: no answer for 1 s \(source.timeoutSeconds\)/);
+          return true;
+        });
+        const ms = Date.now() - t0;
+        assert.ok(ms >= 700 && ms < 5000, `${mode}: failed after ${ms} ms`);
+        stuck.hang('off');
+      }
+      // The cache is intact: the next sync fetches the new commit.
+      assert.deepEqual(paths(await syncGitSource({ url, cacheDir, ref: 'main', idleTimeoutMs: 800 })).sort(), ['a.yaml', 'b.yaml']);
+    } finally {
+      stuck.hang('off');
+      await stuck.close();
+    }
+  });
 });
 
 describe('resolveRemoteRef', () => {

@@ -57,7 +57,8 @@ describe('trust: Git decides what is built, pods only say where (real API server
       selector: { matchLabels: { app: name } },
       template: {
         metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${FLAKE}#image` } },
-        spec: { nodeSelector: { [POOL]: run }, containers: [{ name: 'app', image: IMAGE, imagePullPolicy: 'Never' }] },
+        // Bound by name: these API-object nodes have no kubelet, and the test plays it.
+        spec: { nodeName: node, containers: [{ name: 'app', image: IMAGE, imagePullPolicy: 'Never' }] },
       },
     },
   });

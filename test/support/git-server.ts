@@ -63,6 +63,11 @@ export interface GitServer {
   urlAt(host: string, name: string): string;
   /** The port the server listens on. */
   port: number;
+  /**
+   * Makes fetches hang as a stuck server does: 'mid-pack' answers git-upload-pack's headers and a first
+   * packet line, then nothing; 'silent' never answers it. 'off' ends the hung responses and serves again.
+   */
+  hang(mode: 'off' | 'mid-pack' | 'silent'): void;
   /** Creates a bare repository whose HEAD names `defaultBranch` (main) with one commit of `files`; returns the commit. */
   createRepo(name: string, files: FileMap, options?: { defaultBranch?: string; message?: string }): Promise<string>;
   /** Commits `files` (added, replaced or, when null, deleted) on top of `branch` (created when missing); returns the commit. */
@@ -138,6 +143,8 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   const stats: GitServerStats = { requests: 0, bytesOut: 0, bytesIn: 0, unauthorized: 0, log: [] };
   let clock = 0;
 
+  let hangMode: 'off' | 'mid-pack' | 'silent' = 'off';
+  const hung: (() => void)[] = [];
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
@@ -179,6 +186,16 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     const body = encoding === 'gzip' || encoding === 'x-gzip' ? gunzipSync(sent) : encoding === 'deflate' ? inflateSync(sent) : sent;
 
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    if (hangMode !== 'off' && req.method === 'POST' && url.pathname.endsWith('/git-upload-pack')) {
+      record.status = 200;
+      if (hangMode === 'mid-pack') {
+        res.writeHead(200, { 'Content-Type': 'application/x-git-upload-pack-result', 'Cache-Control': 'no-cache' });
+        res.write('0008NAK\n');
+      }
+      await new Promise<void>((resolve) => hung.push(resolve));
+      res.destroy();
+      return;
+    }
     const cgiEnv: NodeJS.ProcessEnv = {
       ...env,
       GIT_PROJECT_ROOT: root,
@@ -325,6 +342,10 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
       stats.bytesIn = 0;
       stats.unauthorized = 0;
       stats.log = [];
+    },
+    hang(mode): void {
+      hangMode = mode;
+      if (mode === 'off') for (const release of hung.splice(0)) release();
     },
     url: (name: string) => `${baseUrl}/${name}.git`,
     urlAt: (h: string, name: string) => `http://${urlHost(h)}:${port}/${name}.git`,

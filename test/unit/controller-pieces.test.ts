@@ -158,3 +158,11 @@ test("deploy/controller.yaml's configuration is one the controller starts with",
   assert.ok((cfg.allowedImages ?? []).length > 0 && (cfg.allowedFlakes ?? []).length > 0);
   assert.notEqual(cfg.listen.port, cfg.webhook.listen.port, 'probes and webhook on separate ports');
 });
+
+test('a status read back with its keys in another order, at any depth, is not a change', () => {
+  const a = { phase: 'Building' as const, conditions: [{ type: 'Ready', status: 'False' as const, reason: 'Building', message: 'm', lastTransitionTime: 't' }], node: 'n1' };
+  const b = { node: 'n1', conditions: [{ lastTransitionTime: 't', message: 'm', reason: 'Building', status: 'False' as const, type: 'Ready' }], phase: 'Building' as const };
+  assert.equal(statusChanged(a, b), false);
+  assert.equal(statusChanged(a, { ...b, conditions: [{ ...b.conditions[0]!, message: 'other' }] }), true);
+  assert.equal(statusChanged(undefined, {}), false);
+});

@@ -151,6 +151,8 @@ test('a hand-written NixBuild outside the allow-lists, or naming latest, a diges
   assert.match(specProblem(nixBuild({ images: [`registry.local/app@sha256:${'a'.repeat(64)}`] }), POLICY) ?? '', /pinned by digest/);
   assert.match(specProblem(nixBuild({ images: [] }), POLICY) ?? '', /spec.images is empty/);
   assert.match(specProblem(nixBuild({ flakeUrl: `github:evil/payload/${REV_A}` }), POLICY) ?? '', /^spec.flakeUrl: flake source https:\/\/github.com\/evil\/payload is outside/);
+  // A full attribute path of another system would make the Job builder throw: caught before any Job.
+  assert.match(specProblem(nixBuild({ packageName: 'packages.aarch64-linux.image' }), POLICY) ?? '', /^spec.packageName: attribute "packages.aarch64-linux.image" is for aarch64-linux, not x86_64-linux/);
 });
 
 test('a NixBuild squatting the name of a planned build is not adopted; the planned build is', () => {

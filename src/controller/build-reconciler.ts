@@ -1,0 +1,167 @@
+// One NixBuild's reconcile, run by the work queue for that build alone: read what the last plan pass gathered
+// (the World), decide with the pure state machine, act (a Job), then write status once, at the end, only when
+// it changed, with the Events that follow from it. An error here fails this build's reconcile only: the queue
+// retries it with its own backoff while every other build goes on.
+import { type BatchV1Api, type CoreV1Api, type CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
+import { buildJob } from '../build/job.ts';
+import type { NodeView } from '../cluster/node-view.ts';
+import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
+import type { BuildPolicy } from '../plan/allow.ts';
+import { attemptOf, type BuildAction, nextState, statusChanged } from './build-state.ts';
+import { type ControllerConfig, socketFor } from './config.ts';
+import { ANNOTATION_WORKLOADS } from './desired.ts';
+import { recordEvent, workloadTargets } from './events.ts';
+import type { Logger } from './log.ts';
+import type { Metrics } from './metrics.ts';
+import { pinnedNodeProblem, specProblem } from './spec-check.ts';
+import type { Outcome } from './work-queue.ts';
+
+/** What the last plan pass saw and decided, for the builds' reconciles. */
+export interface World {
+  now: Date;
+  builds: ReadonlyMap<string, NixBuild>;
+  jobsByBuild: ReadonlyMap<string, V1Job[]>;
+  podsByJob: ReadonlyMap<string, V1Pod[]>;
+  rawNodes: ReadonlyMap<string, V1Node>;
+  views: ReadonlyMap<string, NodeView>;
+  /** The node chosen for each build created by that pass. */
+  placement: ReadonlyMap<string, string>;
+  rebuild: ReadonlyMap<string, string>;
+  notAdopted: ReadonlyMap<string, string>;
+  /** Where a build without a node (or a moved one) goes now; counts it against that node's slots. */
+  candidate(system: string): string | undefined;
+}
+
+export interface BuildReconcilerDeps {
+  cfg: ControllerConfig;
+  policy: BuildPolicy;
+  core: CoreV1Api;
+  batch: BatchV1Api;
+  custom: CustomObjectsApi;
+  metrics: Metrics;
+  log: Logger;
+  /** The status this controller wrote last per NixBuild uid, until the informer shows it. */
+  written: Map<string, NixBuildStatus>;
+}
+
+export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: World) => Promise<Outcome> {
+  const { cfg, core, batch, custom } = d;
+  const ns = cfg.namespace;
+
+  return async function reconcileBuild(name, world): Promise<Outcome> {
+    const seen = world.builds.get(name);
+    if (seen === undefined) return undefined;
+    const nb = withWritten(seen, d.written);
+    // The plan's verdicts about this build hold for the status the plan saw; after a newer write of ours
+    // (the rebuild it asked for has run already), they wait for the next plan pass.
+    const planSawThis = !statusChanged(seen.status, nb.status ?? {});
+    const log = d.log.with({ nixbuild: `${ns}/${name}` });
+    const jobs = world.jobsByBuild.get(name) ?? [];
+    const latestJob = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0]?.metadata?.name;
+    const pods = latestJob !== undefined ? (world.podsByJob.get(latestJob) ?? []) : [];
+    const placed = world.placement.get(name);
+    const candidate = placed !== undefined && nb.status?.node === undefined ? () => placed : () => world.candidate(nb.spec.system);
+    const base = {
+      nb,
+      jobs,
+      pods,
+      nodes: world.views,
+      candidate,
+      now: world.now,
+      maxAttempts: nb.spec.maxAttempts ?? cfg.maxAttempts,
+      retryBaseSeconds: cfg.retryBaseSeconds,
+      nodeLostSeconds: cfg.nodeLostSeconds,
+      maxRebuilds: cfg.maxRebuilds,
+      ...optional('rebuild', planSawThis ? world.rebuild.get(name) : undefined),
+      ...optional('invalid', specProblem(nb, d.policy)),
+      ...optional('notAdopted', world.notAdopted.get(name)),
+      ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
+    };
+    let { status, action, event } = nextState(base);
+    if (action.kind === 'read-log') {
+      const failedLog = await readLogTail(action.pod);
+      ({ status, action, event } = nextState({ ...base, failedLog }));
+    }
+    await act(nb, action, world.rawNodes, log);
+    const target = { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name, ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}) };
+    if (event !== undefined) {
+      log.info(`${event.reason}: ${event.message}`);
+      await recordEvent(core, target, event.type, event.reason, event.message, log.line);
+    }
+    if (statusChanged(nb.status, status)) {
+      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      if (nb.metadata.uid !== undefined) d.written.set(nb.metadata.uid, status);
+      await tellPhase(nb, status, target, log);
+    }
+    return action.kind === 'requeue' ? { requeueAfterMs: Math.max(100, action.afterMs) } : undefined;
+  };
+
+  /** An Event on each phase change, and when a build stalls without one; the end of a build on its workloads. */
+  async function tellPhase(nb: NixBuild, status: NixBuildStatus, target: { namespace: string; kind: string; apiVersion: string; name: string }, log: Logger): Promise<void> {
+    const stalled = (st: NixBuildStatus | undefined) => st?.conditions?.some((c) => c.type === 'Stalled' && c.status === 'True') === true;
+    if (status.phase === nb.status?.phase && !(stalled(status) && !stalled(nb.status))) return;
+    const ready = status.conditions?.find((c) => c.type === 'Ready');
+    const type = status.phase === 'Failed' || stalled(status) ? 'Warning' : 'Normal';
+    await recordEvent(core, target, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log.line);
+    (type === 'Warning' ? log.warn : log.info)(`${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`, { reason: ready?.reason });
+    if (status.phase === 'Succeeded' || status.phase === 'Failed') {
+      for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
+        await recordEvent(core, w, type, ready?.reason ?? status.phase, `NixBuild ${ns}/${nb.metadata.name}: ${ready?.message ?? status.phase}`, log.line);
+      }
+    }
+    if (status.phase === 'Failed') d.metrics.buildsFailed++;
+    if (status.phase === 'Succeeded') d.metrics.buildsSucceeded++;
+  }
+
+  async function act(nb: NixBuild, action: BuildAction, rawNodes: ReadonlyMap<string, V1Node>, log: Logger): Promise<void> {
+    if (action.kind !== 'create-job') return;
+    const node = action.node;
+    if (action.abandon !== undefined) {
+      // The Job left on a lost node: its pod must not come back to life if the node does.
+      await batch.deleteNamespacedJob({ name: action.abandon, namespace: ns, propagationPolicy: 'Background' }).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    }
+    const raw = rawNodes.get(node);
+    const job = buildJob(nb, node, action.attempt, {
+      namespace: ns,
+      builderImage: cfg.builderImage,
+      importerImage: cfg.importerImage,
+      ...(cfg.importerCommand !== undefined ? { importerCommand: cfg.importerCommand } : {}),
+      cacheHostPath: cfg.cache.hostPath,
+      containerdSocket: socketFor({ annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' }, cfg.containerdSocket),
+      builderTolerations: cfg.builderTolerations,
+      nixOptions: cfg.nixOptions,
+      ...(cfg.nixSecretName !== undefined ? { nixSecretName: cfg.nixSecretName } : {}),
+      allowedImages: d.policy.images,
+      activeDeadlineSeconds: cfg.buildTimeoutSeconds,
+    });
+    await batch.createNamespacedJob({ namespace: ns, body: job }).catch((err: unknown) => {
+      if (!isConflict(err)) throw new Error(`creating Job ${job.metadata?.name}: ${apiMessage(err)}`);
+    });
+    log.info(`started Job ${job.metadata?.name} on ${node}`, { job: job.metadata?.name, node });
+  }
+
+  async function readLogTail(pod: string): Promise<string> {
+    const parts: string[] = [];
+    for (const container of ['build', 'import']) {
+      const text = await core.readNamespacedPodLog({ name: pod, namespace: ns, container, tailLines: 25 }).catch(() => '');
+      if (text.trim() !== '') parts.push(`[${container}]\n${text.trimEnd()}`);
+    }
+    return parts.join('\n').slice(-4000);
+  }
+}
+
+/** The build with the status this controller wrote last, where the informer has not shown it yet. */
+export function withWritten(nb: NixBuild, written: Map<string, NixBuildStatus>): NixBuild {
+  const mine = nb.metadata.uid !== undefined ? written.get(nb.metadata.uid) : undefined;
+  if (mine === undefined) return nb;
+  if (!statusChanged(nb.status, mine)) {
+    written.delete(nb.metadata.uid!);
+    return nb;
+  }
+  return { ...nb, status: mine };
+}
+
+const optional = <K extends string>(key: K, value: string | undefined): { [k in K]?: string } => (value !== undefined ? ({ [key]: value } as { [k in K]: string }) : {});

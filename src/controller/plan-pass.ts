@@ -1,0 +1,191 @@
+// The controller's plan pass: gather (the informers' caches and the source's analysis), plan (desiredBuilds,
+// pure), then the only cluster-wide writes: the NixBuilds to create and the Events on refused pods. Each
+// write is handled on its own: one refused creation is logged and retried later, the rest go on. The result
+// is the World the builds' reconciles read.
+import type { CoreV1Api, CustomObjectsApi, KubernetesObject, V1Job, V1Node, V1Pod } from '@kubernetes/client-node';
+import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
+import { LABEL_BUILD } from '../build/job.ts';
+import { withInventory } from '../cluster/inventory.ts';
+import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
+import type { BuildPolicy } from '../plan/allow.ts';
+import type { RefusedPod } from '../plan/on-demand.ts';
+import { canBuild, chooseBuilder } from '../plan/planner.ts';
+import { apiMessage, isConflict } from '../kube/errors.ts';
+import { withWritten, type World } from './build-reconciler.ts';
+import type { ControllerConfig } from './config.ts';
+import { activeBuildsByNode, ANNOTATION_WORKLOADS, type Desired, desiredBuilds } from './desired.ts';
+import { recordEvent, workloadTargets } from './events.ts';
+import type { Logger } from './log.ts';
+import type { Metrics } from './metrics.ts';
+import type { SourceState } from './source-state.ts';
+
+export interface Observed {
+  nodes: readonly V1Node[];
+  pods: readonly V1Pod[];
+  jobs: readonly V1Job[];
+  builds: readonly NixBuild[];
+  inventories: readonly KubernetesObject[];
+}
+
+export interface PlanPassDeps {
+  cfg: ControllerConfig;
+  policy: BuildPolicy;
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+  source: SourceState;
+  metrics: Metrics;
+  log: Logger;
+  written: Map<string, NixBuildStatus>;
+}
+
+export interface PlanPassResult {
+  world: World;
+  /** Plan again after this long: a rebuild's grace period ends, or a creation failed. */
+  againAfterMs?: number;
+}
+
+export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanPassResult> {
+  const { cfg } = d;
+  const ns = cfg.namespace;
+  const said = { problems: '', blocked: '' };
+  // Refusals already told to each pod (uid → message): one Event per pod and reason, not one per pass.
+  const refusedTold = new Map<string, string>();
+
+  return async function run(o: Observed): Promise<PlanPassResult> {
+    const now = new Date();
+    const nodes = nodeViews(o, cfg, now);
+    d.metrics.nodesWithAgentInventory = nodes.filter((n) => n.imageSource === 'agent').length;
+    const builds = o.builds.map((b) => withWritten(b, d.written));
+    const analysis = d.source.current()?.analysis;
+    const watched = cfg.watchNamespaces.length === 0 ? o.pods : o.pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
+    const desired = desiredBuilds({
+      analysis,
+      locks: analysis?.locks ?? new Map(),
+      pods: watched,
+      nodes,
+      existing: builds,
+      mode: cfg.mode,
+      defaultBuildMode: cfg.buildMode,
+      builderTolerations: cfg.builderTolerations,
+      namespace: ns,
+      maxConcurrentBuildsPerNode: cfg.maxConcurrentBuildsPerNode,
+      now,
+      rebuildGraceSeconds: cfg.rebuildGraceSeconds,
+      trustedNamespaces: cfg.trustedNamespaces,
+      policy: d.policy,
+    });
+    sayOnce(desired);
+    await tellRefused(desired.refused, o.pods);
+    const { created, failed } = await createBuilds(desired);
+    const live = new Set(builds.map((b) => b.metadata.uid));
+    for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
+    const againAfterMs = Math.min(desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity, failed ? 5_000 : Infinity);
+    return { world: worldOf(o, nodes, [...builds, ...created], desired, now), ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}) };
+  };
+
+  /** What cannot be planned or started, logged once per change rather than on every pass. */
+  function sayOnce(desired: Desired): void {
+    const problems = desired.problems.map((p) => `${p.object ?? ''} ${p.message}`).join('\n');
+    if (problems !== said.problems) {
+      said.problems = problems;
+      for (const p of desired.problems) d.log.warn(`not planned: ${p.message}`, { object: p.object, file: p.file });
+    }
+    const blocked = [...desired.unbuildable, ...desired.waiting.map((b) => `${b.id}: waits for a free build slot on ${b.node ?? '?'} (maxConcurrentBuildsPerNode)`)].join('\n');
+    if (blocked !== said.blocked) {
+      said.blocked = blocked;
+      if (blocked !== '') for (const line of blocked.split('\n')) d.log.info(`not started: ${line}`);
+    }
+  }
+
+  async function tellRefused(refused: readonly RefusedPod[], pods: readonly V1Pod[]): Promise<void> {
+    const live = new Set(pods.map((p) => p.metadata?.uid));
+    for (const uid of refusedTold.keys()) if (!live.has(uid)) refusedTold.delete(uid);
+    for (const r of refused) {
+      const id = r.uid ?? `${r.namespace}/${r.name}`;
+      const message = `enbi builds nothing for container ${r.container}: ${r.reason}`;
+      if (refusedTold.get(id) === message) continue;
+      refusedTold.set(id, message);
+      d.log.warn(message, { pod: `${r.namespace}/${r.name}`, image: r.image });
+      d.metrics.podsRefused++;
+      await recordEvent(d.core, { namespace: r.namespace, kind: 'Pod', apiVersion: 'v1', name: r.name, ...(r.uid !== undefined ? { uid: r.uid } : {}) }, 'Warning', 'BuildRefused', message, d.log.line);
+    }
+  }
+
+  async function createBuilds(desired: Desired): Promise<{ created: NixBuild[]; failed: boolean }> {
+    const created: NixBuild[] = [];
+    let failed = false;
+    for (const nb of desired.create) {
+      const node = desired.placement.get(nb.metadata.name);
+      const log = d.log.with({ nixbuild: `${ns}/${nb.metadata.name}` });
+      let body: NixBuild | undefined;
+      try {
+        body = (await d.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb })) as NixBuild;
+      } catch (err) {
+        if (isConflict(err)) continue;
+        failed = true;
+        d.metrics.reconcileErrors++;
+        log.error(`could not create the NixBuild (retried): ${apiMessage(err)}`);
+        continue;
+      }
+      created.push(body);
+      d.metrics.buildsCreated++;
+      log.info(`created: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${node ?? '?'}`, { workloads: nb.metadata.annotations?.[ANNOTATION_WORKLOADS] });
+      const images = nb.spec.images?.join(', ') ?? '';
+      await recordEvent(d.core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name }, 'Normal', 'BuildPlanned', `building ${images} for ${nb.spec.system} on ${node ?? '?'}`, log.line);
+      // And on the workloads that need it, where their owners look (kubectl describe pod).
+      for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
+        await recordEvent(d.core, w, 'Normal', 'BuildPlanned', `enbi builds ${images} for ${nb.spec.system} on ${node ?? '?'}: NixBuild ${ns}/${nb.metadata.name}`, log.line);
+      }
+    }
+    return { created, failed };
+  }
+
+  function worldOf(o: Observed, nodes: NodeView[], builds: NixBuild[], desired: Desired, now: Date): World {
+    const jobsByBuild = new Map<string, V1Job[]>();
+    for (const j of o.jobs) {
+      const b = j.metadata?.labels?.[LABEL_BUILD];
+      if (b !== undefined) jobsByBuild.set(b, [...(jobsByBuild.get(b) ?? []), j]);
+    }
+    const podsByJob = new Map<string, V1Pod[]>();
+    for (const p of o.pods) {
+      const job = p.metadata?.namespace === ns ? p.metadata.labels?.['job-name'] : undefined;
+      if (job !== undefined) podsByJob.set(job, [...(podsByJob.get(job) ?? []), p]);
+    }
+    // Where builds without a node go, and moved ones: the planner's builder choice with the current load.
+    const load = activeBuildsByNode(builds);
+    for (const [name, node] of desired.placement) if (!builds.some((b) => b.metadata.name === name && (b.status?.node ?? b.spec.node) !== undefined)) load.set(node, (load.get(node) ?? 0) + 1);
+    const ableBySystem = new Map<string, NodeView[]>();
+    return {
+      now,
+      builds: new Map(builds.map((b) => [b.metadata.name, b])),
+      jobsByBuild,
+      podsByJob,
+      rawNodes: new Map(o.nodes.map((n) => [n.metadata?.name ?? '', n])),
+      views: new Map(nodes.map((n) => [n.name, n])),
+      placement: desired.placement,
+      rebuild: desired.rebuild,
+      notAdopted: desired.notAdopted,
+      candidate(system) {
+        let able = ableBySystem.get(system);
+        if (able === undefined) ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));
+        const choice = chooseBuilder(able, system, load, cfg.maxConcurrentBuildsPerNode);
+        if (choice === undefined) return undefined;
+        load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);
+        return choice.node.name;
+      },
+    };
+  }
+}
+
+/** The nodes as enbi sees them: agent inventories where fresh, the build pool applied. */
+function nodeViews(o: Observed, cfg: ControllerConfig, now: Date): NodeView[] {
+  const pool = Object.entries(cfg.builderNodeSelector);
+  const inventories = new Map(o.inventories.map((i) => [i.metadata?.name ?? '', i]));
+  return o.nodes.map((n) => {
+    const plain = nodeViewOf(n, cfg.maxNodeImages);
+    const inventory = inventories.get(plain.name);
+    const view = inventory !== undefined ? withInventory(plain, inventory, { now }) : plain;
+    if (pool.some(([k, v]) => view.labels[k] !== v)) view.builderAllowed = false;
+    return view;
+  });
+}

@@ -1,0 +1,81 @@
+// The source loop: syncs the Git source (or directory) on its own timer, at once on a webhook, one sync at a
+// time, and tells the controller when the analysis changed. Each Git request has an idle timeout
+// (source.timeoutSeconds), so a hung server fails a sync instead of holding it; failures back off (the
+// interval doubles, up to ten minutes) and the last good analysis stays in use meanwhile.
+import type { Logger } from './log.ts';
+import type { SourceState } from './source-state.ts';
+
+export interface SourceLoopDeps {
+  source: SourceState;
+  intervalMs: number;
+  log: Logger;
+  onChange: () => void;
+  /** How long a plan pass waits for a sync it asked for (webhook) before planning with what it has. */
+  forcedWaitMs?: number;
+}
+
+export interface SourceLoop {
+  start(): void;
+  /** Sync now (a webhook): the next plan pass waits for it, up to forcedWaitMs. */
+  syncNow(): void;
+  /** Resolves when the sync asked for by syncNow() is done (or forcedWaitMs passed). */
+  awaitForced(): Promise<void>;
+  stop(): void;
+}
+
+const MAX_BACKOFF_MS = 600_000;
+
+export function sourceLoop(d: SourceLoopDeps): SourceLoop {
+  let chain: Promise<void> = Promise.resolve();
+  let forced: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let failures = 0;
+  let stopped = false;
+  let queued = 0;
+
+  const sync = (force: boolean): Promise<void> => {
+    // Syncs never overlap (they share the clone); a burst of webhooks while one runs is one more sync.
+    if (queued > 0 && !force) return chain;
+    queued++;
+    chain = chain.then(async () => {
+      queued--;
+      if (stopped) return;
+      const t0 = Date.now();
+      const changed = await d.source.refresh(force);
+      const error = d.source.lastError();
+      failures = error === undefined ? 0 : failures + 1;
+      if (error !== undefined) d.log.warn(`sync failed (${failures} in a row; next try in ${Math.round(delay() / 1000)} s): ${error}`);
+      else if (changed) d.log.info(`source changed (synced in ${Date.now() - t0} ms)`, { revision: d.source.current()?.revision.slice(0, 12) });
+      if (changed) d.onChange();
+    });
+    return chain;
+  };
+  const delay = () => Math.min(MAX_BACKOFF_MS, d.intervalMs * 2 ** failures);
+  const tick = () => {
+    if (stopped) return;
+    void sync(false).finally(() => {
+      if (!stopped) timer = setTimeout(tick, delay());
+    });
+  };
+
+  return {
+    start() {
+      tick();
+    },
+    syncNow() {
+      forced = sync(true);
+    },
+    async awaitForced() {
+      const f = forced;
+      if (f === undefined) return;
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([f, new Promise<void>((r) => (t = setTimeout(r, d.forcedWaitMs ?? 60_000)))]);
+      clearTimeout(t);
+      if (forced === f) forced = undefined;
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,118 @@
+// Faults the controller must survive, against a real API server: a build whose Job an admission policy
+// refuses sits beside a good build, which still gets its Job and completes (each NixBuild is its own key in
+// the work queue, with its own backoff); the refused one is retried, never blocks, and succeeds once the
+// policy goes. The test plays the Job controller's completion (API-object nodes).
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AdmissionregistrationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
+import { parseControllerConfig } from '../../src/controller/config.ts';
+import { type RunningController, startController } from '../../src/controller/controller.ts';
+import { newMetrics } from '../../src/controller/metrics.ts';
+import { sourceState } from '../../src/controller/source-state.ts';
+import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
+import { REV_A, REV_B } from '../support/fixtures.ts';
+import { applyNixBuildCrd, completeJob, fakeNodes, until } from '../support/kube.ts';
+
+const run = Date.now().toString(36);
+const POOL = 'enbi.test/pool';
+
+describe('controller faults (real API server)', { skip: clusterSkipReason() }, () => {
+  let c: ClusterInfo;
+  let controller: RunningController | undefined;
+  let nodes: Awaited<ReturnType<typeof fakeNodes>> | undefined;
+  const ns = `enbi-faults-${run}`;
+  const policy = `enbi-test-refuse-${run}`;
+  const logs: string[] = [];
+  const metrics = newMetrics();
+
+  const custom = () => c.kc.makeApiClient(CustomObjectsApi);
+  const jobsOf = async (name: string) => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns, labelSelector: `enbi.hrzn.ee/nixbuild=${name}` })).items;
+  const build = async (name: string) => (await custom().getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as NixBuild;
+
+  before(async () => {
+    c = await useCluster('control-plane');
+    await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    await applyNixBuildCrd(c.kc);
+    nodes = await fakeNodes(c.kc, { [`faults-${run}`]: { arch: 'amd64', labels: { [POOL]: run } } });
+    // An admission policy refusing the Jobs of one build, as a quota or a site policy would.
+    const admission = c.kc.makeApiClient(AdmissionregistrationV1Api);
+    await admission.createValidatingAdmissionPolicy({
+      body: {
+        metadata: { name: policy },
+        spec: {
+          failurePolicy: 'Fail',
+          matchConstraints: { resourceRules: [{ apiGroups: ['batch'], apiVersions: ['v1'], operations: ['CREATE'], resources: ['jobs'] }] },
+          matchConditions: [{ name: 'this-test', expression: `object.metadata.namespace == '${ns}'` }],
+          validations: [{ expression: `!has(object.metadata.labels) || !('enbi.hrzn.ee/nixbuild' in object.metadata.labels) || object.metadata.labels['enbi.hrzn.ee/nixbuild'] != 'a-refused-${run}'`, message: 'refused by the site policy' }],
+        },
+      },
+    });
+    await admission.createValidatingAdmissionPolicyBinding({ body: { metadata: { name: policy }, spec: { policyName: policy, validationActions: ['Deny'] } } });
+    const dir = await mkdtemp(join(tmpdir(), 'enbi-faults-'));
+    await writeFile(join(dir, 'empty.yaml'), '');
+    const cfg = parseControllerConfig({
+      source: { dir, intervalSeconds: 3600 },
+      namespace: ns,
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/'],
+      builderImage: 'enbi.local/builder:dev',
+      importerImage: 'enbi.local/importer:dev',
+      containerdSocket: '/run/containerd/containerd.sock',
+      builderNodeSelector: { [POOL]: run },
+      maxConcurrentBuildsPerNode: 4,
+    });
+    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+  });
+
+  after(async () => {
+    await controller?.stop();
+    await nodes?.stop();
+    const admission = c?.kc.makeApiClient(AdmissionregistrationV1Api);
+    await admission?.deleteValidatingAdmissionPolicyBinding({ name: policy }).catch(() => undefined);
+    await admission?.deleteValidatingAdmissionPolicy({ name: policy }).catch(() => undefined);
+    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
+    if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
+  });
+
+  it('a build whose Job is refused does not hold up the build beside it; it is retried and runs once allowed', async () => {
+    // Named so that the refused one comes first in every listing.
+    const nb = (name: string, rev: string): NixBuild => ({
+      apiVersion: `${GROUP}/${VERSION}`,
+      kind: 'NixBuild',
+      metadata: { name, namespace: ns },
+      spec: { flakeUrl: `git+http://git.invalid/f.git?rev=${rev}`, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/${name}:v1`] },
+    });
+    const bad = `a-refused-${run}`;
+    const good = `b-good-${run}`;
+    // The admission policy takes a moment to be enforced: wait until it refuses a Job of the bad build.
+    await until('the admission policy to be enforced', async () => {
+      try {
+        await c.kc.makeApiClient(BatchV1Api).createNamespacedJob({ namespace: ns, body: { metadata: { name: `probe-${run}`, labels: { 'enbi.hrzn.ee/nixbuild': bad } }, spec: { template: { spec: { restartPolicy: 'Never', containers: [{ name: 'x', image: 'x' }] } } } }, dryRun: 'All' });
+        return undefined;
+      } catch (err) {
+        return /refused by the site policy/.test(String((err as { body?: string }).body)) ? true : undefined;
+      }
+    }, 30_000, 500);
+    for (const [name, rev] of [[bad, REV_A], [good, REV_B]] as const) await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb(name, rev) });
+    controller!.trigger();
+    const [goodJob] = await until('the good build\'s Job', async () => {
+      const js = await jobsOf(good);
+      return js.length > 0 ? js : undefined;
+    }, 30_000);
+    await completeJob(c.kc, ns, goodJob!.metadata!.name!);
+    await until('the good build Succeeded', async () => ((await build(good)).status?.phase === 'Succeeded' ? true : undefined), 30_000);
+    // The refused one: no Job, errors counted and logged with its identity, retried with backoff.
+    assert.deepEqual(await jobsOf(bad), []);
+    await until('two refusals of the bad build\'s Job', async () => (logs.filter((l) => l.includes(`"nixbuild":"${ns}/${bad}"`) && /reconcile failed, retried in/.test(l)).length >= 2 ? true : undefined), 30_000);
+    assert.ok(metrics.reconcileErrors >= 2);
+    assert.ok(logs.some((l) => /refused by the site policy/.test(l)), 'the API server\'s reason is in the log');
+    // The policy goes: the next retry starts its Job.
+    await c.kc.makeApiClient(AdmissionregistrationV1Api).deleteValidatingAdmissionPolicyBinding({ name: policy });
+    await until('the refused build\'s Job once allowed', async () => ((await jobsOf(bad)).length > 0 ? true : undefined), 60_000, 500);
+    assert.equal(controller!.healthy(), true);
+  });
+});
