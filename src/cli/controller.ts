@@ -1,11 +1,13 @@
 // `enbi controller --config FILE`: runs the controller against the cluster of the kubeconfig (in-cluster
 // when deployed). A bad configuration stops start-up with every problem listed.
-import { homedir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { loadControllerConfig } from '../controller/config.ts';
-import { startController } from '../controller/controller.ts';
+import { type RunningController, startController } from '../controller/controller.ts';
+import { startLeaderElection } from '../controller/leader.ts';
 import { newMetrics } from '../controller/metrics.ts';
 import { readWebhookSecret, startServers } from '../controller/server.ts';
 import { sourceState } from '../controller/source-state.ts';
@@ -35,14 +37,47 @@ export async function runController(argv: string[]): Promise<number> {
     const cacheDir = values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
     const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
-    const controller = await startController({ cfg, kc, source, metrics, log: logger });
+    // Several replicas: only the Lease holder runs the controller; a standby serves probes and forwards
+    // webhooks to the leader through the Lease. One replica (leaderElection.enabled false): it runs at once.
+    let controller: RunningController | undefined;
+    const lead = async () => {
+      controller = await startController({ cfg, kc, source, metrics, log: logger });
+      controller.trigger(true);
+    };
+    const identity = `${process.env.HOSTNAME ?? hostname()}-${randomBytes(3).toString('hex')}`;
+    const election = cfg.leaderElection.enabled
+      ? startLeaderElection({
+          kc,
+          namespace: cfg.namespace,
+          name: cfg.leaderElection.leaseName,
+          identity,
+          leaseSeconds: cfg.leaderElection.leaseSeconds,
+          renewSeconds: cfg.leaderElection.renewSeconds,
+          retrySeconds: 2,
+          log: logger.with({ component: 'leader-election' }),
+          onStartedLeading: () => void lead().catch((err: unknown) => fatal(`could not start leading: ${(err as Error).message}`)),
+          // Exit and come back as a standby: no half-stopped controller keeps writing.
+          onStoppedLeading: () => fatal('lost the lease: exiting so that only the new leader writes'),
+          onSyncRequested: () => controller?.trigger(true),
+        })
+      : undefined;
+    if (election === undefined) await lead();
     const webhook = cfg.webhook.secretFile !== undefined ? { ...cfg.webhook.listen, secretFile: cfg.webhook.secretFile } : undefined;
-    const servers = await startServers({ listen: cfg.listen, ...(webhook !== undefined ? { webhook } : {}), metrics, ready: controller.ready, healthy: controller.healthy, onPush: () => controller.trigger(true), log });
-    log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`);
-    controller.trigger(true);
+    const servers = await startServers({
+      listen: cfg.listen,
+      ...(webhook !== undefined ? { webhook } : {}),
+      metrics,
+      // A standby is ready and alive: it serves probes and forwards webhooks.
+      ready: () => (controller !== undefined ? controller.ready() : election !== undefined),
+      healthy: () => controller?.healthy() ?? true,
+      onPush: () => (controller !== undefined ? controller.trigger(true) : void election?.requestSync().catch((err: unknown) => log(`could not forward the webhook to the leader: ${(err as Error).message}`))),
+      log,
+    });
+    log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, ${election !== undefined ? `leader election on lease ${cfg.namespace}/${cfg.leaderElection.leaseName} as ${identity}` : 'no leader election'}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`);
     const stop = async () => {
       log('stopping');
-      await controller.stop();
+      await election?.stop();
+      await controller?.stop();
       process.exit(0);
     };
     process.on('SIGTERM', () => void stop());
@@ -51,5 +86,10 @@ export async function runController(argv: string[]): Promise<number> {
   } catch (err) {
     console.error(`enbi controller: ${(err as Error).message}`);
     return 1;
+  }
+
+  function fatal(message: string): never {
+    logger.error(message);
+    process.exit(1);
   }
 }

@@ -28,6 +28,8 @@ export interface World {
   /** The node chosen for each build created by that pass. */
   placement: ReadonlyMap<string, string>;
   rebuild: ReadonlyMap<string, string>;
+  /** The completionTime each rebuild verdict was made about. */
+  rebuildOf: ReadonlyMap<string, string>;
   notAdopted: ReadonlyMap<string, string>;
   /** Where a build without a node (or a moved one) goes now; counts it against that node's slots. */
   candidate(system: string): string | undefined;
@@ -52,10 +54,12 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
   return async function reconcileBuild(name, world): Promise<Outcome> {
     const seen = world.builds.get(name);
     if (seen === undefined) return undefined;
-    const nb = withWritten(seen, d.written);
-    // The plan's verdicts about this build hold for the status the plan saw; after a newer write of ours
-    // (the rebuild it asked for has run already), they wait for the next plan pass.
-    const planSawThis = !statusChanged(seen.status, nb.status ?? {});
+    // The world's copy may carry our last write already; only the plan pass, which sees the informer's copy,
+    // may forget a write the watch has shown.
+    const nb = withWritten(seen, d.written, false);
+    // A rebuild verdict holds for the completion it was made about: once the build has completed again (the
+    // rebuild it asked for has run), or is running, it waits for a new verdict from the next plan pass.
+    const rebuild = nb.status?.phase === 'Succeeded' && nb.status.completionTime === world.rebuildOf.get(name) ? world.rebuild.get(name) : undefined;
     const log = d.log.with({ nixbuild: `${ns}/${name}` });
     const jobs = world.jobsByBuild.get(name) ?? [];
     const latestJob = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0]?.metadata?.name;
@@ -73,7 +77,7 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       retryBaseSeconds: cfg.retryBaseSeconds,
       nodeLostSeconds: cfg.nodeLostSeconds,
       maxRebuilds: cfg.maxRebuilds,
-      ...optional('rebuild', planSawThis ? world.rebuild.get(name) : undefined),
+      ...optional('rebuild', rebuild),
       ...optional('invalid', specProblem(nb, d.policy)),
       ...optional('notAdopted', world.notAdopted.get(name)),
       ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
@@ -90,7 +94,10 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       await recordEvent(core, target, event.type, event.reason, event.message, log.line);
     }
     if (statusChanged(nb.status, status)) {
-      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      // A merge patch keeps keys it does not name: the ones this status dropped (completionTime when a build
+      // starts again, logExcerpt) are sent as null, which deletes them.
+      const dropped = Object.fromEntries(Object.keys(nb.status ?? {}).filter((k) => !(k in status)).map((k) => [k, null]));
+      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status: { ...status, ...dropped } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
       if (nb.metadata.uid !== undefined) d.written.set(nb.metadata.uid, status);
       await tellPhase(nb, status, target, log);
     }
@@ -153,12 +160,15 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
   }
 }
 
-/** The build with the status this controller wrote last, where the informer has not shown it yet. */
-export function withWritten(nb: NixBuild, written: Map<string, NixBuildStatus>): NixBuild {
+/**
+ * The build with the status this controller wrote last, where the informer has not shown it yet. `settle`:
+ * `nb` is the informer's own copy, so a write it shows is forgotten.
+ */
+export function withWritten(nb: NixBuild, written: Map<string, NixBuildStatus>, settle = true): NixBuild {
   const mine = nb.metadata.uid !== undefined ? written.get(nb.metadata.uid) : undefined;
   if (mine === undefined) return nb;
   if (!statusChanged(nb.status, mine)) {
-    written.delete(nb.metadata.uid!);
+    if (settle) written.delete(nb.metadata.uid!);
     return nb;
   }
   return { ...nb, status: mine };

@@ -86,6 +86,15 @@ export const controllerConfigSchema = z
       .describe("A Succeeded build whose image is missing again where a pod waits is rebuilt only this long after it completed (kubelet refreshes its image list every 30 s)."),
     maxRebuilds: z.number().int().min(0).default(1).describe('Rebuilds per NixBuild for an image gone missing; then it is Stalled (ImageMissing).'),
     maxNodeImages: z.number().int().min(1).default(50).describe("kubelet's nodeStatusMaxImages."),
+    leaderElection: z
+      .object({
+        enabled: z.boolean().default(true).describe('Run several replicas; one leads (the others stand by and forward webhooks).'),
+        leaseName: z.string().default('enbi-controller').describe('The coordination.k8s.io Lease in `namespace`.'),
+        leaseSeconds: z.number().int().min(2).default(15).describe('A standby takes over after this long without a renewal.'),
+        renewSeconds: z.number().int().min(1).default(5),
+      })
+      .refine((l) => l.renewSeconds * 2 <= l.leaseSeconds, { message: 'renewSeconds must be at most half of leaseSeconds' })
+      .default({ enabled: true, leaseName: 'enbi-controller', leaseSeconds: 15, renewSeconds: 5 }),
     listen: z
       .object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') })
       .default({ port: 8080, host: '0.0.0.0' })

@@ -47,6 +47,8 @@ export interface Desired {
   waiting: PlannedBuild[];
   /** Succeeded builds whose image is missing again where a pod waits for it: name → why. */
   rebuild: Map<string, string>;
+  /** The completionTime each rebuild verdict is about: a build completed since then needs a new verdict. */
+  rebuildOf: Map<string, string>;
   /** A build would be redone but for the grace period: plan again after this long. */
   recheckAfterMs?: number;
   problems: Problem[];
@@ -109,6 +111,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const placement = new Map<string, string>();
   const waiting: PlannedBuild[] = [];
   const rebuild = new Map<string, string>();
+  const rebuildOf = new Map<string, string>();
   const notAdopted = new Map<string, string>();
   let recheckAfterMs: number | undefined;
   for (const b of planned.builds) {
@@ -121,7 +124,10 @@ export function desiredBuilds(input: DesiredInput): Desired {
         continue;
       }
       const gone = goneAgain(found, b, reported, byName, input);
-      if (typeof gone === 'string') rebuild.set(name, gone);
+      if (typeof gone === 'string') {
+        rebuild.set(name, gone);
+        rebuildOf.set(name, found.status?.completionTime ?? '');
+      }
       else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
       continue;
     }
@@ -135,7 +141,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted };
+  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf };
 }
 
 /**

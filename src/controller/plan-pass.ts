@@ -164,6 +164,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       views: new Map(nodes.map((n) => [n.name, n])),
       placement: desired.placement,
       rebuild: desired.rebuild,
+      rebuildOf: desired.rebuildOf,
       notAdopted: desired.notAdopted,
       candidate(system) {
         let able = ableBySystem.get(system);

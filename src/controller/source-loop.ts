@@ -12,6 +12,8 @@ export interface SourceLoopDeps {
   onChange: () => void;
   /** How long a plan pass waits for a sync it asked for (webhook) before planning with what it has. */
   forcedWaitMs?: number;
+  /** Syncs start at least this far apart (default 1 s): a burst of webhooks costs one sync a second. */
+  minSpacingMs?: number;
 }
 
 export interface SourceLoop {
@@ -27,28 +29,39 @@ const MAX_BACKOFF_MS = 600_000;
 
 export function sourceLoop(d: SourceLoopDeps): SourceLoop {
   let chain: Promise<void> = Promise.resolve();
+  // The sync waiting behind the running one: every request meanwhile joins it (a burst of a thousand
+  // webhooks is one more sync, not a thousand), forced if any of them was.
+  let pending: Promise<void> | undefined;
+  let pendingForce = false;
   let forced: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
   let failures = 0;
   let stopped = false;
-  let queued = 0;
+  let lastStart = 0;
 
   const sync = (force: boolean): Promise<void> => {
-    // Syncs never overlap (they share the clone); a burst of webhooks while one runs is one more sync.
-    if (queued > 0 && !force) return chain;
-    queued++;
-    chain = chain.then(async () => {
-      queued--;
+    if (pending !== undefined) {
+      pendingForce ||= force;
+      return pending;
+    }
+    pendingForce = force;
+    pending = chain.then(async () => {
+      const wait = lastStart + (d.minSpacingMs ?? 1_000) - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      lastStart = Date.now();
+      const f = pendingForce;
+      pending = undefined;
       if (stopped) return;
       const t0 = Date.now();
-      const changed = await d.source.refresh(force);
+      const changed = await d.source.refresh(f);
       const error = d.source.lastError();
       failures = error === undefined ? 0 : failures + 1;
       if (error !== undefined) d.log.warn(`sync failed (${failures} in a row; next try in ${Math.round(delay() / 1000)} s): ${error}`);
       else if (changed) d.log.info(`source changed (synced in ${Date.now() - t0} ms)`, { revision: d.source.current()?.revision.slice(0, 12) });
       if (changed) d.onChange();
     });
-    return chain;
+    chain = pending;
+    return pending;
   };
   const delay = () => Math.min(MAX_BACKOFF_MS, d.intervalMs * 2 ** failures);
   const tick = () => {

@@ -204,7 +204,7 @@ class HolderIndex {
     if (hit === undefined) {
       const peers = this.readyBySystem.get(system) ?? [];
       // A cut list leaves the image unknown on a node, unless kubelet there reports it absent.
-      hit = { holders: peers.filter((n) => n.images.has(image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
+      hit = { holders: peers.filter((n) => holds(n, image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
       this.memo.set(key, hit);
     }
     return hit;
@@ -212,6 +212,15 @@ class HolderIndex {
 }
 
 const TRUNCATED = 'image lists may be truncated (nodeStatusMaxImages)';
+
+/**
+ * Whether a node holds an image: its list says so and kubelet there does not report it absent. kubelet's
+ * ErrImageNeverPull is fresher than its own image list, which lags up to a status period (an image removed
+ * by GC or by hand stays listed meanwhile).
+ */
+function holds(n: NodeView, image: string): boolean {
+  return n.images.has(image) && n.missing?.has(image) !== true;
+}
 
 /** Spegel: the image is there if any Ready node of the system holds it; otherwise missing on every candidate. */
 function decideSpegel(d: Demand, index: HolderIndex): ImageStatus {
@@ -224,7 +233,7 @@ function decideSpegel(d: Demand, index: HolderIndex): ImageStatus {
 
 /** Per node: every candidate node must hold the image itself. */
 function decidePerNode(d: Demand): ImageStatus {
-  const lacking = d.nodes.filter((n) => !n.images.has(d.need.image));
+  const lacking = d.nodes.filter((n) => !holds(n, d.need.image));
   const known = (n: NodeView) => n.imagesComplete || n.missing?.has(d.need.image) === true;
   const missing = lacking.filter(known);
   const unknown = lacking.filter((n) => !known(n));

@@ -129,6 +129,8 @@ describe('controller end to end: git push to a running pod whose image Nix built
         rebuildGraceSeconds: 40,
         listen: { host: '127.0.0.1', port },
         webhook: { secretFile: join(dir, 'secret'), listen: { host: '127.0.0.1', port: hookPort } },
+        // A short lease: the controller killed below comes back and takes its own lease over soon.
+        leaderElection: { leaseSeconds: 6, renewSeconds: 2 },
       }),
     );
   });
@@ -191,6 +193,25 @@ describe('controller end to end: git push to a running pod whose image Nix built
     assert.equal((await jobs()).length, jobsBefore.length);
     const rejected = await fetch(`http://127.0.0.1:${hookPort}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Hub-Signature-256': 'sha256=00' } });
     assert.equal(rejected.status, 401);
+  });
+
+  it('1,000 push webhooks in a burst: all accepted, a sync a second at most, nothing built', async () => {
+    const buildsBefore = (await builds()).map((b) => b.metadata.name).sort();
+    git.resetStats();
+    const t0 = Date.now();
+    const answers = await Promise.all(Array.from({ length: 1000 }, () => webhook('{"ref":"refs/heads/main"}').then((r) => r.status, () => 0)));
+    const ms = Date.now() - t0;
+    assert.deepEqual([...new Set(answers)], [202]);
+    await new Promise((r) => setTimeout(r, 2000));
+    const fetches = git.stats.log.filter((r) => r.method === 'POST' && r.path.endsWith('/git-upload-pack')).length;
+    const refs = git.stats.log.filter((r) => r.path.includes('info/refs')).length;
+    timings.push(`1,000 webhooks answered in ${ms} ms: ${refs} ref listings, ${fetches} fetches`);
+    // At most one sync a second however many webhooks (source loop's spacing), and at least one.
+    const most = 2 + Math.ceil(ms / 1000);
+    assert.ok(refs >= 1 && refs <= most, `ref listings: ${refs} (at most ${most})`);
+    assert.ok(fetches <= most, `fetches: ${fetches} (at most ${most})`);
+    assert.deepEqual((await builds()).map((b) => b.metadata.name).sort(), buildsBefore);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
   });
 
   it('a tenant pod choosing its own flake and a well-known image name gets nothing built, an Event saying why, and the node no record', async () => {

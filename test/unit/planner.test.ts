@@ -180,3 +180,14 @@ test('an image kubelet reports absent is missing on that node even when its list
   // Without the report, a cut list never makes it missing.
   assert.deepEqual(plan({ workloads: w, nodes: [a!], mode: 'per-node', builderTolerations: [] }).builds, []);
 });
+
+test("kubelet's ErrImageNeverPull outweighs its own lagging image list: the node does not hold the image", () => {
+  const ws = workloadsOf(web());
+  for (const mode of ['spegel', 'per-node'] as DistributionMode[]) {
+    const listed = nodes({ a1: { images: [IMG] } });
+    assert.equal(plan({ workloads: ws, nodes: listed, mode }).builds.length, 0, `${mode}: listed, nothing said: present`);
+    const reported = listed.map((n) => ({ ...n, missing: new Set([IMG]) }));
+    const p = plan({ workloads: ws, nodes: reported, mode });
+    assert.deepEqual(p.builds.map((b) => b.missingOn), [['a1']], `${mode}: kubelet says absent`);
+  }
+});

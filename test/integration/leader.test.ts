@@ -1,0 +1,87 @@
+// Leader election on a real API server's Lease: one leader among replicas, never two at once; a crashed
+// leader (no release) is replaced once its lease runs out, a stopped one at once; a standby forwards a
+// webhook to the leader through the Lease. The failover times are printed.
+import assert from 'node:assert/strict';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { jsonLogger } from '../../src/controller/log.ts';
+import { type LeaderElection, startLeaderElection } from '../../src/controller/leader.ts';
+import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
+import { until } from '../support/kube.ts';
+
+const run = Date.now().toString(36);
+const LEASE_SECONDS = 3;
+
+describe('leader election on a Lease (real API server)', { skip: clusterSkipReason() }, () => {
+  let c: ClusterInfo;
+  const ns = `enbi-leader-${run}`;
+  const electors: { id: string; e: LeaderElection; started: number; stopped: number; syncs: number }[] = [];
+  let sampler: NodeJS.Timeout | undefined;
+  let bothLed = 0;
+  let samples = 0;
+  const logs: string[] = [];
+
+  const start = (id: string) => {
+    const rec = { id, e: undefined as unknown as LeaderElection, started: 0, stopped: 0, syncs: 0 };
+    rec.e = startLeaderElection({
+      kc: c.kc, namespace: ns, name: 'enbi-controller', identity: id, leaseSeconds: LEASE_SECONDS, renewSeconds: 1, retrySeconds: 0.25,
+      log: jsonLogger((l) => logs.push(l), { fields: { id } }),
+      onStartedLeading: () => rec.started++,
+      onStoppedLeading: () => rec.stopped++,
+      onSyncRequested: () => rec.syncs++,
+    });
+    electors.push(rec);
+    return rec;
+  };
+  const leaders = () => electors.filter((r) => r.e.isLeader());
+
+  before(async () => {
+    c = await useCluster('control-plane');
+    await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    // Never two leaders, sampled all along.
+    sampler = setInterval(() => {
+      samples++;
+      if (leaders().length > 1) bothLed++;
+    }, 50);
+  });
+
+  after(async () => {
+    clearInterval(sampler);
+    for (const r of electors) await r.e.stop(false);
+    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
+    if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
+  });
+
+  it('one of three replicas leads; a standby\'s webhook reaches the leader through the Lease', async () => {
+    for (const id of ['a', 'b', 'c']) start(id);
+    const [leader] = await until('a leader', async () => (leaders().length === 1 ? leaders() : undefined), 10_000, 50);
+    await new Promise((r) => setTimeout(r, 2 * LEASE_SECONDS * 1000));
+    assert.deepEqual(leaders().map((r) => r.id), [leader!.id], 'the same leader, renewing');
+    assert.equal(leader!.started, 1);
+    const standby = electors.find((r) => r !== leader)!;
+    await standby.e.requestSync();
+    await until('the leader to see the sync request', async () => (leader!.syncs === 1 ? true : undefined), 5_000, 50);
+    assert.equal(standby.syncs, 0);
+  });
+
+  it('a crashed leader (no release) is replaced once its lease runs out; a stopped one at once', async (t: TestContext) => {
+    const crashed = leaders()[0]!;
+    let t0 = Date.now();
+    await crashed.e.stop(false);
+    const [next] = await until('a new leader', async () => (leaders().length === 1 ? leaders() : undefined), 4 * LEASE_SECONDS * 1000, 25);
+    const crashMs = Date.now() - t0;
+    assert.notEqual(next!.id, crashed.id);
+    assert.ok(crashMs >= (LEASE_SECONDS - 1) * 1000, `not before the lease ran out (${crashMs} ms)`);
+    assert.ok(crashMs < (LEASE_SECONDS + 2) * 1000, `within the lease time and a retry (${crashMs} ms)`);
+    t0 = Date.now();
+    await next!.e.stop(true);
+    const [third] = await until('the last replica to lead', async () => (leaders().length === 1 ? leaders() : undefined), 4 * LEASE_SECONDS * 1000, 25);
+    const releaseMs = Date.now() - t0;
+    assert.ok(releaseMs < 1500, `a released lease is taken at once (${releaseMs} ms)`);
+    assert.ok(![crashed.id, next!.id].includes(third!.id));
+    t.diagnostic(`failover: crashed leader replaced in ${crashMs} ms (lease ${LEASE_SECONDS} s), released lease taken in ${releaseMs} ms`);
+    console.log(`# leader failover: crash ${crashMs} ms (lease ${LEASE_SECONDS} s, renew 1 s), release ${releaseMs} ms`);
+    assert.equal(bothLed, 0, `two leaders at once in ${bothLed} of ${samples} samples`);
+    assert.ok(samples > 50);
+  });
+});
