@@ -12,6 +12,23 @@ export interface BuildIdentity {
   node?: string;
 }
 
+/**
+ * The names the controller gives its builds end in ten hex digits; no one else may take one ahead of it (a
+ * NixBuild under such a name runs only while the controller plans that build). `enbi build` names end in
+ * `-m` and nine hex digits instead, so a manual build can never hold a name the controller will want.
+ */
+const CONTROLLER_NAME = /^[a-z0-9-]+-[0-9a-f]{7}-[a-z0-9-]+-[0-9a-f]{10}$/;
+
+export function isControllerName(name: string): boolean {
+  return CONTROLLER_NAME.test(name);
+}
+
+/** The name `enbi build` gives a manual build: like the controller's, but never one the controller uses. */
+export function manualBuildName(id: BuildIdentity): string {
+  const name = nixBuildName(id);
+  return `${name.slice(0, -11)}-m${name.slice(-10, -1)}`;
+}
+
 const dns = (s: string, max: number) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, max).replace(/-+$/g, '');
 
 /** `<attr>-<rev7>-<system>-<hash>`, at most 52 characters so the Job's pods (name + 11) stay under 63. */

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Log } from '@kubernetes/client-node';
 import { GROUP, KIND, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
-import { nixBuildName } from '../build/naming.ts';
+import { manualBuildName } from '../build/naming.ts';
 import { isKnownSystem } from '../cluster/systems.ts';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { sourceKey } from '../contract/container-needs.ts';
@@ -39,7 +39,7 @@ export async function runBuild(argv: string[]): Promise<number> {
     const nb: NixBuild = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: KIND,
-      metadata: { name: nixBuildName({ source: sourceKey(flake), rev: flake.rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
+      metadata: { name: manualBuildName({ source: sourceKey(flake), rev: flake.rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
       spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: flake.rev, images, ...(values.node !== undefined ? { node: values.node } : {}) },
     };
     const kc = loadKubeConfig(values.kubeconfig);

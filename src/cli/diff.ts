@@ -9,6 +9,7 @@ import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } fr
 import { findDrift } from '../diff/drift.ts';
 import { renderText } from '../diff/render.ts';
 import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
+import { type ControllerConfig, loadControllerConfig, policyOf } from '../controller/config.ts';
 import { analyzeSource } from '../pipeline/analyze.ts';
 import type { DistributionMode } from '../plan/planner.ts';
 import { readDirSource, watchDir } from '../source/dir.ts';
@@ -35,6 +36,9 @@ Cluster:
   --max-node-images N      kubelet's nodeStatusMaxImages (default ${DEFAULT_NODE_STATUS_MAX_IMAGES}): longer lists may be truncated
   --trusted-namespace NS   pods in NS may declare their own flake (the controller's trustedNamespaces; repeatable).
                            Other waiting pods are built for only when they belong to a workload of the source.
+  --config FILE            plan with the controller's configuration: its mode, allowedImages/allowedFlakes,
+                           trustedNamespaces, watchNamespaces, builder pool and tolerations, maxNodeImages
+                           (flags given explicitly win)
 Output:
   -o, --output text|json|yaml
   --offline                do not ask remotes what unpinned branches point to now
@@ -54,6 +58,7 @@ const OPTIONS = {
   mode: { type: 'string' },
   'max-node-images': { type: 'string' },
   'trusted-namespace': { type: 'string', multiple: true },
+  config: { type: 'string' },
   output: { type: 'string', short: 'o' },
   offline: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -69,6 +74,7 @@ export async function runDiff(argv: string[]): Promise<number> {
       return 0;
     }
     const opts = validate(values, positionals);
+    if (opts.configFile !== undefined) applyConfig(opts, await loadControllerConfig(opts.configFile), values);
     const once = () => diffOnce(opts);
     if (!opts.watch) return await once();
     await once();
@@ -103,6 +109,9 @@ interface DiffOptions {
   output: 'text' | 'json' | 'yaml';
   offline: boolean;
   trustedNamespaces: string[];
+  configFile?: string;
+  /** The controller's configuration, when --config is given. */
+  config?: ControllerConfig;
 }
 
 function validate(v: Record<string, string | boolean | string[] | undefined>, positionals: string[]): DiffOptions {
@@ -139,7 +148,16 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
   assign('credentialsFile', str('git-credentials'));
   assign('nodesFile', str('nodes'));
   assign('kubeconfig', str('kubeconfig'));
+  assign('configFile', str('config'));
   return opts;
+}
+
+/** The controller's settings, where the command line does not say otherwise: the same plan as the controller's. */
+function applyConfig(opts: DiffOptions, cfg: ControllerConfig, given: Record<string, unknown>): void {
+  opts.config = cfg;
+  if (given.mode === undefined) opts.mode = cfg.mode;
+  if (given['max-node-images'] === undefined) opts.maxImages = cfg.maxNodeImages;
+  if (given['trusted-namespace'] === undefined) opts.trustedNamespaces = cfg.trustedNamespaces;
 }
 
 async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
@@ -161,7 +179,22 @@ async function diffOnce(opts: DiffOptions): Promise<number> {
   const [{ files, info }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
   const analysis = analyzeSource(files);
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
-  const report = buildReport({ source: info, nodesFrom: from, analysis, nodes, mode: opts.mode, drift, trustedNamespaces: opts.trustedNamespaces, ...(pods !== undefined ? { pods } : {}) });
+  const cfg = opts.config;
+  // The controller's build pool and watched namespaces, as it applies them.
+  const pool = Object.entries(cfg?.builderNodeSelector ?? {});
+  const viewed = pool.length === 0 ? nodes : nodes.map((n) => (pool.some(([k, v]) => n.labels[k] !== v) ? { ...n, builderAllowed: false } : n));
+  const watched = pods !== undefined && cfg !== undefined && cfg.watchNamespaces.length > 0 ? pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? '')) : pods;
+  const report = buildReport({
+    source: info,
+    nodesFrom: from,
+    analysis,
+    nodes: viewed,
+    mode: opts.mode,
+    drift,
+    trustedNamespaces: opts.trustedNamespaces,
+    ...(cfg !== undefined ? { policy: policyOf(cfg), builderTolerations: cfg.builderTolerations } : {}),
+    ...(watched !== undefined ? { pods: watched } : {}),
+  });
   if (podsNote !== undefined) report.warnings.push({ message: podsNote });
   for (const note of notes) report.warnings.push({ message: note });
   if (opts.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

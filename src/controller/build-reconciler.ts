@@ -5,6 +5,7 @@
 import { type BatchV1Api, type CoreV1Api, type CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { buildJob } from '../build/job.ts';
+import { isControllerName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
@@ -31,6 +32,8 @@ export interface World {
   /** The completionTime each rebuild verdict was made about. */
   rebuildOf: ReadonlyMap<string, string>;
   notAdopted: ReadonlyMap<string, string>;
+  /** Every build the plan wants now: a NixBuild under a controller name outside it does not start. */
+  planned: ReadonlySet<string>;
   /** Where a build without a node (or a moved one) goes now; counts it against that node's slots. */
   candidate(system: string): string | undefined;
 }
@@ -80,6 +83,7 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       ...optional('rebuild', rebuild),
       ...optional('invalid', specProblem(nb, d.policy)),
       ...optional('notAdopted', world.notAdopted.get(name)),
+      ...optional('notPlanned', isControllerName(name) && !world.planned.has(name) ? `${name} is a name enbi gives the builds it plans, and no workload of the source needs this one now: it starts when one does, if its spec is the one enbi would write (hand-written builds take another name)` : undefined),
       ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
     };
     let { status, action, event } = nextState(base);

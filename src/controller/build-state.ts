@@ -4,6 +4,7 @@ import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import type { Condition, NixBuild, NixBuildStatus } from '../api/nixbuild.ts';
 import { jobNodeOf } from '../build/job.ts';
 import type { NodeView } from '../cluster/node-view.ts';
+import { permanentNixError } from '../build/nix-errors.ts';
 import { printable } from '../text/printable.ts';
 
 /** Reasons, as they appear in conditions and Events. */
@@ -16,6 +17,10 @@ export const Reason = {
   InvalidSpec: 'InvalidSpec',
   /** Its name is one enbi gives a planned build, but its spec is not that build's: enbi neither builds nor adopts it. */
   NotAdopted: 'NotAdopted',
+  /** Nix cannot evaluate the flake as it is (missing attribute, syntax error, ...): retrying cannot help. */
+  NixError: 'NixError',
+  /** A name reserved for the controller's builds, not planned now: it waits until a workload needs it. */
+  NotPlanned: 'NotPlanned',
   NodeLost: 'NodeLost',
   ImageMissing: 'ImageMissing',
 } as const;
@@ -48,6 +53,8 @@ export interface BuildObservation {
   invalid?: string;
   /** Set when the name is a planned build's but the spec is not: never built, never taken for the planned build. */
   notAdopted?: string;
+  /** Set when the name is one the controller gives its builds and the plan does not want it now: not started. */
+  notPlanned?: string;
   /** Set when spec.node exists but cannot build the system now (see spec-check.ts): the build waits. */
   pinUnable?: string;
 }
@@ -137,6 +144,11 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
 
   if (o.notAdopted !== undefined) {
     set('Failed', [cond('Ready', 'False', Reason.NotAdopted, o.notAdopted), cond('Stalled', 'True', Reason.NotAdopted, o.notAdopted)]);
+    return { status, action: { kind: 'none' } };
+  }
+  const unstarted = o.jobs.length === 0 && (prev.phase === undefined || prev.conditions?.some((c) => c.type === 'Ready' && c.reason === Reason.NotPlanned) === true);
+  if (o.notPlanned !== undefined && o.invalid === undefined && unstarted) {
+    set('Pending', [cond('Ready', 'False', Reason.NotPlanned, o.notPlanned)]);
     return { status, action: { kind: 'none' } };
   }
   if (o.invalid !== undefined) {
@@ -244,6 +256,13 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
   }
   if (o.failedLog !== undefined) status.logExcerpt = printable(o.failedLog);
   const reason = failureReason(current, o.pods);
+  const permanent = permanentNixError(o.failedLog ?? '');
+  if (permanent !== undefined) {
+    status.completionTime ??= o.now.toISOString();
+    const msg = `Nix cannot build this as it is (not retried): ${permanent}`;
+    set('Failed', [cond('Ready', 'False', Reason.NixError, msg), cond('Stalled', 'True', Reason.NixError, msg)]);
+    return { status, action: { kind: 'none' } };
+  }
   if (counted >= o.maxAttempts) {
     status.completionTime ??= o.now.toISOString();
     const msg = `${counted} attempt${counted === 1 ? '' : 's'} failed; last: ${reason}`;

@@ -57,6 +57,8 @@ export interface Desired {
   refused: RefusedPod[];
   /** NixBuilds holding a planned build's name with another spec: name → why they are not adopted. */
   notAdopted: Map<string, string>;
+  /** The names of every build the plan wants now (to create, or existing and adoptable). */
+  planned: Set<string>;
 }
 
 /** Builds that occupy a slot on their node: not finished, and placed (status.node, or pinned by spec.node). */
@@ -113,6 +115,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const rebuild = new Map<string, string>();
   const rebuildOf = new Map<string, string>();
   const notAdopted = new Map<string, string>();
+  const plannedNames = new Set<string>();
   let recheckAfterMs: number | undefined;
   for (const b of planned.builds) {
     const name = nameOf(b);
@@ -123,6 +126,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
         notAdopted.set(name, squat);
         continue;
       }
+      plannedNames.add(name);
       const gone = goneAgain(found, b, reported, byName, input);
       if (typeof gone === 'string') {
         rebuild.set(name, gone);
@@ -137,11 +141,12 @@ export function desiredBuilds(input: DesiredInput): Desired {
       continue;
     }
     const nb = toNixBuild(b, input.mode, input.namespace);
+    plannedNames.add(name);
     existing.set(name, nb);
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf };
+  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf, planned: plannedNames };
 }
 
 /**

@@ -166,6 +166,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       rebuild: desired.rebuild,
       rebuildOf: desired.rebuildOf,
       notAdopted: desired.notAdopted,
+      planned: desired.planned,
       candidate(system) {
         let able = ableBySystem.get(system);
         if (able === undefined) ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));

@@ -1,7 +1,8 @@
 // `enbi diff`'s result: the plan plus everything the user must know to trust it, and its exit code.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
-import { type BuildPolicy } from '../plan/allow.ts';
+import { type BuildPolicy, needRefusal } from '../plan/allow.ts';
+import { workloadId } from '../manifests/workloads.ts';
 import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
@@ -83,7 +84,18 @@ export function buildReport(input: DiffInput): DiffReport {
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
   const trust = { analysis: input.analysis, locks: input.analysis.locks, trustedNamespaces: input.trustedNamespaces ?? [], ...(input.policy !== undefined ? { policy: input.policy } : {}) };
   const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, trust) : { workloads: [], waiting: [], refused: [], problems: [] };
-  const p = plan({ workloads: [...input.analysis.workloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  // The controller's allow-lists, when given: what they refuse is a problem, never a build.
+  const refusedByPolicy: Problem[] = [];
+  const policy = input.policy;
+  const gitWorkloads = policy === undefined ? input.analysis.workloads : input.analysis.workloads.flatMap((w) => {
+    const needs = w.needs.filter((n) => {
+      const why = needRefusal(n, policy);
+      if (why !== undefined) refusedByPolicy.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), ...(w.workload.line !== undefined ? { line: w.workload.line } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
+      return why === undefined;
+    });
+    return needs.length > 0 ? [{ workload: w.workload, needs }] : [];
+  });
+  const p = plan({ workloads: [...gitWorkloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
   const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {
@@ -117,7 +129,7 @@ export function buildReport(input: DiffInput): DiffReport {
     waitingPods,
     refusedPods: pods.refused,
     unbuildable: p.unbuildable,
-    problems: [...input.analysis.problems, ...pods.problems],
+    problems: [...input.analysis.problems, ...refusedByPolicy, ...pods.problems],
     warnings: input.analysis.warnings,
     drift: input.drift ?? [],
   };

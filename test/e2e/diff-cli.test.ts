@@ -133,3 +133,29 @@ test('--watch plans again once per burst of writes', async () => {
     child.kill();
   }
 });
+
+test("--config plans as the controller would: its allow-lists refuse what they do not cover, its mode is used", async () => {
+  const dir = await tempRepo({
+    'config.yaml': [
+      'source: { dir: examples/manifests }',
+      'builderImage: b',
+      'importerImage: i',
+      'mode: per-node',
+      'allowedImages: [registry.local/]',
+      // Only the hello flake's owner: the shop flake (github:example/shop) stays outside.
+      'allowedFlakes: [github:example/hello, "https://git.example.org/"]',
+      '',
+    ].join('\n'),
+  });
+  const r = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/nodes.yaml', '--offline', '--config', join(dir, 'config.yaml'), '-o', 'json']);
+  assert.equal(r.code, 6, r.stderr);
+  const report = JSON.parse(r.stdout) as { mode: string; builds: { flake: string }[]; problems: { message: string }[] };
+  assert.equal(report.mode, 'per-node');
+  assert.ok(report.builds.length > 0 && report.builds.every((b) => !b.flake.includes('example/shop')), JSON.stringify(report.builds.map((b) => b.flake)));
+  assert.ok(report.problems.some((p) => /flake source https:\/\/github.com\/example\/shop is outside the sources enbi may build/.test(p.message)), JSON.stringify(report.problems));
+  // A configuration the controller would refuse is refused here too, with its message.
+  await writeFile(join(dir, 'bad.yaml'), 'source: { dir: x }\nbuilderImage: b\nimporterImage: i\n');
+  const bad = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/nodes.yaml', '--offline', '--config', join(dir, 'bad.yaml')]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /set allowedImages/);
+});

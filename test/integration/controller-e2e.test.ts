@@ -351,6 +351,20 @@ describe('controller end to end: git push to a running pod whose image Nix built
     assert.ok(await healthy(), 'the controller is still up');
   });
 
+  it('a flake attribute that does not exist is Stalled after one attempt, with Nix\'s own error line', async () => {
+    const cli = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'build', `${v1.flakeUrl}#nope`, '--system', 'x86_64-linux', '--image', `registry.local/nope:${v1.shortRev}`, '--namespace', NS, '--kubeconfig', c.kubeconfig, '--follow'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    cli.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    assert.equal(await new Promise<number>((resolve) => cli.on('close', (n) => resolve(n ?? -1))), 1, out);
+    const nb = (await builds()).find((b) => b.spec.packageName === 'nope')!;
+    assert.equal(nb.status?.phase, 'Failed');
+    assert.equal(nb.status?.attempts, 1, 'not retried');
+    const stalled = nb.status?.conditions?.find((x) => x.type === 'Stalled');
+    assert.equal(stalled?.reason, 'NixError');
+    assert.match(stalled?.message ?? '', /error: flake '[^']+' does not provide attribute 'packages\.x86_64-linux\.nope'/);
+  });
+
   it('a controller killed mid-build starts no second build when it comes back', async () => {
     const v3 = await createFixtureFlake(git, 'other', { message: 'hello v3', variant: 'stream' });
     const cli = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'build', `${v3.flakeUrl}#image`, '--system', 'x86_64-linux', '--image', `registry.local/other:${v3.shortRev}`, '--namespace', NS, '--kubeconfig', c.kubeconfig]);

@@ -78,8 +78,22 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
       }, 30_000);
       assert.equal(nb.status?.buildJobName, `${nb.metadata.name}-1`);
       // JSON log lines: the message, not the timestamp (".403Z"), says whether a request was refused.
-      const refused = logs.map((l) => (JSON.parse(l) as { msg: string }).msg).filter((m) => /forbidden|\b403\b/i.test(m));
+      const message = (l: string) => (l.startsWith('{') ? (JSON.parse(l) as { msg: string }).msg : l);
+      const refused = logs.map(message).filter((m) => /forbidden|\b403\b/i.test(m));
       assert.deepEqual(refused, [], 'no request was refused');
+      // Leader election with the same token: the Lease it may create, renew and stamp.
+      const { startLeaderElection } = await import('../../src/controller/leader.ts');
+      const { jsonLogger } = await import('../../src/controller/log.ts');
+      const election = startLeaderElection({ kc: sa, namespace: NS, name: 'enbi-controller', identity: `rbac-${run}`, leaseSeconds: 4, renewSeconds: 1, retrySeconds: 0.5, log: jsonLogger((l) => logs.push(l)), onStartedLeading: () => undefined, onStoppedLeading: () => undefined });
+      try {
+        await until('the ServiceAccount to lead', async () => (election.isLeader() ? true : undefined), 15_000, 100);
+        await election.requestSync();
+        await new Promise((r) => setTimeout(r, 2500));
+        assert.equal(election.isLeader(), true, 'still leading after renewals');
+      } finally {
+        await election.stop();
+      }
+      assert.deepEqual(logs.map(message).filter((m) => /forbidden|\b403\b/i.test(m)), [], 'no lease request was refused');
     } finally {
       await ctl.stop();
     }

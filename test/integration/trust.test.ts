@@ -110,6 +110,14 @@ describe('trust: Git decides what is built, pods only say where (real API server
       spec: { flakeUrl: FLAKE, packageName: 'image', system: 'x86_64-linux', images: [IMAGE, 'registry.local/payments:v7'] },
     };
     await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: squat });
+    // Before any workload needs it: a controller name the plan does not want does not start.
+    const waiting = await until('the squatter Pending NotPlanned', async () => {
+      const b = (await builds()).find((x) => x.metadata.name === name);
+      return b?.status?.conditions?.find((x) => x.type === 'Ready' && x.reason === 'NotPlanned') !== undefined ? b : undefined;
+    }, 30_000);
+    assert.equal(waiting.status?.phase, 'Pending');
+    await settle();
+    assert.deepEqual(await jobs(), [], 'not started ahead of the plan');
     await c.kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: appNs, body: deployment('shop') });
     const pod = await podOf('shop');
     await setPodWaiting(c.kc, appNs, pod.metadata!.name!, 'ErrImageNeverPull');

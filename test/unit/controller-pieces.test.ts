@@ -105,6 +105,22 @@ test('build states: a failure reads the log, backs off, retries, then stalls', (
   assert.deepEqual(last.action, { kind: 'none' });
 });
 
+test('a failure Nix says no retry can fix (a missing attribute, a syntax error) stalls at once with its error line', () => {
+  const failing = { ...base, nb: nb({ phase: 'Building', attempts: 1 }), jobs: [job(1, 'failed', new Date(95_000))], pods: [{ metadata: { name: 'p1' }, status: { phase: 'Failed' } } as V1Pod] };
+  const missing = "[build]\nenbi: building git+http://h/app.git?rev=x#packages.x86_64-linux.nope\nerror: flake 'git+http://h/app.git?rev=x' does not provide attribute 'packages.x86_64-linux.nope', 'legacyPackages.x86_64-linux.nope' or 'nope'\nenbi: nix build failed";
+  const s = nextState({ ...failing, failedLog: missing });
+  assert.equal(s.status.phase, 'Failed');
+  const stalled = s.status.conditions?.find((c) => c.type === 'Stalled');
+  assert.equal(stalled?.reason, 'NixError');
+  assert.match(stalled?.message ?? '', /^Nix cannot build this as it is \(not retried\): error: flake 'git\+http:\/\/h\/app.git\?rev=x' does not provide attribute 'packages.x86_64-linux.nope'/);
+  assert.deepEqual(s.action, { kind: 'none' });
+  assert.equal(s.status.attempts, 1);
+  for (const transient of ["error: builder for '/nix/store/x.drv' failed with exit code 3", 'error: unable to download https://x: Could not resolve host', 'error: cannot connect to socket at /nix/var/nix/daemon-socket/socket']) {
+    assert.equal(nextState({ ...failing, failedLog: transient }).status.phase, 'Building', transient);
+  }
+  assert.match(nextState({ ...failing, failedLog: 'error: syntax error, unexpected end of file' }).status.conditions?.find((c) => c.type === 'Stalled')?.message ?? '', /syntax error/);
+});
+
 test('a hand-written NixBuild: an unparseable flake or unknown system fails as InvalidSpec; a pinned node that cannot build waits with the reason', async () => {
   const { pinnedNodeProblem, specProblem } = await import('../../src/controller/spec-check.ts');
   const { nodeViewOf } = await import('../../src/cluster/node-view.ts');
@@ -165,4 +181,15 @@ test('a status read back with its keys in another order, at any depth, is not a 
   assert.equal(statusChanged(a, b), false);
   assert.equal(statusChanged(a, { ...b, conditions: [{ ...b.conditions[0]!, message: 'other' }] }), true);
   assert.equal(statusChanged(undefined, {}), false);
+});
+
+test("manual build names (enbi build) never take a name the controller gives its builds", async () => {
+  const { isControllerName, manualBuildName } = await import('../../src/build/naming.ts');
+  const id = { source: `github:a/b?rev=${REV_A}`, rev: REV_A, attr: 'image', system: 'x86_64-linux' };
+  assert.ok(isControllerName(nixBuildName(id)));
+  assert.ok(isControllerName(nixBuildName({ ...id, node: 'n1' })));
+  const manual = manualBuildName(id);
+  assert.ok(!isControllerName(manual), manual);
+  assert.ok(manual.length <= 52);
+  assert.ok(!isControllerName('hello-arm'));
 });
