@@ -9,18 +9,19 @@ import { pathToFileURL } from 'node:url';
 
 const [mode, node, socket, kubeconfig] = process.argv.slice(2);
 const dist = process.env.AGENT_DIST;
-const { KubeConfig } = await import('@kubernetes/client-node');
-const { startAgent } = await import(dist ? pathToFileURL(resolve(dist, 'agent/agent.js')).href : new URL('../src/agent/agent.ts', import.meta.url).href);
+const mod = (path) => import(dist ? pathToFileURL(resolve(dist, `${path}.js`)).href : new URL(`../src/${path}.ts`, import.meta.url).href);
+// What `enbi agent` loads: the agent and its small API client (no @kubernetes/client-node).
+const { startAgent } = await mod('agent/agent');
+const { LiteApi, kubeconfigTarget } = await mod('kube/lite');
 
 if (mode === '--baseline') {
   globalThis.gc?.();
   process.send({ mem: process.memoryUsage() });
   process.disconnect();
 } else {
-  const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfig);
+  const api = new LiteApi(await kubeconfigTarget(kubeconfig));
   const t0 = performance.now();
-  const agent = startAgent({ node, socket, kc, resyncMs: 3_600_000 });
+  const agent = startAgent({ node, socket, api, resyncMs: 3_600_000 });
   await agent.ready;
   process.send({ ready: performance.now() - t0 });
   process.on('message', async (m) => {

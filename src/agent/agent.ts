@@ -5,8 +5,8 @@
 // alone when the list is the same: it tells readers the inventory is fresh). When the event stream breaks
 // (containerd restarting), it subscribes again with backoff and lists everything again.
 import { performance } from 'node:perf_hooks';
-import type { KubeConfig } from '@kubernetes/client-node';
-import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages.ts';
+import { type KubeConfigLike, LiteApi, targetFromKubeConfig } from '../kube/lite.ts';
+import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages-names.ts';
 import { ContainerdClient, K8S_NAMESPACE } from '../containerd/client.ts';
 import { type ImageEvent, type Subscription, subscribeImageEvents } from '../containerd/events.ts';
 import { type ContainerdImage, listImages, nameFilter } from '../containerd/images.ts';
@@ -17,7 +17,8 @@ import { NodeImagesWriter } from './publish.ts';
 export interface AgentOptions {
   node: string;
   socket: string;
-  kc: KubeConfig;
+  /** The API server: a small client (the agent's own), or a client-node KubeConfig's current context (tests). */
+  api: LiteApi | KubeConfigLike;
   /** containerd namespace (default k8s.io). */
   namespace?: string;
   /** Window gathering a burst of events into one List and one write (default 100 ms). */
@@ -73,7 +74,7 @@ export function startAgent(o: AgentOptions): Agent {
   const limits = o.limits ?? NODE_IMAGES_LIMITS;
   const client = new ContainerdClient(o.socket, { namespace: o.namespace ?? K8S_NAMESPACE });
   const platforms = new PlatformCache(client);
-  const writer = new NodeImagesWriter(o.kc, o.node);
+  const writer = new NodeImagesWriter(o.api instanceof LiteApi ? o.api : new LiteApi(targetFromKubeConfig(o.api)), o.node);
 
   const images = new Map<string, ContainerdImage>();
   const dirty = new Set<string>();

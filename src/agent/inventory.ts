@@ -1,6 +1,6 @@
 // From containerd's image records to NodeImages' status.images: grouped by digest, sorted, bounded.
 // Pure: no I/O.
-import { NODE_IMAGES_LIMITS, type NodeImage, type NodeImagesStatus } from '../api/nodeimages.ts';
+import { NODE_IMAGES_LIMITS, type NodeImage, type NodeImagesStatus } from '../api/nodeimages-names.ts';
 
 export interface ImageRecordLike {
   name: string;

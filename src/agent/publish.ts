@@ -1,10 +1,12 @@
 // Writes a node's NodeImages object: created once (owned by its Node, so that deleting the Node deletes
 // it), then only its status, by JSON merge patch on the status subresource. The agent is the object's only
 // writer, so a merge patch without resourceVersion is safe and never conflicts.
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { GROUP, NODE_IMAGES_KIND, NODE_IMAGES_PLURAL, type NodeImages, type NodeImagesStatus, VERSION } from '../api/nodeimages.ts';
+// Over the small API client (src/kube/lite.ts): the agent runs on every node, and client-node would be most
+// of its memory.
+import { GROUP, NODE_IMAGES_KIND, NODE_IMAGES_PLURAL, type NodeImages, type NodeImagesStatus, VERSION } from '../api/nodeimages-names.ts';
+import type { LiteApi } from '../kube/lite.ts';
 
-const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const COLLECTION = `/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`;
 
 export const httpCode = (e: unknown): number | undefined => {
   const c = (e as { code?: unknown }).code;
@@ -13,23 +15,21 @@ export const httpCode = (e: unknown): number | undefined => {
 
 export class NodeImagesWriter {
   readonly node: string;
-  readonly #custom: CustomObjectsApi;
-  readonly #core: CoreV1Api;
+  readonly #api: LiteApi;
   #exists = false;
   #last: NodeImagesStatus | undefined;
   /** Requests that changed the object (create and status patches). */
   writes = 0;
 
-  constructor(kc: KubeConfig, node: string) {
+  constructor(api: LiteApi, node: string) {
     this.node = node;
-    this.#custom = kc.makeApiClient(CustomObjectsApi);
-    this.#core = kc.makeApiClient(CoreV1Api);
+    this.#api = api;
   }
 
   /** The object as stored, or undefined. */
   async read(): Promise<NodeImages | undefined> {
     try {
-      const o = (await this.#custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: this.node })) as NodeImages;
+      const o = await this.#api.get<NodeImages>(`${COLLECTION}/${encodeURIComponent(this.node)}`);
       this.#exists = true;
       this.#last = o.status;
       return o;
@@ -46,7 +46,7 @@ export class NodeImagesWriter {
     // Owned by the Node when it can be read (the agent may read Nodes): garbage-collected with it.
     let ownerReferences: NonNullable<NodeImages['metadata']['ownerReferences']> | undefined;
     try {
-      const n = await this.#core.readNode({ name: this.node });
+      const n = await this.#api.get<{ metadata?: { uid?: string } }>(`/api/v1/nodes/${encodeURIComponent(this.node)}`);
       if (n.metadata?.uid) ownerReferences = [{ apiVersion: 'v1', kind: 'Node', name: this.node, uid: n.metadata.uid }];
     } catch {
       ownerReferences = undefined;
@@ -57,7 +57,7 @@ export class NodeImagesWriter {
       metadata: { name: this.node, labels: { 'app.kubernetes.io/managed-by': 'enbi-agent' }, ...(ownerReferences ? { ownerReferences } : {}) },
     };
     try {
-      await this.#custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body });
+      await this.#api.post(COLLECTION, body);
       this.writes++;
     } catch (e) {
       if (httpCode(e) !== 409) throw e; // created meanwhile (a previous agent): fine
@@ -86,8 +86,7 @@ export class NodeImagesWriter {
       await this.#create();
       status = whole;
     }
-    const patch = (s: Partial<NodeImagesStatus>) =>
-      this.#custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: this.node, body: { status: s } }, mergePatch);
+    const patch = (s: Partial<NodeImagesStatus>) => this.#api.mergePatch(`${COLLECTION}/${encodeURIComponent(this.node)}/status`, { status: s });
     try {
       await patch(status);
     } catch (e) {

@@ -4,8 +4,9 @@
 import { z } from 'zod';
 import { crdFor } from './crd.ts';
 
-export const GROUP = 'enbi.hrzn.ee';
-export const VERSION = 'v1alpha1';
+import { GROUP, VERSION } from './group.ts';
+
+export { GROUP, VERSION };
 export const KIND = 'NixBuild';
 export const PLURAL = 'nixbuilds';
 

@@ -3,10 +3,9 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CoreV1Api } from '@kubernetes/client-node';
 import { startAgent } from '../agent/agent.ts';
-import { loadKubeConfig } from '../cluster/read-nodes.ts';
-import { socketFor } from '../controller/config.ts';
+import { socketFor } from '../cluster/socket.ts';
+import { LiteApi, loadTarget } from '../kube/lite.ts';
 
 export const AGENT_HELP = `enbi agent --node NAME [--socket PATH] [--kubeconfig FILE] [--resync SECONDS] [--debounce MS]
 
@@ -46,13 +45,13 @@ export async function runAgent(argv: string[]): Promise<number> {
     const debounce = Number(values.debounce ?? '100');
     if (!Number.isFinite(resync) || resync < 1) throw new Error(`--resync ${values.resync}: a number of seconds, at least 1`);
     if (!Number.isFinite(debounce) || debounce < 0) throw new Error(`--debounce ${values.debounce}: a number of milliseconds`);
-    const kc = loadKubeConfig(values.kubeconfig);
+    const api = new LiteApi(await loadTarget(values.kubeconfig));
     let socket = values.socket;
     if (socket === undefined) {
-      const n = await kc.makeApiClient(CoreV1Api).readNode({ name: node });
+      const n = await api.get<{ metadata?: { annotations?: Record<string, string> }; status?: { nodeInfo?: { kubeletVersion?: string } } }>(`/api/v1/nodes/${encodeURIComponent(node)}`);
       socket = socketFor({ ...(n.metadata?.annotations ? { annotations: n.metadata.annotations } : {}), ...(n.status?.nodeInfo?.kubeletVersion ? { kubeletVersion: n.status.nodeInfo.kubeletVersion } : {}) });
     }
-    const agent = startAgent({ node, socket, kc, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), log });
+    const agent = startAgent({ node, socket, api, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), log });
     log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s`);
     if (!existsSync(socket)) log(`warning: no socket at ${socket} (yet): in a pod, mount the host directory ${dirname(socket)} at the same path, or pass --socket`);
     const stop = async () => {

@@ -107,7 +107,7 @@ describe('enbi agent on the test cluster\'s node', { skip: clusterSkipReason() }
     for (const i of await ctrImages(n.ctr, n.containerdSocket)) if (i.name.startsWith(prefix)) ours.add(i.digest);
 
     await deleteNodeImages(c.kc, n.name);
-    agent = startAgent({ node: n.name, socket: n.containerdSocket, kc: c.kc, resyncMs: 3_600_000, debounceMs: 100 });
+    agent = startAgent({ node: n.name, socket: n.containerdSocket, api: c.kc, resyncMs: 3_600_000, debounceMs: 100 });
     await agent.ready;
     const ni = await untilMatchesCtr(c.kc, n.name, n.ctr, n.containerdSocket);
     const st = ni.status!;
@@ -209,7 +209,7 @@ describe('enbi agent on containerd 2.x, across a containerd restart', { skip: cl
     for (const b of imgs.slice(0, 2)) await importImage(d.socket, b.out, { ctr: d.ctr });
     // Layers discarded once unpacked (as CRI's discard_unpacked_layers does): still runnable, still listed.
     await run(d.ctr, ['--address', d.socket, '-n', 'k8s.io', 'images', 'import', '--local', '--discard-unpacked-layers', imgs[2]!.out]);
-    agent = startAgent({ node, socket: d.socket, kc: c.kc, resyncMs: 3_600_000, backoffMinMs: 100, backoffMaxMs: 1_000 });
+    agent = startAgent({ node, socket: d.socket, api: c.kc, resyncMs: 3_600_000, backoffMinMs: 100, backoffMaxMs: 1_000 });
     await agent.ready;
     const ni = await untilMatchesCtr(c.kc, node, d.ctr, d.socket);
     assert.match(ni.status?.containerdVersion ?? '', /^v?2\./);
@@ -314,7 +314,7 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
 
     await deleteNodeImages(c.kc, n.name);
     const logs: string[] = [];
-    agent = startAgent({ node: n.name, socket: n.containerdSocket, kc: sa, resyncMs: 3_600_000, log: (m) => logs.push(m) });
+    agent = startAgent({ node: n.name, socket: n.containerdSocket, api: sa, resyncMs: 3_600_000, log: (m) => logs.push(m) });
     await Promise.race([agent.ready, sleep(30_000).then(() => assert.fail(`no publish in 30 s: ${logs.join(' | ')}`))]);
     const ni = await readNodeImages(c.kc, n.name);
     assert.ok((ni?.status?.imageCount ?? 0) > 0);

@@ -218,7 +218,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.match(out, new RegExp(`rev ${app.rev.slice(0, 7)}`));
   });
 
-  it('builds the same flake again on the same node from the node store, faster, building nothing', async (t: TestContext) => {
+  it('builds the same flake again on the same node from the node store, building nothing', async (t: TestContext) => {
     assert.ok(cold?.ok, 'the cold build succeeded');
     const warm = await runBuild(nixBuild('app-again', app, image));
     assert.ok(warm.ok, await explain(warm));
@@ -237,9 +237,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.deepEqual(same(warm.terminated('import')!.message), same(cold.terminated('import')!.message));
     // The layers were unpacked by the cold import already.
     assert.equal((JSON.parse(warm.terminated('import')!.message) as { unpackedLayers: number }).unpackedLayers, 0);
-    // Nix's own time is what the node's store saves (the rest of a Job is pod start-up, the same both times).
-    // Each Job fetches the flake again (its HOME, and so Nix's fetcher cache, is its own), but builds nothing.
-    assert.ok(durations.warmNix < coldNix, `nix build warm ${durations.warmNix} ms is not faster than cold ${coldNix} ms`);
+    // What the node's store saves is the build itself (asserted above: nothing built, same output). Each Job
+    // still fetches and evaluates the flake (its HOME, and so Nix's fetcher cache, is its own), so for a
+    // fixture this small the two times are alike: they are reported, not compared.
   });
 
   it('streams the image of a streamLayeredImage-like script into containerd', async () => {

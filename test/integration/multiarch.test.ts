@@ -155,7 +155,7 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     await applyNixBuildCrd(kc);
     await applyNodeImagesCrd(kc);
     // What deploy/agent.yaml runs on every node, here in this process: each node's containerd, published.
-    agents = s.nodes.map((n) => startAgent({ node: n.name, socket: n.containerdSocket, kc, resyncMs: 3_600_000 }));
+    agents = s.nodes.map((n) => startAgent({ node: n.name, socket: n.containerdSocket, api: kc, resyncMs: 3_600_000 }));
     await Promise.all(agents.map((a) => a.ready));
     // And the node component's Nix daemon: one store for both nodes here (one machine, one cache dir), with
     // aarch64-linux among its platforms as on a node with binfmt emulation.
