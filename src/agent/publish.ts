@@ -4,14 +4,10 @@
 // Over the small API client (src/kube/lite.ts): the agent runs on every node, and client-node would be most
 // of its memory.
 import { GROUP, NODE_IMAGES_KIND, NODE_IMAGES_PLURAL, type NodeImages, type NodeImagesStatus, VERSION } from '../api/nodeimages-names.ts';
+import { isConflict, isNotFound } from '../kube/errors.ts';
 import type { LiteApi } from '../kube/lite.ts';
 
 const COLLECTION = `/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`;
-
-export const httpCode = (e: unknown): number | undefined => {
-  const c = (e as { code?: unknown }).code;
-  return typeof c === 'number' ? c : undefined;
-};
 
 export class NodeImagesWriter {
   readonly node: string;
@@ -34,7 +30,7 @@ export class NodeImagesWriter {
       this.#last = o.status;
       return o;
     } catch (e) {
-      if (httpCode(e) === 404) {
+      if (isNotFound(e)) {
         this.#exists = false;
         return undefined;
       }
@@ -60,7 +56,7 @@ export class NodeImagesWriter {
       await this.#api.post(COLLECTION, body);
       this.writes++;
     } catch (e) {
-      if (httpCode(e) !== 409) throw e; // created meanwhile (a previous agent): fine
+      if (!isConflict(e)) throw e; // created meanwhile (a previous agent): fine
     }
     this.#exists = true;
   }
@@ -90,7 +86,7 @@ export class NodeImagesWriter {
     try {
       await patch(status);
     } catch (e) {
-      if (httpCode(e) !== 404) throw e;
+      if (!isNotFound(e)) throw e;
       // Deleted behind the agent's back: create it again, with the whole status.
       this.#exists = false;
       await this.#create();
