@@ -86,6 +86,12 @@ export const controllerConfigSchema = z
       .describe("A Succeeded build whose image is missing again where a pod waits is rebuilt only this long after it completed (kubelet refreshes its image list every 30 s)."),
     maxRebuilds: z.number().int().min(0).default(1).describe('Rebuilds per NixBuild for an image gone missing; then it is Stalled (ImageMissing).'),
     maxNodeImages: z.number().int().min(1).default(50).describe("kubelet's nodeStatusMaxImages."),
+    gc: z
+      .object({
+        enabled: z.boolean().default(true),
+        graceSeconds: z.number().int().min(0).default(86_400).describe('A NixBuild enbi created is deleted (with its Jobs) this long after no workload of the source, and no waiting trusted pod, names what it builds any more.'),
+      })
+      .default({ enabled: true, graceSeconds: 86_400 }),
     leaderElection: z
       .object({
         enabled: z.boolean().default(true).describe('Run several replicas; one leads (the others stand by and forward webhooks).'),

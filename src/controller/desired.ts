@@ -6,6 +6,7 @@ import { GROUP, KIND, VERSION } from '../api/nixbuild.ts';
 import { nixBuildName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
+import { attrKey } from '../flake/attr.ts';
 import { parseFlakeRef, formatFlakeRef, withoutAttr } from '../flake/ref.ts';
 import { workloadId } from '../manifests/workloads.ts';
 import { normalizeImageName } from '../image/reference.ts';
@@ -18,6 +19,8 @@ import type { Problem } from '../problems.ts';
 
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
 export const ANNOTATION_WORKLOADS = 'enbi.hrzn.ee/workloads';
+/** When the controller first saw that nothing names what this NixBuild builds (garbage collection). */
+export const ANNOTATION_UNREFERENCED = 'enbi.hrzn.ee/unreferenced-since';
 
 export interface DesiredInput {
   analysis: Analysis | undefined;
@@ -59,6 +62,8 @@ export interface Desired {
   notAdopted: Map<string, string>;
   /** The names of every build the plan wants now (to create, or existing and adoptable). */
   planned: Set<string>;
+  /** Every (source, attribute) a workload of the source or a waiting trusted pod names: builds of anything else are unreferenced. */
+  referenced: Set<string>;
 }
 
 /** Builds that occupy a slot on their node: not finished, and placed (status.node, or pinned by spec.node). */
@@ -146,7 +151,27 @@ export function desiredBuilds(input: DesiredInput): Desired {
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf, planned: plannedNames };
+  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf, planned: plannedNames, referenced: referencedKeys([...(input.analysis?.workloads ?? []), ...pods.workloads]) };
+}
+
+/** The key of what a build builds, the same for every system and node: its pinned source and attribute. */
+export function buildKey(flakeUrl: string, attr: string): string | undefined {
+  try {
+    return `${sourceKey(parseFlakeRef(flakeUrl))}\0${attrKey(attr)}`;
+  } catch {
+    return undefined;
+  }
+}
+
+function referencedKeys(workloads: readonly WorkloadNeeds[]): Set<string> {
+  const out = new Set<string>();
+  for (const w of workloads) {
+    for (const n of w.needs) {
+      const k = buildKey(formatFlakeRef(withoutAttr(n.source.flake)), n.source.flake.attr ?? 'default');
+      if (k !== undefined) out.add(k);
+    }
+  }
+  return out;
 }
 
 /**

@@ -13,10 +13,11 @@ export interface Metrics {
   podsRefused: number;
   httpBadRequests: number;
   workQueueDepth: number;
+  buildsCollected: number;
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0 };
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0, buildsCollected: 0 };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
@@ -33,6 +34,7 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   podsRefused: ['Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses', 'counter'],
   httpBadRequests: ['HTTP requests refused as malformed (bad request line, URL or headers)', 'counter'],
   workQueueDepth: ['NixBuilds queued or being reconciled, at the end of the last plan pass', 'gauge'],
+  buildsCollected: ['NixBuilds deleted (with their Jobs) after nothing named what they build for gc.graceSeconds', 'counter'],
 };
 
 export function renderMetrics(m: Metrics): string {

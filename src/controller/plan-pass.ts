@@ -2,7 +2,7 @@
 // pure), then the only cluster-wide writes: the NixBuilds to create and the Events on refused pods. Each
 // write is handled on its own: one refused creation is logged and retried later, the rest go on. The result
 // is the World the builds' reconciles read.
-import type { CoreV1Api, CustomObjectsApi, KubernetesObject, V1Job, V1Node, V1Pod } from '@kubernetes/client-node';
+import { type CoreV1Api, type CustomObjectsApi, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { LABEL_BUILD } from '../build/job.ts';
 import { withInventory } from '../cluster/inventory.ts';
@@ -10,10 +10,10 @@ import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
 import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
-import { apiMessage, isConflict } from '../kube/errors.ts';
+import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { withWritten, type World } from './build-reconciler.ts';
 import type { ControllerConfig } from './config.ts';
-import { activeBuildsByNode, ANNOTATION_WORKLOADS, type Desired, desiredBuilds } from './desired.ts';
+import { activeBuildsByNode, ANNOTATION_UNREFERENCED, ANNOTATION_WORKLOADS, buildKey, type Desired, desiredBuilds, LABEL_MANAGED_BY } from './desired.ts';
 import { recordEvent, workloadTargets } from './events.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
@@ -77,11 +77,55 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     sayOnce(desired);
     await tellRefused(desired.refused, o.pods);
     const { created, failed } = await createBuilds(desired);
+    const gcDueMs = await collectGarbage(builds, desired.referenced, now);
     const live = new Set(builds.map((b) => b.metadata.uid));
     for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
-    const againAfterMs = Math.min(desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity, failed ? 5_000 : Infinity);
+    const againAfterMs = Math.min(desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity, failed ? 5_000 : Infinity, gcDueMs ?? Infinity);
     return { world: worldOf(o, nodes, [...builds, ...created], desired, now), ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}) };
   };
+
+  /**
+   * NixBuilds enbi created for what no workload of the source (and no waiting trusted pod) names any more
+   * (Flux pruned them, Git dropped them): stamped when first seen so, deleted with their Jobs after the grace
+   * period, unstamped if named again. Only while the source is read without error: a failed sync must not
+   * make every build look unreferenced. Hand-written NixBuilds are never collected.
+   */
+  async function collectGarbage(builds: readonly NixBuild[], referenced: ReadonlySet<string>, now: Date): Promise<number | undefined> {
+    if (!cfg.gc.enabled || (cfg.source !== undefined && (d.source.current() === undefined || d.source.lastError() !== undefined))) return undefined;
+    // When the next stamped build's grace period ends: plan again then.
+    let dueMs: number | undefined;
+    const due = (ms: number) => (dueMs = Math.min(dueMs ?? Infinity, Math.max(100, ms + 100)));
+    for (const b of builds) {
+      if (b.metadata.labels?.[LABEL_MANAGED_BY] !== 'enbi') continue;
+      const key = buildKey(b.spec.flakeUrl, b.spec.packageName);
+      const since = b.metadata.annotations?.[ANNOTATION_UNREFERENCED];
+      const log = d.log.with({ nixbuild: `${ns}/${b.metadata.name}` });
+      const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: b.metadata.name };
+      try {
+        if (key !== undefined && referenced.has(key)) {
+          if (since !== undefined) await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+          continue;
+        }
+        if (since === undefined) {
+          await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+          log.info(`no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`);
+          due(cfg.gc.graceSeconds * 1000);
+          continue;
+        }
+        const left = Date.parse(since) + cfg.gc.graceSeconds * 1000 - now.getTime();
+        if (left > 0) {
+          due(left);
+          continue;
+        }
+        await d.custom.deleteNamespacedCustomObject({ ...path, propagationPolicy: 'Background' });
+        d.metrics.buildsCollected++;
+        log.info(`deleted with its Jobs: unreferenced since ${since}`);
+      } catch (err) {
+        if (!isNotFound(err)) log.warn(`garbage collection: ${apiMessage(err)}`);
+      }
+    }
+    return dueMs;
+  }
 
   /** What cannot be planned or started, logged once per change rather than on every pass. */
   function sayOnce(desired: Desired): void {
