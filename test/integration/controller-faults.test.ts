@@ -9,13 +9,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AdmissionregistrationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
+import type { RunningController } from '../../src/controller/controller.ts';
 import { newMetrics } from '../../src/controller/metrics.ts';
-import { sourceState } from '../../src/controller/source-state.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { REV_A, REV_B } from '../support/fixtures.ts';
-import { applyNixBuildCrd, completeJob, fakeNodes, until } from '../support/kube.ts';
+import { applyNixBuildCrd, startApiNodeController, completeJob, fakeNodes, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -54,18 +52,7 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
     await admission.createValidatingAdmissionPolicyBinding({ body: { metadata: { name: policy }, spec: { policyName: policy, validationActions: ['Deny'] } } });
     const dir = await mkdtemp(join(tmpdir(), 'enbi-faults-'));
     await writeFile(join(dir, 'empty.yaml'), '');
-    const cfg = parseControllerConfig({
-      source: { dir, intervalSeconds: 3600 },
-      namespace: ns,
-      allowedImages: ['registry.local/'],
-      allowedFlakes: ['http://git.invalid/'],
-      builderImage: 'enbi.local/builder:dev',
-      importerImage: 'enbi.local/importer:dev',
-      containerdSocket: '/run/containerd/containerd.sock',
-      builderNodeSelector: { [POOL]: run },
-      maxConcurrentBuildsPerNode: 4,
-    });
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, metrics, settings: { maxConcurrentBuildsPerNode: 4 } });
   });
 
   after(async () => {

@@ -9,13 +9,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BatchV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
+import type { RunningController } from '../../src/controller/controller.ts';
 import { newMetrics } from '../../src/controller/metrics.ts';
-import { sourceState } from '../../src/controller/source-state.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { deployment, REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
-import { applyNixBuildCrd, fakeNodes, until } from '../support/kube.ts';
+import { applyNixBuildCrd, startApiNodeController, fakeNodes, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -42,19 +40,7 @@ describe('garbage collection of NixBuilds nothing names any more (real API serve
     dir = await mkdtemp(join(tmpdir(), 'enbi-gc-'));
     await writeFile(join(dir, 'kept.yaml'), yamlDocs(eager('kept', REV_A)));
     await writeFile(join(dir, 'pruned.yaml'), yamlDocs(eager('pruned', REV_B)));
-    const cfg = parseControllerConfig({
-      source: { dir, intervalSeconds: 3600 },
-      namespace: ns,
-      allowedImages: ['registry.local/'],
-      allowedFlakes: ['http://git.invalid/'],
-      builderImage: 'enbi.local/builder:dev',
-      importerImage: 'enbi.local/importer:dev',
-      containerdSocket: '/run/containerd/containerd.sock',
-      builderNodeSelector: { [POOL]: run },
-      maxConcurrentBuildsPerNode: 4,
-      gc: { graceSeconds: 2 },
-    });
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, metrics, settings: { maxConcurrentBuildsPerNode: 4, gc: { graceSeconds: 2 } } });
     controller.trigger(true);
   });
 

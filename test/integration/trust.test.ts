@@ -14,13 +14,10 @@ import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts
 import { nixBuildName } from '../../src/build/naming.ts';
 import { sourceKey } from '../../src/contract/container-needs.ts';
 import { parseFlakeRef } from '../../src/flake/ref.ts';
-import { parseControllerConfig } from '../../src/controller/config.ts';
-import { type RunningController, startController } from '../../src/controller/controller.ts';
-import { newMetrics } from '../../src/controller/metrics.ts';
-import { sourceState } from '../../src/controller/source-state.ts';
+import type { RunningController } from '../../src/controller/controller.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
-import { applyNixBuildCrd, fakeNodes, setPodWaiting, until } from '../support/kube.ts';
+import { applyNixBuildCrd, startApiNodeController, fakeNodes, setPodWaiting, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -73,19 +70,7 @@ describe('trust: Git decides what is built, pods only say where (real API server
     const dir = await mkdtemp(join(tmpdir(), 'enbi-trust-'));
     // Git holds the shop Deployment (on demand) and nothing else.
     await writeFile(join(dir, 'shop.yaml'), yamlDocs(deployment('shop')));
-    const cfg = parseControllerConfig({
-      source: { dir, intervalSeconds: 3600 },
-      namespace: ns,
-      watchNamespaces: [appNs],
-      allowedImages: ['registry.local/'],
-      allowedFlakes: ['http://git.invalid/'],
-      builderImage: 'enbi.local/builder:dev',
-      importerImage: 'enbi.local/importer:dev',
-      containerdSocket: '/run/containerd/containerd.sock',
-      builderNodeSelector: { [POOL]: run },
-      maxNodeImages: 1000,
-    });
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics: newMetrics(), log: (m) => logs.push(m) });
+    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, settings: { watchNamespaces: [appNs], maxNodeImages: 1000 } });
     const done = controller.reconciled();
     controller.trigger(true);
     await done;

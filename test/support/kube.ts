@@ -4,6 +4,10 @@ import { readFile } from 'node:fs/promises';
 import { ApiextensionsV1Api, BatchV1Api, CoordinationV1Api, CoreV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1ContainerState, type V1Node } from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { rawNode, type NodeOptions } from './fixtures.ts';
+import { parseControllerConfig } from '../../src/controller/config.ts';
+import { type RunningController, startController } from '../../src/controller/controller.ts';
+import { type Metrics, newMetrics } from '../../src/controller/metrics.ts';
+import { sourceState } from '../../src/controller/source-state.ts';
 
 export async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000, everyMs = 200): Promise<T> {
   const end = Date.now() + ms;
@@ -138,4 +142,25 @@ export async function completeJob(kc: KubeConfig, namespace: string, name: strin
     });
     return true;
   }, 20_000, 100);
+}
+
+/**
+ * The controller, in this process, for tests on API-object nodes: a directory source, enbi's allow-lists for
+ * `registry.local/` and `http://git.invalid/`, test images, builds only on nodes labelled `pool` (whatever
+ * else the shared cluster has). `settings` add to or replace these; `logs` collects its log lines.
+ */
+export async function startApiNodeController(kc: KubeConfig, o: { dir: string; namespace: string; pool: Record<string, string>; logs: string[]; metrics?: Metrics; settings?: Record<string, unknown> }): Promise<RunningController> {
+  const cfg = parseControllerConfig({
+    source: { dir: o.dir, intervalSeconds: 3600 },
+    namespace: o.namespace,
+    allowedImages: ['registry.local/'],
+    allowedFlakes: ['http://git.invalid/'],
+    builderImage: 'enbi.local/builder:dev',
+    importerImage: 'enbi.local/importer:dev',
+    containerdSocket: '/run/containerd/containerd.sock',
+    builderNodeSelector: o.pool,
+    ...o.settings,
+  });
+  const log = (m: string) => o.logs.push(m);
+  return startController({ cfg, kc, source: sourceState(cfg, `${o.dir}/.cache`, undefined, log), metrics: o.metrics ?? newMetrics(), log });
 }
