@@ -8,9 +8,8 @@ import type { NodeView } from '../cluster/node-view.ts';
 import { type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { attrKey } from '../flake/attr.ts';
 import { parseFlakeRef, formatFlakeRef, withoutAttr } from '../flake/ref.ts';
-import { workloadId } from '../manifests/workloads.ts';
 import { normalizeImageName } from '../image/reference.ts';
-import { type BuildPolicy, needRefusal } from '../plan/allow.ts';
+import { type BuildPolicy, withinPolicy } from '../plan/allow.ts';
 import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import { type DistributionMode, type PlannedBuild, plan } from '../plan/planner.ts';
@@ -82,15 +81,13 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const workloads: WorkloadNeeds[] = [];
   const problems: Problem[] = [];
   // Eager workloads are planned from the manifests, on every node they can run on, within the policy.
-  for (const w of input.analysis?.workloads ?? []) {
-    const eager = w.needs.filter((n) => n.mode === 'eager' || (input.defaultBuildMode === 'eager' && !('enbi.hrzn.ee/build' in w.workload.annotations)));
-    const allowed = eager.filter((n) => {
-      const why = needRefusal(n, input.policy);
-      if (why !== undefined) problems.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
-      return why === undefined;
-    });
-    if (allowed.length > 0) workloads.push({ workload: w.workload, needs: allowed });
-  }
+  const eager = (input.analysis?.workloads ?? []).flatMap((w) => {
+    const needs = w.needs.filter((n) => n.mode === 'eager' || (input.defaultBuildMode === 'eager' && !('enbi.hrzn.ee/build' in w.workload.annotations)));
+    return needs.length > 0 ? [{ workload: w.workload, needs }] : [];
+  });
+  const allowed = withinPolicy(eager, input.policy);
+  workloads.push(...allowed.workloads);
+  problems.push(...allowed.refused);
   // On-demand: pods bound to a node that lacks their image, matched to Git's workloads.
   const pods = podWorkloads(input.pods, byName, { analysis: input.analysis, locks: input.locks, trustedNamespaces: input.trustedNamespaces, policy: input.policy });
   workloads.push(...pods.workloads);

@@ -196,12 +196,15 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       if (job !== undefined) podsByJob.set(job, [...(podsByJob.get(job) ?? []), p]);
     }
     // Where builds without a node go, and moved ones: the planner's builder choice with the current load.
+    const byName = new Map(builds.map((b) => [b.metadata.name, b]));
     const load = activeBuildsByNode(builds);
-    for (const [name, node] of desired.placement) if (!builds.some((b) => b.metadata.name === name && (b.status?.node ?? b.spec.node) !== undefined)) load.set(node, (load.get(node) ?? 0) + 1);
+    // Builds created by this pass hold a slot on their chosen node before any status says so (a pinned one
+    // is counted by its spec.node already).
+    for (const [name, node] of desired.placement) if (byName.get(name)?.spec.node === undefined) load.set(node, (load.get(node) ?? 0) + 1);
     const ableBySystem = new Map<string, NodeView[]>();
     return {
       now,
-      builds: new Map(builds.map((b) => [b.metadata.name, b])),
+      builds: byName,
       jobsByBuild,
       podsByJob,
       rawNodes: new Map(o.nodes.map((n) => [n.metadata?.name ?? '', n])),

@@ -1,8 +1,7 @@
 // `enbi diff`'s result: the plan plus everything the user must know to trust it, and its exit code.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
-import { type BuildPolicy, needRefusal } from '../plan/allow.ts';
-import { workloadId } from '../manifests/workloads.ts';
+import { type BuildPolicy, withinPolicy } from '../plan/allow.ts';
 import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
@@ -85,17 +84,8 @@ export function buildReport(input: DiffInput): DiffReport {
   const trust = { analysis: input.analysis, locks: input.analysis.locks, trustedNamespaces: input.trustedNamespaces ?? [], ...(input.policy !== undefined ? { policy: input.policy } : {}) };
   const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, trust) : { workloads: [], waiting: [], refused: [], problems: [] };
   // The controller's allow-lists, when given: what they refuse is a problem, never a build.
-  const refusedByPolicy: Problem[] = [];
-  const policy = input.policy;
-  const gitWorkloads = policy === undefined ? input.analysis.workloads : input.analysis.workloads.flatMap((w) => {
-    const needs = w.needs.filter((n) => {
-      const why = needRefusal(n, policy);
-      if (why !== undefined) refusedByPolicy.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), ...(w.workload.line !== undefined ? { line: w.workload.line } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
-      return why === undefined;
-    });
-    return needs.length > 0 ? [{ workload: w.workload, needs }] : [];
-  });
-  const p = plan({ workloads: [...gitWorkloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  const allowed = input.policy === undefined ? { workloads: input.analysis.workloads, refused: [] } : withinPolicy(input.analysis.workloads, input.policy);
+  const p = plan({ workloads: [...allowed.workloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
   const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {
@@ -129,7 +119,7 @@ export function buildReport(input: DiffInput): DiffReport {
     waitingPods,
     refusedPods: pods.refused,
     unbuildable: p.unbuildable,
-    problems: [...input.analysis.problems, ...refusedByPolicy, ...pods.problems],
+    problems: [...input.analysis.problems, ...allowed.refused, ...pods.problems],
     warnings: input.analysis.warnings,
     drift: input.drift ?? [],
   };

@@ -3,7 +3,10 @@
 // cluster admin in the controller's configuration; checked by the planner, by the NixBuild spec check and
 // once more by `enbi import`. Pure.
 import { type FlakeRef, gitUrlOf } from '../flake/ref.ts';
+import type { WorkloadNeeds } from '../contract/container-needs.ts';
 import { formatImageRef, parseImageRef } from '../image/reference.ts';
+import { workloadId } from '../manifests/workloads.ts';
+import type { Problem } from '../problems.ts';
 
 export interface BuildPolicy {
   /** Fully qualified image prefixes ending in "/", e.g. `registry.local/` or `registry.local/team-a/`. */
@@ -71,4 +74,21 @@ export function flakeRefusal(flake: FlakeRef, sources: readonly string[]): strin
 /** Why a container's build is outside the policy (its image or its pinned flake), or undefined. */
 export function needRefusal(need: { image: string; source: { flake: FlakeRef } }, policy: BuildPolicy): string | undefined {
   return imageRefusal(need.image, policy.images) ?? flakeRefusal(need.source.flake, policy.flakes);
+}
+
+/**
+ * The workloads with only the needs the policy allows, and a problem (file, line, workload) for each need it
+ * refuses: the controller's plan and `enbi diff` drop the same needs and say so the same way.
+ */
+export function withinPolicy(workloads: readonly WorkloadNeeds[], policy: BuildPolicy): { workloads: WorkloadNeeds[]; refused: Problem[] } {
+  const refused: Problem[] = [];
+  const kept = workloads.flatMap((w) => {
+    const needs = w.needs.filter((n) => {
+      const why = needRefusal(n, policy);
+      if (why !== undefined) refused.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), ...(w.workload.line !== undefined ? { line: w.workload.line } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
+      return why === undefined;
+    });
+    return needs.length > 0 ? [{ workload: w.workload, needs }] : [];
+  });
+  return { workloads: kept, refused };
 }
