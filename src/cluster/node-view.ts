@@ -25,6 +25,12 @@ export interface NodeView extends SchedulableNode {
    */
   missing?: ReadonlySet<string>;
   imageSource: ImageSource;
+  /**
+   * From the agent's inventory: for each image name, the platforms (os/arch) whose manifest the node holds,
+   * its own or not. In Spegel mode a node holding a system's manifest serves that system to its peers,
+   * even when it runs another (an amd64 node that built aarch64 under QEMU).
+   */
+  platformImages?: ReadonlyMap<string, ReadonlySet<string>>;
   /** When the Ready condition last changed (ISO 8601), when the node says: how long it has been (not) Ready. */
   readySince?: string;
 }

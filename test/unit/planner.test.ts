@@ -191,3 +191,19 @@ test("kubelet's ErrImageNeverPull outweighs its own lagging image list: the node
     assert.deepEqual(p.builds.map((b) => b.missingOn), [['a1']], `${mode}: kubelet says absent`);
   }
 });
+
+test("spegel mode: a node of another system serves a system whose manifest its agent reports under the tag's index", () => {
+  const IMG = 'docker.io/library/web:v1';
+  const [a1, r1] = nodes({ a1: { extraSystems: ['aarch64-linux'] }, r1: { arch: 'arm64' } });
+  // a1 (amd64) built the aarch64 image under QEMU: its inventory lists the tag with linux/arm64 only.
+  const built = { ...a1!, imageSource: 'agent' as const, imagesComplete: true, platformImages: new Map([[IMG, new Set(['linux/arm64'])]]) };
+  const p = plan({ workloads: workloadsOf(web()), nodes: [built, { ...r1!, imagesComplete: true }], mode: 'spegel' });
+  const arm = p.statuses.find((s) => s.system === 'aarch64-linux');
+  assert.deepEqual([arm?.state, arm?.nodes], ['present', ['a1']], 'r1 pulls the arm64 manifest from a1 through Spegel');
+  // Not for amd64: a1 holds no amd64 manifest under the tag, so x86_64 is built.
+  assert.deepEqual(p.builds.map((b) => b.system), ['x86_64-linux']);
+  // Without the arm64 manifest (only amd64 listed), aarch64 is missing again.
+  const amdOnly = { ...built, platformImages: new Map([[IMG, new Set(['linux/amd64'])]]), images: new Set([IMG]) };
+  const q = plan({ workloads: workloadsOf(web()), nodes: [amdOnly, { ...r1!, imagesComplete: true }], mode: 'spegel' });
+  assert.deepEqual(q.builds.map((b) => b.system), ['aarch64-linux']);
+});
