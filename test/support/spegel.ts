@@ -7,6 +7,7 @@
 // Peer ids come from keys written here before the start (Spegel's own format: an Ed25519 PKCS#8 PEM in
 // `--data-dir/private.key`), so every node can be given the others' full addresses at once; the id Spegel
 // logs is checked against the one computed.
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -22,11 +23,18 @@ export const ROUTER_PORT = 5001;
 export const METRICS_PORT = 9090;
 const PROC = 'spegel';
 
-/** The binary build-spegel.sh made (or ENBI_SPEGEL_BIN), or an error saying how to get it. */
+/**
+ * ENBI_SPEGEL_BIN, or the binary build-spegel.sh made; runs that script when the binary is missing (about
+ * 2 min cold), so a test file run alone works.
+ */
 export function spegelBin(): string {
-  const p = process.env.ENBI_SPEGEL_BIN ?? join(cacheDir(), 'spegel', SPEGEL_VERSION, 'spegel');
-  if (!existsSync(p)) throw new Error(`spegel ${SPEGEL_VERSION} not found at ${p}: run \`bash test/cluster/build-spegel.sh\``);
-  return p;
+  if (process.env.ENBI_SPEGEL_BIN) return process.env.ENBI_SPEGEL_BIN;
+  const p = join(cacheDir(), 'spegel', SPEGEL_VERSION, 'spegel');
+  if (existsSync(p)) return p;
+  const script = new URL('../cluster/build-spegel.sh', import.meta.url).pathname;
+  const out = execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? '';
+  if (!existsSync(out)) throw new Error(`${script} did not leave spegel ${SPEGEL_VERSION} (said ${out})`);
+  return out;
 }
 
 const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
@@ -131,6 +139,7 @@ export interface SpegelNode {
   hostsDir: string;
   dataDir: string;
   log: string;
+  /** The running process (replaced by restart()). */
   proc: ProcRecord;
 }
 
@@ -140,6 +149,8 @@ export interface Spegel {
   metrics(name: string): Promise<SpegelMetrics>;
   /** Resident memory of that node's Spegel (VmRSS), in bytes. */
   rss(name: string): number;
+  /** Stops that node's Spegel and starts it again (same key, same peers); resolves once all are connected. */
+  restart(name: string): Promise<void>;
   /** Stops every Spegel and removes their records from cluster.json. */
   stop(): Promise<void>;
 }
@@ -202,6 +213,27 @@ async function updateRecords(dir: string, change: (procs: ProcRecord[]) => ProcR
   });
 }
 
+interface Keyed {
+  node: NodeState;
+  peerId: string;
+}
+
+/** Writes the node's hosts.toml and starts its `spegel registry`, recorded in cluster.json. */
+async function launch(s: ClusterState, k: Keyed, all: Keyed[], registries: string[]): Promise<ProcRecord> {
+  const bin = spegelBin();
+  await configure(bin, k.node, registries);
+  // Spegel refuses to run inside a Kubernetes pod that is not its own image (its preflight reads this).
+  const args = [...nsenter(k.node), hostBin('env'), '-u', 'KUBERNETES_SERVICE_HOST', bin, ...registryArgs(k.node, all, registries)];
+  const proc = startDaemon(procName(k.node), hostBin('nsenter'), args, join(s.dir, 'logs', `${k.node.name}-spegel.log`));
+  await updateRecords(s.dir, (procs) => [...procs, proc]);
+  return proc;
+}
+
+async function waitConnected(nodes: SpegelNode[], timeoutMs: number): Promise<void> {
+  await Promise.all(nodes.map((h) => waitFor(`${h.node.name} Spegel ready and connected`, () => connected(h, nodes.filter((x) => x !== h)),
+    { timeoutMs, intervalMs: 250, alive: () => (isAlive(h.proc) ? undefined : `Spegel exited: see ${h.log}`) })));
+}
+
 /**
  * Spegel on every node of a full cluster; resolves once each is ready and connected to all others.
  * Reuses the recorded Spegels when all run and are connected (so test files can share them), else stops
@@ -210,19 +242,20 @@ async function updateRecords(dir: string, change: (procs: ProcRecord[]) => ProcR
 export async function startSpegel(s: ClusterState, o: SpegelOptions = {}): Promise<Spegel> {
   const log = o.log ?? say;
   const registries = o.registries ?? ['https://registry.local'];
-  const bin = spegelBin();
-  const keyed = s.nodes.map((node) => ({ node, peerId: peerKey(join(node.dir, PROC)) }));
-  const handle = (x: { node: NodeState; peerId: string }, proc: ProcRecord): SpegelNode => ({
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  const keyed: Keyed[] = s.nodes.map((node) => ({ node, peerId: peerKey(join(node.dir, PROC)) }));
+  const handle = (x: Keyed, proc: ProcRecord): SpegelNode => ({
     ...x, proc, log: proc.log, registry: `http://${x.node.ip}:${REGISTRY_PORT}`,
     metricsUrl: `http://${x.node.ip}:${METRICS_PORT}/metrics`, hostsDir: certsDirOf(x.node.dir), dataDir: join(x.node.dir, PROC),
   });
+  const ctx = { s, keyed, registries, timeoutMs };
   const recorded = (readState(s.dir)?.procs ?? []).filter((p) => s.nodes.some((n) => p.name === procName(n)));
   if (o.reuse !== false && recorded.length === s.nodes.length && recorded.every(isAlive)) {
     const nodes = keyed.map((k) => handle(k, recorded.find((p) => p.name === procName(k.node))!));
     const ok = await Promise.all(nodes.map((h) => connected(h, nodes.filter((x) => x !== h)).catch(() => undefined)));
     if (ok.every(Boolean)) {
       log(`reusing Spegel on ${nodes.map((h) => h.node.name).join(', ')}`);
-      return spegelHandle(s.dir, nodes);
+      return spegelHandle(ctx, nodes);
     }
   }
   for (const p of recorded) await stopProc(p);
@@ -231,26 +264,20 @@ export async function startSpegel(s: ClusterState, o: SpegelOptions = {}): Promi
   const t0 = Date.now();
   const nodes: SpegelNode[] = [];
   try {
-    for (const k of keyed) {
-      await configure(bin, k.node, registries);
-      // Spegel refuses to run inside a Kubernetes pod that is not its own image (its preflight reads this).
-      const args = [...nsenter(k.node), hostBin('env'), '-u', 'KUBERNETES_SERVICE_HOST', bin, ...registryArgs(k.node, keyed, registries)];
-      const proc = startDaemon(procName(k.node), hostBin('nsenter'), args, join(s.dir, 'logs', `${k.node.name}-spegel.log`));
-      await updateRecords(s.dir, (procs) => [...procs, proc]);
-      nodes.push(handle(k, proc));
-    }
-    await Promise.all(nodes.map((h) => waitFor(`${h.node.name} Spegel ready and connected`, () => connected(h, nodes.filter((x) => x !== h)),
-      { timeoutMs: o.timeoutMs ?? 60_000, intervalMs: 250, alive: () => (isAlive(h.proc) ? undefined : `Spegel exited: see ${h.log}`) })));
+    for (const k of keyed) nodes.push(handle(k, await launch(s, k, keyed, registries)));
+    await waitConnected(nodes, timeoutMs);
   } catch (e) {
     for (const h of nodes) await stopProc(h.proc);
     await updateRecords(s.dir, (procs) => procs.filter((p) => !nodes.some((h) => h.proc.pid === p.pid)));
     throw e;
   }
   log(`Spegel ${SPEGEL_VERSION} on ${nodes.length} nodes ready and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  return spegelHandle(s.dir, nodes);
+  return spegelHandle(ctx, nodes);
 }
 
-function spegelHandle(dir: string, nodes: SpegelNode[]): Spegel {
+const sameProc = (a: ProcRecord) => (b: ProcRecord): boolean => a.pid === b.pid && a.startTime === b.startTime;
+
+function spegelHandle(ctx: { s: ClusterState; keyed: Keyed[]; registries: string[]; timeoutMs: number }, nodes: SpegelNode[]): Spegel {
   const node = (name: string): SpegelNode => {
     const h = nodes.find((x) => x.node.name === name);
     if (!h) throw new Error(`no Spegel on ${name}`);
@@ -269,9 +296,16 @@ function spegelHandle(dir: string, nodes: SpegelNode[]): Spegel {
       if (!m) throw new Error(`no VmRSS for ${name}'s Spegel`);
       return Number(m[1]) * 1024;
     },
+    async restart(name) {
+      const h = node(name);
+      await stopProc(h.proc);
+      await updateRecords(ctx.s.dir, (procs) => procs.filter((p) => !sameProc(h.proc)(p)));
+      h.proc = await launch(ctx.s, ctx.keyed.find((k) => k.node.name === name)!, ctx.keyed, ctx.registries);
+      await waitConnected(nodes, ctx.timeoutMs);
+    },
     async stop() {
       for (const h of nodes) await stopProc(h.proc);
-      await updateRecords(dir, (procs) => procs.filter((p) => !nodes.some((h) => h.proc.pid === p.pid && h.proc.startTime === p.startTime)));
+      await updateRecords(ctx.s.dir, (procs) => procs.filter((p) => !nodes.some((h) => sameProc(h.proc)(p))));
     },
   };
 }
