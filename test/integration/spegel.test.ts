@@ -7,6 +7,8 @@
 //   - as a source, Spegel v0.7.4 advertises the tag of an image imported while it runs, never its blobs:
 //     containerd 1.6 sends no /content/create events, and an image event only indexes. No other node can
 //     pull such an image until that node's Spegel restarts and lists the labelled content.
+// On both, unlabelled blobs (plain `ctr import`) are never served, and neither is a blob enbi labels after
+// it was stored unlabelled (a label update raises no event).
 // The cluster stays up for other files (spegelCluster() counts its users); ENBI_KEEP_CLUSTER=1 keeps it.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -268,6 +270,11 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     await until('the plain import\'s tag resolved through node-2', async () => ((await head(N2, `manifests/${plain.tag}`)) === 200 ? true : undefined), 30_000, 300);
     await new Promise((r) => setTimeout(r, 3_000));
     assert.equal(await head(N2, `manifests/${plain.digest}`), 404, 'its manifest is not served to node-2');
+    // Nor after a restart: at start Spegel advertises every tag but only labelled blobs.
+    await c.spegel.restart(N3);
+    await new Promise((r) => setTimeout(r, 3_000)); // past Spegel's 2.5 s cache of a lookup that found no peer
+    assert.equal(await head(N2, `manifests/${plain.tag}`), 200, 'the tag, after node-3\'s Spegel restarted');
+    assert.equal(await head(N2, `manifests/${plain.digest}`), 404, 'its manifest, after node-3\'s Spegel restarted');
 
     // enbi's import of an image whose layer a plain import put in node-2's store unlabelled: enbi adds the
     // label with an update, which raises no event, so Spegel never hears of that layer.
