@@ -43,10 +43,13 @@ const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 interface Imported {
   ref: string;
   tag: string;
-  /** Manifest digest (the image record's target). */
-  digest: string;
-  /** Manifest, config, layers. */
-  blobs: { digest: string; size: number }[];
+  /** The tag's target: the OCI index enbi writes for every tag. */
+  index: string;
+  /** The platform manifest the index lists. */
+  manifest: string;
+  config: string;
+  /** Index, manifest, config, layers. */
+  blobs: { digest: string; size: number; mediaType: string }[];
 }
 
 describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: clusterSkipReason(), timeout: 900_000 }, () => {
@@ -70,10 +73,9 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const cc = new ContainerdClient(node(on).containerdSocket);
     try {
       const r = await importArchive(cc, createReadStream(img.out), { images: [ref] });
-      const root = await contentInfo(cc, r.digest);
-      const blobs = (await reachableBlobs(cc, { mediaType: r.mediaType, digest: r.digest, size: root.size }))
-        .map((b) => ({ digest: b.desc.digest, size: b.desc.size }));
-      return { ref, tag, digest: r.digest, blobs };
+      const blobs = (await reachableBlobs(cc, { mediaType: 'application/vnd.oci.image.index.v1+json', digest: r.index.digest, size: r.index.size }))
+        .map((b) => ({ digest: b.desc.digest, size: b.desc.size, mediaType: b.desc.mediaType }));
+      return { ref, tag, index: r.index.digest, manifest: r.digest, config: r.config, blobs };
     } finally {
       cc.close();
     }
@@ -84,7 +86,9 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const r = await fetch(`http://${node(via).ip}:${REGISTRY_PORT}/v2/${REPOSITORY}/${path}?ns=registry.local`, { method: 'HEAD', signal: AbortSignal.timeout(5_000) });
     return r.status;
   }
-  const paths = (i: Imported): string[] => [`manifests/${i.tag}`, `manifests/${i.digest}`, ...i.blobs.slice(1).map((b) => `blobs/${b.digest}`)];
+  /** What a pull of i asks a registry: the tag, then every blob (indexes and manifests under manifests/). */
+  const paths = (i: Imported): string[] =>
+    [`manifests/${i.tag}`, ...i.blobs.map((b) => `${/manifest|index/.test(b.mediaType) ? 'manifests' : 'blobs'}/${b.digest}`)];
 
   /** Waits until the tag and every blob of i resolve through `via`'s Spegel (from a peer): ms it took. */
   async function servedVia(via: string, i: Imported, ms = 30_000): Promise<number> {
@@ -166,7 +170,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
   it('an image enbi imports on containerd 2.x (node-2) is pulled by tag through Spegel on node-3 (2.x) and node-1 (1.6); 2.x re-serves its blobs, 1.6 only the tag', async (t: TestContext) => {
     const m0 = { n2: await metrics(N2) };
     const a = await enbiImport(N2, 'a');
-    await assertSpegelReady(node(N2).containerdSocket, a.ref, { digest: a.digest });
+    await assertSpegelReady(node(N2).containerdSocket, a.ref, { digest: a.manifest });
     const advertise = await servedVia(N3, a);
     const m2 = await metrics(N2);
     assert.equal(m2.advertisedDigests - m0.n2.advertisedDigests, a.blobs.length, 'node-2 advertised every blob of the import (content events)');
@@ -176,7 +180,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const pull3 = await ctrPull(N3, a.ref);
     const after3 = await metrics(N3);
     const after2 = await metrics(N2);
-    assert.equal(await digestOn(N3, a.ref), a.digest, 'node-3 holds the same manifest');
+    assert.equal(await digestOn(N3, a.ref), a.index, 'node-3 holds the same index under the tag');
     assert.ok(after3.mirrorHits - before3.mirrorHits >= a.blobs.length, `node-3's Spegel answered the pull from a peer (${after3.mirrorHits - before3.mirrorHits} hits)`);
     assert.equal(after3.mirrorMisses - before3.mirrorMisses, 0, 'no miss on node-3');
     const total = a.blobs.reduce((s, b) => s + b.size, 0);
@@ -189,7 +193,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const pull1 = await ctrPull(N1, a.ref);
     await new Promise((r) => setTimeout(r, 2_000)); // a content event would have been handled by now
     const after1 = await metrics(N1);
-    assert.equal(await digestOn(N1, a.ref), a.digest, 'node-1 (1.6) holds the same manifest');
+    assert.equal(await digestOn(N1, a.ref), a.index, 'node-1 (1.6) holds the same index under the tag');
     assert.ok(after1.mirrorHits - before1.mirrorHits >= a.blobs.length, `node-1's Spegel answered its containerd 1.6 from a peer (${after1.mirrorHits - before1.mirrorHits} hits)`);
     assert.equal(after1.mirrorMisses - before1.mirrorMisses, 0, 'no miss on node-1');
     assert.ok((await metrics(N2)).registryBytes + (await metrics(N3)).registryBytes - before23 >= total, 'node-2 or node-3 served node-1');
@@ -207,7 +211,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const p3 = await runPod(N3, 'b-node-3', b.ref);
     const after3 = await metrics(N3);
     assert.match(p3.log, /^x86_64$/m, 'the container ran the host architecture');
-    assert.equal(await digestOn(N3, b.ref), b.digest);
+    assert.equal(await digestOn(N3, b.ref), b.index);
     assert.ok(after3.mirrorHits - before3.mirrorHits >= b.blobs.length, `the CRI on node-3 pulled through its Spegel (${after3.mirrorHits - before3.mirrorHits} hits)`);
     assert.equal(after3.mirrorMisses - before3.mirrorMisses, 0);
 
@@ -215,7 +219,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const p1 = await runPod(N1, 'b-node-1', b.ref);
     const after1 = await metrics(N1);
     assert.match(p1.log, /^x86_64$/m);
-    assert.equal(await digestOn(N1, b.ref), b.digest);
+    assert.equal(await digestOn(N1, b.ref), b.index);
     assert.ok(after1.mirrorHits - before1.mirrorHits >= b.blobs.length, `the CRI on node-1 (1.6) pulled through its Spegel (${after1.mirrorHits - before1.mirrorHits} hits)`);
     figures.push(`pod Running (pull through Spegel) on node-3 (2.x): ${secs(p3.ms)}, on node-1 (1.6): ${secs(p1.ms)}`);
     t.diagnostic(figures.at(-1)!);
@@ -225,7 +229,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const before1 = await metrics(N1);
     const cImg = await enbiImport(N1, 'c');
     // The labels Spegel needs are there, exactly as on 2.x.
-    await assertSpegelReady(node(N1).containerdSocket, cImg.ref, { digest: cImg.digest });
+    await assertSpegelReady(node(N1).containerdSocket, cImg.ref, { digest: cImg.manifest });
     const tag = await until('the tag resolved through node-3', async () => ((await head(N3, `manifests/${cImg.tag}`)) === 200 ? true : undefined), 30_000, 300);
     assert.ok(tag);
     // Well past Spegel's label retries (under a second): still nothing but the tag.
@@ -249,7 +253,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const before3 = await metrics(N3);
     await ctrPull(N3, cImg.ref);
     const pull = Date.now() - ts;
-    assert.equal(await digestOn(N3, cImg.ref), cImg.digest);
+    assert.equal(await digestOn(N3, cImg.ref), cImg.index);
     assert.ok((await metrics(N3)).mirrorHits - before3.mirrorHits >= cImg.blobs.length);
     figures.push(`node-1 (1.6) as source: Spegel restart ${secs(restart)}, then served through node-3 after ${secs(served)}, ctr pull ${secs(pull)}`);
     t.diagnostic(figures.at(-1)!);
@@ -290,9 +294,10 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
       const layer = e.blobs.at(-1)!;
       assert.equal(layer.digest, blobs.at(-1)!.desc.digest, 'the same layer');
       assert.ok(Object.keys((await contentInfo(cc, layer.digest)).labels).some(isSource), 'enbi labelled the layer');
-      await until('e\'s manifest served through node-3', async () => ((await head(N3, `manifests/${e.digest}`)) === 200 ? true : undefined), 30_000, 300);
+      await until('e\'s manifest served through node-3', async () => ((await head(N3, `manifests/${e.manifest}`)) === 200 ? true : undefined), 30_000, 300);
       await new Promise((r) => setTimeout(r, 3_000));
-      assert.equal(await head(N3, `blobs/${e.blobs[1]!.digest}`), 200, 'the config (new, labelled at commit) is served');
+      assert.equal(await head(N3, `manifests/${e.index}`), 200, 'the index (new, labelled at commit) is served');
+      assert.equal(await head(N3, `blobs/${e.config}`), 200, 'the config (new, labelled at commit) is served');
       assert.equal(await head(N3, `blobs/${layer.digest}`), 404, 'the layer that was there unlabelled is not');
     } finally {
       cc.close();
