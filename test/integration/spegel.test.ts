@@ -11,11 +11,9 @@
 // it was stored unlabelled (a label update raises no event).
 // The cluster stays up for other files (spegelCluster() counts its users); ENBI_KEEP_CLUSTER=1 keeps it.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { ContainerdClient } from '../../src/containerd/client.ts';
@@ -24,14 +22,12 @@ import { importArchive } from '../../src/containerd/import/importer.ts';
 import { contentInfo } from '../../src/containerd/import/content.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { buildBusyboxImage, importImage } from '../cluster/images.ts';
-import { hostBin } from '../cluster/paths.ts';
 import type { NodeState } from '../cluster/state.ts';
 import { until } from '../support/kube.ts';
 import { assertSpegelReady, reachableBlobs } from '../support/spegel-check.ts';
 import { REGISTRY_PORT, type SpegelMetrics, type SpegelNode } from '../support/spegel.ts';
 import { type SpegelCluster, spegelCluster } from '../support/spegel-cluster.ts';
 
-const pexec = promisify(execFile);
 const RUN = Date.now().toString(36);
 const NS = `spegel-${RUN}`;
 const REPOSITORY = 'enbi-spegel-test';
@@ -82,11 +78,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
   }
 
   /** HEAD through a node's Spegel, as its containerd asks (`?ns=registry.local`): the status. */
-  async function head(via: string, path: string): Promise<number> {
-    const r = await fetch(`http://${node(via).ip}:${REGISTRY_PORT}/v2/${REPOSITORY}/${path}?ns=registry.local`, { method: 'HEAD', signal: AbortSignal.timeout(5_000) });
-    return r.status;
-  }
-  /** What a pull of i asks a registry: the tag, then every blob (indexes and manifests under manifests/). */
+  const head = async (via: string, path: string): Promise<number> => (await c.spegel.head(via, REPOSITORY, path)).status;
   const paths = (i: Imported): string[] =>
     [`manifests/${i.tag}`, ...i.blobs.map((b) => `${/manifest|index/.test(b.mediaType) ? 'manifests' : 'blobs'}/${b.digest}`)];
 
@@ -100,14 +92,7 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     return Date.now() - t;
   }
 
-  /** `ctr images pull --hosts-dir <certs.d>` inside the node's network namespace: ms it took. */
-  async function ctrPull(on: string, ref: string): Promise<number> {
-    const n = node(on);
-    const t = Date.now();
-    await pexec(hostBin('nsenter'), [`--net=/run/netns/${n.netns}`, '--', n.ctr, '--address', n.containerdSocket, '-n', 'k8s.io',
-      'images', 'pull', '--hosts-dir', sp(on).hostsDir, ref], { timeout: 60_000 });
-    return Date.now() - t;
-  }
+  const ctrPull = (on: string, ref: string): Promise<number> => c.spegel.ctrPull(on, ref);
 
   async function digestOn(on: string, ref: string): Promise<string | undefined> {
     const cc = new ContainerdClient(node(on).containerdSocket);
@@ -172,6 +157,10 @@ describe('Spegel v0.7.4 on three real nodes, containerd 1.6 and 2.x', { skip: cl
     const a = await enbiImport(N2, 'a');
     await assertSpegelReady(node(N2).containerdSocket, a.ref, { digest: a.manifest });
     const advertise = await servedVia(N3, a);
+    for (const via of [N1, N3]) {
+      const r = await c.spegel.head(via, REPOSITORY, `manifests/${a.tag}`);
+      assert.deepEqual([r.status, r.digest, r.mediaType], [200, a.index, 'application/vnd.oci.image.index.v1+json'], `the tag resolves to enbi's index through ${via}`);
+    }
     const m2 = await metrics(N2);
     assert.equal(m2.advertisedDigests - m0.n2.advertisedDigests, a.blobs.length, 'node-2 advertised every blob of the import (content events)');
     assert.equal(m2.advertisedTags - m0.n2.advertisedTags, 1, 'node-2 advertised the tag');

@@ -7,10 +7,11 @@
 // Peer ids come from keys written here before the start (Spegel's own format: an Ed25519 PKCS#8 PEM in
 // `--data-dir/private.key`), so every node can be given the others' full addresses at once; the id Spegel
 // logs is checked against the one computed.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { certsDirOf, contentDirOf } from '../cluster/containerd.ts';
 import { withLock } from '../cluster/lock.ts';
 import { cacheDir, hostBin } from '../cluster/paths.ts';
@@ -22,6 +23,7 @@ export const REGISTRY_PORT = 5000;
 export const ROUTER_PORT = 5001;
 export const METRICS_PORT = 9090;
 const PROC = 'spegel';
+const pexec = promisify(execFile);
 
 /**
  * ENBI_SPEGEL_BIN, or the binary build-spegel.sh made; runs that script when the binary is missing (about
@@ -149,6 +151,13 @@ export interface Spegel {
   metrics(name: string): Promise<SpegelMetrics>;
   /** Resident memory of that node's Spegel (VmRSS), in bytes. */
   rss(name: string): number;
+  /**
+   * HEAD `/v2/<repository>/<path>?ns=<registry>` through that node's Spegel, as the node's containerd asks
+   * (path: `manifests/<tag|digest>` or `blobs/<digest>`): the status and the descriptor it answered.
+   */
+  head(name: string, repository: string, path: string, registry?: string): Promise<{ status: number; digest?: string; mediaType?: string; size?: number }>;
+  /** `ctr images pull --hosts-dir <certs.d> [--platform P] REF` inside the node's network namespace: ms it took. */
+  ctrPull(name: string, ref: string, o?: { platform?: string; timeoutMs?: number }): Promise<number>;
   /** Stops that node's Spegel and starts it again (same key, same peers); resolves once all are connected. */
   restart(name: string): Promise<void>;
   /** Stops every Spegel and removes their records from cluster.json. */
@@ -295,6 +304,22 @@ function spegelHandle(ctx: { s: ClusterState; keyed: Keyed[]; registries: string
       const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${node(name).proc.pid}/status`, 'utf8'));
       if (!m) throw new Error(`no VmRSS for ${name}'s Spegel`);
       return Number(m[1]) * 1024;
+    },
+    async head(name, repository, path, registry = 'registry.local') {
+      const r = await fetch(`${node(name).registry}/v2/${repository}/${path}?ns=${registry}`, { method: 'HEAD', signal: AbortSignal.timeout(5_000) });
+      const digest = r.headers.get('docker-content-digest') ?? undefined;
+      const mediaType = r.headers.get('content-type') ?? undefined;
+      const size = r.headers.get('content-length');
+      return { status: r.status, ...(digest ? { digest } : {}), ...(mediaType ? { mediaType } : {}), ...(size ? { size: Number(size) } : {}) };
+    },
+    async ctrPull(name, ref, o = {}) {
+      const n = node(name).node;
+      const t = Date.now();
+      // A pull Spegel cannot serve falls back to the registry itself, which may take long to fail: bounded.
+      await pexec(hostBin('nsenter'), [...nsenter(n), n.ctr, '--address', n.containerdSocket, '-n', 'k8s.io', 'images', 'pull',
+        '--hosts-dir', node(name).hostsDir, ...(o.platform ? ['--platform', o.platform] : []), ref], { timeout: o.timeoutMs ?? 60_000 })
+        .catch((e: { stderr?: string; message: string }) => { throw new Error(`ctr pull ${ref} on ${name}: ${(e.stderr || e.message).trim()}`); });
+      return Date.now() - t;
     },
     async restart(name) {
       const h = node(name);
