@@ -213,6 +213,8 @@ async function connected(h: SpegelNode, others: SpegelNode[]): Promise<true | un
   return true;
 }
 
+const sameProc = (a: ProcRecord) => (b: ProcRecord): boolean => a.pid === b.pid && a.startTime === b.startTime;
+
 async function updateRecords(dir: string, change: (procs: ProcRecord[]) => ProcRecord[]): Promise<void> {
   await withLock(dir, async () => {
     const s = readState(dir);
@@ -249,6 +251,11 @@ async function waitConnected(nodes: SpegelNode[], timeoutMs: number): Promise<vo
  * what is recorded and starts afresh.
  */
 export async function startSpegel(s: ClusterState, o: SpegelOptions = {}): Promise<Spegel> {
+  // One starter at a time: two test files sharing the cluster must not both start Spegel on its ports.
+  return await withLock(join(s.dir, 'spegel-start'), () => startLocked(s, o));
+}
+
+async function startLocked(s: ClusterState, o: SpegelOptions): Promise<Spegel> {
   const log = o.log ?? say;
   const registries = o.registries ?? ['https://registry.local'];
   const timeoutMs = o.timeoutMs ?? 60_000;
@@ -268,7 +275,7 @@ export async function startSpegel(s: ClusterState, o: SpegelOptions = {}): Promi
     }
   }
   for (const p of recorded) await stopProc(p);
-  await updateRecords(s.dir, (procs) => procs.filter((p) => !recorded.includes(p)));
+  await updateRecords(s.dir, (procs) => procs.filter((p) => !recorded.some((r) => sameProc(r)(p))));
 
   const t0 = Date.now();
   const nodes: SpegelNode[] = [];
@@ -277,14 +284,12 @@ export async function startSpegel(s: ClusterState, o: SpegelOptions = {}): Promi
     await waitConnected(nodes, timeoutMs);
   } catch (e) {
     for (const h of nodes) await stopProc(h.proc);
-    await updateRecords(s.dir, (procs) => procs.filter((p) => !nodes.some((h) => h.proc.pid === p.pid)));
+    await updateRecords(s.dir, (procs) => procs.filter((p) => !nodes.some((h) => sameProc(h.proc)(p))));
     throw e;
   }
   log(`Spegel ${SPEGEL_VERSION} on ${nodes.length} nodes ready and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   return spegelHandle(ctx, nodes);
 }
-
-const sameProc = (a: ProcRecord) => (b: ProcRecord): boolean => a.pid === b.pid && a.startTime === b.startTime;
 
 function spegelHandle(ctx: { s: ClusterState; keyed: Keyed[]; registries: string[]; timeoutMs: number }, nodes: SpegelNode[]): Spegel {
   const node = (name: string): SpegelNode => {
