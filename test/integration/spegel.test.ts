@@ -9,7 +9,8 @@
 //     pull such an image until that node's Spegel restarts and lists the labelled content.
 // On both, unlabelled blobs (plain `ctr import`) are never served, and neither is a blob enbi labels after
 // it was stored unlabelled (a label update raises no event).
-// The cluster stays up for other files (spegelCluster() counts its users); ENBI_KEEP_CLUSTER=1 keeps it.
+// Other files share the cluster through spegelCluster() (it counts its users); the last one out stops it,
+// unless ENBI_KEEP_CLUSTER=1.
 import assert from 'node:assert/strict';
 import { createReadStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
