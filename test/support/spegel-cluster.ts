@@ -9,9 +9,10 @@ import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { down, type NodeSpec, up } from '../cluster/cluster.ts';
-import { pidAlive } from '../cluster/lock.ts';
+import { pidAlive, withLock } from '../cluster/lock.ts';
 import { cacheDir } from '../cluster/paths.ts';
-import type { ClusterState } from '../cluster/state.ts';
+import { isAlive } from '../cluster/proc.ts';
+import { readState, writeState, type ClusterState } from '../cluster/state.ts';
 import { containerd2Dir } from './containerd.ts';
 import { startSpegel, type Spegel, type SpegelOptions } from './spegel.ts';
 
@@ -40,8 +41,23 @@ export interface SpegelCluster {
 
 const usersDir = (dir: string): string => join(dir, 'spegel-users');
 
+/**
+ * Spegel v0.7.4 exits when its containerd restarts ("event channel closed"; its DaemonSet would start it
+ * again): forget such records, so that `up` reuses the cluster and startSpegel starts Spegel again.
+ */
+async function forgetDeadSpegel(dir: string): Promise<void> {
+  if (!existsSync(join(dir, 'cluster.json'))) return;
+  await withLock(dir, async () => {
+    const s = readState(dir);
+    if (!s || !s.procs.some((p) => p.name.endsWith('/spegel') && !isAlive(p))) return;
+    s.procs = s.procs.filter((p) => !p.name.endsWith('/spegel') || isAlive(p));
+    writeState(s);
+  });
+}
+
 export async function spegelCluster(o: SpegelOptions = {}): Promise<SpegelCluster> {
   const dir = spegelClusterDir();
+  await forgetDeadSpegel(dir);
   const state = await up({
     mode: 'full', dir, nodes: spegelClusterNodes(),
     owner: process.env.ENBI_TEST_RUN_ID ?? `spegel-${process.pid}`, ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid,
