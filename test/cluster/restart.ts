@@ -17,7 +17,9 @@ export async function restartProcess(name: string, o: { crash?: boolean; downMs?
   // A node's process runs in the node's network namespace (nsenter exec'd into it: the cmdline no longer
   // says so): start it again there, or its pods' new network would be built in the host's namespace.
   const netns = netnsOf(old.pid);
-  const argv = [...(netns !== undefined ? [hostBin('nsenter'), `--net=${netns}`, '--'] : []), ...readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '')];
+  // And with its own environment (a containerd 2.x node finds its shim through its PATH).
+  const environ = readFileSync(`/proc/${old.pid}/environ`, 'utf8').split('\0').filter((a) => a !== '');
+  const argv = [...(netns !== undefined ? [hostBin('nsenter'), `--net=${netns}`, '--'] : []), hostBin('env'), '-i', ...environ, ...readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '')];
   if (o.crash === true) {
     process.kill(old.pid, 'SIGKILL');
     while ((() => { try { process.kill(old.pid, 0); return true; } catch { return false; } })()) await sleep(50);
