@@ -1,6 +1,7 @@
 // What Spegel buys: time from an image's import (enbi's importer, as a build Job runs it) on node A to a pod
 // Running with it on node B, pulled through B's Spegel from A, against the same pod on a node that imported
-// the image itself. Real Spegel v0.7.4 on the three-node Spegel cluster (test/support/spegel-cluster.ts).
+// the image itself (the same node B, another image). Real Spegel v0.7.4 on the three-node Spegel cluster
+// (test/support/spegel-cluster.ts), A and B on containerd 2.4.2.
 // Each round uses a fresh image (a busybox layer and MB of random bytes), so nothing is cached.
 //
 //   node bench/spegel-spread.ts [--mb 32] [--rounds 3]
@@ -23,7 +24,12 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const sc = await spegelCluster();
 const core = sc.kc.makeApiClient(CoreV1Api);
 const dir = mkdtempSync('/tmp/enbi-bench-spegel-');
-const [a, b, c] = sc.state.nodes as [typeof sc.state.nodes[number], typeof sc.state.nodes[number], typeof sc.state.nodes[number]];
+// A and B on containerd 2.x: Spegel spreads nothing imported on 1.6 while it runs (README, Spegel). C = B, so
+// both ways end in a pod on the same kind of node: only where the image came from differs.
+const byName = (n: string) => sc.state.nodes.find((x) => x.name === n)!;
+const a = byName('enbi-node-2');
+const b = byName('enbi-node-3');
+const c = b;
 console.log(`spegel spread bench: ${MB} MB images, ${ROUNDS} rounds; import on ${a.name} (${a.containerd}) → pod on ${b.name} (${b.containerd}) through Spegel, against import and pod on ${c.name} (${c.containerd})`);
 
 async function importOn(node: typeof a, archive: string, ref: string): Promise<number> {
