@@ -61,6 +61,8 @@ try {
   await core.createNamespace({ body: { metadata: { name: NS } } });
   const spread: number[] = [];
   const self: number[] = [];
+  const podSpread: number[] = [];
+  const podSelf: number[] = [];
   const served0 = await sc.spegel.metrics(a.name);
   const hits0 = await sc.spegel.metrics(b.name);
   for (let i = 0; i < ROUNDS; i++) {
@@ -74,11 +76,13 @@ try {
     const impA = await importOn(a, archA, refA);
     const runB = await podRunning(b, refA, `spread-${i}`);
     spread.push(performance.now() - t);
+    podSpread.push(runB);
     // Built where it runs: the import on C, then the pod on C.
     t = performance.now();
     const impC = await importOn(c, archC, refC);
     const runC = await podRunning(c, refC, `self-${i}`);
     self.push(performance.now() - t);
+    podSelf.push(runC);
     console.log(`round ${i + 1}: import on A ${impA.toFixed(0)} ms + pod on B ${runB.toFixed(0)} ms = ${spread.at(-1)!.toFixed(0)} ms; import on C ${impC.toFixed(0)} ms + pod on C ${runC.toFixed(0)} ms = ${self.at(-1)!.toFixed(0)} ms`);
   }
   const served = await sc.spegel.metrics(a.name);
@@ -86,6 +90,7 @@ try {
   console.log(`import on A → pod Running on B through Spegel: median ${median(spread).toFixed(0)} ms`);
   console.log(`import on C → pod Running on C (no transfer):   median ${median(self).toFixed(0)} ms`);
   console.log(`ratio (through Spegel / built where it runs):   ${(median(spread) / median(self)).toFixed(2)}×`);
+  console.log(`the pod step alone: ${median(podSpread).toFixed(0)} ms pulling through Spegel, ${median(podSelf).toFixed(0)} ms with the image local (${(median(podSpread) / median(podSelf)).toFixed(2)}×)`);
   console.log(`Spegel on A served ${((served.registryBytes - served0.registryBytes) / 1e6).toFixed(1)} MB in ${served.registryResponses - served0.registryResponses} answers; B's mirror hits ${hits0.mirrorHits} → ${hits.mirrorHits}, misses ${hits0.mirrorMisses} → ${hits.mirrorMisses}`);
 } finally {
   await core.deleteNamespace({ name: NS }).catch(() => undefined);
