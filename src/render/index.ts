@@ -1,0 +1,102 @@
+// Rendering a source as Flux and Argo CD would: copy the source into a private directory, find what is
+// rendered (planRenders), run kustomize/helm for each root whose inputs changed since the last pass (the
+// cache), and hand the analysis the rendered objects plus the files they consumed. I/O at this edge only.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { scanManifests } from '../manifests/scan.ts';
+import type { Problem } from '../problems.ts';
+import { RenderCache, renderKey } from './cache.ts';
+import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
+import type { RenderedObject } from './output.ts';
+import { isUnder } from './paths.ts';
+import { planRenders } from './plan.ts';
+import { originOf } from './request.ts';
+import { runRender } from './run-render.ts';
+import { findTools, installHint, type Tools } from './tools.ts';
+import { materializeTree, type TreeSource, TreeTooLargeError } from './tree.ts';
+
+export type { RenderedObject } from './output.ts';
+export type { TreeSource } from './tree.ts';
+
+export interface RenderOptions {
+  source: TreeSource;
+  /** The sub-path planned (--path): roots and Flux/Argo objects are looked for below it; their paths are from the root. */
+  scope?: string;
+  /** Explicit binaries (config render.kustomize / render.helm); else ENBI_KUSTOMIZE / ENBI_HELM, PATH, the build cache. */
+  tools?: Tools;
+  limits?: ExecLimits;
+  cache?: RenderCache;
+  maxBytes?: number;
+}
+
+export interface RenderedSource {
+  objects: RenderedObject[];
+  /** Scope-relative paths of files read by renders: not read again as plain manifests. */
+  consumed: ReadonlySet<string>;
+  problems: Problem[];
+  warnings: Problem[];
+  stats: { renders: number; fromCache: number; ms: number };
+}
+
+const sharedCache = new RenderCache();
+const GITOPS_HINT = /fluxcd\.io|argoproj\.io/;
+
+export async function renderSource(options: RenderOptions): Promise<RenderedSource> {
+  const t0 = performance.now();
+  const scope = (options.scope ?? '').replace(/^\/+|\/+$/g, '').replace(/^\.$/, '');
+  const cache = options.cache ?? sharedCache;
+  const work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
+  const result: RenderedSource = { objects: [], consumed: new Set(), problems: [], warnings: [], stats: { renders: 0, fromCache: 0, ms: 0 } };
+  try {
+    const treeDir = join(work, 'tree');
+    let tree;
+    try {
+      tree = await materializeTree(options.source, treeDir, options.maxBytes ?? 64 * 1024 * 1024);
+    } catch (err) {
+      if (!(err instanceof TreeTooLargeError)) throw err;
+      result.problems.push({ message: err.message });
+      return result;
+    }
+    // Flux and Argo CD objects in the scope say what is rendered; a cheap text test spares parsing the rest.
+    const candidates = [];
+    for (const path of tree.paths) {
+      if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
+      const text = await readFile(join(treeDir, path), 'utf8');
+      if (GITOPS_HINT.test(text)) candidates.push({ path, text });
+    }
+    const plan = planRenders(tree, scope, scanManifests(candidates).objects);
+    result.warnings.push(...plan.warnings);
+    const tools = findTools(options.tools);
+    const ctx = { treeDir, tree, tools, limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
+    for (const [i, planned] of plan.renders.entries()) {
+      const r = planned.request;
+      const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
+      if (planned.refusals.length > 0) {
+        result.problems.push(...planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })));
+        continue;
+      }
+      const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
+      const binary = tools[tool];
+      if (binary === undefined) {
+        result.problems.push({ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` });
+        continue;
+      }
+      const key = renderKey({ request: r, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
+      let out = cache.get(key);
+      if (out === undefined) {
+        out = await runRender(planned, i, ctx);
+        cache.set(key, out);
+        result.stats.renders++;
+      } else result.stats.fromCache++;
+      result.objects.push(...out.objects);
+      result.problems.push(...out.problems);
+    }
+    const prefix = scope === '' ? '' : `${scope}/`;
+    result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
+    return result;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    result.stats.ms = Math.round(performance.now() - t0);
+  }
+}
