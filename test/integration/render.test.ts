@@ -1,0 +1,164 @@
+// Rendering as Flux and Argo CD do, with the real kustomize and helm (from the build cache; no cluster): on
+// fixture repositories in the layouts both projects document, enbi's workloads equal what `kustomize build`
+// and `helm template` produce from the same input, and `enbi diff` plans from the rendered image tags.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cp, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parseAllDocuments } from 'yaml';
+import { extractWorkloads } from '../../src/manifests/workloads.ts';
+import { analyzeSource } from '../../src/pipeline/analyze.ts';
+import { RenderCache } from '../../src/render/cache.ts';
+import { renderSource } from '../../src/render/index.ts';
+import { readDirSource } from '../../src/source/dir.ts';
+import { renderTools } from '../support/render-tools.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const FIXTURES = join(ROOT, 'test/fixtures/render');
+const tools = renderTools();
+
+interface Seen {
+  kind: string;
+  namespace: string;
+  name: string;
+  images: (string | undefined)[];
+  annotations: Record<string, unknown>;
+}
+
+const sortSeen = (list: Seen[]) => list.sort((a, b) => `${a.kind}/${a.namespace}/${a.name}`.localeCompare(`${b.kind}/${b.namespace}/${b.name}`));
+
+/** Workloads of a kustomize/helm output, as enbi sees them, with `namespace` for objects that name none. */
+function workloadsOfYaml(text: string, namespace = 'default'): Seen[] {
+  const objects = parseAllDocuments(text).flatMap((d, i) => {
+    const o = d.toJS() as Record<string, unknown> | null;
+    return o === null ? [] : [{ file: 'out', line: i, object: o }];
+  });
+  return sortSeen(extractWorkloads(objects, namespace).workloads.map((w) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations })));
+}
+
+async function enbiWorkloads(dir: string, scope = ''): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
+  const rendered = await renderSource({ source: { kind: 'dir', root: dir }, scope, tools, cache: new RenderCache() });
+  const analysis = analyzeSource(await readDirSource(join(dir, scope)), rendered);
+  const seen = analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }));
+  return { seen: sortSeen(seen), origins: analysis.workloads.map((w) => `${w.workload.kind} ${w.workload.name} ← ${w.workload.origin ?? 'plain'} (${w.workload.file})`).sort(), analysis };
+}
+
+const kustomize = (cwd: string, dir: string) => execFileSync(tools.kustomize, ['build', dir], { cwd, encoding: 'utf8' });
+const helm = (cwd: string, args: string[]) => execFileSync(tools.helm, ['template', ...args, '--kube-version', '1.34.0'], { cwd, encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), 'enbi-test-helm') } });
+
+/** A copy of a fixture with a hand-written overlay, as the Flux/Argo CD documentation describes the override. */
+async function withOverlay(fixture: string, overlay: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'enbi-render-expect-'));
+  await cp(join(FIXTURES, fixture), dir, { recursive: true });
+  await mkdir(join(dir, 'expected-overlay'));
+  await writeFile(join(dir, 'expected-overlay/kustomization.yaml'), overlay);
+  return dir;
+}
+
+test('kustomize base with two overlays: each overlay is rendered with its own newTag, the base and patch are not read as manifests', async () => {
+  const dir = join(FIXTURES, 'kustomize');
+  const { seen, origins, analysis } = await enbiWorkloads(dir);
+  const expected = sortSeen([
+    ...workloadsOfYaml(kustomize(dir, 'apps/hello/overlays/staging')),
+    ...workloadsOfYaml(kustomize(dir, 'apps/hello/overlays/production')),
+    ...workloadsOfYaml(execFileSync('cat', ['plain/job.yaml'], { cwd: dir, encoding: 'utf8' })),
+  ]);
+  assert.deepEqual(seen, expected);
+  // The overlays' tags, never the base's 1111…
+  assert.deepEqual(seen.map((s) => s.images[0]), ['registry.local/hello:' + '3'.repeat(40), 'registry.local/hello:' + '2'.repeat(40), 'registry.local/migrate:v1']);
+  assert.deepEqual(origins, [
+    'Deployment hello ← kustomize build → apps/hello/overlays/production (apps/hello/base/deployment.yaml)',
+    'Deployment hello-staging ← kustomize build → apps/hello/overlays/staging (apps/hello/base/deployment.yaml)',
+    'Job migrate ← plain (plain/job.yaml)',
+  ]);
+  assert.deepEqual(analysis.problems, []);
+  assert.equal(analysis.rendered?.roots, 2);
+});
+
+test('Flux: a Kustomization applies targetNamespace, images, patches and postBuild.substitute; a HelmRelease renders its in-repo chart with valuesFiles and values', async () => {
+  const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'flux'));
+  assert.deepEqual(analysis.problems, []);
+  // What Flux's kustomize-controller builds: its generated overlay over spec.path, then the substitution.
+  const flux = await withOverlay('flux', [
+    'resources: [../apps/production]',
+    'namespace: hello',
+    'images: [{name: registry.local/hello, newTag: "5555555555555555555555555555555555555555"}]',
+    'patches:',
+    '  - target: {kind: Deployment, name: hello}',
+    '    patch: |',
+    '      - op: add',
+    '        path: /spec/template/metadata/annotations/enbi.hrzn.ee~1build',
+    '        value: eager',
+  ].join('\n'));
+  const built = kustomize(flux, 'expected-overlay').replace('${HELLO_BRANCH}', 'release').replace('${CLUSTER_NAME:=production}', 'production');
+  const chart = helm(join(FIXTURES, 'flux'), ['web', './charts/web', '--namespace', 'web', '-f', 'charts/web/values.yaml', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=2', '--set', 'flake=github:example/web/7777777777777777777777777777777777777777#image']);
+  assert.deepEqual(seen, sortSeen([...workloadsOfYaml(built), ...workloadsOfYaml(chart, 'web')]));
+  const hello = seen.find((s) => s.name === 'hello')!;
+  assert.equal(hello.namespace, 'hello');
+  assert.equal(hello.images[0], 'registry.local/hello:5555555555555555555555555555555555555555');
+  assert.equal(hello.annotations['enbi.hrzn.ee/flake'], 'git+https://git.example.org/hello.git?ref=release#image');
+  assert.equal(hello.annotations.cluster, 'production');
+  assert.equal(hello.annotations['enbi.hrzn.ee/build'], 'eager');
+  assert.deepEqual(origins, [
+    'Deployment hello ← Kustomization flux-system/apps → apps/production (apps/base/hello/deployment.yaml)',
+    'Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)',
+    'StatefulSet web-worker ← HelmRelease web/web → charts/web (charts/web/templates/worker.yaml)',
+  ]);
+  await rm(flux, { recursive: true, force: true });
+});
+
+test('Argo CD: an Application with kustomize.images and one with helm valueFiles and valuesObject', async () => {
+  const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'argocd'));
+  assert.deepEqual(analysis.problems, []);
+  const argo = await withOverlay('argocd', 'resources: [../apps/hello/overlays/prod]\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n');
+  const chart = helm(join(FIXTURES, 'argocd'), ['web-prod', './charts/web', '--namespace', 'web', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=4']);
+  // Argo CD applies objects that name no namespace to destination.namespace.
+  assert.deepEqual(seen, sortSeen([...workloadsOfYaml(kustomize(argo, 'expected-overlay'), 'hello'), ...workloadsOfYaml(chart, 'web')]));
+  assert.equal(seen.find((s) => s.name === 'hello')?.images[0], 'registry.local/hello:8888888888888888888888888888888888888888');
+  assert.deepEqual(origins, [
+    'Deployment hello ← Application argocd/hello → apps/hello/overlays/prod (apps/hello/base/deployment.yaml)',
+    'Deployment web-prod ← Application argocd/web → charts/web (charts/web/templates/deployment.yaml)',
+    'StatefulSet web-prod-worker ← Application argocd/web → charts/web (charts/web/templates/worker.yaml)',
+  ]);
+  await rm(argo, { recursive: true, force: true });
+});
+
+function enbiDiff(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', ...args, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', '-o', 'json'], {
+    encoding: 'utf8',
+    env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: tools.kustomize, ENBI_HELM: tools.helm, ...env },
+  });
+  return { code: r.status, report: r.stdout === '' ? undefined : JSON.parse(r.stdout), stderr: r.stderr };
+}
+
+test('enbi diff --dir plans the rendered tags: one build per overlay revision, none for the base tag', () => {
+  const { code, report, stderr } = enbiDiff(['--dir', join(FIXTURES, 'kustomize')]);
+  assert.equal(code, 2, stderr);
+  const revs = new Set(report.builds.map((b: { rev: string }) => b.rev));
+  assert.deepEqual([...revs].sort(), ['2222222222222222222222222222222222222222', '3333333333333333333333333333333333333333', '4444444444444444444444444444444444444444']);
+  assert.deepEqual(report.problems, []);
+});
+
+test('enbi diff on the Flux and Argo CD repositories: no problems, builds from the rendered values', () => {
+  const flux = enbiDiff(['--dir', join(FIXTURES, 'flux')]);
+  assert.equal(flux.code, 2, flux.stderr);
+  assert.deepEqual(flux.report.problems, []);
+  const fluxRevs = new Set(flux.report.builds.map((b: { rev: string }) => b.rev));
+  assert.ok(fluxRevs.has('5555555555555555555555555555555555555555'), JSON.stringify([...fluxRevs]));
+  assert.ok(fluxRevs.has('7777777777777777777777777777777777777777'), JSON.stringify([...fluxRevs]));
+  const argo = enbiDiff(['--dir', join(FIXTURES, 'argocd')]);
+  assert.equal(argo.code, 2, argo.stderr);
+  const argoRevs = new Set(argo.report.builds.map((b: { rev: string }) => b.rev));
+  assert.deepEqual([...argoRevs].sort(), ['6666666666666666666666666666666666666666', '8888888888888888888888888888888888888888']);
+});
+
+test('no kustomize: a problem naming the root and what to install; the plain manifests are still planned', () => {
+  const { code, report } = enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '/nonexistent/kustomize' });
+  assert.equal(code, 6);
+  const messages = report.problems.map((p: { message: string }) => p.message);
+  assert.equal(messages.length, 2);
+  for (const m of messages) assert.match(m, /^kustomize build → apps\/hello\/overlays\/(staging|production) needs kustomize at \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file/);
+  assert.deepEqual(report.builds.map((b: { rev: string }) => b.rev).filter((r: string) => r.startsWith('4')).length > 0, true);
+});
