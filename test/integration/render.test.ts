@@ -162,3 +162,123 @@ test('no kustomize: a problem naming the root and what to install; the plain man
   for (const m of messages) assert.match(m, /^kustomize build → apps\/hello\/overlays\/(staging|production) needs kustomize at \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file/);
   assert.deepEqual(report.builds.map((b: { rev: string }) => b.rev).filter((r: string) => r.startsWith('4')).length > 0, true);
 });
+
+async function tempRepo(files: Record<string, string>): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'enbi-render-repo-'));
+  for (const [path, text] of Object.entries(files)) {
+    await mkdir(join(dir, path, '..'), { recursive: true });
+    await writeFile(join(dir, path), text);
+  }
+  return dir;
+}
+
+const annotated = (name: string, image: string) => `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ${name}}
+spec:
+  template:
+    metadata: {annotations: {enbi.hrzn.ee/flake: "github:example/${name}/${'9'.repeat(40)}#image"}}
+    spec: {containers: [{name: app, image: "${image}"}]}
+`;
+
+test('bad input: a failing build, a remote base, a missing chart dependency; each a problem naming its root, the rest still planned', async () => {
+  const dir = await tempRepo({
+    'broken/kustomization.yaml': 'resources: [../missing]\n',
+    'remote/kustomization.yaml': 'resources:\n  - https://github.com/example/manifests//base?ref=v1\n  - deploy.yaml\n',
+    'remote/deploy.yaml': annotated('remote', 'registry.local/remote:v1'),
+    'failing/kustomization.yaml': 'resources: [deploy.yaml]\npatches: [{path: patch.yaml}]\n',
+    'failing/deploy.yaml': annotated('failing', 'registry.local/failing:v1'),
+    'failing/patch.yaml': 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nothing-by-this-name}\nspec: {replicas: 2}\n',
+    'chart/Chart.yaml': 'apiVersion: v2\nname: chart\nversion: 0.1.0\ndependencies:\n  - {name: redis, version: 1.0.0, repository: https://charts.example.org}\n',
+    'chart/templates/d.yaml': annotated('chart', 'registry.local/chart:v1'),
+    'plain/deploy.yaml': annotated('plain', 'registry.local/plain:v1'),
+  });
+  const { seen, analysis } = await enbiWorkloads(dir);
+  assert.deepEqual(seen.map((s) => s.name), ['plain']);
+  const messages = analysis.problems.map((p) => p.message).sort();
+  assert.equal(messages.length, 4, messages.join('\n'));
+  assert.match(messages[0]!, /^helm template → chart: helm template failed: .*missing in charts\/ directory: redis/);
+  assert.match(messages[1]!, /^kustomize build → broken: broken\/kustomization\.yaml refers to "\.\.\/missing", which does not exist: not rendered$/);
+  assert.match(messages[2]!, /^kustomize build → failing: kustomize build failed: .*nothing-by-this-name/);
+  assert.match(messages[3]!, /^kustomize build → remote: remote\/kustomization\.yaml refers to the remote "https:\/\/github\.com\/example\/manifests\/\/base\?ref=v1", which enbi does not fetch \(vendor it into the repository\): not rendered$/);
+  // Files of roots that could not render are not read as plain manifests either (their templates are not YAML).
+  assert.equal(analysis.filesScanned, 1);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('a render that runs too long or writes too much is stopped: a problem for that root only', async () => {
+  const dir = await tempRepo({ 'app/kustomization.yaml': 'resources: [deploy.yaml]\n', 'app/deploy.yaml': annotated('app', 'registry.local/app:v1') });
+  const slow = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), limits: { timeoutMs: 1, maxOutputBytes: 1 << 20 } });
+  assert.deepEqual(slow.problems.map((p) => p.message), ['kustomize build → app: kustomize build failed: took longer than 0.001 s']);
+  const big = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), limits: { timeoutMs: 30_000, maxOutputBytes: 100 } });
+  assert.deepEqual(big.problems.map((p) => p.message), ['kustomize build → app: kustomize build failed: output exceeds 100 bytes']);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('Flux objects whose inputs are not in the repository: warnings saying what is not resolvable offline', async () => {
+  const dir = await tempRepo({
+    'clusters/prod/apps.yaml': `apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  path: ./apps
+  sourceRef: {kind: GitRepository, name: flux-system}
+  postBuild:
+    substituteFrom: [{kind: ConfigMap, name: cluster-vars}]
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: redis, namespace: data}
+spec:
+  chart:
+    spec: {chart: redis, sourceRef: {kind: HelmRepository, name: bitnami}}
+`,
+    'apps/deploy.yaml': annotated('app', 'registry.local/app:v1'),
+  });
+  const { seen, analysis } = await enbiWorkloads(dir);
+  assert.deepEqual(seen.map((s) => `${s.namespace}/${s.name}`), ['default/app']);
+  assert.deepEqual(analysis.warnings.map((w) => `${w.object}: ${w.message}`).filter((m) => !m.includes('flake')), [
+    'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
+    'HelmRelease data/redis: chart "redis" comes from a HelmRepository, which cannot be resolved offline: not rendered',
+  ]);
+  assert.deepEqual(analysis.problems, []);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('the render cache: a second pass renders nothing; changing one overlay renders only that overlay', async () => {
+  const dir = await tempRepo({});
+  await cp(join(FIXTURES, 'kustomize'), dir, { recursive: true });
+  const cache = new RenderCache();
+  const first = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
+  assert.deepEqual([first.stats.renders, first.stats.fromCache], [2, 0]);
+  const again = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
+  assert.deepEqual([again.stats.renders, again.stats.fromCache], [0, 2]);
+  assert.deepEqual(again.objects, first.objects);
+  await writeFile(join(dir, 'apps/hello/overlays/staging/kustomization.yaml'), 'resources: [../../base]\nimages: [{name: registry.local/hello, newTag: "' + 'a'.repeat(40) + '"}]\n');
+  const changed = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
+  assert.deepEqual([changed.stats.renders, changed.stats.fromCache], [1, 1]);
+  assert.ok(changed.objects.some((o) => JSON.stringify(o.object).includes('a'.repeat(40))));
+  // A change to the base is an input of both overlays.
+  await writeFile(join(dir, 'apps/hello/base/deployment.yaml'), annotated('hello', 'registry.local/hello:v9'));
+  const base = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
+  assert.deepEqual([base.stats.renders, base.stats.fromCache], [2, 0]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('a Git source renders from the commit tree: the same workloads as the directory, symlinks not followed', async () => {
+  const dir = await tempRepo({});
+  await cp(join(FIXTURES, 'argocd'), dir, { recursive: true });
+  const { symlink } = await import('node:fs/promises');
+  await symlink('/etc', join(dir, 'apps/hello/base/etc'));
+  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, encoding: 'utf8' }).trim();
+  git('init', '-q', '-b', 'main');
+  git('add', '-A');
+  git('commit', '-qm', 'fixture');
+  const commit = git('rev-parse', 'HEAD');
+  const fromGit = await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit }, tools, cache: new RenderCache() });
+  const fromDir = await renderSource({ source: { kind: 'dir', root: join(FIXTURES, 'argocd') }, tools, cache: new RenderCache() });
+  assert.deepEqual(fromGit.problems, []);
+  assert.deepEqual(fromGit.objects, fromDir.objects);
+  assert.deepEqual([...fromGit.consumed].sort(), [...fromDir.consumed].sort());
+  await rm(dir, { recursive: true, force: true });
+});
