@@ -1,0 +1,147 @@
+// The pure steps of rendering: kustomization references, root detection and inputs, Flux/Argo CD objects as
+// render requests, overlays, image specs, postBuild substitution, reading rendered output. Each has a
+// real-tool counterpart in test/integration/render.test.ts.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parse } from 'yaml';
+import type { ManifestObject } from '../../src/manifests/scan.ts';
+import { parseArgoImage } from '../../src/render/argo-image.ts';
+import { kustomizeClosure } from '../../src/render/closure.ts';
+import { substitute } from '../../src/render/envsubst.ts';
+import { isRemoteRef, kustomizationRefs } from '../../src/render/kustomization.ts';
+import { generatedKustomization, overlayKustomization } from '../../src/render/kustomization-text.ts';
+import { objectsOfOutput } from '../../src/render/output.ts';
+import { joinInside, normalizeDir } from '../../src/render/paths.ts';
+import { planRenders } from '../../src/render/plan.ts';
+import type { TreeIndex } from '../../src/render/tree-index.ts';
+
+function treeOf(files: Record<string, string>): TreeIndex {
+  const paths = Object.keys(files).sort();
+  return { paths, hashes: new Map(paths.map((p) => [p, `h:${files[p]}`])), texts: new Map(Object.entries(files)) };
+}
+
+const obj = (text: string, file = 'x.yaml'): ManifestObject => ({ file, line: 1, object: parse(text) as Record<string, unknown> });
+
+test('kustomizationRefs: local inputs of every field, remote references apart, inline patches not taken for paths', () => {
+  const refs = kustomizationRefs(`
+resources: [deploy.yaml, ../base, https://github.com/x/y//base?ref=v1, github.com/x/y/base?ref=main]
+components: [../components/a]
+patches: [{path: p.yaml}, {patch: "- op: remove"}]
+patchesStrategicMerge: [psm.yaml, "apiVersion: v1\\nkind: X"]
+configMapGenerator: [{name: c, files: [key=conf.txt, other.txt], envs: [a.env]}]
+helmCharts: [{name: redis}]
+`);
+  assert.ok(!('error' in refs));
+  assert.deepEqual(refs.local, ['deploy.yaml', '../base', '../components/a', 'psm.yaml', 'p.yaml', 'conf.txt', 'other.txt', 'a.env']);
+  assert.deepEqual(refs.remote, ['https://github.com/x/y//base?ref=v1', 'github.com/x/y/base?ref=main']);
+  assert.equal(refs.unsupported.length, 1);
+  assert.ok('error' in kustomizationRefs('resources: [a'));
+  assert.equal(isRemoteRef('git@github.com:x/y.git'), true);
+  assert.equal(isRemoteRef('../../base'), false);
+});
+
+test('paths: references that leave the source are refused', () => {
+  assert.equal(joinInside('apps/prod', '../base'), 'apps/base');
+  assert.equal(joinInside('apps', '../../etc'), undefined);
+  assert.equal(joinInside('apps', '/etc/passwd'), undefined);
+  assert.equal(normalizeDir('./apps/prod/'), 'apps/prod');
+  assert.equal(normalizeDir('.'), '');
+});
+
+test('kustomizeClosure: follows bases and components; a missing or escaping reference refuses the root', () => {
+  const tree = treeOf({
+    'base/kustomization.yaml': 'resources: [d.yaml]',
+    'base/d.yaml': '',
+    'base/unused.yaml': '',
+    'prod/kustomization.yaml': 'resources: [../base]\npatches: [{path: patches/p.yaml}]',
+    'prod/patches/p.yaml': '',
+    'bad/kustomization.yaml': 'resources: [../nowhere, ../../outside]',
+  });
+  const prod = kustomizeClosure(tree, 'prod');
+  assert.deepEqual(prod.dirs, ['prod', 'base']);
+  assert.deepEqual(prod.files, ['base/d.yaml', 'base/kustomization.yaml', 'base/unused.yaml', 'prod/kustomization.yaml', 'prod/patches/p.yaml']);
+  assert.deepEqual(prod.refusals, []);
+  assert.deepEqual(kustomizeClosure(tree, 'bad').refusals, ['bad/kustomization.yaml refers to "../nowhere", which does not exist', 'bad/kustomization.yaml refers to "../../outside", outside the source']);
+});
+
+test('planRenders: overlays are roots, their bases are not; charts (not subcharts) are roots; an unreferenced directory stays plain', () => {
+  const tree = treeOf({
+    'base/kustomization.yaml': 'resources: [d.yaml]',
+    'base/d.yaml': '',
+    'overlays/a/kustomization.yaml': 'resources: [../../base]',
+    'overlays/b/kustomization.yaml': 'resources: [../../base]',
+    'charts/web/Chart.yaml': '',
+    'charts/web/templates/d.yaml': '',
+    'charts/web/charts/sub/Chart.yaml': '',
+    'plain/job.yaml': '',
+  });
+  const plan = planRenders(tree, '', []);
+  assert.deepEqual(plan.renders.map((r) => `${r.request.kind} ${r.request.dir}`), ['kustomize overlays/a', 'kustomize overlays/b', 'helm charts/web']);
+  assert.ok(plan.consumed.has('base/d.yaml') && plan.consumed.has('charts/web/charts/sub/Chart.yaml'));
+  assert.ok(!plan.consumed.has('plain/job.yaml'));
+  // Scoped to overlays/a: the other roots are not rendered.
+  assert.deepEqual(planRenders(tree, 'overlays/a', []).renders.map((r) => r.request.dir), ['overlays/a']);
+});
+
+test('planRenders: a directory a Flux Kustomization or an Argo CD Application renders is rendered through it only, with its overrides', () => {
+  const tree = treeOf({
+    'apps/prod/kustomization.yaml': 'resources: [d.yaml]',
+    'apps/prod/d.yaml': '',
+    'apps/raw/d.yaml': '',
+    'charts/web/Chart.yaml': '',
+    'charts/web/values-prod.yaml': '',
+  });
+  const objects = [
+    obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: flux-system}\nspec: {path: ./apps/prod, targetNamespace: shop, sourceRef: {kind: GitRepository, name: flux-system}, images: [{name: a, newTag: v2}], postBuild: {substitute: {X: "1"}}}'),
+    obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: raw, namespace: flux-system}\nspec: {path: ./apps/raw, sourceRef: {kind: GitRepository, name: flux-system}}'),
+    obj('apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web, namespace: argocd}\nspec: {source: {path: charts/web, helm: {valueFiles: [values-prod.yaml], values: "a: 1", valuesObject: {b: 2}, parameters: [{name: c, value: "3"}]}}, destination: {namespace: web}}'),
+  ];
+  const plan = planRenders(tree, '', objects);
+  const [apps, raw, web] = plan.renders.map((r) => r.request);
+  assert.equal(plan.renders.length, 3);
+  assert.deepEqual(apps, { kind: 'kustomize', by: 'Kustomization flux-system/apps', dir: 'apps/prod', overlay: { namespace: 'shop', images: [{ name: 'a', newTag: 'v2' }] }, defaultNamespace: 'shop', file: 'x.yaml', line: 1, substitute: { X: '1' } });
+  assert.deepEqual(raw?.kind === 'kustomize' ? raw.generate : undefined, { recurse: true });
+  assert.deepEqual(web, { kind: 'helm', by: 'Application argocd/web', dir: 'charts/web', defaultNamespace: 'web', file: 'x.yaml', line: 1, overlay: {}, release: 'web', valueFiles: ['charts/web/values-prod.yaml'], values: [{ a: 1 }, { b: 2 }], set: ['c=3'] });
+  assert.ok(plan.consumed.has('apps/raw/d.yaml'));
+});
+
+test('overlays: the generated kustomization carries the overrides and asks for origin annotations', () => {
+  const overlay = parse(overlayKustomization(['../../apps/prod'], { namespace: 'shop', images: [{ name: 'a', newTag: 'v2' }], patches: [{ patch: 'x', target: { kind: 'Deployment' } }] }));
+  assert.deepEqual(overlay, {
+    apiVersion: 'kustomize.config.k8s.io/v1beta1',
+    kind: 'Kustomization',
+    resources: ['../../apps/prod'],
+    buildMetadata: ['originAnnotations'],
+    namespace: 'shop',
+    images: [{ name: 'a', newTag: 'v2' }],
+    patches: [{ patch: 'x', target: { kind: 'Deployment' } }],
+  });
+  assert.deepEqual(parse(overlayKustomization(['x'], {})).namespace, undefined);
+  assert.deepEqual(parse(generatedKustomization(['a.yaml', 'sub'])).resources, ['a.yaml', 'sub']);
+});
+
+test('Argo CD image specs: [old=]new[:tag|@digest]', () => {
+  assert.deepEqual(parseArgoImage('registry.local/hello:v2'), { name: 'registry.local/hello', newTag: 'v2' });
+  assert.deepEqual(parseArgoImage('hello=registry.local/hello:v2'), { name: 'hello', newName: 'registry.local/hello', newTag: 'v2' });
+  assert.deepEqual(parseArgoImage('localhost:5000/hello@sha256:abc'), { name: 'localhost:5000/hello', digest: 'sha256:abc' });
+  assert.deepEqual(parseArgoImage('localhost:5000/hello'), { name: 'localhost:5000/hello' });
+});
+
+test('postBuild.substitute: ${var}, defaults, escapes; unset without default becomes empty', () => {
+  const vars = { A: 'x', EMPTY: '' };
+  assert.equal(substitute('${A} ${B} ${B:=d} ${EMPTY:-e} ${EMPTY-e} $${A} $A', vars), 'x  d e  ${A} $A');
+});
+
+test('rendered output: origin file from kustomize origin annotations (then removed) or helm Source comments; default namespace; substitution skipped when disabled', () => {
+  const kustomized = objectsOfOutput(
+    'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations:\n    config.kubernetes.io/origin: |\n      path: ../../apps/base/cm.yaml\n  name: c\ndata: {v: "${V}"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n  namespace: other\n  labels: {kustomize.toolkit.fluxcd.io/substitute: disabled}\ndata: {v: "${V}"}\n',
+    { origin: 'Kustomization f/apps → apps/prod', defaultNamespace: 'shop', overlayDir: '.enbi-render/r0', substitute: { V: 'set' } },
+  );
+  assert.deepEqual(kustomized.objects, [
+    { object: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c', namespace: 'shop' }, data: { v: 'set' } }, origin: 'Kustomization f/apps → apps/prod', file: 'apps/base/cm.yaml' },
+    { object: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'd', namespace: 'other', labels: { 'kustomize.toolkit.fluxcd.io/substitute': 'disabled' } }, data: { v: '${V}' } }, origin: 'Kustomization f/apps → apps/prod' },
+  ]);
+  const helm = objectsOfOutput('---\n# Source: web/templates/deployment.yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n', { origin: 'o', defaultNamespace: 'web', chartDir: 'charts/web' });
+  assert.equal(helm.objects[0]?.file, 'charts/web/templates/deployment.yaml');
+  assert.equal(objectsOfOutput('a: [', { origin: 'o', defaultNamespace: 'x' }).problems.length, 1);
+});
