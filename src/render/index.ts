@@ -6,13 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { scanManifests } from '../manifests/scan.ts';
 import type { Problem } from '../problems.ts';
-import { RenderCache, renderKey } from './cache.ts';
+import { type CachedRender, RenderCache, renderKey } from './cache.ts';
 import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
 import type { RenderedObject } from './output.ts';
 import { isUnder } from './paths.ts';
 import { planRenders } from './plan.ts';
 import { originOf } from './request.ts';
-import { runRender } from './run-render.ts';
+import { runRender, writeGenerated } from './run-render.ts';
 import { findTools, installHint, type Tools } from './tools.ts';
 import { materializeTree, type TreeSource, TreeTooLargeError } from './tree.ts';
 
@@ -28,6 +28,8 @@ export interface RenderOptions {
   limits?: ExecLimits;
   cache?: RenderCache;
   maxBytes?: number;
+  /** kustomize/helm processes at a time (default 4: a render mostly waits on process start and disk). */
+  concurrency?: number;
 }
 
 export interface RenderedSource {
@@ -69,28 +71,40 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     result.warnings.push(...plan.warnings);
     const tools = findTools(options.tools);
     const ctx = { treeDir, tree, tools, limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
+    // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
+    // results are collected in plan order so the output does not depend on timing.
+    const outputs: (CachedRender | undefined)[] = [];
+    const toRun: { i: number; key: string }[] = [];
     for (const [i, planned] of plan.renders.entries()) {
       const r = planned.request;
       const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
       if (planned.refusals.length > 0) {
-        result.problems.push(...planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })));
+        outputs[i] = { objects: [], problems: planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })) };
         continue;
       }
       const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
       const binary = tools[tool];
       if (binary === undefined) {
-        result.problems.push({ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` });
+        outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` }] };
         continue;
       }
       const key = renderKey({ request: r, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
-      let out = cache.get(key);
-      if (out === undefined) {
-        out = await runRender(planned, i, ctx);
-        cache.set(key, out);
-        result.stats.renders++;
-      } else result.stats.fromCache++;
-      result.objects.push(...out.objects);
-      result.problems.push(...out.problems);
+      outputs[i] = cache.get(key);
+      if (outputs[i] !== undefined) result.stats.fromCache++;
+      else toRun.push({ i, key });
+    }
+    for (const { i } of toRun) {
+      const r = plan.renders[i]!.request;
+      if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
+    }
+    await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
+      outputs[i] = await runRender(plan.renders[i]!, i, ctx);
+      cache.set(key, outputs[i]!);
+      result.stats.renders++;
+    });
+    for (const out of outputs) {
+      result.objects.push(...out!.objects);
+      result.problems.push(...out!.problems);
     }
     const prefix = scope === '' ? '' : `${scope}/`;
     result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
@@ -99,4 +113,12 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     await rm(work, { recursive: true, force: true });
     result.stats.ms = Math.round(performance.now() - t0);
   }
+}
+
+async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
 }

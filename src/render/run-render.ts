@@ -39,7 +39,6 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   const toRoot = (path: string) => posix.relative(overlayDir, path === '' ? '.' : path) || '.';
   const kustomize = (dir: string) => run(ctx.tools.kustomize!, ['build', dir, '--load-restrictor', 'LoadRestrictionsRootOnly'], ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
   if (r.kind === 'kustomize') {
-    if (r.generate !== undefined) await writeGenerated(r, ctx);
     await writeFile(join(ctx.treeDir, overlayDir, 'kustomization.yaml'), overlayKustomization([toRoot(r.dir)], r.overlay));
     const result = await kustomize(overlayDir);
     if (!result.ok) return fail(`kustomize build failed: ${result.message}`);
@@ -69,8 +68,11 @@ async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext) {
   return run(ctx.tools.helm!, args, ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
 }
 
-/** Flux's generator: the directory's Kubernetes manifests and its subdirectories' kustomizations as resources. */
-async function writeGenerated(r: KustomizeRequest, ctx: RenderContext): Promise<void> {
+/**
+ * Flux's generator: the directory's Kubernetes manifests and its subdirectories' kustomizations as resources.
+ * Written before renders run in parallel, since two requests may generate into the same directory.
+ */
+export async function writeGenerated(r: KustomizeRequest, ctx: RenderContext): Promise<void> {
   const resources: string[] = [];
   const nested = new Set<string>();
   for (const path of ctx.tree.paths) {
