@@ -6,7 +6,8 @@ import { join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { Problem } from '../problems.ts';
 import type { CachedRender } from './cache.ts';
-import { type ExecLimits, run, sandboxEnv } from './exec.ts';
+import { type ExecLimits, type ExecResult, run, sandboxEnv } from './exec.ts';
+import { helmTemplateArgs } from './helm-args.ts';
 import { generatedKustomization, overlayKustomization } from './kustomization-text.ts';
 import { helmFilesByObject, objectsOfOutput } from './output.ts';
 import { dirOf, isUnder } from './paths.ts';
@@ -56,15 +57,15 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   return withProblems(objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, filesByObject: helmFilesByObject(helm.stdout, r.dir) }), r);
 }
 
-async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext) {
-  const args = ['template', r.release, `./${r.dir === '' ? '.' : r.dir}`, '--namespace', r.defaultNamespace, '--kube-version', KUBE_VERSION];
-  for (const f of r.valueFiles) args.push('-f', `./${f}`);
+async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext): Promise<ExecResult> {
+  const inline: string[] = [];
   for (const [i, values] of r.values.entries()) {
     const file = `${overlayDir}/values-${i}.json`;
     await writeFile(join(ctx.treeDir, file), JSON.stringify(values));
-    args.push('-f', `./${file}`);
+    inline.push(file);
   }
-  for (const s of r.set) args.push('--set', s);
+  const args = helmTemplateArgs(r, inline, KUBE_VERSION);
+  if ('error' in args) return { ok: false, message: args.error };
   return run(ctx.tools.helm!, args, ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
 }
 

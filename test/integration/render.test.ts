@@ -282,3 +282,28 @@ test('a Git source renders from the commit tree: the same workloads as the direc
   assert.deepEqual([...fromGit.consumed].sort(), [...fromDir.consumed].sort());
   await rm(dir, { recursive: true, force: true });
 });
+
+test('a HelmRelease with postRenderers: the kustomize images and patches apply over the chart output, files still named', async () => {
+  const dir = await tempRepo({
+    'releases/web.yaml': `apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: web, namespace: web}
+spec:
+  chart:
+    spec: {chart: ./charts/web, sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}}
+  postRenderers:
+    - kustomize:
+        images: [{name: registry.local/web, newTag: "${'c'.repeat(40)}"}]
+        patches:
+          - target: {kind: Deployment}
+            patch: |
+              - {op: add, path: /spec/template/metadata/annotations/enbi.hrzn.ee~1build, value: eager}
+`,
+  });
+  await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
+  const { seen, origins, analysis } = await enbiWorkloads(dir);
+  assert.deepEqual(analysis.problems, []);
+  assert.deepEqual(seen.map((s) => [s.name, s.images[0], s.annotations['enbi.hrzn.ee/build']]), [['web', `registry.local/web:${'c'.repeat(40)}`, 'eager']]);
+  assert.deepEqual(origins, ['Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)']);
+  await rm(dir, { recursive: true, force: true });
+});

@@ -145,3 +145,25 @@ test('rendered output: origin file from kustomize origin annotations (then remov
   assert.equal(helm.objects[0]?.file, 'charts/web/templates/deployment.yaml');
   assert.equal(objectsOfOutput('a: [', { origin: 'o', defaultNamespace: 'x' }).problems.length, 1);
 });
+
+test('helm template arguments: values as --flag=value; a release name or namespace that could be a flag is refused', async () => {
+  const { helmTemplateArgs } = await import('../../src/render/helm-args.ts');
+  const base = { kind: 'helm' as const, by: 'b', dir: 'charts/web', overlay: {}, defaultNamespace: 'web', release: 'web', valueFiles: ['charts/web/v.yaml'], values: [], set: ['a=b'] };
+  assert.deepEqual(helmTemplateArgs(base, ['.enbi-render/r0/values-0.json'], '1.34.0'), ['template', 'web', './charts/web', '--namespace=web', '--kube-version=1.34.0', '--values=./charts/web/v.yaml', '--values=./.enbi-render/r0/values-0.json', '--set=a=b']);
+  assert.match((helmTemplateArgs({ ...base, release: '--post-renderer=/bin/sh' }, [], '1.34.0') as { error: string }).error, /not a valid Helm release name/);
+  assert.match((helmTemplateArgs({ ...base, defaultNamespace: '-x' }, [], '1.34.0') as { error: string }).error, /not a valid namespace/);
+});
+
+test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart from a registry is a warning', () => {
+  const tree = treeOf({ 'charts/web/Chart.yaml': '', 'charts/web/values-prod.yaml': '' });
+  const objects = [
+    obj('apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmChart\nmetadata: {name: web, namespace: flux-system}\nspec: {chart: ./charts/web, sourceRef: {kind: GitRepository, name: flux-system}, valuesFiles: [./charts/web/values-prod.yaml]}'),
+    obj('apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: web, namespace: flux-system}\nspec: {targetNamespace: shop, chartRef: {kind: HelmChart, name: web}, values: {a: 1}}'),
+    obj('apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: oci, namespace: flux-system}\nspec: {chartRef: {kind: OCIRepository, name: podinfo}}'),
+  ];
+  const plan = planRenders(tree, '', objects);
+  assert.deepEqual(plan.renders.map((r) => r.request), [
+    { kind: 'helm', by: 'HelmRelease flux-system/web', dir: 'charts/web', overlay: {}, defaultNamespace: 'shop', release: 'shop-web', valueFiles: ['charts/web/values-prod.yaml'], values: [{ a: 1 }], set: [], file: 'x.yaml', line: 1 },
+  ]);
+  assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), ['HelmRelease flux-system/oci: chartRef to a OCIRepository is fetched from a registry, which cannot be resolved offline: not rendered']);
+});
