@@ -93,7 +93,7 @@ test('Flux: a Kustomization applies targetNamespace, images, patches and postBui
     '        value: eager',
   ].join('\n'));
   const built = kustomize(flux, 'expected-overlay').replace('${HELLO_BRANCH}', 'release').replace('${CLUSTER_NAME:=production}', 'production');
-  const chart = helm(join(FIXTURES, 'flux'), ['web', './charts/web', '--namespace', 'web', '-f', 'charts/web/values.yaml', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=2', '--set', 'flake=github:example/web/7777777777777777777777777777777777777777#image']);
+  const chart = helm(join(FIXTURES, 'flux'), ['web', './charts/web', '--namespace', 'web', '-f', 'charts/web/values.yaml', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=2', '--set', 'image.tag=7777777777777777777777777777777777777777', '--set', 'flake=github:example/web/7777777777777777777777777777777777777777#image']);
   assert.deepEqual(seen, sortSeen([...workloadsOfYaml(built), ...workloadsOfYaml(chart, 'web')]));
   const hello = seen.find((s) => s.name === 'hello')!;
   assert.equal(hello.namespace, 'hello');
