@@ -307,3 +307,27 @@ spec:
   assert.deepEqual(origins, ['Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)']);
   await rm(dir, { recursive: true, force: true });
 });
+
+test("the controller's source state plans from rendered objects, with render.* from its configuration", async () => {
+  const { parseControllerConfig } = await import('../../src/controller/config.ts');
+  const { sourceState } = await import('../../src/controller/source-state.ts');
+  const base = {
+    allowedImages: ['registry.local/'],
+    allowedFlakes: ['github:example', 'https://git.example.org/'],
+    builderImage: 'enbi.local/builder:dev',
+    importerImage: 'enbi.local/importer:dev',
+  };
+  const logs: string[] = [];
+  const cfg = parseControllerConfig({ ...base, source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
+  const state = sourceState(cfg, tmpdir(), undefined, (m) => logs.push(m));
+  assert.equal(await state.refresh(true), true);
+  const workloads = state.current()!.analysis.workloads.map((w) => `${w.workload.namespace}/${w.workload.name} ${w.workload.containers[0]?.image}`).sort();
+  assert.deepEqual(workloads, [`hello/hello registry.local/hello:${'8'.repeat(40)}`, `web/web-prod registry.local/web:${'6'.repeat(40)}`, `web/web-prod-worker registry.local/web-worker:${'6'.repeat(40)}`]);
+  // Nothing changed: the same revision, no new analysis.
+  assert.equal(await state.refresh(true), false);
+  // A configured helm that is not there: a problem for the chart's root, the kustomize app still planned.
+  const broken = sourceState(parseControllerConfig({ ...base, source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' } }), tmpdir(), undefined, () => {});
+  await broken.refresh(true);
+  assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
+  assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web needs helm at /nonexistent/helm (render.helm) is not an executable file']);
+});
