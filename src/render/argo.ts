@@ -6,7 +6,7 @@ import { parse } from 'yaml';
 import type { ManifestObject } from '../manifests/scan.ts';
 import { parseArgoImage } from './argo-image.ts';
 import type { Found } from './flux.ts';
-import { asArr, asObj, asStr, groupOf, metaOf, type Obj } from './object-access.ts';
+import { asArr, asObj, asStr, groupOf, metaOf, type Obj, whereOf } from './object-access.ts';
 import { joinInside, normalizeDir } from './paths.ts';
 import type { Overlay, RenderRequest } from './request.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
@@ -18,7 +18,7 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
     if (object.kind !== 'Application' || groupOf(object) !== 'argoproj.io') continue;
     const { name, namespace } = metaOf(object);
     const by = `Application ${namespace}/${name}`;
-    const warn = (message: string) => found.warnings.push({ file, line, object: by, message });
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};
     const destination = asStr(asObj(spec.destination)?.namespace) ?? 'default';
     const single = asObj(spec.source);
@@ -34,7 +34,7 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
         warn(`spec.source.path "${String(source.path)}" is not a directory of this source (repoURL may be another repository): not rendered`);
         continue;
       }
-      const base = { by, dir, defaultNamespace: destination, file, line };
+      const base = { by, dir, defaultNamespace: destination, ...whereOf(file, line) };
       if (chartIn(tree, dir) !== undefined) {
         found.requests.push({ kind: 'helm', ...base, overlay: {}, ...helmOptions(asObj(source.helm) ?? {}, name, dir, tree, warn) });
       } else {

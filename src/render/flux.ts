@@ -4,7 +4,7 @@
 // chartRef to a HelmChart) with its values. Paths are relative to the repository root, as in Flux. Pure.
 import type { ManifestObject } from '../manifests/scan.ts';
 import type { Problem } from '../problems.ts';
-import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap } from './object-access.ts';
+import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
 import { joinInside, normalizeDir } from './paths.ts';
 import type { HelmRequest, KustomizeImage, KustomizeRequest, Overlay } from './request.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
@@ -23,7 +23,7 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     if (object.kind !== 'Kustomization' || groupOf(object) !== 'kustomize.toolkit.fluxcd.io') continue;
     const { name, namespace } = metaOf(object);
     const by = `Kustomization ${namespace}/${name}`;
-    const warn = (message: string) => found.warnings.push({ file, line, object: by, message });
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};
     const sourceKind = asStr(asObj(spec.sourceRef)?.kind) ?? 'GitRepository';
     if (!LOCAL_SOURCES.has(sourceKind)) {
@@ -49,7 +49,7 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     if (images.length > 0) overlay.images = images;
     const patches = asArr(spec.patches);
     if (patches.length > 0) overlay.patches = patches;
-    const request: KustomizeRequest = { kind: 'kustomize', by, dir, overlay, defaultNamespace: target ?? 'default', file, line };
+    const request: KustomizeRequest = { kind: 'kustomize', by, dir, overlay, defaultNamespace: target ?? 'default', ...whereOf(file, line) };
     if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse: true };
     const substitute = stringMap(asObj(spec.postBuild)?.substitute);
     if (Object.keys(substitute).length > 0 || asObj(spec.postBuild) !== undefined) request.substitute = substitute;
@@ -76,7 +76,7 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
     if (object.kind !== 'HelmRelease' || groupOf(object) !== 'helm.toolkit.fluxcd.io') continue;
     const { name, namespace } = metaOf(object);
     const by = `HelmRelease ${namespace}/${name}`;
-    const warn = (message: string) => found.warnings.push({ file, line, object: by, message });
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};
     const chart = chartOf(spec, namespace, objects);
     if ('unresolvable' in chart) {
@@ -117,8 +117,7 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
       valueFiles,
       values: values !== undefined ? [values] : [],
       set: [],
-      file,
-      line,
+      ...whereOf(file, line),
     });
   }
   return found;

@@ -10,9 +10,10 @@ import { type CachedRender, RenderCache, renderKey } from './cache.ts';
 import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
 import type { RenderedObject } from './output.ts';
 import { isUnder } from './paths.ts';
-import { planRenders } from './plan.ts';
+import { planRenders, type RenderPlan } from './plan.ts';
+import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
 import { originOf } from './request.ts';
-import { runRender, writeGenerated } from './run-render.ts';
+import { type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { findTools, installHint, type Tools } from './tools.ts';
 import { materializeTree, type TreeSource, TreeTooLargeError } from './tree.ts';
 
@@ -67,44 +68,27 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       const text = await readFile(join(treeDir, path), 'utf8');
       if (GITOPS_HINT.test(text)) candidates.push({ path, text });
     }
-    const plan = planRenders(tree, scope, scanManifests(candidates).objects);
-    result.warnings.push(...plan.warnings);
+    const written = scanManifests(candidates).objects;
     const tools = findTools(options.tools);
     const ctx = { treeDir, tree, tools, limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
-    // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
-    // results are collected in plan order so the output does not depend on timing.
-    const outputs: (CachedRender | undefined)[] = [];
-    const toRun: { i: number; key: string }[] = [];
-    for (const [i, planned] of plan.renders.entries()) {
-      const r = planned.request;
-      const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
-      if (planned.refusals.length > 0) {
-        outputs[i] = { objects: [], problems: planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })) };
-        continue;
-      }
-      const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
-      const binary = tools[tool];
-      if (binary === undefined) {
-        outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` }] };
-        continue;
-      }
-      const key = renderKey({ request: r, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
-      outputs[i] = cache.get(key);
-      if (outputs[i] !== undefined) result.stats.fromCache++;
-      else toRun.push({ i, key });
+    // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
+    // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
+    let gitops = written;
+    let plan = planRenders(tree, scope, gitops);
+    const ran = new Set<string>();
+    let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+    for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
+      const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
+      if (sameGitops(next, gitops)) break;
+      gitops = next;
+      plan = planRenders(tree, scope, gitops);
+      result.stats.fromCache = 0; // counted for the final plan only
+      outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
     }
-    for (const { i } of toRun) {
-      const r = plan.renders[i]!.request;
-      if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
-    }
-    await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
-      outputs[i] = await runRender(plan.renders[i]!, i, ctx);
-      cache.set(key, outputs[i]!);
-      result.stats.renders++;
-    });
+    result.warnings.push(...plan.warnings);
     for (const out of outputs) {
-      result.objects.push(...out!.objects);
-      result.problems.push(...out!.problems);
+      result.objects.push(...out.objects);
+      result.problems.push(...out.problems);
     }
     const prefix = scope === '' ? '' : `${scope}/`;
     result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
@@ -113,6 +97,46 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     await rm(work, { recursive: true, force: true });
     result.stats.ms = Math.round(performance.now() - t0);
   }
+}
+
+/** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */
+const MAX_DISCOVERY_ROUNDS = 5;
+
+/** Runs a plan's renders (those not cached), four at a time. `ran`: keys rendered earlier in this pass, not counted as cache hits. */
+async function renderAll(plan: RenderPlan, ctx: RenderContext, cache: RenderCache, options: RenderOptions, stats: RenderedSource['stats'], ran: Set<string>): Promise<CachedRender[]> {
+  const { tools, tree } = ctx;
+  // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
+  // results are collected in plan order so the output does not depend on timing.
+  const outputs: (CachedRender | undefined)[] = [];
+  const toRun: { i: number; key: string }[] = [];
+  for (const [i, planned] of plan.renders.entries()) {
+    const r = planned.request;
+    const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
+    if (planned.refusals.length > 0) {
+      outputs[i] = { objects: [], problems: planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })) };
+      continue;
+    }
+    const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
+    const binary = tools[tool];
+    if (binary === undefined) {
+      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` }] };
+      continue;
+    }
+    const key = renderKey({ request: r, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
+    outputs[i] = cache.get(key);
+    if (outputs[i] !== undefined && !ran.has(key)) stats.fromCache++;
+    else toRun.push({ i, key });
+  }
+  for (const { i } of toRun) {
+    const r = plan.renders[i]!.request;
+    if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
+  }
+  await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
+    outputs[i] = await runRender(plan.renders[i]!, i, ctx);
+    cache.set(key, outputs[i]!);
+    stats.renders++;
+  });
+  return outputs.map((o) => o!);
 }
 
 async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {

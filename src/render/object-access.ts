@@ -21,3 +21,8 @@ export function stringMap(v: unknown): Record<string, string> {
   for (const [k, x] of Object.entries(asObj(v) ?? {})) if (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean') out[k] = String(x);
   return out;
 }
+
+/** Where an object was found, for problems: line 0 means produced by a render, so no line. */
+export function whereOf(file: string, line: number): { file: string; line?: number } {
+  return line > 0 ? { file, line } : { file };
+}

@@ -331,3 +331,38 @@ test("the controller's source state plans from rendered objects, with render.* f
   assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
   assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web needs helm at /nonexistent/helm (render.helm) is not an executable file']);
 });
+
+test('Flux from its cluster directory (--path clusters/production): the HelmRelease outside the path is found in what the releases Kustomization applies', async () => {
+  const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'flux'), 'clusters/production');
+  assert.deepEqual(analysis.problems, []);
+  assert.deepEqual(seen, (await enbiWorkloads(join(FIXTURES, 'flux'))).seen);
+  assert.ok(origins.includes('Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)'), origins.join('\n'));
+});
+
+test('a HelmRelease is rendered as its Kustomization applies it: postBuild.substitute in its values counts', async () => {
+  const dir = await tempRepo({
+    'clusters/prod/releases.yaml': `apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: releases, namespace: flux-system}
+spec:
+  path: ./releases
+  sourceRef: {kind: GitRepository, name: flux-system}
+  postBuild:
+    substitute: {WEB_REV: "${'d'.repeat(40)}"}
+`,
+    'releases/web.yaml': `apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: web, namespace: web}
+spec:
+  chart:
+    spec: {chart: ./charts/web, sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}}
+  values:
+    image: {tag: "\${WEB_REV}"}
+`,
+  });
+  await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
+  const { seen, analysis } = await enbiWorkloads(dir);
+  assert.deepEqual(analysis.problems, []);
+  assert.deepEqual(seen.map((s) => s.images[0]), [`registry.local/web:${'d'.repeat(40)}`]);
+  await rm(dir, { recursive: true, force: true });
+});

@@ -167,3 +167,21 @@ test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart
   ]);
   assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), ['HelmRelease flux-system/oci: chartRef to a OCIRepository is fetched from a registry, which cannot be resolved offline: not rendered']);
 });
+
+test('discovery: a rendered Flux object replaces the written one it was built from; new ones are added', async () => {
+  const { gitopsOfRendered, mergeGitops, sameGitops } = await import('../../src/render/discover.ts');
+  const hr = (tag: string) => ({ apiVersion: 'helm.toolkit.fluxcd.io/v2', kind: 'HelmRelease', metadata: { name: 'web', namespace: 'web' }, spec: { values: { tag } } });
+  const written = [{ file: 'releases/web.yaml', line: 1, object: hr('${REV}') }];
+  const rendered = gitopsOfRendered([
+    { object: hr('abc'), file: 'releases/web.yaml', origin: 'Kustomization f/releases → releases' },
+    { object: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' } }, origin: 'o' },
+    { object: { ...hr('x'), metadata: { name: 'other' } }, file: 'releases/other.yaml', origin: 'o' },
+  ]);
+  const merged = mergeGitops(written, rendered);
+  assert.deepEqual(merged.map((m) => [m.file, m.line, (m.object.spec as { values: { tag: string } }).values.tag]), [
+    ['releases/web.yaml', 0, 'abc'],
+    ['releases/other.yaml', 0, 'x'],
+  ]);
+  assert.equal(sameGitops(merged, mergeGitops(written, rendered)), true);
+  assert.equal(sameGitops(merged, written), false);
+});
