@@ -15,8 +15,12 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
   const found: Found<RenderRequest> = { requests: [], warnings: [] };
   const dirs = directoriesOf(tree.paths);
   for (const { file, line, object } of objects) {
-    if (object.kind !== 'Application' || groupOf(object) !== 'argoproj.io') continue;
+    if (groupOf(object) !== 'argoproj.io') continue;
     const { name, namespace } = metaOf(object);
+    if (object.kind === 'ApplicationSet') {
+      found.warnings.push({ ...whereOf(file, line), object: `ApplicationSet ${namespace}/${name}`, message: 'ApplicationSet generators (clusters, Git, pull requests) need Argo CD and the cluster: the Applications it would make are not rendered; declare them as Applications to have them planned' });
+    }
+    if (object.kind !== 'Application') continue;
     const by = `Application ${namespace}/${name}`;
     const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};

@@ -36,7 +36,17 @@ export class RenderCache {
 }
 
 export function renderKey(parts: { request: unknown; tool: string; inputs: readonly string[]; hashes: ReadonlyMap<string, string> }): string {
-  const h = createHash('sha256').update(JSON.stringify(parts.request)).update('\0').update(parts.tool);
+  const h = createHash('sha256').update(canonicalJson(parts.request)).update('\0').update(parts.tool);
   for (const p of parts.inputs) h.update('\0').update(p).update('\0').update(parts.hashes.get(p) ?? '');
   return h.digest('hex');
+}
+
+/** JSON with object keys sorted: the same request read from a file or from kustomize's output hashes alike. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
 }

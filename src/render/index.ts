@@ -31,6 +31,8 @@ export interface RenderOptions {
   maxBytes?: number;
   /** kustomize/helm processes at a time (default 4: a render mostly waits on process start and disk). */
   concurrency?: number;
+  /** Renders run in one pass at most (default 1,000): the rest are problems this pass, rendered on the next. */
+  maxRendersPerPass?: number;
 }
 
 export interface RenderedSource {
@@ -122,10 +124,16 @@ async function renderAll(plan: RenderPlan, ctx: RenderContext, cache: RenderCach
       outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` }] };
       continue;
     }
-    const key = renderKey({ request: r, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
+    // Where the asking object sits is not part of what renders: found written or rendered, the same render.
+    const { file: _file, line: _line, ...what } = r;
+    const key = renderKey({ request: what, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
     outputs[i] = cache.get(key);
-    if (outputs[i] !== undefined && !ran.has(key)) stats.fromCache++;
-    else toRun.push({ i, key });
+    if (outputs[i] !== undefined) {
+      if (!ran.has(key)) stats.fromCache++;
+    } else if (ran.size + toRun.length >= (options.maxRendersPerPass ?? 1_000)) {
+      // Bounds what one repository can cost a pass; those rendered are cached, so the next pass goes on.
+      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: not rendered in this pass (more than ${options.maxRendersPerPass ?? 1_000} renders to run); the next sync renders it` }] };
+    } else toRun.push({ i, key });
   }
   for (const { i } of toRun) {
     const r = plan.renders[i]!.request;
@@ -134,9 +142,14 @@ async function renderAll(plan: RenderPlan, ctx: RenderContext, cache: RenderCach
   await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
     outputs[i] = await runRender(plan.renders[i]!, i, ctx);
     cache.set(key, outputs[i]!);
+    ran.add(key);
     stats.renders++;
   });
-  return outputs.map((o) => o!);
+  return plan.renders.map(({ request: r }, i) => {
+    const out = outputs[i]!;
+    const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
+    return { objects: out.objects, problems: out.problems.map((p) => ({ ...where, ...p })) };
+  });
 }
 
 async function inParallel<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {

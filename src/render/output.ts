@@ -48,8 +48,12 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
         if (substituted !== undefined) object = substituted;
       }
       const file = fileOf(object, chunk, ctx);
-      defaultNamespace(object, ctx.defaultNamespace);
-      objects.push({ object, origin: ctx.origin, ...(file !== undefined ? { file } : {}) });
+      // A template may emit a List: its items are what gets applied.
+      const items = String(object.kind).endsWith('List') && Array.isArray(object.items) ? object.items.flatMap((i): Obj[] => { const o = asObj(i); return o === undefined ? [] : [o]; }) : [object];
+      for (const item of items) {
+        defaultNamespace(item, ctx.defaultNamespace);
+        objects.push({ object: item, origin: ctx.origin, ...(file !== undefined ? { file } : {}) });
+      }
     }
   }
   return { objects, problems };

@@ -39,17 +39,22 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
   const kustomizeDirs = [...dirs].filter((d) => kustomizationIn(tree, d) !== undefined && !inChart(d)).sort();
   const bases = new Set<string>();
   for (const d of kustomizeDirs) for (const b of kustomizeClosure(tree, d, dirs).dirs.slice(1)) bases.add(b);
+  // What Flux and Argo CD objects render comes first; a root whose kustomization or Chart.yaml one of them
+  // already reads (a directory inside a Flux path without a kustomization) is not rendered again on its own.
+  const gitopsRenders = requests.map((request) => ({ request, ...inputsOf(request, tree, dirs) }));
+  const covered = new Set(gitopsRenders.flatMap((r) => r.inputs));
   const requested = new Set(requests.map((r) => r.dir));
+  const plain: RenderRequest[] = [];
   for (const d of kustomizeDirs) {
-    if (isUnder(d, scope) && !bases.has(d) && !requested.has(d)) requests.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default' });
+    if (isUnder(d, scope) && !bases.has(d) && !requested.has(d) && !covered.has(kustomizationIn(tree, d)!)) plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default' });
   }
   for (const c of charts) {
-    if (isUnder(c, scope) && !inChart(c) && !requested.has(c)) {
+    if (isUnder(c, scope) && !inChart(c) && !requested.has(c) && !covered.has(chartIn(tree, c)!)) {
       const release = c === '' ? 'release' : c.slice(c.lastIndexOf('/') + 1);
-      requests.push({ kind: 'helm', by: 'helm template', dir: c, overlay: {}, defaultNamespace: 'default', release, valueFiles: [], values: [], set: [] });
+      plain.push({ kind: 'helm', by: 'helm template', dir: c, overlay: {}, defaultNamespace: 'default', release, valueFiles: [], values: [], set: [] });
     }
   }
-  const renders = requests.map((request) => ({ request, ...inputsOf(request, tree, dirs) }));
+  const renders = [...gitopsRenders, ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs) }))];
   const consumed = new Set(renders.flatMap((r) => r.inputs));
   return { renders, consumed, warnings };
 }

@@ -1,10 +1,9 @@
 // Runs one planned render in the private copy of the source: writes the generated kustomization and the
 // overlay, calls kustomize or helm, and reads the objects back with their origin. Any failure is a problem
-// naming the root and what to do; it never stops the other renders.
+// naming the root and what to do (the caller adds where the asking object is); it never stops the others.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import type { Problem } from '../problems.ts';
 import type { CachedRender } from './cache.ts';
 import { type ExecLimits, type ExecResult, run, sandboxEnv } from './exec.ts';
 import { helmTemplateArgs } from './helm-args.ts';
@@ -34,7 +33,7 @@ export interface RenderContext {
 export async function runRender(planned: PlannedRender, index: number, ctx: RenderContext): Promise<CachedRender> {
   const r = planned.request;
   const origin = originOf(r);
-  const fail = (message: string): CachedRender => ({ objects: [], problems: [problemOf(r, `${origin}: ${message}`)] });
+  const fail = (message: string): CachedRender => ({ objects: [], problems: [{ message: `${origin}: ${message}` }] });
   const overlayDir = `${WORK_DIR}/r${index}`;
   await mkdir(join(ctx.treeDir, overlayDir), { recursive: true });
   const toRoot = (path: string) => posix.relative(overlayDir, path === '' ? '.' : path) || '.';
@@ -43,18 +42,18 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
     await writeFile(join(ctx.treeDir, overlayDir, 'kustomization.yaml'), overlayKustomization([toRoot(r.dir)], r.overlay));
     const result = await kustomize(overlayDir);
     if (!result.ok) return fail(`kustomize build failed: ${result.message}`);
-    return withProblems(objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, overlayDir, ...(r.substitute !== undefined ? { substitute: r.substitute } : {}) }), r);
+    return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, overlayDir, ...(r.substitute !== undefined ? { substitute: r.substitute } : {}) });
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);
-  if (overlayIsEmpty(r.overlay)) return withProblems(objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir }), r);
+  if (overlayIsEmpty(r.overlay)) return objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir });
   // Flux postRenderers: kustomize over the chart's output.
   if (ctx.tools.kustomize === undefined) return fail('postRenderers need kustomize, which was not found');
   await writeFile(join(ctx.treeDir, overlayDir, 'rendered.yaml'), helm.stdout);
   await writeFile(join(ctx.treeDir, overlayDir, 'kustomization.yaml'), overlayKustomization(['rendered.yaml'], r.overlay));
   const result = await kustomize(overlayDir);
   if (!result.ok) return fail(`kustomize build of the postRenderers failed: ${result.message}`);
-  return withProblems(objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, filesByObject: helmFilesByObject(helm.stdout, r.dir) }), r);
+  return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, filesByObject: helmFilesByObject(helm.stdout, r.dir) });
 }
 
 async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext): Promise<ExecResult> {
@@ -104,12 +103,4 @@ function isKubernetesFile(text: string): boolean {
   } catch {
     return false;
   }
-}
-
-function problemOf(r: KustomizeRequest | HelmRequest, message: string): Problem {
-  return { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}), message };
-}
-
-function withProblems(out: { objects: CachedRender['objects']; problems: Problem[] }, r: KustomizeRequest | HelmRequest): CachedRender {
-  return { objects: out.objects, problems: out.problems.map((p) => ({ ...problemOf(r, p.message), ...p })) };
 }

@@ -80,6 +80,9 @@ test('kustomize base with two overlays: each overlay is rendered with its own ne
 test('Flux: a Kustomization applies targetNamespace, images, patches and postBuild.substitute; a HelmRelease renders its in-repo chart with valuesFiles and values', async () => {
   const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'flux'));
   assert.deepEqual(analysis.problems, []);
+  // flux-system, apps, releases and the HelmRelease: each once, though the HelmRelease and apps are found
+  // both as written and in what flux-system and releases apply.
+  assert.deepEqual([analysis.rendered?.roots, analysis.rendered?.fromCache], [4, 0]);
   // What Flux's kustomize-controller builds: its generated overlay over spec.path, then the substitution.
   const flux = await withOverlay('flux', [
     'resources: [../apps/production]',
@@ -365,4 +368,15 @@ spec:
   assert.deepEqual(analysis.problems, []);
   assert.deepEqual(seen.map((s) => s.images[0]), [`registry.local/web:${'d'.repeat(40)}`]);
   await rm(dir, { recursive: true, force: true });
+});
+
+test('at most maxRendersPerPass renders run in one pass; the next pass renders the rest from where it stopped', async () => {
+  const cache = new RenderCache();
+  const source = { kind: 'dir' as const, root: join(FIXTURES, 'kustomize') };
+  const first = await renderSource({ source, tools, cache, maxRendersPerPass: 1 });
+  assert.equal(first.stats.renders, 1);
+  assert.equal(first.problems.length, 1);
+  assert.match(first.problems[0]!.message, /not rendered in this pass \(more than 1 renders to run\); the next sync renders it$/);
+  const second = await renderSource({ source, tools, cache, maxRendersPerPass: 1 });
+  assert.deepEqual([second.stats.renders, second.stats.fromCache, second.problems.length], [1, 1, 0]);
 });

@@ -185,3 +185,26 @@ test('discovery: a rendered Flux object replaces the written one it was built fr
   assert.equal(sameGitops(merged, mergeGitops(written, rendered)), true);
   assert.equal(sameGitops(merged, written), false);
 });
+
+test('planRenders: a kustomization inside a Flux path without one is built by that Kustomization only, not again on its own', () => {
+  const tree = treeOf({ 'clusters/prod/apps.yaml': '', 'clusters/prod/flux-system/kustomization.yaml': 'resources: [gotk-sync.yaml]', 'clusters/prod/flux-system/gotk-sync.yaml': '' });
+  const plan = planRenders(tree, '', [obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: flux-system, namespace: flux-system}\nspec: {path: ./clusters/prod, sourceRef: {kind: GitRepository, name: flux-system}}')]);
+  assert.deepEqual(plan.renders.map((r) => `${r.request.by} ${r.request.dir}`), ['Kustomization flux-system/flux-system clusters/prod']);
+  assert.deepEqual(plan.renders[0]!.inputs, ['clusters/prod/apps.yaml', 'clusters/prod/flux-system/gotk-sync.yaml', 'clusters/prod/flux-system/kustomization.yaml']);
+});
+
+test('render cache keys: the same request hashes alike whatever its key order', async () => {
+  const { canonicalJson, renderKey } = await import('../../src/render/cache.ts');
+  assert.equal(canonicalJson({ b: [1, { d: 1, c: undefined, a: 2 }], a: 'x' }), '{"a":"x","b":[1,{"a":2,"d":1}]}');
+  const hashes = new Map([['a.yaml', 'h1']]);
+  const key = (request: unknown, h = hashes) => renderKey({ request, tool: 'k', inputs: ['a.yaml'], hashes: h });
+  assert.equal(key({ x: 1, y: 2 }), key({ y: 2, x: 1 }));
+  assert.notEqual(key({ x: 1 }), key({ x: 1 }, new Map([['a.yaml', 'h2']])));
+});
+
+test('rendered output: a List is its items; an ApplicationSet is a warning that its Applications are not rendered', () => {
+  const out = objectsOfOutput('apiVersion: v1\nkind: List\nitems:\n  - {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n  - {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n', { origin: 'o', defaultNamespace: 'n' });
+  assert.deepEqual(out.objects.map((o) => (o.object.metadata as { name: string }).name), ['a', 'b']);
+  const plan = planRenders(treeOf({}), '', [obj('apiVersion: argoproj.io/v1alpha1\nkind: ApplicationSet\nmetadata: {name: apps, namespace: argocd}\nspec: {}')]);
+  assert.match(plan.warnings[0]!.message, /ApplicationSet generators .* are not rendered/);
+});
