@@ -2,7 +2,7 @@
 // fixture repositories in the layouts both projects document, enbi's workloads equal what `kustomize build`
 // and `helm template` produce from the same input, and `enbi diff` plans from the rendered image tags.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cp, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,37 +128,43 @@ test('Argo CD: an Application with kustomize.images and one with helm valueFiles
   await rm(argo, { recursive: true, force: true });
 });
 
-function enbiDiff(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', ...args, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', '-o', 'json'], {
-    encoding: 'utf8',
-    env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: tools.kustomize, ENBI_HELM: tools.helm, ...env },
+/** enbi diff as a user runs it (a subprocess; asynchronous, so a Git server in this process keeps answering). */
+function enbiDiff(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; report: any; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', ...args, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', '-o', 'json'], {
+      env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: tools.kustomize, ENBI_HELM: tools.helm, ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, report: stdout === '' ? undefined : JSON.parse(stdout), stderr }));
   });
-  return { code: r.status, report: r.stdout === '' ? undefined : JSON.parse(r.stdout), stderr: r.stderr };
 }
 
-test('enbi diff --dir plans the rendered tags: one build per overlay revision, none for the base tag', () => {
-  const { code, report, stderr } = enbiDiff(['--dir', join(FIXTURES, 'kustomize')]);
+test('enbi diff --dir plans the rendered tags: one build per overlay revision, none for the base tag', async () => {
+  const { code, report, stderr } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')]);
   assert.equal(code, 2, stderr);
   const revs = new Set(report.builds.map((b: { rev: string }) => b.rev));
   assert.deepEqual([...revs].sort(), ['2222222222222222222222222222222222222222', '3333333333333333333333333333333333333333', '4444444444444444444444444444444444444444']);
   assert.deepEqual(report.problems, []);
 });
 
-test('enbi diff on the Flux and Argo CD repositories: no problems, builds from the rendered values', () => {
-  const flux = enbiDiff(['--dir', join(FIXTURES, 'flux')]);
+test('enbi diff on the Flux and Argo CD repositories: no problems, builds from the rendered values', async () => {
+  const flux = await enbiDiff(['--dir', join(FIXTURES, 'flux')]);
   assert.equal(flux.code, 2, flux.stderr);
   assert.deepEqual(flux.report.problems, []);
   const fluxRevs = new Set(flux.report.builds.map((b: { rev: string }) => b.rev));
   assert.ok(fluxRevs.has('5555555555555555555555555555555555555555'), JSON.stringify([...fluxRevs]));
   assert.ok(fluxRevs.has('7777777777777777777777777777777777777777'), JSON.stringify([...fluxRevs]));
-  const argo = enbiDiff(['--dir', join(FIXTURES, 'argocd')]);
+  const argo = await enbiDiff(['--dir', join(FIXTURES, 'argocd')]);
   assert.equal(argo.code, 2, argo.stderr);
   const argoRevs = new Set(argo.report.builds.map((b: { rev: string }) => b.rev));
   assert.deepEqual([...argoRevs].sort(), ['6666666666666666666666666666666666666666', '8888888888888888888888888888888888888888']);
 });
 
-test('no kustomize: a problem naming the root and what to install; the plain manifests are still planned', () => {
-  const { code, report } = enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '/nonexistent/kustomize' });
+test('no kustomize: a problem naming the root and what to install; the plain manifests are still planned', async () => {
+  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '/nonexistent/kustomize' });
   assert.equal(code, 6);
   const messages = report.problems.map((p: { message: string }) => p.message);
   assert.equal(messages.length, 2);
@@ -379,4 +385,34 @@ test('at most maxRendersPerPass renders run in one pass; the next pass renders t
   assert.match(first.problems[0]!.message, /not rendered in this pass \(more than 1 renders to run\); the next sync renders it$/);
   const second = await renderSource({ source, tools, cache, maxRendersPerPass: 1 });
   assert.deepEqual([second.stats.renders, second.stats.fromCache, second.problems.length], [1, 1, 0]);
+});
+
+test('enbi diff on a Git repository (real smart-HTTP server): rendered from the commit, --path finds what its Flux objects apply, a new commit is planned from', async () => {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const { startGitServer } = await import('../support/git-server.ts');
+  const files: Record<string, string> = {};
+  const walk = async (dir: string, rel = ''): Promise<void> => {
+    for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const path = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (e.isDirectory()) await walk(dir, path);
+      else files[path] = await readFile(join(dir, path), 'utf8');
+    }
+  };
+  await walk(join(FIXTURES, 'flux'));
+  const server = await startGitServer();
+  const cacheDir = await mkdtemp(join(tmpdir(), 'enbi-render-git-'));
+  try {
+    await server.createRepo('fleet', files);
+    const diff = () => enbiDiff([server.url('fleet'), '--path', 'clusters/production', '--cache-dir', cacheDir]);
+    const first = await diff();
+    assert.equal(first.code, 2, first.stderr);
+    assert.deepEqual(first.report.problems, []);
+    const revs = async () => [...new Set((await diff()).report.builds.map((b: { rev: string }) => b.rev))].sort();
+    assert.deepEqual([...new Set(first.report.builds.map((b: { rev: string }) => b.rev))].sort(), ['5'.repeat(40), '7'.repeat(40)]);
+    await server.commit('fleet', { 'clusters/production/apps.yaml': files['clusters/production/apps.yaml']!.replace('5'.repeat(40), 'e'.repeat(40)) });
+    assert.deepEqual(await revs(), ['7'.repeat(40), 'e'.repeat(40)]);
+  } finally {
+    await server.close();
+    await rm(cacheDir, { recursive: true, force: true });
+  }
 });
