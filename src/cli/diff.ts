@@ -169,12 +169,12 @@ async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; inf
   const render = renderOptionsOf(opts.config);
   if (opts.dirRoot !== undefined) {
     const files = await readDirSource(opts.dirRoot);
-    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirBase! }, scope: opts.path });
+    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirBase! }, scope: opts.path, scopeFiles: files });
     return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
   }
   const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
-  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path });
+  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files });
   return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 

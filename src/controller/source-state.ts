@@ -60,7 +60,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
       const files = await readDirSource(source.path === '' ? source.dir : `${source.dir}/${source.path}`);
       // Rendering is cached by its inputs, so a directory renders again cheaply; its output is part of the
       // revision because templates and kustomizations are not among the manifest files hashed here.
-      const rendered = await renderSource({ ...render, source: { kind: 'dir', root: source.dir }, scope: source.path });
+      const rendered = await renderSource({ ...render, source: { kind: 'dir', root: source.dir }, scope: source.path, scopeFiles: files });
       const hash = createHash('sha256');
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
       hash.update(JSON.stringify([rendered.objects, rendered.problems, rendered.warnings, [...rendered.consumed]]));
@@ -69,7 +69,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, idleTimeoutMs: source.timeoutSeconds * 1000, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
     // The same commit renders the same: skip copying its tree out again.
     if (snap.commit === known) return { revision: snap.commit, files: snap.files };
-    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path });
+    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path, scopeFiles: snap.files });
     return { revision: snap.commit, files: snap.files, rendered };
   }
 }

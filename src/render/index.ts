@@ -1,7 +1,7 @@
 // Rendering a source as Flux and Argo CD would: copy the source into a private directory, find what is
 // rendered (planRenders), run kustomize/helm for each root whose inputs changed since the last pass (the
 // cache), and hand the analysis the rendered objects plus the files they consumed. I/O at this edge only.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { scanManifests } from '../manifests/scan.ts';
@@ -15,7 +15,7 @@ import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
 import { originOf } from './request.ts';
 import { type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { findTools, installHint, type Tools } from './tools.ts';
-import { materializeTree, type TreeSource, TreeTooLargeError } from './tree.ts';
+import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
 
 export type { RenderedObject } from './output.ts';
 export type { TreeSource } from './tree.ts';
@@ -31,6 +31,8 @@ export interface RenderOptions {
   maxBytes?: number;
   /** kustomize/helm processes at a time (default 4: a render mostly waits on process start and disk). */
   concurrency?: number;
+  /** The scope's manifest files as the source read them (relative to the scope), to find Flux/Argo CD objects without reading again. */
+  scopeFiles?: readonly { path: string; text: string }[];
   /** Renders run in one pass at most (default 1,000): the rest are problems this pass, rendered on the next. */
   maxRendersPerPass?: number;
 }
@@ -51,54 +53,65 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   const t0 = performance.now();
   const scope = (options.scope ?? '').replace(/^\/+|\/+$/g, '').replace(/^\.$/, '');
   const cache = options.cache ?? sharedCache;
-  const work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
+  const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
   const result: RenderedSource = { objects: [], consumed: new Set(), problems: [], warnings: [], stats: { renders: 0, fromCache: 0, ms: 0 } };
+  let work: string | undefined;
   try {
-    const treeDir = join(work, 'tree');
-    let tree;
-    try {
-      tree = await materializeTree(options.source, treeDir, options.maxBytes ?? 64 * 1024 * 1024);
-    } catch (err) {
-      if (!(err instanceof TreeTooLargeError)) throw err;
-      result.problems.push({ message: err.message });
-      return result;
-    }
-    // Flux and Argo CD objects in the scope say what is rendered; a cheap text test spares parsing the rest.
-    const candidates = [];
-    for (const path of tree.paths) {
-      if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
-      const text = await readFile(join(treeDir, path), 'utf8');
-      if (GITOPS_HINT.test(text)) candidates.push({ path, text });
-    }
-    const written = scanManifests(candidates).objects;
-    const tools = findTools(options.tools);
-    const ctx = { treeDir, tree, tools, limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
-    // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
-    // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
-    let gitops = written;
-    let plan = planRenders(tree, scope, gitops);
-    const ran = new Set<string>();
-    let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
-    for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
-      const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
-      if (sameGitops(next, gitops)) break;
-      gitops = next;
-      plan = planRenders(tree, scope, gitops);
-      result.stats.fromCache = 0; // counted for the final plan only
-      outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+    const tree = await indexTree(options.source, maxBytes);
+    const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
+    let plan = planRenders(tree.index, scope, written);
+    // Nothing to render (plain manifests only): no copy, no process.
+    if (plan.renders.length > 0) {
+      work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
+      const treeDir = join(work, 'tree');
+      const write = treeWriter(tree, treeDir, maxBytes);
+      const ctx: RenderContext = { treeDir, tree: tree.index, tools: findTools(options.tools), limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
+      const ran = new Set<string>();
+      // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
+      // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
+      let gitops = written;
+      await write(plan.consumed);
+      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+      for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
+        const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
+        if (sameGitops(next, gitops)) break;
+        gitops = next;
+        plan = planRenders(tree.index, scope, gitops);
+        await write(plan.consumed);
+        result.stats.fromCache = 0; // counted for the final plan only
+        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+      }
+      for (const out of outputs) {
+        result.objects.push(...out.objects);
+        result.problems.push(...out.problems);
+      }
     }
     result.warnings.push(...plan.warnings);
-    for (const out of outputs) {
-      result.objects.push(...out.objects);
-      result.problems.push(...out.problems);
-    }
     const prefix = scope === '' ? '' : `${scope}/`;
     result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
     return result;
+  } catch (err) {
+    if (!(err instanceof TreeTooLargeError)) throw err;
+    result.problems.push({ message: err.message });
+    return result;
   } finally {
-    await rm(work, { recursive: true, force: true });
+    if (work !== undefined) await rm(work, { recursive: true, force: true });
     result.stats.ms = Math.round(performance.now() - t0);
   }
+}
+
+/** Files of the scope that may hold Flux or Argo CD objects: a cheap text test spares parsing the rest. */
+async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: RenderOptions['scopeFiles']): Promise<{ path: string; text: string }[]> {
+  const prefix = scope === '' ? '' : `${scope}/`;
+  // The caller has read the scope's manifests already (paths relative to the scope): use them.
+  if (scopeFiles !== undefined) return scopeFiles.filter((f) => GITOPS_HINT.test(f.text)).map((f) => ({ path: prefix + f.path, text: f.text }));
+  const candidates = [];
+  for (const path of tree.index.paths) {
+    if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
+    const text = Buffer.from(await tree.read(path)).toString('utf8');
+    if (GITOPS_HINT.test(text)) candidates.push({ path, text });
+  }
+  return candidates;
 }
 
 /** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */

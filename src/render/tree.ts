@@ -1,7 +1,8 @@
-// The I/O edge that gives rendering a real directory: a private copy of the source (a local directory, or a
-// Git commit's tree written out from the bare clone), so enbi can write generated kustomizations and overlays
-// without touching the user's files, and kustomize/helm see nothing outside it. Regular files only: symlinks,
-// hidden directories and node_modules are not copied. Returns the copy's index for the pure steps.
+// The I/O edge between the source and rendering. First an index of the source (every regular file's path and
+// content hash, the text of kustomizations), read without copying anything; then, only when something is to
+// be rendered, a private copy holding exactly the files those renders read, where enbi writes its generated
+// kustomizations and overlays without touching the user's files, and kustomize/helm see nothing else.
+// Regular files only: symlinks, hidden directories and node_modules are neither indexed nor copied.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
@@ -15,45 +16,73 @@ export class TreeTooLargeError extends Error {
   override name = 'TreeTooLargeError';
 }
 
+export interface SourceTree {
+  index: TreeIndex;
+  read(path: string): Promise<Uint8Array>;
+}
+
 const SKIPPED = new Set(['node_modules']);
 const skipped = (name: string) => name.startsWith('.') || SKIPPED.has(name);
 
-export async function materializeTree(source: TreeSource, dest: string, maxBytes: number): Promise<TreeIndex> {
+export async function indexTree(source: TreeSource, maxBytes: number): Promise<SourceTree> {
   const hashes = new Map<string, string>();
   const texts = new Map<string, string>();
-  let total = 0;
-  const put = async (path: string, content: Uint8Array, hash: string) => {
-    total += content.byteLength;
-    if (total > maxBytes) throw new TreeTooLargeError(`the source exceeds ${maxBytes} bytes: nothing was rendered`);
-    const full = join(dest, path);
-    await mkdir(dirname(full), { recursive: true });
-    await writeFile(full, content);
-    hashes.set(path, hash);
-    if (needsText(path)) texts.set(path, Buffer.from(content).toString('utf8'));
-  };
-  if (source.kind === 'dir') await copyDir(source.root, '', put);
-  else await copyCommit(source.gitdir, source.commit, put);
-  return { paths: [...hashes.keys()].sort(), hashes, texts };
+  let read: (path: string) => Promise<Uint8Array>;
+  if (source.kind === 'dir') {
+    // A directory has no content ids: hash what is read (a file read twice in a pass is read from memory).
+    const contents = new Map<string, Uint8Array>();
+    let total = 0;
+    await walkDir(source.root, '', async (path) => {
+      const content = await readFile(join(source.root, path));
+      total += content.byteLength;
+      if (total > maxBytes) throw new TreeTooLargeError(`the source exceeds ${maxBytes} bytes: nothing was rendered`);
+      contents.set(path, content);
+      hashes.set(path, createHash('sha256').update(content).digest('hex'));
+    });
+    read = async (path) => contents.get(path) ?? readFile(join(source.root, path));
+  } else {
+    // A Git tree names each blob by its content id: nothing is read until a render needs it.
+    const oids = new Map<string, string>();
+    await walkCommit(source.gitdir, source.commit, (path, oid) => {
+      oids.set(path, oid);
+      hashes.set(path, oid);
+    });
+    read = async (path) => (await git.readBlob({ fs, gitdir: source.gitdir, oid: oids.get(path)!, cache: gitCache })).blob;
+  }
+  for (const path of hashes.keys()) if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
+  return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read };
 }
 
-type Put = (path: string, content: Uint8Array, hash: string) => Promise<void>;
+/** Writes `paths` of the source below `dest` (those not written yet), within a total of `maxBytes`. */
+export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (paths: Iterable<string>) => Promise<void> {
+  const written = new Set<string>();
+  let total = 0;
+  return async (paths) => {
+    for (const path of paths) {
+      if (written.has(path) || !tree.index.hashes.has(path)) continue;
+      written.add(path);
+      const content = await tree.read(path);
+      total += content.byteLength;
+      if (total > maxBytes) throw new TreeTooLargeError(`the files to render exceed ${maxBytes} bytes: nothing was rendered`);
+      await mkdir(dirname(join(dest, path)), { recursive: true });
+      await writeFile(join(dest, path), content);
+    }
+  };
+}
 
-async function copyDir(root: string, rel: string, put: Put): Promise<void> {
+async function walkDir(root: string, rel: string, visit: (path: string) => Promise<void>): Promise<void> {
   const entries = await readdir(join(root, rel), { withFileTypes: true });
   for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
     if (skipped(entry.name)) continue;
     const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
-    if (entry.isDirectory()) await copyDir(root, path, put);
-    else if (entry.isFile()) {
-      const content = await readFile(join(root, path));
-      await put(path, content, createHash('sha256').update(content).digest('hex'));
-    }
+    if (entry.isDirectory()) await walkDir(root, path, visit);
+    else if (entry.isFile()) await visit(path);
   }
 }
 
 const gitCache = {};
 
-async function copyCommit(gitdir: string, commit: string, put: Put): Promise<void> {
+async function walkCommit(gitdir: string, commit: string, visit: (path: string, oid: string) => void): Promise<void> {
   await git.walk({
     fs,
     gitdir,
@@ -66,9 +95,7 @@ async function copyCommit(gitdir: string, commit: string, put: Put): Promise<voi
       const type = await entry.type();
       if (type === 'tree') return true;
       // 0o100644 / 0o100755 only: symlinks (0o120000) and submodules are not followed.
-      if (type !== 'blob' || ((await entry.mode()) & 0o170000) !== 0o100000) return null;
-      const content = await entry.content();
-      if (content !== undefined) await put(path, content, await entry.oid());
+      if (type === 'blob' && ((await entry.mode()) & 0o170000) === 0o100000) visit(path, await entry.oid());
       return null;
     },
   });

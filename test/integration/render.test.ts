@@ -387,7 +387,7 @@ test('at most maxRendersPerPass renders run in one pass; the next pass renders t
   assert.deepEqual([second.stats.renders, second.stats.fromCache, second.problems.length], [1, 1, 0]);
 });
 
-test('enbi diff on a Git repository (real smart-HTTP server): rendered from the commit, --path finds what its Flux objects apply, a new commit is planned from', async () => {
+test('enbi diff on a Git repository (real smart-HTTP server): rendered from the commit, --path finds what its Flux objects apply, a new commit: its tag is planned', async () => {
   const { readdir, readFile } = await import('node:fs/promises');
   const { startGitServer } = await import('../support/git-server.ts');
   const files: Record<string, string> = {};
