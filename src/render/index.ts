@@ -70,16 +70,14 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
       // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
       let gitops = written;
-      await write(plan.consumed);
-      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write);
       for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
         const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
         if (sameGitops(next, gitops)) break;
         gitops = next;
         plan = planRenders(tree.index, scope, gitops);
-        await write(plan.consumed);
         result.stats.fromCache = 0; // counted for the final plan only
-        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran);
+        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write);
       }
       for (const out of outputs) {
         result.objects.push(...out.objects);
@@ -117,8 +115,19 @@ async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: Ren
 /** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */
 const MAX_DISCOVERY_ROUNDS = 5;
 
-/** Runs a plan's renders (those not cached), four at a time. `ran`: keys rendered earlier in this pass, not counted as cache hits. */
-async function renderAll(plan: RenderPlan, ctx: RenderContext, cache: RenderCache, options: RenderOptions, stats: RenderedSource['stats'], ran: Set<string>): Promise<CachedRender[]> {
+/**
+ * Runs a plan's renders (those not cached), four at a time, after writing their files into the copy.
+ * `ran`: keys rendered earlier in this pass, not counted as cache hits.
+ */
+async function renderAll(
+  plan: RenderPlan,
+  ctx: RenderContext,
+  cache: RenderCache,
+  options: RenderOptions,
+  stats: RenderedSource['stats'],
+  ran: Set<string>,
+  write: (paths: Iterable<string>) => Promise<void>,
+): Promise<CachedRender[]> {
   const { tools, tree } = ctx;
   // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
   // results are collected in plan order so the output does not depend on timing.
@@ -148,6 +157,8 @@ async function renderAll(plan: RenderPlan, ctx: RenderContext, cache: RenderCach
       outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: not rendered in this pass (more than ${options.maxRendersPerPass ?? 1_000} renders to run); the next sync renders it` }] };
     } else toRun.push({ i, key });
   }
+  // Only renders that run need their files in the copy (a pass where all are cached copies nothing).
+  await write(toRun.flatMap(({ i }) => plan.renders[i]!.inputs));
   for (const { i } of toRun) {
     const r = plan.renders[i]!.request;
     if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
