@@ -27,7 +27,7 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
     }
     closure.dirs.push(dir);
     for (const f of filesIn(tree, dir)) files.add(f);
-    const refs = kustomizationRefs(tree.texts.get(file) ?? '');
+    const refs = refsOf(tree, file);
     if ('error' in refs) {
       closure.refusals.push(`${file}: ${refs.error}`);
       return;
@@ -45,4 +45,15 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
   visit(root);
   closure.files = [...files].sort();
   return closure;
+}
+
+// Parsed once per index: every overlay of a base reads the base's kustomization again.
+const parsed = new WeakMap<TreeIndex, Map<string, ReturnType<typeof kustomizationRefs>>>();
+
+function refsOf(tree: TreeIndex, file: string): ReturnType<typeof kustomizationRefs> {
+  let memo = parsed.get(tree);
+  if (memo === undefined) parsed.set(tree, (memo = new Map()));
+  let refs = memo.get(file);
+  if (refs === undefined) memo.set(file, (refs = kustomizationRefs(tree.texts.get(file) ?? '')));
+  return refs;
 }

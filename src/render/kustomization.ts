@@ -31,7 +31,7 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
   }
   if (doc === null || doc === undefined) doc = {};
   if (!isObj(doc)) return { error: 'malformed kustomization: expected a mapping' };
-  const refs: string[] = [...strings(doc.resources), ...strings(doc.bases), ...strings(doc.components), ...strings(doc.crds)];
+  const refs: string[] = [...strings(doc.resources), ...strings(doc.bases), ...strings(doc.components), ...strings(doc.crds), ...strings(doc.configurations)];
   // patchesStrategicMerge entries are file paths or inline patches (which contain a newline or a colon-space).
   refs.push(...strings(doc.patchesStrategicMerge).filter((p) => !p.includes('\n') && !p.includes(': ')));
   for (const key of ['patches', 'patchesJson6902', 'replacements']) {

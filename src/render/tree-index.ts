@@ -37,9 +37,23 @@ export function chartIn(tree: TreeIndex, dir: string): string | undefined {
   return tree.hashes.has(path) ? path : undefined;
 }
 
+// Files by directory, computed once per index: root detection asks for every kustomization's directory.
+const byDir = new WeakMap<TreeIndex, Map<string, string[]>>();
+
 /** Files directly in `dir` (not in its subdirectories). */
 export function filesIn(tree: TreeIndex, dir: string): string[] {
-  return tree.paths.filter((p) => dirOf(p) === dir);
+  let index = byDir.get(tree);
+  if (index === undefined) {
+    index = new Map();
+    for (const p of tree.paths) {
+      const d = dirOf(p);
+      const list = index.get(d);
+      if (list === undefined) index.set(d, [p]);
+      else list.push(p);
+    }
+    byDir.set(tree, index);
+  }
+  return [...(index.get(dir) ?? [])];
 }
 
 /** Files anywhere below `dir`. */
