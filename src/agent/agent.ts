@@ -13,6 +13,9 @@ import { type ContainerdImage, listImages, nameFilter } from '../containerd/imag
 import { PlatformCache } from '../containerd/platform.ts';
 import { buildInventory, type Limits, sameInventory } from './inventory.ts';
 import { NodeImagesWriter } from './publish.ts';
+import { type BuildManifests, watchBuildManifests } from './build-manifests.ts';
+import { applyRewrites, gatherFacts, heldDigests, planRewrites } from './converge-index.ts';
+import type { ParsedIndex } from '../image/platform-index.ts';
 
 export interface AgentOptions {
   node: string;
@@ -31,6 +34,11 @@ export interface AgentOptions {
   backoffMinMs?: number;
   backoffMaxMs?: number;
   limits?: Limits;
+  /**
+   * enbi's namespace: the agent follows its NixBuilds and keeps every tag they built, on this node, at the
+   * one index of all platforms built so far (src/agent/converge-index.ts). Absent: it only publishes.
+   */
+  buildsNamespace?: string;
   log?: (msg: string) => void;
 }
 
@@ -47,6 +55,8 @@ export interface AgentStats {
   names: number;
   /** Time of the last successful write (ms since the epoch). */
   lastWriteAt: number;
+  /** Tags pointed at a new index (a platform added elsewhere). */
+  indexRewrites: number;
   /** Phases of the last run, in ms: containerd (lists and blob reads), building the status, the API write. */
   lastRun: { containerd: number; build: number; write: number };
 }
@@ -74,7 +84,15 @@ export function startAgent(o: AgentOptions): Agent {
   const limits = o.limits ?? NODE_IMAGES_LIMITS;
   const client = new ContainerdClient(o.socket, { namespace: o.namespace ?? K8S_NAMESPACE });
   const platforms = new PlatformCache(client);
-  const writer = new NodeImagesWriter(o.api instanceof LiteApi ? o.api : new LiteApi(targetFromKubeConfig(o.api)), o.node);
+  const api = o.api instanceof LiteApi ? o.api : new LiteApi(targetFromKubeConfig(o.api));
+  const writer = new NodeImagesWriter(api, o.node);
+  const indexCache = new Map<string, ParsedIndex | null>();
+  const builds = o.buildsNamespace !== undefined
+    ? watchBuildManifests(api, o.buildsNamespace, (names) => {
+        for (const n of names) dirty.add(n);
+        if (running === undefined) schedule();
+      }, log)
+    : undefined;
 
   const images = new Map<string, ContainerdImage>();
   const dirty = new Set<string>();
@@ -94,7 +112,7 @@ export function startAgent(o: AgentOptions): Agent {
   let subscribeTimer: NodeJS.Timeout | undefined;
   let subscribeFailures = 0;
   let runFailures = 0;
-  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
+  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, indexRewrites: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
 
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -174,6 +192,19 @@ export function startAgent(o: AgentOptions): Agent {
       }),
     );
     lastPlatforms = resolved;
+    if (builds !== undefined) await converge(builds);
+  }
+
+  /** Tags whose builds know more (or other) platforms than their index lists: rewritten, then listed again. */
+  async function converge(b: BuildManifests): Promise<void> {
+    if (indexCache.size > 4096) indexCache.clear();
+    const facts = await gatherFacts(client, images.values(), (n) => b.candidates(n).length > 0, (t) => platforms.get(t), indexCache);
+    if (facts.length === 0) return;
+    const digests = facts.flatMap((f) => [...b.candidates(f.record.name).map((c) => c.digest), ...(f.parsed?.entries.map((e) => e.digest) ?? [])]);
+    const held = await heldDigests(client, digests);
+    const rewrites = planRewrites(facts, (n) => b.candidates(n), (d) => held.has(d));
+    stats.indexRewrites += await applyRewrites(client, rewrites, log);
+    for (const r of rewrites) dirty.add(r.name);
   }
 
   function statusNow(): NodeImagesStatus {
@@ -265,6 +296,7 @@ export function startAgent(o: AgentOptions): Agent {
       stopped = true;
       for (const t of [windowTimer, retryTimer, resyncTimer, settleTimer, subscribeTimer]) clearTimeout(t);
       subscription?.cancel();
+      builds?.stop();
       await running?.catch(() => {});
       client.close();
     },
