@@ -41,11 +41,18 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
         if (doc.errors.length > 0) problems.push({ object: ctx.origin, message: `rendered output is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}` });
         continue;
       }
-      let object = asObj(doc.toJS({ maxAliasCount: 100 }));
+      const fail = (message: string) => problems.push({ object: ctx.origin, message });
+      let object = toObject(doc, fail);
       if (object === undefined || asStr(object.kind) === undefined) continue;
       if (ctx.substitute !== undefined && !substitutionDisabled(object)) {
-        const substituted = asObj(parseDocument(substitute(chunk, ctx.substitute)).toJS({ maxAliasCount: 100 }));
-        if (substituted !== undefined) object = substituted;
+        // Flux substitutes in the object's YAML text, so a value can break it: then that object is a problem.
+        const substituted = parseDocument(substitute(chunk, ctx.substitute), { prettyErrors: false });
+        if (substituted.errors.length > 0) {
+          fail(`${String(object.kind)} ${String(asObj(object.metadata)?.name)}: not valid YAML after postBuild.substitute: ${substituted.errors[0]!.message.split('\n')[0]}`);
+          continue;
+        }
+        object = toObject(substituted, fail);
+        if (object === undefined) continue;
       }
       const file = fileOf(object, chunk, ctx);
       // A template may emit a List: its items are what gets applied.
@@ -57,6 +64,16 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
     }
   }
   return { objects, problems };
+}
+
+/** A document as a plain object; aliases are capped (a template can emit an alias bomb), a failure is a problem. */
+function toObject(doc: { toJS(options: { maxAliasCount: number }): unknown }, fail: (message: string) => void): Obj | undefined {
+  try {
+    return asObj(doc.toJS({ maxAliasCount: 100 }));
+  } catch (err) {
+    fail(`rendered output: ${(err as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
 }
 
 function fileOf(object: Obj, chunk: string, ctx: OutputContext): string | undefined {

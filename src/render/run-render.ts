@@ -101,6 +101,6 @@ function isKubernetesFile(text: string): boolean {
       return js !== null && typeof js === 'object' && typeof js.apiVersion === 'string' && typeof js.kind === 'string';
     });
   } catch {
-    return false;
+    return false; // an alias bomb or worse: not a manifest Flux's generator would list
   }
 }

@@ -208,3 +208,14 @@ test('rendered output: a List is its items; an ApplicationSet is a warning that 
   const plan = planRenders(treeOf({}), '', [obj('apiVersion: argoproj.io/v1alpha1\nkind: ApplicationSet\nmetadata: {name: apps, namespace: argocd}\nspec: {}')]);
   assert.match(plan.warnings[0]!.message, /ApplicationSet generators .* are not rendered/);
 });
+
+test('rendered output: an alias bomb or a substitution that breaks the YAML is a problem for that object, the others still read', () => {
+  const aliases = Array.from({ length: 150 }, () => '*a').join(', ');
+  const bomb = `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\ndata: {x: &a "y", list: [${aliases}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\n`;
+  const out = objectsOfOutput(bomb, { origin: 'o', defaultNamespace: 'n' });
+  assert.deepEqual(out.objects.map((o) => (o.object.metadata as { name: string }).name), ['fine']);
+  assert.match(out.problems[0]!.message, /^rendered output: .*alias/i);
+  const broken = objectsOfOutput('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  v: ${V}\n', { origin: 'o', defaultNamespace: 'n', substitute: { V: '{unclosed' } });
+  assert.deepEqual(broken.objects, []);
+  assert.match(broken.problems[0]!.message, /^ConfigMap c: not valid YAML after postBuild.substitute/);
+});
