@@ -6,7 +6,7 @@ import { parse } from 'yaml';
 import type { ManifestObject } from '../manifests/scan.ts';
 import { parseArgoImage } from './argo-image.ts';
 import type { Found } from './flux.ts';
-import { asArr, asObj, asStr, groupOf, metaOf, type Obj, whereOf } from './object-access.ts';
+import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
 import { joinInside, normalizeDir } from './paths.ts';
 import type { Overlay, RenderRequest } from './request.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
@@ -57,6 +57,10 @@ function overlayOf(k: Obj): Overlay {
   for (const key of ['namespace', 'namePrefix', 'nameSuffix'] as const) {
     const v = asStr(k[key]);
     if (v !== undefined) overlay[key] = v;
+  }
+  for (const key of ['commonAnnotations', 'commonLabels'] as const) {
+    const map = stringMap(k[key]);
+    if (Object.keys(map).length > 0) overlay[key] = map;
   }
   const images = asArr(k.images).filter((i): i is string => typeof i === 'string').map(parseArgoImage);
   if (images.length > 0) overlay.images = images;

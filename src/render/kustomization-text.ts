@@ -15,6 +15,8 @@ export function overlayKustomization(resources: readonly string[], overlay: Over
   if (overlay.namespace !== undefined) doc.namespace = overlay.namespace;
   if (overlay.namePrefix !== undefined) doc.namePrefix = overlay.namePrefix;
   if (overlay.nameSuffix !== undefined) doc.nameSuffix = overlay.nameSuffix;
+  if (overlay.commonAnnotations !== undefined) doc.commonAnnotations = overlay.commonAnnotations;
+  if (overlay.commonLabels !== undefined) doc.commonLabels = overlay.commonLabels;
   if ((overlay.images ?? []).length > 0) doc.images = overlay.images;
   if ((overlay.patches ?? []).length > 0) doc.patches = overlay.patches;
   return stringify(doc);

@@ -14,6 +14,9 @@ export interface Overlay {
   namePrefix?: string;
   nameSuffix?: string;
   images?: KustomizeImage[];
+  /** Argo CD kustomize.commonAnnotations / commonLabels (kustomize puts them on pod templates too). */
+  commonAnnotations?: Record<string, string>;
+  commonLabels?: Record<string, string>;
   /** kustomize `patches` entries, inline (`patch` + `target`), as in Flux and Argo CD objects. */
   patches?: unknown[];
 }
@@ -58,5 +61,5 @@ export function originOf(r: Pick<RequestBase, 'by' | 'dir'>): string {
 }
 
 export function overlayIsEmpty(o: Overlay): boolean {
-  return o.namespace === undefined && o.namePrefix === undefined && o.nameSuffix === undefined && (o.images ?? []).length === 0 && (o.patches ?? []).length === 0;
+  return o.namespace === undefined && o.namePrefix === undefined && o.nameSuffix === undefined && (o.images ?? []).length === 0 && (o.patches ?? []).length === 0 && o.commonAnnotations === undefined && o.commonLabels === undefined;
 }

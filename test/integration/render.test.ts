@@ -115,11 +115,13 @@ test('Flux: a Kustomization applies targetNamespace, images, patches and postBui
 test('Argo CD: an Application with kustomize.images and one with helm valueFiles and valuesObject', async () => {
   const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'argocd'));
   assert.deepEqual(analysis.problems, []);
-  const argo = await withOverlay('argocd', 'resources: [../apps/hello/overlays/prod]\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n');
+  const argo = await withOverlay('argocd', 'resources: [../apps/hello/overlays/prod]\ncommonAnnotations: {team: shop}\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n');
   const chart = helm(join(FIXTURES, 'argocd'), ['web-prod', './charts/web', '--namespace', 'web', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=4']);
   // Argo CD applies objects that name no namespace to destination.namespace.
   assert.deepEqual(seen, sortSeen([...workloadsOfYaml(kustomize(argo, 'expected-overlay'), 'hello'), ...workloadsOfYaml(chart, 'web')]));
   assert.equal(seen.find((s) => s.name === 'hello')?.images[0], 'registry.local/hello:8888888888888888888888888888888888888888');
+  // kustomize puts commonAnnotations on the pod template as well.
+  assert.equal(seen.find((s) => s.name === 'hello')?.annotations.team, 'shop');
   assert.deepEqual(origins, [
     'Deployment hello ← Application argocd/hello → apps/hello/overlays/prod (apps/hello/base/deployment.yaml)',
     'Deployment web-prod ← Application argocd/web → charts/web (charts/web/templates/deployment.yaml)',
