@@ -33,6 +33,8 @@ export interface RenderOptions {
   concurrency?: number;
   /** The scope's manifest files as the source read them (relative to the scope), to find Flux/Argo CD objects without reading again. */
   scopeFiles?: readonly { path: string; text: string }[];
+  /** A pass starts no render after this long (default 300 s), so a repository cannot hold the source loop for hours. */
+  passTimeoutMs?: number;
   /** Renders run in one pass at most (default 1,000): the rest are problems this pass, rendered on the next. */
   maxRendersPerPass?: number;
 }
@@ -56,6 +58,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
   const result: RenderedSource = { objects: [], consumed: new Set(), problems: [], warnings: [], stats: { renders: 0, fromCache: 0, ms: 0 } };
   let work: string | undefined;
+  const deadline = Date.now() + (options.passTimeoutMs ?? 300_000);
   try {
     const tree = await indexTree(options.source, maxBytes);
     const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
@@ -70,14 +73,14 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
       // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
       let gitops = written;
-      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write);
+      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write, deadline);
       for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
         const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
         if (sameGitops(next, gitops)) break;
         gitops = next;
         plan = planRenders(tree.index, scope, gitops);
         result.stats.fromCache = 0; // counted for the final plan only
-        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write);
+        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write, deadline);
       }
       for (const out of outputs) {
         result.objects.push(...out.objects);
@@ -127,6 +130,7 @@ async function renderAll(
   stats: RenderedSource['stats'],
   ran: Set<string>,
   write: (paths: Iterable<string>) => Promise<void>,
+  deadline: number,
 ): Promise<CachedRender[]> {
   const { tools, tree } = ctx;
   // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
@@ -164,6 +168,11 @@ async function renderAll(
     if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
   }
   await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
+    if (Date.now() > deadline) {
+      const seconds = Math.round((options.passTimeoutMs ?? 300_000) / 1000);
+      outputs[i] = { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered in this pass (renders took longer than ${seconds} s in all); the next sync goes on from the cache` }] };
+      return;
+    }
     outputs[i] = await runRender(plan.renders[i]!, i, ctx);
     cache.set(key, outputs[i]!);
     ran.add(key);

@@ -418,3 +418,16 @@ test('enbi diff on a Git repository (real smart-HTTP server): rendered from the 
     await rm(cacheDir, { recursive: true, force: true });
   }
 });
+
+test('a pass starts no render after passTimeoutMs: the rest are problems, nothing is cached for them', async () => {
+  const cache = new RenderCache();
+  const source = { kind: 'dir' as const, root: join(FIXTURES, 'kustomize') };
+  const late = await renderSource({ source, tools, cache, passTimeoutMs: -1 });
+  assert.equal(late.stats.renders, 0);
+  assert.deepEqual(late.problems.map((p) => p.message).sort(), [
+    'kustomize build → apps/hello/overlays/production: not rendered in this pass (renders took longer than 0 s in all); the next sync goes on from the cache',
+    'kustomize build → apps/hello/overlays/staging: not rendered in this pass (renders took longer than 0 s in all); the next sync goes on from the cache',
+  ]);
+  const next = await renderSource({ source, tools, cache });
+  assert.deepEqual([next.stats.renders, next.problems.length], [2, 0]);
+});
