@@ -115,6 +115,7 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
       defaultNamespace: releaseNamespace,
       release: asStr(spec.releaseName) ?? (target !== undefined ? `${target}-${name}` : name),
       valueFiles,
+      ...(chart.valuesFiles.length > 0 ? { withoutChartValues: true } : {}),
       values: values !== undefined ? [values] : [],
       set: [],
       ...whereOf(file, line),

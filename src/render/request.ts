@@ -47,6 +47,8 @@ export interface HelmRequest extends RequestBase {
   release: string;
   /** Source-relative values files, in order (after the chart's own values.yaml). */
   valueFiles: string[];
+  /** Flux valuesFiles replace the chart's values.yaml: its defaults count only when it is listed. */
+  withoutChartValues?: boolean;
   /** Inline values, merged after the files, in order. */
   values: Record<string, unknown>[];
   /** --set name=value pairs (Argo CD helm.parameters). */

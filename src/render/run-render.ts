@@ -1,7 +1,7 @@
 // Runs one planned render in the private copy of the source: writes the generated kustomization and the
 // overlay, calls kustomize or helm, and reads the objects back with their origin. Any failure is a problem
 // naming the root and what to do (the caller adds where the asking object is); it never stops the others.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { CachedRender } from './cache.ts';
@@ -63,7 +63,15 @@ async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext): 
     await writeFile(join(ctx.treeDir, file), JSON.stringify(values));
     inline.push(file);
   }
-  const args = helmTemplateArgs(r, inline, KUBE_VERSION);
+  let chartPath = r.dir;
+  if (r.withoutChartValues === true) {
+    // As Flux does for valuesFiles: the chart renders with the listed files only (its own values.yaml still
+    // counts when listed, read from the original directory).
+    chartPath = `${overlayDir}/chart`;
+    await cp(join(ctx.treeDir, r.dir), join(ctx.treeDir, chartPath), { recursive: true });
+    await writeFile(join(ctx.treeDir, chartPath, 'values.yaml'), '{}\n');
+  }
+  const args = helmTemplateArgs(r, inline, KUBE_VERSION, chartPath);
   if ('error' in args) return { ok: false, message: args.error };
   return run(ctx.tools.helm!, args, ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
 }

@@ -431,3 +431,28 @@ test('a pass starts no render after passTimeoutMs: the rest are problems, nothin
   const next = await renderSource({ source, tools, cache });
   assert.deepEqual([next.stats.renders, next.problems.length], [2, 0]);
 });
+
+test("a HelmRelease's valuesFiles replace the chart's values.yaml, as Flux merges them: its defaults count only when listed", async () => {
+  const release = (valuesFiles: string[]) => `apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: web, namespace: web}
+spec:
+  chart:
+    spec:
+      chart: ./charts/web
+      sourceRef: {kind: GitRepository, name: flux-system}
+      valuesFiles: [${valuesFiles.join(', ')}]
+`;
+  const flakeOf = async (valuesFiles: string[]) => {
+    const dir = await tempRepo({ 'releases/web.yaml': release(valuesFiles) });
+    await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
+    const out = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache() });
+    await rm(dir, { recursive: true, force: true });
+    assert.deepEqual(out.problems, []);
+    const deployment = out.objects.find((o) => o.object.kind === 'Deployment')!.object as { spec: { template: { metadata: { annotations: Record<string, string> } } } };
+    return deployment.spec.template.metadata.annotations['enbi.hrzn.ee/flake'];
+  };
+  // Without the chart's values.yaml there is no default flake: the template renders none.
+  assert.equal(await flakeOf(['./charts/web/values-production.yaml']), null);
+  assert.equal(await flakeOf(['./charts/web/values.yaml', './charts/web/values-production.yaml']), 'git+https://git.example.org/web.git?ref=main#image');
+});

@@ -163,7 +163,7 @@ test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart
   ];
   const plan = planRenders(tree, '', objects);
   assert.deepEqual(plan.renders.map((r) => r.request), [
-    { kind: 'helm', by: 'HelmRelease flux-system/web', dir: 'charts/web', overlay: {}, defaultNamespace: 'shop', release: 'shop-web', valueFiles: ['charts/web/values-prod.yaml'], values: [{ a: 1 }], set: [], file: 'x.yaml', line: 1 },
+    { kind: 'helm', by: 'HelmRelease flux-system/web', dir: 'charts/web', overlay: {}, defaultNamespace: 'shop', release: 'shop-web', valueFiles: ['charts/web/values-prod.yaml'], withoutChartValues: true, values: [{ a: 1 }], set: [], file: 'x.yaml', line: 1 },
   ]);
   assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), ['HelmRelease flux-system/oci: chartRef to a OCIRepository is fetched from a registry, which cannot be resolved offline: not rendered']);
 });
