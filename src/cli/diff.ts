@@ -31,6 +31,9 @@ Source:
   --watch                  with --dir: plan again after each burst of file changes
   --cache-dir DIR          where Git clones are kept (default: $XDG_CACHE_HOME/enbi/git)
   --git-credentials FILE   "username:password" or a token on one line (else ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD)
+Rendering (kustomize directories, Helm charts, Flux Kustomization/HelmRelease, Argo CD Application):
+  kustomize and helm from $ENBI_KUSTOMIZE / $ENBI_HELM (or render.kustomize / render.helm with --config),
+  else PATH, else ~/.cache/enbi/<tool>/<version>/; a missing one is a problem naming the roots that need it
 Cluster:
   --nodes FILE             nodes saved with "kubectl get nodes -o yaml" instead of a live cluster
   --kubeconfig FILE        kubeconfig to read Nodes from (default: $KUBECONFIG or ~/.kube/config)
