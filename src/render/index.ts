@@ -60,7 +60,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   let work: string | undefined;
   const deadline = Date.now() + (options.passTimeoutMs ?? 300_000);
   try {
-    const tree = await indexTree(options.source, maxBytes);
+    const tree = await indexTree(options.source);
     const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
     let plan = planRenders(tree.index, scope, written);
     // Nothing to render (plain manifests only): no copy, no process.

@@ -1,11 +1,11 @@
-// The I/O edge between the source and rendering. First an index of the source (every regular file's path and
-// content hash, the text of kustomizations), read without copying anything; then, only when something is to
-// be rendered, a private copy holding exactly the files those renders read, where enbi writes its generated
-// kustomizations and overlays without touching the user's files, and kustomize/helm see nothing else.
+// The I/O edge between the source and rendering. First an index of the source (every regular file's path and a
+// content key: the Git blob id, or size and mtime in a directory; the text of kustomizations), reading no other
+// file; then, only when something is to be rendered, a private copy holding exactly the files those renders
+// read, where enbi writes its generated kustomizations and overlays without touching the user's files, and
+// kustomize/helm see nothing else.
 // Regular files only: symlinks, hidden directories and node_modules are neither indexed nor copied.
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import git from 'isomorphic-git';
 import { needsText, type TreeIndex } from './tree-index.ts';
@@ -24,22 +24,18 @@ export interface SourceTree {
 const SKIPPED = new Set(['node_modules']);
 const skipped = (name: string) => name.startsWith('.') || SKIPPED.has(name);
 
-export async function indexTree(source: TreeSource, maxBytes: number): Promise<SourceTree> {
+export async function indexTree(source: TreeSource): Promise<SourceTree> {
   const hashes = new Map<string, string>();
   const texts = new Map<string, string>();
   let read: (path: string) => Promise<Uint8Array>;
   if (source.kind === 'dir') {
-    // A directory has no content ids: hash what is read (a file read twice in a pass is read from memory).
-    const contents = new Map<string, Uint8Array>();
-    let total = 0;
-    await walkDir(source.root, '', async (path) => {
-      const content = await readFile(join(source.root, path));
-      total += content.byteLength;
-      if (total > maxBytes) throw new TreeTooLargeError(`the source exceeds ${maxBytes} bytes: nothing was rendered`);
-      contents.set(path, content);
-      hashes.set(path, createHash('sha256').update(content).digest('hex'));
-    });
-    read = async (path) => contents.get(path) ?? readFile(join(source.root, path));
+    // A directory has no content ids: size and modification time stand for the content (as make does), so
+    // the index reads no file; a render reads its inputs when it runs.
+    const paths: string[] = [];
+    await walkDir(source.root, '', async (path) => void paths.push(path));
+    const stats = await inBatches(paths, 64, (path) => stat(join(source.root, path), { bigint: true }));
+    paths.forEach((path, i) => hashes.set(path, `${stats[i]!.size}:${stats[i]!.mtimeNs}:${stats[i]!.ino}`));
+    read = (path) => readFile(join(source.root, path));
   } else {
     // A Git tree names each blob by its content id: nothing is read until a render needs it.
     const oids = new Map<string, string>();
@@ -68,6 +64,12 @@ export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (p
       await writeFile(join(dest, path), content);
     }
   };
+}
+
+async function inBatches<T, R>(items: readonly T[], size: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += size) out.push(...(await Promise.all(items.slice(i, i + size).map(work))));
+  return out;
 }
 
 async function walkDir(root: string, rel: string, visit: (path: string) => Promise<void>): Promise<void> {
