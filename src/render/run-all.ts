@@ -37,7 +37,7 @@ export async function renderAll(
     const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
     const binary = tools[tool];
     if (binary === undefined) {
-      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)} needs ${installHint(tool, options.tools?.[tool])}` }] };
+      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: ${installHint(tool, options.tools?.[tool])}` }] };
       continue;
     }
     // Where the asking object sits is not part of what renders: found written or rendered, the same render.

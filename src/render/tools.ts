@@ -53,6 +53,6 @@ export function findTools(configured: Tools = {}, env: NodeJS.ProcessEnv = proce
 
 export function installHint(tool: ToolName, configured?: string, env: NodeJS.ProcessEnv = process.env): string {
   const explicit = configured ?? env[ENV[tool]];
-  if (explicit !== undefined && explicit !== '') return `${tool} at ${explicit} (${configured !== undefined ? 'render.' + tool : ENV[tool]}) is not an executable file`;
-  return `${tool} not found: install it on PATH (go install ${MODULES[tool]}@${TOOL_VERSIONS[tool]}, or bash test/cluster/build-${tool}.sh) or set ${ENV[tool]} to its path`;
+  if (explicit !== undefined && explicit !== '') return `${tool} is needed, and ${explicit} (${configured !== undefined ? `render.${tool}` : ENV[tool]}) is not an executable file`;
+  return `${tool} is needed and was not found: install it on PATH (go install ${MODULES[tool]}@${TOOL_VERSIONS[tool]}, or bash test/cluster/build-${tool}.sh in enbi's repository) or set ${ENV[tool]} to its path`;
 }

@@ -170,7 +170,7 @@ test('no kustomize: a problem naming the root and what to install; the plain man
   assert.equal(code, 6);
   const messages = report.problems.map((p: { message: string }) => p.message);
   assert.equal(messages.length, 2);
-  for (const m of messages) assert.match(m, /^kustomize build → apps\/hello\/overlays\/(staging|production) needs kustomize at \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file/);
+  for (const m of messages) assert.match(m, /^kustomize build → apps\/hello\/overlays\/(staging|production): kustomize is needed, and \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file$/);
   assert.deepEqual(report.builds.map((b: { rev: string }) => b.rev).filter((r: string) => r.startsWith('4')).length > 0, true);
 });
 
@@ -340,7 +340,7 @@ test("the controller's source state plans from rendered objects, with render.* f
   const broken = sourceState(parseControllerConfig({ ...base, source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' } }), tmpdir(), undefined, () => {});
   await broken.refresh(true);
   assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
-  assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web needs helm at /nonexistent/helm (render.helm) is not an executable file']);
+  assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web: helm is needed, and /nonexistent/helm (render.helm) is not an executable file']);
 });
 
 test('Flux from its cluster directory (--path clusters/production): the HelmRelease outside the path is found in what the releases Kustomization applies', async () => {
@@ -455,4 +455,10 @@ spec:
   // Without the chart's values.yaml there is no default flake: the template renders none.
   assert.equal(await flakeOf(['./charts/web/values-production.yaml']), null);
   assert.equal(await flakeOf(['./charts/web/values.yaml', './charts/web/values-production.yaml']), 'git+https://git.example.org/web.git?ref=main#image');
+});
+
+test('no kustomize anywhere (not in env, PATH or the cache): the problem says what to install', async () => {
+  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '', ENBI_CACHE_DIR: '/nonexistent', PATH: '/usr/bin:/bin' });
+  assert.equal(code, 6);
+  assert.deepEqual(report.problems.map((p: { message: string }) => p.message).sort(), ['production', 'staging'].map((o) => `kustomize build → apps/hello/overlays/${o}: kustomize is needed and was not found: install it on PATH (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1, or bash test/cluster/build-kustomize.sh in enbi's repository) or set ENBI_KUSTOMIZE to its path`));
 });
