@@ -44,7 +44,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
         }
         snapshot = { revision, analysis: analyzeSource(files, rendered), syncedAt: new Date() };
         log(`source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`);
-        for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}`);
+        for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}${p.origin !== undefined ? ` (rendered by ${p.origin})` : ''}`);
         return true;
       } catch (err) {
         error = (err as Error).message;
