@@ -2,7 +2,9 @@
 // when the commit (or, for a directory, the content) changed. A failed sync keeps the last good analysis.
 import { createHash } from 'node:crypto';
 import { analyzeSource, type Analysis } from '../pipeline/analyze.ts';
+import { FileScanCache } from '../pipeline/file-scans.ts';
 import { readDirSource } from '../source/dir.ts';
+import type { SourceFile } from '../source/files.ts';
 import { type GitAuth, syncGitSource } from '../source/git.ts';
 import type { ControllerConfig } from './config.ts';
 
@@ -23,6 +25,8 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
   let snapshot: SourceSnapshot | undefined;
   let error: string | undefined;
   let lastAttempt = 0;
+  // Each Git file's parse, by blob id: a new commit re-parses only the files it changed.
+  const scans = new FileScanCache();
   return {
     current: () => snapshot,
     lastError: () => error,
@@ -40,7 +44,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
           snapshot.syncedAt = new Date();
           return false;
         }
-        snapshot = { revision, analysis: analyzeSource(files), syncedAt: new Date() };
+        snapshot = { revision, analysis: analyzeSource(files, { cache: scans }), syncedAt: new Date() };
         log(`source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`);
         for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}`);
         return true;
@@ -52,9 +56,9 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     },
   };
 
-  async function read(source: NonNullable<ControllerConfig['source']>): Promise<{ revision: string; files: { path: string; text: string }[] }> {
+  async function read(source: NonNullable<ControllerConfig['source']>): Promise<{ revision: string; files: SourceFile[] }> {
     if (source.dir !== undefined) {
-      const files = await readDirSource(source.path === '' ? source.dir : `${source.dir}/${source.path}`);
+      const files = await readDirSource(source.dir, source.path);
       const hash = createHash('sha256');
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
       return { revision: hash.digest('hex'), files };

@@ -50,7 +50,8 @@ class Reader {
       const raw = this.lineText(this.row);
       const start = this.col >= 0 ? this.col : leadingSpaces(raw);
       const content = raw.slice(start);
-      if (content === '' || /^\s*$/.test(content) || content.startsWith('#')) {
+      const c = content.charCodeAt(0);
+      if (content === '' || c === 0x23 /* # */ || ((c === 0x09 || c === 0x0d || c === 0x20) && /^\s*$/.test(content))) {
         this.row++;
         this.col = -1;
         continue;
@@ -257,7 +258,9 @@ export function plainScalar(s: string): unknown {
   if (s === '') return null;
   const c = s[0]!;
   if ('&*!%@`?|>\'"[]{},#'.includes(c) || ((c === '-' || c === ':') && (s.length === 1 || s[1] === ' '))) bail();
-  if (/:(\s|$)/.test(s) || /\s#/.test(s) || s.includes('\t')) bail();
+  if (/:(?:\s|$)|\s#|\t/.test(s)) bail();
+  // Only these first characters can start a null, a boolean or a number: the rest is a string.
+  if (!'0123456789+-.~nNtTfF'.includes(c)) return s;
   if (/^(?:~|[Nn]ull|NULL)$/.test(s)) return null;
   if (/^(?:[Tt]rue|TRUE)$/.test(s)) return true;
   if (/^(?:[Ff]alse|FALSE)$/.test(s)) return false;

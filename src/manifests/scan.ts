@@ -51,8 +51,8 @@ export function scanManifests(files: readonly ManifestFile[]): ScanResult {
   const result: ScanResult = { objects: [], problems: [], documents: 0, skipped: 0 };
   for (const file of files) {
     const one = scanFile(file);
-    result.objects.push(...one.objects);
-    result.problems.push(...one.problems);
+    for (const o of one.objects) result.objects.push(o);
+    for (const p of one.problems) result.problems.push(p);
     result.documents += one.documents;
     result.skipped += one.skipped;
   }

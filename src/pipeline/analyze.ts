@@ -2,25 +2,61 @@
 import { containerNeedsOf, type LockIndex, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { FlakeLockError, parseFlakeLock } from '../flake/lock.ts';
 import type { FlakeRef } from '../flake/ref.ts';
-import { scanManifests } from '../manifests/scan.ts';
-import { extractWorkloads } from '../manifests/workloads.ts';
+import { isEnbiAnnotated, extractWorkloads } from '../manifests/workloads.ts';
 import type { Problem } from '../problems.ts';
 import { isLockPath, type SourceFile } from '../source/files.ts';
+import { IGNORE_FILE, ignoreMatcher, parseIgnoreFile } from '../source/ignore.ts';
+import { type FileScanCache, scanFiles } from './file-scans.ts';
+
+/** What was read, for the summary line: how much was Kubernetes, how much was skipped. */
+export interface ManifestCounts {
+  files: number;
+  documents: number;
+  workloads: number;
+  /** Workloads whose pod template carries an enbi annotation. */
+  annotated: number;
+  /** Documents that are not Kubernetes objects (values, CI configs, JSON arrays) or are templates. */
+  skipped: number;
+  /** Files inside a Helm chart's templates/ directory: templates, not manifests. */
+  chartTemplates: number;
+  /** Files left out by --exclude or .enbiignore. */
+  excluded: number;
+}
 
 export interface Analysis {
   workloads: WorkloadNeeds[];
   problems: Problem[];
   warnings: Problem[];
   filesScanned: number;
+  counts: ManifestCounts;
   /** flake.lock inputs by lock file path, for pinning indirect flakes found later (in pods). */
   locks: LockIndex;
 }
 
-export function analyzeSource(files: readonly SourceFile[]): Analysis {
+export interface AnalyzeOptions {
+  /** Globs (gitignore syntax) of paths to leave out, on top of the source's .enbiignore. */
+  exclude?: readonly string[];
+  /** Parses kept between runs by file id (a Git blob id): a sync re-parses only the files that changed. */
+  cache?: FileScanCache;
+}
+
+export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOptions = {}): Analysis {
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
+  const ignoreFile = files.find((f) => f.path === IGNORE_FILE);
+  const ignored = ignoreMatcher([...(ignoreFile !== undefined ? parseIgnoreFile(ignoreFile.text) : []), ...(options.exclude ?? [])]);
+  const chartTemplate = chartTemplateMatcher(files);
+  const counts: ManifestCounts = { files: 0, documents: 0, workloads: 0, annotated: 0, skipped: 0, chartTemplates: 0, excluded: 0 };
+  const readable: SourceFile[] = [];
+  for (const f of files) {
+    if (f.path === IGNORE_FILE) continue;
+    if (ignored(f.path)) counts.excluded++;
+    else if (chartTemplate(f.path)) counts.chartTemplates++;
+    else if (f.unreadable !== undefined) (f.unreadable.severity === 'problem' ? problems : warnings).push({ file: f.path, message: f.unreadable.message });
+    else readable.push(f);
+  }
   const locks = new Map<string, ReadonlyMap<string, FlakeRef>>();
-  for (const f of files.filter((f) => isLockPath(f.path))) {
+  for (const f of readable.filter((f) => isLockPath(f.path))) {
     try {
       locks.set(f.path, parseFlakeLock(f.text, f.path));
     } catch (err) {
@@ -28,17 +64,26 @@ export function analyzeSource(files: readonly SourceFile[]): Analysis {
       problems.push({ file: f.path, message: err.message });
     }
   }
-  const manifests = files.filter((f) => !isLockPath(f.path));
-  const scan = scanManifests(manifests);
+  const manifests = readable.filter((f) => !isLockPath(f.path));
+  const scan = scanFiles(manifests, options.cache);
   problems.push(...scan.problems);
   const extracted = extractWorkloads(scan.objects);
   problems.push(...extracted.problems);
+  Object.assign(counts, { files: manifests.length, documents: scan.documents, skipped: scan.skipped, workloads: extracted.workloads.length });
   const workloads: WorkloadNeeds[] = [];
   for (const workload of extracted.workloads) {
+    if (isEnbiAnnotated(workload)) counts.annotated++;
     const result = containerNeedsOf(workload, locks as LockIndex);
     problems.push(...result.problems);
     warnings.push(...result.warnings);
     if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
   }
-  return { workloads, problems, warnings, filesScanned: manifests.length, locks };
+  return { workloads, problems, warnings, filesScanned: manifests.length, counts, locks };
+}
+
+/** Files below `templates/` of a directory holding a Chart.yaml are Helm templates: not manifests until rendered. */
+function chartTemplateMatcher(files: readonly SourceFile[]): (path: string) => boolean {
+  const charts = files.filter((f) => f.path === 'Chart.yaml' || f.path.endsWith('/Chart.yaml')).map((f) => f.path.slice(0, -'Chart.yaml'.length));
+  if (charts.length === 0) return () => false;
+  return (path) => charts.some((dir) => path.startsWith(`${dir}templates/`));
 }
