@@ -42,24 +42,22 @@ export function decodeSourceFile(path: string, bytes: Uint8Array, id?: string): 
   }
 }
 
-function firstInvalidByte(bytes: Uint8Array): number {
-  let lo = 0;
-  let hi = bytes.length;
-  // The longest prefix that decodes (up to a cut multi-byte sequence) ends near the first bad byte.
-  const ok = (n: number) => {
+/** Offset of the first byte that does not start (or continue) a valid UTF-8 sequence. */
+export function firstInvalidByte(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i]!;
+    const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len === 0) return i;
+    const chunk = bytes.subarray(i, i + len);
+    if (chunk.length < len) return i;
     try {
-      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, n), { stream: true });
-      return true;
+      utf8.decode(chunk);
     } catch {
-      return false;
+      return i;
     }
-  };
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (ok(mid)) lo = mid;
-    else hi = mid - 1;
+    i += len;
   }
-  return lo;
+  return bytes.length;
 }
 
 export class PathOutsideSourceError extends Error {

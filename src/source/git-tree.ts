@@ -91,10 +91,12 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
       continue;
     }
     // A symlink: its blob is the target path, relative to the link's directory.
-    const target = posix.normalize(posix.join(posix.dirname(f.path), (await blob(f.oid)).file.text));
+    const link = (await blob(f.oid)).file.text;
+    const target = posix.isAbsolute(link) ? link : posix.normalize(posix.join(posix.dirname(f.path), link));
     const below = all.filter((t) => t.path.startsWith(`${target}/`) && !t.symlink);
     if (!isSourceFile(rel) && below.length === 0) continue;
     if (target === '..' || target.startsWith('../') || posix.isAbsolute(target)) {
+      if (!isSourceFile(rel)) continue;
       files.push({ path: rel, text: '', unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' } });
     } else if (byPath.get(target)?.symlink === false && isSourceFile(rel)) {
       await add(rel, byPath.get(target)!.oid);
