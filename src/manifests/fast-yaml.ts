@@ -44,20 +44,30 @@ class Reader {
     this.lines = lines;
   }
 
+  /** The last answer of peek(), valid while row and col stay where they were. */
+  private peeked: { row: number; col: number; line: Line | undefined } | undefined;
+
   /** The next line with content (blank and comment lines skipped), without consuming it. */
   peek(): Line | undefined {
+    const p = this.peeked;
+    if (p !== undefined && p.row === this.row && p.col === this.col) return p.line;
+    const line = this.scan();
+    this.peeked = { row: this.row, col: this.col, line };
+    return line;
+  }
+
+  private scan(): Line | undefined {
     while (this.row < this.lines.length) {
       const raw = this.lineText(this.row);
       const start = this.col >= 0 ? this.col : leadingSpaces(raw);
-      const content = raw.slice(start);
-      const c = content.charCodeAt(0);
-      if (content === '' || c === 0x23 /* # */ || ((c === 0x09 || c === 0x0d || c === 0x20) && /^\s*$/.test(content))) {
+      const c = raw.charCodeAt(start);
+      if (start >= raw.length || c === 0x23 /* # */ || ((c === 0x09 || c === 0x0d || c === 0x20) && /^\s*$/.test(raw.slice(start)))) {
         this.row++;
         this.col = -1;
         continue;
       }
-      if (content.startsWith('\t')) bail();
-      return { indent: start, content };
+      if (c === 0x09) bail();
+      return { indent: start, content: start === 0 ? raw : raw.slice(start) };
     }
     return undefined;
   }
@@ -219,25 +229,32 @@ function isDash(content: string): boolean {
   return content === '-' || content.startsWith('- ') || content.startsWith('-\t');
 }
 
-const PLAIN_KEY = /^([^\s\-?:,[\]{}#&*!|>'"%@`][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+|$)/;
+const KEY_START_INDICATORS = '-?:,[]{}#&*!|>\'"%@`';
 
 /** "key: rest" → the key (as toJS gives it: always a string here) and what follows the colon. */
 function keyOf(content: string): { name: string; rest: string } | undefined {
   let name: string;
   let after: number;
-  if (content[0] === '"' || content[0] === "'") {
-    const q = content[0] === '"' ? doubleQuoted(content, 0) : singleQuoted(content, 0);
+  const first = content[0]!;
+  if (first === '"' || first === "'") {
+    const q = first === '"' ? doubleQuoted(content, 0) : singleQuoted(content, 0);
     const m = /^\s*:(?:\s+|$)/.exec(content.slice(q.end));
     if (m === null) return undefined;
     name = q.value;
     after = q.end + m[0].length;
   } else {
-    const m = PLAIN_KEY.exec(content);
-    if (m === null) return undefined;
-    name = m[1]!;
+    // A plain key: no ":" or "#" inside, ended by ": " or ":" at the end of the line.
+    const colon = content.indexOf(':');
+    if (colon <= 0) return undefined;
+    const next = content.charCodeAt(colon + 1);
+    if (colon + 1 < content.length && next !== 0x20 && next !== 0x09) return undefined;
+    if (first === ' ' || (KEY_START_INDICATORS.includes(first) && !(first === '-' && content.length > 1 && !' \t:#'.includes(content[1]!)))) return undefined;
+    name = content.slice(0, colon).trimEnd();
+    if (name.includes('#') || name.includes('\t')) return undefined;
     // Keys that the core schema reads as null, booleans or numbers become other strings in toJS.
     if (typeof plainScalar(name) !== 'string') bail();
-    after = m[0].length;
+    after = colon + 1;
+    while (after < content.length && (content[after] === ' ' || content[after] === '\t')) after++;
   }
   const rest = content.slice(after);
   return { name, rest: rest.startsWith('#') ? '' : rest.trimEnd() };
