@@ -77,7 +77,7 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     }
   }
   const fast = doc.inlineStart ? NOT_SIMPLE : fastParseDocument(doc.text);
-  if (fast !== NOT_SIMPLE) return classify(file, doc.line, fast, doc.text, result, (i) => listItemLine(doc.text, doc.line, i));
+  if (fast !== NOT_SIMPLE) return classify(file, firstContentLine(doc.text, doc.line), fast, doc.text, result, (i) => listItemLine(doc.text, doc.line, i));
   const matters = mattersToEnbi(doc.text);
   if (doc.text.length > MAX_SLOW_DOCUMENT_BYTES) {
     result.documents++;
@@ -141,6 +141,19 @@ function classify(file: string, line: number, value: unknown, text: string, resu
     return;
   }
   result.objects.push({ file, line, object });
+}
+
+/** The line of a document's first content (past leading blank and comment lines), as the library reports it. */
+function firstContentLine(text: string, docLine: number): number {
+  let line = docLine;
+  for (let pos = 0; pos < text.length; line++) {
+    const nl = text.indexOf('\n', pos);
+    const l = text.slice(pos, nl < 0 ? text.length : nl).trim();
+    if (l !== '' && !l.startsWith('#')) return line;
+    if (nl < 0) break;
+    pos = nl + 1;
+  }
+  return docLine;
 }
 
 /** Line of the i-th item of a List read by the fast reader: the i-th "- " at the items' indentation. */

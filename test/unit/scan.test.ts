@@ -64,3 +64,23 @@ test('a workload without a pod template is a problem, other kinds are ignored', 
   assert.equal(problems.length, 1);
   assert.match(problems[0]!.message, /no pod template/);
 });
+
+test('lines point at each document, past comments and blank lines, whether read fast or by the library', () => {
+  const text = ['# header comment', '', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: a}', '---', '', '# about b', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: &n b}', '---', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: c}', ''].join('\n');
+  const scan = scanManifests([{ path: 'p.yaml', text }]);
+  assert.deepEqual(scan.objects.map((o) => [o.line, (o.object.metadata as { name: string }).name]), [[3, 'a'], [9, 'b'], [13, 'c']]);
+});
+
+test('documents that are not Kubernetes objects are skipped and counted; with enbi annotations they are a problem', () => {
+  const scan = scanManifests([
+    { path: 'values.yaml', text: 'replicaCount: 1\n' },
+    { path: 'arr.json', text: '[1, 2]' },
+    { path: 'tail.yaml', text: 'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n' },
+    { path: 'tpl.yaml', text: 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Values.name }}\n  labels:\n    {{- include "x" . | nindent 4 }}\n' },
+    { path: 'lost.yaml', text: 'metadata:\n  annotations: {enbi.hrzn.ee/flake: "github:a/b/c#d"}\n' },
+  ]);
+  assert.equal(scan.objects.length, 1);
+  assert.equal(scan.documents, 5);
+  assert.equal(scan.skipped, 3);
+  assert.deepEqual(scan.problems.map((p) => `${p.file}:${p.line}`), ['lost.yaml:1']);
+});
