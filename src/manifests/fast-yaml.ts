@@ -18,10 +18,10 @@ export function fastParseDocument(text: string): unknown {
     if (lines.at(-1) === '') lines.pop(); // the newline ending the last line starts no line of its own
     const reader = new Reader(lines);
     const first = reader.peek();
-    if (first === undefined) return null;
-    if (first.indent !== 0) bail();
+    if (first < 0) return null;
+    if (first !== 0) bail();
     const value = reader.nodeAt(0, -1);
-    if (reader.peek() !== undefined) bail();
+    if (reader.peek() >= 0) bail();
     return value;
   } catch (err) {
     if (err instanceof Unsupported) return NOT_SIMPLE;
@@ -29,34 +29,32 @@ export function fastParseDocument(text: string): unknown {
   }
 }
 
-interface Line {
-  indent: number;
-  content: string;
-}
-
 class Reader {
   private row = 0;
   /** After a sequence dash, the rest of the row is read as a line of its own starting at this column. */
   private col = -1;
-
   private readonly lines: string[];
+  // The last answer of peek() (indentation, content), valid while row and col stay where they were.
+  private peekedRow = -1;
+  private peekedCol = -1;
+  private peekedIndent = -1;
+  /** The content of the line peek() found. */
+  content = '';
+
   constructor(lines: string[]) {
     this.lines = lines;
   }
 
-  /** The last answer of peek(), valid while row and col stay where they were. */
-  private peeked: { row: number; col: number; line: Line | undefined } | undefined;
-
-  /** The next line with content (blank and comment lines skipped), without consuming it. */
-  peek(): Line | undefined {
-    const p = this.peeked;
-    if (p !== undefined && p.row === this.row && p.col === this.col) return p.line;
-    const line = this.scan();
-    this.peeked = { row: this.row, col: this.col, line };
-    return line;
+  /** Indentation of the next line with content (blank and comment lines skipped), -1 at the end; see `content`. */
+  peek(): number {
+    if (this.peekedRow === this.row && this.peekedCol === this.col) return this.peekedIndent;
+    this.peekedIndent = this.scan();
+    this.peekedRow = this.row;
+    this.peekedCol = this.col;
+    return this.peekedIndent;
   }
 
-  private scan(): Line | undefined {
+  private scan(): number {
     while (this.row < this.lines.length) {
       const raw = this.lineText(this.row);
       const start = this.col >= 0 ? this.col : leadingSpaces(raw);
@@ -67,9 +65,10 @@ class Reader {
         continue;
       }
       if (c === 0x09) bail();
-      return { indent: start, content: start === 0 ? raw : raw.slice(start) };
+      this.content = start === 0 ? raw : raw.slice(start);
+      return start;
     }
-    return undefined;
+    return -1;
   }
 
   private lineText(row: number): string {
@@ -84,50 +83,47 @@ class Reader {
 
   /** The block node whose first line is the next line, at `indent`, inside a collection at `parent`. */
   nodeAt(indent: number, parent: number): unknown {
-    const line = this.peek()!;
-    if (isDash(line.content)) return this.sequence(indent);
-    if (keyOf(line.content) !== undefined) return this.mapping(indent);
+    this.peek();
+    const content = this.content;
+    if (isDash(content)) return this.sequence(indent);
+    if (keyOf(content) !== undefined) return this.mapping(indent);
     // A scalar on a line of its own: only as a sequence item (after "- ") or a whole document.
-    const value = this.inlineValue(line.content, parent);
-    const next = this.peek();
-    if (next !== undefined && next.indent > parent && parent >= 0) bail();
+    const value = this.inlineValue(content, parent);
+    if (parent >= 0 && this.peek() > parent) bail();
     return value;
   }
 
   /** A node below a key or a dash at `parent`: more indented, or null when nothing is. */
   private childOf(parent: number): unknown {
     const next = this.peek();
-    if (next === undefined || next.indent <= parent) return null;
-    return this.nodeAt(next.indent, parent);
+    if (next < 0 || next <= parent) return null;
+    return this.nodeAt(next, parent);
   }
 
   private mapping(indent: number): Record<string, unknown> {
     const out: Record<string, unknown> = {};
-    for (let line = this.peek(); line !== undefined && line.indent === indent; line = this.peek()) {
-      const key = keyOf(line.content);
+    while (this.peek() === indent) {
+      const key = keyOf(this.content);
       if (key === undefined) bail();
       const { name, rest } = key!;
       if (Object.hasOwn(out, name) || name === '__proto__' || name === '<<') bail();
       if (rest === '') {
         this.nextRow();
-        const next = this.peek();
         // "key:" then "- item" at the key's own indentation is a sequence too.
-        out[name] = next !== undefined && next.indent === indent && isDash(next.content) ? this.sequence(indent) : this.childOf(indent);
+        out[name] = this.peek() === indent && isDash(this.content) ? this.sequence(indent) : this.childOf(indent);
       } else {
         out[name] = this.inlineValue(rest, indent);
-        const next = this.peek();
-        if (next !== undefined && next.indent > indent) bail(); // a continuation line: multi-line scalar
+        if (this.peek() > indent) bail(); // a continuation line: multi-line scalar
       }
     }
-    const after = this.peek();
-    if (after !== undefined && after.indent > indent) bail();
+    if (this.peek() > indent) bail();
     return out;
   }
 
   private sequence(indent: number): unknown[] {
     const out: unknown[] = [];
-    for (let line = this.peek(); line !== undefined && line.indent === indent && isDash(line.content); line = this.peek()) {
-      const rest = line.content.slice(1);
+    while (this.peek() === indent && isDash(this.content)) {
+      const rest = this.content.slice(1);
       const skip = leadingSpaces(rest);
       if (rest.slice(skip) === '' || rest.slice(skip).startsWith('#')) {
         this.nextRow();
@@ -137,8 +133,7 @@ class Reader {
         out.push(this.nodeAt(this.col, indent));
       }
     }
-    const after = this.peek();
-    if (after !== undefined && after.indent > indent) bail();
+    if (this.peek() > indent) bail();
     return out;
   }
 
@@ -232,7 +227,19 @@ function isDash(content: string): boolean {
 const KEY_START_INDICATORS = '-?:,[]{}#&*!|>\'"%@`';
 
 /** "key: rest" → the key (as toJS gives it: always a string here) and what follows the colon. */
+let lastKeyLine: string | undefined;
+let lastKey: { name: string; rest: string } | undefined;
+
 function keyOf(content: string): { name: string; rest: string } | undefined {
+  // nodeAt() and mapping() ask about the same line one after the other.
+  if (content === lastKeyLine) return lastKey;
+  lastKeyLine = undefined;
+  lastKey = readKey(content);
+  lastKeyLine = content;
+  return lastKey;
+}
+
+function readKey(content: string): { name: string; rest: string } | undefined {
   let name: string;
   let after: number;
   const first = content[0]!;
