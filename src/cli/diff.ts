@@ -7,6 +7,7 @@ import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-v
 import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
 import { findDrift } from '../diff/drift.ts';
 import { toSafeJson, toSafeYaml } from '../diff/output.ts';
+import { printable } from '../text/printable.ts';
 import { renderText } from '../diff/render.ts';
 import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
 import { type ControllerConfig, loadControllerConfig, policyOf } from '../controller/config.ts';
@@ -95,7 +96,7 @@ export async function runDiff(argv: string[]): Promise<number> {
 
 function reportFatal(err: unknown): number {
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`enbi diff: ${message}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
+  console.error(`enbi diff: ${printable(message)}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
   return EXIT_FATAL;
 }
 

@@ -24,7 +24,8 @@ export function fastParseDocument(text: string): unknown {
     if (reader.peek() >= 0) bail();
     return value;
   } catch (err) {
-    if (err instanceof Unsupported) return NOT_SIMPLE;
+    // Nesting deep enough to exhaust the stack is the library's to judge (and report) too.
+    if (err instanceof Unsupported || err instanceof RangeError) return NOT_SIMPLE;
     throw err;
   }
 }

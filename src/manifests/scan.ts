@@ -85,7 +85,16 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     else result.skipped++;
     return;
   }
-  const slow = slowParse(doc.text, doc.wholeStream === true);
+  let slow: ReturnType<typeof slowParse>;
+  try {
+    slow = slowParse(doc.text, doc.wholeStream === true);
+  } catch (err) {
+    // The library gave up (nesting that exhausts the stack): this document only.
+    result.documents++;
+    if (matters) result.problems.push({ file, line: doc.line, message: `not read: ${firstLine((err as Error).message)}` });
+    else result.skipped++;
+    return;
+  }
   const lineOf = (offset: number | undefined) => doc.line - 1 + (offset === undefined ? 1 : slow.lineCounter.linePos(offset).line);
   for (const parsed of slow.docs) {
     const errors = [...parsed.errors, ...duplicateKeys(parsed)];
@@ -194,7 +203,8 @@ function duplicateKeys(doc: Document.Parsed): { pos: [number, number]; message: 
 /** Whether a document enbi could not read would have mattered: a Kubernetes object, or one with enbi annotations. */
 function mattersToEnbi(text: string): boolean {
   const header = headerOf(text);
-  return (header.apiVersion !== undefined && header.kind !== undefined) || /^\s*["']?(?:apiVersion|kind)["']?\s*:/m.test(text) || text.includes(ENBI_PREFIX);
+  const json = /"apiVersion"\s*:/.test(text) && /"kind"\s*:/.test(text);
+  return (header.apiVersion !== undefined && header.kind !== undefined) || json || /^["']?(?:apiVersion|kind)["']?\s*:/m.test(text) || text.includes(ENBI_PREFIX);
 }
 
 /** Go template actions: a Helm or other template, not a manifest until rendered. */

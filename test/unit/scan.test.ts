@@ -84,3 +84,14 @@ test('documents that are not Kubernetes objects are skipped and counted; with en
   assert.equal(scan.skipped, 3);
   assert.deepEqual(scan.problems.map((p) => `${p.file}:${p.line}`), ['lost.yaml:1']);
 });
+
+test('nesting deep enough to exhaust the stack is a problem for its document only', () => {
+  const deep = `{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "deep"}, "data": ${'['.repeat(200_000)}${']'.repeat(200_000)}}`;
+  const scan = scanManifests([
+    { path: 'deep.json', text: deep },
+    { path: 'ok.yaml', text: 'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n' },
+  ]);
+  assert.equal(scan.objects.length, 1);
+  assert.equal(scan.problems.length >= 1, true);
+  assert.ok(scan.problems.every((p) => p.file === 'deep.json'), JSON.stringify(scan.problems));
+});
