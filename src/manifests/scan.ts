@@ -77,7 +77,7 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     }
   }
   const fast = doc.inlineStart ? NOT_SIMPLE : fastParseDocument(doc.text);
-  if (fast !== NOT_SIMPLE) return classify(file, firstContentLine(doc.text, doc.line), fast, doc.text, result, (i) => listItemLine(doc.text, doc.line, i));
+  if (fast !== NOT_SIMPLE) return classify(file, firstContentLine(doc.text, doc.line), fast, doc.text, result, listItemLines(doc.text, doc.line));
   const matters = mattersToEnbi(doc.text);
   if (doc.text.length > MAX_SLOW_DOCUMENT_BYTES) {
     result.documents++;
@@ -165,20 +165,27 @@ function firstContentLine(text: string, docLine: number): number {
   return docLine;
 }
 
-/** Line of the i-th item of a List read by the fast reader: the i-th "- " at the items' indentation. */
-function listItemLine(text: string, docLine: number, index: number): number {
-  const lines = text.split('\n');
-  const at = lines.findIndex((l) => /^items:\s*$/.test(l));
-  if (at < 0) return docLine;
-  let seen = -1;
+/** Lines of the items of a List read by the fast reader: each "- " at the items' indentation, found in one pass. */
+function listItemLines(text: string, docLine: number): (index: number) => number {
+  let lines: number[] | undefined;
+  return (index) => {
+    lines ??= itemLinesOf(text, docLine);
+    return lines[index] ?? docLine;
+  };
+}
+
+function itemLinesOf(text: string, docLine: number): number[] {
+  const rows = text.split('\n');
+  const at = rows.findIndex((l) => /^items:\s*$/.test(l));
+  const out: number[] = [];
   let indent = -1;
-  for (let i = at + 1; i < lines.length; i++) {
-    const m = /^( *)- /.exec(lines[i]!) ?? /^( *)-$/.exec(lines[i]!);
+  for (let i = at + 1; at >= 0 && i < rows.length; i++) {
+    const m = /^( *)-(?: |$)/.exec(rows[i]!);
     if (m === null) continue;
     if (indent < 0) indent = m[1]!.length;
-    if (m[1]!.length === indent && ++seen === index) return docLine + i;
+    if (m[1]!.length === indent) out.push(docLine + i);
   }
-  return docLine;
+  return out;
 }
 
 /** Duplicate keys in any mapping of the document, found with one set per mapping (linear). */
