@@ -269,7 +269,7 @@ function readKey(content: string): { name: string; rest: string } | undefined {
 }
 
 function stripComment(text: string): string {
-  const hash = text.search(/\s#/);
+  const hash = text.includes('#') ? text.search(/\s#/) : -1;
   return (hash < 0 ? text : text.slice(0, hash)).trimEnd();
 }
 
@@ -283,7 +283,7 @@ export function plainScalar(s: string): unknown {
   if (s === '') return null;
   const c = s[0]!;
   if ('&*!%@`?|>\'"[]{},#'.includes(c) || ((c === '-' || c === ':') && (s.length === 1 || s[1] === ' '))) bail();
-  if (/:(?:\s|$)|\s#|\t/.test(s)) bail();
+  if ((s.includes(':') && /:(?:\s|$)/.test(s)) || (s.includes('#') && /\s#/.test(s)) || s.includes('\t')) bail();
   // Only these first characters can start a null, a boolean or a number: the rest is a string.
   if (!'0123456789+-.~nNtTfF'.includes(c)) return s;
   if (/^(?:~|[Nn]ull|NULL)$/.test(s)) return null;
