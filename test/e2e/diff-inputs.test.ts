@@ -121,6 +121,12 @@ test('--path cannot leave the directory', async () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /--path "\.\.\/\.\." leads out of the source/);
   assert.equal(r.stdout, '');
+  // Nor through a symlink.
+  const outside = await fixtureDir({ 'x.yaml': yamlDocs(deployment('outside', { flake: FLAKE })) });
+  const dir = await fixtureDir({ 'nodes.yaml': NODES, out: { symlink: outside } });
+  const linked = await enbi(['diff', '--dir', dir, '--path', 'out', '--nodes', join(dir, 'nodes.yaml'), '--offline']);
+  assert.equal(linked.code, 1, linked.stdout + linked.stderr);
+  assert.match(linked.stderr, /--path "out" leads out of the source through a symlink/);
 });
 
 test('symlinks: followed inside the directory, refused (a warning) outside; hidden directories and node_modules skipped', async () => {
