@@ -14,15 +14,16 @@ const WORKLOADS = Number(process.env.WORKLOADS ?? 10_000);
 const OLD_MAX_KEYS = Number(process.env.OLD_MAX_KEYS ?? 20_000);
 const rev = (i: number) => i.toString(16).padStart(40, '0');
 
-function median(fn: () => unknown, runs: number): number {
-  const samples: number[] = [];
+function samples(fn: () => unknown, runs: number): number[] {
+  const out: number[] = [];
   for (let r = 0; r < runs; r++) {
     const t = performance.now();
     fn();
-    samples.push(performance.now() - t);
+    out.push(performance.now() - t);
   }
-  return samples.sort((a, b) => a - b)[Math.floor(runs / 2)]!;
+  return out.sort((a, b) => a - b);
 }
+const median = (fn: () => unknown, runs: number): number => samples(fn, runs)[Math.floor(runs / 2)]!;
 const ms = (x: number) => `${x.toFixed(0).padStart(6)} ms`;
 
 /** enbi's parse before issue 12 (src/manifests/scan.ts at main): the library's whole pipeline, uniqueKeys on. */
@@ -37,11 +38,13 @@ const files = Array.from({ length: WORKLOADS / 100 }, (_, f) => ({
   text: yamlDocs(...Array.from({ length: 100 }, (_, k) => deployment(`w${f * 100 + k}`, { namespace: `team${f}`, flake: `github:acme/app${k}/${rev(k)}#image`, image: `registry.local/app${k}:v${k % 3}`, nodeSelector: { zone: `z${k % 3}` } }))),
 }));
 const bytes = files.reduce((s, f) => s + f.text.length, 0);
-const analysis = median(() => analyzeSource(files), 5);
+// On a shared machine the minimum says what the code costs when it gets a core; the median what it got.
+const analysisRuns = samples(() => analyzeSource(files), 9);
+const analysis = analysisRuns[4]!;
 const scanOnly = median(() => scanManifests(files), 5);
 const old = median(() => files.forEach((f) => oldParse(f.text)), 3);
 console.log(`${WORKLOADS} workloads in ${files.length} files (${(bytes / 1e6).toFixed(1)} MB):`);
-console.log(`  analyzeSource (parse + contract) : ${ms(analysis)}   target < 500 ms`);
+console.log(`  analyzeSource (parse + contract) : ${ms(analysis)}   target < 500 ms (median of 9; min ${analysisRuns[0]!.toFixed(0)} ms)`);
 console.log(`  of which parsing (scanManifests) : ${ms(scanOnly)}`);
 console.log(`  old parse alone (uniqueKeys)     : ${ms(old)}   ratio new analysis/old parse ${(analysis / old).toFixed(2)}`);
 
