@@ -40,6 +40,17 @@ test('hand-written plain YAML: the fast reader agrees with the library and answe
   for (const text of CASES) assert.ok(agrees(text), `fast reader stepped aside on:\n${text}`);
 });
 
+test('corners of the core schema and of comments read as the library reads them', () => {
+  for (const text of [
+    'key   : v\n', 'a: b #c\n', 'a: "x" #c\n', 'a: [a, b] #c\n', '- a #c\n', 'a:  # c\n  b: 1\n', 'a: b\n  # indented comment\nc: d\n',
+    'a:\n  - x\n  # c\n  - y\n', 'a: 0.5.1\n', 'a: 1_000\n', 'a: 0b101\n', 'a: 1:20\n', 'a: -.5\n', 'a: +.5e3\n', 'a: 12e\n', 'a: 0x\n',
+    'a: [ ]\n', 'a: {b: [1, {c: d}], e: "f,g"}\n', 'a: {a, b: }\n', 'x: --\n', 'x: ~x\n', 'x: .\n', 'x: 1.\n', 'x: .e3\n', 'x: 0o8\n',
+    'x: Null\n', 'x: nULL\n', '"a\\"b": 1\n',
+  ]) {
+    assert.ok(agrees(text), `fast reader stepped aside on:\n${text}`);
+  }
+});
+
 test('what the fast reader leaves to the library', () => {
   for (const text of [
     'a: &x 1\nb: *x\n', 'a: !!str 1\n', 'a: 1\na: 2\n', 'a: multi\n  line\n', 'a: "multi\n  line"\n', 'a: [1,\n 2]\n',
