@@ -2,11 +2,11 @@
 import { containerNeedsOf, type LockIndex, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { FlakeLockError, parseFlakeLock } from '../flake/lock.ts';
 import type { FlakeRef } from '../flake/ref.ts';
-import { isEnbiAnnotated, extractWorkloads } from '../manifests/workloads.ts';
+import { isEnbiAnnotated } from '../manifests/workloads.ts';
 import type { Problem } from '../problems.ts';
 import { isLockPath, type SourceFile } from '../source/files.ts';
 import { IGNORE_FILE, ignoreMatcher, parseIgnoreFile } from '../source/ignore.ts';
-import { type FileScanCache, scanFiles } from './file-scans.ts';
+import { analyzeFiles, type FileScanCache, type NeedsResult } from './file-scans.ts';
 
 /** What was read, for the summary line: how much was Kubernetes, how much was skipped. */
 export interface ManifestCounts {
@@ -65,18 +65,27 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
     }
   }
   const manifests = readable.filter((f) => !isLockPath(f.path));
-  const scan = scanFiles(manifests, options.cache);
-  problems.push(...scan.problems);
-  const extracted = extractWorkloads(scan.objects);
-  problems.push(...extracted.problems);
-  Object.assign(counts, { files: manifests.length, documents: scan.documents, skipped: scan.skipped, workloads: extracted.workloads.length });
+  const perFile = analyzeFiles(manifests, options.cache);
+  for (const f of perFile) {
+    for (const p of f.scan.problems) problems.push(p);
+    counts.documents += f.scan.documents;
+    counts.skipped += f.scan.skipped;
+  }
+  for (const f of perFile) for (const p of f.workloadProblems) problems.push(p);
+  counts.files = manifests.length;
+  // The contract's verdicts depend on the file and on the flake.lock files (for inputs they pin).
+  const locksKey = readable.filter((f) => isLockPath(f.path)).map((f) => `${f.path}\0${f.id ?? f.text}`).join('\0');
   const workloads: WorkloadNeeds[] = [];
-  for (const workload of extracted.workloads) {
-    if (isEnbiAnnotated(workload)) counts.annotated++;
-    const result = containerNeedsOf(workload, locks as LockIndex);
-    problems.push(...result.problems);
-    warnings.push(...result.warnings);
-    if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
+  for (const f of perFile) {
+    if (f.needs?.locksKey !== locksKey) f.needs = { locksKey, results: f.workloads.map((w): NeedsResult => containerNeedsOf(w, locks as LockIndex)) };
+    f.workloads.forEach((workload, i) => {
+      counts.workloads++;
+      if (isEnbiAnnotated(workload)) counts.annotated++;
+      const result = f.needs!.results[i]!;
+      for (const p of result.problems) problems.push(p);
+      for (const w of result.warnings) warnings.push(w);
+      if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
+    });
   }
   return { workloads, problems, warnings, filesScanned: manifests.length, counts, locks };
 }

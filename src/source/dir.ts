@@ -4,7 +4,7 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import chokidar from 'chokidar';
-import { confinePath, decodeSourceFile, isSkippedDir, isSourceFile, PathOutsideSourceError, type SourceFile } from './files.ts';
+import { byPath, confinePath, decodeSourceFile, isSkippedDir, isSourceFile, PathOutsideSourceError, type SourceFile } from './files.ts';
 import { IGNORE_FILE } from './ignore.ts';
 
 /** The files below `subPath` of the source directory `dir`, paths relative to `dir/subPath`. */
@@ -43,7 +43,7 @@ export async function readDirSource(dir: string, subPath = ''): Promise<SourceFi
   const realBase = await realpath(base);
   if (!inside(realBase)) throw new PathOutsideSourceError(`--path "${subPath}" leads out of the source through a symlink`);
   await visit(base);
-  return files.sort((a, b) => a.path.localeCompare(b.path));
+  return files.sort(byPath);
 }
 
 /** Calls `onChange` once per burst of changes to manifest files below `root`, `debounceMs` after the last. */

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { posix } from 'node:path';
 import git from 'isomorphic-git';
-import { decodeSourceFile, isSkippedDir, isSourceFile, type SourceFile } from './files.ts';
+import { byPath as byFilePath, decodeSourceFile, isSkippedDir, isSourceFile, type SourceFile } from './files.ts';
 
 interface TreeFile {
   /** Path from the tree's root. */
@@ -71,7 +71,7 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
   };
 
   const all = await list(rootTree);
-  const byPath = new Map(all.map((f) => [f.path, f]));
+  let byPath: Map<string, TreeFile> | undefined; // only symlinks need it
   const inside = (p: string) => prefix === '' || p === prefix || p.startsWith(`${prefix}/`);
   const relOf = (p: string) => (prefix === '' ? p : p === prefix ? p.split('/').pop()! : p.slice(prefix.length + 1));
   const found = prefix === '' || all.some((f) => inside(f.path));
@@ -98,7 +98,7 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
     if (target === '..' || target.startsWith('../') || posix.isAbsolute(target)) {
       if (!isSourceFile(rel)) continue;
       files.push({ path: rel, text: '', unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' } });
-    } else if (byPath.get(target)?.symlink === false && isSourceFile(rel)) {
+    } else if ((byPath ??= new Map(all.map((t) => [t.path, t]))).get(target)?.symlink === false && isSourceFile(rel)) {
       await add(rel, byPath.get(target)!.oid);
     } else if (below.length > 0) {
       for (const t of below) {
@@ -111,5 +111,5 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
   }
   memo.trees = used.trees;
   memo.blobs = used.blobs;
-  return { files: files.sort((a, b) => a.path.localeCompare(b.path)), found };
+  return { files: files.sort(byFilePath), found };
 }
