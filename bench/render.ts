@@ -65,7 +65,7 @@ for (let rep = 0; rep < REPS; rep++) {
   renderedAfterChange = changed.stats.renders;
   const files = await readDirSource(root);
   t = performance.now();
-  const a = analyzeSource(files, changed);
+  const a = analyzeSource(files, { rendered: changed });
   analysis.push(performance.now() - t);
   if (a.workloads.length !== OVERLAYS) throw new Error(`${a.workloads.length} workloads`);
 }

@@ -2,7 +2,9 @@
 // when the commit (or, for a directory, the content) changed. A failed sync keeps the last good analysis.
 import { createHash } from 'node:crypto';
 import { analyzeSource, type Analysis } from '../pipeline/analyze.ts';
+import { FileScanCache } from '../pipeline/file-scans.ts';
 import { readDirSource } from '../source/dir.ts';
+import type { SourceFile } from '../source/files.ts';
 import { type GitAuth, repoDirFor, syncGitSource } from '../source/git.ts';
 import { renderOptionsOf } from '../render/config.ts';
 import { renderSource, type RenderedSource } from '../render/index.ts';
@@ -25,6 +27,8 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
   let snapshot: SourceSnapshot | undefined;
   let error: string | undefined;
   let lastAttempt = 0;
+  // Each Git file's parse, by blob id: a new commit re-parses only the files it changed.
+  const scans = new FileScanCache();
   return {
     current: () => snapshot,
     lastError: () => error,
@@ -42,7 +46,7 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
           snapshot.syncedAt = new Date();
           return false;
         }
-        snapshot = { revision, analysis: analyzeSource(files, rendered), syncedAt: new Date() };
+        snapshot = { revision, analysis: analyzeSource(files, { cache: scans, ...(rendered !== undefined ? { rendered } : {}) }), syncedAt: new Date() };
         log(`source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`);
         for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}${p.origin !== undefined ? ` (rendered by ${p.origin})` : ''}`);
         return true;
@@ -54,10 +58,10 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     },
   };
 
-  async function read(source: NonNullable<ControllerConfig['source']>, known: string | undefined): Promise<{ revision: string; files: { path: string; text: string }[]; rendered?: RenderedSource }> {
+  async function read(source: NonNullable<ControllerConfig['source']>, known: string | undefined): Promise<{ revision: string; files: SourceFile[]; rendered?: RenderedSource }> {
     const render = renderOptionsOf(cfg);
     if (source.dir !== undefined) {
-      const files = await readDirSource(source.path === '' ? source.dir : `${source.dir}/${source.path}`);
+      const files = await readDirSource(source.dir, source.path);
       // Rendering is cached by its inputs, so a directory renders again cheaply; its output is part of the
       // revision because templates and kustomizations are not among the manifest files hashed here.
       const rendered = await renderSource({ ...render, source: { kind: 'dir', root: source.dir }, scope: source.path, scopeFiles: files });

@@ -40,7 +40,7 @@ function workloadsOfYaml(text: string, namespace = 'default'): Seen[] {
 
 async function enbiWorkloads(dir: string, scope = ''): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
   const rendered = await renderSource({ source: { kind: 'dir', root: dir }, scope, tools, cache: new RenderCache() });
-  const analysis = analyzeSource(await readDirSource(join(dir, scope)), rendered);
+  const analysis = analyzeSource(await readDirSource(dir, scope), { rendered });
   const seen = analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }));
   return { seen: sortSeen(seen), origins: analysis.workloads.map((w) => `${w.workload.kind} ${w.workload.name} ← ${w.workload.origin ?? 'plain'} (${w.workload.file})`).sort(), analysis };
 }
