@@ -76,7 +76,9 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       pods,
       nodes: world.views,
       candidate,
-      now: world.now,
+      // The time of this reconcile, not of the plan pass that made the world: a requeued reconcile (a retry's
+      // backoff, a recheck) runs on the same world until the next pass, and must see its wait run out.
+      now: new Date(),
       maxAttempts: nb.spec.maxAttempts ?? cfg.maxAttempts,
       retryBaseSeconds: cfg.retryBaseSeconds,
       nodeLostSeconds: cfg.nodeLostSeconds,

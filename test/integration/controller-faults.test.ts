@@ -13,7 +13,7 @@ import type { RunningController } from '../../src/controller/controller.ts';
 import { newMetrics } from '../../src/controller/metrics.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { REV_A, REV_B } from '../support/fixtures.ts';
-import { applyNixBuildCrd, startApiNodeController, completeJob, fakeNodes, until } from '../support/kube.ts';
+import { applyNixBuildCrd, startApiNodeController, completeJob, failJob, fakeNodes, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -101,5 +101,24 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
     await c.kc.makeApiClient(AdmissionregistrationV1Api).deleteValidatingAdmissionPolicyBinding({ name: policy });
     await until('the refused build\'s Job once allowed', async () => ((await jobsOf(bad)).length > 0 ? true : undefined), 60_000, 500);
     assert.equal(controller!.healthy(), true);
+  });
+
+  it('a failed attempt is retried once its backoff runs out, though nothing else in the cluster moves', async () => {
+    const name = `c-retried-${run}`;
+    await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name, namespace: ns }, spec: { flakeUrl: `git+http://git.invalid/f.git?rev=${'c'.repeat(40)}`, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/${name}:v1`], maxAttempts: 3 } } });
+    controller!.trigger();
+    const [first] = await until('attempt 1', async () => {
+      const js = await jobsOf(name);
+      return js.length > 0 ? js : undefined;
+    }, 30_000);
+    // Its pod never ran (API-object nodes): the Job fails as the Job controller would mark it.
+    await failJob(c.kc, ns, first!.metadata!.name!);
+    const t0 = Date.now();
+    // retryBaseSeconds is 1 here: attempt 2 comes a second after the failure, on the reconcile's own requeue
+    // (the plan pass that saw the failure ran long before the wait ran out).
+    await until('attempt 2', async () => ((await jobsOf(name)).length === 2 ? true : undefined), 15_000, 100);
+    const ms = Date.now() - t0;
+    assert.ok(ms < 10_000, `attempt 2 ${ms} ms after the failure`);
+    assert.equal((await build(name)).status?.attempts, 2);
   });
 });

@@ -269,6 +269,23 @@ for (const flavor of flavors) {
       assert.equal(await ctr('run', '--rm', '--platform', 'linux/arm64', tag, `both-${randomBytes(3).toString('hex')}`), 'both arm64\n', 'and arm64 when asked (QEMU)');
     });
 
+    it('two imports of the same image under different names at once: both succeed, every blob names both repositories', async () => {
+      const archive = join(dir, 'twin.tar');
+      dockerArchive(archive, { message: 'twins', bulk: 4 << 20 });
+      const bytes = readFileSync(archive);
+      const [a, b] = await Promise.all(['registry.local/twin-a:v1', 'registry.local/twin-b:v1'].map((ref) => enbiImport(cd.socket, dir, ['--image', ref, '--platform', 'linux/amd64'], bytes)));
+      assert.equal(a!.code, 0, a!.stderr);
+      assert.equal(b!.code, 0, b!.stderr);
+      for (const ref of ['registry.local/twin-a:v1', 'registry.local/twin-b:v1']) {
+        const [img] = await listImages(client, [nameFilter(ref)]);
+        for (const blob of await reachableBlobs(client, img!.target)) {
+          const repos = (blob.labels['containerd.io/distribution.source.registry.local'] ?? '').split(',');
+          if (blob.desc.mediaType.includes('index')) continue; // each tag's index is its own (same entries, other labels merged)
+          assert.ok(repos.includes('twin-a') && repos.includes('twin-b'), `${ref}: blob ${blob.desc.digest} names ${repos.join(',')}`);
+        }
+      }
+    });
+
     it('replaces a record of the same name that enbi wrote (labelled with its NixBuild)', async () => {
       const archive = join(dir, 'next.tar');
       dockerArchive(archive, { message: 'the next build', bulk: 1 << 10 });

@@ -144,6 +144,22 @@ export async function completeJob(kc: KubeConfig, namespace: string, name: strin
   }, 20_000, 100);
 }
 
+/** Plays the Job controller: the Job failed (its backoff limit reached), as after a failed pod. */
+export async function failJob(kc: KubeConfig, namespace: string, name: string): Promise<void> {
+  const batch = kc.makeApiClient(BatchV1Api);
+  await until(`Job ${name} failed`, async () => {
+    const job = await batch.readNamespacedJob({ name, namespace });
+    const now = new Date();
+    const failed = (type: string) => ({ type, status: 'True', lastTransitionTime: now, lastProbeTime: now, reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' });
+    await batch.replaceNamespacedJobStatus({
+      name,
+      namespace,
+      body: { ...job, status: { ...job.status, active: 0, ready: 0, failed: 1, startTime: job.status?.startTime ?? now, conditions: [failed('FailureTarget'), failed('Failed')] } },
+    });
+    return true;
+  }, 20_000, 100);
+}
+
 /**
  * The controller, in this process, for tests on API-object nodes: a directory source, enbi's allow-lists for
  * `registry.local/` and `http://git.invalid/`, test images, builds only on nodes labelled `pool` (whatever

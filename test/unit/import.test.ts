@@ -206,3 +206,11 @@ describe('streaming tar reader', () => {
     await assert.rejects(entriesOf([corrupt]), /bad tar header checksum at byte \d+: corrupt stream|ends inside/);
   });
 });
+
+it('labels on a blob two images share: distribution sources are merged, other labels set', async () => {
+  const { mergedLabels } = await import('../../src/containerd/import/content.ts');
+  const src = 'containerd.io/distribution.source.registry.local';
+  assert.deepEqual(mergedLabels({ [src]: 'b,a', other: 'x' }, { [src]: 'c', 'containerd.io/uncompressed': 'sha256:1' }), { [src]: 'a,b,c', 'containerd.io/uncompressed': 'sha256:1' });
+  assert.deepEqual(mergedLabels({}, { [src]: 'a' }), { [src]: 'a' });
+  assert.deepEqual(mergedLabels({ [src]: 'a' }, { [src]: 'a' }), { [src]: 'a' });
+});

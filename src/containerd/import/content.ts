@@ -42,12 +42,39 @@ export async function contentInfo(c: ContainerdClient, digest: string): Promise<
   return { digest: r.info.digest, size: r.info.size, labels: r.info.labels ?? {} };
 }
 
-/** Sets these labels on a committed blob, leaving its other labels as they are. */
+const SOURCE_PREFIX = 'containerd.io/distribution.source.';
+
+/**
+ * The labels to write so that a blob keeps what it has and gains what is asked: a distribution-source label
+ * is a comma-separated set of repositories (one blob, several images), so ours join the ones there. Pure.
+ */
+export function mergedLabels(have: Record<string, string>, want: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(want)) {
+    if (!k.startsWith(SOURCE_PREFIX) || have[k] === undefined || have[k] === '') out[k] = v;
+    else out[k] = [...new Set([...have[k]!.split(','), ...v.split(',')])].filter((r) => r !== '').sort().join(',');
+  }
+  return out;
+}
+
+const holds = (have: Record<string, string>, want: Record<string, string>): boolean =>
+  Object.entries(want).every(([k, v]) => (k.startsWith(SOURCE_PREFIX) ? v.split(',').every((r) => (have[k] ?? '').split(',').includes(r)) : have[k] === v));
+
+/**
+ * Sets these labels on a committed blob, leaving its other labels as they are; distribution sources are
+ * merged with those there. Two imports of the same blob under different names can race (read, then write):
+ * the write is checked and done again until the blob carries ours.
+ */
 export async function addContentLabels(c: ContainerdClient, digest: string, labels: Record<string, string>): Promise<ContentInfo> {
-  const paths = Object.keys(labels).map((k) => `labels.${k}`);
-  if (paths.length === 0) return contentInfo(c, digest);
-  const r = await c.unary<{ info: ContentInfo }>('content', 'Update', { info: { digest, labels }, updateMask: { paths } });
-  return { digest: r.info.digest, size: r.info.size, labels: r.info.labels ?? {} };
+  if (Object.keys(labels).length === 0) return contentInfo(c, digest);
+  for (let attempt = 0; ; attempt++) {
+    const now = await contentInfo(c, digest);
+    if (holds(now.labels, labels)) return now;
+    if (attempt >= 8) throw new Error(`blob ${digest}: its labels keep changing under enbi (another writer): ${JSON.stringify(now.labels)}`);
+    const next = mergedLabels(now.labels, labels);
+    const paths = Object.keys(next).map((k) => `labels.${k}`);
+    await c.unary('content', 'Update', { info: { digest, labels: next }, updateMask: { paths } });
+  }
 }
 
 let refCounter = 0;
