@@ -26,9 +26,14 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, m
 }
 
 export async function applyNixBuildCrd(kc: KubeConfig): Promise<void> {
-  const crd = parse(await readFile(new URL('../../deploy/crd/nixbuilds.enbi.hrzn.ee.yaml', import.meta.url), 'utf8')) as { metadata: { name: string; resourceVersion?: string } };
+  await applyCrdFile(kc, new URL('../../deploy/crd/nixbuilds.enbi.hrzn.ee.yaml', import.meta.url).pathname);
+}
+
+/** Creates or replaces the CRD in a YAML file and waits until it is Established. */
+export async function applyCrdFile(kc: KubeConfig, file: string): Promise<void> {
+  const crd = parse(await readFile(file, 'utf8')) as { metadata: { name: string; resourceVersion?: string } };
   // Sent as JSON, as kubectl would: client-node's CRD model drops the schema's `default`s (it names them
-  // `_default`), and the status defaults are what make a new NixBuild read as not yet observed.
+  // `_default`), and NixBuild's status defaults are what make a new one read as not yet observed.
   const raw = new LiteApi(targetFromKubeConfig(kc), 'enbi-tests');
   const path = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   try {
@@ -39,7 +44,7 @@ export async function applyNixBuildCrd(kc: KubeConfig): Promise<void> {
     await raw.request('PUT', `${path}/${crd.metadata.name}`, { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata.resourceVersion } });
   }
   const ext = kc.makeApiClient(ApiextensionsV1Api);
-  await until('the NixBuild CRD to be Established', async () => {
+  await until(`the CRD ${crd.metadata.name} to be Established`, async () => {
     const got = await ext.readCustomResourceDefinition({ name: crd.metadata.name });
     return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
   });
