@@ -71,6 +71,9 @@ function readmeHealthCheckExprs(): unknown[] {
   return exprs;
 }
 
+/** Flux has judged: failed, or (what must not happen first) Ready. */
+const settled = (k: Kustomization) => conditionOf(k, 'Ready')?.reason === 'HealthCheckFailed' || conditionOf(k, 'Ready')?.status === 'True';
+
 const revisionOf = (text: string) => createHash('sha1').update(text).digest('hex');
 
 describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkipReason() }, () => {
@@ -131,7 +134,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     // The CRD's status defaults, filled in by the API server: kstatus reads generation 1 ≠ -1 as InProgress.
     assert.equal(nb.status?.observedGeneration, -1);
     assert.equal(nb.metadata.generation, 1);
-    const { final, readySeen } = await watchReady(c, 'unseen', (k) => conditionOf(k, 'Ready')?.reason === 'HealthCheckFailed', 90_000);
+    const { final, readySeen } = await watchReady(c, 'unseen', settled, 90_000);
     timings.push(`enbi down: Kustomization failed its health check after ${((Date.now() - t0) / 1000).toFixed(1)} s (timeout 15 s)`);
     assert.ok(!readySeen.some((r) => r.startsWith('True')), `Ready was True before the health check ended: ${readySeen.join(', ')}`);
     const ready = conditionOf(final, 'Ready')!;
@@ -161,7 +164,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     await Promise.all(cases.map(async ({ name, build, cel }) => {
       const t0 = Date.now();
       await apply(name, [nixBuild(build, flake, 'nope', `registry.local/flux-${build}:${flake.shortRev}`)], '3m', cel);
-      const { final, readySeen } = await watchReady(c, name, (k) => conditionOf(k, 'Ready')?.reason === 'HealthCheckFailed', 240_000);
+      const { final, readySeen } = await watchReady(c, name, settled, 240_000);
       timings.push(`broken NixBuild${cel ? ' (CEL)' : ''}: Kustomization failed ${((Date.now() - t0) / 1000).toFixed(1)} s after it was created (timeout 3 min: Flux failed fast on Stalled)`);
       assert.ok(!readySeen.some((r) => r.startsWith('True')), `${name}: Ready was True before the failure: ${readySeen.join(', ')}`);
       const ready = conditionOf(final, 'Ready')!;
@@ -185,7 +188,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     // Beside it, the README's CEL healthCheckExprs judge a NixBuild alone.
     const cel = (async () => {
       await apply('good-cel', [nixBuild('app-image-cel', flake, 'image', `registry.local/flux-app-cel:${flake.shortRev}`)], '5m', true);
-      const { final, readySeen } = await watchReady(c, 'good-cel', (k) => conditionOf(k, 'Ready')?.status === 'True' || conditionOf(k, 'Ready')?.reason === 'HealthCheckFailed', 330_000);
+      const { final, readySeen } = await watchReady(c, 'good-cel', settled, 330_000);
       const ready = conditionOf(final, 'Ready')!;
       assert.equal(ready.status, 'True', ready.message);
       assert.ok(readySeen.some((r) => !r.startsWith('True')), 'Flux (CEL) was seen waiting before Ready');
@@ -196,7 +199,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     })();
     cel.catch(() => undefined); // awaited below; not unhandled if the other branch fails first
     const artifact = await apply('good', [nixBuild('app-image', flake, 'image', image), deployment('app', flake, image, c.nodes[0]!.name)], '5m');
-    const { final, readySeen } = await watchReady(c, 'good', (k) => conditionOf(k, 'Ready')?.status === 'True' || conditionOf(k, 'Ready')?.reason === 'HealthCheckFailed', 330_000);
+    const { final, readySeen } = await watchReady(c, 'good', settled, 330_000);
     const tReady = Date.now();
     const ready = conditionOf(final, 'Ready')!;
     assert.equal(ready.status, 'True', ready.message);
