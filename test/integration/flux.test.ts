@@ -13,7 +13,8 @@ import { AppsV1Api, BatchV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, 
 import { parse, stringify } from 'yaml';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
-import { type BuildingNode, buildingNode, type ControllerProcess, freePort, startControllerProcess } from '../support/controller-process.ts';
+import { freePort } from '../cluster/ports.ts';
+import { type BuildingNode, buildingNode, type ControllerProcess, startControllerProcess } from '../support/controller-process.ts';
 import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
 import { applyFluxCrds, type ArtifactServer, conditionOf, createKustomization, fluxDir, type KustomizeController, type Kustomization, KUSTOMIZE, publishGitRepository, readKustomization, requestReconcile, startArtifactServer, startKustomizeController } from '../support/flux.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';

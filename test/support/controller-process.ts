@@ -3,25 +3,16 @@
 // naming them. The process is the product as a Deployment would run it, not the library called in-process.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { NodeState } from '../cluster/harness.ts';
+import { freePort } from '../cluster/ports.ts';
 import { importBuildImages } from './build-images.ts';
 import { until } from './kube.ts';
 import { type NixDaemon, startNixDaemon } from './nix-daemon.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface BuildingNode {
   /** Config settings for builds on this node (builder images, cache, containerd socket). */
