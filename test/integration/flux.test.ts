@@ -191,7 +191,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
       await apply('good-cel', [nixBuild('app-image-cel', flake, 'image', `registry.local/flux-app-cel:${flake.shortRev}`)], '5m', true);
       const { final, readySeen } = await watchReady(c, 'good-cel', settled, 330_000);
       const ready = conditionOf(final, 'Ready')!;
-      assert.equal(ready.status, 'True', ready.message);
+      assert.equal(ready.status, 'True', `${ready.message}\n${JSON.stringify((await getBuild('app-image-cel')).status)}`);
       assert.ok(readySeen.some((r) => !r.startsWith('True')), 'Flux (CEL) was seen waiting before Ready');
       const nb = await getBuild('app-image-cel');
       assert.equal(nb.status?.phase, 'Succeeded');
@@ -203,7 +203,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     const { final, readySeen } = await watchReady(c, 'good', settled, 330_000);
     const tReady = Date.now();
     const ready = conditionOf(final, 'Ready')!;
-    assert.equal(ready.status, 'True', ready.message);
+    assert.equal(ready.status, 'True', `${ready.message}\n${JSON.stringify((await getBuild('app-image')).status)}`);
     assert.ok(readySeen.some((r) => !r.startsWith('True')), 'Flux was seen waiting before Ready');
     // Server timestamps: the NixBuild completed and the Deployment became Available before Flux said Ready.
     const nb = await getBuild('app-image');
