@@ -40,8 +40,20 @@ const condition = z.object({
   observedGeneration: z.number().int().optional(),
 });
 
+// A new NixBuild has no status until the controller writes one, and kstatus (Flux's health checks) reads a
+// custom resource without status or conditions as Current, i.e. healthy. The API server fills these
+// defaults in whenever it serves the object (status {} , then observedGeneration -1), so a NixBuild
+// reads as not yet observed (InProgress: generation ≠ observedGeneration) until the controller writes
+// its own observedGeneration. `.meta` keeps them out of the TypeScript type: enbi's writes always set it.
+export const UNOBSERVED_GENERATION = -1;
+
 export const nixBuildStatusSchema = z.object({
-  observedGeneration: z.number().int().optional(),
+  observedGeneration: z
+    .number()
+    .int()
+    .optional()
+    .meta({ default: UNOBSERVED_GENERATION })
+    .describe('The metadata.generation the controller last acted on; -1 (the default) until it has seen the build.'),
   phase: z.enum(PHASES).optional(),
   conditions: z.array(condition).optional(),
   node: z.string().optional().describe('The node building (or that built) the image: spec.node, or the one enbi chose.'),
@@ -66,7 +78,7 @@ export const nixBuildStatusSchema = z.object({
   startTime: z.string().optional(),
   completionTime: z.string().optional(),
   logExcerpt: z.string().optional().describe('The end of the build log of a failed attempt.'),
-});
+}).meta({ default: {} });
 
 export type NixBuildSpec = z.infer<typeof nixBuildSpecSchema>;
 export type NixBuildStatus = z.infer<typeof nixBuildStatusSchema>;

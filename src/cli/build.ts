@@ -11,6 +11,7 @@ import { FlakeRefError, formatFlakeRef, parseFlakeRef, withoutAttr } from '../fl
 import { attrKey } from '../flake/attr.ts';
 import { LABEL_MANAGED_BY } from '../controller/desired.ts';
 import { isConflict } from '../kube/errors.ts';
+import { CLI_FIELD_MANAGER } from '../kube/field-manager.ts';
 
 export const BUILD_HELP = `enbi build FLAKE#ATTR --image REF... --system SYSTEM [--node NODE] [--namespace NS] [--follow]
 
@@ -44,7 +45,7 @@ export async function runBuild(argv: string[]): Promise<number> {
     };
     const kc = loadKubeConfig(values.kubeconfig);
     const custom = kc.makeApiClient(CustomObjectsApi);
-    await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb }).catch((err: unknown) => {
+    await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb, fieldManager: CLI_FIELD_MANAGER }).catch((err: unknown) => {
       if (!isConflict(err)) throw err;
       console.error(`NixBuild ${nb.metadata.name} exists already: following it`);
     });

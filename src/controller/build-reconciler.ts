@@ -8,6 +8,7 @@ import { buildJob } from '../build/job.ts';
 import { isControllerName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
+import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
 import { attemptOf, type BuildAction, nextState, statusChanged } from './build-state.ts';
 import { socketFor } from '../cluster/socket.ts';
@@ -104,7 +105,7 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       // A merge patch keeps keys it does not name: the ones this status dropped (completionTime when a build
       // starts again, logExcerpt) are sent as null, which deletes them.
       const dropped = Object.fromEntries(Object.keys(nb.status ?? {}).filter((k) => !(k in status)).map((k) => [k, null]));
-      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status: { ...status, ...dropped } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status: { ...status, ...dropped } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
       if (nb.metadata.uid !== undefined) d.written.set(nb.metadata.uid, status);
       await tellPhase(nb, status, target, log);
     }
@@ -151,7 +152,7 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       allowedImages: d.policy.images,
       activeDeadlineSeconds: cfg.buildTimeoutSeconds,
     });
-    await batch.createNamespacedJob({ namespace: ns, body: job }).catch((err: unknown) => {
+    await batch.createNamespacedJob({ namespace: ns, body: job, fieldManager: CONTROLLER_FIELD_MANAGER }).catch((err: unknown) => {
       if (!isConflict(err)) throw new Error(`creating Job ${job.metadata?.name}: ${apiMessage(err)}`);
     });
     log.info(`started Job ${job.metadata?.name} on ${node}`, { job: job.metadata?.name, node });

@@ -2,6 +2,7 @@
 // is logged and never fails the reconcile.
 import type { CoreV1Api } from '@kubernetes/client-node';
 import { apiMessage } from '../kube/errors.ts';
+import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 
 export interface EventTarget {
   namespace: string;
@@ -29,6 +30,7 @@ export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'N
         lastTimestamp: now,
         count: 1,
       },
+      fieldManager: CONTROLLER_FIELD_MANAGER,
     });
   } catch (err) {
     const why = apiMessage(err);

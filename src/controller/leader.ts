@@ -8,6 +8,7 @@
 // the annotation enbi.hrzn.ee/sync-requested, and the leader, which reads the Lease at every renewal, syncs.
 import { CoordinationV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Lease } from '@kubernetes/client-node';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
+import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { Logger } from './log.ts';
 
 export const SYNC_REQUESTED = 'enbi.hrzn.ee/sync-requested';
@@ -77,6 +78,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
         await api.createNamespacedLease({
           namespace: o.namespace,
           body: { metadata: { name: o.name, namespace: o.namespace }, spec: { holderIdentity: o.identity, leaseDurationSeconds: o.leaseSeconds, acquireTime: MICRO(now) as never, renewTime: MICRO(now) as never, leaseTransitions: 0 } },
+          fieldManager: CONTROLLER_FIELD_MANAGER,
         });
       } catch (e) {
         if (isConflict(e)) return 'conflict';
@@ -104,7 +106,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
       ...(mine ? {} : { acquireTime: MICRO(now) as never, leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 }),
     };
     try {
-      const updated = await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec } });
+      const updated = await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec }, fieldManager: CONTROLLER_FIELD_MANAGER });
       observe(updated);
       return true;
     } catch (err) {
@@ -144,7 +146,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     isLeader: () => leading,
     holder: () => seen.holder,
     async requestSync() {
-      await api.patchNamespacedLease({ name: o.name, namespace: o.namespace, body: { metadata: { annotations: { [SYNC_REQUESTED]: new Date().toISOString() } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      await api.patchNamespacedLease({ name: o.name, namespace: o.namespace, body: { metadata: { annotations: { [SYNC_REQUESTED]: new Date().toISOString() } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
     },
     async stop(release = true) {
       stopped = true;
@@ -157,7 +159,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
         const lease = await api.readNamespacedLease({ name: o.name, namespace: o.namespace });
         if (lease.spec?.holderIdentity === o.identity) {
           const spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: MICRO(new Date()) as never, ...(lease.spec.acquireTime !== undefined ? { acquireTime: MICRO(new Date(lease.spec.acquireTime)) as never } : {}) };
-          await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec } });
+          await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec }, fieldManager: CONTROLLER_FIELD_MANAGER });
         }
       } catch (err) {
         o.log.warn(`could not release the lease: ${apiMessage(err)}`);

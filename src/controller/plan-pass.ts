@@ -11,6 +11,7 @@ import type { BuildPolicy } from '../plan/allow.ts';
 import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
+import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import { withWritten, type World } from './build-reconciler.ts';
 import type { ControllerConfig } from './config.ts';
 import { activeBuildsByNode, ANNOTATION_UNREFERENCED, ANNOTATION_WORKLOADS, buildKey, type Desired, desiredBuilds, LABEL_MANAGED_BY } from './desired.ts';
@@ -103,11 +104,11 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: b.metadata.name };
       try {
         if (key !== undefined && referenced.has(key)) {
-          if (since !== undefined) await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+          if (since !== undefined) await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
           continue;
         }
         if (since === undefined) {
-          await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+          await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
           log.info(`no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`);
           due(cfg.gc.graceSeconds * 1000);
           continue;
@@ -163,7 +164,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       const log = d.log.with({ nixbuild: `${ns}/${nb.metadata.name}` });
       let body: NixBuild | undefined;
       try {
-        body = (await d.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb })) as NixBuild;
+        body = (await d.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb, fieldManager: CONTROLLER_FIELD_MANAGER })) as NixBuild;
       } catch (err) {
         if (isConflict(err)) continue;
         failed = true;

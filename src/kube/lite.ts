@@ -7,6 +7,7 @@ import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { AGENT_FIELD_MANAGER } from './field-manager.ts';
 
 export interface ApiTarget {
   server: string;
@@ -40,8 +41,11 @@ function messageOf(body: string): string {
 
 export class LiteApi {
   readonly target: ApiTarget;
-  constructor(target: ApiTarget) {
+  /** Sent as ?fieldManager= on every write, so managedFields name the agent. */
+  readonly fieldManager: string;
+  constructor(target: ApiTarget, fieldManager = AGENT_FIELD_MANAGER) {
     this.target = target;
+    this.fieldManager = fieldManager;
   }
 
   get<T>(path: string): Promise<T> {
@@ -59,6 +63,7 @@ export class LiteApi {
   request<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
     const t = this.target;
     const url = new URL(path, t.server);
+    if (method === 'POST' || method === 'PUT' || method === 'PATCH') url.searchParams.set('fieldManager', this.fieldManager);
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { Accept: 'application/json', ...(data !== undefined ? { 'Content-Type': contentType ?? 'application/json', 'Content-Length': String(data.length) } : {}) };
     const token = t.token?.();

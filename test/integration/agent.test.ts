@@ -124,6 +124,9 @@ describe('enbi agent on the test cluster\'s node', { skip: clusterSkipReason() }
     // Owned by its Node: deleting the Node deletes the inventory.
     const node = await c.kc.makeApiClient(CoreV1Api).readNode({ name: n.name });
     assert.equal(ni.metadata.ownerReferences?.[0]?.uid, node.metadata?.uid);
+    // Created and written (its status too) under the agent's own field manager name, never a library default.
+    const managers = new Set(((ni.metadata as { managedFields?: { manager?: string }[] }).managedFields ?? []).map((f) => f.manager));
+    assert.deepEqual([...managers], ['enbi-agent']);
     // What the controller will read: the inventory, complete, for the node's platform (arm64 left out).
     const view = inventoryToNodeView(ni, { platform: 'linux/amd64' });
     assert.equal(view?.imagesComplete, true);

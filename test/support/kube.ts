@@ -8,6 +8,7 @@ import { parseControllerConfig } from '../../src/controller/config.ts';
 import { type RunningController, startController } from '../../src/controller/controller.ts';
 import { type Metrics, newMetrics } from '../../src/controller/metrics.ts';
 import { sourceState } from '../../src/controller/source-state.ts';
+import { LiteApi, targetFromKubeConfig } from '../../src/kube/lite.ts';
 
 export async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000, everyMs = 200): Promise<T> {
   const end = Date.now() + ms;
@@ -25,16 +26,25 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, m
 }
 
 export async function applyNixBuildCrd(kc: KubeConfig): Promise<void> {
-  const crd = parse(await readFile(new URL('../../deploy/crd/nixbuilds.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'));
-  const ext = kc.makeApiClient(ApiextensionsV1Api);
+  await applyCrdFile(kc, new URL('../../deploy/crd/nixbuilds.enbi.hrzn.ee.yaml', import.meta.url).pathname);
+}
+
+/** Creates or replaces the CRD in a YAML file and waits until it is Established. */
+export async function applyCrdFile(kc: KubeConfig, file: string): Promise<void> {
+  const crd = parse(await readFile(file, 'utf8')) as { metadata: { name: string; resourceVersion?: string } };
+  // Sent as JSON, as kubectl would: client-node's CRD model drops the schema's `default`s (it names them
+  // `_default`), and NixBuild's status defaults are what make a new one read as not yet observed.
+  const raw = new LiteApi(targetFromKubeConfig(kc), 'enbi-tests');
+  const path = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
   try {
-    await ext.createCustomResourceDefinition({ body: crd });
+    await raw.post(path, crd);
   } catch (err) {
     if ((err as { code?: number }).code !== 409) throw err;
-    const current = await ext.readCustomResourceDefinition({ name: crd.metadata.name });
-    await ext.replaceCustomResourceDefinition({ name: crd.metadata.name, body: { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion } } });
+    const current = await raw.get<{ metadata: { resourceVersion: string } }>(`${path}/${crd.metadata.name}`);
+    await raw.request('PUT', `${path}/${crd.metadata.name}`, { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata.resourceVersion } });
   }
-  await until('the NixBuild CRD to be Established', async () => {
+  const ext = kc.makeApiClient(ApiextensionsV1Api);
+  await until(`the CRD ${crd.metadata.name} to be Established`, async () => {
     const got = await ext.readCustomResourceDefinition({ name: crd.metadata.name });
     return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
   });

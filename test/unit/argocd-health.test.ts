@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import type { NixBuild } from '../../src/api/nixbuild.ts';
+import { type NixBuild, UNOBSERVED_GENERATION } from '../../src/api/nixbuild.ts';
 import { nextState } from '../../src/controller/build-state.ts';
 import { REV_A } from '../support/fixtures.ts';
 
@@ -62,7 +62,12 @@ const luaMissing = (() => {
 
 test('Argo CD health of a NixBuild follows its kstatus conditions: Progressing, Healthy, Degraded', { skip: luaMissing ?? false }, () => {
   assert.equal(health(nb()).status, 'Progressing', 'no status yet');
+  // What the API server serves before enbi wrote anything (the CRD's status defaults).
+  assert.equal(health(nb({ observedGeneration: UNOBSERVED_GENERATION })).status, 'Progressing', 'the CRD default status');
   const building = nextState({ ...base, nb: nb(), jobs: [job(1, 'running')], pods: [] }).status;
+  // The state machine starts from the default status exactly as from none, and writes its own generation.
+  assert.deepEqual(nextState({ ...base, nb: nb({ observedGeneration: UNOBSERVED_GENERATION }), jobs: [job(1, 'running')], pods: [] }).status, building);
+  assert.equal(building.observedGeneration, 1);
   assert.equal(health(nb(building)).status, 'Progressing');
   const succeeded = nextState({ ...base, nb: nb(building), jobs: [job(1, 'complete')], pods: [done] }).status;
   assert.deepEqual(health(nb(succeeded)), { status: 'Healthy', message: 'imported r/x:1 sha256:ab on n1' });
