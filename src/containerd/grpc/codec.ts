@@ -137,7 +137,10 @@ function readField(r: Reader, f: Field, wt: number, o: Obj): void {
       else if (eid === 2 && ewt === wireTypeOf(f.value)) value = readValue(entry, f.value);
       else entry.skip(ewt, eid);
     }
-    (o[f.name] as Obj)[String(key)] = value;
+    const map = o[f.name] as Obj;
+    // A key named __proto__ (a containerd label may be) is an own key, not the object's prototype.
+    if (key === '__proto__') Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+    else map[String(key)] = value;
     return;
   }
   const expected = wireTypeOf(f.value);

@@ -29,13 +29,20 @@ export interface CallStatus {
   details: string;
 }
 
-/** grpc-message is percent-encoded (RFC 3986 style); a malformed escape is left as it is. */
+/** grpc-message is percent-encoded UTF-8; a malformed escape is kept as it is. */
 export function decodeGrpcMessage(raw: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+  if (!raw.includes('%')) return raw;
+  const out: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const hex = raw.slice(i + 1, i + 3);
+    if (raw[i] === '%' && /^[0-9A-Fa-f]{2}$/.test(hex)) {
+      out.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      out.push(...Buffer.from(raw[i]!, 'utf8'));
+    }
   }
+  return Buffer.from(out).toString('utf8');
 }
 
 const header = (h: IncomingHttpHeaders, name: string): string | undefined => {
