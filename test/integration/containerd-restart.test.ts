@@ -1,11 +1,11 @@
-// enbi's gRPC client (src/containerd/grpc/) when containerd dies under it, on a private containerd 1.6 and
-// 2.x: a server stream and a unary call in flight fail as ContainerdError UNAVAILABLE (what the agent's and
+// enbi's gRPC client (src/containerd/grpc/) on a private containerd 1.6 and 2.x: containerd's statuses read
+// (NotFound, AlreadyExists, a deadline, a cancel), and when containerd dies under it: a server stream and a unary call in flight fail as ContainerdError UNAVAILABLE (what the agent's and
 // the event subscription's retries key on), calls while containerd is down fail the same way at once, and
 // the same client works again once containerd is back, without being made anew.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { ContainerdClient, ContainerdError, isUnavailable, Status } from '../../src/containerd/client.ts';
+import { ContainerdClient, ContainerdError, isAlreadyExists, isNotFound, isUnavailable, Status } from '../../src/containerd/client.ts';
 import { imageEventFilters } from '../../src/containerd/events.ts';
 import { listImages } from '../../src/containerd/images.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
@@ -27,6 +27,20 @@ function firstError(s: { on(e: 'error', l: (e: ContainerdError) => void): unknow
     });
     s.on('end', () => reject(new Error('the stream ended cleanly')));
   });
+}
+
+/** SIGSTOP, then wait until every thread is stopped: a request sent before that could still be answered. */
+async function freeze(pid: number): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  const state = (tid: string): string => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  };
+  for (let i = 0; i < 500; i++) {
+    if (readdirSync(`/proc/${pid}/task`).every((t) => ['T', 't'].includes(state(t)))) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`containerd (pid ${pid}) did not stop`);
 }
 
 function assertUnavailable(e: unknown, what: string): void {
@@ -62,6 +76,31 @@ for (const flavor of flavors) {
       process.kill(cd.pid()!, 'SIGKILL');
     };
 
+    it('reads containerd\'s statuses: NotFound and AlreadyExists with its message, a deadline, a cancel', async () => {
+      await assert.rejects(client.unary('images', 'Get', { name: 'restart.test/none:1' }), (e) => {
+        assert.ok(e instanceof ContainerdError && isNotFound(e), String(e));
+        assert.match(e.message, /^containerd images\.Get: .*restart\.test\/none:1.*not found/);
+        return true;
+      });
+      await client.unary('images', 'Create', record('restart.test/twice:1'));
+      await assert.rejects(client.unary('images', 'Create', record('restart.test/twice:1')), (e) => isAlreadyExists(e));
+      await client.unary('images', 'Delete', { name: 'restart.test/twice:1' });
+      const pid = cd.pid()!;
+      await freeze(pid); // nothing is answered: the deadline ends the call
+      try {
+        const t0 = Date.now();
+        await assert.rejects(client.unary('version', 'Version', {}, 300), (e) => e instanceof ContainerdError && e.code === Status.DEADLINE_EXCEEDED);
+        assert.ok(Date.now() - t0 < 3_000);
+        const s = client.stream('events', 'Subscribe', { filters: [] });
+        const cancelled = firstError(s, 5_000);
+        s.cancel();
+        assert.equal((await cancelled).code, Status.CANCELLED);
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      assert.match((await client.version()).version, /\S/);
+    });
+
     it('a live event stream fails UNAVAILABLE when containerd is killed; calls while it is down fail UNAVAILABLE; after the restart the same client streams again', async () => {
       const s = client.stream<Envelope>('events', 'Subscribe', { filters: imageEventFilters('k8s.io') });
       const names: string[] = [];
@@ -96,8 +135,7 @@ for (const flavor of flavors) {
 
     it('a unary call in flight when containerd is killed fails UNAVAILABLE, and the next call after the restart succeeds', async () => {
       await client.version(); // a session is up
-      const pid = cd.pid()!;
-      process.kill(pid, 'SIGSTOP'); // the request reaches the socket but is not answered
+      await freeze(cd.pid()!); // the request reaches the socket but is not answered
       const t0 = Date.now();
       const pending = client.unary('images', 'List', {});
       const outcome = pending.then(() => 'answered', (e: unknown) => e);

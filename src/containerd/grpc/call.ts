@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from 'node:http2';
 import type { Connection } from './connection.ts';
-import { frame, FrameReader } from './frame.ts';
+import { frame, FrameReader, FrameTooLargeError } from './frame.ts';
 import { type CallStatus, grpcTimeout, Status, statusFromHttp, statusFromMetadata, statusFromReset } from './status.ts';
 
 export interface CallSpec<Req, Res> {
@@ -128,7 +128,7 @@ export class Call<Req, Res> extends EventEmitter {
       messages = this.#frames.push(chunk);
       decoded = messages.map((m) => this.#spec.decode(m));
     } catch (e) {
-      const code = (e as Error).name === 'FrameError' && (e as Error).message.includes('larger') ? Status.RESOURCE_EXHAUSTED : Status.INTERNAL;
+      const code = e instanceof FrameTooLargeError ? Status.RESOURCE_EXHAUSTED : Status.INTERNAL;
       this.#abort({ code, details: `response could not be read: ${(e as Error).message}` });
       return;
     }

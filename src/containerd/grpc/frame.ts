@@ -17,6 +17,11 @@ export class FrameError extends Error {
   override name = 'FrameError';
 }
 
+/** A message over the receive limit (RESOURCE_EXHAUSTED, as gRPC reports it). */
+export class FrameTooLargeError extends FrameError {
+  override name = 'FrameTooLargeError';
+}
+
 /** Collects DATA chunks and hands out whole messages, however the chunks cut them. */
 export class FrameReader {
   readonly #maxBytes: number;
@@ -40,7 +45,7 @@ export class FrameReader {
         const prefix = this.#take(5);
         if (prefix[0] !== 0) throw new FrameError(`compressed message (flag ${prefix[0]}) though none was asked for`);
         this.#need = prefix.readUInt32BE(1);
-        if (this.#need > this.#maxBytes) throw new FrameError(`message of ${this.#need} bytes is larger than the limit of ${this.#maxBytes}`);
+        if (this.#need > this.#maxBytes) throw new FrameTooLargeError(`message of ${this.#need} bytes is larger than the limit of ${this.#maxBytes}`);
       }
       if (this.#buffered < this.#need) break;
       out.push(this.#take(this.#need));
