@@ -5,7 +5,10 @@
 import { EventEmitter } from 'node:events';
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from 'node:http2';
 import type { Connection } from './connection.ts';
-import { frame, FrameReader, FrameTooLargeError } from './frame.ts';
+import { frame, framePrefix, FrameReader, FrameTooLargeError } from './frame.ts';
+
+/** Messages at least this long are written as prefix + parts (no copy into one frame buffer). */
+const ZERO_COPY_BYTES = 64 * 1024;
 import { type CallStatus, grpcTimeout, Status, statusFromHttp, statusFromMetadata, statusFromReset } from './status.ts';
 
 export interface CallSpec<Req, Res> {
@@ -50,9 +53,18 @@ export class Call<Req, Res> extends EventEmitter {
 
   /** Sends one request message; false when the caller should wait for 'drain'. */
   write(req: Req): boolean {
-    const data = frame(this.#spec.encode(req));
-    if (this.#done || this.#stream === undefined || this.#stream.writableEnded) return true;
-    return this.#stream.write(data);
+    const parts = this.#spec.encode(req);
+    const s = this.#stream;
+    if (this.#done || s === undefined || s.writableEnded) return true;
+    let len = 0;
+    for (const p of parts) len += p.length;
+    if (len < ZERO_COPY_BYTES) return s.write(frame(parts));
+    // A large message (a 1 MiB Write chunk): its data buffer goes to the socket as it is, in one writev.
+    s.cork();
+    let ok = s.write(framePrefix(len));
+    for (const p of parts) ok = s.write(p);
+    s.uncork();
+    return ok;
   }
 
   /** No more request messages (half-close). */

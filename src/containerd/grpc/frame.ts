@@ -1,6 +1,14 @@
 // gRPC's length-prefixed messages on an HTTP/2 stream: one byte "compressed" (always 0 here: enbi asks for no
 // compression and containerd sends none), four bytes big-endian length, then the message.
 
+/** The 5-byte prefix of a message of this length. */
+export function framePrefix(len: number): Buffer {
+  const out = Buffer.allocUnsafe(5);
+  out[0] = 0;
+  out.writeUInt32BE(len, 1);
+  return out;
+}
+
 /** One frame from a message's encoded parts: the prefix and the parts in one buffer (one copy). */
 export function frame(parts: readonly Buffer[]): Buffer {
   let len = 0;
