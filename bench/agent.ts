@@ -164,17 +164,15 @@ async function main(): Promise<void> {
     console.log(`modules loaded, no agent (baseline)           RSS ${mib(base.rss)}, heap used ${mib(base.heapUsed)} of ${mib(base.heapTotal)} (after GC), external ${mib(base.external)}`);
     console.log(`agent memory after first publish              RSS ${mib(m0.mem.rss)}, heap used ${mib(m0.mem.heapUsed)} of ${mib(m0.mem.heapTotal)} (after GC), external ${mib(m0.mem.external)}`);
     console.log(`agent memory after ${CHANGES} changes + idle           RSS ${mib(m2.mem.rss)}, heap used ${mib(m2.mem.heapUsed)} of ${mib(m2.mem.heapTotal)} (after GC), external ${mib(m2.mem.external)}`);
-    // Resident memory as the kernel counts it: anonymous (the process's own) and file-backed (mostly the node
-    // binary's pages), beside the containerd the agent lists (the issue compares the two).
-    const status = (pid: number | undefined) => {
-      const s = pid === undefined ? '' : readFileSync(`/proc/${pid}/status`, 'utf8');
-      const kib = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)?.[1] ?? 0) * 1024;
-      return { rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile') };
-    };
-    const a = status(child.pid);
-    const d = status(cd.pid());
-    console.log(`agent RSS (kernel)                            ${mib(a.rss)}: anonymous ${mib(a.anon)}, file-backed ${mib(a.file)}`);
-    console.log(`containerd RSS, same node                     ${mib(d.rss)}: anonymous ${mib(d.anon)}, file-backed ${mib(d.file)} (agent/containerd ${(a.rss / d.rss).toFixed(2)})`);
+    // The peer on the same node: the containerd it watches (holding the same 1,000 images).
+    const ctrdPid = cd.pid();
+    const ctrdRss = ctrdPid !== undefined ? Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${ctrdPid}/status`, 'utf8'))?.[1] ?? 0) * 1024 : 0;
+    if (ctrdRss > 0) console.log(`containerd beside it (${cd.flavor})             RSS ${mib(ctrdRss)}; agent/containerd ${(m2.mem.rss / ctrdRss).toFixed(2)}×`);
+    // The agent's resident memory as the kernel splits it: anonymous (its own) and file-backed (mostly the node
+    // binary's pages).
+    const own = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+    const kib = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(own)?.[1] ?? 0) * 1024;
+    console.log(`agent RSS (kernel)                            ${mib(kib('VmRSS'))}: anonymous ${mib(kib('RssAnon'))}, file-backed ${mib(kib('RssFile'))}`);
   } finally {
     for (const f of cleanup.reverse()) await f().catch(() => undefined);
     await c.kc.makeApiClient((await import('@kubernetes/client-node')).CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node }).catch(() => undefined);

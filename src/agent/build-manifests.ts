@@ -42,10 +42,11 @@ export interface BuildManifests {
 }
 
 /**
- * Lists and watches NixBuilds of `namespace`; calls onChange with the image names whose manifests changed.
- * A broken watch lists again after a backoff (a 410 Gone or a restart of the API server).
+ * Lists and watches NixBuilds of `namespace`; calls onChange with the image names whose manifests changed,
+ * and those whose last NixBuild went away (deleted, or gone at a relist): orphaned. A name nothing named
+ * when the agent started is never reported orphaned. A broken watch lists again after a backoff.
  */
-export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (names: string[]) => void, log: (m: string) => void = () => {}): BuildManifests {
+export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (names: string[], orphaned: string[]) => void, log: (m: string) => void = () => {}): BuildManifests {
   const path = `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/nixbuilds`;
   const byBuild = new Map<string, Recorded>();
   const byName = new Map<string, Map<string, Candidate>>();
@@ -55,6 +56,7 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
 
+  const orphaned = new Set<string>();
   const index = (build: string, rec: Recorded | undefined): string[] => {
     const old = byBuild.get(build);
     const key = (r: Recorded | undefined) => (r === undefined ? '' : JSON.stringify([r.names, r.candidate]));
@@ -67,7 +69,15 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
       if (m === undefined) byName.set(n, (m = new Map()));
       m.set(build, rec!.candidate);
     }
+    for (const n of old?.names ?? []) if ((byName.get(n)?.size ?? 0) === 0) orphaned.add(n);
+    for (const n of rec?.names ?? []) orphaned.delete(n);
     return [...new Set([...(old?.names ?? []), ...(rec?.names ?? [])])];
+  };
+  const report = (names: Iterable<string>): void => {
+    const changed = [...new Set(names)];
+    const gone = [...orphaned];
+    orphaned.clear();
+    if (changed.length > 0 || gone.length > 0) onChange(changed, gone);
   };
 
   async function loop(): Promise<void> {
@@ -82,7 +92,7 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
           for (const n of index(name, recordedManifest(b))) changed.add(n);
         }
         for (const name of [...byBuild.keys()]) if (!seen.has(name)) for (const n of index(name, undefined)) changed.add(n);
-        if (changed.size > 0) onChange([...changed]);
+        report(changed);
         resolveReady();
         failures = 0;
         let rv = list.metadata.resourceVersion;
@@ -97,8 +107,7 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
             }
             if (e.object.metadata?.resourceVersion !== undefined) rv = e.object.metadata.resourceVersion;
             if (e.type === 'BOOKMARK') return;
-            const names = index(e.object.metadata?.name ?? '', e.type === 'DELETED' ? undefined : recordedManifest(e.object));
-            if (names.length > 0) onChange(names);
+            report(index(e.object.metadata?.name ?? '', e.type === 'DELETED' ? undefined : recordedManifest(e.object)));
           }, abort.signal);
           if (gone || stopped) break;
         }

@@ -7,11 +7,10 @@ import { randomBytes } from 'node:crypto';
 import type { ContainerdClient } from '../containerd/client.ts';
 import type { ContainerdImage } from '../containerd/images.ts';
 import { hasBlob, readBlob } from '../containerd/platform.ts';
+import { isIndexType } from '../containerd/import/archive.ts';
 import { ingestRef, writeBlob } from '../containerd/import/content.ts';
 import { distributionSourceLabels, imageNames, indexGcLabels, LABEL_GC_EXPIRE, LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
 import { type Candidate, type ParsedIndex, parseIndex, pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../image/platform-index.ts';
-
-const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']);
 
 export interface Rewrite {
   name: string;
@@ -54,7 +53,7 @@ export async function gatherFacts(c: ContainerdClient, records: Iterable<Contain
   for (const record of records) {
     if (!hasCandidates(record.name)) continue;
     const t = record.target;
-    if (INDEX_TYPES.has(t.mediaType)) {
+    if (isIndexType(t.mediaType)) {
       // Index blobs are immutable: parsed once per digest.
       let parsed = cache.get(t.digest);
       if (parsed === undefined) {

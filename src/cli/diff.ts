@@ -2,20 +2,23 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import type { V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-view.ts';
 import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
 import { findDrift } from '../diff/drift.ts';
+import { toSafeJson, toSafeYaml } from '../diff/output.ts';
+import { printable } from '../text/printable.ts';
 import { renderText } from '../diff/render.ts';
 import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
 import { type ControllerConfig, loadControllerConfig, policyOf } from '../controller/config.ts';
 import { analyzeSource } from '../pipeline/analyze.ts';
 import type { DistributionMode } from '../plan/planner.ts';
 import { readDirSource, watchDir } from '../source/dir.ts';
-import type { SourceFile } from '../source/files.ts';
+import { confinePath, PathOutsideSourceError, type SourceFile } from '../source/files.ts';
 import { gitAuthFrom } from '../source/auth.ts';
-import { syncGitSource } from '../source/git.ts';
+import { repoDirFor, syncGitSource } from '../source/git.ts';
+import { renderSource, type RenderedSource } from '../render/index.ts';
+import { renderOptionsOf } from '../render/config.ts';
 
 export const DIFF_HELP = `enbi diff (GIT_URL | --dir DIR) [options]
 
@@ -24,11 +27,16 @@ Shows, without changing anything, which images are missing on which nodes and wh
 Source:
   GIT_URL                  HTTP(S) Git repository of manifests (cloned shallow into the cache, then fetched)
   --ref REF                branch or tag (default: the remote's default branch)
-  --path PATH              sub-path inside the repository or directory
+  --path PATH              sub-path inside the repository or directory (never outside it)
   --dir DIR                a local directory instead of Git
+  --exclude GLOB           leave out paths matching GLOB (gitignore syntax; repeatable). An .enbiignore file
+                           at the source's root is read the same way
   --watch                  with --dir: plan again after each burst of file changes
   --cache-dir DIR          where Git clones are kept (default: $XDG_CACHE_HOME/enbi/git)
   --git-credentials FILE   "username:password" or a token on one line (else ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD)
+Rendering (kustomize directories, Helm charts, Flux Kustomization/HelmRelease, Argo CD Application):
+  kustomize and helm from $ENBI_KUSTOMIZE / $ENBI_HELM (or render.kustomize / render.helm with --config),
+  else PATH, else ~/.cache/enbi/<tool>/<version>/; a missing one is a problem naming the roots that need it
 Cluster:
   --nodes FILE             nodes saved with "kubectl get nodes -o yaml" instead of a live cluster
   --kubeconfig FILE        kubeconfig to read Nodes from (default: $KUBECONFIG or ~/.kube/config)
@@ -43,12 +51,17 @@ Output:
   -o, --output text|json|yaml
   --offline                do not ask remotes what unpinned branches point to now
 
-Exit codes: 0 nothing to build; 2 builds would start; 4 problems in the input (malformed files, bad
-annotations, unbuildable systems); 6 both; 1 no plan could be made (bad flags, unreachable source or cluster).`;
+Documents that are not Kubernetes objects (Helm values, CI configs, JSON arrays) and Helm chart templates are
+skipped without a problem and counted in the "Read:" line.
+
+Exit codes: 0 nothing to build; 2 builds would start; 4 problems in the manifests enbi reads (malformed
+Kubernetes documents, bad annotations, unbuildable systems); 6 both; 1 no plan could be made (bad flags,
+unreachable source or cluster).`;
 
 const OPTIONS = {
   ref: { type: 'string' },
   path: { type: 'string' },
+  exclude: { type: 'string', multiple: true },
   dir: { type: 'string' },
   watch: { type: 'boolean' },
   'cache-dir': { type: 'string' },
@@ -78,7 +91,7 @@ export async function runDiff(argv: string[]): Promise<number> {
     const once = () => diffOnce(opts);
     if (!opts.watch) return await once();
     await once();
-    watchDir(opts.dirRoot!, () => void once().catch(reportFatal));
+    watchDir(resolve(opts.dirRoot!, opts.path), () => void once().catch(reportFatal));
     console.error(`watching ${opts.dirRoot} (Ctrl-C to stop)`);
     return await new Promise<number>(() => {});
   } catch (err) {
@@ -88,15 +101,17 @@ export async function runDiff(argv: string[]): Promise<number> {
 
 function reportFatal(err: unknown): number {
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`enbi diff: ${message}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
+  console.error(`enbi diff: ${printable(message)}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
   return EXIT_FATAL;
 }
 
 interface DiffOptions {
   gitUrl?: string;
+  /** The directory itself (without --path): Flux and Argo CD paths are relative to it. */
   dirRoot?: string;
   /** The directory as the user wrote it, for output. */
   dirShown?: string;
+  exclude: string[];
   ref?: string;
   path: string;
   watch: boolean;
@@ -128,8 +143,16 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
   if (output !== 'text' && output !== 'json' && output !== 'yaml') throw new UsageError(`-o must be text, json or yaml, not "${output}"`);
   const maxImages = Number(str('max-node-images') ?? DEFAULT_NODE_STATUS_MAX_IMAGES);
   if (!Number.isInteger(maxImages) || maxImages < 1) throw new UsageError('--max-node-images must be a positive integer');
+  let path: string;
+  try {
+    path = confinePath(str('path') ?? '');
+  } catch (err) {
+    if (err instanceof PathOutsideSourceError) throw new UsageError(err.message);
+    throw err;
+  }
   const opts: DiffOptions = {
-    path: str('path') ?? '',
+    path,
+    exclude: Array.isArray(v.exclude) ? v.exclude : [],
     watch: v.watch === true,
     cacheDir: str('cache-dir') ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git'),
     mode,
@@ -142,8 +165,8 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
     if (value !== undefined) (opts as unknown as Record<string, string>)[k] = value;
   };
   assign('gitUrl', gitUrl);
-  assign('dirRoot', dir !== undefined ? resolve(dir, str('path') ?? '') : undefined);
-  assign('dirShown', dir !== undefined ? [dir, str('path')].filter((p) => p !== undefined && p !== '').join('/') : undefined);
+  assign('dirRoot', dir !== undefined ? resolve(dir) : undefined);
+  assign('dirShown', dir !== undefined ? [dir, path].filter((p) => p !== '').join('/') : undefined);
   assign('ref', str('ref'));
   assign('credentialsFile', str('git-credentials'));
   assign('nodesFile', str('nodes'));
@@ -160,11 +183,18 @@ function applyConfig(opts: DiffOptions, cfg: ControllerConfig, given: Record<str
   if (given['trusted-namespace'] === undefined) opts.trustedNamespaces = cfg.trustedNamespaces;
 }
 
-async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
-  if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
+async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo; rendered: RenderedSource }> {
+  const render = renderOptionsOf(opts.config);
+  if (opts.dirRoot !== undefined) {
+    // Files below --path (paths relative to it); the renders see the whole source, as Flux's paths do.
+    const files = await readDirSource(opts.dirRoot, opts.path);
+    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files });
+    return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
+  }
   const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
-  return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
+  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files });
+  return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 
 async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
@@ -176,8 +206,8 @@ async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: 
 }
 
 async function diffOnce(opts: DiffOptions): Promise<number> {
-  const [{ files, info }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
-  const analysis = analyzeSource(files);
+  const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
+  const analysis = analyzeSource(files, { exclude: opts.exclude, rendered });
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
   const cfg = opts.config;
   // The controller's build pool and watched namespaces, as it applies them.
@@ -197,8 +227,8 @@ async function diffOnce(opts: DiffOptions): Promise<number> {
   });
   if (podsNote !== undefined) report.warnings.push({ message: podsNote });
   for (const note of notes) report.warnings.push({ message: note });
-  if (opts.output === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-  else if (opts.output === 'yaml') process.stdout.write(stringify(report));
+  if (opts.output === 'json') process.stdout.write(toSafeJson(report));
+  else if (opts.output === 'yaml') process.stdout.write(toSafeYaml(report));
   else process.stdout.write(renderText(report));
   return exitCodeOf(report);
 }

@@ -42,7 +42,7 @@ export function containerNeedsOf(workload: Workload, locks: LockIndex): { needs:
   const warnings: Problem[] = [];
   const raw = enbiAnnotationsOf(workload.annotations);
   if (Object.keys(raw).length === 0) return { needs: [], problems, warnings };
-  const parsed = annotationsSchema.safeParse(raw);
+  const parsed = checkAnnotations(raw);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const key = issue.path.length > 0 ? `annotation ${String(issue.path[0])}` : 'annotations';
@@ -61,6 +61,39 @@ export function containerNeedsOf(workload: Workload, locks: LockIndex): { needs:
 }
 
 type Where = Pick<Problem, 'file' | 'line' | 'object'>;
+
+// Fleets repeat the same annotations and flakes across thousands of workloads: both checks are pure, so
+// their answers are kept (a bounded memo, emptied when full) and each distinct value is checked once.
+const MEMO_LIMIT = 10_000;
+const annotationChecks = new Map<string, ReturnType<typeof annotationsSchema.safeParse>>();
+const flakeRefs = new Map<string, FlakeRef | FlakeRefError>();
+
+function checkAnnotations(raw: Record<string, unknown>): ReturnType<typeof annotationsSchema.safeParse> {
+  const key = JSON.stringify(raw);
+  let result = annotationChecks.get(key);
+  if (result === undefined) {
+    if (annotationChecks.size >= MEMO_LIMIT) annotationChecks.clear();
+    result = annotationsSchema.safeParse(raw);
+    annotationChecks.set(key, result);
+  }
+  return result.success ? { ...result, data: { ...result.data } } : result;
+}
+
+function parseFlakeRefOnce(text: string): FlakeRef {
+  let ref = flakeRefs.get(text);
+  if (ref === undefined) {
+    if (flakeRefs.size >= MEMO_LIMIT) flakeRefs.clear();
+    try {
+      ref = parseFlakeRef(text);
+    } catch (err) {
+      if (!(err instanceof FlakeRefError)) throw err;
+      ref = err;
+    }
+    flakeRefs.set(text, ref);
+  }
+  if (ref instanceof FlakeRefError) throw ref;
+  return { ...ref, params: { ...ref.params } };
+}
 
 /** Container → flake text, from the per-container keys, the single-container key or the pre-alpha keys. */
 function flakesByContainer(workload: Workload, a: Record<string, string | undefined>, problems: Problem[], where: Where): Map<ContainerSpec, string> {
@@ -121,7 +154,7 @@ function needOf(
   }
   let flake: FlakeRef;
   try {
-    flake = parseFlakeRef(declared);
+    flake = parseFlakeRefOnce(declared);
   } catch (err) {
     if (err instanceof FlakeRefError) return fail(err.message);
     throw err;

@@ -1,8 +1,12 @@
 // Human-readable rendering of a DiffReport: a table of builds, then what is known and what is wrong.
+import type { ManifestCounts } from '../pipeline/analyze.ts';
 import { formatProblem } from '../problems.ts';
+import { cell, line } from './output.ts';
 import type { DiffReport } from './report.ts';
 
-export function table(rows: string[][]): string {
+/** Columns padded to their widest cell; every cell escaped and cut (text from manifests may be anything). */
+export function table(cells: string[][]): string {
+  const rows = cells.map((r) => r.map((c) => cell(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
 }
@@ -19,6 +23,7 @@ export function renderText(report: DiffReport): string {
   const truncated = report.nodes.filter((n) => !n.imagesComplete).map((n) => n.name);
   const fromAgent = report.nodes.filter((n) => n.imageSource === 'agent').length;
   const sources = `images from ${fromAgent} agent inventor${fromAgent === 1 ? 'y' : 'ies'} and ${report.nodes.length - fromAgent} Node.status.images`;
+  if (report.manifests !== undefined) out.push(`Read:   ${summary(report.manifests)}`);
   out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}; ${sources}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
   // The on-demand view: pods bound to nodes that lack their image, by the build that would bring it.
   const waitingByBuild = new Map<string, number>();
@@ -29,7 +34,10 @@ export function renderText(report: DiffReport): string {
     out.push(`Pods:   ${report.podsRead} bound read; ${n} wait${n === 1 ? 's' : ''} for an image missing on ${n === 1 ? 'its' : 'their'} node`);
   }
   out.push('');
-  if (report.builds.length === 0) out.push('No builds: every image is where it is needed.');
+  if (report.builds.length === 0) {
+    const annotated = report.manifests === undefined || report.manifests.annotated > 0 || report.waitingPods.length > 0;
+    out.push(annotated ? 'No builds: every image is where it is needed.' : 'No builds: no workload carries an enbi annotation (enbi.hrzn.ee/flake), so enbi has nothing to build.');
+  }
   else {
     out.push(`${report.builds.length} build${report.builds.length === 1 ? '' : 's'} would start:`);
     const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
@@ -76,5 +84,16 @@ export function renderText(report: DiffReport): string {
   const problems = [...report.problems.map(formatProblem), ...report.unbuildable];
   if (problems.length > 0) out.push('', `Problems (${problems.length}):`, ...problems.map((p) => `  ${p}`));
   if (report.warnings.length > 0) out.push('', 'Warnings:', ...report.warnings.map((w) => `  ${formatProblem(w)}`));
-  return `${out.join('\n')}\n`;
+  return `${out.map((l) => line(l)).join('\n')}\n`;
+}
+
+/** The summary line: what was read, how much of it enbi plans, and what it skipped without complaint. */
+export function summary(c: ManifestCounts): string {
+  const n = (count: number, one: string, many = `${one}s`) => `${count} ${count === 1 ? one : many}`;
+  const skipped = [
+    c.skipped > 0 ? `${n(c.skipped, 'document')} that ${c.skipped === 1 ? 'is' : 'are'} not Kubernetes objects` : '',
+    c.chartTemplates > 0 ? n(c.chartTemplates, 'Helm chart template') : '',
+    c.excluded > 0 ? `${n(c.excluded, 'file')} excluded` : '',
+  ].filter((s) => s !== '');
+  return `${n(c.files, 'file')}, ${n(c.documents, 'document')}: ${n(c.workloads, 'workload')} (${c.annotated} with enbi annotations); skipped ${skipped.length > 0 ? skipped.join(', ') : 'nothing'}`;
 }

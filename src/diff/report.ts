@@ -4,7 +4,7 @@ import type { NodeView } from '../cluster/node-view.ts';
 import { type BuildPolicy, withinPolicy } from '../plan/allow.ts';
 import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import { normalizeImageName } from '../image/reference.ts';
-import type { Analysis } from '../pipeline/analyze.ts';
+import type { Analysis, ManifestCounts } from '../pipeline/analyze.ts';
 import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
 import { plan } from '../plan/planner.ts';
 import type { Problem } from '../problems.ts';
@@ -46,6 +46,8 @@ export interface WaitingPodReport extends WaitingPod {
 
 export interface DiffReport {
   source: SourceInfo;
+  /** What the source held: files, documents, workloads (with enbi annotations), skipped. */
+  manifests?: ManifestCounts;
   nodesFrom: string;
   /** Bound, unfinished pods read from the cluster; absent when pods were not read (--nodes, or not allowed). */
   podsRead?: number;
@@ -102,6 +104,7 @@ export function buildReport(input: DiffInput): DiffReport {
   });
   return {
     source: input.source,
+    manifests: input.analysis.counts,
     nodesFrom: input.nodesFrom,
     ...(input.pods !== undefined ? { podsRead: input.pods.length } : {}),
     mode: input.mode,

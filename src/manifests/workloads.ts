@@ -1,4 +1,5 @@
 // The pod template of each workload kind enbi knows; every other kind is ignored.
+import { PREFIX } from '../contract/keys.ts';
 import type { Problem } from '../problems.ts';
 import type { PodScheduling } from '../plan/scheduling.ts';
 import type { ManifestObject } from './scan.ts';
@@ -16,6 +17,8 @@ export interface Workload {
   name: string;
   file?: string;
   line?: number;
+  /** What rendered it, for a workload from kustomize or helm: "Kustomization flux-system/apps → apps/prod". */
+  origin?: string;
   /** Annotations of the pod template (of the Pod itself for a Pod). */
   annotations: Record<string, unknown>;
   containers: ContainerSpec[];
@@ -29,6 +32,11 @@ const asObj = (v: unknown): Obj | undefined => (v !== null && typeof v === 'obje
 
 export function workloadId(w: Pick<Workload, 'kind' | 'namespace' | 'name'>): string {
   return `${w.kind} ${w.namespace}/${w.name}`;
+}
+
+/** Whether the pod template carries any enbi annotation (the workload is enbi's to plan). */
+export function isEnbiAnnotated(w: Pick<Workload, 'annotations'>): boolean {
+  return Object.keys(w.annotations).some((k) => k.startsWith(PREFIX));
 }
 
 /** The pod template of a workload object: `{metadata, spec}` or undefined when the kind has none. */
@@ -52,11 +60,12 @@ export function extractWorkloads(objects: readonly ManifestObject[], defaultName
     if (typeof kind !== 'string' || !(WORKLOAD_KINDS as readonly string[]).includes(kind)) continue;
     if (typeof object.apiVersion !== 'string') continue;
     const metadata = asObj(object.metadata);
-    const name = metadata?.name;
+    // A Job (or Pod) created with generateName gets its name from the API server: the prefix names it here.
+    const name = typeof metadata?.name === 'string' && metadata.name !== '' ? metadata.name : metadata?.generateName;
     const namespace = typeof metadata?.namespace === 'string' ? metadata.namespace : defaultNamespace;
     const id = `${kind} ${namespace}/${typeof name === 'string' ? name : '?'}`;
     if (typeof name !== 'string' || name === '') {
-      problems.push({ file, line, object: id, message: 'workload has no metadata.name' });
+      problems.push({ file, line, object: id, message: 'workload has no metadata.name (nor generateName)' });
       continue;
     }
     const template = podTemplateOf(kind, object);

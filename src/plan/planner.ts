@@ -279,8 +279,9 @@ export interface BuilderChoice {
 
 /**
  * The builder for a system among nodes able to build it: a node under the per-node limit if there is
- * one, native before emulated, then the least loaded (spreading builds), then one that needs the image
- * itself (no Spegel transfer), then by name. Pure; `load` is the running builds by node.
+ * one, one whose imports Spegel can spread (containerd ≥ 2: NodeView.spegelSource), native before
+ * emulated, then the least loaded (spreading builds), then one that needs the image itself (no Spegel
+ * transfer), then by name. Pure; `load` is the running builds by node.
  */
 export function chooseBuilder(
   able: readonly NodeView[],
@@ -291,6 +292,7 @@ export function chooseBuilder(
 ): BuilderChoice | undefined {
   const loadOf = (n: NodeView) => load.get(n.name) ?? 0;
   const better = (a: NodeView, b: NodeView) =>
+    Number(a.spegelSource === false) - Number(b.spegelSource === false) ||
     Number(a.system !== system) - Number(b.system !== system) || loadOf(a) - loadOf(b) || Number(!needs.has(a.name)) - Number(!needs.has(b.name)) || compare(a.name, b.name);
   let free: NodeView | undefined;
   let full: NodeView | undefined;

@@ -1,28 +1,49 @@
 // A local directory of manifests, read once or watched with chokidar (one callback per burst of writes).
-import { readdir, readFile } from 'node:fs/promises';
+// Symlinks are followed while they stay inside the source directory and refused (a warning) when they leave
+// it, as the Git source does; node_modules/ and hidden directories are skipped in both.
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import chokidar from 'chokidar';
-import type { SourceFile } from './files.ts';
-import { isSourceFile } from './files.ts';
+import { byPath, confinePath, decodeSourceFile, isSkippedDir, isSourceFile, PathOutsideSourceError, type SourceFile } from './files.ts';
+import { IGNORE_FILE } from './ignore.ts';
 
-const SKIPPED_DIRS = new Set(['node_modules', '.git']);
-
-export async function readDirSource(root: string): Promise<SourceFile[]> {
+/** The files below `subPath` of the source directory `dir`, paths relative to `dir/subPath`. */
+export async function readDirSource(dir: string, subPath = ''): Promise<SourceFile[]> {
+  const sourceRoot = await realpath(dir);
+  const base = join(sourceRoot, confinePath(subPath));
   const files: SourceFile[] = [];
-  const visit = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true });
+  const seenDirs = new Set<string>();
+  const inside = (real: string) => real === sourceRoot || real.startsWith(sourceRoot + sep);
+  const visit = async (at: string): Promise<void> => {
+    const real = await realpath(at);
+    if (seenDirs.has(real)) return; // a symlink loop, or a directory linked twice
+    seenDirs.add(real);
+    const entries = await readdir(at, { withFileTypes: true });
     for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      if (entry.name.startsWith('.') || SKIPPED_DIRS.has(entry.name)) continue;
-      const full = join(dir, entry.name);
-      if (entry.isDirectory()) await visit(full);
-      else if (entry.isFile()) {
-        const path = relative(root, full).split(sep).join('/');
-        if (isSourceFile(path)) files.push({ path, text: await readFile(full, 'utf8') });
+      const full = join(at, entry.name);
+      const path = relative(base, full).split(sep).join('/');
+      if (entry.isDirectory()) {
+        if (!isSkippedDir(entry.name)) await visit(full);
+      } else if (entry.isFile()) {
+        if (isSourceFile(path)) files.push(decodeSourceFile(path, await readFile(full)));
+      } else if (entry.isSymbolicLink()) {
+        await followLink(full, path, entry.name);
       }
     }
   };
-  await visit(root);
-  return files;
+  const followLink = async (full: string, path: string, name: string): Promise<void> => {
+    const target = await realpath(full).catch(() => undefined);
+    const isDir = target !== undefined && (await stat(target)).isDirectory();
+    if (isDir ? isSkippedDir(name) : !isSourceFile(path)) return;
+    if (target === undefined) files.push({ path, text: '', unreadable: { severity: 'warning', message: 'symlink to nothing: not read' } });
+    else if (!inside(target)) files.push({ path, text: '', unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' } });
+    else if (isDir) await visit(full);
+    else files.push(decodeSourceFile(path, await readFile(target)));
+  };
+  const realBase = await realpath(base);
+  if (!inside(realBase)) throw new PathOutsideSourceError(`--path "${subPath}" leads out of the source through a symlink`);
+  await visit(base);
+  return files.sort(byPath);
 }
 
 /** Calls `onChange` once per burst of changes to manifest files below `root`, `debounceMs` after the last. */
@@ -30,7 +51,7 @@ export function watchDir(root: string, onChange: () => void, debounceMs = 200): 
   let timer: NodeJS.Timeout | undefined;
   const watcher = chokidar.watch(root, {
     ignoreInitial: true,
-    ignored: (path: string) => path.split(sep).some((p) => p.startsWith('.') && p !== '.' && p !== '..') || path.includes(`${sep}node_modules`),
+    ignored: (path: string) => relative(root, path).split(sep).some((p) => p !== '' && p !== '..' && p !== IGNORE_FILE && isSkippedDir(p)),
   });
   watcher.on('all', (_event, path) => {
     if (!isSourceFile(relative(root, path).split(sep).join('/'))) return;

@@ -7,8 +7,8 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import git, { type HttpClient } from 'isomorphic-git';
 import { httpWithIdleTimeout } from './http.ts';
-import type { SourceFile } from './files.ts';
-import { isSourceFile } from './files.ts';
+import { confinePath, PathOutsideSourceError, type SourceFile } from './files.ts';
+import { readCommitFiles, TreeMemo, TreeReadError } from './git-tree.ts';
 
 export interface GitAuth {
   username: string;
@@ -34,15 +34,20 @@ export const DEFAULT_GIT_IDLE_TIMEOUT_MS = 30_000;
 export interface GitSnapshot {
   commit: string;
   ref: string;
+  /** Each with its blob id, so analyses can keep a file's parse between syncs. */
   files: SourceFile[];
+  /** Blobs read from the object store by this sync: the files that changed since the last one (0 when the commit is the same). */
+  blobsRead: number;
 }
 
 export class GitSourceError extends Error {
   override name = 'GitSourceError';
 }
 
-// The files of the last commit read per clone (one entry each, so memory stays bounded by the sources).
+// The files of the last commit read per clone (one entry each, so memory stays bounded by the sources),
+// and the tree listings and file texts that the next commit's read reuses.
 const lastRead = new Map<string, { key: string; files: SourceFile[] }>();
+const memos = new Map<string, TreeMemo>();
 
 // One pack cache per process: isomorphic-git re-reads pack indexes without it.
 const cache = {};
@@ -53,6 +58,13 @@ export function repoDirFor(cacheDir: string, url: string): string {
 
 /** Clones or fetches, then reads the manifest files below `path` at the fetched commit. */
 export async function syncGitSource(options: GitSourceOptions): Promise<GitSnapshot> {
+  let subPath: string;
+  try {
+    subPath = confinePath(options.path ?? '');
+  } catch (err) {
+    if (err instanceof PathOutsideSourceError) throw new GitSourceError(err.message);
+    throw err;
+  }
   const gitdir = repoDirFor(options.cacheDir, options.url);
   const http = httpWithIdleTimeout(options.idleTimeoutMs ?? DEFAULT_GIT_IDLE_TIMEOUT_MS);
   const common = {
@@ -88,13 +100,23 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
     throw toSourceError(err, options.url, ref);
   }
   if (commit === '') throw new GitSourceError(`${options.url}: ref "${ref}" not found`);
-  // Reading the tree costs about 1 ms a file: skip it when the commit is the one read last time.
-  const key = `${commit}\0${options.path ?? ''}`;
+  // Same commit as last time: nothing to read. Else only the trees and blobs that changed are read.
+  const key = `${commit}\0${subPath}`;
   const last = lastRead.get(gitdir);
-  if (last?.key === key) return { commit, ref, files: last.files };
-  const files = await readTreeFiles(gitdir, commit, options.path ?? '', options.maxBytes ?? 64 * 1024 * 1024);
-  lastRead.set(gitdir, { key, files });
-  return { commit, ref, files };
+  if (last?.key === key) return { commit, ref, files: last.files, blobsRead: 0 };
+  const memo = memos.get(gitdir) ?? new TreeMemo();
+  memos.set(gitdir, memo);
+  const { commit: parsed } = await git.readCommit({ fs, gitdir, oid: commit, cache });
+  let read: Awaited<ReturnType<typeof readCommitFiles>>;
+  try {
+    read = await readCommitFiles(gitdir, parsed.tree, subPath, options.maxBytes ?? 64 * 1024 * 1024, memo, cache);
+  } catch (err) {
+    if (err instanceof TreeReadError) throw new GitSourceError(err.message);
+    throw err;
+  }
+  if (!read.found) throw new GitSourceError(`path "${subPath}" does not exist at commit ${commit.slice(0, 12)}`);
+  lastRead.set(gitdir, { key, files: read.files });
+  return { commit, ref, files: read.files, blobsRead: memo.blobsRead };
 }
 
 /** An annotated tag's fetch head is the tag object: follow it to the commit. */
@@ -136,42 +158,11 @@ function toSourceError(err: unknown, url: string, ref: string): Error {
   return new GitSourceError(`${url}: ${e.message ?? String(err)}`);
 }
 
-async function readTreeFiles(gitdir: string, commit: string, subPath: string, maxBytes: number): Promise<SourceFile[]> {
-  const prefix = subPath.replace(/^\/+|\/+$/g, '');
-  const files: SourceFile[] = [];
-  let total = 0;
-  let sawPrefix = prefix === '';
-  await git.walk({
-    fs,
-    gitdir,
-    cache,
-    trees: [git.TREE({ ref: commit })],
-    map: async (path, [entry]) => {
-      if (entry === null || entry === undefined) return null;
-      if (path === '.') return true;
-      const inside = prefix === '' || path === prefix || path.startsWith(`${prefix}/`);
-      const above = prefix.startsWith(`${path}/`);
-      if (!inside && !above) return null;
-      if (inside) sawPrefix = true;
-      const type = await entry.type();
-      if (type === 'tree') return true;
-      if (type !== 'blob' || !inside) return null;
-      const rel = prefix === '' ? path : path === prefix ? path.split('/').pop()! : path.slice(prefix.length + 1);
-      if (!isSourceFile(rel)) return null;
-      const content = await entry.content();
-      if (content === undefined) return null;
-      total += content.byteLength;
-      if (total > maxBytes) throw new GitSourceError(`manifests below "${prefix || '/'}" exceed ${maxBytes} bytes: point --path at the manifests`);
-      files.push({ path: rel, text: Buffer.from(content).toString('utf8') });
-      return null;
-    },
-  });
-  if (!sawPrefix) throw new GitSourceError(`path "${prefix}" does not exist at commit ${commit.slice(0, 12)}`);
-  return files.sort((a, b) => a.path.localeCompare(b.path));
-}
-
 /** Removes a cached clone (used when the cache is corrupt). */
 export async function dropGitCache(cacheDir: string, url: string): Promise<void> {
+  const gitdir = repoDirFor(cacheDir, url);
+  lastRead.delete(gitdir);
+  memos.delete(gitdir);
   await rm(repoDirFor(cacheDir, url), { recursive: true, force: true });
 }
 

@@ -127,5 +127,20 @@ describe('agents converge every node to one index per tag (containerd 1.6 and 2.
     await custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL, name: 'nb-amd64' });
     await new Promise((r) => setTimeout(r, 1_500));
     for (const n of nodes) assert.equal((await entriesOf(n, TAG))?.digest, converged[0]!.digest);
+
+    // The last build naming the tag deleted: its records leave the node whose containers do not use it; the
+    // amd64 node keeps it while a container made from it exists (kubelet keeps exited containers too).
+    await ctr(nodes[1]!, 'run', TAG, `idx-${tag}-kept`);
+    await custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL, name: 'nb-arm64' });
+    const t1 = Date.now();
+    await until('the arm64 node to drop the tag and its digest records', async () => {
+      const left = (await listImages(nodes[0]!.client, ['name~="^registry.local/idx-"'])).map((r) => r.name);
+      return left.length === 0 ? true : undefined;
+    }, 20_000, 100);
+    t.diagnostic(`records removed ${Date.now() - t1} ms after the last NixBuild went`);
+    assert.equal(nodes[0]!.agent!.stats().imagesRemoved >= 2, true, 'the tag and registry.local/idx-…@<arm64 manifest>');
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal((await entriesOf(nodes[1]!, TAG))?.digest, converged[0]!.digest, 'kept where a container uses it');
+    assert.deepEqual(await record(nodes[1]!, foreign), foreignBefore, 'and a record enbi did not write is never removed');
   });
 });

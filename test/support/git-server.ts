@@ -13,7 +13,8 @@ import { gunzipSync, inflateSync } from 'node:zlib';
 export const HTTP_BACKEND = '/usr/lib/git-core/git-http-backend';
 
 /** File contents by path; `null` deletes the path in `commit`. */
-export type FileMap = Record<string, string | Buffer | null>;
+/** Path → content (a symlink when `{ symlink: target }`, deleted when null). */
+export type FileMap = Record<string, string | Buffer | null | { symlink: string }>;
 
 export interface GitServerOptions {
   /** Require HTTP Basic auth with exactly these credentials. */
@@ -324,8 +325,9 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
         parts.push(Buffer.from(`D ${path}\n`));
         continue;
       }
-      const data = typeof content === 'string' ? Buffer.from(content) : content;
-      parts.push(Buffer.from(`M 100644 inline ${path}\ndata ${data.length}\n`), data, Buffer.from('\n'));
+      const link = typeof content === 'object' && !Buffer.isBuffer(content) ? content.symlink : undefined;
+      const data = link !== undefined ? Buffer.from(link) : typeof content === 'string' ? Buffer.from(content) : (content as Buffer);
+      parts.push(Buffer.from(`M ${link !== undefined ? '120000' : '100644'} inline ${path}\ndata ${data.length}\n`), data, Buffer.from('\n'));
     }
     parts.push(Buffer.from('\n'));
     await git(name, ['fast-import', '--quiet', '--date-format=raw'], Buffer.concat(parts));

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { planRewrites, type RecordFacts } from '../../src/agent/converge-index.ts';
+import { planCollection } from '../../src/agent/collect-images.ts';
 import { recordedManifest } from '../../src/agent/build-manifests.ts';
 import { LABEL_RECORD_OWNER } from '../../src/containerd/import/labels.ts';
 import { type Candidate, INDEX_ANNOTATION, OCI_INDEX, parseIndex, pickEntries, platformIndex, type PlatformManifest } from '../../src/image/platform-index.ts';
@@ -112,5 +113,44 @@ describe('recordedManifest', () => {
     assert.equal(r?.candidate.completedAt, '2026-01-01T00:00:00Z');
     assert.equal(recordedManifest({ spec: { images: ['a:1'] }, status: {} }), undefined);
     assert.equal(recordedManifest({ spec: { images: ['a@sha256:' + '0'.repeat(64)] }, status: { manifest: { digest: d(1) } } }), undefined);
+  });
+});
+
+describe('planCollection', () => {
+  const OWN = { [LABEL_RECORD_OWNER]: 'nb' };
+  const rec = (name: string, digest: string, labels: Record<string, string> = OWN, mediaType = OCI_INDEX) => ({ name, target: { mediaType, digest, size: 300 }, labels, updatedAt: 0 });
+  const amd = strip(m(1, 'linux/amd64'));
+  const arm = strip(m(2, 'linux/arm64'));
+  const idx = platformIndex([amd, arm]);
+  const other = platformIndex([strip(m(7, 'linux/amd64'))]);
+  const indexOf = (d: string) => (d === idx.digest ? { entries: idx.entries, enbi: true } : d === other.digest ? { entries: other.entries, enbi: true } : undefined);
+  const records = [
+    rec('registry.local/app:v1', idx.digest),
+    rec(`registry.local/app@${amd.digest}`, amd.digest, OWN, OCI_MANIFEST),
+    rec(`registry.local/app@${arm.digest}`, arm.digest, OWN, OCI_MANIFEST),
+    rec(`sha256:${'c'.repeat(64)}`, idx.digest, { 'io.cri-containerd.image': 'managed' }),
+    rec('registry.local/app:v2', other.digest),
+    rec('docker.io/library/postgres:16', d(9), {}, OCI_MANIFEST),
+  ];
+
+  it("removes an orphaned tag with its digest records and the CRI's id, nothing else", () => {
+    const c = planCollection(['registry.local/app:v1'], records, indexOf, []);
+    assert.deepEqual(c.remove.sort(), ['registry.local/app:v1', `registry.local/app@${amd.digest}`, `registry.local/app@${arm.digest}`, `sha256:${'c'.repeat(64)}`].sort());
+    assert.deepEqual([c.inUse, c.skipped], [[], []]);
+  });
+  it('keeps what a container uses, by tag, by digest or by id', () => {
+    for (const used of ['registry.local/app:v1', `registry.local/app@${arm.digest}`, `sha256:${'c'.repeat(64)}`]) {
+      const c = planCollection(['registry.local/app:v1'], records, indexOf, [used]);
+      assert.deepEqual([c.remove, c.inUse], [[], ['registry.local/app:v1']], used);
+    }
+  });
+  it('never touches a record enbi did not write, and keeps the id while another tag holds the target', () => {
+    assert.deepEqual(planCollection(['docker.io/library/postgres:16'], records, indexOf, []).skipped, ['docker.io/library/postgres:16']);
+    const shared = [...records, rec('registry.local/app:alias', idx.digest, {})];
+    const c = planCollection(['registry.local/app:v1'], shared, indexOf, []);
+    assert.ok(!c.remove.includes(`sha256:${'c'.repeat(64)}`), 'the id stays: app:alias still points at the image');
+    // A manifest another named tag lists keeps its digest record.
+    const also = [...records, rec('registry.local/app:v3', idx.digest)];
+    assert.ok(!planCollection(['registry.local/app:v1'], also, indexOf, []).remove.includes(`registry.local/app@${amd.digest}`));
   });
 });
