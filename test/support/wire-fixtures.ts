@@ -37,6 +37,7 @@ const inputs: [string, unknown][] = [
   ['containerd.types.Envelope', { timestamp: { seconds: 1764547200, nanos: 5 }, namespace: 'k8s.io', topic: '/images/create', event: { typeUrl: 'containerd.events.ImageCreate', value: { name: 'registry.local/app:v1' } } }],
   ['containerd.services.snapshots.v1.PrepareSnapshotResponse', { mounts: [{ type: 'overlay', source: 'overlay', target: '', options: ['index=off', 'lowerdir=/a:/b'] }] }],
   ['containerd.services.snapshots.v1.StatSnapshotResponse', { info: { name: 'sha256:c', parent: '', kind: 'COMMITTED', labels: {} } }],
+  ['containerd.services.containers.v1.ListContainersResponse', { containers: [{ id: 'abc123', image: 'registry.local/app:v1' }, { id: 'pause', image: '' }] }],
   ['containerd.services.version.v1.VersionResponse', { version: '2.1.4', revision: '75cb2b7' }],
   ['google.protobuf.Empty', {}],
 ];
