@@ -168,6 +168,11 @@ async function main(): Promise<void> {
     const ctrdPid = cd.pid();
     const ctrdRss = ctrdPid !== undefined ? Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${ctrdPid}/status`, 'utf8'))?.[1] ?? 0) * 1024 : 0;
     if (ctrdRss > 0) console.log(`containerd beside it (${cd.flavor})             RSS ${mib(ctrdRss)}; agent/containerd ${(m2.mem.rss / ctrdRss).toFixed(2)}×`);
+    // The agent's resident memory as the kernel splits it: anonymous (its own) and file-backed (mostly the node
+    // binary's pages).
+    const own = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+    const kib = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(own)?.[1] ?? 0) * 1024;
+    console.log(`agent RSS (kernel)                            ${mib(kib('VmRSS'))}: anonymous ${mib(kib('RssAnon'))}, file-backed ${mib(kib('RssFile'))}`);
   } finally {
     for (const f of cleanup.reverse()) await f().catch(() => undefined);
     await c.kc.makeApiClient((await import('@kubernetes/client-node')).CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node }).catch(() => undefined);

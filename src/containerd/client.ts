@@ -1,8 +1,15 @@
 // A containerd gRPC client over its unix socket, for the few calls enbi makes (see descriptor.ts). Every call
 // carries the namespace in the `containerd-namespace` metadata header, as containerd's own clients do.
-import * as grpc from '@grpc/grpc-js';
-import { fromJSON } from '@grpc/proto-loader';
+// The gRPC layer is enbi's own (./grpc/): HTTP/2 from node:http2 and a protobuf codec driven by the
+// descriptor, so that the node agent and `enbi import` do not load grpc-js and protobuf.js.
+import { Call } from './grpc/call.ts';
+import { decodeMessage, encodeMessage } from './grpc/codec.ts';
+import { Connection } from './grpc/connection.ts';
+import { compileSchema, type Method, type Schema } from './grpc/schema.ts';
+import { type CallStatus, Status, type StatusCode } from './grpc/status.ts';
 import { CONTAINERD_DESCRIPTOR } from './descriptor.ts';
+
+export { Status, type StatusCode };
 
 /** Kubernetes' images live in this containerd namespace. */
 export const K8S_NAMESPACE = 'k8s.io';
@@ -19,23 +26,12 @@ const SERVICES = {
 } as const;
 export type Service = keyof typeof SERVICES;
 
-type Method = grpc.MethodDefinition<unknown, unknown>;
-let methods: Map<string, Method> | undefined;
+let schema: Schema | undefined;
 
-/** The method definitions, built once from the descriptor. */
+/** A method of the descriptor, compiled once (a broken descriptor throws at the first client). */
 function method(service: Service, name: string): Method {
-  if (methods === undefined) {
-    // longs as numbers (sizes and timestamps fit in 2^53), defaults so that absent strings are '' and maps {}.
-    const pkg = fromJSON(CONTAINERD_DESCRIPTOR as unknown as Parameters<typeof fromJSON>[0], { longs: Number, enums: String, defaults: true });
-    methods = new Map();
-    for (const [key, full] of Object.entries(SERVICES)) {
-      const svc = pkg[full] as grpc.ServiceDefinition;
-      for (const [m, def] of Object.entries(svc)) methods.set(`${key}.${m}`, def as Method);
-    }
-  }
-  const m = methods.get(`${service}.${name}`);
-  if (m === undefined) throw new Error(`containerd client: no method ${service}.${name} in the descriptor`);
-  return m;
+  schema ??= compileSchema(CONTAINERD_DESCRIPTOR);
+  return schema.method(SERVICES[service], name);
 }
 
 export interface ContainerdClientOptions {
@@ -48,20 +44,44 @@ export interface ContainerdClientOptions {
 
 export class ContainerdError extends Error {
   override name = 'ContainerdError';
-  readonly code: grpc.status;
-  constructor(message: string, code: grpc.status) {
+  /** The gRPC status code (see Status). */
+  readonly code: number;
+  /** The server's own message (grpc-message), without the method's name. */
+  readonly details: string;
+  constructor(message: string, code: number, details = message) {
     super(message);
     this.code = code;
+    this.details = details;
   }
 }
 
-export const isNotFound = (e: unknown): boolean => e instanceof ContainerdError && e.code === grpc.status.NOT_FOUND;
-export const isUnavailable = (e: unknown): boolean => e instanceof ContainerdError && e.code === grpc.status.UNAVAILABLE;
+export const isNotFound = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.NOT_FOUND;
+export const isUnavailable = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.UNAVAILABLE;
+export const isAlreadyExists = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.ALREADY_EXISTS;
 
-const wrap = (service: Service, name: string, e: grpc.ServiceError): ContainerdError =>
-  new ContainerdError(`containerd ${service}.${name}: ${e.details || e.message}`, e.code);
+const callError = (service: Service, name: string, s: CallStatus): ContainerdError =>
+  new ContainerdError(`containerd ${service}.${name}: ${s.details}`, s.code, s.details);
 
-export const isAlreadyExists = (e: unknown): boolean => e instanceof ContainerdError && e.code === grpc.status.ALREADY_EXISTS;
+/** A server stream's events: 'data' per message, then 'end', or 'error' with a ContainerdError. */
+export interface ReadableCall<Res> {
+  on(event: 'data', listener: (res: Res) => void): this;
+  on(event: 'error', listener: (e: ContainerdError) => void): this;
+  on(event: 'end', listener: () => void): this;
+  off(event: string, listener: (...args: any[]) => void): this;
+  /** Ends the call; its 'error' listeners see CANCELLED. */
+  cancel(): void;
+}
+
+/** A bidirectional stream: a ReadableCall that is also written to. */
+export interface DuplexCall<Req, Res> extends ReadableCall<Res> {
+  on(event: 'data', listener: (res: Res) => void): this;
+  on(event: 'error', listener: (e: ContainerdError) => void): this;
+  on(event: 'end' | 'drain', listener: () => void): this;
+  /** False when the caller should wait for 'drain'. */
+  write(req: Req): boolean;
+  /** No more requests. */
+  end(): void;
+}
 
 export class ContainerdClient {
   readonly socket: string;
@@ -71,60 +91,70 @@ export class ContainerdClient {
    * created under it are kept from garbage collection until the lease is deleted or expires.
    */
   lease: string | undefined;
-  readonly #client: grpc.Client;
+  readonly #conn: Connection;
   readonly #timeoutMs: number;
+  readonly #maxReceiveBytes: number;
 
   constructor(socket: string, o: ContainerdClientOptions = {}) {
     this.socket = socket;
     this.namespace = o.namespace ?? K8S_NAMESPACE;
     this.#timeoutMs = o.timeoutMs ?? 30_000;
-    method('images', 'List'); // builds the definitions, so a broken descriptor fails at construction
-    this.#client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': o.maxReceiveBytes ?? 64 * 1024 * 1024,
-      // containerd restarts are the normal case on a node: reconnect quickly, then back off.
-      'grpc.initial_reconnect_backoff_ms': 200,
-      'grpc.max_reconnect_backoff_ms': 5_000,
-      'grpc.default_authority': 'localhost',
+    this.#maxReceiveBytes = o.maxReceiveBytes ?? 64 * 1024 * 1024;
+    method('images', 'List'); // compiles the descriptor, so a broken one fails at construction
+    this.#conn = new Connection(socket);
+  }
+
+  #call<Req, Res>(service: Service, name: string, deadlineMs: number | undefined): Call<Req, Res> {
+    const m = method(service, name);
+    return new Call<Req, Res>(this.#conn, {
+      path: m.path,
+      metadata: { 'containerd-namespace': this.namespace, ...(this.lease !== undefined ? { 'containerd-lease': this.lease } : {}) },
+      deadlineMs,
+      maxReceiveBytes: this.#maxReceiveBytes,
+      encode: (req) => encodeMessage(m.request, req),
+      decode: (buf) => decodeMessage(m.response, buf) as Res,
+      error: (s) => callError(service, name, s),
     });
   }
 
-  #metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
-    md.set('containerd-namespace', this.namespace);
-    if (this.lease !== undefined) md.set('containerd-lease', this.lease);
-    return md;
-  }
-
   unary<Res>(service: Service, name: string, request: unknown, timeoutMs = this.#timeoutMs): Promise<Res> {
-    const m = method(service, name);
     return new Promise((resolve, reject) => {
-      this.#client.makeUnaryRequest(m.path, m.requestSerialize, m.responseDeserialize, request, this.#metadata(), { deadline: Date.now() + timeoutMs }, (err, res) => {
-        if (err) reject(wrap(service, name, err));
-        else resolve(res as Res);
-      });
+      const call = this.#call<unknown, Res>(service, name, timeoutMs);
+      try {
+        call.write(request);
+      } catch (e) {
+        call.cancel(); // no listeners yet: nothing is emitted
+        reject(new ContainerdError(`containerd ${service}.${name}: request could not be encoded: ${(e as Error).message}`, Status.INTERNAL));
+        return;
+      }
+      call.end();
+      let response: Res | undefined;
+      call.on('data', (r: Res) => (response = r));
+      call.on('error', reject);
+      call.on('end', () => (response !== undefined ? resolve(response) : reject(callError(service, name, { code: Status.INTERNAL, details: 'no response message' }))));
     });
   }
 
   /** A server stream; `deadlineMs` bounds the whole stream (none by default: event streams are endless). */
-  stream<Res>(service: Service, name: string, request: unknown, deadlineMs?: number): grpc.ClientReadableStream<Res> {
-    const m = method(service, name);
-    const options: grpc.CallOptions = deadlineMs !== undefined ? { deadline: Date.now() + deadlineMs } : {};
-    return this.#client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request, this.#metadata(), options) as grpc.ClientReadableStream<Res>;
+  stream<Res>(service: Service, name: string, request: unknown, deadlineMs?: number): ReadableCall<Res> {
+    const call = this.#call<unknown, Res>(service, name, deadlineMs);
+    call.write(request);
+    call.end();
+    return call;
   }
 
   /**
    * A bidirectional stream (content.v1 Write). Errors arrive as ContainerdError on the stream's 'error'
    * event; `deadlineMs` bounds the whole stream (none by default).
    */
-  duplex<Req, Res>(service: Service, name: string, deadlineMs?: number): grpc.ClientDuplexStream<Req, Res> {
-    const m = method(service, name);
-    const options: grpc.CallOptions = deadlineMs !== undefined ? { deadline: Date.now() + deadlineMs } : {};
-    return this.#client.makeBidiStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, this.#metadata(), options) as grpc.ClientDuplexStream<Req, Res>;
+  duplex<Req, Res>(service: Service, name: string, deadlineMs?: number): DuplexCall<Req, Res> {
+    return this.#call<Req, Res>(service, name, deadlineMs);
   }
 
-  /** The error of a stream call, as a ContainerdError naming the method. */
-  static streamError(service: Service, name: string, e: grpc.ServiceError): ContainerdError {
-    return wrap(service, name, e);
+  /** The error of a stream call, as a ContainerdError naming the method (stream errors already are). */
+  static streamError(service: Service, name: string, e: Error & { code?: number; details?: string }): ContainerdError {
+    if (e instanceof ContainerdError) return e;
+    return new ContainerdError(`containerd ${service}.${name}: ${e.details || e.message}`, e.code ?? Status.UNKNOWN, e.details || e.message);
   }
 
   /** Collects a finite server stream. */
@@ -133,7 +163,7 @@ export class ContainerdClient {
       const out: Res[] = [];
       const s = this.stream<Res>(service, name, request, timeoutMs);
       s.on('data', (d: Res) => out.push(d));
-      s.on('error', (e: grpc.ServiceError) => reject(wrap(service, name, e)));
+      s.on('error', reject);
       s.on('end', () => resolve(out));
     });
   }
@@ -143,14 +173,31 @@ export class ContainerdClient {
     return this.unary('version', 'Version', {});
   }
 
-  /** Resolves once the socket answers (or rejects after timeoutMs). */
-  waitForReady(timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new ContainerdError(`containerd at ${this.socket}: ${err.message}`, grpc.status.UNAVAILABLE)) : resolve()));
-    });
+  /** Resolves once the socket answers (or rejects after timeoutMs), trying again every 200 ms. */
+  async waitForReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let last: Error;
+      try {
+        await withTimeout(this.#conn.connected(), deadline - Date.now());
+        return;
+      } catch (e) {
+        last = e as Error;
+      }
+      if (Date.now() + 200 >= deadline || this.#conn.closed) {
+        throw new ContainerdError(`containerd at ${this.socket}: not ready within ${timeoutMs} ms (${last.message})`, Status.UNAVAILABLE, last.message);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   close(): void {
-    this.#client.close();
+    this.#conn.close();
   }
+}
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), Math.max(0, ms))));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,5 @@
 // enbi's own, minimal description of the part of containerd's gRPC API it uses, as a protobuf.js JSON
-// descriptor (what @grpc/proto-loader's fromJSON takes). Written by hand from containerd's API definitions
+// descriptor (src/containerd/grpc/schema.ts compiles it). Written by hand from containerd's API definitions
 // (github.com/containerd/containerd/api, services/{images,events,content,version,leases,snapshots,diff,containers}/v1
 // and types/): only the
 // services, methods, messages and fields enbi reads, with containerd's field numbers. Fields enbi does not

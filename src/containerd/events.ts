@@ -1,6 +1,5 @@
 // containerd's event stream (events.v1 Subscribe), restricted to image events of one namespace.
-import type * as grpc from '@grpc/grpc-js';
-import type { ContainerdClient } from './client.ts';
+import type { ContainerdClient, ContainerdError } from './client.ts';
 import { timestampMs } from './images.ts';
 
 export const IMAGE_TOPICS = ['/images/create', '/images/update', '/images/delete'] as const;
@@ -50,7 +49,7 @@ export function subscribeImageEvents(c: ContainerdClient, onEvent: (e: ImageEven
     if (env.namespace !== c.namespace || !IMAGE_TOPICS.includes(topic) || name === '') return;
     onEvent({ topic, name, at: timestampMs(env.timestamp) });
   });
-  stream.on('error', (e: grpc.ServiceError) => end(new Error(`containerd event stream: ${e.details || e.message}`)));
+  stream.on('error', (e: ContainerdError) => end(new Error(`containerd event stream: ${e.details || e.message}`)));
   stream.on('end', () => end(new Error('containerd event stream ended')));
   return {
     cancel: () => {

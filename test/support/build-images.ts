@@ -7,9 +7,8 @@
 //                            Nix's binaries stay outside /nix: the node's cache volume is mounted there.
 //   enbi.local/importer:dev  what runs `enbi import` as production's controller image does: the Node 24
 //                            binary these tests run (node_modules/.bin/node) as /nodejs/bin/node with its
-//                            libraries, the repo's src/ and package.json under /app, and the production
-//                            modules `enbi import` loads (@grpc/grpc-js, @grpc/proto-loader and their
-//                            dependencies) under /app/node_modules; entrypoint node /app/src/cli/main.ts
+//                            libraries, the repo's src/ and package.json under /app (`enbi import` loads no
+//                            package from node_modules); entrypoint node /app/src/cli/main.ts
 //                            (Node strips the types), so the Job passes `import …` as arguments. No ctr.
 //
 // The images keep the host's paths (/usr/bin/nix, /lib/x86_64-linux-gnu/libc.so.6, /lib64/ld-linux…) as
@@ -169,8 +168,6 @@ export function builderImage(options: { ref?: string; dir?: string } = {}): Cach
 }
 
 const REPO = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
-/** Modules that are never needed at run time (type definitions, the toolchain). */
-const NOT_RUNTIME = /^(@types\/|undici-types$|typescript$|node$|fast-check$)/;
 
 /** Every file below dir (symlinks followed, nested node_modules and .bin left out). */
 function filesBelow(dir: string, skip: (rel: string) => boolean = () => false): string[] {
@@ -189,26 +186,6 @@ function filesBelow(dir: string, skip: (rel: string) => boolean = () => false): 
   return out;
 }
 
-/** The package directories `names` need at run time: themselves and their dependencies, resolved as Node does. */
-export function runtimePackages(names: string[], root = REPO): string[] {
-  const found = new Set<string>();
-  const resolve = (name: string, from: string): string => {
-    for (let d = from; ; d = dirname(d)) {
-      const p = join(d, 'node_modules', name);
-      if (existsSync(join(p, 'package.json'))) return p;
-      if (d === root || d === dirname(d)) throw new Error(`module ${name} (needed from ${from}) is not installed: run npm install`);
-    }
-  };
-  const walk = (dir: string): void => {
-    if (found.has(dir)) return;
-    found.add(dir);
-    const pj = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
-    for (const dep of Object.keys(pj.dependencies ?? {})) if (!NOT_RUNTIME.test(dep)) walk(resolve(dep, dir));
-  };
-  for (const n of names) walk(resolve(n, root));
-  return [...found].sort();
-}
-
 /** The Node binary the tests run (node_modules/.bin/node: Node 24 from the `node` devDependency). */
 export function nodeBinary(): string {
   const local = join(REPO, 'node_modules', '.bin', 'node');
@@ -223,10 +200,7 @@ function importerFiles(): ImageFile[] {
   };
   for (const f of filesBelow(join(REPO, 'src'))) add(f);
   add(join(REPO, 'package.json'));
-  for (const pkg of runtimePackages(['@grpc/grpc-js', '@grpc/proto-loader'])) {
-    // Sources and type definitions of the modules are not run; the rest is what `require` may load.
-    for (const f of filesBelow(pkg, (rel) => /\.(md|map|d\.ts|ts)$/.test(rel) && !rel.endsWith('.json'))) add(f);
-  }
+  // No node_modules: `enbi import` loads nothing but src/ and Node's own modules (gRPC is src/containerd/grpc/).
   // The binary at /nodejs/bin/node, as in the distroless nodejs image production uses.
   return withLibraries([node], app).map((f) => (f.path === node ? { ...f, path: '/nodejs/bin/node' } : f));
 }

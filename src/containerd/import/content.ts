@@ -2,7 +2,6 @@
 // COMMIT message, so the blob and its labels appear in one transaction (a watcher that reads the labels
 // when the blob is created, as Spegel does, never sees it bare); Info and Update for what exists already.
 import { createHash, randomBytes } from 'node:crypto';
-import type * as grpc from '@grpc/grpc-js';
 import { ContainerdClient, ContainerdError, isAlreadyExists } from '../client.ts';
 
 /** Largest data per Write message (containerd accepts 16 MiB messages; small ones keep memory flat). */
@@ -98,7 +97,7 @@ export async function writeBlob(
     stream.on('data', (r: WriteResponse) => {
       if (r.action === 'COMMIT') commitDigest = r.digest;
     });
-    stream.on('error', (e: grpc.ServiceError) => {
+    stream.on('error', (e: ContainerdError) => {
       failure = ContainerdClient.streamError('content', 'Write', e);
       resolve();
     });
