@@ -17,7 +17,7 @@ import { jsonLogger } from '../controller/log.ts';
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
 Keeps the plan true: creates NixBuilds for images missing where pods need them, runs their build Jobs,
-and reports in their status. Configuration: see the README ("The controller").`;
+and reports in their status. Configuration: docs/controller.md ("Configuration").`;
 
 export async function runController(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, kubeconfig: { type: 'string' }, 'cache-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });

@@ -1,4 +1,4 @@
-// The controller's configuration: one zod schema, documented in the README, read from a YAML file.
+// The controller's configuration: one zod schema, documented in docs/controller.md, read from a YAML file.
 // A bad configuration stops start-up with every problem listed.
 import { readFile } from 'node:fs/promises';
 import { parse } from 'yaml';

@@ -1,4 +1,4 @@
-// `enbi controller`: the pieces, named as the README's design section names them.
+// `enbi controller`: the pieces, named as docs/design.md names them.
 //   informers   Nodes, bound Pods, build Jobs, NixBuilds, NodeImages: the caches every decision reads.
 //   source loop the Git source (or directory) synced on its own timer and on a webhook, with timeouts
 //               (source-loop.ts); a hung Git server delays only the source, never the builds.

@@ -63,11 +63,11 @@ async function watchReady(c: ClusterInfo, name: string, done: (k: Kustomization)
   return { final, readySeen };
 }
 
-/** The README's healthCheckExprs for NixBuild, so that what users copy is what runs here. */
+/** docs/flux.md's healthCheckExprs for NixBuild, so that what users copy is what runs here. */
 function readmeHealthCheckExprs(): unknown[] {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(new URL('../../docs/flux.md', import.meta.url), 'utf8');
   const block = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!).find((b) => b.includes('healthCheckExprs:'));
-  assert.ok(block !== undefined, 'README shows healthCheckExprs for NixBuild');
+  assert.ok(block !== undefined, 'docs/flux.md shows healthCheckExprs for NixBuild');
   const exprs = (parse(block) as { spec: { healthCheckExprs: { kind: string }[] } }).spec.healthCheckExprs;
   assert.equal(exprs[0]?.kind, 'NixBuild');
   return exprs;
@@ -173,7 +173,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
       leaderElection: { leaseSeconds: 6, renewSeconds: 2 },
       ...node.settings,
     });
-    // The same case judged by kstatus itself and by the README's CEL healthCheckExprs.
+    // The same case judged by kstatus itself and by docs/flux.md's CEL healthCheckExprs.
     const cases = [{ name: 'broken', build: 'nope', cel: false }, { name: 'broken-cel', build: 'nope-cel', cel: true }];
     await Promise.all(cases.map(async ({ name, build, cel }) => {
       const t0 = Date.now();
@@ -260,7 +260,7 @@ describe('beside a real Flux kustomize-controller (v1.7.3)', { skip: clusterSkip
     assert.deepEqual(managers(leases[0]!.metadata?.managedFields, () => true), ['enbi-controller']);
   });
 
-  it("the README's CEL healthCheckExprs judge a NixBuild that builds: Ready only once it is", async () => {
+  it("docs/flux.md's CEL healthCheckExprs judge a NixBuild that builds: Ready only once it is", async () => {
     const t0 = Date.now();
     await apply('good-cel', [nixBuild('app-image-cel', flake, 'image', `registry.local/flux-app-cel:${flake.shortRev}`)], '5m', true);
     const { final, readySeen } = await watchReady(c, 'good-cel', settled, 330_000);
