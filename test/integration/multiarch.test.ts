@@ -354,7 +354,8 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     const waiting = await until('the pod to be refused the arm64 image', async () => {
       const p = await core.readNamespacedPod({ name: 'arm-echo', namespace: APP_NS });
       if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Running') throw new Error(`arm-echo ran on ${ARM} (amd64): ${JSON.stringify(p.status?.containerStatuses)}`);
-      return p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      const reason = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      return reason !== undefined && reason !== 'ContainerCreating' ? reason : undefined;
     }, 60_000, 300);
     assert.equal(waiting, 'ErrImageNeverPull');
     // Asked for linux/arm64, containerd takes the arm64 manifest from the index and QEMU runs it.
