@@ -14,7 +14,7 @@ import { isUnder, normalizeDir } from './paths.ts';
 import { planRenders, type RenderPlan } from './plan.ts';
 import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
 import { renderAll } from './run-all.ts';
-import type { RenderContext } from './run-render.ts';
+import { type RenderContext, TREE_DIR } from './run-render.ts';
 import { findTools, type Tools } from './tools.ts';
 import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
 
@@ -69,7 +69,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     // Nothing to render (plain manifests only): no copy, no process.
     if (plan.renders.length > 0) {
       work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
-      const treeDir = join(work, 'tree');
+      const treeDir = join(work, TREE_DIR);
       const write = treeWriter(tree, treeDir, maxBytes);
       const ctx: RenderContext = { treeDir, tree: tree.index, tools: findTools(options.tools), limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
       const ran = new Set<string>();

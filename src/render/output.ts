@@ -22,6 +22,8 @@ export interface OutputContext {
   defaultNamespace: string;
   /** The overlay directory (source-relative) kustomize's origin paths are relative to. */
   overlayDir?: string;
+  /** When overlayDir is outside the copy: the copy's directory beside it (`tree/`), stripped from paths. */
+  overlayTree?: string;
   /** The chart directory, for helm's "# Source: chart/templates/x.yaml" comments. */
   chartDir?: string;
   /** Flux postBuild.substitute variables, when the render has postBuild. */
@@ -93,7 +95,11 @@ function fileOf(object: Obj, chunk: string, ctx: OutputContext): string | undefi
   const byObject = ctx.filesByObject?.get(`${String(object.kind)}/${String(metadata?.name)}`);
   if (byObject !== undefined) return byObject;
   const path = origin !== undefined ? /^path: (.+)$/m.exec(origin)?.[1]?.trim() : undefined;
-  if (path !== undefined && ctx.overlayDir !== undefined) return joinInside(ctx.overlayDir, path);
+  if (path !== undefined && ctx.overlayDir !== undefined) {
+    const joined = joinInside(ctx.overlayDir, path);
+    if (ctx.overlayTree === undefined) return joined;
+    return joined?.startsWith(ctx.overlayTree) === true ? joined.slice(ctx.overlayTree.length) : undefined;
+  }
   return undefined;
 }
 

@@ -15,8 +15,11 @@ import { type HelmRequest, type KustomizeRequest, originOf, overlayIsEmpty } fro
 import { kustomizationIn, type TreeIndex } from './tree-index.ts';
 import type { Tools } from './tools.ts';
 
-/** Where enbi writes its overlays inside the copy: hidden, so it is never mistaken for the source's own. */
+/** Where enbi writes its helm inputs inside the copy: hidden, so it is never mistaken for the source's own. */
 export const WORK_DIR = '.enbi-render';
+/** The copy of the source and, beside it, enbi's kustomize overlays (in the render's work directory). */
+export const TREE_DIR = 'tree';
+const OVERLAYS_DIR = 'overlays';
 
 /** The Kubernetes version charts are rendered for (an unstamped helm believes v1.20). */
 export const KUBE_VERSION = '1.34.0';
@@ -36,13 +39,18 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   const fail = (message: string): CachedRender => ({ objects: [], problems: [{ message: `${origin}: ${message}` }] });
   const overlayDir = `${WORK_DIR}/r${index}`;
   await mkdir(join(ctx.treeDir, overlayDir), { recursive: true });
-  const toRoot = (path: string) => posix.relative(overlayDir, path === '' ? '.' : path) || '.';
   const kustomize = (dir: string) => run(ctx.tools.kustomize!, ['build', dir, '--load-restrictor', 'LoadRestrictionsRootOnly'], ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
   if (r.kind === 'kustomize') {
-    await writeFile(join(ctx.treeDir, overlayDir, 'kustomization.yaml'), overlayKustomization([toRoot(r.dir)], r.overlay));
-    const result = await kustomize(overlayDir);
+    // The overlay sits beside the copy, not in it: a kustomization at the source's root would otherwise
+    // contain the overlay that includes it (kustomize: "cycle detected").
+    const outside = `${OVERLAYS_DIR}/r${index}`;
+    const work = join(ctx.treeDir, '..');
+    await mkdir(join(work, outside), { recursive: true });
+    const fromOverlay = posix.relative(`/${outside}`, `/${TREE_DIR}/${r.dir}`) || '.';
+    await writeFile(join(work, outside, 'kustomization.yaml'), overlayKustomization([fromOverlay], r.overlay));
+    const result = await kustomize(join(work, outside));
     if (!result.ok) return fail(`kustomize build failed: ${result.message}`);
-    return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, overlayDir, ...(r.substitute !== undefined ? { substitute: r.substitute } : {}) });
+    return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, overlayDir: outside, overlayTree: `${TREE_DIR}/`, ...(r.substitute !== undefined ? { substitute: r.substitute } : {}) });
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);
