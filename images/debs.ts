@@ -77,8 +77,10 @@ function withArch<T>(arch: string, fn: () => T): T {
 
 /** What apt offers for name:arch (for error messages and --update-lock). */
 function aptCandidate(name: string, arch: string): { version?: string; arch?: string } {
-  const r = sh('apt-cache', ['show', '--no-all-versions', `${name}:${arch}`]);
-  if (!r.ok) return {};
+  let r = sh('apt-cache', ['show', '--no-all-versions', `${name}:${arch}`]);
+  // Architecture-independent packages answer only to their plain name.
+  if (!r.ok || !/^Version: /m.test(r.out)) r = sh('apt-cache', ['show', '--no-all-versions', name]);
+  if (!r.ok || (!/^Architecture: all$/m.test(r.out) && !r.out.includes(`Architecture: ${arch}`))) return {};
   return { version: /^Version: (.+)$/m.exec(r.out)?.[1], arch: /^Architecture: (.+)$/m.exec(r.out)?.[1] };
 }
 
