@@ -7,7 +7,7 @@ import { homedir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { appEntries, REPO } from './app.ts';
-import { IMAGES, labels, PLATFORMS, type ImageDef } from './definition.ts';
+import { IMAGES, labels, packagesFor, PLATFORMS, type ImageDef } from './definition.ts';
 import { fetchNpmTarball, formatLock, parseLock, resolveLock, type Locked } from './debs.ts';
 import { dockerfile } from './dockerfile.ts';
 import { ociArchive, platformImage, type Entry } from './oci.ts';
@@ -154,9 +154,12 @@ export function dockerfiles(registry = REGISTRY, tag = version()): { path: strin
 
 /** Rewrites images/packages.lock for these platforms (other platforms' entries kept). */
 export function updateLock(platforms: string[]): Locked[] {
-  const arches = platforms.map((p) => PLATFORMS[p]!.deb);
-  const packages = [...new Set(IMAGES.flatMap((d) => d.packages))].sort();
-  const fresh = resolveLock(packages, arches, join(cacheDir(), 'debs'));
+  const fresh: Locked[] = [];
+  for (const p of platforms) {
+    const deb = PLATFORMS[p]!.deb;
+    const packages = [...new Set(IMAGES.flatMap((d) => packagesFor(d, deb)))].sort();
+    fresh.push(...resolveLock(packages, [deb], join(cacheDir(), 'debs')));
+  }
   const node = nodeVersion();
   for (const p of platforms) {
     const e: Locked = { name: `node-linux-${PLATFORMS[p]!.npm}`, arch: 'npm', version: node, sha256: '' };

@@ -162,6 +162,12 @@ export function resolveLock(packages: string[], arches: string[], cache: string)
         if (installed !== undefined && installed !== version) process.stderr.write(`${name}:${a}: installed ${installed} is not downloadable; locking ${version}\n`);
         // Download to learn the hash: sha256 '0'*64 never matches a cached file.
         const e: Locked = { name, arch: a, version, sha256: '' };
+        const cached = join(cache, debName(e));
+        if (existsSync(cached)) {
+          e.sha256 = sha256(readFileSync(cached));
+          out.push(e);
+          continue;
+        }
         const tmp = mkdtempSync(join(tmpdir(), 'enbi-lock-'));
         try {
           const r = sh('apt-get', ['download', '-q', a === 'all' ? `${name}=${version}` : `${name}:${a}=${version}`], { cwd: tmp });

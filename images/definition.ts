@@ -50,6 +50,8 @@ export interface ImageDef {
   description: string;
   /** Debian packages whose files (less EXCLUDE) make the root file system. */
   packages: string[];
+  /** More packages on one Debian architecture only (what its build of a binary loads there alone). */
+  archPackages: Record<string, string[]>;
   /** ELF files (TRIPLET replaced) whose shared libraries must all be in the image: the build fails otherwise. */
   executables: string[];
   /** Symbolic links the packages' maintainer scripts or the host would make. */
@@ -76,12 +78,14 @@ export const IMAGES: ImageDef[] = [
       'busybox-static', 'ca-certificates', 'git', 'nix-bin',
       // What nix, git and git-remote-http load (the build checks this closure for every platform).
       'libacl1', 'libarchive13', 'libboost-context1.74.0', 'libbrotli1', 'libbsd0', 'libbz2-1.0', 'libc6', 'libcom-err2',
-      'libcpuid16', 'libcurl3-gnutls', 'libffi8', 'libgc1', 'libgcc-s1', 'libgmp10', 'libgnutls30', 'libgssapi-krb5-2',
+      'libcurl3-gnutls', 'libffi8', 'libgc1', 'libgcc-s1', 'libgmp10', 'libgnutls30', 'libgssapi-krb5-2',
       'libhogweed6', 'libicu72', 'libidn2-0', 'libk5crypto3', 'libkeyutils1', 'libkrb5-3', 'libkrb5support0',
       'libldap-2.5-0', 'liblz4-1', 'liblzma5', 'libmd0', 'libnettle8', 'libnghttp2-14', 'libp11-kit0', 'libpcre2-8-0',
       'libpsl5', 'libreadline8', 'librtmp1', 'libsasl2-2', 'libseccomp2', 'libsodium23', 'libsqlite3-0', 'libssh2-1',
       'libssl3', 'libstdc++6', 'libtasn1-6', 'libtinfo6', 'libunistring2', 'libxml2', 'libzstd1', 'zlib1g',
     ],
+    // Nix reads x86 CPU features with libcpuid; its arm64 build does not link it (there is none for arm64).
+    archPackages: { amd64: ['libcpuid16'] },
     executables: ['usr/bin/nix', 'usr/bin/git', 'usr/lib/git-core/git-remote-http'],
     links: [
       // Nix runs itself under this name for remote builds.
@@ -99,6 +103,7 @@ export const IMAGES: ImageDef[] = [
     repository: 'enbi',
     description: 'enbi controller, node agent and the build Job\'s importer (`enbi import`): Node 24 and the compiled CLI',
     packages: ['ca-certificates', 'libc6', 'libgcc-s1', 'libstdc++6'],
+    archPackages: {},
     executables: ['nodejs/bin/node'],
     links: [],
     busyboxApplets: false,
@@ -122,3 +127,6 @@ export const CA_BUNDLE = CA.slice(1);
 export function labels(def: ImageDef, version: string): Record<string, string> {
   return { 'org.opencontainers.image.description': def.description, 'org.opencontainers.image.title': def.repository, 'org.opencontainers.image.version': version };
 }
+
+/** The packages of an image on a Debian architecture. */
+export const packagesFor = (def: ImageDef, deb: string): string[] => [...def.packages, ...(def.archPackages[deb] ?? [])];

@@ -24,6 +24,7 @@ function rootfsStage(def: ImageDef): string {
     `DIRS=${q(def.dirs.map((d) => `${d.path}=${d.mode.toString(8)}`).join(' '))}`,
     `APPLETS=${def.busyboxApplets ? `/images/${def.name}/busybox.applets` : "''"}`,
     `CA=${def.caBundle ? 1 : 0}`,
+    ...Object.entries(def.archPackages).map(([a, pkgs]) => `PACKAGES_${a}=${q(pkgs.join(' '))}`),
   ];
   return `FROM --platform=$BUILDPLATFORM debian:${DEBIAN.suite}-slim AS rootfs
 ARG TARGETARCH

@@ -2,7 +2,8 @@
 # What images/rootfs.ts does, in a Debian container, for the generated Dockerfiles (images/*.Dockerfile):
 #   rootfs.sh apt SNAPSHOT SUITE ARCH      apt reads snapshot.debian.org at SNAPSHOT (the lock's versions), knows ARCH
 #   rootfs.sh rootfs ARCH OUT LOCK PKG...  the locked .debs of ARCH, sha256-checked, unpacked into OUT; then
-#                                          EXCLUDE, LINKS (path=target), APPLETS (file), CA=1, DIRS (path=mode)
+#                                          PACKAGES_ARCH (more packages on ARCH only), EXCLUDE, LINKS
+#                                          (path=target), APPLETS (file), CA=1, DIRS (path=mode)
 #   rootfs.sh node ARCH VERSION LOCK OUT   Node's binary from node-linux-(x64|arm64)@VERSION (npm pack), checked
 set -eu
 
@@ -25,6 +26,9 @@ apt)
 rootfs)
   arch=$2 out=$3 lock=$4
   shift 4
+  eval "more=\${PACKAGES_$arch:-}"
+  # shellcheck disable=SC2086
+  set -- "$@" $more
   mkdir -p /tmp/debs "$out"
   chown _apt /tmp/debs 2>/dev/null || true
   for p in "$@"; do

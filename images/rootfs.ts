@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
-import { CA_BUNDLE, EXCLUDE, type ImageDef, type PlatformInfo } from './definition.ts';
+import { CA_BUNDLE, EXCLUDE, packagesFor, type ImageDef, type PlatformInfo } from './definition.ts';
 import { debEntries, fetchDebs, fetchNpmTarball, lockedFor, nodeFromTarball, type Locked } from './debs.ts';
 import { isElf, readElf } from './elf.ts';
 import type { Entry } from './oci.ts';
@@ -117,7 +117,7 @@ export function missingLibraries(map: Map<string, Entry>, executables: string[],
 /** The entries of one image for one platform. */
 export function rootfs(def: ImageDef, platform: string, info: PlatformInfo, inputs: RootfsInputs): Entry[] {
   const map = new Map<string, Entry>();
-  const locked = def.packages.map((p) => lockedFor(inputs.lock, p, info.deb));
+  const locked = packagesFor(def, info.deb).map((p) => lockedFor(inputs.lock, p, info.deb));
   const debs = fetchDebs(locked, join(inputs.cache, 'debs'));
   for (const e of locked) for (const entry of debEntries(debs.get(e)!, EXCLUDE)) put(map, entry, `${e.name}:${e.arch}`);
   for (const l of def.links) put(map, { type: 'symlink', ...l }, 'definition links');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { dockerfiles, imageRef, LOCK_FILE, nodeVersion } from '../../images/build.ts';
-import { IMAGES, PLATFORMS } from '../../images/definition.ts';
+import { IMAGES, packagesFor, PLATFORMS } from '../../images/definition.ts';
 import { formatLock, parseLock } from '../../images/debs.ts';
 import { readElf } from '../../images/elf.ts';
 import { normalize, platformImage, tar, type Entry } from '../../images/oci.ts';
@@ -58,7 +58,7 @@ test('images/packages.lock pins every package of every image, for each platform 
   assert.ok(covered.some(([p]) => p === 'linux/amd64'));
   for (const [platform, info] of covered) {
     for (const def of IMAGES) {
-      for (const pkg of def.packages) assert.ok(lock.some((l) => l.name === pkg && (l.arch === info.deb || l.arch === 'all')), `${pkg} for ${platform}`);
+      for (const pkg of packagesFor(def, info.deb)) assert.ok(lock.some((l) => l.name === pkg && (l.arch === info.deb || l.arch === 'all')), `${pkg} for ${platform}`);
     }
     assert.ok(lock.some((l) => l.name === `node-linux-${info.npm}` && l.arch === 'npm' && l.version === nodeVersion()), `Node ${nodeVersion()} for ${platform}`);
   }
