@@ -2,9 +2,10 @@
 // directories, with identical digests and bytes; an OCI layout other tools read (names, platforms, no
 // timestamps, owner 0); and they run: imported into a private containerd, the builder answers
 // `nix --version` and `git --version`, the controller image's own entrypoint prints `enbi --help`. On every
-// platform the lock pins (arm64 runs through the host's QEMU binfmt where it is registered).
+// platform the lock pins (arm64 runs through the host's QEMU binfmt where it is registered). skopeo reads them.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +97,17 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         }
         assert.ok(headers > 100, `${img.name}: ${headers} entries`);
       }
+    }
+  });
+
+  it('skopeo reads each archive as the image index it is, and copies every platform out of it', async () => {
+    for (const img of builds[0]!) {
+      const raw = await run('skopeo', ['inspect', '--raw', `oci-archive:${img.archive}`]);
+      assert.equal(`sha256:${createHash('sha256').update(raw).digest('hex')}`, img.digest);
+      const dest = join(dirs[1]!, `${img.name}-copy`);
+      await run('skopeo', ['copy', '--all', '--quiet', `oci-archive:${img.archive}`, `oci:${dest}:copy`]);
+      const index = JSON.parse(readFileSync(join(dest, 'index.json'), 'utf8')) as { manifests: Desc[] };
+      assert.equal(index.manifests[0]!.digest, img.digest, 'skopeo copied the index unchanged');
     }
   });
 

@@ -10,6 +10,7 @@ pkgs=(
   git              # git http-backend for the test server
   busybox-static   # the static busybox of the fixture flakes and the sandbox image
   ca-certificates  # /etc/ssl/certs/ca-certificates.crt
+  skopeo           # reads and copies enbi's image archives in their test (test/integration/images.test.ts)
   lua5.1           # runs deploy/argocd/ health check in its test (Argo CD evaluates it with gopher-lua, Lua 5.1)
 )
 missing=()
