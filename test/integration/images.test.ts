@@ -13,7 +13,7 @@ import { gunzipSync } from 'node:zlib';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { buildImages, imageRef, LOCK_FILE, type ImageResult } from '../../images/build.ts';
 import { IMAGES } from '../../images/definition.ts';
-import { parseLock } from '../../images/debs.ts';
+import { fetchDebs, lockedFor, parseLock } from '../../images/debs.ts';
 import { hostPlatform } from '../../images/rootfs.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { run } from '../cluster/proc.ts';
@@ -154,5 +154,31 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         t.diagnostic(`${platform}${emulated ? ' (QEMU)' : ''}: ${nix.trim()}; ${git.trim()}`);
       });
     }
+  });
+});
+
+describe('pinned inputs that cannot be had fail the build, naming what differs', () => {
+  const lock = parseLock(readFileSync(LOCK_FILE, 'utf8'));
+  const arch = hostPlatform() === 'linux/arm64' ? 'arm64' : 'amd64';
+  const cache = mkdtempSync(join(tmpdir(), 'enbi-debs-'));
+  after(() => rmSync(cache, { recursive: true, force: true }));
+
+  it('a .deb whose sha256 is not the locked one', () => {
+    const real = lockedFor(lock, 'busybox-static', arch);
+    const wrong = { ...real, sha256: '0'.repeat(64) };
+    assert.throws(() => fetchDebs([wrong], cache), (e: Error) => {
+      assert.match(e.message, new RegExp(`busybox-static:${arch} .*: the downloaded \\.deb has sha256 ${real.sha256}, images/packages\\.lock says 0{64}`));
+      return true;
+    });
+    assert.ok(!existsSync(join(cache, `busybox-static_${real.version.replace(/:/g, '%3a')}_${arch}.deb`)), 'nothing cached');
+  });
+
+  it('a version apt does not offer', () => {
+    const real = lockedFor(lock, 'nix-bin', arch);
+    assert.throws(() => fetchDebs([{ ...real, version: '9.9.9-1' }], cache), (e: Error) => {
+      assert.match(e.message, new RegExp(`nix-bin:${arch}: locked 9\\.9\\.9-1, apt offers \\d\\S*\\n`));
+      assert.match(e.message, /snapshot\.debian\.org|--update-lock/);
+      return true;
+    });
   });
 });
