@@ -14,11 +14,11 @@ COPY images/builder/ /images/builder/
 # The archive as it was when the lock was written: every locked version is there, with the locked sha256.
 RUN sh /images/rootfs.sh apt 20261129T005313Z bookworm "$TARGETARCH"
 RUN EXCLUDE='etc/bash_completion.d usr/share/bash-completion usr/share/bug usr/share/doc usr/share/doc-base usr/share/fish usr/share/gitweb usr/share/info usr/share/lintian usr/share/locale usr/share/man usr/share/perl5 usr/share/zsh' \
-    LINKS='usr/libexec/nix/build-remote=../../bin/nix' \
+    LINKS='' \
     DIRS='root=700 tmp=1777 nix=755' \
     APPLETS=/images/builder/busybox.applets \
     CA=1 \
-    PACKAGES_amd64='libcpuid16' \
+    PACKAGES_amd64=libcpuid16 \
     sh /images/rootfs.sh rootfs "$TARGETARCH" /rootfs /images/packages.lock \
     busybox-static ca-certificates git nix-bin libacl1 libarchive13 libboost-context1.74.0 libbrotli1 libbsd0 libbz2-1.0 libc6 libcom-err2 libcurl3-gnutls libffi8 libgc1 libgcc-s1 libgmp10 libgnutls30 libgssapi-krb5-2 libhogweed6 libicu72 libidn2-0 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0 libldap-2.5-0 liblz4-1 liblzma5 libmd0 libnettle8 libnghttp2-14 libp11-kit0 libpcre2-8-0 libpsl5 libreadline8 librtmp1 libsasl2-2 libseccomp2 libsodium23 libsqlite3-0 libssh2-1 libssl3 libstdc++6 libtasn1-6 libtinfo6 libunistring2 libxml2 libzstd1 zlib1g
 

@@ -87,10 +87,8 @@ export const IMAGES: ImageDef[] = [
     // Nix reads x86 CPU features with libcpuid; its arm64 build does not link it (there is none for arm64).
     archPackages: { amd64: ['libcpuid16'] },
     executables: ['usr/bin/nix', 'usr/bin/git', 'usr/lib/git-core/git-remote-http'],
-    links: [
-      // Nix runs itself under this name for remote builds.
-      { path: 'usr/libexec/nix/build-remote', target: '../../bin/nix' },
-    ],
+    // nix-bin ships usr/libexec/nix/build-remote → ../../bin/nix itself (Nix runs itself so for remote builds).
+    links: [],
     busyboxApplets: true,
     caBundle: true,
     app: false,

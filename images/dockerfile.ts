@@ -16,16 +16,21 @@ const HEADER = (def: ImageDef, ref: string): string => `# syntax=docker/dockerfi
 
 const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** The environment rootfs.sh gets for an image: what rootfs.ts takes from the definition. */
+export function rootfsEnv(def: ImageDef, imagesDir = '/images'): Record<string, string> {
+  return {
+    EXCLUDE: EXCLUDE.join(' '),
+    LINKS: def.links.map((l) => `${l.path}=${l.target}`).join(' '),
+    DIRS: def.dirs.map((d) => `${d.path}=${d.mode.toString(8)}`).join(' '),
+    APPLETS: def.busyboxApplets ? `${imagesDir}/${def.name}/busybox.applets` : '',
+    CA: def.caBundle ? '1' : '0',
+    ...Object.fromEntries(Object.entries(def.archPackages).map(([a, pkgs]) => [`PACKAGES_${a}`, pkgs.join(' ')])),
+  };
+}
+
 /** The Debian stage: the locked packages of TARGETARCH unpacked into /rootfs as rootfs.ts does. */
 function rootfsStage(def: ImageDef): string {
-  const env = [
-    `EXCLUDE=${q(EXCLUDE.join(' '))}`,
-    `LINKS=${q(def.links.map((l) => `${l.path}=${l.target}`).join(' '))}`,
-    `DIRS=${q(def.dirs.map((d) => `${d.path}=${d.mode.toString(8)}`).join(' '))}`,
-    `APPLETS=${def.busyboxApplets ? `/images/${def.name}/busybox.applets` : "''"}`,
-    `CA=${def.caBundle ? 1 : 0}`,
-    ...Object.entries(def.archPackages).map(([a, pkgs]) => `PACKAGES_${a}=${q(pkgs.join(' '))}`),
-  ];
+  const env = Object.entries(rootfsEnv(def)).map(([k, v]) => `${k}=${v === '' ? "''" : /^[\w./-]+$/.test(v) ? v : q(v)}`);
   return `FROM --platform=$BUILDPLATFORM debian:${DEBIAN.suite}-slim AS rootfs
 ARG TARGETARCH
 COPY images/packages.lock images/rootfs.sh /images/

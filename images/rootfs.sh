@@ -1,7 +1,8 @@
 #!/bin/sh
 # What images/rootfs.ts does, in a Debian container, for the generated Dockerfiles (images/*.Dockerfile):
 #   rootfs.sh apt SNAPSHOT SUITE ARCH      apt reads snapshot.debian.org at SNAPSHOT (the lock's versions), knows ARCH
-#   rootfs.sh rootfs ARCH OUT LOCK PKG...  the locked .debs of ARCH, sha256-checked, unpacked into OUT; then
+#   rootfs.sh rootfs ARCH OUT LOCK PKG...  the locked .debs of ARCH (in DEBS, else downloaded), sha256-checked,
+#                                          unpacked into OUT; then
 #                                          PACKAGES_ARCH (more packages on ARCH only), EXCLUDE, LINKS
 #                                          (path=target), APPLETS (file), CA=1, DIRS (path=mode)
 #   rootfs.sh node ARCH VERSION LOCK OUT   Node's binary from node-linux-(x64|arm64)@VERSION (npm pack), checked
@@ -29,8 +30,9 @@ rootfs)
   eval "more=\${PACKAGES_$arch:-}"
   # shellcheck disable=SC2086
   set -- "$@" $more
-  mkdir -p /tmp/debs "$out"
-  chown _apt /tmp/debs 2>/dev/null || true
+  debs=${DEBS:-/tmp/debs}   # .debs already there with the locked sha256 are not downloaded again
+  mkdir -p "$debs" "$out"
+  chown _apt "$debs" 2>/dev/null || true
   for p in "$@"; do
     line=$(lock_line "$p" "$arch" "$lock")
     [ -n "$line" ] || { echo "images/packages.lock has no $p:$arch" >&2; exit 1; }
@@ -39,9 +41,9 @@ $line
 EOF
     f="${n}_$(echo "$v" | sed 's/:/%3a/g')_${a}.deb"
     if [ "$a" = all ]; then spec="$n=$v"; else spec="$n:$a=$v"; fi
-    (cd /tmp/debs && apt-get download -q "$spec")
-    echo "$h  /tmp/debs/$f" | sha256sum -c --quiet || { echo "$f: sha256 differs from images/packages.lock" >&2; exit 1; }
-    dpkg-deb -x "/tmp/debs/$f" "$out"
+    echo "$h  $debs/$f" | sha256sum -c --quiet --status 2>/dev/null || (cd "$debs" && apt-get download -q "$spec")
+    echo "$h  $debs/$f" | sha256sum -c --quiet || { echo "$f: sha256 differs from images/packages.lock" >&2; exit 1; }
+    dpkg-deb -x "$debs/$f" "$out"
   done
   for x in ${EXCLUDE:-}; do rm -rf "${out:?}/$x"; done
   for l in ${LINKS:-}; do

@@ -14,7 +14,13 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { buildImages, imageRef, LOCK_FILE, type ImageResult } from '../../images/build.ts';
 import { IMAGES } from '../../images/definition.ts';
 import { fetchDebs, lockedFor, parseLock } from '../../images/debs.ts';
+import { rootfsEnv } from '../../images/dockerfile.ts';
+import { normalize, type Entry } from '../../images/oci.ts';
+import { IMAGES_DIR, rootfs } from '../../images/rootfs.ts';
+import { cacheDir, nodeVersion } from '../../images/build.ts';
+import { cpSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { hostPlatform } from '../../images/rootfs.ts';
+import { PLATFORMS as DEF_PLATFORMS, packagesFor } from '../../images/definition.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { run } from '../cluster/proc.ts';
 import { type PrivateContainerd, startPrivateContainerd } from '../support/containerd.ts';
@@ -181,4 +187,51 @@ describe('pinned inputs that cannot be had fail the build, naming what differs',
       return true;
     });
   });
+});
+
+describe("the Dockerfiles' shell twin (images/rootfs.sh) unpacks the same root file system as images/build.ts", () => {
+  const platform = hostPlatform();
+  const info = DEF_PLATFORMS[platform]!;
+  const lock = parseLock(readFileSync(LOCK_FILE, 'utf8'));
+  const describeEntry = (e: Entry): string =>
+    e.type === 'file' ? `file ${e.mode.toString(8)} ${createHash('sha256').update(e.data).digest('hex')}` : e.type === 'dir' ? `dir ${e.mode.toString(8)}` : `link ${e.target}`;
+
+  for (const def of IMAGES) {
+    it(`${def.name} on ${platform}: every path, type, mode, link target and file content equal (Node and /app come from other stages)`, (t: TestContext) => {
+      const out = mkdtempSync(join(tmpdir(), `enbi-rootfs-${def.name}-`));
+      try {
+        // The Dockerfile's RUN: the same env and packages, the .debs the script cached (checked again by sha256).
+        execFileSync('sh', [join(IMAGES_DIR, 'rootfs.sh'), 'rootfs', info.deb, join(out, 'root'), LOCK_FILE, ...def.packages], {
+          env: { ...process.env, ...rootfsEnv(def, IMAGES_DIR), DEBS: join(cacheDir(), 'debs') },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        // The final stage's COPY images/NAME/rootfs/ /.
+        cpSync(join(IMAGES_DIR, def.name, 'rootfs'), join(out, 'root'), { recursive: true });
+        const shell = new Map<string, string>();
+        const walk = (rel: string): void => {
+          for (const n of readdirSync(join(out, 'root', rel))) {
+            const r = rel === '' ? n : `${rel}/${n}`;
+            const full = join(out, 'root', r);
+            const st = lstatSync(full);
+            if (st.isSymbolicLink()) shell.set(r, `link ${readlinkSync(full)}`);
+            else if (st.isDirectory()) {
+              shell.set(r, `dir ${(st.mode & 0o7777).toString(8)}`);
+              walk(r);
+            } else shell.set(r, `file ${(st.mode & 0o7777).toString(8)} ${createHash('sha256').update(readFileSync(full)).digest('hex')}`);
+          }
+        };
+        walk('');
+        const script = new Map<string, string>();
+        for (const e of normalize(rootfs(def, platform, info, { lock, cache: cacheDir(), app: () => [], nodeVersion: nodeVersion() }))) {
+          if (!/^(app|nodejs)(\/|$)/.test(e.path)) script.set(e.path, describeEntry(e));
+        }
+        const differences = [...new Set([...script.keys(), ...shell.keys()])].filter((p) => script.get(p) !== shell.get(p));
+        t.diagnostic(`${script.size} entries from ${packagesFor(def, info.deb).length} packages`);
+        assert.deepEqual(differences.slice(0, 20).map((p) => `${p}: script ${script.get(p) ?? '-'}, rootfs.sh ${shell.get(p) ?? '-'}`), []);
+        assert.ok(script.size > 100);
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    });
+  }
 });
