@@ -160,7 +160,7 @@ export function resolveLock(packages: string[], arches: string[], cache: string)
         const installed = installedVersion(name, a);
         const version = installed !== undefined && aptVersions(name, a).includes(installed) ? installed : c.version!;
         if (installed !== undefined && installed !== version) process.stderr.write(`${name}:${a}: installed ${installed} is not downloadable; locking ${version}\n`);
-        // Download to learn the hash: sha256 '0'*64 never matches a cached file.
+        // The .deb's sha256 goes into the lock: from the cache when this version was downloaded before.
         const e: Locked = { name, arch: a, version, sha256: '' };
         const cached = join(cache, debName(e));
         if (existsSync(cached)) {
