@@ -9,7 +9,7 @@
 // containerd's own event timestamp (the envelope's, read by a second subscriber here) to the moment a watch
 // on the NodeImages object delivers the new state, and also from the moment ctr was started.
 import { fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -164,6 +164,10 @@ async function main(): Promise<void> {
     console.log(`modules loaded, no agent (baseline)           RSS ${mib(base.rss)}, heap used ${mib(base.heapUsed)} of ${mib(base.heapTotal)} (after GC), external ${mib(base.external)}`);
     console.log(`agent memory after first publish              RSS ${mib(m0.mem.rss)}, heap used ${mib(m0.mem.heapUsed)} of ${mib(m0.mem.heapTotal)} (after GC), external ${mib(m0.mem.external)}`);
     console.log(`agent memory after ${CHANGES} changes + idle           RSS ${mib(m2.mem.rss)}, heap used ${mib(m2.mem.heapUsed)} of ${mib(m2.mem.heapTotal)} (after GC), external ${mib(m2.mem.external)}`);
+    // The peer on the same node: the containerd it watches (holding the same 1,000 images).
+    const ctrdPid = cd.pid();
+    const ctrdRss = ctrdPid !== undefined ? Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${ctrdPid}/status`, 'utf8'))?.[1] ?? 0) * 1024 : 0;
+    if (ctrdRss > 0) console.log(`containerd beside it (${cd.flavor})             RSS ${mib(ctrdRss)}; agent/containerd ${(m2.mem.rss / ctrdRss).toFixed(2)}×`);
   } finally {
     for (const f of cleanup.reverse()) await f().catch(() => undefined);
     await c.kc.makeApiClient((await import('@kubernetes/client-node')).CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node }).catch(() => undefined);

@@ -3,7 +3,7 @@
 // down at the end unless KEEP=1). Prints the controller's start-up (informer lists), its reconcile times
 // (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
 // not plan from saves. Asserts nothing.
-// Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2)
+// Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1)
 //
 // The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
 // kube-controller-manager is stopped once the cluster is up: API-object nodes have no kubelet to renew their
@@ -23,6 +23,8 @@ const APPS = Number(process.env.APPS ?? 100);
 const ENBI_EVERY = Number(process.env.ENBI_EVERY ?? 10); // every 10th pod has enbi annotations
 const WAITING_EVERY = Number(process.env.WAITING_EVERY ?? 2); // of those, every 2nd waits for its image
 const QUIET = Number(process.env.QUIET ?? 10);
+/** The pods that do not wait are Running, as kubelet reports them (RUNNING=0 leaves them Pending without status). */
+const RUNNING = process.env.RUNNING !== '0';
 const REV = 'c'.repeat(40);
 const NS = 'enbi-bench';
 const APPS_NS = 'bench-apps';
@@ -98,6 +100,11 @@ async function main(): Promise<void> {
       if (enbi && (i / ENBI_EVERY) % WAITING_EVERY === 0) {
         waiting++;
         const status = { phase: 'Pending', containerStatuses: [{ name: 'app', image: imageOf(k), imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ErrImageNeverPull', message: 'not present' } } }] };
+        await api('PATCH', `/api/v1/namespaces/${APPS_NS}/pods/${name}/status`, { status });
+      } else if (RUNNING) {
+        // As on a real cluster, the rest run (kubelet's status): the controller's field selector leaves them out.
+        const image = enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`;
+        const status = { phase: 'Running', containerStatuses: [{ name: 'app', image, imageID: image, ready: true, restartCount: 0, state: { running: { startedAt: new Date().toISOString() } } }] };
         await api('PATCH', `/api/v1/namespaces/${APPS_NS}/pods/${name}/status`, { status });
       }
     });

@@ -10,9 +10,14 @@ import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages-nam
 import { ContainerdClient, K8S_NAMESPACE } from '../containerd/client.ts';
 import { type ImageEvent, type Subscription, subscribeImageEvents } from '../containerd/events.ts';
 import { type ContainerdImage, listImages, nameFilter } from '../containerd/images.ts';
-import { PlatformCache } from '../containerd/platform.ts';
+import { PlatformCache, readBlob } from '../containerd/platform.ts';
 import { buildInventory, type Limits, sameInventory } from './inventory.ts';
 import { NodeImagesWriter } from './publish.ts';
+import { type BuildManifests, watchBuildManifests } from './build-manifests.ts';
+import { applyRewrites, gatherFacts, heldDigests, planRewrites } from './converge-index.ts';
+import { type ParsedIndex, parseIndex } from '../image/platform-index.ts';
+import { containerImages, planCollection, removeRecords } from './collect-images.ts';
+import { isIndexType } from '../containerd/import/archive.ts';
 
 export interface AgentOptions {
   node: string;
@@ -31,6 +36,11 @@ export interface AgentOptions {
   backoffMinMs?: number;
   backoffMaxMs?: number;
   limits?: Limits;
+  /**
+   * enbi's namespace: the agent follows its NixBuilds and keeps every tag they built, on this node, at the
+   * one index of all platforms built so far (src/agent/converge-index.ts). Absent: it only publishes.
+   */
+  buildsNamespace?: string;
   log?: (msg: string) => void;
 }
 
@@ -47,6 +57,10 @@ export interface AgentStats {
   names: number;
   /** Time of the last successful write (ms since the epoch). */
   lastWriteAt: number;
+  /** Tags pointed at a new index (a platform added elsewhere). */
+  indexRewrites: number;
+  /** Image records removed because the NixBuilds that made them were deleted. */
+  imagesRemoved: number;
   /** Phases of the last run, in ms: containerd (lists and blob reads), building the status, the API write. */
   lastRun: { containerd: number; build: number; write: number };
 }
@@ -74,7 +88,18 @@ export function startAgent(o: AgentOptions): Agent {
   const limits = o.limits ?? NODE_IMAGES_LIMITS;
   const client = new ContainerdClient(o.socket, { namespace: o.namespace ?? K8S_NAMESPACE });
   const platforms = new PlatformCache(client);
-  const writer = new NodeImagesWriter(o.api instanceof LiteApi ? o.api : new LiteApi(targetFromKubeConfig(o.api)), o.node);
+  const api = o.api instanceof LiteApi ? o.api : new LiteApi(targetFromKubeConfig(o.api));
+  const writer = new NodeImagesWriter(api, o.node);
+  const indexCache = new Map<string, ParsedIndex | null>();
+  /** Tags whose last NixBuild went: their records leave the node once no container uses them. */
+  const orphans = new Set<string>();
+  const builds = o.buildsNamespace !== undefined
+    ? watchBuildManifests(api, o.buildsNamespace, (names, gone) => {
+        for (const n of [...names, ...gone]) dirty.add(n);
+        for (const n of gone) orphans.add(n);
+        if (running === undefined) schedule();
+      }, log)
+    : undefined;
 
   const images = new Map<string, ContainerdImage>();
   const dirty = new Set<string>();
@@ -94,7 +119,7 @@ export function startAgent(o: AgentOptions): Agent {
   let subscribeTimer: NodeJS.Timeout | undefined;
   let subscribeFailures = 0;
   let runFailures = 0;
-  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
+  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, indexRewrites: 0, imagesRemoved: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
 
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -174,6 +199,45 @@ export function startAgent(o: AgentOptions): Agent {
       }),
     );
     lastPlatforms = resolved;
+    if (builds !== undefined) await converge(builds);
+    if (builds !== undefined && orphans.size > 0) await collect(builds);
+  }
+
+  /** Removes the records of tags whose last NixBuild was deleted (src/agent/collect-images.ts). */
+  async function collect(b: BuildManifests): Promise<void> {
+    for (const n of [...orphans]) if (b.candidates(n).length > 0) orphans.delete(n); // named again meanwhile
+    if (orphans.size === 0) return;
+    const all = [...images.values()];
+    const parsed = new Map<string, ParsedIndex>();
+    for (const r of all) {
+      if (!isIndexType(r.target.mediaType)) continue;
+      let p = indexCache.get(r.target.digest);
+      if (p === undefined) {
+        const bytes = await readBlob(client, r.target.digest, r.target.size);
+        p = (bytes !== undefined ? parseIndex(bytes) : undefined) ?? null;
+        indexCache.set(r.target.digest, p);
+      }
+      if (p !== null) parsed.set(r.target.digest, p);
+    }
+    const plan = planCollection(orphans, all, (d) => parsed.get(d), await containerImages(client));
+    const removed = await removeRecords(client, plan.remove);
+    for (const n of [...plan.skipped, ...plan.remove]) orphans.delete(n);
+    if (removed.length > 0) log(`removed the images of collected builds: ${removed.join(', ')}`);
+    if (plan.inUse.length > 0) log(`kept (a container uses them; asked again at the next resync): ${plan.inUse.join(', ')}`);
+    stats.imagesRemoved += removed.length;
+    for (const n of removed) dirty.add(n);
+  }
+
+  /** Tags whose builds know more (or other) platforms than their index lists: rewritten, then listed again. */
+  async function converge(b: BuildManifests): Promise<void> {
+    if (indexCache.size > 4096) indexCache.clear();
+    const facts = await gatherFacts(client, images.values(), (n) => b.candidates(n).length > 0, (t) => platforms.get(t), indexCache);
+    if (facts.length === 0) return;
+    const digests = facts.flatMap((f) => [...b.candidates(f.record.name).map((c) => c.digest), ...(f.parsed?.entries.map((e) => e.digest) ?? [])]);
+    const held = await heldDigests(client, digests);
+    const rewrites = planRewrites(facts, (n) => b.candidates(n), (d) => held.has(d));
+    stats.indexRewrites += await applyRewrites(client, rewrites, log);
+    for (const r of rewrites) dirty.add(r.name);
   }
 
   function statusNow(): NodeImagesStatus {
@@ -265,6 +329,7 @@ export function startAgent(o: AgentOptions): Agent {
       stopped = true;
       for (const t of [windowTimer, retryTimer, resyncTimer, settleTimer, subscribeTimer]) clearTimeout(t);
       subscription?.cancel();
+      builds?.stop();
       await running?.catch(() => {});
       client.close();
     },

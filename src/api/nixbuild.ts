@@ -47,7 +47,16 @@ export const nixBuildStatusSchema = z.object({
   node: z.string().optional().describe('The node building (or that built) the image: spec.node, or the one enbi chose.'),
   system: z.string().optional(),
   image: z.string().optional().describe('The first image reference imported.'),
-  imageDigest: z.string().optional(),
+  imageDigest: z.string().optional().describe("The built platform manifest's digest (`<repository>@<digest>` on the node)."),
+  manifest: z
+    .object({
+      digest: z.string(),
+      size: z.number().int(),
+      mediaType: z.string(),
+      platform: z.string().describe('os/arch[/variant] of the image, e.g. linux/arm64.'),
+    })
+    .optional()
+    .describe("The platform manifest this build imported: every node's enbi agent lists it, beside the other platforms' builds of the same image, in the one index each tag resolves to."),
   storePath: z.string().optional(),
   buildJobName: z.string().optional(),
   attempts: z.number().int().optional().describe('The latest attempt: its Job is <name>-<attempts>.'),

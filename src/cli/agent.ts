@@ -18,7 +18,12 @@ after the node, and keeps it current from containerd's event stream.
   --kubeconfig FILE   default: in-cluster, else $KUBECONFIG or ~/.kube/config
   --resync SECONDS    full list and observedAt refresh (default 600)
   --debounce MS       window that gathers a burst of image events into one write (default 100)
-  --namespace NS      containerd namespace (default k8s.io)`;
+  --namespace NS      containerd namespace (default k8s.io)
+  --builds-namespace NS
+                      enbi's namespace (default: $ENBI_NAMESPACE, set from the downward API): the agent follows
+                      its NixBuilds and keeps each tag they built, on this node, at one OCI index of every
+                      platform built so far, so that Spegel spreads the same answer from every node.
+                      '' turns that off (the agent only publishes).`;
 
 export async function runAgent(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -30,6 +35,7 @@ export async function runAgent(argv: string[]): Promise<number> {
       resync: { type: 'string' },
       debounce: { type: 'string' },
       namespace: { type: 'string' },
+      'builds-namespace': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -51,8 +57,9 @@ export async function runAgent(argv: string[]): Promise<number> {
       const n = await api.get<{ metadata?: { annotations?: Record<string, string> }; status?: { nodeInfo?: { kubeletVersion?: string } } }>(`/api/v1/nodes/${encodeURIComponent(node)}`);
       socket = socketFor({ ...(n.metadata?.annotations ? { annotations: n.metadata.annotations } : {}), ...(n.status?.nodeInfo?.kubeletVersion ? { kubeletVersion: n.status.nodeInfo.kubeletVersion } : {}) });
     }
-    const agent = startAgent({ node, socket, api, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), log });
-    log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s`);
+    const buildsNamespace = values['builds-namespace'] ?? process.env.ENBI_NAMESPACE ?? '';
+    const agent = startAgent({ node, socket, api, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), ...(buildsNamespace !== '' ? { buildsNamespace } : {}), log });
+    log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s${buildsNamespace !== '' ? `, indexes from the NixBuilds of ${buildsNamespace}` : ''}`);
     if (!existsSync(socket)) log(`warning: no socket at ${socket} (yet): in a pod, mount the host directory ${dirname(socket)} at the same path, or pass --socket`);
     const stop = async () => {
       log('stopping');

@@ -15,7 +15,9 @@ import type { DistributionMode } from '../plan/planner.ts';
 import { readDirSource, watchDir } from '../source/dir.ts';
 import type { SourceFile } from '../source/files.ts';
 import { gitAuthFrom } from '../source/auth.ts';
-import { syncGitSource } from '../source/git.ts';
+import { repoDirFor, syncGitSource } from '../source/git.ts';
+import { renderSource, type RenderedSource } from '../render/index.ts';
+import { renderOptionsOf } from '../render/config.ts';
 
 export const DIFF_HELP = `enbi diff (GIT_URL | --dir DIR) [options]
 
@@ -29,6 +31,9 @@ Source:
   --watch                  with --dir: plan again after each burst of file changes
   --cache-dir DIR          where Git clones are kept (default: $XDG_CACHE_HOME/enbi/git)
   --git-credentials FILE   "username:password" or a token on one line (else ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD)
+Rendering (kustomize directories, Helm charts, Flux Kustomization/HelmRelease, Argo CD Application):
+  kustomize and helm from $ENBI_KUSTOMIZE / $ENBI_HELM (or render.kustomize / render.helm with --config),
+  else PATH, else ~/.cache/enbi/<tool>/<version>/; a missing one is a problem naming the roots that need it
 Cluster:
   --nodes FILE             nodes saved with "kubectl get nodes -o yaml" instead of a live cluster
   --kubeconfig FILE        kubeconfig to read Nodes from (default: $KUBECONFIG or ~/.kube/config)
@@ -95,6 +100,8 @@ function reportFatal(err: unknown): number {
 interface DiffOptions {
   gitUrl?: string;
   dirRoot?: string;
+  /** The directory itself (without --path): Flux and Argo CD paths are relative to it. */
+  dirBase?: string;
   /** The directory as the user wrote it, for output. */
   dirShown?: string;
   ref?: string;
@@ -143,6 +150,7 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
   };
   assign('gitUrl', gitUrl);
   assign('dirRoot', dir !== undefined ? resolve(dir, str('path') ?? '') : undefined);
+  assign('dirBase', dir !== undefined ? resolve(dir) : undefined);
   assign('dirShown', dir !== undefined ? [dir, str('path')].filter((p) => p !== undefined && p !== '').join('/') : undefined);
   assign('ref', str('ref'));
   assign('credentialsFile', str('git-credentials'));
@@ -160,11 +168,17 @@ function applyConfig(opts: DiffOptions, cfg: ControllerConfig, given: Record<str
   if (given['trusted-namespace'] === undefined) opts.trustedNamespaces = cfg.trustedNamespaces;
 }
 
-async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo }> {
-  if (opts.dirRoot !== undefined) return { files: await readDirSource(opts.dirRoot), info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
+async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo; rendered: RenderedSource }> {
+  const render = renderOptionsOf(opts.config);
+  if (opts.dirRoot !== undefined) {
+    const files = await readDirSource(opts.dirRoot);
+    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirBase! }, scope: opts.path, scopeFiles: files });
+    return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
+  }
   const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
-  return { files: snap.files, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
+  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files });
+  return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 
 async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
@@ -176,8 +190,8 @@ async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: 
 }
 
 async function diffOnce(opts: DiffOptions): Promise<number> {
-  const [{ files, info }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
-  const analysis = analyzeSource(files);
+  const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
+  const analysis = analyzeSource(files, rendered);
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
   const cfg = opts.config;
   // The controller's build pool and watched namespaces, as it applies them.

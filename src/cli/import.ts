@@ -13,7 +13,10 @@ export const IMPORT_HELP = `enbi import [--fifo PATH | --file PATH | -] [--image
 Imports an uncompressed docker-archive or OCI archive into containerd (namespace k8s.io): every blob
 written with its containerd.io/distribution.source labels at commit (what Spegel needs to share it), the
 layers unpacked into the snapshotter, then an image record per reference and <repository>@<digest>, each
-labelled io.cri-containerd.pinned=pinned. Checks the result and fails loudly when anything is missing.
+labelled io.cri-containerd.pinned=pinned. Each tag points at an OCI index listing this platform's manifest
+beside the other platforms the tag already listed on this node (the node agent adds those other nodes
+built), so that a tag Spegel spreads always carries each manifest's platform. Checks the result and fails
+loudly when anything is missing.
 
   --fifo PATH             read this FIFO once it exists (the build Job's /work/image.fifo)
   --file PATH             read this file; neither: stdin
@@ -122,8 +125,12 @@ export async function runImport(argv: string[]): Promise<number> {
     const message = {
       image: r.image,
       digest: r.digest,
-      config: r.config,
+      mediaType: r.mediaType,
+      size: r.manifestSize,
       platform: r.platform,
+      index: r.index.digest,
+      indexPlatforms: r.index.platforms.join(','),
+      config: r.config,
       records: r.names.length,
       blobs: r.blobs,
       sourceLabels: Object.keys(r.sourceLabels).length,
@@ -134,7 +141,7 @@ export async function runImport(argv: string[]): Promise<number> {
     if (values['termination-log'] !== undefined) writeFileSync(values['termination-log'], JSON.stringify(message));
     for (const n of r.names) log(`enbi: ${n}`);
     log(`enbi: labels on every blob: ${Object.entries(r.sourceLabels).map(([k, val]) => `${k}=${val}`).join(' ')}`);
-    log(`enbi: imported ${r.image} ${r.digest} (${r.platform || 'no platform'}, ${r.blobs} blobs, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms} ms)`);
+    log(`enbi: imported ${r.image} ${r.digest} (${r.platform}, ${r.blobs} blobs, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms} ms); the tag is index ${r.index.digest} of ${r.index.platforms.join(', ')}`);
     return 0;
   } catch (e) {
     // Stop reading at once, so that a sender still writing gets EPIPE instead of waiting.

@@ -14,6 +14,8 @@ export interface InventoryImages {
   imageSource: 'agent';
   /** When the agent last checked containerd. */
   observedAt: string;
+  /** Every name with the platforms (os/arch) whose manifest the node holds under it. */
+  platformImages: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export interface InventoryOptions {
@@ -53,16 +55,22 @@ export function inventoryToNodeView(nodeImages: NodeImages | unknown, o: Invento
   if (!Number.isFinite(observed) || (o.now ?? new Date()).getTime() - observed > maxAge) return undefined;
   const want = o.platform !== undefined ? osArch(o.platform) : undefined;
   const images = new Set<string>();
+  const platformImages = new Map<string, Set<string>>();
   for (const img of status.images) {
-    const platforms = Array.isArray(img.platforms) ? img.platforms : [];
+    const platforms = (Array.isArray(img.platforms) ? img.platforms : []).filter((p): p is string => typeof p === 'string').map(osArch);
     // An image of another architecture, or with no runnable manifest, does not serve the node's pods.
-    if (want !== undefined && !platforms.some((p) => osArch(p) === want)) continue;
+    const runsHere = want === undefined || platforms.includes(want);
     for (const name of Array.isArray(img.names) ? img.names : []) {
       if (typeof name !== 'string') continue;
-      images.add(IMAGE_ID.test(name) ? name : normalizeImageName(name));
+      const n = IMAGE_ID.test(name) ? name : normalizeImageName(name);
+      if (runsHere) images.add(n);
+      if (platforms.length === 0) continue;
+      let set = platformImages.get(n);
+      if (set === undefined) platformImages.set(n, (set = new Set()));
+      for (const p of platforms) set.add(p);
     }
   }
-  return { images, imagesComplete: status.truncated === false, imageSource: 'agent', observedAt: status.observedAt };
+  return { images, imagesComplete: status.truncated === false, imageSource: 'agent', observedAt: status.observedAt, platformImages };
 }
 
 /** The view with its images taken from the inventory when it is usable; the view unchanged otherwise. */
@@ -70,5 +78,5 @@ export function withInventory(view: NodeView, nodeImages: NodeImages | unknown, 
   const platform = nodePlatform(view.labels);
   const inv = inventoryToNodeView(nodeImages, { ...o, ...(platform !== undefined ? { platform } : {}) });
   if (inv === undefined) return view;
-  return { ...view, images: inv.images, imagesComplete: inv.imagesComplete, imageSource: 'agent' };
+  return { ...view, images: inv.images, imagesComplete: inv.imagesComplete, imageSource: 'agent', platformImages: inv.platformImages };
 }

@@ -25,12 +25,30 @@ export interface NodeView extends SchedulableNode {
    */
   missing?: ReadonlySet<string>;
   imageSource: ImageSource;
+  /**
+   * From the agent's inventory: for each image name, the platforms (os/arch) whose manifest the node holds,
+   * its own or not. In Spegel mode a node holding a system's manifest serves that system to its peers,
+   * even when it runs another (an amd64 node that built aarch64 under QEMU).
+   */
+  platformImages?: ReadonlyMap<string, ReadonlySet<string>>;
   /** When the Ready condition last changed (ISO 8601), when the node says: how long it has been (not) Ready. */
   readySince?: string;
+  /**
+   * False when what is imported on this node cannot be spread by Spegel: containerd before 2.0 publishes no
+   * content events, so Spegel (v0.7.4) never advertises the blobs of an image imported while it runs. Such a
+   * node builds for itself, but is not chosen to build for its peers in spegel mode while another can.
+   */
+  spegelSource?: boolean;
 }
 
 type Obj = Record<string, unknown>;
 const asObj = (v: unknown): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : {});
+
+/** Whether Spegel can spread what is imported into this runtime (`containerd://2.1.4`: yes; `containerd://1.7.28`: no). */
+export function spegelSource(runtimeVersion: string): boolean {
+  const m = /^containerd:\/\/v?(\d+)\./.exec(runtimeVersion);
+  return m === null || Number(m[1]) >= 2;
+}
 
 export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IMAGES): NodeView {
   const metadata = asObj(asObj(node).metadata);
@@ -63,6 +81,8 @@ export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IM
     imageSource: 'node-status',
   };
   if (system !== undefined) view.system = system;
+  const runtime = asObj(status.nodeInfo).containerRuntimeVersion;
+  if (typeof runtime === 'string') view.spegelSource = spegelSource(runtime);
   const since = conditions.find((c) => c.type === 'Ready')?.lastTransitionTime;
   if (since instanceof Date) view.readySince = since.toISOString();
   else if (typeof since === 'string' && since !== '') view.readySince = since;

@@ -15,6 +15,7 @@ const SERVICES = {
   leases: 'containerd.services.leases.v1.Leases',
   snapshots: 'containerd.services.snapshots.v1.Snapshots',
   diff: 'containerd.services.diff.v1.Diff',
+  containers: 'containerd.services.containers.v1.Containers',
 } as const;
 export type Service = keyof typeof SERVICES;
 

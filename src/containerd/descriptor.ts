@@ -1,6 +1,6 @@
 // enbi's own, minimal description of the part of containerd's gRPC API it uses, as a protobuf.js JSON
 // descriptor (what @grpc/proto-loader's fromJSON takes). Written by hand from containerd's API definitions
-// (github.com/containerd/containerd/api, services/{images,events,content,version,leases,snapshots,diff}/v1
+// (github.com/containerd/containerd/api, services/{images,events,content,version,leases,snapshots,diff,containers}/v1
 // and types/): only the
 // services, methods, messages and fields enbi reads, with containerd's field numbers. Fields enbi does not
 // read are left out; protobuf skips unknown fields, so the messages stay compatible with the full ones.
@@ -138,6 +138,24 @@ export const CONTAINERD_DESCRIPTOR = {
                     InfoResponse: { fields: { info: { type: 'Info', id: 1 } } },
                     ReadContentRequest: { fields: { digest: str(1), offset: i64(2), size: i64(3) } },
                     ReadContentResponse: { fields: { offset: i64(1), data: { type: 'bytes', id: 2 } } },
+                  },
+                },
+              },
+            },
+            // services/containers/v1: which images the node's containers were made from (the agent never
+            // removes an image a container uses).
+            containers: {
+              nested: {
+                v1: {
+                  nested: {
+                    Containers: {
+                      methods: {
+                        List: { requestType: 'ListContainersRequest', responseType: 'ListContainersResponse' },
+                      },
+                    },
+                    Container: { fields: { id: str(1), image: str(3) } },
+                    ListContainersRequest: { fields: { filters: repeatedStr(1) } },
+                    ListContainersResponse: { fields: { containers: { rule: 'repeated', type: 'Container', id: 1 } } },
                   },
                 },
               },

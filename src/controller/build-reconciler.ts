@@ -155,14 +155,27 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
     log.info(`started Job ${job.metadata?.name} on ${node}`, { job: job.metadata?.name, node });
   }
 
+  /**
+   * The end of a failed attempt's logs, both containers at once, each bounded: kubelet serves logs through
+   * its container runtime, and right after a containerd restart a read can hang for kubelet's whole runtime
+   * timeout (2 min each, seen in the containerd-restart fault test), which would hold the retry back.
+   */
   async function readLogTail(pod: string): Promise<string> {
-    const parts: string[] = [];
-    for (const container of ['build', 'import']) {
-      const text = await core.readNamespacedPodLog({ name: pod, namespace: ns, container, tailLines: 25 }).catch(() => '');
-      if (text.trim() !== '') parts.push(`[${container}]\n${text.trimEnd()}`);
-    }
-    return parts.join('\n').slice(-4000);
+    const texts = await Promise.all(['build', 'import'].map(async (container) => {
+      const read = core.readNamespacedPodLog({ name: pod, namespace: ns, container, tailLines: 25 }).catch(() => '');
+      const text = await within(read, LOG_READ_MS, '');
+      return text.trim() !== '' ? `[${container}]\n${text.trimEnd()}` : '';
+    }));
+    return texts.filter((t) => t !== '').join('\n').slice(-4000);
   }
+}
+
+const LOG_READ_MS = 10_000;
+
+/** `p`, or `fallback` once `ms` have passed (p goes on, its result unused). */
+function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -1,5 +1,6 @@
 // The NixBuild state machine, pure: from the build, its Jobs and their pods to the next status and what
 // to do. Conditions follow kstatus (Ready, Reconciling, Stalled), negative ones only while true.
+import { entryProblem, type PlatformManifest } from '../image/platform-index.ts';
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
 import type { Condition, NixBuild, NixBuildStatus } from '../api/nixbuild.ts';
 import { jobNodeOf } from '../build/job.ts';
@@ -92,6 +93,12 @@ function iso(t: Date | string | undefined): string | undefined {
   return Number.isNaN(d.getTime()) ? undefined : d.toISOString();
 }
 
+/** The platform manifest an import reported, when it says all of it (an older importer does not). */
+function manifestOf(m: Record<string, unknown>): PlatformManifest | undefined {
+  const e = { digest: String(m.digest), size: Number(m.size), mediaType: String(m.mediaType), platform: String(m.platform) };
+  return entryProblem(e) === undefined ? e : undefined;
+}
+
 function terminationMessage(pods: V1Pod[], container: string): Record<string, string> {
   for (const pod of pods) {
     const msg = pod.status?.containerStatuses?.find((c) => c.name === container)?.state?.terminated?.message;
@@ -176,6 +183,8 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
       const imported = terminationMessage(o.pods, 'import');
       if (built.storePath !== undefined) status.storePath = built.storePath;
       if (imported.digest !== undefined) status.imageDigest = imported.digest;
+      const manifest = manifestOf(imported);
+      if (manifest !== undefined) status.manifest = manifest;
       if (imported.image !== undefined) status.image = imported.image;
       status.attempts = attemptOf(current!);
       status.buildJobName = current!.metadata?.name;

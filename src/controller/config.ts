@@ -105,6 +105,14 @@ export const controllerConfigSchema = z
       .object({ port: z.number().int().min(0).max(65535).default(8080), host: z.string().default('0.0.0.0') })
       .default({ port: 8080, host: '0.0.0.0' })
       .describe('Probes (/healthz, /readyz) and Prometheus /metrics.'),
+    render: z
+      .object({
+        kustomize: z.string().optional().describe('Path of the kustomize binary (else ENBI_KUSTOMIZE, PATH, then the build cache); the controller image ships v5.8.1.'),
+        helm: z.string().optional().describe('Path of the helm binary (else ENBI_HELM, PATH, then the build cache); the controller image ships v3.22.0.'),
+        timeoutSeconds: z.number().int().min(1).default(60).describe('One kustomize build or helm template longer than this fails (a problem for that root only).'),
+      })
+      .default({ timeoutSeconds: 60 })
+      .describe('Rendering kustomize directories and Helm charts, as Flux and Argo CD do.'),
     webhook: z
       .object({
         secretFile: z.string().optional().describe('HMAC secret (GitHub/Gitea) or token (GitLab) for POST /hooks/git; absent: no webhook. An empty file is a start-up error.'),

@@ -46,7 +46,13 @@ export interface RunningController {
 }
 
 /** Pods the controller watches: bound ones (unbound pods wait for the scheduler, not for an image). */
-export const POD_FIELDS = 'spec.nodeName!=';
+/**
+ * The pods that can trigger a build: bound and still Pending (a container waiting for its image keeps a new
+ * pod Pending). Filtered by the API server, so a cluster's running pods never reach the controller's cache.
+ * A running pod whose container restarts onto a vanished image stays Running and is not seen; its next
+ * pod (a rollout, a reschedule) is.
+ */
+export const POD_FIELDS = 'spec.nodeName!=,status.phase=Pending';
 
 export async function startController(d: ControllerDeps): Promise<RunningController> {
   const { cfg, kc } = d;
@@ -83,15 +89,23 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
 
   const informers: ResilientInformer<any>[] = [
     resilientInformer<V1Node>(kc, '/api/v1/nodes', (page) => core.listNode(page), () => schedulePlan(), log.line),
-    // Bound pods only: waiting ones, and the build Jobs' own (their termination messages). Pods without enbi
-    // annotations or labels are kept slim and change nothing in the plan: no pass for them.
+    // Waiting pods only (POD_FIELDS). Pods without enbi annotations or labels are kept slim and change
+    // nothing in the plan: no pass for them.
     resilientInformer<V1Pod>(kc, '/api/v1/pods', (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }), (p) => podConcernsEnbi(p) && schedulePlan(), log.line, undefined, POD_FIELDS, slimPod),
+    // The build Jobs' own pods, whatever their phase: their termination messages say what was built.
+    resilientInformer<V1Pod>(kc, `/api/v1/namespaces/${ns}/pods`, (page) => core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_BUILD, ...page }), () => schedulePlan(), log.line, LABEL_BUILD, undefined, slimPod),
     resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }), () => schedulePlan(), log.line, LABEL_BUILD),
     resilientInformer<NixBuild>(kc, `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`, (page) => custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, ...page }) as never, () => schedulePlan(), log.line),
     // The node agents' containerd inventories; without them Node.status.images stays the source for a node.
     resilientInformer<KubernetesObject>(kc, `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`, (page) => custom.listClusterCustomObject({ group: NI_GROUP, version: NI_VERSION, plural: NODE_IMAGES_PLURAL, ...page }) as never, () => schedulePlan(), log.line),
   ];
-  const [nodeInf, podInf, jobInf, nbInf, invInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>, ResilientInformer<KubernetesObject>];
+  const [nodeInf, podInf, jobPodInf, jobInf, nbInf, invInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>, ResilientInformer<KubernetesObject>];
+  /** Waiting pods and build pods, once each (a Pending build pod is in both). */
+  const pods = (): V1Pod[] => {
+    const out = new Map<string, V1Pod>();
+    for (const p of [...podInf.list(), ...jobPodInf.list()]) out.set(p.metadata?.uid ?? `${p.metadata?.namespace}/${p.metadata?.name}`, p);
+    return [...out.values()];
+  };
 
   // ---- the builds' work queue ----
   const reconcileBuild = buildReconciler({ cfg, policy, core, batch, custom, metrics: d.metrics, log, written });
@@ -117,7 +131,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     pendingSince = undefined;
     try {
       await source.awaitForced();
-      const result = await plan({ nodes: nodeInf.list(), pods: podInf.list(), jobs: jobInf.list(), builds: nbInf.list(), inventories: invInf.list() });
+      const result = await plan({ nodes: nodeInf.list(), pods: pods(), jobs: jobInf.list(), builds: nbInf.list(), inventories: invInf.list() });
       world = result.world;
       for (const name of result.world.builds.keys()) queue.add(name);
       clearTimeout(planAgain);

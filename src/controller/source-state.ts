@@ -3,7 +3,9 @@
 import { createHash } from 'node:crypto';
 import { analyzeSource, type Analysis } from '../pipeline/analyze.ts';
 import { readDirSource } from '../source/dir.ts';
-import { type GitAuth, syncGitSource } from '../source/git.ts';
+import { type GitAuth, repoDirFor, syncGitSource } from '../source/git.ts';
+import { renderOptionsOf } from '../render/config.ts';
+import { renderSource, type RenderedSource } from '../render/index.ts';
 import type { ControllerConfig } from './config.ts';
 
 export interface SourceSnapshot {
@@ -34,15 +36,15 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
       if (!force && !due && snapshot !== undefined) return false;
       lastAttempt = Date.now();
       try {
-        const { revision, files } = await read(source);
+        const { revision, files, rendered } = await read(source, snapshot?.revision);
         error = undefined;
         if (snapshot?.revision === revision) {
           snapshot.syncedAt = new Date();
           return false;
         }
-        snapshot = { revision, analysis: analyzeSource(files), syncedAt: new Date() };
+        snapshot = { revision, analysis: analyzeSource(files, rendered), syncedAt: new Date() };
         log(`source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`);
-        for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}`);
+        for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}${p.origin !== undefined ? ` (rendered by ${p.origin})` : ''}`);
         return true;
       } catch (err) {
         error = (err as Error).message;
@@ -52,14 +54,22 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     },
   };
 
-  async function read(source: NonNullable<ControllerConfig['source']>): Promise<{ revision: string; files: { path: string; text: string }[] }> {
+  async function read(source: NonNullable<ControllerConfig['source']>, known: string | undefined): Promise<{ revision: string; files: { path: string; text: string }[]; rendered?: RenderedSource }> {
+    const render = renderOptionsOf(cfg);
     if (source.dir !== undefined) {
       const files = await readDirSource(source.path === '' ? source.dir : `${source.dir}/${source.path}`);
+      // Rendering is cached by its inputs, so a directory renders again cheaply; its output is part of the
+      // revision because templates and kustomizations are not among the manifest files hashed here.
+      const rendered = await renderSource({ ...render, source: { kind: 'dir', root: source.dir }, scope: source.path, scopeFiles: files });
       const hash = createHash('sha256');
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
-      return { revision: hash.digest('hex'), files };
+      hash.update(JSON.stringify([rendered.objects, rendered.problems, rendered.warnings, [...rendered.consumed]]));
+      return { revision: hash.digest('hex'), files, rendered };
     }
     const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, idleTimeoutMs: source.timeoutSeconds * 1000, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
-    return { revision: snap.commit, files: snap.files };
+    // The same commit renders the same: skip copying its tree out again.
+    if (snap.commit === known) return { revision: snap.commit, files: snap.files };
+    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path, scopeFiles: snap.files });
+    return { revision: snap.commit, files: snap.files, rendered };
   }
 }

@@ -85,6 +85,44 @@ export class LiteApi {
       req.end(data);
     });
   }
+
+  /**
+   * A streamed GET (a watch): calls onLine for each line of the body as it arrives; resolves when the server
+   * ends the response (a watch's timeoutSeconds), rejects on an HTTP error or a broken connection.
+   */
+  stream(path: string, onLine: (line: string) => void, signal?: AbortSignal): Promise<void> {
+    const t = this.target;
+    const url = new URL(path, t.server);
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    const token = t.token?.();
+    if (token !== undefined && token !== '') headers.Authorization = `Bearer ${token}`;
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise<void>((resolve, reject) => {
+      const req = send(url, { method: 'GET', headers, ...(signal ? { signal } : {}), ...(url.protocol === 'https:' ? { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.insecure !== true } : {}) }, (res) => {
+        const code = res.statusCode ?? 0;
+        let pending = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          pending += chunk;
+          if (code < 200 || code > 299) return;
+          let nl: number;
+          while ((nl = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, nl);
+            pending = pending.slice(nl + 1);
+            if (line.trim() !== '') onLine(line);
+          }
+        });
+        res.on('error', reject);
+        res.on('end', () => {
+          if (code < 200 || code > 299) return reject(new LiteApiError(code, pending, `GET ${url.pathname}`));
+          if (pending.trim() !== '') onLine(pending);
+          resolve();
+        });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
 }
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';

@@ -16,6 +16,8 @@ export interface Workload {
   name: string;
   file?: string;
   line?: number;
+  /** What rendered it, for a workload from kustomize or helm: "Kustomization flux-system/apps → apps/prod". */
+  origin?: string;
   /** Annotations of the pod template (of the Pod itself for a Pod). */
   annotations: Record<string, unknown>;
   containers: ContainerSpec[];

@@ -5,6 +5,7 @@ import type { FlakeRef } from '../flake/ref.ts';
 import { scanManifests } from '../manifests/scan.ts';
 import { extractWorkloads } from '../manifests/workloads.ts';
 import type { Problem } from '../problems.ts';
+import { renderedWorkloads, type RenderedInput } from '../render/analysis.ts';
 import { isLockPath, type SourceFile } from '../source/files.ts';
 
 export interface Analysis {
@@ -12,11 +13,14 @@ export interface Analysis {
   problems: Problem[];
   warnings: Problem[];
   filesScanned: number;
+  /** kustomize/helm renders: how many ran and how many came from the cache (absent when nothing was rendered). */
+  rendered?: { roots: number; fromCache: number; objects: number; ms: number };
   /** flake.lock inputs by lock file path, for pinning indirect flakes found later (in pods). */
   locks: LockIndex;
 }
 
-export function analyzeSource(files: readonly SourceFile[]): Analysis {
+/** `rendered`: what src/render produced for this source; the files it consumed are not read as plain manifests. */
+export function analyzeSource(files: readonly SourceFile[], rendered?: RenderedInput): Analysis {
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
   const locks = new Map<string, ReadonlyMap<string, FlakeRef>>();
@@ -28,17 +32,28 @@ export function analyzeSource(files: readonly SourceFile[]): Analysis {
       problems.push({ file: f.path, message: err.message });
     }
   }
-  const manifests = files.filter((f) => !isLockPath(f.path));
+  const manifests = files.filter((f) => !isLockPath(f.path) && rendered?.consumed.has(f.path) !== true);
   const scan = scanManifests(manifests);
   problems.push(...scan.problems);
   const extracted = extractWorkloads(scan.objects);
   problems.push(...extracted.problems);
+  if (rendered !== undefined) {
+    const fromRenders = renderedWorkloads(rendered);
+    extracted.workloads.push(...fromRenders.workloads);
+    problems.push(...rendered.problems, ...fromRenders.problems);
+    warnings.push(...rendered.warnings);
+  }
   const workloads: WorkloadNeeds[] = [];
   for (const workload of extracted.workloads) {
     const result = containerNeedsOf(workload, locks as LockIndex);
-    problems.push(...result.problems);
-    warnings.push(...result.warnings);
+    const origin = workload.origin !== undefined ? { origin: workload.origin } : {};
+    problems.push(...result.problems.map((p) => ({ ...p, ...origin })));
+    warnings.push(...result.warnings.map((p) => ({ ...p, ...origin })));
     if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
   }
-  return { workloads, problems, warnings, filesScanned: manifests.length, locks };
+  const analysis: Analysis = { workloads, problems, warnings, filesScanned: manifests.length, locks };
+  if (rendered !== undefined && rendered.stats.renders + rendered.stats.fromCache > 0) {
+    analysis.rendered = { roots: rendered.stats.renders, fromCache: rendered.stats.fromCache, objects: rendered.objects.length, ms: rendered.stats.ms };
+  }
+  return analysis;
 }

@@ -7,6 +7,7 @@ import { sourceKey } from '../contract/container-needs.ts';
 import type { BuildMode } from '../contract/annotations.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { workloadId } from '../manifests/workloads.ts';
+import { platformOf } from '../cluster/systems.ts';
 import { blockingTaintsTolerated, type PodScheduling, type Toleration, unfitReason } from './scheduling.ts';
 
 /** spegel: one node of a system holding the image is enough (peers serve it); per-node: every node needing it must hold it. */
@@ -191,20 +192,30 @@ function groupBySystem(nodes: readonly NodeView[]): Map<string, NodeView[]> {
   return out;
 }
 
-/** Which Ready nodes of a system hold an image, and which have lists that may be cut; memoized per (image, system). */
+/**
+ * Which Ready nodes serve an image to a system's pods through Spegel, and which have lists that may be cut;
+ * memoized per (image, system). A node of the system serves it when it holds the image; a node of another
+ * system, when its agent reports that system's manifest under the name (the tag's index lists it there).
+ */
 class HolderIndex {
   private readonly readyBySystem: Map<string, NodeView[]>;
+  private readonly otherHolders: NodeView[];
   private readonly memo = new Map<string, { holders: string[]; truncated: string[] }>();
   constructor(nodes: readonly NodeView[]) {
-    this.readyBySystem = groupBySystem(nodes.filter((n) => n.ready));
+    const ready = nodes.filter((n) => n.ready);
+    this.readyBySystem = groupBySystem(ready);
+    this.otherHolders = ready.filter((n) => n.platformImages !== undefined && n.platformImages.size > 0);
   }
   lookup(image: string, system: string): { holders: string[]; truncated: string[] } {
     const key = `${image} ${system}`;
     let hit = this.memo.get(key);
     if (hit === undefined) {
       const peers = this.readyBySystem.get(system) ?? [];
+      const p = platformOf(system);
+      const want = p !== undefined ? `${p.os}/${p.arch}` : undefined;
+      const across = want === undefined ? [] : this.otherHolders.filter((n) => n.system !== system && n.platformImages!.get(image)?.has(want) === true);
       // A cut list leaves the image unknown on a node, unless kubelet there reports it absent.
-      hit = { holders: peers.filter((n) => holds(n, image)).map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
+      hit = { holders: [...peers.filter((n) => holds(n, image)), ...across].map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
       this.memo.set(key, hit);
     }
     return hit;
@@ -268,8 +279,9 @@ export interface BuilderChoice {
 
 /**
  * The builder for a system among nodes able to build it: a node under the per-node limit if there is
- * one, native before emulated, then the least loaded (spreading builds), then one that needs the image
- * itself (no Spegel transfer), then by name. Pure; `load` is the running builds by node.
+ * one, one whose imports Spegel can spread (containerd ≥ 2: NodeView.spegelSource), native before
+ * emulated, then the least loaded (spreading builds), then one that needs the image itself (no Spegel
+ * transfer), then by name. Pure; `load` is the running builds by node.
  */
 export function chooseBuilder(
   able: readonly NodeView[],
@@ -280,6 +292,7 @@ export function chooseBuilder(
 ): BuilderChoice | undefined {
   const loadOf = (n: NodeView) => load.get(n.name) ?? 0;
   const better = (a: NodeView, b: NodeView) =>
+    Number(a.spegelSource === false) - Number(b.spegelSource === false) ||
     Number(a.system !== system) - Number(b.system !== system) || loadOf(a) - loadOf(b) || Number(!needs.has(a.name)) - Number(!needs.has(b.name)) || compare(a.name, b.name);
   let free: NodeView | undefined;
   let full: NodeView | undefined;

@@ -13,7 +13,19 @@ export interface ContainerdPaths {
   /** runc's state root, per node so that two nodes never share one. */
   runcRoot: string;
   sandboxImage: string;
+  /**
+   * The CRI's registry host directory (hosts.toml per registry): where Spegel's `configuration` step writes
+   * its mirror. Absent: no registry section (pulls go straight to the registry); an empty directory does the same.
+   */
+  certsDir?: string;
 }
+
+/** A node's registry host directory (ContainerdPaths.certsDir), under the directory given to its containerd. */
+export const certsDirOf = (nodeDir: string): string => join(nodeDir, 'containerd', 'certs.d');
+
+/** A node's content store, which Spegel reads blobs from directly (both flavours keep it under root). */
+export const contentDirOf = (nodeDir: string): string => join(nodeDir, 'containerd', 'root', 'io.containerd.content.v1.content');
+
 
 export interface ContainerdFlavor {
   name: string;
@@ -23,6 +35,12 @@ export interface ContainerdFlavor {
   binDir?: string;
   config(p: ContainerdPaths): string;
 }
+
+/** The CRI's registry table (1.6: under the CRI plugin; 2.x: under its images plugin), when certsDir is set. */
+const registry = (p: ContainerdPaths, plugin: string): string => p.certsDir === undefined ? '' : `  # Registry hosts (a Spegel mirror, when one runs) from <certsDir>/<registry>/hosts.toml.
+  [plugins.${plugin}.registry]
+    config_path = ${JSON.stringify(p.certsDir)}
+`;
 
 /** Debian 12's containerd 1.6 (config version 2). */
 function debian(): ContainerdFlavor {
@@ -46,6 +64,8 @@ state = ${JSON.stringify(p.state)}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
+    # Spegel serves layers from the content store: keep them after unpacking (1.6's default, made explicit).
+    discard_unpacked_layers = false
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
@@ -54,7 +74,7 @@ state = ${JSON.stringify(p.state)}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = ${JSON.stringify(CNI_BIN_DIR)}
     conf_dir = ${JSON.stringify(p.cniConfDir)}
-`,
+${registry(p, '"io.containerd.grpc.v1.cri"')}`,
   };
 }
 
@@ -80,9 +100,11 @@ state = ${JSON.stringify(p.state)}
   path = ${JSON.stringify(join(p.root, 'opt'))}
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'overlayfs'
+  # Spegel serves layers from the content store: keep them after unpacking.
+  discard_unpacked_layers = false
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = ${JSON.stringify(p.sandboxImage)}
-[plugins.'io.containerd.cri.v1.runtime']
+${registry(p, "'io.containerd.cri.v1.images'")}[plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]

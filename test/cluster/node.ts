@@ -9,7 +9,7 @@ import { writeKubeconfig } from './kubeconfig.ts';
 import { firstDead, startDaemon, waitFor } from './proc.ts';
 import { createCgroupRoot } from './cgroups.ts';
 import { importImage } from './images.ts';
-import type { ContainerdFlavor } from './containerd.ts';
+import { certsDirOf, type ContainerdFlavor } from './containerd.ts';
 import { buildsLabel } from './emulation.ts';
 import type { NodeState, ProcRecord } from './state.ts';
 
@@ -101,7 +101,7 @@ export function nodeState(p: NodePlan): NodeState {
 
 /** Starts containerd and kubelet for one node (its network namespace exists); record() keeps each pid. */
 export async function startNode(p: NodePlan, c: NodeContext, record: (x: ProcRecord) => void): Promise<void> {
-  const dirs = ['containerd', 'cni', 'kubelet', 'pki', 'pod-logs', 'volume-plugins'].map((d) => join(p.dir, d));
+  const dirs = ['containerd', 'containerd/certs.d', 'cni', 'kubelet', 'pki', 'pod-logs', 'volume-plugins'].map((d) => join(p.dir, d));
   for (const d of dirs) mkdirSync(d, { recursive: true });
   const socket = socketOf(p);
   if (Buffer.byteLength(`${socket}.ttrpc`) > MAX_SOCKET) {
@@ -122,6 +122,7 @@ export async function startNode(p: NodePlan, c: NodeContext, record: (x: ProcRec
   writeFileSync(ctrdConfig, p.containerd.config({
     root: join(p.dir, 'containerd', 'root'), state: join(p.dir, 'containerd', 'state'), socket,
     cniConfDir: join(p.dir, 'cni'), runcRoot: join(p.dir, 'containerd', 'runc'), sandboxImage: c.sandboxImage,
+    certsDir: certsDirOf(p.dir),
   }));
   c.log(`${p.name}: ${p.containerd.name} containerd in netns ${p.netns} (${p.ip})`);
   const env = p.containerd.binDir ? `PATH=${p.containerd.binDir}:${process.env.PATH ?? ''}` : undefined;

@@ -196,11 +196,12 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.match(stored.labels, /(^|,)io\.cri-containerd\.pinned=pinned(,|$)/);
     // The archive's own name (enbi.test/fixture-archive:<rev>) was replaced by the reference asked for.
     assert.equal(await ctrImage(node, app.repoTag), undefined);
-    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string; records: number; blobs: number };
-    assert.deepEqual({ image: imported.image, digest: imported.digest }, { image, digest: stored.digest });
+    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string; index: string; indexPlatforms: string; records: number; blobs: number };
+    // The tag is the index of the platforms built; the manifest the build made is in it.
+    assert.deepEqual({ image: imported.image, index: imported.index, platforms: imported.indexPlatforms }, { image, index: stored.digest, platforms: 'linux/amd64' });
     assert.match(imported.digest, /^sha256:[0-9a-f]{64}$/);
     // enbi import: every blob labelled for Spegel, the digest reference, pinned — on the node's containerd.
-    const spegel = await assertSpegelReady(node.containerdSocket, image, { digest: imported.digest });
+    const spegel = await assertSpegelReady(node.containerdSocket, image, { digest: imported.digest, platforms: ['linux/amd64'] });
     assert.equal(imported.records, 2, 'the tag and registry.local/app@<digest>');
     assert.equal(imported.blobs, spegel.blobs);
     assert.match(await log(cold.pod, 'import'), /enbi: labels on every blob: containerd\.io\/distribution\.source\.registry\.local=app/);
@@ -252,8 +253,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const stored = await ctrImage(node, ref);
     assert.ok(stored, `${ref} in containerd`);
     assert.match(stored.labels, /io\.cri-containerd\.pinned=pinned/);
-    assert.equal((JSON.parse(f.terminated('import')!.message) as { digest: string }).digest, stored.digest);
-    await assertSpegelReady(node.containerdSocket, ref, { digest: stored.digest });
+    const imported = JSON.parse(f.terminated('import')!.message) as { digest: string; index: string };
+    assert.equal(imported.index, stored.digest);
+    await assertSpegelReady(node.containerdSocket, ref, { digest: imported.digest, platforms: ['linux/amd64'] });
     assert.equal(await runImage('app-stream', ref), `${stream.expectedOutput}\n`);
   });
 

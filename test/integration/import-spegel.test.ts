@@ -165,12 +165,14 @@ for (const flavor of flavors) {
       assert.match(String(m.digest), /^sha256:[0-9a-f]{64}$/);
       assert.equal(m.platform, 'linux/amd64');
       assert.equal(m.records, 5, 'three tags and two repositories by digest');
-      assert.equal(m.blobs, 4);
+      assert.equal(m.blobs, 5, 'index, manifest, config, two layers');
+      assert.equal(m.indexPlatforms, 'linux/amd64');
       assert.equal(m.sourceLabels, 2, 'one label per registry host');
       t.diagnostic(`import: ${JSON.stringify(m)}`);
-      const check = await assertSpegelReady(cd.socket, ref, { digest: String(m.digest) });
+      const check = await assertSpegelReady(cd.socket, ref, { digest: String(m.digest), platforms: ['linux/amd64'] });
       await assertSpegelReady(cd.socket, 'mirror.example:5000/team/app:v1', { digest: String(m.digest) });
-      assert.equal(check.blobs, 4);
+      assert.equal(check.blobs, 5);
+      assert.equal(check.index, m.index, 'the tag is the index the import reported');
       const [img] = await listImages(client, [nameFilter(ref)]);
       for (const b of await reachableBlobs(client, img!.target)) {
         assert.equal(b.labels['containerd.io/distribution.source.registry.local'], 'app');
@@ -180,7 +182,7 @@ for (const flavor of flavors) {
       assert.deepEqual(names, [`mirror.example:5000/team/app:v1`, `mirror.example:5000/team/app@${m.digest}`, 'registry.local/app:latest-build', ref, `registry.local/app@${m.digest}`].sort());
       assert.ok(!names.includes('enbi.test/archive-name:1'), 'the archive\'s own name is not created when references are given');
       const checked = await ctr('images', 'check', `name==${ref}`);
-      assert.match(checked, /complete \(3\/3\)/, "config and both layers");
+      assert.match(checked, /complete \((\d+)\/\1\)/, 'everything of the node\'s platform');
       assert.match(checked, /\btrue\s*$/m, `unpacked: ${checked}`);
       const out = await ctr('run', '--rm', ref, `run-${randomBytes(3).toString('hex')}`);
       assert.equal(out, 'hello from enbi import\n');
@@ -225,7 +227,7 @@ for (const flavor of flavors) {
       assert.equal(arm.code, 0, arm.stderr);
       assert.equal(arm.message!.digest, manifests.arm64);
       assert.equal(arm.message!.platform, 'linux/arm64');
-      await assertSpegelReady(cd.socket, 'registry.local/multi:arm', { digest: manifests.arm64! });
+      await assertSpegelReady(cd.socket, 'registry.local/multi:arm', { digest: manifests.arm64!, platforms: ['linux/arm64'] });
       const rows = await ctrImages(cd.ctr, cd.socket);
       assert.deepEqual(rows.find((i) => i.name === 'registry.local/multi:arm')?.platforms, ['linux/arm64']);
       const gz = await reachableBlobs(client, { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: manifests.arm64!, size: 0 });
@@ -242,11 +244,29 @@ for (const flavor of flavors) {
       const ok = await enbiImport(cd.socket, dir, ['--file', archive, '--image', 'registry.local/arm:v1', '--platform', 'linux/arm64']);
       assert.equal(ok.code, 0, ok.stderr);
       assert.deepEqual((await ctrImages(cd.ctr, cd.socket)).find((i) => i.name === 'registry.local/arm:v1')?.platforms, ['linux/arm64']);
-      await assertSpegelReady(cd.socket, 'registry.local/arm:v1');
+      await assertSpegelReady(cd.socket, 'registry.local/arm:v1', { platforms: ['linux/arm64'] });
       const wrong = await enbiImport(cd.socket, dir, ['--file', archive, '--image', 'registry.local/arm:wrong', '--platform', 'linux/amd64']);
       assert.equal(wrong.code, 1);
       assert.match(wrong.stderr, /no image for linux\/amd64 in the archive \(it holds linux\/arm64\)/);
       assert.equal((await listImages(client, [nameFilter('registry.local/arm:wrong')])).length, 0);
+    });
+
+    it('a second platform under the same tag joins its index; the node runs its own platform from it', async () => {
+      const armTar = join(dir, 'both-arm.tar');
+      const amdTar = join(dir, 'both-amd.tar');
+      dockerArchive(armTar, { message: 'both arm64', bulk: 1 << 10, architecture: 'arm64', busybox: foreignBusybox('arm64') });
+      dockerArchive(amdTar, { message: 'both amd64', bulk: 1 << 10 });
+      const tag = 'registry.local/both:v1';
+      const arm = await enbiImport(cd.socket, dir, ['--file', armTar, '--image', tag, '--platform', 'linux/arm64', '--owner', 'nb-arm']);
+      assert.equal(arm.code, 0, arm.stderr);
+      assert.equal(arm.message!.indexPlatforms, 'linux/arm64');
+      const amd = await enbiImport(cd.socket, dir, ['--file', amdTar, '--image', tag, '--platform', 'linux/amd64', '--owner', 'nb-amd']);
+      assert.equal(amd.code, 0, amd.stderr);
+      assert.equal(amd.message!.indexPlatforms, 'linux/amd64,linux/arm64', 'the arm64 manifest the tag listed stays beside the new amd64 one');
+      const check = await assertSpegelReady(cd.socket, tag, { platforms: ['linux/amd64', 'linux/arm64'] });
+      assert.deepEqual(check.manifests.sort(), [String(arm.message!.digest), String(amd.message!.digest)].sort());
+      assert.equal(await ctr('run', '--rm', tag, `both-${randomBytes(3).toString('hex')}`), 'both amd64\n', 'containerd takes the host platform from the index');
+      assert.equal(await ctr('run', '--rm', '--platform', 'linux/arm64', tag, `both-${randomBytes(3).toString('hex')}`), 'both arm64\n', 'and arm64 when asked (QEMU)');
     });
 
     it('replaces a record of the same name that enbi wrote (labelled with its NixBuild)', async () => {
@@ -255,8 +275,9 @@ for (const flavor of flavors) {
       const r = await enbiImport(cd.socket, dir, ['--file', archive, '--image', ref]);
       assert.equal(r.code, 0, r.stderr);
       assert.notEqual(r.message!.digest, docker.message!.digest);
-      const [img] = await listImages(client, [nameFilter(ref)]);
-      assert.equal(img!.target.digest, r.message!.digest);
+      // The same platform: the new manifest replaces the old one in the tag's index.
+      const now = await assertSpegelReady(cd.socket, ref, { digest: String(r.message!.digest), platforms: ['linux/amd64'] });
+      assert.equal(now.index, r.message!.index);
       assert.equal(await ctr('run', '--rm', ref, `next-${randomBytes(3).toString('hex')}`), 'the next build\n');
     });
 

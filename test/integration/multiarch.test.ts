@@ -38,6 +38,7 @@ import { applyNixBuildCrd, until } from '../support/kube.ts';
 import { type Agent, startAgent } from '../../src/agent/agent.ts';
 import { NODE_IMAGES_PLURAL, type NodeImages } from '../../src/api/nodeimages.ts';
 import { applyNodeImagesCrd, byDigest, ctrImages } from '../support/containerd.ts';
+import { assertSpegelReady } from '../support/spegel-check.ts';
 
 const pexec = promisify(execFile);
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -257,7 +258,8 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
       // Imported into that node's own containerd under the manifest's reference.
       const stored = await ctrImage(node(b.spec.node!), image);
       assert.ok(stored, `${image} on ${b.spec.node}`);
-      assert.equal(stored.digest, b.status?.imageDigest);
+      await assertSpegelReady(node(b.spec.node!).containerdSocket, image, { digest: b.status!.imageDigest!, platforms: ['linux/amd64'] });
+      assert.equal(b.status?.manifest?.platform, 'linux/amd64');
       assert.equal(stored.platforms, 'linux/amd64');
     }
     assert.deepEqual(pods.map((p) => p.spec?.nodeName).sort(), [AMD, ARM], 'one replica on each node');
@@ -320,7 +322,8 @@ describe('two nodes, two architectures: per-node builds and an emulated aarch64-
     const stored = await ctrImage(node(ARM), image);
     assert.ok(stored, `${image} in ${ARM}'s containerd`);
     assert.equal(stored.platforms, 'linux/arm64');
-    assert.equal(stored.digest, nb.status?.imageDigest);
+    await assertSpegelReady(node(ARM).containerdSocket, image, { digest: nb.status!.imageDigest!, platforms: ['linux/arm64'] });
+    assert.equal(nb.status?.manifest?.platform, 'linux/arm64');
     assert.match(stored.labels, /io\.cri-containerd\.pinned=pinned/);
     assert.equal(await ctrImage(node(AMD), image), undefined, `nothing imported on ${AMD}`);
     // Nix's own time, from the build container's log timestamps (the rest is pod start-up and import).

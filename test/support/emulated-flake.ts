@@ -29,6 +29,12 @@ export interface EmulatedFlakeOptions {
   attr?: string;
   /** Branch to commit on. Default master (Nix 2.8 fetches master for `?rev=` without `ref`). */
   branch?: string;
+  /**
+   * Several systems in one flake, each `packages.<system>.<attr>` built by its own CPU's busybox (the host's
+   * natively, a foreign one under QEMU): one flake revision, one image per platform. Overrides
+   * system/architecture/busybox.
+   */
+  targets?: { system: string; architecture: string; busybox: string }[];
 }
 
 export interface EmulatedFlake extends FixtureFlake {
@@ -41,20 +47,21 @@ export const EMULATED_MESSAGE = 'hello from the emulated enbi fixture flake';
 const nixString = (s: string): string => JSON.stringify(s).replace(/\$\{/g, '\\${');
 
 /** flake.nix of the emulated fixture: only builtins, only the committed busybox, which is the builder. */
+const targetsOf = (o: EmulatedFlakeOptions) => o.targets ?? [{ system: o.system ?? 'aarch64-linux', architecture: o.architecture ?? 'arm64', busybox: o.busybox ?? foreignBusybox(o.architecture ?? 'arm64') }];
+/** The flake's directory holding a target's busybox: `bb` for one target (as before), `bb-<system>` for several. */
+const bbDir = (o: EmulatedFlakeOptions, system: string) => (o.targets === undefined ? 'bb' : `bb-${system}`);
+
 export function emulatedFlakeNix(o: EmulatedFlakeOptions = {}): string {
-  const system = o.system ?? 'aarch64-linux';
-  const machine = system.replace(/-linux$/, '');
+  const targets = targetsOf(o);
   return `{
-  description = "enbi fixture flake (emulated): the ${system} busybox is the builder itself, no inputs";
+  description = "enbi fixture flake (emulated): each system's busybox is its builder itself, no inputs";
   outputs = { self }:
     let
-      system = ${nixString(system)};
       rev = self.shortRev or "dirty";
       tag = "enbi.test/fixture-emulated:\${rev}";
-      # Called through a path named busybox: as <hash>-busybox it would answer "applet not found".
-      bb = "\${./bb}/busybox";
+      mk = { system, architecture, bb, machine }: let
       config = builtins.toJSON {
-        architecture = ${nixString(o.architecture ?? 'arm64')};
+        inherit architecture;
         os = "linux";
         created = "1970-01-01T00:00:00Z";
         config = {
@@ -65,7 +72,7 @@ export function emulatedFlakeNix(o: EmulatedFlakeOptions = {}): string {
         rootfs = { type = "layers"; diff_ids = [ "@DIFFID@" ]; };
       };
       manifest = builtins.toJSON [ { Config = "config.json"; RepoTags = [ tag ]; Layers = [ "layer.tar" ]; } ];
-      # Runs as \`busybox sh -c\`: every command below is that busybox, i.e. ${machine} code.
+      # Runs as \`busybox sh -c\`: every command below is that busybox, i.e. the target CPU's code.
       script = ''
         set -eu
         $BB mkdir -p "$TMPDIR/bin"
@@ -90,16 +97,18 @@ export function emulatedFlakeNix(o: EmulatedFlakeOptions = {}): string {
         touch -d '1970-01-01 00:00:01' layer.tar config.json manifest.json
         tar -cf "$out" manifest.json config.json layer.tar
       '';
-    in {
-      packages.\${system}.${nixString(o.attr ?? 'image')} = derivation {
+      in derivation {
         name = "enbi-fixture-emulated";
         inherit system config manifest;
         builder = bb;
         args = [ "sh" "-c" script ];
         BB = bb;
-        EXPECT_MACHINE = ${nixString(machine)};
+        EXPECT_MACHINE = machine;
         MESSAGE = ${nixString(o.message ?? EMULATED_MESSAGE)};
       };
+    in {
+${targets.map((t) => `      # Called through a path named busybox: as <hash>-busybox it would answer "applet not found".
+      packages.${nixString(t.system)}.${nixString(o.attr ?? 'image')} = mk { system = ${nixString(t.system)}; architecture = ${nixString(t.architecture)}; bb = "\${./${bbDir(o, t.system)}}/busybox"; machine = ${nixString(t.system.replace(/-linux$/, ''))}; };`).join('\n')}
     };
 }
 `;
@@ -116,10 +125,13 @@ export async function createEmulatedFlake(server: GitServer, name: string, o: Em
   const git = (args: string[], input?: Buffer): Promise<string> => server.git(name, args, input);
   // Plumbing: the busybox must be committed executable (mode 100755).
   const blob = (data: Buffer | string): Promise<string> => git(['hash-object', '-w', '--stdin'], Buffer.from(data));
-  const busybox = await blob(readFileSync(o.busybox ?? foreignBusybox(o.architecture ?? 'arm64')));
   const flake = await blob(emulatedFlakeNix(o));
-  const bbTree = await git(['mktree'], Buffer.from(`100755 blob ${busybox}\tbusybox\n`));
-  const root = await git(['mktree'], Buffer.from(`040000 tree ${bbTree}\tbb\n100644 blob ${flake}\tflake.nix\n`));
+  const dirs: string[] = [];
+  for (const t of targetsOf(o)) {
+    const bbTree = await git(['mktree'], Buffer.from(`100755 blob ${await blob(readFileSync(t.busybox))}\tbusybox\n`));
+    dirs.push(`040000 tree ${bbTree}\t${bbDir(o, t.system)}\n`);
+  }
+  const root = await git(['mktree'], Buffer.from(`${dirs.sort().join('')}100644 blob ${flake}\tflake.nix\n`));
   const parent = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${branch}^{commit}`]).catch(() => '');
   const rev = await git(['commit-tree', root, ...(parent !== '' ? ['-p', parent] : [])], Buffer.from(`emulated fixture flake (${system})\n`));
   await git(['update-ref', `refs/heads/${branch}`, rev]);

@@ -42,6 +42,8 @@ export interface FixtureFlakeOptions {
    * read, and reach the daemon's socket. Each attempt's outcome goes to the build log as `enbi-attack: …`.
    */
   attack?: { victim: string; hook: string };
+  /** A file of this many MiB of zeros in the layer (`/bulk`): an import long enough to break into. */
+  bulkMiB?: number;
 }
 
 export interface FixtureFlake {
@@ -100,8 +102,10 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         cp "$BB" root/bin/busybox
         chmod 0755 root/bin/busybox
         ln -s busybox root/bin/sh
+        ${o.bulkMiB !== undefined ? `dd if=/dev/zero of=root/bulk bs=1048576 count=${Math.floor(o.bulkMiB)} 2>/dev/null
+        touch -d '1970-01-01 00:00:01' root/bulk` : ''}
         touch -h -d '1970-01-01 00:00:01' root/bin/sh root/bin/busybox root/bin root
-        tar -cf layer.tar --numeric-owner -C root bin
+        tar -cf layer.tar --numeric-owner -C root bin${o.bulkMiB !== undefined ? ' bulk' : ''}
         d=$(sha256sum layer.tar | cut -d ' ' -f 1)
         printf '%s' "$config" | sed "s/@DIFFID@/sha256:$d/" > config.json
         printf '%s' "$manifest" > manifest.json

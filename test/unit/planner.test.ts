@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { nodeViewOf } from '../../src/cluster/node-view.ts';
+import { nodeViewOf, spegelSource } from '../../src/cluster/node-view.ts';
 import { analyzeSource } from '../../src/pipeline/analyze.ts';
 import { plan, type DistributionMode } from '../../src/plan/planner.ts';
 import { deployment, type NodeOptions, rawNode, REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
@@ -190,4 +190,35 @@ test("kubelet's ErrImageNeverPull outweighs its own lagging image list: the node
     const p = plan({ workloads: ws, nodes: reported, mode });
     assert.deepEqual(p.builds.map((b) => b.missingOn), [['a1']], `${mode}: kubelet says absent`);
   }
+});
+
+test("spegel mode: a node of another system serves a system whose manifest its agent reports under the tag's index", () => {
+  const IMG = 'docker.io/library/web:v1';
+  const [a1, r1] = nodes({ a1: { extraSystems: ['aarch64-linux'] }, r1: { arch: 'arm64' } });
+  // a1 (amd64) built the aarch64 image under QEMU: its inventory lists the tag with linux/arm64 only.
+  const built = { ...a1!, imageSource: 'agent' as const, imagesComplete: true, platformImages: new Map([[IMG, new Set(['linux/arm64'])]]) };
+  const p = plan({ workloads: workloadsOf(web()), nodes: [built, { ...r1!, imagesComplete: true }], mode: 'spegel' });
+  const arm = p.statuses.find((s) => s.system === 'aarch64-linux');
+  assert.deepEqual([arm?.state, arm?.nodes], ['present', ['a1']], 'r1 pulls the arm64 manifest from a1 through Spegel');
+  // Not for amd64: a1 holds no amd64 manifest under the tag, so x86_64 is built.
+  assert.deepEqual(p.builds.map((b) => b.system), ['x86_64-linux']);
+  // Without the arm64 manifest (only amd64 listed), aarch64 is missing again.
+  const amdOnly = { ...built, platformImages: new Map([[IMG, new Set(['linux/amd64'])]]), images: new Set([IMG]) };
+  const q = plan({ workloads: workloadsOf(web()), nodes: [amdOnly, { ...r1!, imagesComplete: true }], mode: 'spegel' });
+  assert.deepEqual(q.builds.map((b) => b.system), ['aarch64-linux']);
+});
+
+test('spegel mode builds on a node whose imports Spegel can spread (containerd 2.x) before one it cannot (1.6/1.7)', () => {
+  const [a1, a2] = nodes({ a1: {}, a2: {} });
+  const old = { ...a1!, spegelSource: spegelSource('containerd://1.6.20~ds1') };
+  const current = { ...a2!, spegelSource: spegelSource('containerd://2.4.2') };
+  assert.equal(old.spegelSource, false);
+  assert.equal(current.spegelSource, true);
+  assert.equal(spegelSource('containerd://1.7.28-k3s1'), false);
+  assert.equal(spegelSource('cri-o://1.30.0'), true, 'not containerd: nothing known against it');
+  const p = plan({ workloads: workloadsOf(web()), nodes: [old, current], mode: 'spegel' });
+  assert.deepEqual(p.builds.map((b) => b.node), ['a2'], 'a1 would win by name');
+  // With the 2.x node busy, the 1.6 one still builds rather than nobody.
+  const busy = plan({ workloads: workloadsOf(web()), nodes: [old, current], mode: 'spegel', activeBuilds: new Map([['a2', 1]]), maxBuildsPerNode: 1 });
+  assert.deepEqual(busy.builds.map((b) => b.node), ['a1']);
 });

@@ -2,7 +2,9 @@
 // Spegel can share. Every blob is written through the content API with its distribution-source labels in
 // the commit (Spegel reads them when containerd reports the blob created), under a lease so that GC cannot
 // take a blob before an image record references it; the layers are unpacked into the snapshotter; then the
-// image records are created: each tag asked for and `<repository>@<manifest digest>`, pinned.
+// image records are created, pinned: each tag asked for at a multi-platform index (this platform's manifest
+// beside those the tag listed already: src/image/platform-index.ts), `<repository>@<manifest digest>` at the
+// manifest.
 //
 // Large files (layers) are streamed straight into containerd as the tar goes by, hashed on the way; small
 // ones (JSON, tiny layers) are held in memory until the archive's manifest says what they are.
@@ -17,6 +19,7 @@ import {
   configPlatform,
   dockerManifest,
   formatPlatform,
+  isIndexType,
   layerMediaType,
   MT,
   normalizePlatform,
@@ -41,11 +44,13 @@ import {
   LABEL_PINNED,
   LABEL_RECORD_OWNER,
   LABEL_UNCOMPRESSED,
+  indexGcLabels,
   manifestGcLabels,
   type Desc,
   type ImageName,
 } from './labels.ts';
 import { readTar } from './tar.ts';
+import { parseIndex, pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../../image/platform-index.ts';
 import { unpackLayers } from './unpack.ts';
 
 export interface ImportOptions {
@@ -73,10 +78,13 @@ export interface ImportOptions {
 export interface ImportResult {
   /** The first name created (the first of `images`). */
   image: string;
-  /** The manifest digest: the image records' target. */
+  /** The platform manifest's digest (`<repository>@<digest>` records point at it). */
   digest: string;
   mediaType: string;
-  /** Every record created: tags, then `<repository>@<digest>`. */
+  manifestSize: number;
+  /** The index the first tag points at now: this manifest beside the platforms the tag listed already. */
+  index: { digest: string; size: number; platforms: string[] };
+  /** Every record created: tags (at their index), then `<repository>@<manifest digest>`. */
   names: string[];
   config: string;
   platform: string;
@@ -262,37 +270,74 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     const manifestLabels = { ...sourceLabels, ...manifestGcLabels(configDesc, layers.map((l) => l.desc)) };
     await writeBlob(c, { data: manifestBytes, labels: manifestLabels, expected: manifestDesc.digest, ref: ingestRef('manifest') });
 
-    // 5. The image records: tags and digest references. enbi replaces only its own records (and adds its
-    // labels to one that already points at this very image); any other record of the name stays as it is.
+    // 5. The index each tag resolves to (src/image/platform-index.ts): this platform's manifest beside the
+    // other platforms that tag already lists on this node. Spegel may hand any node's answer for a tag to
+    // any other node: an index names each manifest's platform, so containerd always takes its own.
+    if (platformText === '' && want === undefined) throw new ImportError("the image's config names no os/architecture: give --platform");
+    const own: PlatformManifest = { digest: manifestDesc.digest, size: manifestDesc.size, mediaType: manifestDesc.mediaType, platform: platformText || formatPlatform(want!) };
+    const tagTargets = new Map<string, PlatformIndex>();
+    const existing = new Map<string, ExistingRecord>();
+    const written = new Map<string, Record<string, string>>();
+    for (const n of names) {
+      const rec = await existingRecord(c, n.name);
+      const current = rec !== undefined ? await replaceableEntries(c, n.name, rec) : [];
+      if (rec !== undefined) existing.set(n.name, rec);
+      const index = platformIndex(pickEntries([own], current, (d) => d === own.digest));
+      tagTargets.set(n.name, index);
+      if (written.has(index.digest)) continue;
+      const labels = { ...sourceLabels, ...indexGcLabels(index.entries) };
+      await writeBlob(c, { data: index.bytes, labels, expected: index.digest, ref: ingestRef('index') });
+      written.set(index.digest, labels);
+    }
+
+    // 6. The image records: each tag at its index, `<repository>@<manifest digest>` at the manifest. enbi
+    // replaces only its own records (and a record the CRI pulled from an index enbi wrote); any other record
+    // of the name stays as it is.
     await o.beforeNaming?.();
-    const recordNames = [...names.map((n) => n.name), ...digestNames(names, manifestDesc.digest)];
+    const records: { name: string; target: Desc }[] = [
+      ...names.map((n) => ({ name: n.name, target: descOf(tagTargets.get(n.name)!) })),
+      ...digestNames(names, manifestDesc.digest).map((name) => ({ name, target: manifestDesc })),
+    ];
     const recordLabels = { [LABEL_PINNED]: 'pinned', [LABEL_CRI_MANAGED]: 'managed', [LABEL_RECORD_OWNER]: owner };
-    for (const name of recordNames) {
-      const image = { name, labels: recordLabels, target: manifestDesc };
+    for (const r of records) {
+      const image = { name: r.name, labels: recordLabels, target: r.target };
       try {
         await c.unary('images', 'Create', { image });
-        created.push(name);
+        created.push(r.name);
       } catch (e) {
         if (!isAlreadyExists(e)) throw e;
-        const existing = await foreignRecord(c, name, manifestDesc.digest);
-        await c.unary('images', 'Update', { image: { ...image, labels: { ...existing?.labels, ...recordLabels } } });
+        const rec = existing.get(r.name) ?? (await existingRecord(c, r.name));
+        if (rec !== undefined && !existing.has(r.name) && !mayReplace(rec, r.target.digest, false)) throw foreign(r.name, rec);
+        await c.unary('images', 'Update', { image: { ...image, labels: { ...rec?.labels, ...recordLabels } } });
       }
     }
 
-    // 6. Everything is referenced from the records now: the lease can go.
+    // 7. Everything is referenced from the records now: the lease can go.
     c.lease = undefined;
     await c.unary('leases', 'Delete', { id: leaseId });
 
     const blobs = [manifestDesc, configDesc, ...layers.map((l) => l.desc)];
-    await verifyImport(c, { names: recordNames, target: manifestDesc, blobs, sourceLabels, configLabels, manifestLabels, configDigest: configDesc.digest });
+    const indexes = [...new Map([...tagTargets.values()].map((i) => [i.digest, i])).values()];
+    await verifyImport(c, {
+      records: records.map((r) => ({ name: r.name, digest: r.target.digest })),
+      blobs: [
+        ...indexes.map((i) => ({ desc: descOf(i), labels: written.get(i.digest)! })),
+        { desc: manifestDesc, labels: manifestLabels },
+        { desc: configDesc, labels: configLabels },
+        ...layers.map((l) => ({ desc: l.desc, labels: sourceLabels })),
+      ],
+    });
+    const firstIndex = tagTargets.get(names[0]!.name)!;
     return {
       image: names[0]!.name,
       digest: manifestDesc.digest,
       mediaType: manifestDesc.mediaType,
-      names: recordNames,
+      manifestSize: manifestDesc.size,
+      index: { digest: firstIndex.digest, size: firstIndex.size, platforms: firstIndex.entries.map((e) => e.platform) },
+      names: records.map((r) => r.name),
       config: configDesc.digest,
-      platform: platformText,
-      blobs: new Set(blobs.map((b) => b.digest)).size,
+      platform: own.platform,
+      blobs: new Set([manifestDesc, configDesc, ...layers.map((l) => l.desc)].map((b) => b.digest)).size + indexes.length,
       sourceLabels,
       bytes,
       unpackedLayers,
@@ -315,37 +360,52 @@ function checkAllowed(names: readonly string[], prefixes: readonly string[] | un
   if (outside.length > 0) throw new ImportError(`refusing to write ${outside.join(', ')}: outside the allowed prefixes (${prefixes.join(', ') || 'none'})`);
 }
 
-/**
- * The record of this name, when enbi may replace it: absent, enbi's own (LABEL_RECORD_OWNER), or already
- * pointing at `target`. Throws for any other record: enbi never replaces an image it did not write.
- */
-async function foreignRecord(c: ContainerdClient, name: string, target: string | undefined): Promise<{ labels: Record<string, string> } | undefined> {
-  let r: { image: { target: Desc | null; labels: Record<string, string> | null } | null };
+interface ExistingRecord {
+  labels: Record<string, string>;
+  target: Desc | undefined;
+}
+
+async function existingRecord(c: ContainerdClient, name: string): Promise<ExistingRecord | undefined> {
   try {
-    r = await c.unary('images', 'Get', { name });
+    const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> | null } | null }>('images', 'Get', { name });
+    return { labels: r.image?.labels ?? {}, target: r.image?.target ?? undefined };
   } catch (e) {
     if (isNotFound(e)) return undefined;
     throw e;
   }
-  const labels = r.image?.labels ?? {};
-  if (labels[LABEL_RECORD_OWNER] !== undefined || (target !== undefined && r.image?.target?.digest === target)) return { labels };
-  throw new ImportError(
-    `image ${name} exists on this node and enbi did not write it (it points at ${r.image?.target?.digest ?? 'nothing'} and has no ${LABEL_RECORD_OWNER} label): ` +
+}
+
+/** Whether enbi may point this record elsewhere: its own (LABEL_RECORD_OWNER), at enbi's index, or already at `target`. */
+export function mayReplace(rec: ExistingRecord, target: string, atEnbiIndex: boolean): boolean {
+  return rec.labels[LABEL_RECORD_OWNER] !== undefined || atEnbiIndex || rec.target?.digest === target;
+}
+
+function foreign(name: string, rec: ExistingRecord): ImportError {
+  return new ImportError(
+    `image ${name} exists on this node and enbi did not write it (it points at ${rec.target?.digest ?? 'nothing'} and has no ${LABEL_RECORD_OWNER} label): ` +
       `enbi never replaces it. Remove it first (ctr -n k8s.io images rm ${name}) if enbi should own this name, or name another image`,
   );
 }
 
 /**
- * After an import: every blob of the image carries every distribution-source label (and the manifest and
- * config their gc references), and every record exists with the image as its target, pinned. Throws
- * otherwise, naming what is wrong.
+ * The platforms a tag lists now, when enbi may replace its record: those of enbi's index it points at
+ * ([] for an older enbi record pointing at a bare manifest). Throws for a record enbi must leave alone.
  */
-export async function verifyImport(
-  c: ContainerdClient,
-  v: { names: string[]; target: Desc; blobs: Desc[]; sourceLabels: Record<string, string>; configLabels: Record<string, string>; manifestLabels: Record<string, string>; configDigest: string },
-): Promise<void> {
+async function replaceableEntries(c: ContainerdClient, name: string, rec: ExistingRecord): Promise<PlatformManifest[]> {
+  const parsed = rec.target !== undefined && isIndexType(rec.target.mediaType) ? await readBlob(c, rec.target.digest, rec.target.size).then((b) => (b !== undefined ? parseIndex(b) : undefined)) : undefined;
+  if (!mayReplace(rec, '', parsed?.enbi === true)) throw foreign(name, rec);
+  return parsed?.entries ?? [];
+}
+
+const descOf = (i: PlatformIndex): Desc => ({ mediaType: i.mediaType, digest: i.digest, size: i.size });
+
+/**
+ * After an import: every blob carries the labels it was written with (distribution sources, gc
+ * references), and every record exists with its target, pinned. Throws otherwise, naming what is wrong.
+ */
+export async function verifyImport(c: ContainerdClient, v: { records: { name: string; digest: string }[]; blobs: { desc: Desc; labels: Record<string, string> }[] }): Promise<void> {
   const problems: string[] = [];
-  for (const b of v.blobs) {
+  for (const { desc: b, labels: must } of v.blobs) {
     let labels: Record<string, string>;
     try {
       labels = (await contentInfo(c, b.digest)).labels;
@@ -353,17 +413,16 @@ export async function verifyImport(
       problems.push(`blob ${b.digest}: ${isNotFound(e) ? 'not in the content store' : (e as Error).message}`);
       continue;
     }
-    const must = b.digest === v.target.digest ? v.manifestLabels : b.digest === v.configDigest ? v.configLabels : v.sourceLabels;
     for (const [k, want] of Object.entries(must)) {
       const have = labels[k];
       const ok = k.startsWith('containerd.io/distribution.source.') ? have !== undefined && want.split(',').every((r) => have.split(',').includes(r)) : have === want;
       if (!ok) problems.push(`blob ${b.digest} (${b.mediaType}): label ${k} is ${have === undefined ? 'missing' : JSON.stringify(have)}, want ${JSON.stringify(want)}`);
     }
   }
-  for (const name of v.names) {
+  for (const { name, digest } of v.records) {
     try {
       const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> } | null }>('images', 'Get', { name });
-      if (r.image?.target?.digest !== v.target.digest) problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${v.target.digest}`);
+      if (r.image?.target?.digest !== digest) problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${digest}`);
       if (r.image?.labels?.[LABEL_PINNED] !== 'pinned') problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
     } catch (e) {
       problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : (e as Error).message}`);

@@ -1,0 +1,24 @@
+// Rendered objects as workloads for the analysis: the same extraction as plain manifests, each workload
+// remembering its origin (no line: the object was produced, not written). Pure.
+import type { ManifestObject } from '../manifests/scan.ts';
+import { extractWorkloads, type Workload } from '../manifests/workloads.ts';
+import type { Problem } from '../problems.ts';
+import type { RenderedSource } from './index.ts';
+
+export type RenderedInput = Pick<RenderedSource, 'objects' | 'consumed' | 'problems' | 'warnings' | 'stats'>;
+
+export function renderedWorkloads(rendered: RenderedInput): { workloads: Workload[]; problems: Problem[] } {
+  const workloads: Workload[] = [];
+  const problems: Problem[] = [];
+  for (const r of rendered.objects) {
+    const asManifest: ManifestObject = { file: r.file ?? r.origin, line: 0, object: r.object };
+    const extracted = extractWorkloads([asManifest]);
+    for (const w of extracted.workloads) {
+      delete w.line;
+      if (r.file === undefined) delete w.file;
+      workloads.push({ ...w, origin: r.origin });
+    }
+    problems.push(...extracted.problems.map(({ line: _line, ...p }) => ({ ...p, origin: r.origin })));
+  }
+  return { workloads, problems };
+}

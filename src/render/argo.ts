@@ -1,0 +1,97 @@
+// Argo CD Applications (argoproj.io) found in the source, as render requests: spec.source.path (or each of
+// spec.sources) is a kustomize directory (kustomization file), a Helm chart (Chart.yaml) or plain manifests,
+// applied to destination.namespace with the source's kustomize or helm overrides. Paths are relative to the
+// repository root, as in Argo CD. Remote charts (spec.source.chart) cannot be resolved offline. Pure.
+import { parse } from 'yaml';
+import type { ManifestObject } from '../manifests/scan.ts';
+import { parseArgoImage } from './argo-image.ts';
+import type { Found } from './flux.ts';
+import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
+import { joinInside, normalizeDir } from './paths.ts';
+import type { Overlay, RenderRequest } from './request.ts';
+import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
+
+export function argoApplications(objects: readonly ManifestObject[], tree: TreeIndex): Found<RenderRequest> {
+  const found: Found<RenderRequest> = { requests: [], warnings: [] };
+  const dirs = directoriesOf(tree.paths);
+  for (const { file, line, object } of objects) {
+    if (groupOf(object) !== 'argoproj.io') continue;
+    const { name, namespace } = metaOf(object);
+    if (object.kind === 'ApplicationSet') {
+      found.warnings.push({ ...whereOf(file, line), object: `ApplicationSet ${namespace}/${name}`, message: 'ApplicationSet generators (clusters, Git, pull requests) need Argo CD and the cluster: the Applications it would make are not rendered; declare them as Applications to have them planned' });
+    }
+    if (object.kind !== 'Application') continue;
+    const by = `Application ${namespace}/${name}`;
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
+    const spec = asObj(object.spec) ?? {};
+    const destination = asStr(asObj(spec.destination)?.namespace) ?? 'default';
+    const single = asObj(spec.source);
+    const sources: Obj[] = single !== undefined ? [single] : asArr(spec.sources).flatMap((s): Obj[] => { const o = asObj(s); return o === undefined ? [] : [o]; });
+    for (const source of sources) {
+      if (asStr(source.chart) !== undefined) {
+        warn(`chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline: not rendered`);
+        continue;
+      }
+      if (source.path === undefined) continue; // a values-only source ($values ref) of a multi-source Application
+      const dir = normalizeDir(asStr(source.path) ?? '.');
+      if (dir === undefined || !dirs.has(dir)) {
+        warn(`spec.source.path "${String(source.path)}" is not a directory of this source (repoURL may be another repository): not rendered`);
+        continue;
+      }
+      const base = { by, dir, defaultNamespace: destination, ...whereOf(file, line) };
+      if (chartIn(tree, dir) !== undefined) {
+        found.requests.push({ kind: 'helm', ...base, overlay: {}, ...helmOptions(asObj(source.helm) ?? {}, name, dir, tree, warn) });
+      } else {
+        const recurse = asObj(source.directory)?.recurse === true;
+        const request: RenderRequest = { kind: 'kustomize', ...base, overlay: overlayOf(asObj(source.kustomize) ?? {}) };
+        if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse };
+        found.requests.push(request);
+      }
+    }
+  }
+  return found;
+}
+
+function overlayOf(k: Obj): Overlay {
+  const overlay: Overlay = {};
+  for (const key of ['namespace', 'namePrefix', 'nameSuffix'] as const) {
+    const v = asStr(k[key]);
+    if (v !== undefined) overlay[key] = v;
+  }
+  for (const key of ['commonAnnotations', 'commonLabels'] as const) {
+    const map = stringMap(k[key]);
+    if (Object.keys(map).length > 0) overlay[key] = map;
+  }
+  const images = asArr(k.images).filter((i): i is string => typeof i === 'string').map(parseArgoImage);
+  if (images.length > 0) overlay.images = images;
+  const patches = asArr(k.patches);
+  if (patches.length > 0) overlay.patches = patches;
+  return overlay;
+}
+
+/** Argo CD's helm options: valueFiles relative to the chart's path, then values (a string), then valuesObject. */
+function helmOptions(h: Obj, appName: string, dir: string, tree: TreeIndex, warn: (m: string) => void) {
+  const valueFiles: string[] = [];
+  for (const v of asArr(h.valueFiles).filter((x): x is string => typeof x === 'string')) {
+    const path = v.startsWith('$') ? undefined : joinInside(dir, v);
+    if (path === undefined || !tree.hashes.has(path)) {
+      if (h.ignoreMissingValueFiles !== true) warn(`values file "${v}" is not in this source: skipped`);
+    } else valueFiles.push(path);
+  }
+  const values: Record<string, unknown>[] = [];
+  if (typeof h.values === 'string') {
+    try {
+      const parsed = asObj(parse(h.values, { maxAliasCount: 100 }));
+      if (parsed !== undefined) values.push(parsed);
+    } catch (err) {
+      warn(`helm.values is not valid YAML (${(err as Error).message.split('\n')[0]}): skipped`);
+    }
+  }
+  const valuesObject = asObj(h.valuesObject);
+  if (valuesObject !== undefined) values.push(valuesObject);
+  const set = asArr(h.parameters).flatMap((p) => {
+    const o = asObj(p);
+    return typeof o?.name === 'string' && o.value !== undefined ? [`${o.name}=${String(o.value)}`] : [];
+  });
+  return { release: asStr(h.releaseName) ?? appName, valueFiles, values, set };
+}

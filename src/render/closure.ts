@@ -1,0 +1,59 @@
+// The inputs of one kustomization, followed through its local bases and components: the directories it
+// builds from, the files it reads, and what it refers to that enbi cannot or will not render. Pure.
+import { kustomizationRefs } from './kustomization.ts';
+import { joinInside, shown } from './paths.ts';
+import { directoriesOf, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
+
+export interface KustomizeClosure {
+  /** Directories holding a kustomization reached from the root (the root first). */
+  dirs: string[];
+  /** Every file the build may read: the kustomization directories' own files and the files referred to. */
+  files: string[];
+  /** Why this root cannot be rendered (remote bases, missing paths, helmCharts); empty when it can. */
+  refusals: string[];
+}
+
+export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: ReadonlySet<string> = directoriesOf(tree.paths)): KustomizeClosure {
+  const closure: KustomizeClosure = { dirs: [], files: [], refusals: [] };
+  const files = new Set<string>();
+  const seen = new Set<string>();
+  const visit = (dir: string): void => {
+    if (seen.has(dir)) return;
+    seen.add(dir);
+    const file = kustomizationIn(tree, dir);
+    if (file === undefined) {
+      closure.refusals.push(`${shown(dir)} has no kustomization.yaml`);
+      return;
+    }
+    closure.dirs.push(dir);
+    for (const f of filesIn(tree, dir)) files.add(f);
+    const refs = refsOf(tree, file);
+    if ('error' in refs) {
+      closure.refusals.push(`${file}: ${refs.error}`);
+      return;
+    }
+    for (const r of refs.remote) closure.refusals.push(`${file} refers to the remote "${r}", which enbi does not fetch (vendor it into the repository)`);
+    for (const u of refs.unsupported) closure.refusals.push(`${file}: ${u}`);
+    for (const ref of refs.local) {
+      const target = joinInside(dir, ref);
+      if (target === undefined) closure.refusals.push(`${file} refers to "${ref}", outside the source`);
+      else if (tree.hashes.has(target)) files.add(target);
+      else if (allDirs.has(target)) visit(target);
+      else closure.refusals.push(`${file} refers to "${ref}", which does not exist`);
+    }
+  };
+  visit(root);
+  closure.files = [...files].sort();
+  return closure;
+}
+
+// Parsed once per index: every overlay of a base reads the base's kustomization again.
+const parsed = new WeakMap<TreeIndex, Map<string, ReturnType<typeof kustomizationRefs>>>();
+
+function refsOf(tree: TreeIndex, file: string): ReturnType<typeof kustomizationRefs> {
+  let memo = parsed.get(tree);
+  if (memo === undefined) parsed.set(tree, (memo = new Map()));
+  let refs = memo.get(file);
+  if (refs === undefined) memo.set(file, (refs = kustomizationRefs(tree.texts.get(file) ?? '')));
+  return refs;
+}

@@ -1,0 +1,150 @@
+// Flux objects found in the source, as render requests: a Kustomization (kustomize.toolkit.fluxcd.io) builds
+// spec.path with its targetNamespace, images, patches and postBuild.substitute; a HelmRelease
+// (helm.toolkit.fluxcd.io) renders an in-repository chart (chart.spec.chart with a GitRepository source, or
+// chartRef to a HelmChart) with its values. Paths are relative to the repository root, as in Flux. Pure.
+import type { ManifestObject } from '../manifests/scan.ts';
+import type { Problem } from '../problems.ts';
+import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
+import { joinInside, normalizeDir } from './paths.ts';
+import type { HelmRequest, KustomizeImage, KustomizeRequest, Overlay } from './request.ts';
+import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
+
+export interface Found<R> {
+  requests: R[];
+  warnings: Problem[];
+}
+
+const LOCAL_SOURCES = new Set(['GitRepository', 'Bucket']);
+
+export function fluxKustomizations(objects: readonly ManifestObject[], tree: TreeIndex): Found<KustomizeRequest> {
+  const found: Found<KustomizeRequest> = { requests: [], warnings: [] };
+  const dirs = directoriesOf(tree.paths);
+  for (const { file, line, object } of objects) {
+    if (object.kind !== 'Kustomization' || groupOf(object) !== 'kustomize.toolkit.fluxcd.io') continue;
+    const { name, namespace } = metaOf(object);
+    const by = `Kustomization ${namespace}/${name}`;
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
+    const spec = asObj(object.spec) ?? {};
+    const sourceKind = asStr(asObj(spec.sourceRef)?.kind) ?? 'GitRepository';
+    if (!LOCAL_SOURCES.has(sourceKind)) {
+      warn(`its source is a ${sourceKind}, not this repository: not rendered`);
+      continue;
+    }
+    const dir = normalizeDir(asStr(spec.path) ?? '.');
+    if (dir === undefined || !dirs.has(dir)) {
+      warn(`spec.path "${String(spec.path)}" is not a directory of this source (the sourceRef may be another repository): not rendered`);
+      continue;
+    }
+    if (asArr(asObj(spec.postBuild)?.substituteFrom).length > 0) {
+      warn('postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written');
+    }
+    const overlay: Overlay = {};
+    const target = asStr(spec.targetNamespace);
+    if (target !== undefined) overlay.namespace = target;
+    for (const key of ['namePrefix', 'nameSuffix'] as const) {
+      const v = asStr(spec[key]);
+      if (v !== undefined) overlay[key] = v;
+    }
+    const images = asArr(spec.images).flatMap(imageOf);
+    if (images.length > 0) overlay.images = images;
+    const patches = asArr(spec.patches);
+    if (patches.length > 0) overlay.patches = patches;
+    const request: KustomizeRequest = { kind: 'kustomize', by, dir, overlay, defaultNamespace: target ?? 'default', ...whereOf(file, line) };
+    if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse: true };
+    const substitute = stringMap(asObj(spec.postBuild)?.substitute);
+    if (Object.keys(substitute).length > 0 || asObj(spec.postBuild) !== undefined) request.substitute = substitute;
+    found.requests.push(request);
+  }
+  return found;
+}
+
+function imageOf(v: unknown): KustomizeImage[] {
+  const o = asObj(v);
+  const name = asStr(o?.name);
+  if (o === undefined || name === undefined) return [];
+  const image: KustomizeImage = { name };
+  for (const key of ['newName', 'newTag', 'digest'] as const) {
+    const x = asStr(o[key]);
+    if (x !== undefined) image[key] = x;
+  }
+  return [image];
+}
+
+export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeIndex): Found<HelmRequest> {
+  const found: Found<HelmRequest> = { requests: [], warnings: [] };
+  for (const { file, line, object } of objects) {
+    if (object.kind !== 'HelmRelease' || groupOf(object) !== 'helm.toolkit.fluxcd.io') continue;
+    const { name, namespace } = metaOf(object);
+    const by = `HelmRelease ${namespace}/${name}`;
+    const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
+    const spec = asObj(object.spec) ?? {};
+    const chart = chartOf(spec, namespace, objects);
+    if ('unresolvable' in chart) {
+      warn(`${chart.unresolvable}: not rendered`);
+      continue;
+    }
+    const dir = normalizeDir(chart.path);
+    if (dir === undefined || chartIn(tree, dir) === undefined) {
+      warn(`chart "${chart.path}" is not a chart directory (with Chart.yaml) of this source: not rendered`);
+      continue;
+    }
+    if (asArr(spec.valuesFrom).length > 0) warn('valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them');
+    const valueFiles: string[] = [];
+    for (const v of chart.valuesFiles) {
+      const path = joinInside('', v);
+      if (path === undefined || !tree.hashes.has(path)) warn(`values file "${v}" is not in this source: skipped`);
+      else valueFiles.push(path);
+    }
+    const target = asStr(spec.targetNamespace);
+    const releaseNamespace = target ?? namespace;
+    const overlay: Overlay = {};
+    for (const pr of asArr(spec.postRenderers)) {
+      const k = asObj(asObj(pr)?.kustomize);
+      if (k === undefined) continue;
+      const images = asArr(k.images).flatMap(imageOf);
+      if (images.length > 0) overlay.images = [...(overlay.images ?? []), ...images];
+      const patches = asArr(k.patches);
+      if (patches.length > 0) overlay.patches = [...(overlay.patches ?? []), ...patches];
+    }
+    const values = asObj(spec.values);
+    found.requests.push({
+      kind: 'helm',
+      by,
+      dir,
+      overlay,
+      defaultNamespace: releaseNamespace,
+      release: asStr(spec.releaseName) ?? (target !== undefined ? `${target}-${name}` : name),
+      valueFiles,
+      ...(chart.valuesFiles.length > 0 ? { withoutChartValues: true } : {}),
+      values: values !== undefined ? [values] : [],
+      set: [],
+      ...whereOf(file, line),
+    });
+  }
+  return found;
+}
+
+/** The in-repository chart path and values files of a HelmRelease, or why it is not in the repository. */
+function chartOf(spec: Obj, namespace: string, objects: readonly ManifestObject[]): { path: string; valuesFiles: string[] } | { unresolvable: string } {
+  const ref = asObj(spec.chartRef);
+  if (ref !== undefined) {
+    const kind = asStr(ref.kind);
+    if (kind !== 'HelmChart') return { unresolvable: `chartRef to a ${kind ?? '?'} is fetched from a registry, which cannot be resolved offline` };
+    const ns = asStr(ref.namespace) ?? namespace;
+    const helmChart = objects.find((o) => o.object.kind === 'HelmChart' && groupOf(o.object) === 'source.toolkit.fluxcd.io' && metaOf(o.object).name === ref.name && metaOf(o.object).namespace === ns);
+    if (helmChart === undefined) return { unresolvable: `chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this source` };
+    return chartSpecOf(asObj(helmChart.object.spec) ?? {});
+  }
+  return chartSpecOf(asObj(asObj(spec.chart)?.spec) ?? {});
+}
+
+function chartSpecOf(chartSpec: Obj): { path: string; valuesFiles: string[] } | { unresolvable: string } {
+  const sourceKind = asStr(asObj(chartSpec.sourceRef)?.kind) ?? '?';
+  const chart = asStr(chartSpec.chart);
+  if (!LOCAL_SOURCES.has(sourceKind) || chart === undefined) {
+    return { unresolvable: `chart "${chart ?? '?'}" comes from a ${sourceKind}, which cannot be resolved offline` };
+  }
+  const valuesFiles = asArr(chartSpec.valuesFiles).filter((v): v is string => typeof v === 'string');
+  const single = asStr(chartSpec.valuesFile);
+  return { path: chart, valuesFiles: single !== undefined ? [single, ...valuesFiles] : valuesFiles };
+}

@@ -1,0 +1,123 @@
+// Rendering a source as Flux and Argo CD would: index the source, find what is rendered (planRenders, pure),
+// run kustomize/helm in a private copy for each root whose inputs changed since the last pass (the cache),
+// follow Flux/Argo CD objects that renders produce, and hand the analysis the rendered objects plus the files
+// they consumed. I/O at this edge only.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { scanManifests } from '../manifests/scan.ts';
+import type { Problem } from '../problems.ts';
+import { RenderCache } from './cache.ts';
+import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
+import type { RenderedObject } from './output.ts';
+import { isUnder, normalizeDir } from './paths.ts';
+import { planRenders, type RenderPlan } from './plan.ts';
+import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
+import { renderAll } from './run-all.ts';
+import type { RenderContext } from './run-render.ts';
+import { findTools, type Tools } from './tools.ts';
+import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
+
+export type { RenderedObject } from './output.ts';
+export type { TreeSource } from './tree.ts';
+
+export interface RenderOptions {
+  source: TreeSource;
+  /** The sub-path planned (--path): roots and Flux/Argo objects are looked for below it; their paths are from the root. */
+  scope?: string;
+  /** Explicit binaries (config render.kustomize / render.helm); else ENBI_KUSTOMIZE / ENBI_HELM, PATH, the build cache. */
+  tools?: Tools;
+  limits?: ExecLimits;
+  cache?: RenderCache;
+  /** Largest total size of the files copied for renders in one pass (default 64 MiB). */
+  maxBytes?: number;
+  /** kustomize/helm processes at a time (default 4: a render mostly waits on process start and disk). */
+  concurrency?: number;
+  /** The scope's manifest files as the source read them (relative to the scope), to find Flux/Argo CD objects without reading again. */
+  scopeFiles?: readonly { path: string; text: string }[];
+  /** A pass starts no render after this long (default 300 s), so a repository cannot hold the source loop for hours. */
+  passTimeoutMs?: number;
+  /** Renders run in one pass at most (default 1,000): the rest are problems this pass, rendered on the next. */
+  maxRendersPerPass?: number;
+}
+
+export interface RenderedSource {
+  objects: RenderedObject[];
+  /** Scope-relative paths of files read by renders: not read again as plain manifests. */
+  consumed: ReadonlySet<string>;
+  problems: Problem[];
+  warnings: Problem[];
+  stats: { renders: number; fromCache: number; ms: number };
+}
+
+const sharedCache = new RenderCache();
+const GITOPS_HINT = /fluxcd\.io|argoproj\.io/;
+
+export async function renderSource(options: RenderOptions): Promise<RenderedSource> {
+  const t0 = performance.now();
+  const scope = normalizeDir((options.scope ?? '').replace(/^\/+/, ''));
+  const cache = options.cache ?? sharedCache;
+  const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+  const result: RenderedSource = { objects: [], consumed: new Set(), problems: [], warnings: [], stats: { renders: 0, fromCache: 0, ms: 0 } };
+  if (scope === undefined) return { ...result, problems: [{ message: `path "${options.scope}" leaves the source: nothing rendered` }] };
+  let work: string | undefined;
+  const deadline = Date.now() + (options.passTimeoutMs ?? 300_000);
+  try {
+    const tree = await indexTree(options.source);
+    const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
+    let plan = planRenders(tree.index, scope, written);
+    // Nothing to render (plain manifests only): no copy, no process.
+    if (plan.renders.length > 0) {
+      work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
+      const treeDir = join(work, 'tree');
+      const write = treeWriter(tree, treeDir, maxBytes);
+      const ctx: RenderContext = { treeDir, tree: tree.index, tools: findTools(options.tools), limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
+      const ran = new Set<string>();
+      // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
+      // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
+      let gitops = written;
+      let outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write, deadline);
+      for (let round = 1; round < MAX_DISCOVERY_ROUNDS; round++) {
+        const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
+        if (sameGitops(next, gitops)) break;
+        gitops = next;
+        plan = planRenders(tree.index, scope, gitops);
+        result.stats.fromCache = 0; // counted for the final plan only
+        outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write, deadline);
+      }
+      for (const out of outputs) {
+        result.objects.push(...out.objects);
+        result.problems.push(...out.problems);
+      }
+    }
+    result.warnings.push(...plan.warnings);
+    const prefix = scope === '' ? '' : `${scope}/`;
+    result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
+    return result;
+  } catch (err) {
+    if (!(err instanceof TreeTooLargeError)) throw err;
+    result.problems.push({ message: err.message });
+    return result;
+  } finally {
+    if (work !== undefined) await rm(work, { recursive: true, force: true });
+    result.stats.ms = Math.round(performance.now() - t0);
+  }
+}
+
+/** Files of the scope that may hold Flux or Argo CD objects: a cheap text test spares parsing the rest. */
+async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: RenderOptions['scopeFiles']): Promise<{ path: string; text: string }[]> {
+  const prefix = scope === '' ? '' : `${scope}/`;
+  // The caller has read the scope's manifests already (paths relative to the scope): use them.
+  if (scopeFiles !== undefined) return scopeFiles.filter((f) => GITOPS_HINT.test(f.text)).map((f) => ({ path: prefix + f.path, text: f.text }));
+  const candidates = [];
+  for (const path of tree.index.paths) {
+    if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
+    const text = Buffer.from(await tree.read(path)).toString('utf8');
+    if (GITOPS_HINT.test(text)) candidates.push({ path, text });
+  }
+  return candidates;
+}
+
+/** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */
+const MAX_DISCOVERY_ROUNDS = 5;
+

@@ -1,0 +1,104 @@
+// The I/O edge between the source and rendering. First an index of the source (every regular file's path and a
+// content key: the Git blob id, or size and mtime in a directory; the text of kustomizations), reading no other
+// file; then, only when something is to be rendered, a private copy holding exactly the files those renders
+// read, where enbi writes its generated kustomizations and overlays without touching the user's files, and
+// kustomize/helm see nothing else.
+// Regular files only: symlinks, hidden directories and node_modules are neither indexed nor copied.
+import * as fs from 'node:fs';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import git from 'isomorphic-git';
+import { needsText, type TreeIndex } from './tree-index.ts';
+
+export type TreeSource = { kind: 'dir'; root: string } | { kind: 'git'; gitdir: string; commit: string };
+
+export class TreeTooLargeError extends Error {
+  override name = 'TreeTooLargeError';
+}
+
+export interface SourceTree {
+  index: TreeIndex;
+  read(path: string): Promise<Uint8Array>;
+}
+
+const SKIPPED = new Set(['node_modules']);
+const skipped = (name: string) => name.startsWith('.') || SKIPPED.has(name);
+
+export async function indexTree(source: TreeSource): Promise<SourceTree> {
+  const hashes = new Map<string, string>();
+  const texts = new Map<string, string>();
+  let read: (path: string) => Promise<Uint8Array>;
+  if (source.kind === 'dir') {
+    // A directory has no content ids: size and modification time stand for the content (as make does), so
+    // the index reads no file; a render reads its inputs when it runs.
+    const paths: string[] = [];
+    await walkDir(source.root, '', async (path) => void paths.push(path));
+    const stats = await inBatches(paths, 64, (path) => stat(join(source.root, path), { bigint: true }));
+    paths.forEach((path, i) => hashes.set(path, `${stats[i]!.size}:${stats[i]!.mtimeNs}:${stats[i]!.ino}`));
+    read = (path) => readFile(join(source.root, path));
+  } else {
+    // A Git tree names each blob by its content id: nothing is read until a render needs it.
+    const oids = new Map<string, string>();
+    await walkCommit(source.gitdir, source.commit, (path, oid) => {
+      oids.set(path, oid);
+      hashes.set(path, oid);
+    });
+    read = async (path) => (await git.readBlob({ fs, gitdir: source.gitdir, oid: oids.get(path)!, cache: gitCache })).blob;
+  }
+  for (const path of hashes.keys()) if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
+  return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read };
+}
+
+/** Writes `paths` of the source below `dest` (those not written yet), within a total of `maxBytes`. */
+export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (paths: Iterable<string>) => Promise<void> {
+  const written = new Set<string>();
+  let total = 0;
+  return async (paths) => {
+    for (const path of paths) {
+      if (written.has(path) || !tree.index.hashes.has(path)) continue;
+      written.add(path);
+      const content = await tree.read(path);
+      total += content.byteLength;
+      if (total > maxBytes) throw new TreeTooLargeError(`the files to render exceed ${maxBytes} bytes: nothing was rendered`);
+      await mkdir(dirname(join(dest, path)), { recursive: true });
+      await writeFile(join(dest, path), content);
+    }
+  };
+}
+
+async function inBatches<T, R>(items: readonly T[], size: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (let i = 0; i < items.length; i += size) out.push(...(await Promise.all(items.slice(i, i + size).map(work))));
+  return out;
+}
+
+async function walkDir(root: string, rel: string, visit: (path: string) => Promise<void>): Promise<void> {
+  const entries = await readdir(join(root, rel), { withFileTypes: true });
+  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+    if (skipped(entry.name)) continue;
+    const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
+    if (entry.isDirectory()) await walkDir(root, path, visit);
+    else if (entry.isFile()) await visit(path);
+  }
+}
+
+const gitCache = {};
+
+async function walkCommit(gitdir: string, commit: string, visit: (path: string, oid: string) => void): Promise<void> {
+  await git.walk({
+    fs,
+    gitdir,
+    cache: gitCache,
+    trees: [git.TREE({ ref: commit })],
+    map: async (path, [entry]) => {
+      if (entry === null || entry === undefined) return null;
+      if (path === '.') return true;
+      if (path.split('/').some(skipped)) return null;
+      const type = await entry.type();
+      if (type === 'tree') return true;
+      // 0o100644 / 0o100755 only: symlinks (0o120000) and submodules are not followed.
+      if (type === 'blob' && ((await entry.mode()) & 0o170000) === 0o100000) visit(path, await entry.oid());
+      return null;
+    },
+  });
+}
