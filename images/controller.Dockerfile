@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # GENERATED from images/definition.ts by `npm run images -- --dockerfiles`: do not edit (a unit test
 # fails when this file differs from what the definition generates).
-# enbi controller, node agent and the build Job's importer (`enbi import`): Node 24 and the compiled CLI.
+# enbi controller, node agent and the build Job's importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm.
 # The same content as `npm run images` assembles; that script's archives are also bit-for-bit reproducible.
 # From the repository root:
 #   docker buildx build --platform linux/amd64,linux/arm64 -f images/controller.Dockerfile -t ghcr.io/hrzn/enbi:0.1.0 .
@@ -18,6 +18,20 @@ COPY images/packages.lock images/rootfs.sh /images/
 RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json && npm prune --omit=dev --ignore-scripts \
     && rm -rf node_modules/.bin node_modules/.package-lock.json \
     && sh /images/rootfs.sh node "$TARGETARCH" 24.21.0 /images/packages.lock /node
+
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS kustomize
+ARG TARGETARCH
+# go install MODULE@VERSION: the module's own go.mod and go.sum; static, -trimpath, stamped as images/gotools.ts does.
+RUN GOOS=linux GOARCH=$TARGETARCH CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimpath \
+    go install -ldflags='-s -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/v5.8.1' sigs.k8s.io/kustomize/kustomize/v5@v5.8.1 \
+    && mkdir -p /out && cp "$(find /go/bin -type f -name kustomize)" /out/kustomize
+
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS helm
+ARG TARGETARCH
+# go install MODULE@VERSION: the module's own go.mod and go.sum; static, -trimpath, stamped as images/gotools.ts does.
+RUN GOOS=linux GOARCH=$TARGETARCH CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimpath \
+    go install -ldflags='-s -X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34' helm.sh/helm/v3/cmd/helm@v3.22.0 \
+    && mkdir -p /out && cp "$(find /go/bin -type f -name helm)" /out/helm
 
 FROM --platform=$BUILDPLATFORM debian:bookworm-slim AS rootfs
 ARG TARGETARCH
@@ -41,13 +55,17 @@ COPY --from=app /src/package.json /app/package.json
 COPY --from=app /src/dist /app/dist
 COPY --from=app /src/node_modules /app/node_modules
 
+COPY --from=kustomize /out/kustomize /usr/local/bin/kustomize
+
+COPY --from=helm /out/helm /usr/local/bin/helm
+
 COPY images/controller/rootfs/ /
 
-ENV PATH="/nodejs/bin:/usr/bin:/bin" NODE_ENV="production" SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt"
+ENV PATH="/nodejs/bin:/usr/local/bin:/usr/bin:/bin" NODE_ENV="production" SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt" ENBI_KUSTOMIZE="/usr/local/bin/kustomize" ENBI_HELM="/usr/local/bin/helm"
 ENTRYPOINT ["/nodejs/bin/node","/app/dist/cli/main.js"]
 CMD ["--help"]
 USER 65532:65532
 WORKDIR /app
-LABEL org.opencontainers.image.description="enbi controller, node agent and the build Job's importer (`enbi import`): Node 24 and the compiled CLI" \
+LABEL org.opencontainers.image.description="enbi controller, node agent and the build Job's importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm" \
       org.opencontainers.image.title="enbi" \
       org.opencontainers.image.version="0.1.0"

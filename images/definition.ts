@@ -42,6 +42,31 @@ export const EXCLUDE = [
   'usr/share/zsh',
 ];
 
+/** A Go program built from its module for the image's architecture (images/gotools.ts). */
+export interface GoTool {
+  name: string;
+  module: string;
+  version: string;
+  ldflags: (version: string) => string;
+  /** Where it goes in the image, and the environment variable that names it for enbi. */
+  path: string;
+  env: string;
+}
+
+/** kustomize and helm for rendering (src/render), the versions and stamps of test/cluster/build-{kustomize,helm}.sh. */
+export const RENDER_TOOLS: GoTool[] = [
+  {
+    name: 'kustomize', module: 'sigs.k8s.io/kustomize/kustomize/v5', version: 'v5.8.1', path: 'usr/local/bin/kustomize', env: 'ENBI_KUSTOMIZE',
+    ldflags: (v) => `-s -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/${v}`,
+  },
+  {
+    name: 'helm', module: 'helm.sh/helm/v3/cmd/helm', version: 'v3.22.0', path: 'usr/local/bin/helm', env: 'ENBI_HELM',
+    // Unstamped, helm reports v0 and believes the cluster is Kubernetes v1.20.
+    ldflags: (v) => [`-s -X helm.sh/helm/v3/internal/version.version=${v} -X helm.sh/helm/v3/internal/version.gitTreeState=clean`,
+      ...['helm.sh/helm/v3/pkg/chartutil', 'helm.sh/helm/v3/pkg/lint/rules'].map((p) => `-X ${p}.k8sVersionMajor=1 -X ${p}.k8sVersionMinor=34`)].join(' '),
+  },
+];
+
 export interface ImageDef {
   /** Short name: archive images/out/NAME.oci.tar, Dockerfile images/NAME.Dockerfile, files under images/NAME/. */
   name: 'builder' | 'controller';
@@ -62,6 +87,8 @@ export interface ImageDef {
   caBundle: boolean;
   /** Node at /nodejs/bin/node and enbi's compiled CLI with its production modules under /app. */
   app: boolean;
+  /** Go programs built for the image's architecture. */
+  goTools: GoTool[];
   /** Empty directories the image needs (mode 1777 for tmp). */
   dirs: { path: string; mode: number }[];
   config: { Env: string[]; Entrypoint?: string[]; Cmd?: string[]; User?: string; WorkingDir: string };
@@ -92,6 +119,7 @@ export const IMAGES: ImageDef[] = [
     busyboxApplets: true,
     caBundle: true,
     app: false,
+    goTools: [],
     // Nix's binaries stay outside /nix: the node's cache volume is mounted there.
     dirs: [{ path: 'root', mode: 0o700 }, { path: 'tmp', mode: 0o1777 }, { path: 'nix', mode: 0o755 }],
     config: { Env: ['PATH=/usr/bin:/bin', `NIX_SSL_CERT_FILE=${CA}`, `GIT_SSL_CAINFO=${CA}`], Cmd: ['/bin/sh'], WorkingDir: '/' },
@@ -99,7 +127,7 @@ export const IMAGES: ImageDef[] = [
   {
     name: 'controller',
     repository: 'enbi',
-    description: 'enbi controller, node agent and the build Job\'s importer (`enbi import`): Node 24 and the compiled CLI',
+    description: 'enbi controller, node agent and the build Job\'s importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm',
     packages: ['ca-certificates', 'libc6', 'libgcc-s1', 'libstdc++6'],
     archPackages: {},
     executables: ['nodejs/bin/node'],
@@ -107,10 +135,11 @@ export const IMAGES: ImageDef[] = [
     busyboxApplets: false,
     caBundle: true,
     app: true,
+    goTools: RENDER_TOOLS,
     dirs: [{ path: 'home/nonroot', mode: 0o755 }, { path: 'tmp', mode: 0o1777 }],
     // As distroless's nonroot images: the Deployment sets the user anyway, the importer runs as 0.
     config: {
-      Env: ['PATH=/nodejs/bin:/usr/bin:/bin', 'NODE_ENV=production', `SSL_CERT_FILE=${CA}`],
+      Env: ['PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin', 'NODE_ENV=production', `SSL_CERT_FILE=${CA}`, ...RENDER_TOOLS.map((t) => `${t.env}=/${t.path}`)],
       Entrypoint: ['/nodejs/bin/node', '/app/dist/cli/main.js'],
       Cmd: ['--help'],
       User: '65532:65532',

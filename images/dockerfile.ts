@@ -4,6 +4,9 @@
 // binary package and enbi build, the same config. images/rootfs.sh does in shell what rootfs.ts does.
 import { DEBIAN, EXCLUDE, labels, type ImageDef } from './definition.ts';
 
+/** The Go image of the Dockerfiles' go install stages (the Go this repository's scripts use). */
+const GO_IMAGE = '1.26-bookworm';
+
 const HEADER = (def: ImageDef, ref: string): string => `# syntax=docker/dockerfile:1
 # GENERATED from images/definition.ts by \`npm run images -- --dockerfiles\`: do not edit (a unit test
 # fails when this file differs from what the definition generates).
@@ -72,6 +75,15 @@ RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json && npm prune --o
     && sh /images/rootfs.sh node "$TARGETARCH" ${nodeVersion} /images/packages.lock /node
 `);
   }
+  for (const t of def.goTools) {
+    parts.push(`FROM --platform=$BUILDPLATFORM golang:${GO_IMAGE} AS ${t.name}
+ARG TARGETARCH
+# go install MODULE@VERSION: the module's own go.mod and go.sum; static, -trimpath, stamped as images/gotools.ts does.
+RUN GOOS=linux GOARCH=$TARGETARCH CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimpath \\
+    go install -ldflags=${q(t.ldflags(t.version))} ${t.module}@${t.version} \\
+    && mkdir -p /out && cp "$(find /go/bin -type f -name ${t.name})" /out/${t.name}
+`);
+  }
   parts.push(rootfsStage(def));
   parts.push(`FROM scratch
 COPY --from=rootfs /rootfs/ /
@@ -83,6 +95,7 @@ COPY --from=app /src/dist /app/dist
 COPY --from=app /src/node_modules /app/node_modules
 `);
   }
+  for (const t of def.goTools) parts.push(`COPY --from=${t.name} /out/${t.name} /${t.path}\n`);
   parts.push(`COPY images/${def.name}/rootfs/ /
 `);
   parts.push(configLines(def, ref, version));

@@ -8,6 +8,7 @@ import { join, posix } from 'node:path';
 import { CA_BUNDLE, EXCLUDE, packagesFor, type ImageDef, type PlatformInfo } from './definition.ts';
 import { debEntries, fetchDebs, fetchNpmTarball, lockedFor, nodeFromTarball, type Locked } from './debs.ts';
 import { isElf, readElf } from './elf.ts';
+import { goTool } from './gotools.ts';
 import type { Entry } from './oci.ts';
 
 export const IMAGES_DIR = new URL('.', import.meta.url).pathname.replace(/\/$/, '');
@@ -20,6 +21,8 @@ export interface RootfsInputs {
   app?: () => Entry[];
   /** Node's version (package-lock.json's `node`). */
   nodeVersion: string;
+  /** false: leave the Go programs out (they come from another Dockerfile stage). */
+  goTools?: boolean;
 }
 
 /** Files under images/NAME/rootfs, as image entries. */
@@ -141,6 +144,9 @@ export function rootfs(def: ImageDef, platform: string, info: PlatformInfo, inpu
     const tgz = fetchNpmTarball(lockedFor(inputs.lock, `node-linux-${info.npm}`, 'npm'), join(inputs.cache, 'npm'));
     put(map, { type: 'file', path: 'nodejs/bin/node', data: nodeFromTarball(tgz), mode: 0o755 }, `node-linux-${info.npm}`);
     for (const e of inputs.app!()) put(map, e, 'enbi');
+  }
+  for (const tool of inputs.goTools === false ? [] : def.goTools) {
+    put(map, { type: 'file', path: tool.path, data: goTool(tool, info.architecture, inputs.cache), mode: 0o755 }, `${tool.module}@${tool.version}`);
   }
   // Static files replace what packages ship (e.g. an /etc/passwd of the image's own users).
   for (const f of staticFiles(def.name)) map.set(f.path, f);

@@ -140,7 +140,7 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
     for (const platform of PLATFORMS) {
       const emulated = platform !== hostPlatform();
       const canRun = !emulated || existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64');
-      it(`${platform}: the builder runs nix and git, the controller image prints enbi's usage`, { skip: canRun ? false : 'no QEMU binfmt for aarch64 here' }, async (t: TestContext) => {
+      it(`${platform}: the builder runs nix and git, the controller image prints enbi's usage and has kustomize and helm`, { skip: canRun ? false : 'no QEMU binfmt for aarch64 here' }, async (t: TestContext) => {
         const builder = imageRef(IMAGES.find((d) => d.name === 'builder')!);
         const controller = imageRef(IMAGES.find((d) => d.name === 'controller')!);
         const listed = (await ctr('images', 'ls', '-q')).split('\n');
@@ -154,6 +154,9 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         const [arch, caBytes] = sh.trim().split('\n');
         assert.equal(arch, platform === 'linux/arm64' ? 'aarch64' : 'x86_64');
         assert.ok(Number(caBytes) > 100_000, `CA bundle ${caBytes} bytes`);
+        // The render tools, for the image's architecture, stamped with their versions.
+        assert.match(await runIn(controller, platform, ['/usr/local/bin/kustomize', 'version']), /v5\.8\.1/);
+        assert.match(await runIn(controller, platform, ['/usr/local/bin/helm', 'version', '--short']), /^v3\.22\.0/);
         const help = await runIn(controller, platform, []);
         assert.match(help, /enbi diff/);
         assert.match(help, /enbi controller/);
@@ -197,7 +200,7 @@ describe("the Dockerfiles' shell twin (images/rootfs.sh) unpacks the same root f
     e.type === 'file' ? `file ${e.mode.toString(8)} ${createHash('sha256').update(e.data).digest('hex')}` : e.type === 'dir' ? `dir ${e.mode.toString(8)}` : `link ${e.target}`;
 
   for (const def of IMAGES) {
-    it(`${def.name} on ${platform}: every path, type, mode, link target and file content equal (Node and /app come from other stages)`, (t: TestContext) => {
+    it(`${def.name} on ${platform}: every path, type, mode, link target and file content equal (Node, /app, kustomize and helm come from other stages)`, (t: TestContext) => {
       const out = mkdtempSync(join(tmpdir(), `enbi-rootfs-${def.name}-`));
       try {
         // The Dockerfile's RUN: the same env and packages, the .debs the script cached (checked again by sha256).
@@ -222,7 +225,7 @@ describe("the Dockerfiles' shell twin (images/rootfs.sh) unpacks the same root f
         };
         walk('');
         const script = new Map<string, string>();
-        for (const e of normalize(rootfs(def, platform, info, { lock, cache: cacheDir(), app: () => [], nodeVersion: nodeVersion() }))) {
+        for (const e of normalize(rootfs(def, platform, info, { lock, cache: cacheDir(), app: () => [], nodeVersion: nodeVersion(), goTools: false }))) {
           if (!/^(app|nodejs)(\/|$)/.test(e.path)) script.set(e.path, describeEntry(e));
         }
         const differences = [...new Set([...script.keys(), ...shell.keys()])].filter((p) => script.get(p) !== shell.get(p));
