@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Installs from Debian what the build-Job tests assemble their images and fixture flakes from:
-# Nix 2.8 (its binary and libraries go into the builder image; host nix checks fixture flakes),
-# git (in the builder image, for git+http flake fetches; and the test git server), a static busybox
-# (/bin/sh and the applets of both images and of the fixture flakes' builders), and CA certificates.
-# The importer image takes ctr from the node's containerd (test/cluster/install-deps.sh installs Debian's).
+# Installs from Debian what the build-Job tests need on the host: Nix 2.8 (the tests' Nix daemon, and host
+# nix checks fixture flakes), git (the test git server, git http-backend), a static busybox (the fixture
+# flakes' builders and the sandbox image) and CA certificates. enbi's images do not come from these: images/build.ts
+# downloads the Debian packages pinned in images/packages.lock.
 # Idempotent: installs only what is missing, so a second run costs a dpkg query.
 set -euo pipefail
 pkgs=(
-  nix-bin          # /usr/bin/nix, /usr/lib/nix/*.so, /usr/libexec/nix/build-remote
-  git              # git and /usr/lib/git-core/git-remote-http(s); git http-backend for the test server
-  busybox-static   # the static busybox of both images and of the fixture flakes
-  ca-certificates  # /etc/ssl/certs/ca-certificates.crt in the builder image
+  nix-bin          # the tests' Nix daemon; nix checks fixture flakes
+  git              # git http-backend for the test server
+  busybox-static   # the static busybox of the fixture flakes and the sandbox image
+  ca-certificates  # /etc/ssl/certs/ca-certificates.crt
+  skopeo           # reads and copies enbi's image archives in their test (test/integration/images.test.ts)
   lua5.1           # runs deploy/argocd/ health check in its test (Argo CD evaluates it with gopher-lua, Lua 5.1)
 )
 missing=()
