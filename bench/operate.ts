@@ -5,9 +5,6 @@
 //
 //   node bench/operate.ts        (shape of the scale bench from its env: NODES=5000 PODS=50000 …)
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { CoreV1Api } from '@kubernetes/client-node';
@@ -81,8 +78,9 @@ async function failover(): Promise<{ crashMs: number; releaseMs: number }> {
 const c2 = containerd2Dir();
 // As the images run them: enbi compiled (what the controller image holds), the agent with deploy/agent.yaml's
 // NODE_OPTIONS.
-const dist = mkdtempSync(join(tmpdir(), 'enbi-dist-'));
-execFileSync(here('../node_modules/.bin/tsc'), ['-p', here('../tsconfig.build.json'), '--outDir', dist], { stdio: 'inherit' });
+// dist/ inside the repository (npm run build), so that the compiled code finds node_modules.
+const dist = here('../dist');
+execFileSync(here('../node_modules/.bin/tsc'), ['-p', here('../tsconfig.build.json')], { stdio: 'inherit' });
 const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: '--max-semi-space-size=1', ENBI_DIST: dist };
 const agent = await bench([here('agent.ts')], compiled);
 const import16 = await bench([here('import.ts'), '--rounds', '3'], compiled);
