@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import { parseControllerConfig } from '../../src/controller/config.ts';
 import { type RunningController, startController } from '../../src/controller/controller.ts';
 import { newMetrics } from '../../src/controller/metrics.ts';
 import { sourceState } from '../../src/controller/source-state.ts';
+import { freePort } from '../cluster/ports.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { restartProcess } from '../cluster/restart.ts';
 import { run as runCmd } from '../cluster/proc.ts';
@@ -28,12 +28,6 @@ import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { assertSpegelReady } from '../support/spegel-check.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
-const freePort = () => new Promise<number>((resolve) => {
-  const srv = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = srv.address() as { port: number };
-    srv.close(() => resolve(port));
-  });
-});
 
 const run = Date.now().toString(36);
 const NS = `enbi-rs-${run}`;

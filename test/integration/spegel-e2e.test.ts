@@ -13,7 +13,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -27,6 +26,7 @@ import { readBlob } from '../../src/containerd/platform.ts';
 import { OCI_INDEX, parseIndex } from '../../src/image/platform-index.ts';
 import { adminCred } from '../cluster/cluster.ts';
 import { foreignBusybox } from '../cluster/emulation.ts';
+import { freePort } from '../cluster/ports.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { apiMergePatch } from '../cluster/health.ts';
 import { hostBin } from '../cluster/paths.ts';
@@ -46,12 +46,6 @@ const NS = `enbi-sp-${run}`;
 const APP_NS = `app-sp-${run}`;
 const SOCKET_ANNOTATION = 'enbi.hrzn.ee/containerd-socket';
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const freePort = () => new Promise<number>((resolve) => {
-  const srv = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = srv.address() as { port: number };
-    srv.close(() => resolve(port));
-  });
-});
 
 describe('spegel mode with a real Spegel on three nodes (containerd 1.6 and 2.x)', { skip: clusterSkipReason(), timeout: 1_200_000 }, () => {
   let sc: SpegelCluster;
