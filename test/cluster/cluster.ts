@@ -4,10 +4,10 @@ import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
 import { CNI_BIN_DIR, KUBE_VERSION, clusterDir, hostBin, kubeBin } from './paths.ts';
-import { startControlPlane } from './controlplane.ts';
+import { SERVICE_IP, startControlPlane } from './controlplane.ts';
 import { apiGet, apiMergePatch, type Cred } from './health.ts';
 import { buildBusyboxImage } from './images.ts';
-import { createBridge, createNodeNetns, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
+import { createBridge, createNodeNetns, routeKubernetesService, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
 import { ensureEmulation, preflightEmulation } from './emulation.ts';
@@ -31,6 +31,11 @@ export interface NodeSpec {
    * either.
    */
   emulate?: string[];
+  /**
+   * containerd's socket, when not the node directory's own: e.g. k3s's /run/k3s/containerd/containerd.sock
+   * (a path on this host, so one node per machine may use it at a time). Reuse matches it exactly.
+   */
+  socket?: string;
 }
 
 export interface UpOptions {
@@ -90,7 +95,8 @@ function mismatch(s: ClusterState, o: UpOptions): string | undefined {
   const same = (a: string[] = [], b: string[] = []): boolean => [...a].sort().join(',') === [...b].sort().join(',');
   const matches = (n: NodeSpec, x: NodeState): boolean =>
     x.name === n.name && (!n.containerd || x.containerd === containerdFlavor(n.containerd).name) &&
-    (n.emulate === undefined || same(n.emulate, x.emulate));
+    (n.emulate === undefined || same(n.emulate, x.emulate)) &&
+    (n.socket === undefined || x.containerdSocket === n.socket);
   const missing = nodeSpecs(o).filter((n) => !s.nodes.some((x) => matches(n, x)));
   const describe = (n: NodeSpec): string => `${n.name}${n.emulate?.length ? ` (emulating ${n.emulate.join(', ')})` : ''}`;
   return missing.length ? `it lacks node(s) ${missing.map(describe).join(', ')}` : undefined;
@@ -200,10 +206,12 @@ async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca
       cgroupRoot: `/enbi-${s.runId}-${spec.name}`, dir: join(s.dir, 'nodes', spec.name),
       containerd: containerdFlavor(spec.containerd),
       emulate: [...new Set(spec.emulate ?? [])],
+      ...(spec.socket !== undefined ? { socket: spec.socket } : {}),
     };
     s.nodes.push(nodeState(plan));
     writeState(s);
     await createNodeNetns({ ...plan, bridge, addr: plan.ip, gateway: subnet.gateway });
+    await routeKubernetesService(plan.netns, SERVICE_IP, s.server);
     await startNode(plan, ctx, record);
   }
   const dead = firstDead(s.procs);

@@ -10,7 +10,7 @@ import type { ProcRecord } from './state.ts';
 import { apiGet } from './health.ts';
 
 export const SERVICE_CIDR = '10.96.0.0/16';
-const SERVICE_IP = '10.96.0.1';
+export const SERVICE_IP = '10.96.0.1';
 
 export interface ControlPlane {
   server: string;

@@ -55,6 +55,19 @@ export async function createNodeNetns(o: {
   await ip('route', 'add', o.podCIDR, 'via', o.addr, 'dev', o.bridge);
 }
 
+/**
+ * The `kubernetes` Service as kube-proxy would route it, for pods that use the in-cluster configuration
+ * (KUBERNETES_SERVICE_HOST is the Service's ClusterIP): traffic to serviceIp:443 from the node's pods
+ * (PREROUTING) and from the node itself (OUTPUT) goes to the API server. No kube-proxy runs here and no
+ * other Service is routed. Deleting the namespace removes the rules.
+ */
+export async function routeKubernetesService(netns: string, serviceIp: string, server: string): Promise<void> {
+  const { hostname, port } = new URL(server);
+  for (const chain of ['PREROUTING', 'OUTPUT']) {
+    await run(hostBin('ip'), ['netns', 'exec', netns, hostBin('iptables'), '-t', 'nat', '-A', chain, '-d', `${serviceIp}/32`, '-p', 'tcp', '--dport', '443', '-j', 'DNAT', '--to-destination', `${hostname}:${port}`]);
+  }
+}
+
 /** Removes what create* made; each step tolerates a half-made or already removed state. */
 export async function deleteNetns(netns: string, hostVeth: string): Promise<void> {
   if (existsSync(`/run/netns/${netns}`)) await ip('netns', 'delete', netns).catch(() => undefined);

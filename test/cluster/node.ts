@@ -1,7 +1,7 @@
 // One real node: its own network namespace, containerd, CNI config and kubelet. Everything it writes lives
 // under its own directory and cgroup root, so that N nodes can share this machine.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { hostBin, kubeBin } from './paths.ts';
 import { makeCert, type CertPair } from './pki.ts';
@@ -31,6 +31,8 @@ export interface NodePlan {
   containerd: ContainerdFlavor;
   /** Systems built through QEMU (binfmt_misc registered by the caller); each gets enbi's builds label. */
   emulate: string[];
+  /** containerd's socket when not `<dir>/containerd/containerd.sock` (NodeSpec.socket). */
+  socket?: string;
 }
 
 export interface NodeContext {
@@ -87,7 +89,7 @@ function kubeletConfig(p: NodePlan, c: NodeContext, socket: string, serving: Cer
   };
 }
 
-const socketOf = (p: NodePlan): string => join(p.dir, 'containerd', 'containerd.sock');
+const socketOf = (p: NodePlan): string => p.socket ?? join(p.dir, 'containerd', 'containerd.sock');
 
 /** What cluster.json says about a node; known before anything starts, so a failed start can be undone. */
 export function nodeState(p: NodePlan): NodeState {
@@ -104,6 +106,7 @@ export async function startNode(p: NodePlan, c: NodeContext, record: (x: ProcRec
   const dirs = ['containerd', 'containerd/certs.d', 'cni', 'kubelet', 'pki', 'pod-logs', 'volume-plugins'].map((d) => join(p.dir, d));
   for (const d of dirs) mkdirSync(d, { recursive: true });
   const socket = socketOf(p);
+  mkdirSync(dirname(socket), { recursive: true });
   if (Buffer.byteLength(`${socket}.ttrpc`) > MAX_SOCKET) {
     throw new Error(`containerd socket path ${socket} is too long for a unix socket: set ENBI_CLUSTER_DIR to a shorter directory`);
   }

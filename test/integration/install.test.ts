@@ -1,0 +1,256 @@
+// deploy/ as shipped, running in the cluster (issue 13): a real node set up as k3s sets up its containerd
+// (socket /run/k3s/containerd/containerd.sock), enbi's images from images/build.ts imported into it under
+// the names deploy/ uses, and deploy/ applied through a kustomize overlay that holds only what a user
+// writes (their config, the webhook Secret, the daemon's extra nix.conf, docs/install.md's k3s patch).
+// Then, through the controller and agent pods alone (their ServiceAccounts, probes, read-only roots, the
+// agent's admission policy and Nix daemon): a Deployment whose image is missing runs once enbi built it
+// (on demand), and a push announced by webhook builds the next revision before any pod asks (eager).
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AppsV1Api, AuthorizationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Deployment } from '@kubernetes/client-node';
+import { execFileSync } from 'node:child_process';
+import { parse, parseAllDocuments } from 'yaml';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
+import { imageRef } from '../../images/build.ts';
+import { IMAGES } from '../../images/definition.ts';
+import { down, up } from '../cluster/cluster.ts';
+import { clusterSkipReason } from '../cluster/harness.ts';
+import { cacheDir } from '../cluster/paths.ts';
+import type { ClusterState, NodeState } from '../cluster/state.ts';
+import { importBuildImages } from '../support/build-images.ts';
+import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { type GitServer, startGitServer } from '../support/git-server.ts';
+import { applyAll, DEPLOY_DIR, INSTALL_NS, K3S_SOCKET, K3S_SOCKET_DIR, kustomizeBuild, waitInstalled, writeOverlay } from '../support/install.ts';
+import { until } from '../support/kube.ts';
+
+const run = Date.now().toString(36);
+const APP_NS = `app-install-${run}`;
+const SECRET = `install-webhook-${run}`;
+const NODE = 'enbi-k3s-1';
+const dir = process.env.ENBI_INSTALL_CLUSTER_DIR ?? join(cacheDir(), 'cluster-install');
+
+function appDeployment(name: string, flake: FixtureFlake, eager: boolean): V1Deployment {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: APP_NS },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image`, ...(eager ? { 'enbi.hrzn.ee/build': 'eager' } : {}) } },
+        spec: { containers: [{ name: 'app', image: `registry.local/install-app:${flake.shortRev}`, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }] },
+      },
+    },
+  };
+}
+
+describe('deploy/ installed in the cluster on a k3s-style node', { skip: clusterSkipReason(), timeout: 1_500_000 }, () => {
+  let state: ClusterState;
+  let kc: KubeConfig;
+  let node: NodeState;
+  let git: GitServer;
+  const timings: string[] = [];
+
+  const core = () => kc.makeApiClient(CoreV1Api);
+  const builds = async () => ((await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: INSTALL_NS, plural: PLURAL })) as { items: NixBuild[] }).items;
+  const podsOf = async (component: string) => (await core().listNamespacedPod({ namespace: INSTALL_NS, labelSelector: `app.kubernetes.io/component=${component}` })).items;
+  /** What the installed pods say: their phase, container states and last log lines (for failures). */
+  const diagnose = async (): Promise<string> => {
+    const lines: string[] = [];
+    const pods = (await core().listNamespacedPod({ namespace: INSTALL_NS })).items;
+    for (const p of pods) {
+      lines.push(`${p.metadata?.name}: ${p.status?.phase} ${JSON.stringify(p.status?.containerStatuses?.map((c) => [c.name, c.ready, c.state]))}`);
+      for (const c of p.spec?.containers ?? []) {
+        const log = await core().readNamespacedPodLog({ name: p.metadata!.name!, namespace: INSTALL_NS, container: c.name, tailLines: 15 }).catch((e: unknown) => `(no log: ${String(e).split('\n')[0]})`);
+        lines.push(`--- ${p.metadata?.name}/${c.name}\n${log}`);
+      }
+    }
+    const events = (await core().listNamespacedEvent({ namespace: INSTALL_NS })).items.filter((e) => e.type === 'Warning');
+    lines.push(...events.slice(-15).map((e) => `event ${e.involvedObject.kind}/${e.involvedObject.name}: ${e.reason} ${e.message}`));
+    return lines.join('\n');
+  };
+  const runningPod = async (app: string, image: string) => {
+    const pods = (await core().listNamespacedPod({ namespace: APP_NS, labelSelector: `app=${app}` })).items;
+    return pods.find((p) => p.status?.phase === 'Running' && p.spec?.containers[0]?.image === image);
+  };
+  const succeeded = (rev: string) => until(`the build of ${rev.slice(0, 7)} to succeed`, async () => {
+    const b = (await builds()).find((x) => x.spec.flakeUrl.includes(rev));
+    if (b?.status?.phase === 'Failed') throw new Error(`build failed: ${JSON.stringify(b.status)}\n${await diagnose()}`);
+    return b?.status?.phase === 'Succeeded' ? b : undefined;
+  }, 400_000, 1000).catch(async (err: unknown) => {
+    throw new Error(`${(err as Error).message}\n${await diagnose()}`);
+  });
+
+  before(async () => {
+    state = await up({ mode: 'full', dir, nodes: [{ name: NODE, emulate: [], socket: K3S_SOCKET }], owner: process.env.ENBI_TEST_RUN_ID ?? `install-${process.pid}`, ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid });
+    kc = new KubeConfig();
+    kc.loadFromFile(state.kubeconfig);
+    node = state.nodes[0]!;
+    // k3s's kubelet reports "+k3s" in its version and enbi infers the socket from it; this kubelet is a
+    // plain v1.34.4, so the node says where its socket is, as docs/install.md tells other distributions.
+    await core().patchNode({ name: NODE, body: { metadata: { annotations: { 'enbi.hrzn.ee/containerd-socket': K3S_SOCKET } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await core().createNamespace({ body: { metadata: { name: APP_NS } } }).catch(() => undefined);
+    await importBuildImages(node);
+    // A cluster kept from an earlier run (ENBI_KEEP_CLUSTER=1) holds that run's builds and images, and the
+    // fixture commits are deterministic: start from none of them.
+    const ctr = (...args: string[]) => execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', ...args], { encoding: 'utf8' });
+    const stale = ctr('images', 'ls', '-q').split('\n').filter((n) => n.startsWith('registry.local/install-app'));
+    if (stale.length > 0) ctr('images', 'rm', ...stale);
+    await kc.makeApiClient(CustomObjectsApi).deleteCollectionNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: INSTALL_NS, plural: PLURAL }).catch(() => undefined);
+    git = await startGitServer({ host: new URL(state.server).hostname });
+  });
+
+  after(async () => {
+    await git?.close();
+    if (state !== undefined && process.env.ENBI_KEEP_CLUSTER !== '1') await down(dir);
+    console.log(`# timings:\n# ${timings.join('\n# ')}`);
+  });
+
+  let v1: FixtureFlake;
+
+  it('names the images images/build.ts builds', async () => {
+    const refs = new Set<string>();
+    for (const file of ['controller.yaml', 'agent.yaml']) {
+      for (const doc of parseAllDocuments(await readFile(join(DEPLOY_DIR, file), 'utf8'))) {
+        const text = JSON.stringify(doc.toJS());
+        for (const m of text.matchAll(/ghcr\.io\/hrzn\/[a-z-]+:[0-9.]+/g)) refs.add(m[0]);
+      }
+    }
+    assert.deepEqual([...refs].sort(), IMAGES.map((d) => imageRef(d)).sort());
+  });
+
+  it('installs from deploy/ with a user\'s overlay: controller replicas and the agent Ready under their ServiceAccounts', async () => {
+    v1 = await createFixtureFlake(git, 'app', { message: 'hello from the installed enbi' });
+    await git.createRepo('manifests', { 'apps/README.md': 'the app is applied by the test, as Argo CD or Flux would\n' });
+    // The shipped configuration, with what a user must set: their source, what may be built, and per-node
+    // mode (no Spegel here). Everything else as deploy/controller.yaml has it.
+    const shipped = parseAllDocuments(await readFile(join(DEPLOY_DIR, 'controller.yaml'), 'utf8')).map((d) => d.toJS() as { kind: string; data?: Record<string, string> });
+    const config = parse(shipped.find((d) => d.kind === 'ConfigMap')!.data!['config.yaml']!) as Record<string, unknown>;
+    Object.assign(config, {
+      source: { url: git.url('manifests'), ref: 'main', path: 'apps', intervalSeconds: 3600 },
+      allowedImages: ['registry.local/'],
+      allowedFlakes: [`${git.baseUrl}/`],
+      mode: 'per-node',
+      retryBaseSeconds: 1,
+    });
+    const overlay = writeOverlay(await mkdtemp(join(tmpdir(), 'enbi-install-')), {
+      config, webhookSecret: SECRET, containerdDir: K3S_SOCKET_DIR,
+      // This machine is offline: no substituter.
+      nixConf: 'substituters =\n',
+    });
+    const objects: KubernetesObject[] = await kustomizeBuild(overlay);
+    const t0 = Date.now();
+    await applyAll(kc, objects);
+    await waitInstalled(kc, 300_000, diagnose);
+    timings.push(`installed and Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const controllers = await podsOf('controller');
+    assert.equal(controllers.length, 2);
+    for (const p of controllers) assert.equal(p.spec?.serviceAccountName, 'enbi-controller');
+    const [agent] = await podsOf('agent');
+    assert.equal(agent?.spec?.serviceAccountName, 'enbi-agent');
+    assert.equal(agent?.spec?.volumes?.find((v) => v.name === 'containerd')?.hostPath?.path, K3S_SOCKET_DIR);
+    // The agent's inventory of its own node, written through the admission policy with its pod-bound token.
+    const inventory = await until('the agent\'s NodeImages of its node', async () => {
+      const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'nodeimages' })) as { items: { metadata: { name: string }; status?: { images?: unknown[] } }[] };
+      return list.items.find((n) => n.metadata.name === NODE && (n.status?.images?.length ?? 0) > 0);
+    }, 60_000, 1000);
+    assert.ok((inventory.status?.images?.length ?? 0) >= 2, 'the inventory lists at least enbi\'s two images');
+  });
+
+  it('each ServiceAccount may do what its job needs and nothing else (SubjectAccessReview, as kubectl auth can-i --as asks)', async () => {
+    const authz = kc.makeApiClient(AuthorizationV1Api);
+    const can = async (sa: string, verb: string, resource: string, o: { group?: string; namespace?: string; subresource?: string; name?: string } = {}) => {
+      const r = await authz.createSubjectAccessReview({ body: {
+        spec: {
+          user: `system:serviceaccount:${INSTALL_NS}:${sa}`,
+          groups: ['system:serviceaccounts', `system:serviceaccounts:${INSTALL_NS}`, 'system:authenticated'],
+          resourceAttributes: { verb, resource, group: o.group ?? '', namespace: o.namespace, subresource: o.subresource, name: o.name },
+        },
+      } });
+      return r.status?.allowed === true;
+    };
+    const expect: [string, string, string, Parameters<typeof can>[3], boolean][] = [
+      ['enbi-controller', 'create', 'jobs', { group: 'batch', namespace: INSTALL_NS }, true],
+      ['enbi-controller', 'create', 'nixbuilds', { group: GROUP, namespace: INSTALL_NS }, true],
+      ['enbi-controller', 'patch', 'nixbuilds', { group: GROUP, namespace: INSTALL_NS, subresource: 'status' }, true],
+      ['enbi-controller', 'list', 'pods', {}, true],
+      ['enbi-controller', 'get', 'pods', { namespace: INSTALL_NS, subresource: 'log' }, true],
+      ['enbi-controller', 'update', 'leases', { group: 'coordination.k8s.io', namespace: INSTALL_NS, name: 'enbi-controller' }, true],
+      ['enbi-controller', 'update', 'leases', { group: 'coordination.k8s.io', namespace: INSTALL_NS, name: 'another-lease' }, false],
+      ['enbi-controller', 'create', 'jobs', { group: 'batch', namespace: APP_NS }, false],
+      ['enbi-controller', 'create', 'pods', { namespace: INSTALL_NS }, false],
+      ['enbi-controller', 'get', 'secrets', { namespace: INSTALL_NS }, false],
+      ['enbi-controller', 'patch', 'nodes', {}, false],
+      ['enbi-controller', 'delete', 'pods', { namespace: APP_NS }, false],
+      ['enbi-agent', 'get', 'nodes', {}, true],
+      ['enbi-agent', 'create', 'nodeimages', { group: GROUP }, true],
+      ['enbi-agent', 'watch', 'nixbuilds', { group: GROUP, namespace: INSTALL_NS }, true],
+      ['enbi-agent', 'create', 'nixbuilds', { group: GROUP, namespace: INSTALL_NS }, false],
+      ['enbi-agent', 'list', 'secrets', { namespace: INSTALL_NS }, false],
+      ['enbi-agent', 'create', 'jobs', { group: 'batch', namespace: INSTALL_NS }, false],
+      ['enbi-agent', 'patch', 'nodes', {}, false],
+      ['enbi-agent', 'list', 'pods', {}, false],
+    ];
+    const wrong: string[] = [];
+    for (const [sa, verb, resource, o, allowed] of expect) {
+      if ((await can(sa, verb, resource, o)) !== allowed) wrong.push(`${sa} ${allowed ? 'cannot' : 'can'} ${verb} ${resource}${o?.subresource ? `/${o.subresource}` : ''}${o?.name ? ` ${o.name}` : ''} in ${o?.namespace ?? 'the cluster'}`);
+    }
+    assert.deepEqual(wrong, []);
+    // RBAC lets the agent create NodeImages; the admission policy keeps it to its own node's: a token of the
+    // agent's ServiceAccount bound to its pod (what the pod itself holds) is refused another node's name.
+    const [agent] = await podsOf('agent');
+    const token = await core().createNamespacedServiceAccountToken({ name: 'enbi-agent', namespace: INSTALL_NS, body: { spec: { audiences: [], expirationSeconds: 600, boundObjectRef: { kind: 'Pod', apiVersion: 'v1', name: agent!.metadata!.name!, uid: agent!.metadata!.uid! } } } });
+    const cluster = kc.getCurrentCluster()!;
+    const asAgent = new KubeConfig();
+    asAgent.loadFromOptions({ clusters: [cluster], users: [{ name: 'agent', token: token.status?.token ?? '' }], contexts: [{ name: 'agent', cluster: cluster.name, user: 'agent' }], currentContext: 'agent' });
+    await assert.rejects(
+      asAgent.makeApiClient(CustomObjectsApi).createClusterCustomObject({ group: GROUP, version: VERSION, plural: 'nodeimages', body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImage', metadata: { name: 'another-node' } } }),
+      (err: { code?: number; body?: string }) => err.code === 403 && /may write only the NodeImages of its own node \(enbi-k3s-1\)/.test(String(err.body)),
+    );
+  });
+
+  it('on demand: a Deployment whose image no node holds runs once the installed enbi built and imported it', async () => {
+    const t0 = Date.now();
+    await kc.makeApiClient(AppsV1Api).createNamespacedDeployment({ namespace: APP_NS, body: appDeployment('app', v1, false) });
+    const done = await succeeded(v1.rev);
+    const tBuilt = Date.now();
+    const pod = await until('the pod to run the built image', () => runningPod('app', `registry.local/install-app:${v1.shortRev}`), 300_000, 1000);
+    timings.push(`on demand: applied → built and imported ${((tBuilt - t0) / 1000).toFixed(1)} s → pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
+    assert.equal(done.status?.node, NODE);
+    assert.match(done.status?.imageDigest ?? '', /^sha256:[0-9a-f]{64}$/);
+    assert.equal(pod.spec?.nodeName, NODE);
+    // The Job ran the shipped builder and importer images, with the importer on the k3s socket.
+    const job = (await kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: INSTALL_NS })).items.find((j) => j.metadata?.name === done.status?.buildJobName);
+    const images = [...(job?.spec?.template.spec?.initContainers ?? []), ...(job?.spec?.template.spec?.containers ?? [])].map((c) => c.image);
+    assert.deepEqual([...new Set(images)].sort(), IMAGES.map((d) => imageRef(d)).sort());
+    assert.ok(job?.spec?.template.spec?.volumes?.some((v) => v.hostPath?.path === K3S_SOCKET || v.hostPath?.path === K3S_SOCKET_DIR), 'the importer mounts the k3s socket');
+  });
+
+  it('a push announced by webhook (to either replica) builds the new revision before any pod asks; the pod then runs at once', async () => {
+    const v2 = await createFixtureFlake(git, 'app', { message: 'hello v2 from the installed enbi' });
+    await git.commit('manifests', { 'apps/app.yaml': JSON.stringify(appDeployment('app', v2, true)) });
+    // Every replica answers the webhook: the standby forwards it to the leader.
+    const controllers = await podsOf('controller');
+    const body = '{"ref":"refs/heads/main"}';
+    const sig = `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`;
+    const t0 = Date.now();
+    for (const p of controllers) {
+      const res = await fetch(`http://${p.status?.podIP}:8081/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': sig, 'Content-Type': 'application/json' } });
+      assert.equal(res.status, 202, `${p.metadata?.name} answered ${res.status}`);
+    }
+    const unsigned = await fetch(`http://${controllers[0]!.status?.podIP}:8081/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': 'sha256=00' } });
+    assert.equal(unsigned.status, 401);
+    await succeeded(v2.rev);
+    const tBuilt = Date.now();
+    // Now the GitOps tool applies the new revision: the image is on the node already.
+    await kc.makeApiClient(AppsV1Api).replaceNamespacedDeployment({ name: 'app', namespace: APP_NS, body: appDeployment('app', v2, true) });
+    await until('the pod to run v2', () => runningPod('app', `registry.local/install-app:${v2.shortRev}`), 120_000, 500);
+    timings.push(`push: webhook → built ${((tBuilt - t0) / 1000).toFixed(1)} s → v2 pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
+    assert.equal((await builds()).length, 2, 'one build per revision, nothing else');
+  });
+});
