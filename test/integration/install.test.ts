@@ -15,6 +15,7 @@ import { AppsV1Api, AuthorizationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi,
 import { execFileSync } from 'node:child_process';
 import { parse, parseAllDocuments } from 'yaml';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
+import { NODE_IMAGES_KIND, NODE_IMAGES_PLURAL } from '../../src/api/nodeimages.ts';
 import { imageRef } from '../../images/build.ts';
 import { IMAGES } from '../../images/definition.ts';
 import { down, up } from '../cluster/cluster.ts';
@@ -101,7 +102,10 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     const ctr = (...args: string[]) => execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', ...args], { encoding: 'utf8' });
     const stale = ctr('images', 'ls', '-q').split('\n').filter((n) => n.startsWith('registry.local/install-app'));
     if (stale.length > 0) ctr('images', 'rm', ...stale);
-    await kc.makeApiClient(CustomObjectsApi).deleteCollectionNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: INSTALL_NS, plural: PLURAL }).catch(() => undefined);
+    // Its install too: a controller reads its configuration once, at start.
+    const leftover = (await core().listNamespace()).items.map((n) => n.metadata!.name!).filter((n) => n === INSTALL_NS || (n.startsWith('app-install-') && n !== APP_NS));
+    for (const name of leftover) await core().deleteNamespace({ name }).catch(() => undefined);
+    await until('leftover namespaces gone', async () => ((await core().listNamespace()).items.some((n) => leftover.includes(n.metadata!.name!)) ? undefined : true), 120_000, 1000);
     git = await startGitServer({ host: new URL(state.server).hostname });
   });
 
@@ -126,7 +130,8 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
 
   it('installs from deploy/ with a user\'s overlay: controller replicas and the agent Ready under their ServiceAccounts', async () => {
     v1 = await createFixtureFlake(git, 'app', { message: 'hello from the installed enbi' });
-    await git.createRepo('manifests', { 'apps/README.md': 'the app is applied by the test, as Argo CD or Flux would\n' });
+    // Git declares the app (enbi builds only what Git names); the test applies it, as Argo CD or Flux would.
+    await git.createRepo('manifests', { 'apps/app.yaml': JSON.stringify(appDeployment('app', v1, false)) });
     // The shipped configuration, with what a user must set: their source, what may be built, and per-node
     // mode (no Spegel here). Everything else as deploy/controller.yaml has it.
     const shipped = parseAllDocuments(await readFile(join(DEPLOY_DIR, 'controller.yaml'), 'utf8')).map((d) => d.toJS() as { kind: string; data?: Record<string, string> });
@@ -156,7 +161,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     assert.equal(agent?.spec?.volumes?.find((v) => v.name === 'containerd')?.hostPath?.path, K3S_SOCKET_DIR);
     // The agent's inventory of its own node, written through the admission policy with its pod-bound token.
     const inventory = await until('the agent\'s NodeImages of its node', async () => {
-      const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'nodeimages' })) as { items: { metadata: { name: string }; status?: { images?: unknown[] } }[] };
+      const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL })) as { items: { metadata: { name: string }; status?: { images?: unknown[] } }[] };
       return list.items.find((n) => n.metadata.name === NODE && (n.status?.images?.length ?? 0) > 0);
     }, 60_000, 1000);
     assert.ok((inventory.status?.images?.length ?? 0) >= 2, 'the inventory lists at least enbi\'s two images');
@@ -209,7 +214,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     const asAgent = new KubeConfig();
     asAgent.loadFromOptions({ clusters: [cluster], users: [{ name: 'agent', token: token.status?.token ?? '' }], contexts: [{ name: 'agent', cluster: cluster.name, user: 'agent' }], currentContext: 'agent' });
     await assert.rejects(
-      asAgent.makeApiClient(CustomObjectsApi).createClusterCustomObject({ group: GROUP, version: VERSION, plural: 'nodeimages', body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImage', metadata: { name: 'another-node' } } }),
+      asAgent.makeApiClient(CustomObjectsApi).createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: NODE_IMAGES_KIND, metadata: { name: 'another-node' } } }),
       (err: { code?: number; body?: string }) => err.code === 403 && /may write only the NodeImages of its own node \(enbi-k3s-1\)/.test(String(err.body)),
     );
   });

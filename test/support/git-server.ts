@@ -24,6 +24,10 @@ export interface GitServerOptions {
    * fetch. baseUrl and url() use it; for a wildcard (0.0.0.0, ::) they say 127.0.0.1: use urlAt().
    */
   host?: string;
+  /** Port to listen on (default: any free one). */
+  port?: number;
+  /** Directory of the bare repositories (default: a new temporary one); repositories in it are served. */
+  root?: string;
 }
 
 export interface RequestRecord {
@@ -139,7 +143,7 @@ export async function closedPortUrl(path = '/repo.git'): Promise<string> {
 }
 
 export async function startGitServer(options: GitServerOptions = {}): Promise<GitServer> {
-  const root = await mkdtemp(join(tmpdir(), 'enbi-git-server-'));
+  const root = options.root ?? await mkdtemp(join(tmpdir(), 'enbi-git-server-'));
   const env = gitEnv(root);
   const stats: GitServerStats = { requests: 0, bytesOut: 0, bytesIn: 0, unauthorized: 0, log: [] };
   let clock = 0;
@@ -293,7 +297,7 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   const host = options.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, host, resolve);
+    server.listen(options.port ?? 0, host, resolve);
   });
   const { port } = server.address() as AddressInfo;
   const urlHost = (h: string): string => (h.includes(':') ? `[${h}]` : h);
