@@ -26,7 +26,7 @@ export interface GitServerOptions {
   host?: string;
   /** Port to listen on (default: any free one). */
   port?: number;
-  /** Directory of the bare repositories (default: a new temporary one); repositories in it are served. */
+  /** Directory of the bare repositories (default: a new temporary one, removed on close); repositories in it are served. */
   root?: string;
 }
 
@@ -371,7 +371,8 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     async close(): Promise<void> {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await rm(root, { recursive: true, force: true });
+      // A root the caller gave is theirs to keep.
+      if (options.root === undefined) await rm(root, { recursive: true, force: true });
     },
   };
 }

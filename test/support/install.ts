@@ -25,6 +25,8 @@ export interface OverlayOptions {
   nixConf?: string;
   /** The containerd directory the agent mounts, when not /run/containerd (k3s: K3S_SOCKET_DIR). */
   containerdDir?: string;
+  /** The node's Nix store directory, when not /var/lib/enbi/nix (the config's cache.hostPath must name it too). */
+  nixStoreDir?: string;
 }
 
 /** The agent's containerd volume and mount moved to another directory: docs/install.md's patch. */
@@ -38,6 +40,14 @@ export function containerdDirPatch(dir: string): object[] {
   ];
 }
 
+/** The agent's Nix store volume moved to another directory (the controller's cache.hostPath names the same). */
+export function nixStorePatch(dir: string): object[] {
+  return [
+    { op: 'test', path: '/spec/template/spec/volumes/0/name', value: 'nix-store' },
+    { op: 'replace', path: '/spec/template/spec/volumes/0/hostPath/path', value: dir },
+  ];
+}
+
 /** Writes a kustomize overlay of deploy/ into `dir` (which must not be inside deploy/). */
 export function writeOverlay(dir: string, o: OverlayOptions): string {
   mkdirSync(dir, { recursive: true });
@@ -46,9 +56,11 @@ export function writeOverlay(dir: string, o: OverlayOptions): string {
     apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'enbi-controller', namespace: INSTALL_NS },
     data: { 'config.yaml': stringify(o.config) },
   }));
-  if (o.containerdDir !== undefined) {
-    patches.push({ target: { kind: 'DaemonSet', name: 'enbi-agent' }, patch: JSON.stringify(containerdDirPatch(o.containerdDir)) });
-  }
+  const agentPatch = [
+    ...(o.containerdDir !== undefined ? containerdDirPatch(o.containerdDir) : []),
+    ...(o.nixStoreDir !== undefined ? nixStorePatch(o.nixStoreDir) : []),
+  ];
+  if (agentPatch.length > 0) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-agent' }, patch: JSON.stringify(agentPatch) });
   const secrets: { name: string; namespace: string; literals?: string[]; files?: string[] }[] = [
     { name: 'enbi-webhook', namespace: INSTALL_NS, literals: [`secret=${o.webhookSecret}`] },
   ];
