@@ -7,13 +7,15 @@
 // (on demand), and a push announced by webhook builds the next revision before any pod asks (eager).
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { AppsV1Api, AuthorizationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Deployment } from '@kubernetes/client-node';
-import { execFileSync } from 'node:child_process';
-import { parse, parseAllDocuments } from 'yaml';
+import { AppsV1Api, AuthorizationV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Deployment } from '@kubernetes/client-node';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import { renderTool } from '../support/render-tools.ts';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
 import { NODE_IMAGES_KIND, NODE_IMAGES_PLURAL } from '../../src/api/nodeimages.ts';
 import { imageRef } from '../../images/build.ts';
@@ -116,6 +118,10 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
   });
 
   let v1: FixtureFlake;
+  let userConfig: Record<string, unknown>;
+  let objects: KubernetesObject[] = [];
+  const webhook = async (ip: string | undefined, body = '{"ref":"refs/heads/main"}') =>
+    fetch(`http://${ip}:8081/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`, 'Content-Type': 'application/json' } });
 
   it('names the images images/build.ts builds', async () => {
     const refs = new Set<string>();
@@ -148,7 +154,8 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
       // This machine is offline: no substituter.
       nixConf: 'substituters =\n',
     });
-    const objects: KubernetesObject[] = await kustomizeBuild(overlay);
+    userConfig = config;
+    objects = await kustomizeBuild(overlay);
     const t0 = Date.now();
     await applyAll(kc, objects);
     await waitInstalled(kc, 300_000, diagnose);
@@ -242,10 +249,9 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     // Every replica answers the webhook: the standby forwards it to the leader.
     const controllers = await podsOf('controller');
     const body = '{"ref":"refs/heads/main"}';
-    const sig = `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`;
     const t0 = Date.now();
     for (const p of controllers) {
-      const res = await fetch(`http://${p.status?.podIP}:8081/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': sig, 'Content-Type': 'application/json' } });
+      const res = await webhook(p.status?.podIP);
       assert.equal(res.status, 202, `${p.metadata?.name} answered ${res.status}`);
     }
     const unsigned = await fetch(`http://${controllers[0]!.status?.podIP}:8081/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': 'sha256=00' } });
@@ -257,5 +263,46 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     await until('the pod to run v2', () => runningPod('app', `registry.local/install-app:${v2.shortRev}`), 120_000, 500);
     timings.push(`push: webhook → built ${((tBuilt - t0) / 1000).toFixed(1)} s → v2 pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
     assert.equal((await builds()).length, 2, 'one build per revision, nothing else');
+  });
+
+  it('the Helm chart, installed in its place with the same settings as values, does the same: Ready, a push builds and runs; uninstall keeps CRDs and NixBuilds', async () => {
+    // Out with the kustomize install (helm adopts nothing it did not make); CRDs, the namespace and the
+    // NixBuilds stay, as they would for a user moving to the chart.
+    const api = KubernetesObjectApi.makeApiClient(kc);
+    const removed = objects.filter((o) => o.kind !== 'CustomResourceDefinition' && o.kind !== 'Namespace');
+    for (const o of removed) await api.delete(o, undefined, undefined, undefined, undefined, 'Foreground').catch(() => undefined);
+    await until('the kustomize install gone', async () => {
+      for (const o of removed) if (await api.read(o as never).then(() => true, () => false)) return undefined;
+      return (await podsOf('controller')).length === 0 && (await podsOf('agent')).length === 0 ? true : undefined;
+    }, 120_000, 1000);
+    const values = {
+      config: Object.fromEntries(Object.entries(userConfig).filter(([k]) => !['namespace', 'builderImage', 'importerImage'].includes(k))),
+      webhook: { secret: SECRET },
+      agent: { containerdSocketDir: K3S_SOCKET_DIR },
+      nixDaemon: { extraConfig: 'substituters =' },
+    };
+    const work = await mkdtemp(join(tmpdir(), 'enbi-helm-'));
+    await writeFile(join(work, 'values.yaml'), stringify(values));
+    const helm = (...args: string[]) => promisify(execFile)(renderTool('helm'), [...args, '--kubeconfig', state.kubeconfig], { env: { ...process.env, HELM_CACHE_HOME: join(work, 'cache'), HELM_CONFIG_HOME: join(work, 'config'), HELM_DATA_HOME: join(work, 'data') } });
+    const t0 = Date.now();
+    await helm('install', 'enbi', join(DEPLOY_DIR, 'chart'), '--namespace', INSTALL_NS, '--values', join(work, 'values.yaml'), '--wait', '--timeout', '5m');
+    await waitInstalled(kc, 120_000, diagnose);
+    timings.push(`helm install → Ready ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const dep = await kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS });
+    assert.equal(dep.metadata?.annotations?.['meta.helm.sh/release-name'], 'enbi');
+    const [agent] = await podsOf('agent');
+    assert.equal(agent?.spec?.volumes?.find((v) => v.name === 'containerd')?.hostPath?.path, K3S_SOCKET_DIR);
+
+    const v3 = await createFixtureFlake(git, 'app', { message: 'hello v3 from the chart' });
+    await git.commit('manifests', { 'apps/app.yaml': JSON.stringify(appDeployment('app', v3, true)) });
+    const controllers = await podsOf('controller');
+    assert.equal((await webhook(controllers[0]?.status?.podIP)).status, 202);
+    await succeeded(v3.rev);
+    await kc.makeApiClient(AppsV1Api).replaceNamespacedDeployment({ name: 'app', namespace: APP_NS, body: appDeployment('app', v3, true) });
+    await until('the pod to run v3', () => runningPod('app', `registry.local/install-app:${v3.shortRev}`), 120_000, 500);
+
+    await helm('uninstall', 'enbi', '--namespace', INSTALL_NS, '--wait', '--timeout', '2m');
+    await assert.rejects(kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS }), (e: { code?: number }) => e.code === 404);
+    assert.equal((await builds()).length, 3, 'the NixBuilds, a record of what was built, stay with their CRD');
   });
 });
