@@ -3,14 +3,15 @@
 // down at the end unless KEEP=1). Prints the controller's start-up (informer lists), its reconcile times
 // (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
 // not plan from saves. Asserts nothing.
-// Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1)
+// Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1;
+//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each)
 //
 // The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
 // kube-controller-manager is stopped once the cluster is up: API-object nodes have no kubelet to renew their
 // Leases, and the node lifecycle controller would otherwise mark all 5,000 NotReady and evict their pods.
 import { fork } from 'node:child_process';
 import https from 'node:https';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -23,6 +24,8 @@ const APPS = Number(process.env.APPS ?? 100);
 const ENBI_EVERY = Number(process.env.ENBI_EVERY ?? 10); // every 10th pod has enbi annotations
 const WAITING_EVERY = Number(process.env.WAITING_EVERY ?? 2); // of those, every 2nd waits for its image
 const QUIET = Number(process.env.QUIET ?? 10);
+/** V8 flag sets the controller runs with, one child each, `;`-separated ('' = Node's defaults). */
+const CONTROLLER_FLAGS = (process.env.CONTROLLER_FLAGS ?? ';--max-old-space-size=256 --max-semi-space-size=2').split(';');
 /** The pods that do not wait are Running, as kubelet reports them (RUNNING=0 leaves them Pending without status). */
 const RUNNING = process.env.RUNNING !== '0';
 const REV = 'c'.repeat(40);
@@ -133,19 +136,25 @@ async function main(): Promise<void> {
     } else console.log('(run with node --expose-gc for the full/slim pod cache comparison)');
 
     writeFileSync(join(dir, 'apps.yaml'), Array.from({ length: APPS }, (_, k) => stringify(deployment(k))).join('---\n'));
-    const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
-      const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], { execArgv: ['--expose-gc'] });
-      ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
-      ch.once('exit', (code) => reject(new Error(`controller child exited ${code}`)));
-    });
-    const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
-    const quiet = result.quiet as number[];
-    console.log(`controller start (informers listed)          ${(result.startMs as number).toFixed(0)} ms`);
-    console.log(`first reconcile (plans, creates builds)      ${(result.firstMs as number).toFixed(0)} ms, ${result.builds} NixBuilds + Jobs created`);
-    console.log(`quiet reconcile, ${QUIET} runs                    median ${q(quiet, 50).toFixed(0)} ms, p99 ${q(quiet, 99).toFixed(0)} ms`);
-    console.log(`API writes during the quiet reconciles        ${result.quietWrites}`);
-    console.log(`memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`);
-    console.log(`memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`);
+    // The controller once per set of V8 flags, each in a fresh process against the same cluster: Node's
+    // defaults, and the flags deploy/ gives the controller (NODE_OPTIONS), side by side.
+    for (const flags of CONTROLLER_FLAGS) {
+      const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
+        const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], { execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)] });
+        ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
+        ch.once('exit', (code) => reject(new Error(`controller child (${flags || 'defaults'}) exited ${code}`)));
+      });
+      const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
+      const quiet = result.quiet as number[];
+      console.log(`--- controller with ${flags === '' ? 'Node\'s default heap flags' : flags}`);
+      console.log(`controller start (informers listed)          ${(result.startMs as number).toFixed(0)} ms`);
+      console.log(`first reconcile (plans, creates builds)      ${(result.firstMs as number).toFixed(0)} ms, ${result.builds} NixBuilds + Jobs created`);
+      console.log(`quiet reconcile, ${QUIET} runs                    median ${q(quiet, 50).toFixed(0)} ms, p99 ${q(quiet, 99).toFixed(0)} ms`);
+      console.log(`API writes during the quiet reconciles        ${result.quietWrites}`);
+      console.log(`memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`);
+      console.log(`memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)}`);
+      console.log(`memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
     if (process.env.KEEP !== '1') await down(process.env.ENBI_CLUSTER_DIR, () => undefined);
@@ -198,8 +207,9 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
   gc();
   const mem = process.memoryUsage();
+  const peakRss = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
   if (process.env.VERBOSE === '1') console.error(logs.slice(0, 40).join('\n'));
-  process.send!({ startMs, firstMs, builds, quiet, quietWrites: metrics.buildsCreated - before, baseRss: base.rss, baseHeap: base.heapUsed, rss: mem.rss, heap: mem.heapUsed });
+  process.send!({ startMs, firstMs, builds, quiet, quietWrites: metrics.buildsCreated - before, baseRss: base.rss, baseHeap: base.heapUsed, rss: mem.rss, heap: mem.heapUsed, peakRss });
   await ctl.stop();
   process.exit(0);
 }

@@ -12,6 +12,7 @@ import { GROUP as NI_GROUP, NODE_IMAGES_PLURAL, VERSION as NI_VERSION } from '..
 import { LABEL_BUILD } from '../build/job.ts';
 import { apiMessage } from '../kube/errors.ts';
 import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
+import { slimNode } from '../kube/slim-node.ts';
 import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
 import { buildReconciler, type World } from './build-reconciler.ts';
 import { type ControllerConfig, policyOf } from './config.ts';
@@ -88,7 +89,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const plan = planPass({ cfg, policy, core, custom, source: d.source, metrics: d.metrics, log, written });
 
   const informers: ResilientInformer<any>[] = [
-    resilientInformer<V1Node>(kc, '/api/v1/nodes', (page) => core.listNode(page), () => schedulePlan(), log.line),
+    resilientInformer<V1Node>(kc, '/api/v1/nodes', (page) => core.listNode(page), () => schedulePlan(), log.line, undefined, undefined, slimNode),
     // Waiting pods only (POD_FIELDS). Pods without enbi annotations or labels are kept slim and change
     // nothing in the plan: no pass for them.
     resilientInformer<V1Pod>(kc, '/api/v1/pods', (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }), (p) => podConcernsEnbi(p) && schedulePlan(), log.line, undefined, POD_FIELDS, slimPod),

@@ -7,6 +7,7 @@
 // (on demand), and a push announced by webhook builds the next revision before any pod asks (eager).
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +36,21 @@ const APP_NS = `app-install-${run}`;
 const SECRET = `install-webhook-${run}`;
 const NODE = 'enbi-k3s-1';
 const dir = process.env.ENBI_INSTALL_CLUSTER_DIR ?? join(cacheDir(), 'cluster-install');
+
+/** The resident memory of this machine's processes whose command line matches: what the pods' processes hold. */
+function rssOf(cmdline: RegExp, label: string): string {
+  const figures: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!cmdline.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) continue;
+      const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+      figures.push(`${(kb / 1024).toFixed(1)} MiB`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return `${label} ${figures.join(', ') || 'not found'}`;
+}
 
 function appDeployment(name: string, flake: FixtureFlake, eager: boolean): V1Deployment {
   return {
@@ -172,6 +188,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
       return list.items.find((n) => n.metadata.name === NODE && (n.status?.images?.length ?? 0) > 0);
     }, 60_000, 1000);
     assert.ok((inventory.status?.images?.length ?? 0) >= 2, 'the inventory lists at least enbi\'s two images');
+    timings.push(`RSS once Ready: ${rssOf(/\bcontroller\0--config\0\/etc\/enbi\/config\.yaml/, 'controller')}, ${rssOf(/\bagent\0--node\0/, 'agent')}`);
   });
 
   it('each ServiceAccount may do what its job needs and nothing else (SubjectAccessReview, as kubectl auth can-i --as asks)', async () => {
@@ -261,6 +278,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     // Now the GitOps tool applies the new revision: the image is on the node already.
     await kc.makeApiClient(AppsV1Api).replaceNamespacedDeployment({ name: 'app', namespace: APP_NS, body: appDeployment('app', v2, true) });
     await until('the pod to run v2', () => runningPod('app', `registry.local/install-app:${v2.shortRev}`), 120_000, 500);
+    timings.push(`RSS after two builds: ${rssOf(/\bcontroller\0--config\0\/etc\/enbi\/config\.yaml/, 'controller')}, ${rssOf(/\bagent\0--node\0/, 'agent')}`);
     timings.push(`push: webhook → built ${((tBuilt - t0) / 1000).toFixed(1)} s → v2 pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
     assert.equal((await builds()).length, 2, 'one build per revision, nothing else');
   });
