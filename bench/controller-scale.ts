@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
-import { stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 
 const NODES = Number(process.env.NODES ?? 5000);
 const PODS = Number(process.env.PODS ?? 50000);
@@ -24,8 +24,15 @@ const APPS = Number(process.env.APPS ?? 100);
 const ENBI_EVERY = Number(process.env.ENBI_EVERY ?? 10); // every 10th pod has enbi annotations
 const WAITING_EVERY = Number(process.env.WAITING_EVERY ?? 2); // of those, every 2nd waits for its image
 const QUIET = Number(process.env.QUIET ?? 10);
-/** V8 flag sets the controller runs with, one child each, `;`-separated ('' = Node's defaults). */
-const CONTROLLER_FLAGS = (process.env.CONTROLLER_FLAGS ?? ';--max-old-space-size=256 --max-semi-space-size=2').split(';');
+/** V8 flag sets the controller runs with, one child each, `;`-separated ('' = Node's defaults); by default Node's and deploy/'s. */
+const CONTROLLER_FLAGS = (process.env.CONTROLLER_FLAGS ?? `;${deployedNodeOptions()}`).split(';');
+
+/** NODE_OPTIONS of the controller container in deploy/controller.yaml. */
+function deployedNodeOptions(): string {
+  const docs = parseAllDocuments(readFileSync(new URL('../deploy/controller.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind?: string; spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } } });
+  const env = docs.find((d) => d.kind === 'Deployment')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
+  return env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
+}
 /** The pods that do not wait are Running, as kubelet reports them (RUNNING=0 leaves them Pending without status). */
 const RUNNING = process.env.RUNNING !== '0';
 const REV = 'c'.repeat(40);

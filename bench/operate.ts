@@ -93,7 +93,8 @@ const rows: [string, string, string][] = [
   ['agent RSS, 1,000 images (after changes + idle)', grab(agent, /changes \+ idle\s+RSS ([\d.]+ MiB)/), `containerd beside it ${grab(agent, /containerd beside it \([^)]*\)\s+RSS ([\d.]+ MiB)/)}; ratio ${grab(agent, /agent\/containerd ([\d.]+×)/)}`],
   ['enbi import vs ctr images import, containerd 1.6', grab(import16, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/), `ctr ${grab(import16, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`],
   ['enbi import vs ctr images import, containerd 2.x', grab(import2, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/), `ctr ${grab(import2, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`],
-  ['controller RSS, caches full', grab(scale, /memory, caches full\s+RSS ([\d.]+ MiB)/), grab(scale, /^(controller scale bench: [^,]+, [^(]+)/m)],
+  ['controller RSS, caches full, Node\'s defaults', grab(scale, /memory, caches full\s+RSS ([\d.]+ MiB)/), grab(scale, /^(controller scale bench: [^,]+, [^(]+)/m)],
+  ['controller peak RSS, deploy/\'s NODE_OPTIONS', grab(scale, /--- controller with --[\s\S]*?peak RSS[^\n]*?([\d.]+ MiB)/), `caches full ${grab(scale, /--- controller with --[\s\S]*?caches full\s+RSS ([\d.]+ MiB)/)}`],
   ['controller quiet reconcile', grab(scale, /quiet reconcile, \d+ runs\s+(median [\d.]+ ms, p99 [\d.]+ ms)/), `API writes ${grab(scale, /API writes during the quiet reconciles\s+(\d+)/)}`],
   ['failover, leader crashed (15 s lease)', `${(f.crashMs / 1000).toFixed(1)} s`, `lease released (rolling update): ${(f.releaseMs / 1000).toFixed(1)} s`],
 ];
