@@ -64,14 +64,23 @@ async function main(): Promise<void> {
     // The watch: when the API server has the object, and what it says.
     const seen: { at: number; names: Set<string>; bytes: number }[] = [];
     const watch = new Watch(c.kc);
-    const req = await watch.watch(`/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`, { fieldSelector: `metadata.name=${node}` }, (_type: string, obj: NodeImages) => {
-      const at = Date.now();
-      const all = new Set((obj.status?.images ?? []).flatMap((i) => i.names));
-      seen.push({ at, names: all, bytes: Buffer.byteLength(JSON.stringify(obj)) });
-    }, (err: unknown) => {
-      if (err && !String(err).includes('abort')) console.error(`watch ended: ${String(err)}`);
-    });
-    cleanup.push(async () => req.abort());
+    // A CRD just created answers watches 429 until the API server's watch cache for it is ready: retry.
+    let req: AbortController | undefined;
+    for (let attempt = 0; req === undefined; attempt++) {
+      let failed: unknown;
+      const r = await watch.watch(`/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`, { fieldSelector: `metadata.name=${node}` }, (_type: string, obj: NodeImages) => {
+        const at = Date.now();
+        const all = new Set((obj.status?.images ?? []).flatMap((i) => i.names));
+        seen.push({ at, names: all, bytes: Buffer.byteLength(JSON.stringify(obj)) });
+      }, (err: unknown) => {
+        failed = err;
+        if (err && !String(err).includes('abort') && !String(err).includes('Too Many Requests')) console.error(`watch ended: ${String(err)}`);
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      if (failed === undefined) req = r;
+      else if (attempt >= 30) throw new Error(`the NodeImages watch keeps failing: ${String(failed)}`);
+    }
+    cleanup.push(async () => req!.abort());
 
     // Events as containerd stamps them.
     const events: ImageEvent[] = [];

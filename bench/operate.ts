@@ -6,8 +6,10 @@
 //   node bench/operate.ts        (shape of the scale bench from its env: NODES=5000 PODS=50000 …)
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { CoreV1Api } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
 import { jsonLogger } from '../src/controller/log.ts';
 import { type LeaderElection, startLeaderElection } from '../src/controller/leader.ts';
 import { containerd2Dir } from '../test/support/containerd.ts';
@@ -81,7 +83,9 @@ const c2 = containerd2Dir();
 // dist/ inside the repository (npm run build), so that the compiled code finds node_modules.
 const dist = here('../dist');
 execFileSync(here('../node_modules/.bin/tsc'), ['-p', here('../tsconfig.build.json')], { stdio: 'inherit' });
-const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: '--max-semi-space-size=1', ENBI_DIST: dist };
+const agentEnv = (parseAllDocuments(readFileSync(here('../deploy/agent.yaml'), 'utf8')).map((d) => d.toJS()) as { kind?: string; spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } } }[])
+  .find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
+const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: agentEnv.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '', ENBI_DIST: dist };
 const agent = await bench([here('agent.ts')], compiled);
 const import16 = await bench([here('import.ts'), '--rounds', '3'], compiled);
 const import2 = c2 !== undefined ? await bench([here('import.ts'), '--rounds', '3', '--containerd', `containerd-2:${c2}`], compiled) : '';
