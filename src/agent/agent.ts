@@ -10,14 +10,14 @@ import { NODE_IMAGES_LIMITS, type NodeImagesStatus } from '../api/nodeimages-nam
 import { ContainerdClient, K8S_NAMESPACE } from '../containerd/client.ts';
 import { type ImageEvent, type Subscription, subscribeImageEvents } from '../containerd/events.ts';
 import { type ContainerdImage, listImages, nameFilter } from '../containerd/images.ts';
-import { PlatformCache, readBlob } from '../containerd/platform.ts';
+import { PlatformCache } from '../containerd/platform.ts';
 import { buildInventory, type Limits, sameInventory } from './inventory.ts';
 import { NodeImagesWriter } from './publish.ts';
 import { type BuildManifests, watchBuildManifests } from './build-manifests.ts';
 import { applyRewrites, gatherFacts, heldDigests, planRewrites } from './converge-index.ts';
-import { type ParsedIndex, parseIndex } from '../image/platform-index.ts';
+import type { ParsedIndex } from '../image/platform-index.ts';
 import { containerImages, planCollection, removeRecords } from './collect-images.ts';
-import { isIndexType } from '../containerd/import/archive.ts';
+import { parsedIndexOf } from '../containerd/index-blob.ts';
 
 export interface AgentOptions {
   node: string;
@@ -210,14 +210,8 @@ export function startAgent(o: AgentOptions): Agent {
     const all = [...images.values()];
     const parsed = new Map<string, ParsedIndex>();
     for (const r of all) {
-      if (!isIndexType(r.target.mediaType)) continue;
-      let p = indexCache.get(r.target.digest);
-      if (p === undefined) {
-        const bytes = await readBlob(client, r.target.digest, r.target.size);
-        p = (bytes !== undefined ? parseIndex(bytes) : undefined) ?? null;
-        indexCache.set(r.target.digest, p);
-      }
-      if (p !== null) parsed.set(r.target.digest, p);
+      const p = await parsedIndexOf(client, r.target, indexCache);
+      if (p !== undefined) parsed.set(r.target.digest, p);
     }
     const plan = planCollection(orphans, all, (d) => parsed.get(d), await containerImages(client));
     const removed = await removeRecords(client, plan.remove);

@@ -6,11 +6,12 @@
 import { randomBytes } from 'node:crypto';
 import type { ContainerdClient } from '../containerd/client.ts';
 import type { ContainerdImage } from '../containerd/images.ts';
-import { hasBlob, readBlob } from '../containerd/platform.ts';
+import { hasBlob } from '../containerd/platform.ts';
 import { isIndexType } from '../containerd/import/archive.ts';
 import { ingestRef, writeBlob } from '../containerd/import/content.ts';
 import { distributionSourceLabels, imageNames, indexGcLabels, LABEL_GC_EXPIRE, LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
-import { type Candidate, type ParsedIndex, parseIndex, pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../image/platform-index.ts';
+import { type Candidate, type ParsedIndex, pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../image/platform-index.ts';
+import { parsedIndexOf } from '../containerd/index-blob.ts';
 
 export interface Rewrite {
   name: string;
@@ -54,14 +55,8 @@ export async function gatherFacts(c: ContainerdClient, records: Iterable<Contain
     if (!hasCandidates(record.name)) continue;
     const t = record.target;
     if (isIndexType(t.mediaType)) {
-      // Index blobs are immutable: parsed once per digest.
-      let parsed = cache.get(t.digest);
-      if (parsed === undefined) {
-        const bytes = await readBlob(c, t.digest, t.size);
-        parsed = (bytes !== undefined ? parseIndex(bytes) : undefined) ?? null;
-        cache.set(t.digest, parsed);
-      }
-      out.push(parsed !== null ? { record, parsed } : { record });
+      const parsed = await parsedIndexOf(c, t, cache);
+      out.push(parsed !== undefined ? { record, parsed } : { record });
     } else {
       out.push({ record, manifestPlatforms: await manifestPlatforms(t) });
     }

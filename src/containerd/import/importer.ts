@@ -19,7 +19,6 @@ import {
   configPlatform,
   dockerManifest,
   formatPlatform,
-  isIndexType,
   layerMediaType,
   MT,
   normalizePlatform,
@@ -50,8 +49,9 @@ import {
   type ImageName,
 } from './labels.ts';
 import { readTar } from './tar.ts';
-import { parseIndex, pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../../image/platform-index.ts';
+import { pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../../image/platform-index.ts';
 import { unpackLayers } from './unpack.ts';
+import { parsedIndexOf } from '../index-blob.ts';
 
 export interface ImportOptions {
   /** References to create (tags); none: the names the archive gives. */
@@ -392,7 +392,7 @@ function foreign(name: string, rec: ExistingRecord): ImportError {
  * ([] for an older enbi record pointing at a bare manifest). Throws for a record enbi must leave alone.
  */
 async function replaceableEntries(c: ContainerdClient, name: string, rec: ExistingRecord): Promise<PlatformManifest[]> {
-  const parsed = rec.target !== undefined && isIndexType(rec.target.mediaType) ? await readBlob(c, rec.target.digest, rec.target.size).then((b) => (b !== undefined ? parseIndex(b) : undefined)) : undefined;
+  const parsed = rec.target !== undefined ? await parsedIndexOf(c, rec.target) : undefined;
   if (!mayReplace(rec, '', parsed?.enbi === true)) throw foreign(name, rec);
   return parsed?.entries ?? [];
 }
