@@ -2,6 +2,7 @@
 // (the World), decide with the pure state machine, act (a Job), then write status once, at the end, only when
 // it changed, with the Events that follow from it. An error here fails this build's reconcile only: the queue
 // retries it with its own backoff while every other build goes on.
+import { within } from '../async/within.ts';
 import { type BatchV1Api, type CoreV1Api, type CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { buildJob } from '../build/job.ts';
@@ -174,12 +175,6 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
 }
 
 const LOG_READ_MS = 10_000;
-
-/** `p`, or `fallback` once `ms` have passed (p goes on, its result unused). */
-function within<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)))]).finally(() => clearTimeout(timer));
-}
 
 /**
  * The build with the status this controller wrote last, where the informer has not shown it yet. `settle`:

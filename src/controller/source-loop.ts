@@ -2,6 +2,7 @@
 // time, and tells the controller when the analysis changed. Each Git request has an idle timeout
 // (source.timeoutSeconds), so a hung server fails a sync instead of holding it; failures back off (the
 // interval doubles, up to ten minutes) and the last good analysis stays in use meanwhile.
+import { within } from '../async/within.ts';
 import type { Logger } from './log.ts';
 import type { SourceState } from './source-state.ts';
 
@@ -81,9 +82,7 @@ export function sourceLoop(d: SourceLoopDeps): SourceLoop {
     async awaitForced() {
       const f = forced;
       if (f === undefined) return;
-      let t: NodeJS.Timeout | undefined;
-      await Promise.race([f, new Promise<void>((r) => (t = setTimeout(r, d.forcedWaitMs ?? 60_000)))]);
-      clearTimeout(t);
+      await within(f, d.forcedWaitMs ?? 60_000, undefined);
       if (forced === f) forced = undefined;
     },
     stop() {
