@@ -83,9 +83,10 @@ const c2 = containerd2Dir();
 // dist/ inside the repository (npm run build), so that the compiled code finds node_modules.
 const dist = here('../dist');
 execFileSync(here('../node_modules/.bin/tsc'), ['-p', here('../tsconfig.build.json')], { stdio: 'inherit' });
-const agentEnv = (parseAllDocuments(readFileSync(here('../deploy/agent.yaml'), 'utf8')).map((d) => d.toJS()) as { kind?: string; spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } } }[])
-  .find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
-const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: agentEnv.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '', ENBI_DIST: dist };
+// The agent's V8 flags: those on deploy/agent.yaml's command line, between node and the CLI.
+const agentCommand = (parseAllDocuments(readFileSync(here('../deploy/agent.yaml'), 'utf8')).map((d) => d.toJS()) as { kind?: string; spec?: { template?: { spec?: { containers?: { command?: string[] }[] } } } }[])
+  .find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.[0]?.command ?? [];
+const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: agentCommand.filter((a) => a.startsWith('--')).join(' '), ENBI_DIST: dist };
 const agent = await bench([here('agent.ts')], compiled);
 const import16 = await bench([here('import.ts'), '--rounds', '3'], compiled);
 const import2 = c2 !== undefined ? await bench([here('import.ts'), '--rounds', '3', '--containerd', `containerd-2:${c2}`], compiled) : '';
