@@ -5,7 +5,7 @@
 // Nix built in the cluster. `--push` commits a new app revision and watches again; `--down` removes it all.
 import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AppsV1Api, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Deployment } from '@kubernetes/client-node';
@@ -19,6 +19,7 @@ import { startGitServer } from '../test/support/git-server.ts';
 import { applyAll, INSTALL_NS, kustomizeBuild, waitInstalled, writeOverlay } from '../test/support/install.ts';
 import { prereqs, runScript } from './prereqs.ts';
 import { watchUntilRunning } from './watch.ts';
+import { idleAppDeployment } from '../test/support/fixtures.ts';
 
 const USAGE = `usage: npm start [-- --push | --down | --help]
 
@@ -74,22 +75,8 @@ async function step<T>(title: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function appDeployment(image: string, flakeUrl: string): V1Deployment {
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name: APP, namespace: APP_NS },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: { app: APP } },
-      template: {
-        metadata: { labels: { app: APP }, annotations: { 'enbi.hrzn.ee/flake': `${flakeUrl}#image` } },
-        // The image's own command prints one line and exits; the demo keeps the pod up instead.
-        spec: { containers: [{ name: APP, image, imagePullPolicy: 'Never', command: ['/bin/busybox', 'sleep', '86400'] }] },
-      },
-    },
-  };
-}
+// The image's own command prints one line and exits; the demo's pod idles in it instead.
+const appDeployment = (image: string, flakeUrl: string): V1Deployment => idleAppDeployment({ name: APP, namespace: APP_NS, flakeUrl, image });
 
 /** Commits a new app flake revision and the manifests naming it; returns the Deployment Git now declares. */
 async function commitRevision(gitRoot: string, gitBase: string, n: number): Promise<{ deployment: V1Deployment; rev: string }> {
@@ -265,12 +252,21 @@ async function downAll(): Promise<void> {
   }
   // down() takes the directory's lock, which would make the directory: only where a cluster is recorded.
   if (existsSync(join(clusterDirOf(), 'cluster.json')) && (await down(clusterDirOf(), (m) => out(m)))) removed = true;
-  for (const dir of [SOCKET_DIR, demoDir()]) {
-    if (existsSync(dir)) {
+  // Only what the demo makes, then the directory if that leaves it empty: ENBI_DEMO_DIR and
+  // ENBI_DEMO_RUN_DIR are the caller's, and may name a directory that holds other things.
+  const own: [string, string[]][] = [
+    [SOCKET_DIR, ['containerd.sock', 'containerd.sock.ttrpc']],
+    [demoDir(), ['demo.json', 'git', 'git-server.log', 'overlay', 'nix', 'cluster']],
+  ];
+  for (const [dir, entries] of own) {
+    if (!existsSync(dir)) continue;
+    for (const e of entries) rmSync(join(dir, e), { recursive: true, force: true });
+    const left = readdirSync(dir);
+    if (left.length === 0) {
       rmSync(dir, { recursive: true, force: true });
       out(`removed ${dir}`);
       removed = true;
-    }
+    } else out(`left ${dir}: it holds what the demo did not make (${left.slice(0, 5).join(', ')})`);
   }
   out(removed ? 'the demo is down: nothing of it runs or remains' : 'no demo to stop');
 }

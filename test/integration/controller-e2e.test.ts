@@ -22,6 +22,7 @@ import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../suppor
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
+import { idleAppDeployment } from '../support/fixtures.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const run = Date.now().toString(36);
@@ -38,27 +39,9 @@ async function freePort(): Promise<number> {
   });
 }
 
+// The image's own Cmd prints a line and exits (the 'echo' pod below reads it); the app idles in it.
 function deploymentOf(name: string, flake: FixtureFlake, node: string, eager: boolean): V1Deployment {
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name, namespace: APP_NS },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: {
-          labels: { app: name },
-          annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image`, ...(eager ? { 'enbi.hrzn.ee/build': 'eager' } : {}) },
-        },
-        spec: {
-          nodeSelector: { 'kubernetes.io/hostname': node },
-          // The image's own Cmd prints a line and exits (the 'echo' pod below reads it); here it idles.
-          containers: [{ name: 'app', image: `registry.local/e2e-app:${flake.shortRev}`, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }],
-        },
-      },
-    },
-  };
+  return idleAppDeployment({ name, namespace: APP_NS, flakeUrl: flake.flakeUrl, image: `registry.local/e2e-app:${flake.shortRev}`, node, eager });
 }
 
 describe('controller end to end: git push to a running pod whose image Nix built in the cluster', { skip: clusterSkipReason() }, () => {

@@ -26,6 +26,7 @@ import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
 import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { assertSpegelReady } from '../support/spegel-check.ts';
+import { idleAppDeployment } from '../support/fixtures.ts';
 
 const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
@@ -45,19 +46,7 @@ describe('control plane restarts under a running build (real cluster)', { skip: 
   const logs: string[] = [];
   const timings: string[] = [];
 
-  const deploymentOf = (name: string, flake: FixtureFlake): V1Deployment => ({
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name, namespace: APP_NS },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image` } },
-        spec: { nodeSelector: { 'kubernetes.io/hostname': nodeName }, containers: [{ name: 'app', image: `registry.local/rs-${name}:${flake.shortRev}`, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }] },
-      },
-    },
-  });
+  const deploymentOf = (name: string, flake: FixtureFlake): V1Deployment => idleAppDeployment({ name, namespace: APP_NS, flakeUrl: flake.flakeUrl, image: `registry.local/rs-${name}:${flake.shortRev}`, node: nodeName });
   const builds = async () => ((await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: NixBuild[] }).items;
   const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: NS })).items;
   const apiUp = async () => ((await c.kc.makeApiClient(VersionApi).getCode().then(() => true, () => false)) ? true : undefined);

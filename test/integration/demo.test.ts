@@ -3,7 +3,8 @@
 // `--push` builds and runs the next revision; `--down` leaves no process, network device, mount or file.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
@@ -16,11 +17,11 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const DEMO_DIR = join(cacheDir(), 'demo-test');
 const RUN_DIR = '/run/enbi-demo-test';
 
-function npmStart(args: string[]): Promise<{ code: number; out: string }> {
+function npmStart(args: string[], dirs = { demo: DEMO_DIR, run: RUN_DIR }): Promise<{ code: number; out: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn('npm', ['start', '--', ...args], {
       cwd: ROOT,
-      env: { ...process.env, CI: 'true', ENBI_DEMO_DIR: DEMO_DIR, ENBI_DEMO_RUN_DIR: RUN_DIR },
+      env: { ...process.env, CI: 'true', ENBI_DEMO_DIR: dirs.demo, ENBI_DEMO_RUN_DIR: dirs.run },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -104,6 +105,23 @@ describe('npm start: the demo on an embedded default', { skip: clusterSkipReason
     const again = await npmStart(['--down']);
     assert.equal(again.code, 0);
     assert.match(again.out, /no demo to stop/);
+  });
+
+  it('--down removes only what the demo makes: directories given that hold other files keep them', async () => {
+    const demo = mkdtempSync(join(tmpdir(), 'enbi-not-a-demo-'));
+    const runDir = mkdtempSync(join(tmpdir(), 'enbi-not-a-run-'));
+    writeFileSync(join(demo, 'mine.txt'), 'keep');
+    writeFileSync(join(runDir, 'other.sock'), '');
+    try {
+      const r = await npmStart(['--down'], { demo, run: runDir });
+      assert.equal(r.code, 0, r.out);
+      assert.ok(existsSync(join(demo, 'mine.txt')) && existsSync(join(runDir, 'other.sock')), r.out);
+      assert.match(r.out, /left .*enbi-not-a-demo-.*mine\.txt/);
+      assert.match(r.out, /no demo to stop/);
+    } finally {
+      rmSync(demo, { recursive: true, force: true });
+      rmSync(runDir, { recursive: true, force: true });
+    }
   });
 
   it('a wrong option prints the usage and exits 2', async () => {

@@ -20,6 +20,7 @@ import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.
 import { applyFluxCrds, type ArtifactServer, conditionOf, createKustomization, fluxDir, type KustomizeController, type Kustomization, KUSTOMIZE, publishGitRepository, readKustomization, requestReconcile, startArtifactServer, startKustomizeController } from '../support/flux.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { applyNixBuildCrd, until } from '../support/kube.ts';
+import { idleAppDeployment } from '../support/fixtures.ts';
 
 const run = Date.now().toString(36);
 const NS = `enbi-flux-${run}`;
@@ -34,22 +35,7 @@ const nixBuild = (name: string, flake: FixtureFlake, packageName: string, image:
   spec: { flakeUrl: flake.flakeUrl, packageName, system: 'x86_64-linux', images: [image] },
 });
 
-const deployment = (name: string, flake: FixtureFlake, image: string, node: string) => ({
-  apiVersion: 'apps/v1',
-  kind: 'Deployment',
-  metadata: { name, namespace: APP_NS },
-  spec: {
-    replicas: 1,
-    selector: { matchLabels: { app: name } },
-    template: {
-      metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image` } },
-      spec: {
-        nodeSelector: { 'kubernetes.io/hostname': node },
-        containers: [{ name: 'app', image, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }],
-      },
-    },
-  },
-});
+const deployment = (name: string, flake: FixtureFlake, image: string, node: string) => idleAppDeployment({ name, namespace: APP_NS, flakeUrl: flake.flakeUrl, image, node });
 
 /** Polls a Kustomization until `done` says so, keeping every Ready condition seen on the way. */
 async function watchReady(c: ClusterInfo, name: string, done: (k: Kustomization) => boolean, ms: number): Promise<{ final: Kustomization; readySeen: string[] }> {

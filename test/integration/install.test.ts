@@ -30,6 +30,7 @@ import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import { applyAll, DEPLOY_DIR, INSTALL_NS, K3S_SOCKET, K3S_SOCKET_DIR, kustomizeBuild, waitInstalled, writeOverlay } from '../support/install.ts';
 import { until } from '../support/kube.ts';
+import { idleAppDeployment } from '../support/fixtures.ts';
 
 const run = Date.now().toString(36);
 const APP_NS = `app-install-${run}`;
@@ -53,19 +54,7 @@ function rssOf(cmdline: RegExp, label: string): string {
 }
 
 function appDeployment(name: string, flake: FixtureFlake, eager: boolean): V1Deployment {
-  return {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name, namespace: APP_NS },
-    spec: {
-      replicas: 1,
-      selector: { matchLabels: { app: name } },
-      template: {
-        metadata: { labels: { app: name }, annotations: { 'enbi.hrzn.ee/flake': `${flake.flakeUrl}#image`, ...(eager ? { 'enbi.hrzn.ee/build': 'eager' } : {}) } },
-        spec: { containers: [{ name: 'app', image: `registry.local/install-app:${flake.shortRev}`, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }] },
-      },
-    },
-  };
+  return idleAppDeployment({ name, namespace: APP_NS, flakeUrl: flake.flakeUrl, image: `registry.local/install-app:${flake.shortRev}`, eager });
 }
 
 describe('deploy/ installed in the cluster on a k3s-style node', { skip: clusterSkipReason(), timeout: 1_500_000 }, () => {

@@ -1,4 +1,5 @@
 // Builders of Kubernetes objects for tests: raw Node objects as the API serves them, and manifests.
+import type { V1Deployment } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 
 export const REV_A = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
@@ -60,4 +61,38 @@ export function deployment(name: string, o: DeploymentOptions = {}): Record<stri
 
 export function yamlDocs(...objects: unknown[]): string {
   return objects.map((o) => stringify(o)).join('---\n');
+}
+
+export interface IdleAppOptions {
+  name: string;
+  namespace: string;
+  /** The flake reference without the attribute (`#image` is added). */
+  flakeUrl: string;
+  image: string;
+  /** kubernetes.io/hostname to pin the pod to. */
+  node?: string;
+  eager?: boolean;
+}
+
+/**
+ * The end-to-end tests' app: a Deployment of one pod that idles in the image enbi builds (the image's own
+ * command prints a line and exits), never pulled (imagePullPolicy Never), annotated with its flake.
+ */
+export function idleAppDeployment(o: IdleAppOptions): V1Deployment {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: o.name, namespace: o.namespace },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { app: o.name } },
+      template: {
+        metadata: { labels: { app: o.name }, annotations: { 'enbi.hrzn.ee/flake': `${o.flakeUrl}#image`, ...(o.eager === true ? { 'enbi.hrzn.ee/build': 'eager' } : {}) } },
+        spec: {
+          ...(o.node !== undefined ? { nodeSelector: { 'kubernetes.io/hostname': o.node } } : {}),
+          containers: [{ name: 'app', image: o.image, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }],
+        },
+      },
+    },
+  };
 }
