@@ -146,6 +146,17 @@ export function emulationMissing(system: string): string | undefined {
   return unusable(e);
 }
 
+/**
+ * For a test that runs `system`'s binaries: makes the host able to (ensureEmulation, idempotent) and fails,
+ * never skips, when it cannot. Each such test file calls it in its own `before`, so that it passes alone and
+ * in any order, not only after another file registered QEMU (test/cluster/README.md, "Host state").
+ */
+export async function requireEmulation(system: string, log: (m: string) => void = () => undefined): Promise<void> {
+  await ensureEmulation(system, log);
+  const missing = emulationMissing(system);
+  if (missing !== undefined) throw new Error(`this host cannot run ${system} binaries in containers: ${missing}`);
+}
+
 /** The static busybox for an OCI architecture (arm64) that install-deps.sh fetched, or an error saying how to get it. */
 export function foreignBusybox(architecture = 'arm64'): string {
   const path = join(cacheDir(), 'busybox', architecture, 'busybox');

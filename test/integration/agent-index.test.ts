@@ -18,7 +18,7 @@ import { listImages, nameFilter } from '../../src/containerd/images.ts';
 import { importArchive } from '../../src/containerd/import/importer.ts';
 import { readBlob } from '../../src/containerd/platform.ts';
 import { parseIndex } from '../../src/image/platform-index.ts';
-import { foreignBusybox } from '../cluster/emulation.ts';
+import { foreignBusybox, requireEmulation } from '../cluster/emulation.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { buildBusyboxImage } from '../cluster/images.ts';
 import { run } from '../cluster/proc.ts';
@@ -37,6 +37,7 @@ describe('agents converge every node to one index per tag (containerd 1.6 and 2.
   let custom: CustomObjectsApi;
 
   before(async () => {
+    await requireEmulation('aarch64-linux'); // the arm64 node's image runs through QEMU
     c = await useCluster('control-plane');
     await applyNodeImagesCrd(c.kc);
     await applyNixBuildCrd(c.kc);

@@ -15,7 +15,7 @@ import { ContainerdClient } from '../../src/containerd/client.ts';
 import { listImages, nameFilter } from '../../src/containerd/images.ts';
 import { contentInfo } from '../../src/containerd/import/content.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
-import { foreignBusybox } from '../cluster/emulation.ts';
+import { foreignBusybox, requireEmulation } from '../cluster/emulation.ts';
 import { hostBin } from '../cluster/paths.ts';
 import { run } from '../cluster/proc.ts';
 import { tar, type TarEntry } from '../cluster/tar.ts';
@@ -139,6 +139,7 @@ for (const flavor of flavors) {
     const ctr = (...args: string[]) => run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', ...args]);
 
     before(async () => {
+      await requireEmulation('aarch64-linux'); // arm64 images run through QEMU below
       dir = mkdtempSync('/tmp/eh7-');
       cd = await startPrivateContainerd(spec!, dir);
       client = new ContainerdClient(cd.socket);

@@ -25,7 +25,7 @@ import { listImages, nameFilter } from '../../src/containerd/images.ts';
 import { readBlob } from '../../src/containerd/platform.ts';
 import { OCI_INDEX, parseIndex } from '../../src/image/platform-index.ts';
 import { adminCred } from '../cluster/cluster.ts';
-import { foreignBusybox } from '../cluster/emulation.ts';
+import { foreignBusybox, requireEmulation } from '../cluster/emulation.ts';
 import { freePort } from '../cluster/ports.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { apiMergePatch } from '../cluster/health.ts';
@@ -79,6 +79,7 @@ describe('spegel mode with a real Spegel on three nodes (containerd 1.6 and 2.x)
   const hasBlob = (n: NodeState, digest: string, namespace: string) => withClient(n, (c) => c.unary('content', 'Info', { digest }).then(() => true, (e: unknown) => (isNotFound(e) ? false : Promise.reject(e))), namespace);
 
   before(async () => {
+    await requireEmulation('aarch64-linux'); // the aarch64-linux build runs through QEMU
     let t = Date.now();
     sc = await spegelCluster();
     s = sc.state;
