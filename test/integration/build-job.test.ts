@@ -321,6 +321,35 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.doesNotMatch(daemon!.log(), /\(trusted\)/);
   });
 
+  it('a build that lists another build\'s output as its input cannot change it: its build user is not root, the victim stays byte for byte and valid', async () => {
+    // The victim: an image built and imported by one NixBuild. The attacker: another NixBuild whose derivation
+    // takes that output as an input (here from the same flake; from any flake whose outputs it names, alike).
+    const flake = await createFixtureFlake(server, 'poison', { message: `victim ${tag}`, poison: 'poison' });
+    const victimRef = `registry.local/victim:${tag}`;
+    const built = await runBuild(nixBuild('victim', flake, victimRef));
+    assert.ok(built.ok, await explain(built));
+    const victim = (JSON.parse(built.terminated('build')!.message) as { storePath: string }).storePath;
+    const onHost = join(settings.cacheHostPath, victim.slice('/nix'.length));
+    const before = { digest: (await ctrImage(node, victimRef))!.digest, bytes: readFileSync(onHost).toString('base64'), mode: statSync(onHost).mode };
+
+    const f = await runBuild({ ...nixBuild('poison', { ...flake, attr: 'poison' }, `registry.local/poison:${tag}`) });
+    assert.ok(f.ok, await explain(f));
+    const buildLog = await log(f.pod, 'build');
+    const outcome = (attempt: string) => new RegExp(`enbi-poison: ${attempt}: (done|refused)`).exec(buildLog)?.[1];
+    // Inside the sandbox the victim is there (an input) but its owner is not the builder: every write refused.
+    const uidMap = /enbi-poison: builder uid \d+, uid_map\s+(\d+)\s+(\d+)\s+(\d+)/.exec(buildLog);
+    assert.ok(uidMap, buildLog);
+    assert.notEqual(uidMap[2], '0', `the builder is mapped to a build user, not the daemon's root: ${uidMap[0]}`);
+    for (const attempt of ['chmod-victim', 'append-victim', 'replace-victim', 'write-db', 'write-daemon-conf']) assert.equal(outcome(attempt), 'refused', `${attempt}\n${buildLog}`);
+    // Outside: the store path's bytes and mode, nothing planted beside it or in the store, Nix still finds it valid.
+    assert.equal(readFileSync(onHost).toString('base64'), before.bytes, 'the victim store path is unchanged');
+    assert.equal(statSync(onHost).mode, before.mode, 'and its mode (still read-only)');
+    assert.ok(!existsSync(`${onHost}.planted`), 'nothing planted beside the victim');
+    assert.ok(!existsSync(join(settings.cacheHostPath, 'store', 'enbi-poison-planted')), 'nothing planted in the store');
+    await daemon!.client(['nix-store', '--verify-path', victim]); // exits non-zero with "was modified!" otherwise
+    assert.equal((await ctrImage(node, victimRef))!.digest, before.digest, 'the victim image is unchanged');
+  });
+
   it('the build pod meets Pod Security restricted but for the host paths and the importer\'s uid 0; privileged admits it', async () => {
     const template = buildJob(nixBuild('psa', app, image), node.name, 1, settings).spec!.template.spec!;
     const admit = async (level: string) => {

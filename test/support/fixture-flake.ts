@@ -44,7 +44,17 @@ export interface FixtureFlakeOptions {
   attack?: { victim: string; hook: string };
   /** A file of this many MiB of zeros in the layer (`/bulk`): an import long enough to break into. */
   bulkMiB?: number;
+  /**
+   * A second package, packages.<system>.<poison>, whose derivation lists the image (another build's output)
+   * as its input `victim` and, before making an image of its own, tries what a hostile build would with it
+   * (POISON_ATTEMPTS): chmod and rewrite it, plant a file beside it, reach the daemon's database and config.
+   * Each attempt's outcome goes to the build log as `enbi-poison: <attempt>: <outcome>`.
+   */
+  poison?: string;
 }
+
+/** What the poison package tries, in order; each line of its log names one of these. */
+export const POISON_ATTEMPTS = ['chmod-victim', 'append-victim', 'replace-victim', 'plant-beside-victim', 'write-db', 'write-daemon-conf', 'write-store-root'] as const;
 
 export interface FixtureFlake {
   /** Clone URL, e.g. http://10.0.0.1:PORT/app.git */
@@ -141,6 +151,18 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
           $BB chmod 0444 "$out"
         '';
       };
+      # Runs after the prelude (PATH holds busybox's applets). Every attempt is reported, none ends the build.
+      poisonAttack = ''
+        try() { if ( eval "$2" ) >/dev/null 2>&1; then echo "enbi-poison: $1: done" >&2; else echo "enbi-poison: $1: refused" >&2; fi; }
+        echo "enbi-poison: builder uid $(id -u), uid_map $(tr -s ' ' < /proc/self/uid_map | tr '\\n' ';')" >&2
+        try chmod-victim 'chmod u+w "$victim"'
+        try append-victim 'echo poisoned >> "$victim"'
+        try replace-victim 'rm -f "$victim" && echo poisoned > "$victim"'
+        try plant-beside-victim 'echo poisoned > "$victim.planted"'
+        try write-db 'echo poisoned >> /nix/var/nix/db/db.sqlite'
+        try write-daemon-conf 'echo "post-build-hook = /bin/false" >> /etc/enbi/nix-daemon/nix.conf'
+        try write-store-root 'echo poisoned > /nix/store/enbi-poison-planted'
+      '';
       drv = derivation ({
         name = "enbi-fixture-${variant}";
         inherit system config manifest;
@@ -149,8 +171,19 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         args = [ "sh" "-c" (attack + scripts.${nixString(variant)}) ];
         BB = bb;
       } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
+      poison = derivation {
+        name = "enbi-fixture-poison";
+        inherit system config manifest;
+        builder = bb;
+        BB = bb;
+        # Another build's output as an input: present in the sandbox, as any dependency is.
+        victim = drv;
+        args = [ "sh" "-c" (prelude + poisonAttack + ''
+          tar -cf "$out" manifest.json config.json layer.tar
+        '') ];
+      };
     in {
-      packages.\${system}.${nixString(attr)} = drv;
+      packages.\${system} = { ${nixString(attr)} = drv; }${o.poison !== undefined ? ` // { ${nixString(o.poison)} = poison; }` : ''};
     };
 }
 `;

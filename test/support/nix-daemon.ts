@@ -3,7 +3,8 @@
 // mount namespace whose /nix is the node's cache directory (the controller's cache.hostPath), with the
 // nix.conf of deploy/agent.yaml's ConfigMap plus what this offline machine needs. Build Jobs then find its
 // socket at /nix/var/nix/daemon-socket/socket in the store they mount read-only.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
@@ -14,6 +15,11 @@ export interface NixDaemon {
   socket: string;
   /** Everything the daemon printed (accepted connections, warnings about ignored client settings). */
   log(): string;
+  /**
+   * Runs the host's `nix`/`nix-store` as a client of this daemon (as root, which deploy/'s nix.conf does not
+   * trust either), where /nix is the node's store read-only, as a build Job sees it. Resolves with stdout.
+   */
+  client(args: string[]): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -50,9 +56,18 @@ export async function startNixDaemon(cacheDir: string, o: { extraPlatforms?: str
     if (exited) throw new Error(`the Nix daemon exited: ${out}`);
     return existsSync(socket) ? true : undefined;
   }, 30_000, 100);
+  const clientScript = 'mkdir -p /nix && mount --bind -o ro "$1" /nix && shift && exec "$@"';
   return {
     socket,
     log: () => out,
+    client: async (args) => {
+      const [cmd = 'nix', ...rest] = args;
+      const r = await promisify(execFile)('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', clientScript, 'nix-client', cacheDir, hostBin(cmd), ...rest], {
+        env: { ...process.env, NIX_REMOTE: 'daemon', NIX_CONFIG: 'experimental-features = nix-command flakes' },
+        maxBuffer: 64 << 20,
+      });
+      return r.stdout;
+    },
     stop: async () => {
       if (exited) return;
       child.kill('SIGTERM');
