@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { tar, type TarEntry } from '../cluster/tar.ts';
 import { chainIds, digestNames, distributionSourceLabels, imageNames, indexGcLabels, manifestGcLabels } from '../../src/containerd/import/labels.ts';
 import { dockerManifest, layerMediaType, MT, parsePlatform, platformMatches, selectOciManifest, type OciIndex } from '../../src/containerd/import/archive.ts';
-import { readTar, TarError } from '../../src/containerd/import/tar.ts';
+import { MAX_META_BYTES, parsePax, readTar, TarError } from '../../src/containerd/import/tar.ts';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -189,6 +189,116 @@ describe('streaming tar reader', () => {
       { path: paxName, type: 'file', linkname: '', data: 'pax!' },
       { path: 'g'.repeat(150), type: 'file', linkname: '', data: 'gnu!' },
     ]);
+  });
+
+  const paxRec = (k: string, v: string) => {
+    const body = ` ${k}=${v}\n`;
+    let n = Buffer.byteLength(body) + 1;
+    while (Buffer.byteLength(`${n}${body}`) !== n) n = Buffer.byteLength(`${n}${body}`);
+    return `${n}${body}`;
+  };
+
+  /** A header that declares `size` bytes and is followed by none: the reader must refuse it from the header alone. */
+  function declaredOnly(name: string, flag: string, size: number): Buffer {
+    const h = rawEntry(name, flag, Buffer.alloc(0)).subarray(0, 512);
+    h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+    h.fill(' ', 148, 156);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    return h;
+  }
+
+  it('PAX and GNU long-name headers over 1 MiB are refused at their header, naming it, before their bytes are read', async () => {
+    for (const [flag, kind, name] of [['x', 'PAX extended header', 'PaxHeaders.0/x'], ['g', 'PAX global header', 'GlobalHead.0'], ['L', 'GNU long name', '././@LongLink'], ['K', 'GNU long link name', '././@LongLink']] as const) {
+      let pulled = 0;
+      const source = (async function* () {
+        yield Buffer.concat([tar([{ type: 'file', path: 'first', data: Buffer.from('ok') }]).subarray(0, 1024), declaredOnly(name, flag, 400 << 20)]);
+        // Only reached if the reader wants the header's body.
+        for (;;) {
+          pulled++;
+          yield Buffer.alloc(1 << 20);
+        }
+      })();
+      const seen: string[] = [];
+      await assert.rejects(
+        (async () => {
+          for await (const e of readTar(source)) seen.push(e.path);
+        })(),
+        (e: unknown) => e instanceof TarError && e.message === `the ${kind} ${JSON.stringify(name)} at byte 1024 declares 419430400 bytes: more than 1 MiB (1048576), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`,
+        flag,
+      );
+      assert.deepEqual(seen, ['first'], flag);
+      assert.equal(pulled, 0, `${flag}: not a byte of the header's body read`);
+    }
+    // A base-256 size (GNU) is refused the same way.
+    const b256 = declaredOnly('././@LongLink', 'L', 0);
+    b256.fill(0, 124, 136);
+    b256[124] = 0x80;
+    b256.writeUIntBE(2 ** 40, 130, 6);
+    b256.fill(' ', 148, 156);
+    let sum = 0;
+    for (const b of b256) sum += b;
+    b256.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+    await assert.rejects(entriesOf([b256]), /GNU long name "\.\/\.\/@LongLink" at byte 0 declares 1099511627776 bytes: more than 1 MiB/);
+  });
+
+  it('headers of exactly 1 MiB are read (what Go accepts), and only path, linkpath and size are kept', async () => {
+    const path = `blobs/sha256/${'p'.repeat(300)}`;
+    const filler = paxRec('comment', 'c'.repeat(MAX_META_BYTES - 2000));
+    const body = Buffer.from(filler + paxRec('path', path) + paxRec('SCHILY.xattr.user.x', 'y'));
+    const pad = paxRec('comment', 'z'.repeat(MAX_META_BYTES - body.length - 20));
+    const full = Buffer.concat([body, Buffer.from(pad)]);
+    assert.ok(full.length <= MAX_META_BYTES && full.length > MAX_META_BYTES - 40, `${full.length}`);
+    const long = Buffer.alloc(MAX_META_BYTES, 'l');
+    const buf = Buffer.concat([
+      rawEntry('PaxHeaders.0/p', 'x', full),
+      rawEntry('p', '0', Buffer.from('pax')),
+      rawEntry('././@LongLink', 'L', long),
+      rawEntry('l', '0', Buffer.from('gnu')),
+      Buffer.alloc(1024),
+    ]);
+    assert.deepEqual(await entriesOf(split(buf, [700, 5000, 1 << 19])), [
+      { path, type: 'file', linkname: '', data: 'pax' },
+      { path: 'l'.repeat(MAX_META_BYTES), type: 'file', linkname: '', data: 'gnu' },
+    ]);
+    assert.deepEqual(parsePax(full), { path });
+  });
+
+  it('a PAX size must be decimal digits within 2^53 - 1; it sizes the entry it describes, not the next meta header', async () => {
+    const archive = (size: string, bodyLen: number) =>
+      Buffer.concat([rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', size))), rawEntry('layer.tar', '0', Buffer.alloc(bodyLen, 'b')), Buffer.alloc(1024)]);
+    for (const bad of ['1e3', '-512', '0x10', '4.5', '', ' 4', '4 ', '+4', '99999999999999999', '9007199254740993', 'NaN', 'Infinity', '４']) {
+      await assert.rejects(entriesOf([archive(bad, 4)]), (e: unknown) => e instanceof TarError && /^the PAX size ".*" of "layer\.tar" at byte 1024 is not a byte count \(decimal digits, at most 9007199254740991\): corrupt or crafted archive$/.test((e as Error).message), JSON.stringify(bad));
+    }
+    // A valid one overrides the header's own size field (which says 4 here, the body is 700).
+    const ok = Buffer.concat([rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', '700'))), rawEntry('layer.tar', '0', Buffer.alloc(4, 'b')).subarray(0, 512), Buffer.alloc(700, 'b'), Buffer.alloc(324), Buffer.alloc(1024)]);
+    assert.deepEqual(await entriesOf([ok]), [{ path: 'layer.tar', type: 'file', linkname: '', data: 'b'.repeat(700) }]);
+    // A PAX size before a GNU long name: the long name's own size field sizes it, the PAX size the file.
+    const mixed = Buffer.concat([
+      rawEntry('PaxHeaders.0/f', 'x', Buffer.from(paxRec('size', '3'))),
+      rawEntry('././@LongLink', 'L', Buffer.from(`${'n'.repeat(700)}\0`)),
+      rawEntry('f', '0', Buffer.from('abc')),
+      Buffer.alloc(1024),
+    ]);
+    assert.deepEqual(await entriesOf([mixed]), [{ path: 'n'.repeat(700), type: 'file', linkname: '', data: 'abc' }]);
+  });
+
+  it('malformed PAX records are refused, naming the header', async () => {
+    for (const [body, why] of [
+      ['12 path=abc', 'record length|overruns'],
+      ['11 path=abc', 'not ending in a newline'],
+      ['x1 path=a\n', 'not a decimal number'],
+      ['012 path=ab\n', 'not a decimal number'],
+      ['9 =value\n', 'without key=value'],
+      ['11 pathabc\n', 'without key=value'],
+      ['12 path=a\0c\n', 'path holds a NUL byte'],
+      ['nolength', 'without its length'],
+      ['3 \n', 'overruns|without key=value'],
+    ] as const) {
+      const buf = Buffer.concat([rawEntry('PaxHeaders.0/f', 'x', Buffer.from(body)), rawEntry('f', '0', Buffer.from('x')), Buffer.alloc(1024)]);
+      await assert.rejects(entriesOf([buf]), (e: unknown) => e instanceof TarError && e.message.startsWith('malformed PAX extended header "PaxHeaders.0/f" at byte 0: ') && new RegExp(why).test(e.message), JSON.stringify(body));
+    }
   });
 
   it('a truncated stream fails, wherever it is cut', async () => {

@@ -1,6 +1,7 @@
 // A streaming tar reader: entries one after the other, each body as chunks in the order they arrive, so a
 // layer of any size passes through without being held. ustar, GNU (long names, base-256 sizes) and PAX
 // (path, linkpath, size) headers, as docker save, nixpkgs' dockerTools (Python's tarfile) and Go write them.
+// The only bytes it holds are those of PAX and GNU long-name headers, each at most MAX_META_BYTES.
 
 export class TarError extends Error {
   override name = 'TarError';
@@ -122,21 +123,50 @@ function checksumOk(h: Buffer): boolean {
   return want === unsigned || want === signed;
 }
 
-/** PAX extended header records: `<len> <key>=<value>\n`. */
-export function parsePax(data: Buffer): Record<string, string> {
+/**
+ * Most bytes one PAX extended header or GNU long name/link may declare: 1 MiB, the limit of Go's
+ * archive/tar (`maxSpecialFileSize`, "the limit used by libarchive"), which containerd's and Docker's own
+ * importers read archives with, so no archive they accept is refused here. Real ones hold a path (at most
+ * 4 KiB on Linux) or a few xattrs; the outer archive of an image holds only short blob paths. Larger is
+ * refused at the header, before a byte of it is read.
+ */
+export const MAX_META_BYTES = 1 << 20;
+
+/** PAX extended header records: `<len> <key>=<value>\n`, strictly (as Go's archive/tar reads them). */
+export function parsePax(data: Buffer, what = 'PAX header'): Record<string, string> {
   const out: Record<string, string> = {};
   let i = 0;
   while (i < data.length) {
+    const bad = (why: string) => new TarError(`malformed ${what}: ${why} at byte ${i} of its ${data.length}`);
     const sp = data.indexOf(0x20, i);
-    if (sp < 0) break;
-    const len = parseInt(data.subarray(i, sp).toString('ascii'), 10);
-    if (!Number.isFinite(len) || len <= 0 || i + len > data.length) throw new TarError('malformed PAX header');
+    if (sp < 0 || sp - i > 16) throw bad('a record without its length');
+    const lenText = data.subarray(i, sp).toString('latin1');
+    if (!/^[1-9][0-9]*$/.test(lenText)) throw bad(`record length ${JSON.stringify(lenText)} is not a decimal number`);
+    const len = Number(lenText);
+    if (i + len > data.length || sp + 1 >= i + len) throw bad(`a record of ${len} bytes overruns the header`);
+    if (data[i + len - 1] !== 0x0a) throw bad('a record not ending in a newline');
     const rec = data.subarray(sp + 1, i + len - 1).toString('utf8');
     const eq = rec.indexOf('=');
-    if (eq > 0) out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    if (eq <= 0) throw bad('a record without key=value');
+    const key = rec.slice(0, eq);
+    const value = rec.slice(eq + 1);
+    if ((key === 'path' || key === 'linkpath') && value.includes('\0')) throw bad(`${key} holds a NUL byte`);
+    // Only what the reader uses is kept: the rest (mtime, xattrs, comments, …) costs nothing after this.
+    if (key === 'path' || key === 'linkpath' || key === 'size') out[key] = value;
     i += len;
   }
   return out;
+}
+
+/**
+ * A PAX `size`: decimal digits only (no sign, exponent, fraction, hex or blanks), at most 2^53 - 1 bytes
+ * (what a tar number field can give too). It decides how many bytes the reader streams on, never what it holds.
+ */
+export function paxSize(value: string, what: string): number {
+  if (!/^[0-9]{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new TarError(`the PAX size ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} of ${what} is not a byte count (decimal digits, at most ${Number.MAX_SAFE_INTEGER}): corrupt or crafted archive`);
+  }
+  return Number(value);
 }
 
 export const cleanPath = (p: string): string => {
@@ -148,11 +178,14 @@ export const cleanPath = (p: string): string => {
 
 const TYPES: Record<string, TarEntryType> = { '0': 'file', '\0': 'file', '7': 'file', '5': 'dir', '2': 'symlink', '1': 'hardlink' };
 
-async function readAll(it: AsyncIterable<Buffer>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of it) parts.push(Buffer.from(c));
-  return Buffer.concat(parts);
+async function readAll(it: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+  const out = Buffer.alloc(size);
+  let at = 0;
+  for await (const c of it) at += c.copy(out, at);
+  return out;
 }
+
+const META: Record<string, string> = { x: 'PAX extended header', g: 'PAX global header', L: 'GNU long name', K: 'GNU long link name' };
 
 /**
  * The entries of a tar stream. The stream must end with the end-of-archive blocks: a stream cut short (the
@@ -180,23 +213,32 @@ export async function* readTar(source: AsyncIterable<Buffer | Uint8Array | strin
       throw new TarError(offset === 0 ? 'not a tar archive (bad header checksum at byte 0): send an uncompressed docker-archive or OCI archive' : `bad tar header checksum at byte ${offset}: corrupt stream`);
     }
     const flag = String.fromCharCode(h[156]!);
+    const name = cString(h, 0, 100);
     let size = tarNumber(h, 124, 12);
-    if (pax.size !== undefined) size = Number(pax.size);
-    const padded = Math.ceil(size / BLOCK) * BLOCK;
-    const what = (): string => `entry at byte ${offset}`;
-    if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
-      const data = await readAll(r.chunks(padded, what));
-      const body = data.subarray(0, size);
-      if (flag === 'x') pax = { ...pax, ...parsePax(body) };
+    const meta = META[flag];
+    if (meta !== undefined) {
+      // Refused at the header, before a byte of it is read or held.
+      if (size > MAX_META_BYTES) {
+        throw new TarError(`the ${meta} ${JSON.stringify(name)} at byte ${offset} declares ${size} bytes: more than 1 MiB (${MAX_META_BYTES}), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`);
+      }
+      const what = (): string => `the ${meta} at byte ${offset}`;
+      const padded = Math.ceil(size / BLOCK) * BLOCK;
+      if (flag === 'g') {
+        for await (const _ of r.chunks(padded, what));
+        continue;
+      }
+      const body = (await readAll(r.chunks(padded, what), padded)).subarray(0, size);
+      if (flag === 'x') pax = { ...pax, ...parsePax(body, `${meta} ${JSON.stringify(name)} at byte ${offset}`) };
       else if (flag === 'L') longName = cString(body, 0, body.length);
-      else if (flag === 'K') longLink = cString(body, 0, body.length);
+      else longLink = cString(body, 0, body.length);
       continue;
     }
     const magic = h.subarray(257, 263).toString('latin1');
     const prefix = magic.startsWith('ustar') && magic !== 'ustar ' ? cString(h, 345, 155) : '';
-    const name = cString(h, 0, 100);
     const path = cleanPath(pax.path ?? longName ?? (prefix !== '' ? `${prefix}/${name}` : name));
     const linkname = cleanPath(pax.linkpath ?? longLink ?? cString(h, 157, 100));
+    // A PAX size applies to the entry the header describes, never to another meta header.
+    if (pax.size !== undefined) size = paxSize(pax.size, `${JSON.stringify(path)} at byte ${offset}`);
     pax = {};
     longName = undefined;
     longLink = undefined;
