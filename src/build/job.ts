@@ -1,5 +1,5 @@
 // The build Job of a NixBuild: a build container that asks the node's Nix daemon (the node component's
-// `nix-daemon` container, deploy/agent.yaml) to build the flake, and streams the image into a FIFO; an import
+// DaemonSet enbi-nix-daemon, deploy/nix-daemon.yaml) to build the flake, and streams the image into a FIFO; an import
 // container, the only one that mounts containerd's socket, that reads the FIFO into containerd's k8s.io
 // namespace under the exact references asked for.
 //

@@ -59,7 +59,7 @@ function objects(text: string): Map<string, Obj> {
 // What the comparison removes, and nothing else:
 // 1. the annotations with which the chart rolls pods when their configuration changes (a kustomize user gets
 //    that from configMapGenerator's name suffix, which deploy/ does not use);
-const CHART_ONLY_ANNOTATIONS: Record<string, string> = { 'apps/v1/Deployment/enbi-controller': 'checksum/config', 'apps/v1/DaemonSet/enbi-agent': 'checksum/nix-daemon' };
+const CHART_ONLY_ANNOTATIONS: Record<string, string> = { 'apps/v1/Deployment/enbi-controller': 'checksum/config', 'apps/v1/DaemonSet/enbi-nix-daemon': 'checksum/nix-daemon' };
 // 2. the controller's config.yaml is compared as the YAML it holds (the chart renders .Values.config with
 //    toYaml: sorted keys, block style, no comments);
 const CONFIG_MAP = 'v1/ConfigMap/enbi-controller';
@@ -151,7 +151,12 @@ describe('deploy/chart', () => {
       webhook: { secret: 'an-hmac-secret' },
       controller: { replicas: 1, resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } }, nodeSelector: { 'kubernetes.io/os': 'linux' } },
       agent: { containerdSocketDir: '/run/k3s/containerd', nodeSelector: { 'kubernetes.io/os': 'linux' }, tolerations: [{ key: 'dedicated', operator: 'Exists' }] },
-      nixDaemon: { extraConfig: 'extra-platforms = aarch64-linux\nmax-jobs = 2\n', resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '16Gi' } } },
+      nixDaemon: {
+        extraConfig: 'extra-platforms = aarch64-linux\nmax-jobs = 2\n', resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '16Gi' } },
+        // Where builds may land (builderNodeSelector, builderTolerations), and only there.
+        nodeSelector: { 'kubernetes.io/os': 'linux', 'enbi.example.org/builder': 'true' },
+        tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'builds', effect: 'NoSchedule' }],
+      },
       metrics: { serviceMonitor: { enabled: true, labels: { release: 'kube-prometheus-stack' }, interval: '30s' } },
       namespace: { create: true },
     };
@@ -185,14 +190,17 @@ patches:
   - path: config.yaml
   - path: controller.yaml
   - path: agent.yaml
+  - path: nix-daemon.yaml
   - target: { kind: Deployment, name: enbi-controller }
     patch: |
       - { op: replace, path: /spec/template/spec/containers/0/ports/0/containerPort, value: 9090 }
   - target: { kind: DaemonSet, name: enbi-agent }
     patch: |
       - { op: replace, path: /spec/template/spec/containers/0/volumeMounts/0/mountPath, value: /run/k3s/containerd }
+      - { op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: /run/k3s/containerd }
+  - target: { kind: DaemonSet, name: enbi-nix-daemon }
+    patch: |
       - { op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: /data/enbi/nix }
-      - { op: replace, path: /spec/template/spec/volumes/3/hostPath/path, value: /run/k3s/containerd }
 `,
       'config.yaml': stringify({
         apiVersion: 'v1',
@@ -264,6 +272,17 @@ spec:
       containers:
         - name: agent
           imagePullPolicy: Always
+`,
+      'nix-daemon.yaml': `
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: { name: enbi-nix-daemon, namespace: enbi-system }
+spec:
+  template:
+    spec:
+      nodeSelector: { kubernetes.io/os: linux, enbi.example.org/builder: "true" }
+      tolerations: [{ key: dedicated, operator: Equal, value: builds, effect: NoSchedule }]
+      containers:
         - name: nix-daemon
           resources:
             requests: { cpu: 500m, memory: 1Gi }
@@ -298,9 +317,9 @@ spec:
     const cfg = parseControllerConfig(controllerConfig(helmed, 'enbi'));
     assert.equal(cfg.mode, 'per-node');
     assert.equal(cfg.namespace, 'enbi');
-    // The agent's Nix store is the controller's cache.hostPath, by construction.
-    const agent = helmed.get('apps/v1/DaemonSet/enbi/enbi-agent')!;
-    assert.equal(agent.spec.template.spec.volumes.find((v: Obj) => v.name === 'nix-store').hostPath.path, cfg.cache.hostPath);
+    // The Nix daemon's store is the controller's cache.hostPath, by construction.
+    const daemon = helmed.get('apps/v1/DaemonSet/enbi/enbi-nix-daemon')!;
+    assert.equal(daemon.spec.template.spec.volumes.find((v: Obj) => v.name === 'nix-store').hostPath.path, cfg.cache.hostPath);
     assert.equal(Buffer.from(helmed.get('v1/Secret/enbi/enbi-webhook')!.data.secret as string, 'base64').toString(), 'an-hmac-secret');
   });
 

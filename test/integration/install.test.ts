@@ -7,7 +7,7 @@
 // (on demand), and a push announced by webhook builds the next revision before any pod asks (eager).
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,7 +130,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
 
   it('names the images images/build.ts builds', async () => {
     const refs = new Set<string>();
-    for (const file of ['controller.yaml', 'agent.yaml']) {
+    for (const file of ['controller.yaml', 'agent.yaml', 'nix-daemon.yaml']) {
       for (const doc of parseAllDocuments(await readFile(join(DEPLOY_DIR, file), 'utf8'))) {
         const text = JSON.stringify(doc.toJS());
         for (const m of text.matchAll(/ghcr\.io\/hrzn\/[a-z-]+:[0-9.]+/g)) refs.add(m[0]);
@@ -249,6 +249,56 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     assert.ok(job?.spec?.template.spec?.volumes?.some((v) => v.hostPath?.path === K3S_SOCKET || v.hostPath?.path === K3S_SOCKET_DIR), 'the importer mounts the k3s socket');
   });
 
+  it('the installed Nix daemon: its version and nix.conf; a build that takes another build\'s output as its input cannot change it', async (t) => {
+    const [daemonPod] = await podsOf('nix-daemon');
+    assert.ok(daemonPod, 'a Nix daemon pod on the builder node');
+    assert.equal(daemonPod.spec?.automountServiceAccountToken, false, 'no API token in the privileged container');
+    const id = daemonPod.status?.containerStatuses?.find((c) => c.name === 'nix-daemon')?.containerID?.replace(/^containerd:\/\//, '');
+    assert.ok(id, 'the daemon container runs');
+    let n = 0;
+    const inDaemon = (...args: string[]) => execFileSync(node.ctr, ['--address', node.containerdSocket, '-n', 'k8s.io', 'tasks', 'exec', '--exec-id', `enbi-test-${run}-${n++}`, id, ...args], { encoding: 'utf8' });
+    const version = inDaemon('nix', '--version').trim();
+    const conf = inDaemon('cat', '/etc/enbi/nix-daemon/nix.conf');
+    t.diagnostic(`installed daemon: ${version}\n${conf}`);
+    console.log(`# installed Nix daemon: ${version}\n# nix.conf:\n${conf.replace(/^/gm, '#   ')}`);
+    assert.match(conf, /^build-users-group = nixbld$/m);
+    assert.match(conf, /^sandbox-fallback = false$/m);
+    assert.match(inDaemon('cat', '/etc/group'), /^nixbld:x:30000:nixbld1,/m);
+
+    // The victim, then the attacker: two NixBuilds, the second's derivation lists the first's output as an input.
+    const flake = await createFixtureFlake(git, 'poison', { message: 'victim of the installed daemon', poison: 'poison' });
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const submit = (name: string, attr: string) => custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: INSTALL_NS, plural: PLURAL, body: {
+      apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name },
+      spec: { flakeUrl: flake.flakeUrl, packageName: attr, system: flake.system, images: [`registry.local/install-${name}:${run}`] },
+    } });
+    const finished = (name: string) => until(`NixBuild ${name} to finish`, async () => {
+      const b = (await builds()).find((x) => x.metadata?.name === name);
+      return b?.status?.phase === 'Succeeded' || b?.status?.phase === 'Failed' ? b : undefined;
+    }, 400_000, 1000);
+    await submit(`victim-${run}`, 'image');
+    const victim = await finished(`victim-${run}`);
+    assert.equal(victim.status?.phase, 'Succeeded', JSON.stringify(victim.status));
+    const storePath = victim.status!.storePath!;
+    const onHost = join('/var/lib/enbi/nix', storePath.slice('/nix'.length));
+    const before = { bytes: readFileSync(onHost).toString('base64'), mode: statSync(onHost).mode };
+    await submit(`poison-${run}`, 'poison');
+    const poison = await finished(`poison-${run}`);
+    assert.equal(poison.status?.phase, 'Succeeded', JSON.stringify(poison.status));
+    // The attacker's own log, from its Job's build container.
+    const pods = (await core().listNamespacedPod({ namespace: INSTALL_NS, labelSelector: `batch.kubernetes.io/job-name=${poison.status!.buildJobName}` })).items;
+    const buildLog = await core().readNamespacedPodLog({ name: pods[0]!.metadata!.name!, namespace: INSTALL_NS, container: 'build' });
+    t.diagnostic(buildLog.split('\n').filter((l) => l.includes('enbi-poison')).join('\n'));
+    const uidMap = /enbi-poison: builder uid \d+, uid_map\s+(\d+)\s+(\d+)\s+(\d+)/.exec(buildLog);
+    assert.ok(uidMap, buildLog);
+    assert.notEqual(uidMap[2], '0', `a build user, not the daemon's root: ${uidMap[0]}`);
+    for (const attempt of ['chmod-victim', 'append-victim', 'replace-victim', 'write-db', 'write-daemon-conf']) assert.match(buildLog, new RegExp(`enbi-poison: ${attempt}: refused`), attempt);
+    assert.equal(readFileSync(onHost).toString('base64'), before.bytes, 'the victim store path is unchanged');
+    assert.equal(statSync(onHost).mode, before.mode);
+    assert.ok(!existsSync(`${onHost}.planted`) && !existsSync('/var/lib/enbi/nix/store/enbi-poison-planted'), 'nothing planted in the store');
+    inDaemon('nix-store', '--verify-path', storePath); // fails with "was modified!" otherwise
+  });
+
   it('a push announced by webhook (to either replica) builds the new revision before any pod asks; the pod then runs at once', async () => {
     const v2 = await createFixtureFlake(git, 'app', { message: 'hello v2 from the installed enbi' });
     await git.commit('manifests', { 'apps/app.yaml': JSON.stringify(appDeployment('app', v2, true)) });
@@ -269,7 +319,7 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     await until('the pod to run v2', () => runningPod('app', `registry.local/install-app:${v2.shortRev}`), 120_000, 500);
     timings.push(`RSS after two builds: ${rssOf(/\bcontroller\0--config\0\/etc\/enbi\/config\.yaml/, 'controller')}, ${rssOf(/\bagent\0--node\0/, 'agent')}`);
     timings.push(`push: webhook → built ${((tBuilt - t0) / 1000).toFixed(1)} s → v2 pod Running ${((Date.now() - tBuilt) / 1000).toFixed(1)} s`);
-    assert.equal((await builds()).length, 2, 'one build per revision, nothing else');
+    assert.equal((await builds()).filter((b) => b.spec.flakeUrl.includes('/app')).length, 2, 'one build per revision of the app, nothing else');
   });
 
   it('the Helm chart, installed in its place with the same settings as values, does the same: Ready, a push builds and runs; uninstall keeps CRDs and NixBuilds', async () => {
@@ -310,6 +360,6 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
 
     await helm('uninstall', 'enbi', '--namespace', INSTALL_NS, '--wait', '--timeout', '2m');
     await assert.rejects(kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS }), (e: { code?: number }) => e.code === 404);
-    assert.equal((await builds()).length, 3, 'the NixBuilds, a record of what was built, stay with their CRD');
+    assert.equal((await builds()).filter((b) => b.spec.flakeUrl.includes('/app')).length, 3, 'the NixBuilds, a record of what was built, stay with their CRD');
   });
 });

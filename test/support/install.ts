@@ -33,14 +33,14 @@ export interface OverlayOptions {
 export function containerdDirPatch(dir: string): object[] {
   return [
     // The tests make a reordered deploy/agent.yaml fail here rather than patch another volume.
-    { op: 'test', path: '/spec/template/spec/volumes/3/name', value: 'containerd' },
-    { op: 'replace', path: '/spec/template/spec/volumes/3/hostPath/path', value: dir },
+    { op: 'test', path: '/spec/template/spec/volumes/0/name', value: 'containerd' },
+    { op: 'replace', path: '/spec/template/spec/volumes/0/hostPath/path', value: dir },
     { op: 'test', path: '/spec/template/spec/containers/0/volumeMounts/0/name', value: 'containerd' },
     { op: 'replace', path: '/spec/template/spec/containers/0/volumeMounts/0/mountPath', value: dir },
   ];
 }
 
-/** The agent's Nix store volume moved to another directory (the controller's cache.hostPath names the same). */
+/** The Nix daemon's store volume moved to another directory (the controller's cache.hostPath names the same). */
 export function nixStorePatch(dir: string): object[] {
   return [
     { op: 'test', path: '/spec/template/spec/volumes/0/name', value: 'nix-store' },
@@ -56,11 +56,8 @@ export function writeOverlay(dir: string, o: OverlayOptions): string {
     apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'enbi-controller', namespace: INSTALL_NS },
     data: { 'config.yaml': stringify(o.config) },
   }));
-  const agentPatch = [
-    ...(o.containerdDir !== undefined ? containerdDirPatch(o.containerdDir) : []),
-    ...(o.nixStoreDir !== undefined ? nixStorePatch(o.nixStoreDir) : []),
-  ];
-  if (agentPatch.length > 0) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-agent' }, patch: JSON.stringify(agentPatch) });
+  if (o.containerdDir !== undefined) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-agent' }, patch: JSON.stringify(containerdDirPatch(o.containerdDir)) });
+  if (o.nixStoreDir !== undefined) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-nix-daemon' }, patch: JSON.stringify(nixStorePatch(o.nixStoreDir)) });
   const secrets: { name: string; namespace: string; literals?: string[]; files?: string[] }[] = [
     { name: 'enbi-webhook', namespace: INSTALL_NS, literals: [`secret=${o.webhookSecret}`] },
   ];
@@ -103,15 +100,17 @@ export async function applyAll(kc: KubeConfig, objects: KubernetesObject[]): Pro
   }
 }
 
-/** Waits until every controller replica and every agent pod is Ready; `why()` says what is missing. */
+/** Waits until every controller replica, agent pod and Nix daemon pod is Ready; `why()` says what is missing. */
 export async function waitInstalled(kc: KubeConfig, ms: number, why: () => Promise<string>): Promise<void> {
   const apps = kc.makeApiClient(AppsV1Api);
-  await until('the controller and the agent Ready', async () => {
+  const daemonSetReady = async (name: string): Promise<boolean> => {
+    const ds = await apps.readNamespacedDaemonSet({ name, namespace: INSTALL_NS });
+    return (ds.status?.desiredNumberScheduled ?? 0) > 0 && ds.status?.numberReady === ds.status?.desiredNumberScheduled;
+  };
+  await until('the controller, the agent and the Nix daemon Ready', async () => {
     const dep = await apps.readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS });
-    const ds = await apps.readNamespacedDaemonSet({ name: 'enbi-agent', namespace: INSTALL_NS });
     const controllerReady = (dep.status?.readyReplicas ?? 0) === (dep.spec?.replicas ?? 1);
-    const agentReady = (ds.status?.desiredNumberScheduled ?? 0) > 0 && ds.status?.numberReady === ds.status?.desiredNumberScheduled;
-    return controllerReady && agentReady ? true : undefined;
+    return controllerReady && (await daemonSetReady('enbi-agent')) && (await daemonSetReady('enbi-nix-daemon')) ? true : undefined;
   }, ms, 1000).catch(async (err: unknown) => {
     throw new Error(`${(err as Error).message}\n${await why()}`);
   });

@@ -1,7 +1,7 @@
-// The node's Nix daemon, as deploy/agent.yaml's `nix-daemon` container runs it, for tests whose nodes are
+// The node's Nix daemon, as deploy/nix-daemon.yaml's `nix-daemon` container runs it, for tests whose nodes are
 // processes on this machine: Debian's nix (the one the builder image carries) started as root in a private
 // mount namespace whose /nix is the node's cache directory (the controller's cache.hostPath), with the
-// nix.conf of deploy/agent.yaml's ConfigMap plus what this offline machine needs. Build Jobs then find its
+// nix.conf of deploy/nix-daemon.yaml's ConfigMap plus what this offline machine needs. Build Jobs then find its
 // socket at /nix/var/nix/daemon-socket/socket in the store they mount read-only.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -23,11 +23,11 @@ export interface NixDaemon {
   stop(): Promise<void>;
 }
 
-/** The daemon's nix.conf as deploy/agent.yaml ships it. */
+/** The daemon's nix.conf as deploy/nix-daemon.yaml ships it. */
 export function deployedDaemonConf(): string {
-  const docs = parseAllDocuments(readFileSync(new URL('../../deploy/agent.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> });
+  const docs = parseAllDocuments(readFileSync(new URL('../../deploy/nix-daemon.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind?: string; metadata?: { name?: string }; data?: Record<string, string> });
   const conf = docs.find((d) => d.kind === 'ConfigMap' && d.metadata?.name === 'enbi-nix-daemon')?.data?.['nix.conf'];
-  if (conf === undefined) throw new Error('deploy/agent.yaml has no ConfigMap enbi-nix-daemon with nix.conf');
+  if (conf === undefined) throw new Error('deploy/nix-daemon.yaml has no ConfigMap enbi-nix-daemon with nix.conf');
   return conf;
 }
 
