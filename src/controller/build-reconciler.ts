@@ -11,6 +11,7 @@ import type { NodeView } from '../cluster/node-view.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
+import { type ImageClaims, nixBuildClaimProblem } from '../plan/claims.ts';
 import { attemptOf, type BuildAction, nextState, statusChanged } from './build-state.ts';
 import { socketFor } from '../cluster/socket.ts';
 import type { ControllerConfig } from './config.ts';
@@ -37,6 +38,10 @@ export interface World {
   notAdopted: ReadonlyMap<string, string>;
   /** Every build the plan wants now: a NixBuild under a controller name outside it does not start. */
   planned: ReadonlySet<string>;
+  /** The image names Git declares, with the flake each is declared with: no other flake builds under them. */
+  claims: ImageClaims;
+  /** A Git source is configured and not read yet (its claims unknown): why builds not started wait. */
+  sourcePending?: string;
   /** Where a build without a node (or a moved one) goes now; counts it against that node's slots. */
   candidate(system: string): string | undefined;
 }
@@ -90,6 +95,8 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       ...optional('notAdopted', world.notAdopted.get(name)),
       ...optional('notPlanned', isControllerName(name) && !world.planned.has(name) ? `${name} is a name enbi gives the builds it plans, and no workload of the source needs this one now: it starts when one does, if its spec is the one enbi would write (hand-written builds take another name)` : undefined),
       ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
+      ...optional('claimed', nixBuildClaimProblem(`${ns}/${name}`, nb.spec, world.claims)),
+      ...optional('sourcePending', world.sourcePending),
     };
     let { status, action, event } = nextState(base);
     if (action.kind === 'read-log') {

@@ -24,6 +24,10 @@ export const Reason = {
   NotPlanned: 'NotPlanned',
   NodeLost: 'NodeLost',
   ImageMissing: 'ImageMissing',
+  /** One of its image names is declared in Git with another flake: enbi never builds it (src/plan/claims.ts). */
+  ImageClaimed: 'ImageClaimed',
+  /** A Git source is configured and not read yet: a build that has not started waits for Git's claims. */
+  SourcePending: 'WaitingForSource',
 } as const;
 
 /** What the state machine needs to know of a node. */
@@ -58,6 +62,10 @@ export interface BuildObservation {
   notPlanned?: string;
   /** Set when spec.node exists but cannot build the system now (see spec-check.ts): the build waits. */
   pinUnable?: string;
+  /** Set when an image name of the spec is declared in Git with another flake: never built (claims.ts). */
+  claimed?: string;
+  /** Set while a configured Git source has not been read: a build not started yet waits (its names may be Git's). */
+  sourcePending?: string;
 }
 
 export type BuildAction =
@@ -153,13 +161,22 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     set('Failed', [cond('Ready', 'False', Reason.NotAdopted, o.notAdopted), cond('Stalled', 'True', Reason.NotAdopted, o.notAdopted)]);
     return { status, action: { kind: 'none' } };
   }
-  const unstarted = o.jobs.length === 0 && (prev.phase === undefined || prev.conditions?.some((c) => c.type === 'Ready' && c.reason === Reason.NotPlanned) === true);
+  if (o.claimed !== undefined) {
+    set('Failed', [cond('Ready', 'False', Reason.ImageClaimed, o.claimed), cond('Stalled', 'True', Reason.ImageClaimed, o.claimed)]);
+    return { status, action: { kind: 'none' } };
+  }
+  const waitingFor = (reason: string) => prev.conditions?.some((c) => c.type === 'Ready' && c.reason === reason) === true;
+  const unstarted = o.jobs.length === 0 && (prev.phase === undefined || waitingFor(Reason.NotPlanned) || waitingFor(Reason.SourcePending));
   if (o.notPlanned !== undefined && o.invalid === undefined && unstarted) {
     set('Pending', [cond('Ready', 'False', Reason.NotPlanned, o.notPlanned)]);
     return { status, action: { kind: 'none' } };
   }
   if (o.invalid !== undefined) {
     set('Failed', [cond('Ready', 'False', Reason.InvalidSpec, o.invalid), cond('Stalled', 'True', Reason.InvalidSpec, o.invalid)]);
+    return { status, action: { kind: 'none' } };
+  }
+  if (o.sourcePending !== undefined && unstarted) {
+    set('Pending', [cond('Ready', 'False', Reason.SourcePending, o.sourcePending)]);
     return { status, action: { kind: 'none' } };
   }
   const latest = [...o.jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0];

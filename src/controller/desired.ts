@@ -6,10 +6,10 @@ import { GROUP, KIND, VERSION } from '../api/nixbuild.ts';
 import { nixBuildName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
-import { attrKey } from '../flake/attr.ts';
 import { parseFlakeRef, formatFlakeRef, withoutAttr } from '../flake/ref.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import { type BuildPolicy, withinPolicy } from '../plan/allow.ts';
+import { buildKey, needKey } from '../plan/claims.ts';
 import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } from '../plan/on-demand.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import { type DistributionMode, type PlannedBuild, plan } from '../plan/planner.ts';
@@ -39,6 +39,11 @@ export interface DesiredInput {
   trustedNamespaces: readonly string[];
   /** The image prefixes and flake sources enbi may build. */
   policy: BuildPolicy;
+  /**
+   * A Git source is configured but not read yet: trusted pods wait for it (their image names may be Git's,
+   * and Git's claim on a name must be known before anyone else's is granted).
+   */
+  sourcePending?: boolean;
 }
 
 export interface Desired {
@@ -89,7 +94,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
   workloads.push(...allowed.workloads);
   problems.push(...allowed.refused);
   // On-demand: pods bound to a node that lacks their image, matched to Git's workloads.
-  const pods = podWorkloads(input.pods, byName, { analysis: input.analysis, locks: input.locks, trustedNamespaces: input.trustedNamespaces, policy: input.policy });
+  const pods = podWorkloads(input.pods, byName, { analysis: input.analysis, locks: input.locks, trustedNamespaces: input.trustedNamespaces, policy: input.policy, ...(input.sourcePending === true ? { sourcePending: true } : {}) });
   workloads.push(...pods.workloads);
   problems.push(...pods.problems);
   const existing = new Map(input.existing.map((b) => [b.metadata.name, b]));
@@ -151,20 +156,13 @@ export function desiredBuilds(input: DesiredInput): Desired {
   return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf, planned: plannedNames, referenced: referencedKeys([...(input.analysis?.workloads ?? []), ...pods.workloads]) };
 }
 
-/** The key of what a build builds, the same for every system and node: its pinned source and attribute. */
-export function buildKey(flakeUrl: string, attr: string): string | undefined {
-  try {
-    return `${sourceKey(parseFlakeRef(flakeUrl))}\0${attrKey(attr)}`;
-  } catch {
-    return undefined;
-  }
-}
+export { buildKey };
 
 function referencedKeys(workloads: readonly WorkloadNeeds[]): Set<string> {
   const out = new Set<string>();
   for (const w of workloads) {
     for (const n of w.needs) {
-      const k = buildKey(formatFlakeRef(withoutAttr(n.source.flake)), n.source.flake.attr ?? 'default');
+      const k = needKey(n);
       if (k !== undefined) out.add(k);
     }
   }

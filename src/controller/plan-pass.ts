@@ -8,6 +8,7 @@ import { LABEL_BUILD } from '../build/job.ts';
 import { withInventory } from '../cluster/inventory.ts';
 import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
+import { gitClaims, type ImageClaims } from '../plan/claims.ts';
 import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
@@ -58,6 +59,8 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     d.metrics.nodesWithAgentInventory = nodes.filter((n) => n.imageSource === 'agent').length;
     const builds = o.builds.map((b) => withWritten(b, d.written));
     const analysis = d.source.current()?.analysis;
+    // A Git source not read yet: whose image names are whose is unknown, so nothing is granted meanwhile.
+    const sourcePending = cfg.source !== undefined && analysis === undefined;
     const watched = cfg.watchNamespaces.length === 0 ? o.pods : o.pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
     const desired = desiredBuilds({
       analysis,
@@ -74,6 +77,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       rebuildGraceSeconds: cfg.rebuildGraceSeconds,
       trustedNamespaces: cfg.trustedNamespaces,
       policy: d.policy,
+      ...(sourcePending ? { sourcePending } : {}),
     });
     sayOnce(desired);
     await tellRefused(desired.refused, o.pods);
@@ -82,7 +86,8 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const live = new Set(builds.map((b) => b.metadata.uid));
     for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
     const againAfterMs = Math.min(desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity, failed ? 5_000 : Infinity, gcDueMs ?? Infinity);
-    return { world: worldOf(o, nodes, [...builds, ...created], desired, now), ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}) };
+    const pending = sourcePending ? 'the Git source has not been read yet: a build that has not started waits for it, since its image names may be ones Git declares' : undefined;
+    return { world: worldOf(o, nodes, [...builds, ...created], desired, now, gitClaims(analysis?.workloads), pending), ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}) };
   };
 
   /**
@@ -185,7 +190,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     return { created, failed };
   }
 
-  function worldOf(o: Observed, nodes: NodeView[], builds: NixBuild[], desired: Desired, now: Date): World {
+  function worldOf(o: Observed, nodes: NodeView[], builds: NixBuild[], desired: Desired, now: Date, claims: ImageClaims, sourcePending: string | undefined): World {
     const jobsByBuild = new Map<string, V1Job[]>();
     for (const j of o.jobs) {
       const b = j.metadata?.labels?.[LABEL_BUILD];
@@ -215,6 +220,8 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       rebuildOf: desired.rebuildOf,
       notAdopted: desired.notAdopted,
       planned: desired.planned,
+      claims,
+      ...(sourcePending !== undefined ? { sourcePending } : {}),
       candidate(system) {
         let able = ableBySystem.get(system);
         if (able === undefined) ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));

@@ -3,13 +3,16 @@
 // workload of the Git source (its own name for a Pod in Git, or its owner chain: ReplicaSet → Deployment,
 // StatefulSet, DaemonSet, Job → CronJob) and its container runs exactly the image Git names for it; the flake
 // and the image reference then come from Git, never from the pod. Pods in namespaces the admin listed as
-// trusted may declare their own flake (clusters without a Git source). Everything else is refused, with the
-// reason, for an Event on the pod and for `enbi diff`. Pure.
+// trusted may declare their own flake (clusters without a Git source), but never for an image name Git
+// declares with another flake (claims.ts). Everything else is refused, with the reason, for an Event on the
+// pod and for `enbi diff`. Pure.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
 import { type ContainerNeed, containerNeedsOf, type LockIndex, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import { type BuildPolicy, needRefusal } from './allow.ts';
+import { collidingClaims, describeClaims, gitClaims, needKey } from './claims.ts';
+import { formatFlakeRef } from '../flake/ref.ts';
 import { schedulingOf, type Workload, workloadId } from '../manifests/workloads.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import type { Problem } from '../problems.ts';
@@ -88,6 +91,8 @@ export interface TrustInput {
   trustedNamespaces: readonly string[];
   /** What may be built and written at all; absent (enbi diff without a configuration): anything. */
   policy?: BuildPolicy;
+  /** A Git source is configured and not read yet: trusted pods are refused until it is (see claims.ts). */
+  sourcePending?: boolean;
 }
 
 export interface OnDemand {
@@ -100,6 +105,7 @@ export interface OnDemand {
 /** Waiting pods as workloads pinned to their nodes, each with what Git (or a trusted namespace) says it needs. */
 export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, NodeView>, trust: TrustInput): OnDemand {
   const git = gitIndex(trust.analysis);
+  const claims = gitClaims(trust.analysis?.workloads);
   const trusted = new Set(trust.trustedNamespaces);
   let files: Map<string, string> | undefined;
   const out: OnDemand = { workloads: [], waiting: [], refused: [], problems: [] };
@@ -125,6 +131,11 @@ export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, 
       }
     } else if (trusted.has(w.namespace)) {
       via = 'trusted namespace';
+      if (trust.sourcePending === true) {
+        // Git's claims on image names are not known yet: nothing a trusted pod declares is granted before.
+        for (const wait of waits) refuse(wait, `the Git source has not been read yet: pods of trusted namespace ${w.namespace} are planned once it is, so that no image name Git declares is granted to another flake first`);
+        continue;
+      }
       w.file = (files ??= manifestFiles(trust.analysis)).get(`${w.namespace}\0${sortedEnbi(w.annotations)}`) ?? '';
       const result = containerNeedsOf(w, trust.locks);
       out.problems.push(...result.problems);
@@ -141,6 +152,16 @@ export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, 
         const why = needRefusal(need, policy);
         if (why !== undefined) for (const wait of waits) if (wait.container === need.container) refuse(wait, why);
         return why === undefined;
+      });
+    }
+    if (owner === undefined) {
+      // One owner per image name: a name Git declares is built from Git's flake only, never the pod's.
+      needs = needs.filter((need) => {
+        const hit = collidingClaims(claims, need.image, needKey(need));
+        if (hit.length === 0) return true;
+        const why = `image ${need.image} is claimed twice: ${describeClaims(hit)}, and pod ${w.namespace}/${w.name} (trusted namespace) declares ${formatFlakeRef(need.source.flake)} for container ${need.container}. An image name Git declares is built only from the flake Git names for it`;
+        for (const wait of waits) if (wait.container === need.container) refuse(wait, why);
+        return false;
       });
     }
     if (needs.length > 0) out.workloads.push({ workload: w, needs });
