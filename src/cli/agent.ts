@@ -2,10 +2,10 @@
 // containerd holds as the cluster-scoped NodeImages object named after the node, and keeps it current.
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseArgs } from 'node:util';
 import { startAgent } from '../agent/agent.ts';
 import { socketFor } from '../cluster/socket.ts';
 import { LiteApi, loadTarget } from '../kube/lite.ts';
+import { command, type Flags, UsageError } from './command.ts';
 
 export const AGENT_HELP = `enbi agent --node NAME [--socket PATH] [--kubeconfig FILE] [--resync SECONDS] [--debounce MS]
 
@@ -25,32 +25,27 @@ after the node, and keeps it current from containerd's event stream.
                       platform built so far, so that Spegel spreads the same answer from every node.
                       '' turns that off (the agent only publishes).`;
 
-export async function runAgent(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      node: { type: 'string' },
-      socket: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      resync: { type: 'string' },
-      debounce: { type: 'string' },
-      namespace: { type: 'string' },
-      'builds-namespace': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help === true) {
-    console.log(AGENT_HELP);
-    return 0;
-  }
+const OPTIONS = {
+  node: { type: 'string' },
+  socket: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  resync: { type: 'string' },
+  debounce: { type: 'string' },
+  namespace: { type: 'string' },
+  'builds-namespace': { type: 'string' },
+} as const;
+
+export default command({ usage: AGENT_HELP, options: OPTIONS, run: ({ values }) => runAgent(values) });
+
+async function runAgent(values: Flags<typeof OPTIONS>): Promise<number> {
+  const node = values.node ?? process.env.NODE_NAME;
+  if (node === undefined || node === '') throw new UsageError('--node NAME (or NODE_NAME) is required');
+  const resync = Number(values.resync ?? '600');
+  const debounce = Number(values.debounce ?? '100');
+  if (!Number.isFinite(resync) || resync < 1) throw new UsageError(`--resync ${values.resync}: a number of seconds, at least 1`);
+  if (!Number.isFinite(debounce) || debounce < 0) throw new UsageError(`--debounce ${values.debounce}: a number of milliseconds`);
   const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
   try {
-    const node = values.node ?? process.env.NODE_NAME;
-    if (node === undefined || node === '') throw new Error('--node NAME (or NODE_NAME) is required');
-    const resync = Number(values.resync ?? '600');
-    const debounce = Number(values.debounce ?? '100');
-    if (!Number.isFinite(resync) || resync < 1) throw new Error(`--resync ${values.resync}: a number of seconds, at least 1`);
-    if (!Number.isFinite(debounce) || debounce < 0) throw new Error(`--debounce ${values.debounce}: a number of milliseconds`);
     const api = new LiteApi(await loadTarget(values.kubeconfig));
     let socket = values.socket;
     if (socket === undefined) {

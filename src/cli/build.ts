@@ -1,47 +1,63 @@
 // `enbi build FLAKE --system SYSTEM [--node NODE] [--image REF]... [--follow]`: the seed's manual mode.
 // Creates a NixBuild; with --follow streams the build log until the build ends, exit 1 on failure.
-import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Log } from '@kubernetes/client-node';
 import { GROUP, KIND, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { manualBuildName } from '../build/naming.ts';
 import { isKnownSystem } from '../cluster/systems.ts';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { sourceKey } from '../contract/container-needs.ts';
-import { FlakeRefError, formatFlakeRef, parseFlakeRef, withoutAttr } from '../flake/ref.ts';
+import { type FlakeRef, FlakeRefError, formatFlakeRef, parseFlakeRef, withoutAttr } from '../flake/ref.ts';
 import { attrKey } from '../flake/attr.ts';
 import { LABEL_MANAGED_BY } from '../controller/desired.ts';
 import { isConflict } from '../kube/errors.ts';
 import { CLI_FIELD_MANAGER } from '../kube/field-manager.ts';
+import { command, type Flags, UsageError } from './command.ts';
 
 export const BUILD_HELP = `enbi build FLAKE#ATTR --image REF... --system SYSTEM [--node NODE] [--namespace NS] [--follow]
 
 Creates a NixBuild by hand (the controller runs it). FLAKE must be pinned (?rev=<commit> or github:o/r/<commit>)
 and among the controller's allowedFlakes; each --image (at least one) is a tagged reference inside its
 allowedImages. Creating NixBuilds is for cluster admins: a NixBuild writes into a node's containerd.
---follow streams the build log until the build ends; exit 1 when it fails.`;
+--follow streams the build log until the build ends; exit 1 when it fails (and on bad flags).`;
 
-export async function runBuild(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { system: { type: 'string' }, node: { type: 'string' }, image: { type: 'string', multiple: true }, namespace: { type: 'string' }, follow: { type: 'boolean', short: 'f' }, kubeconfig: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-  });
-  if (values.help === true) return void console.log(BUILD_HELP), 0;
+const OPTIONS = {
+  system: { type: 'string' },
+  node: { type: 'string' },
+  image: { type: 'string', multiple: true },
+  namespace: { type: 'string' },
+  follow: { type: 'boolean', short: 'f' },
+  kubeconfig: { type: 'string' },
+} as const;
+
+export default command({ usage: BUILD_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runBuild(values, positionals) });
+
+/** The flake, its system and images from the command line; anything wrong there is a UsageError. */
+function buildRequest(values: Flags<typeof OPTIONS>, positionals: string[]) {
+  if (positionals.length !== 1) throw new UsageError('one flake reference expected');
+  const system = values.system ?? 'x86_64-linux';
+  if (!isKnownSystem(system)) throw new UsageError(`unknown system "${system}"`);
+  let flake: FlakeRef;
   try {
-    if (positionals.length !== 1) throw new Error('one flake reference expected');
-    const system = values.system ?? 'x86_64-linux';
-    if (!isKnownSystem(system)) throw new Error(`unknown system "${system}"`);
-    const flake = parseFlakeRef(positionals[0]!);
-    if (flake.rev === undefined) throw new Error(`"${positionals[0]}" is not pinned: add ?rev=<commit> (or /<commit>)`);
-    const images = values.image ?? [];
-    if (images.length === 0) throw new Error('--image REF is required: the reference(s) to import the build under');
+    flake = parseFlakeRef(positionals[0]!);
+  } catch (err) {
+    throw err instanceof FlakeRefError ? new UsageError(err.message) : err;
+  }
+  if (flake.rev === undefined) throw new UsageError(`"${positionals[0]}" is not pinned: add ?rev=<commit> (or /<commit>)`);
+  const images = values.image ?? [];
+  if (images.length === 0) throw new UsageError('--image REF is required: the reference(s) to import the build under');
+  return { system, flake, rev: flake.rev, images };
+}
+
+async function runBuild(values: Flags<typeof OPTIONS>, positionals: string[]): Promise<number> {
+  const { system, flake, rev, images } = buildRequest(values, positionals);
+  try {
     const ns = values.namespace ?? 'enbi-system';
     const attr = attrKey(flake.attr);
     const nb: NixBuild = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: KIND,
-      metadata: { name: manualBuildName({ source: sourceKey(flake), rev: flake.rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
-      spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: flake.rev, images, ...(values.node !== undefined ? { node: values.node } : {}) },
+      metadata: { name: manualBuildName({ source: sourceKey(flake), rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
+      spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: rev, images, ...(values.node !== undefined ? { node: values.node } : {}) },
     };
     const kc = loadKubeConfig(values.kubeconfig);
     const custom = kc.makeApiClient(CustomObjectsApi);
@@ -53,7 +69,7 @@ export async function runBuild(argv: string[]): Promise<number> {
     if (values.follow !== true) return 0;
     return await follow(kc, ns, nb.metadata.name);
   } catch (err) {
-    console.error(`enbi build: ${err instanceof FlakeRefError ? err.message : (err as Error).message.split('\n')[0]}`);
+    console.error(`enbi build: ${(err as Error).message.split('\n')[0]}`);
     return 1;
   }
 }

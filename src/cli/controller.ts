@@ -3,7 +3,6 @@
 import { randomBytes } from 'node:crypto';
 import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { loadControllerConfig } from '../controller/config.ts';
 import { type RunningController, startController } from '../controller/controller.ts';
@@ -13,23 +12,23 @@ import { readWebhookSecret, startServers } from '../controller/server.ts';
 import { sourceState } from '../controller/source-state.ts';
 import { gitAuthFrom } from '../source/auth.ts';
 import { jsonLogger } from '../controller/log.ts';
+import { command, type Flags, UsageError } from './command.ts';
 
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
 Keeps the plan true: creates NixBuilds for images missing where pods need them, runs their build Jobs,
 and reports in their status. Configuration: docs/controller.md ("Configuration").`;
 
-export async function runController(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { config: { type: 'string' }, kubeconfig: { type: 'string' }, 'cache-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
-  if (values.help === true) {
-    console.log(CONTROLLER_HELP);
-    return 0;
-  }
+const OPTIONS = { config: { type: 'string' }, kubeconfig: { type: 'string' }, 'cache-dir': { type: 'string' } } as const;
+
+export default command({ usage: CONTROLLER_HELP, options: OPTIONS, run: ({ values }) => runController(values) });
+
+async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
+  if (values.config === undefined) throw new UsageError('--config FILE is required');
   // JSON lines; text from manifests, pods and build logs is escaped, so that no one can forge or hide a line.
   const logger = jsonLogger((line) => console.log(line));
   const log = logger.line;
   try {
-    if (values.config === undefined) throw new Error('--config FILE is required');
     const cfg = await loadControllerConfig(values.config);
     // A bad webhook secret stops start-up before anything else runs.
     if (cfg.webhook.secretFile !== undefined) await readWebhookSecret(cfg.webhook.secretFile);

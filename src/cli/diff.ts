@@ -1,7 +1,6 @@
 // `enbi diff`: observe (source, nodes) → plan → print. It never writes to the cluster.
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import type { V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-view.ts';
 import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
@@ -19,6 +18,7 @@ import { gitAuthFrom } from '../source/auth.ts';
 import { repoDirFor, syncGitSource } from '../source/git.ts';
 import { renderSource, type RenderedSource } from '../render/index.ts';
 import { renderOptionsOf } from '../render/config.ts';
+import { command, type Flags, UsageError } from './command.ts';
 
 export const DIFF_HELP = `enbi diff (GIT_URL | --dir DIR) [options]
 
@@ -74,19 +74,14 @@ const OPTIONS = {
   config: { type: 'string' },
   output: { type: 'string', short: 'o' },
   offline: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
 } as const;
 
-class UsageError extends Error {}
+export default command({ usage: DIFF_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runDiff(values, positionals) });
 
-export async function runDiff(argv: string[]): Promise<number> {
+async function runDiff(values: Flags<typeof OPTIONS>, positionals: string[]): Promise<number> {
+  // Usage errors go to main.ts, which reports them for every command alike.
+  const opts = validate(values, positionals);
   try {
-    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
-    if (values.help === true) {
-      console.log(DIFF_HELP);
-      return 0;
-    }
-    const opts = validate(values, positionals);
     if (opts.configFile !== undefined) applyConfig(opts, await loadControllerConfig(opts.configFile), values);
     const once = () => diffOnce(opts);
     if (!opts.watch) return await once();
@@ -101,7 +96,7 @@ export async function runDiff(argv: string[]): Promise<number> {
 
 function reportFatal(err: unknown): number {
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`enbi diff: ${printable(message)}${err instanceof UsageError ? '\n(see enbi diff --help)' : ''}`);
+  console.error(`enbi diff: ${printable(message)}`);
   return EXIT_FATAL;
 }
 

@@ -4,9 +4,9 @@
 // pinned, checks the result, and writes {"image","digest",…} as the container's termination message.
 import { createReadStream, existsSync, statSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { ContainerdClient } from '../containerd/client.ts';
 import { importArchive } from '../containerd/import/importer.ts';
+import { command, type Flags, UsageError } from './command.ts';
 
 export const IMPORT_HELP = `enbi import [--fifo PATH | --file PATH | -] [--image REF]... [--platform OS/ARCH] [--socket PATH]
 
@@ -35,7 +35,7 @@ loudly when anything is missing.
   --failed-marker PATH    when this file exists the sender failed: import nothing, exit 1 (Job: /work/failed)
   --termination-log PATH  write the result JSON there (Job: /dev/termination-log)
 
-Exit codes: 0 imported; 1 failed (nothing is named in containerd then).`;
+Exit codes: 0 imported; 1 failed (nothing is named in containerd then) or bad flags.`;
 
 const FIFO_WAIT_MS = 24 * 3600_000;
 
@@ -59,41 +59,27 @@ async function senderFailed(marker: string | undefined, graceMs: number): Promis
   }
 }
 
-export async function runImport(argv: string[]): Promise<number> {
-  let values;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        fifo: { type: 'string' },
-        file: { type: 'string' },
-        image: { type: 'string', multiple: true },
-        platform: { type: 'string' },
-        'allow-prefix': { type: 'string', multiple: true },
-        owner: { type: 'string' },
-        socket: { type: 'string' },
-        namespace: { type: 'string' },
-        snapshotter: { type: 'string' },
-        'no-unpack': { type: 'boolean' },
-        'failed-marker': { type: 'string' },
-        'termination-log': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (e) {
-    console.error(`enbi import: ${(e as Error).message}\n\n${IMPORT_HELP}`);
-    return 1;
-  }
-  if (values.help === true) {
-    console.log(IMPORT_HELP);
-    return 0;
-  }
-  if (positionals.some((p) => p !== '-')) {
-    console.error(`enbi import: unexpected argument ${positionals.find((p) => p !== '-')}\n\n${IMPORT_HELP}`);
-    return 1;
-  }
+const OPTIONS = {
+  fifo: { type: 'string' },
+  file: { type: 'string' },
+  image: { type: 'string', multiple: true },
+  platform: { type: 'string' },
+  'allow-prefix': { type: 'string', multiple: true },
+  owner: { type: 'string' },
+  socket: { type: 'string' },
+  namespace: { type: 'string' },
+  snapshotter: { type: 'string' },
+  'no-unpack': { type: 'boolean' },
+  'failed-marker': { type: 'string' },
+  'termination-log': { type: 'string' },
+} as const;
+
+export default command({ usage: IMPORT_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runImport(values, positionals) });
+
+async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): Promise<number> {
+  // `-` (stdin) is the only argument.
+  const stray = positionals.find((p) => p !== '-');
+  if (stray !== undefined) throw new UsageError(`unexpected argument ${stray}`);
   const images = values.image ?? (process.env.ENBI_IMAGES ?? '').split(/\s+/).filter((s) => s !== '');
   const platform = values.platform ?? (process.env.ENBI_PLATFORM || undefined);
   const allowedEnv = (process.env.ENBI_ALLOWED_IMAGES ?? '').split(/\s+/).filter((s) => s !== '');

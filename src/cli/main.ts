@@ -2,6 +2,8 @@
 // The `enbi` executable: one binary, subcommands.
 // Subcommands are loaded when called: `enbi import` (the build Job's import container) needs only the gRPC
 // modules, not the Kubernetes client and Git.
+import { type Command, EXIT_USAGE, runCommand, UsageError } from './command.ts';
+import { printable } from '../text/printable.ts';
 
 const USAGE = `enbi — builds Nix flake images on demand inside a Kubernetes cluster
 
@@ -14,32 +16,36 @@ Usage:
   enbi import [--fifo PATH] [--image REF]...  import an image archive into containerd, labelled for Spegel
   enbi help                                   this text
 
-Run "enbi diff --help" for the options of diff.`;
+Run "enbi COMMAND --help" for its options. A bad command line (unknown option, bad value) exits 1.`;
+
+// Each module exports its Command; loaded only when called.
+const COMMANDS: Record<string, () => Promise<{ default: Command }>> = {
+  diff: () => import('./diff.ts'),
+  controller: () => import('./controller.ts'),
+  build: () => import('./build.ts'),
+  status: () => import('./status.ts'),
+  agent: () => import('./agent.ts'),
+  import: () => import('./import.ts'),
+};
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case 'diff':
-      return (await import('./diff.ts')).runDiff(rest);
-    case 'controller':
-      return (await import('./controller.ts')).runController(rest);
-    case 'build':
-      return (await import('./build.ts')).runBuild(rest);
-    case 'status':
-      return (await import('./status.ts')).runStatus(rest);
-    case 'agent':
-      return (await import('./agent.ts')).runAgent(rest);
-    case 'import':
-      return (await import('./import.ts')).runImport(rest);
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
-      return 0;
-    default:
-      console.error(`enbi: unknown command "${command}"\n\n${USAGE}`);
-      return 1;
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    console.log(USAGE);
+    return 0;
+  }
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (load === undefined) {
+    console.error(`enbi: unknown command "${printable(name)}"\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  try {
+    return await runCommand((await load()).default, rest);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    // One line, whatever the command: the user's own text could hold newlines or control characters.
+    console.error(`enbi ${name}: ${printable(err.message.replace(/\s*\n\s*/g, ' '))} (see enbi ${name} --help)`);
+    return EXIT_USAGE;
   }
 }
 

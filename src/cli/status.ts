@@ -1,12 +1,24 @@
 // `enbi status`: the NixBuilds like `kubectl get nixbuilds`, with the reason of each failure.
-import { parseArgs } from 'node:util';
 import { CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { table } from '../diff/render.ts';
+import { command, type Flags } from './command.ts';
 
-export async function runStatus(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { namespace: { type: 'string', short: 'n' }, kubeconfig: { type: 'string' } } });
+export const STATUS_HELP = `enbi status [-n NAMESPACE] [--kubeconfig FILE]
+
+Lists the NixBuilds like "kubectl get nixbuilds", with the reason of each failure.
+
+  -n, --namespace NS   enbi's namespace (default enbi-system)
+  --kubeconfig FILE    default: $KUBECONFIG or ~/.kube/config
+
+Exit codes: 0 listed, none failed; 4 some failed; 1 bad flags, or the NixBuilds could not be read.`;
+
+const OPTIONS = { namespace: { type: 'string', short: 'n' }, kubeconfig: { type: 'string' } } as const;
+
+export default command({ usage: STATUS_HELP, options: OPTIONS, run: ({ values }) => runStatus(values) });
+
+async function runStatus(values: Flags<typeof OPTIONS>): Promise<number> {
   try {
     const kc = loadKubeConfig(values.kubeconfig);
     const ns = values.namespace ?? 'enbi-system';
