@@ -283,7 +283,7 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
       if (o.kind === 'DaemonSet') {
         const pod = o.spec.template.spec;
         pod.nodeSelector = { 'kubernetes.io/hostname': n.name };
-        // Both containers (the agent and the node's Nix daemon) as the sleeper.
+        // The agent's container as the sleeper.
         for (const container of pod.containers) {
           container.image = image;
           container.imagePullPolicy = 'Never';
@@ -291,8 +291,6 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
         }
         pod.volumes[0].hostPath.path = n.containerdSocket.replace(/\/[^/]+$/, '');
         pod.containers[0].volumeMounts[0].mountPath = pod.volumes[0].hostPath.path;
-        // The Nix store in the test's own directory, not this machine's /var/lib/enbi.
-        pod.volumes.find((v: { name: string }) => v.name === 'nix-store').hostPath.path = join(tmp, 'nix');
       }
       await api.create(o);
       created.push(o);
