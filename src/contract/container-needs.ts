@@ -1,7 +1,7 @@
 // Applies the annotation contract to a workload: which containers enbi builds, from which flake, at
 // which revision, under which exact image reference. Every rejection says what to change.
 import { findLockedInput } from '../flake/lock.ts';
-import { type FlakeRef, FlakeRefError, formatFlakeRef, isFullRev, parseFlakeRef, pinFlakeRef, withoutAttr } from '../flake/ref.ts';
+import { type FlakeRef, flakeCredentialsProblem, FlakeRefError, formatFlakeRef, isFullRev, parseFlakeRef, pinFlakeRef, redactFlakeUrl, withoutAttr } from '../flake/ref.ts';
 import { formatImageRef, ImageRefError, parseImageRef } from '../image/reference.ts';
 import type { ContainerSpec, Workload } from '../manifests/workloads.ts';
 import { workloadId } from '../manifests/workloads.ts';
@@ -176,6 +176,8 @@ function pin(flake: FlakeRef, tag: string, workload: Workload, locks: LockIndex)
       return { error: `flake input "${flake.owner}" is not locked (${where}); commit a flake.lock with that input or write a full flake reference` };
     }
     const locked: FlakeRef = { ...found.ref, params: { ...found.ref.params } };
+    const credentials = flakeCredentialsProblem(locked, redactFlakeUrl(formatFlakeRef(locked)));
+    if (credentials !== undefined) return { error: `flake input "${flake.owner}" locked in ${found.lockFile}: ${credentials}` };
     if (flake.attr !== undefined) locked.attr = flake.attr;
     return { flake: locked, rev: found.ref.rev!, revisionFrom: 'flake-lock', lockFile: found.lockFile };
   }

@@ -34,9 +34,75 @@ export function isFullRev(s: string): boolean {
   return FULL_REV.test(s);
 }
 
-/** Parses a flake reference; throws FlakeRefError with a message that names the problem. */
-export function parseFlakeRef(input: string): FlakeRef {
-  const text = input.trim();
+/**
+ * Query parameters that carry secrets, by name (lower case, letters and digits only): `access_token`,
+ * `private_token`, `token`, `X-Amz-Signature`, `X-Amz-Credential`, `sig` (Azure SAS), `password`, `apikey`, ….
+ * Nix's own parameters (ref, rev, dir, host, narHash, submodules, shallow, keytype, publicKey, …) never match.
+ */
+const SECRET_PARAM = /token|secret|passw|credential|signature|auth|apikey|accesskey|privatekey|sessionkey|^(sig|key|pass|pw|pwd)$/;
+const isSecretParam = (name: string): boolean => SECRET_PARAM.test(name.toLowerCase().replace(/[^a-z0-9]/g, ''));
+
+/** Where a flake's fetch credentials belong instead of its URL. */
+export const FLAKE_CREDENTIALS_HINT =
+  'remove them, and put the token in the Secret that the controller setting nixSecretName names (its key nix.conf: ' +
+  '`access-tokens = <host>=<token>`, or a `netrc-file`): Nix reads it from a file mounted into the build, never written into a NixBuild, a Job or a log (docs/build-job.md)';
+
+/**
+ * The reference as it may be shown: user info (`//user:token@`), the values of secret-named query parameters
+ * and a `host=` with an `@` replaced by `***`. Every message about a reference shows this, never the input.
+ */
+export function redactFlakeUrl(text: string): string {
+  return text
+    .replace(/\/\/[^/?#\s]*@/g, '//***@')
+    .replace(/([?&])([^=&#]*)=([^&#]*)/g, (all, sep: string, name: string, value: string) => {
+      let key = name;
+      try {
+        key = decodeURIComponent(name);
+      } catch {
+        // shown as written
+      }
+      return isSecretParam(key) || (key === 'host' && /@|%40/i.test(value)) ? `${sep}${name}=***` : all;
+    });
+}
+
+/**
+ * What in a reference is a credential (a user name or password in its URL, a secret-named query parameter,
+ * user info in `?host=`), or undefined. `git+ssh://git@host/…` names an SSH login, not a secret: allowed
+ * without a password.
+ */
+export function flakeCredentials(ref: FlakeRef): string | undefined {
+  if (ref.url !== undefined && (ref.type === 'git' || ref.type === 'tarball')) {
+    let u: URL | undefined;
+    try {
+      u = new URL(ref.url);
+    } catch {
+      u = undefined;
+    }
+    if (u !== undefined) {
+      if (u.password !== '') return 'a password in the URL';
+      if (u.username !== '' && u.protocol !== 'ssh:') return 'a user name or token in the URL';
+      for (const name of u.searchParams.keys()) if (isSecretParam(name)) return `the query parameter "${name}"`;
+    }
+  }
+  if (ref.host?.includes('@') === true) return 'user info in "host="';
+  for (const name of Object.keys(ref.params)) if (isSecretParam(name)) return `the query parameter "${name}"`;
+  return undefined;
+}
+
+/** The refusal of a reference that carries credentials, or undefined: what `flakeCredentials` found and where they belong. */
+export function flakeCredentialsProblem(ref: FlakeRef, shown: string): string | undefined {
+  const what = flakeCredentials(ref);
+  if (what === undefined) return undefined;
+  return `flake reference "${shown}" carries credentials (${what}), which would end up in the NixBuild, the build Job's environment and logs: ${FLAKE_CREDENTIALS_HINT}`;
+}
+
+/**
+ * Parses a flake reference; throws FlakeRefError with a message that names the problem. A reference carrying
+ * credentials is refused (see flakeCredentials), and no message repeats them (see redactFlakeUrl).
+ */
+export function parseFlakeRef(raw: string): FlakeRef {
+  const text = raw.trim();
+  const input = redactFlakeUrl(raw);
   if (text === '') throw new FlakeRefError('empty flake reference');
   if (/\s/.test(text)) throw new FlakeRefError(`flake reference "${input}" contains whitespace`);
 
@@ -52,15 +118,17 @@ export function parseFlakeRef(input: string): FlakeRef {
   const ref: FlakeRef = parseBody(body, input);
   applyParams(ref, params, input);
   if (attr !== undefined) ref.attr = attr;
+  const credentials = flakeCredentialsProblem(ref, input);
+  if (credentials !== undefined) throw new FlakeRefError(credentials);
   validate(ref, input);
   return ref;
 }
 
-function decode(s: string, input: string): string {
+function decode(s: string, input: string, shown = s): string {
   try {
     return decodeURIComponent(s);
   } catch {
-    throw new FlakeRefError(`flake reference "${input}": bad %-escape in "${s}"`);
+    throw new FlakeRefError(`flake reference "${input}": bad %-escape in "${shown}"`);
   }
 }
 
@@ -73,7 +141,7 @@ function parseQuery(query: string, input: string): Map<string, string> {
     if (eq <= 0) throw new FlakeRefError(`flake reference "${input}": query parameter "${part}" is not name=value`);
     const name = decode(part.slice(0, eq), input);
     if (out.has(name)) throw new FlakeRefError(`flake reference "${input}": parameter "${name}" appears twice`);
-    out.set(name, decode(part.slice(eq + 1), input));
+    out.set(name, decode(part.slice(eq + 1), input, isSecretParam(name) || name === 'host' ? '***' : part.slice(eq + 1)));
   }
   return out;
 }
@@ -131,7 +199,7 @@ function parseUrlRef(type: 'git' | 'tarball', url: string, input: string): Flake
   try {
     parsed = new URL(url);
   } catch {
-    throw new FlakeRefError(`flake reference "${input}": "${url}" is not a valid URL`);
+    throw new FlakeRefError(`flake reference "${input}": "${redactFlakeUrl(url)}" is not a valid URL`);
   }
   if (type === 'git' && parsed.protocol !== 'file:' && parsed.hostname === '') {
     throw new FlakeRefError(`flake reference "${input}": URL has no host`);

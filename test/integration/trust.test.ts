@@ -2,8 +2,9 @@
 // decides what is built, a pod only says where. A Deployment's pods, made by the real ReplicaSet controller,
 // get the build Git declares; a tenant's pods in the same namespace claiming another flake or a well-known
 // image name get nothing but an Event saying why; a NixBuild outside the allow-lists is Stalled with the
-// reason; a NixBuild created ahead under a planned build's name is never adopted. The test plays kubelet
-// (pod status) on API-object nodes; the real-node versions of the refusals are in controller-e2e.
+// reason (credentials in its flake URL too, repeated nowhere); a NixBuild created ahead under a planned
+// build's name is never adopted. The test plays kubelet (pod status) on API-object nodes; the real-node
+// versions of the refusals are in controller-e2e.
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -148,7 +149,7 @@ describe('trust: Git decides what is built, pods only say where (real API server
     assert.equal(refusals.length, 1);
   });
 
-  it('a hand-written NixBuild outside allowedImages or allowedFlakes is Stalled with the reason, and never gets a Job', async () => {
+  it('a hand-written NixBuild outside allowedImages or allowedFlakes, or with credentials in its flake URL, is Stalled with the reason, and never gets a Job', async () => {
     const cases = [
       { name: `pause-${run}`, spec: { flakeUrl: FLAKE, images: ['registry.k8s.io/pause:3.10'] }, why: /spec.images: image registry.k8s.io\/pause:3.10 is outside the prefixes enbi may write \(allowedImages: registry.local\/\)/ },
       { name: `evil-${run}`, spec: { flakeUrl: `github:evil/payload/${REV_B}`, images: ['registry.local/evil:v1'] }, why: /spec.flakeUrl: flake source https:\/\/github.com\/evil\/payload is outside the sources enbi may build/ },
@@ -169,6 +170,33 @@ describe('trust: Git decides what is built, pods only say where (real API server
       assert.match(ready.message, k.why);
       assert.ok(!(await jobs()).some((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === k.name), `no Job for ${k.name}`);
     }
+    // Credentials in the flake URL: refused pointing at nixSecretName, and repeated nowhere the controller writes.
+    const secret = `glpat-${run}S3cr3t`;
+    const creds = [
+      { name: `creds-user-${run}`, flakeUrl: `git+http://ci:${secret}@git.invalid/shop.git?rev=${REV_A}` },
+      { name: `creds-query-${run}`, flakeUrl: `git+http://git.invalid/shop.git?access_token=${secret}&rev=${REV_A}` },
+    ];
+    for (const k of creds) {
+      const body: NixBuild = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: k.name, namespace: ns }, spec: { flakeUrl: k.flakeUrl, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/creds:${run}`] } };
+      await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body });
+    }
+    for (const k of creds) {
+      const b = await until(`${k.name} Stalled`, async () => {
+        const x = (await builds()).find((y) => y.metadata.name === k.name);
+        return x?.status?.conditions?.some((y) => y.type === 'Stalled' && y.status === 'True') ? x : undefined;
+      }, 30_000);
+      const ready = b.status!.conditions!.find((y) => y.type === 'Ready')!;
+      assert.equal(ready.reason, 'InvalidSpec');
+      assert.match(ready.message, /^spec.flakeUrl: flake reference ".*" carries credentials \((a password in the URL|the query parameter "access_token")\), which would end up in the NixBuild, the build Job's environment and logs: remove them, and put the token in the Secret that the controller setting nixSecretName names/);
+      assert.ok(!JSON.stringify(b.status).includes(secret), `${k.name}: the status repeats the secret`);
+      assert.ok(!(await jobs()).some((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === k.name), `no Job for ${k.name}`);
+    }
+    await settle();
+    assert.ok(!JSON.stringify(await jobs()).includes(secret), 'no Job carries the secret');
+    const events = (await core().listNamespacedEvent({ namespace: ns })).items.filter((e) => creds.some((k) => k.name === e.involvedObject.name));
+    assert.ok(events.length > 0, 'the refusal is an Event too');
+    assert.ok(!JSON.stringify(events).includes(secret), 'no Event repeats the secret');
+    assert.ok(!logs.join('\n').includes(secret), 'no controller log line repeats the secret');
     // The API server itself refuses a NixBuild without images (the CRD requires them).
     await assert.rejects(
       custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: `noimg-${run}` }, spec: { flakeUrl: FLAKE, packageName: 'image', system: 'x86_64-linux' } } }),

@@ -194,3 +194,32 @@ test('eager workloads of Git outside the allow-lists are problems, not builds', 
   assert.equal(d.create.length, 0);
   assert.match(d.problems[0]?.message ?? '', /registry.k8s.io\/kube-proxy:v1.32.0 is outside the prefixes/);
 });
+
+test('credentials in a flake URL are refused wherever a flake comes from, pointing at nixSecretName, never repeated', () => {
+  const SECRET = 'glpat-S3cr3tT0ken';
+  const carries = /carries credentials .*: remove them, and put the token in the Secret that the controller setting nixSecretName names/;
+  const clean = (s: string) => assert.ok(!s.includes(SECRET), `the secret is repeated: ${s}`);
+  // A NixBuild: InvalidSpec before any Job.
+  for (const flakeUrl of [`git+https://ci:${SECRET}@github.com/team/app.git?rev=${REV_A}`, `git+https://github.com/team/app.git?rev=${REV_A}&access_token=${SECRET}`]) {
+    const why = specProblem(nixBuild({ flakeUrl }), POLICY) ?? '';
+    assert.match(why, /^spec\.flakeUrl: flake reference ".*" carries credentials/);
+    assert.match(why, carries);
+    clean(why);
+  }
+  // A pod of a trusted namespace declaring its own flake.
+  const r = podWorkloads([pod({ namespace: 'lab', owner: null, name: 'p1', flake: `git+https://${SECRET}@github.com/team/tool.git?rev=${REV_B}#image`, image: 'registry.local/tool:v1' })], nodes, { ...trust, trustedNamespaces: ['lab'] });
+  assert.deepEqual(r.workloads.flatMap((w) => w.needs), []);
+  assert.match(r.problems.map((p) => p.message).join('\n'), carries);
+  clean(JSON.stringify(r));
+  // A Git manifest, in the annotation and in the pre-alpha's flakeUrl annotation.
+  const a = analyzeSource([{ path: 'apps/app.yaml', text: yamlDocs(deployment('app', { namespace: 'shop', flake: `git+https://u:${SECRET}@github.com/team/app.git?rev=${REV_A}#image`, image: IMAGE })) }]);
+  assert.equal(a.workloads.flatMap((w) => w.needs).length, 0);
+  assert.match(a.problems.map((p) => p.message).join('\n'), carries);
+  clean(JSON.stringify(a));
+  // An input of a committed flake.lock whose locked URL carries a token.
+  const lock = JSON.stringify({ nodes: { root: { inputs: { app: 'app' } }, app: { locked: { type: 'git', url: `https://x-access-token:${SECRET}@github.com/team/app.git`, rev: REV_A } } }, root: 'root', version: 7 });
+  const locked = analyzeSource([{ path: 'apps/app.yaml', text: yamlDocs(deployment('app', { namespace: 'shop', flake: 'app#image', image: IMAGE })) }, { path: 'apps/flake.lock', text: lock }]);
+  assert.equal(locked.workloads.flatMap((w) => w.needs).length, 0);
+  assert.match(locked.problems.map((p) => p.message).join('\n'), /flake input "app" locked in apps\/flake.lock: flake reference "git\+https:\/\/\*\*\*@github.com\/team\/app.git\?rev=[0-9a-f]{40}" carries credentials \(a password in the URL\)/);
+  clean(locked.problems.map((p) => p.message).join('\n'));
+});
