@@ -1,8 +1,19 @@
 // Kubernetes Events on NixBuilds and on the workloads that needed them. An Event that cannot be written
-// is logged and never fails the reconcile.
+// is logged and never fails the reconcile. Every message goes through the printable filter logs use: it
+// carries text from others (a pod's image string, a build's error line).
 import type { CoreV1Api } from '@kubernetes/client-node';
 import { apiMessage } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
+import { printable } from '../text/printable.ts';
+
+const EVENT_MESSAGE_MAX = 1024;
+
+/** An Event's message: control characters escaped as in logs, at most 1024 characters, no escape cut in half. */
+export function eventMessage(message: string): string {
+  const text = printable(message);
+  if (text.length <= EVENT_MESSAGE_MAX) return text;
+  return text.slice(0, EVENT_MESSAGE_MAX).replace(/(\\(x[0-9a-f]?|u(\{[0-9a-f]*)?)?|[\ud800-\udbff])$/, '');
+}
 
 export interface EventTarget {
   namespace: string;
@@ -22,7 +33,7 @@ export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'N
         involvedObject: { kind: target.kind, apiVersion: target.apiVersion, name: target.name, namespace: target.namespace, ...(target.uid !== undefined ? { uid: target.uid } : {}) },
         type,
         reason,
-        message: message.slice(0, 1024),
+        message: eventMessage(message),
         source: { component: 'enbi-controller' },
         reportingComponent: 'enbi.hrzn.ee/controller',
         reportingInstance: process.env.HOSTNAME ?? 'enbi',

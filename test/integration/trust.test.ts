@@ -1,10 +1,10 @@
 // The trust model against a real API server (scheduler, ReplicaSet and garbage collectors running): Git
 // decides what is built, a pod only says where. A Deployment's pods, made by the real ReplicaSet controller,
 // get the build Git declares; a tenant's pods in the same namespace claiming another flake or a well-known
-// image name get nothing but an Event saying why; a NixBuild outside the allow-lists is Stalled with the
-// reason (credentials in its flake URL too, repeated nowhere); a NixBuild created ahead under a planned
-// build's name is never adopted. The test plays kubelet (pod status) on API-object nodes; the real-node
-// versions of the refusals are in controller-e2e.
+// image name get nothing but an Event saying why (control characters in it escaped); a NixBuild outside
+// the allow-lists is Stalled with the reason (credentials in its flake URL too, repeated nowhere); a
+// NixBuild created ahead under a planned build's name is never adopted. The test plays kubelet (pod
+// status) on API-object nodes; the real-node versions of the refusals are in controller-e2e.
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -147,6 +147,19 @@ describe('trust: Git decides what is built, pods only say where (real API server
     // One Event per pod and reason, not one per reconcile.
     const refusals = (await core().listNamespacedEvent({ namespace: appNs })).items.filter((e) => e.reason === 'BuildRefused' && e.involvedObject.name === 'tenant-postgres');
     assert.equal(refusals.length, 1);
+  });
+
+  it('a pod whose image string holds control characters gets a BuildRefused Event with them escaped', async () => {
+    // The Deployment's own pod (made by the ReplicaSet controller), its image changed to one with a terminal
+    // escape, a carriage return and a bidi override: enbi refuses it (not the image Git names) and says so.
+    const pod = await podOf('shop');
+    const name = pod.metadata!.name!;
+    const image = `${IMAGE}\u001b[2K\u001b[1Gfake-line\r\u202eevil`;
+    await core().patchNamespacedPod({ name, namespace: appNs, body: [{ op: 'replace', path: '/spec/containers/0/image', value: image }] });
+    await setPodWaiting(c.kc, appNs, name, 'ErrImageNeverPull');
+    const ev = await until(`a BuildRefused Event on ${name}`, async () => (await core().listNamespacedEvent({ namespace: appNs })).items.find((e) => e.involvedObject.name === name && e.reason === 'BuildRefused'), 30_000);
+    assert.equal(ev.message, `enbi builds nothing for container app: container app runs ${IMAGE}\\x1b[2K\\x1b[1Gfake-line\\x0d\\u{202e}evil, but Deployment ${appNs}/shop in Git names ${IMAGE} for it`);
+    assert.ok(!/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/.test(ev.message ?? ''), 'no control character left');
   });
 
   it('a hand-written NixBuild outside allowedImages or allowedFlakes, or with credentials in its flake URL, is Stalled with the reason, and never gets a Job', async () => {
