@@ -14,7 +14,8 @@ import { PlatformCache } from '../containerd/platform.ts';
 import { buildInventory, type Limits, sameInventory } from './inventory.ts';
 import { NodeImagesWriter } from './publish.ts';
 import { type BuildManifests, watchBuildManifests } from './build-manifests.ts';
-import { applyRewrites, gatherFacts, heldDigests, planRewrites } from './converge-index.ts';
+import { applyAdoptions, applyRewrites, gatherFacts, heldDigests, planAdoptions, planRewrites } from './converge-index.ts';
+import { LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
 import type { ParsedIndex } from '../image/platform-index.ts';
 import { containerImages, planCollection, removeRecords } from './collect-images.ts';
 import { parsedIndexOf } from '../containerd/index-blob.ts';
@@ -227,6 +228,17 @@ export function startAgent(o: AgentOptions): Agent {
     if (indexCache.size > 4096) indexCache.clear();
     const facts = await gatherFacts(client, images.values(), (n) => b.candidates(n).length > 0, (t) => platforms.get(t), indexCache);
     if (facts.length === 0) return;
+    // Tags pulled from enbi's own index (Spegel): labelled enbi's here, then converged like the rest.
+    const adoptions = planAdoptions(facts, (n) => b.candidates(n));
+    if (adoptions.length > 0) {
+      const adopted = new Map(adoptions.map((a) => [a.name, a]));
+      for (const name of await applyAdoptions(client, adoptions, log)) {
+        const f = facts.find((x) => x.record.name === name)!;
+        f.record = { ...f.record, labels: { ...f.record.labels, [LABEL_RECORD_OWNER]: adopted.get(name)!.owner } };
+        f.indexOwned = true;
+        dirty.add(name);
+      }
+    }
     const digests = facts.flatMap((f) => [...b.candidates(f.record.name).map((c) => c.digest), ...(f.parsed?.entries.map((e) => e.digest) ?? [])]);
     const held = await heldDigests(client, digests);
     const rewrites = planRewrites(facts, (n) => b.candidates(n), (d) => held.has(d));

@@ -28,7 +28,8 @@ export function recordedManifest(b: BuildLike): Recorded | undefined {
     return undefined; // the controller's spec check refuses such a build: it never recorded a manifest
   }
   const completedAt = typeof b.status?.completionTime === 'string' ? b.status.completionTime : undefined;
-  const candidate: Candidate = { digest: String(m.digest), size: Number(m.size), mediaType: String(m.mediaType), platform: String(m.platform), ...(completedAt !== undefined ? { completedAt } : {}) };
+  const build = b.metadata?.name;
+  const candidate: Candidate = { digest: String(m.digest), size: Number(m.size), mediaType: String(m.mediaType), platform: String(m.platform), ...(completedAt !== undefined ? { completedAt } : {}), ...(build !== undefined && build !== '' ? { build } : {}) };
   return { names, candidate };
 }
 

@@ -2,10 +2,11 @@
 // (the controller's garbage collection, after its grace period, or an admin), each node's agent removes
 // that tag's records (the tag, `<repository>@<manifest>` of each platform, the CRI's `sha256:<id>` name),
 // so that containerd's GC frees the content. Never an image a container of the node was made from, never a
-// record enbi did not write (or pull from its own index), never a target another name still holds.
+// tag or digest record without enbi's owner label (whatever its index says), never a target another name
+// still holds. The CRI's own `sha256:<id>` name of an image goes with enbi's records that alone hold it.
 import type { ContainerdClient } from '../containerd/client.ts';
 import type { ContainerdImage } from '../containerd/images.ts';
-import { LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
+import { isEnbiRecord } from '../containerd/import/labels.ts';
 import { parseImageRef } from '../image/reference.ts';
 import type { ParsedIndex } from '../image/platform-index.ts';
 
@@ -37,7 +38,7 @@ export function planCollection(orphans: Iterable<string>, records: readonly Cont
   for (const name of orphanSet) {
     const r = byName.get(name);
     const parsed = r !== undefined ? indexOf(r.target.digest) : undefined;
-    if (r === undefined || (r.labels[LABEL_RECORD_OWNER] === undefined && parsed?.enbi !== true)) {
+    if (r === undefined || !isEnbiRecord(r.labels)) {
       out.skipped.push(name);
       continue;
     }
@@ -48,7 +49,7 @@ export function planCollection(orphans: Iterable<string>, records: readonly Cont
       continue;
     }
     const ref = parseImageRef(name);
-    const byDigest = manifests.filter((d) => !kept.has(d)).map((d) => `${ref.registry}/${ref.repository}@${d}`).filter((n) => byName.has(n));
+    const byDigest = manifests.filter((d) => !kept.has(d)).map((d) => `${ref.registry}/${ref.repository}@${d}`).filter((n) => isEnbiRecord(byName.get(n)?.labels));
     // The CRI's id names (and other tags of enbi's) go only when nothing but orphans holds the target.
     const holders = records.filter((x) => x.target.digest === target);
     const others = holders.filter((x) => !orphanSet.has(x.name) && !IMAGE_ID.test(x.name));

@@ -1,8 +1,11 @@
 // The OCI index an image record points at, read from the node's content store and parsed: what the agent's
-// convergence and collection and the importer all ask of a tag before they touch it.
+// convergence and collection and the importer all ask of a tag before they touch it; and whether enbi wrote
+// that index blob on this node (its content label: a node-local fact, never read from the bytes).
 import { type ParsedIndex, parseIndex } from '../image/platform-index.ts';
-import type { ContainerdClient } from './client.ts';
+import { type ContainerdClient, isNotFound } from './client.ts';
 import { isIndexType } from './import/archive.ts';
+import { contentInfo } from './import/content.ts';
+import { INDEX_OWNER_VALUE, LABEL_INDEX_OWNER } from './import/labels.ts';
 import { readBlob } from './platform.ts';
 
 /**
@@ -18,4 +21,14 @@ export async function parsedIndexOf(c: ContainerdClient, target: { mediaType: st
   const parsed = bytes !== undefined ? parseIndex(bytes) : undefined;
   cache?.set(target.digest, parsed ?? null);
   return parsed;
+}
+
+/** Whether this node's content store says enbi wrote this index blob here (LABEL_INDEX_OWNER). */
+export async function indexIsEnbis(c: ContainerdClient, digest: string): Promise<boolean> {
+  try {
+    return (await contentInfo(c, digest)).labels[LABEL_INDEX_OWNER] === INDEX_OWNER_VALUE;
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
 }

@@ -6,8 +6,9 @@ import { createHash } from 'node:crypto';
 
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 /**
- * On every index enbi writes: a record that lacks enbi's owner label (the CRI pulled it through Spegel) but
- * points at such an index holds enbi's own build, so enbi may replace it with a fuller index.
+ * On every index enbi writes, so that its bytes (and digest) stay what they were. Informational only: it
+ * proves nothing about who made an index (anyone can write it into an image they import), and no decision
+ * reads it. Ownership is the node-local labels of src/containerd/import/labels.ts.
  */
 export const INDEX_ANNOTATION = 'ee.hrzn.enbi.index';
 const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json']);
@@ -65,7 +66,7 @@ export function platformIndex(entries: readonly PlatformManifest[]): PlatformInd
 
 export interface ParsedIndex {
   entries: PlatformManifest[];
-  /** Written by enbi (INDEX_ANNOTATION). */
+  /** It carries INDEX_ANNOTATION: says nothing about who wrote it (see there); never used to decide. */
   enbi: boolean;
 }
 
@@ -95,6 +96,8 @@ export function parseIndex(bytes: Buffer | string): ParsedIndex | undefined {
 export interface Candidate extends PlatformManifest {
   /** When the build that recorded it finished (RFC 3339): the newest wins among manifests not held here. */
   completedAt?: string;
+  /** The NixBuild that recorded it. */
+  build?: string;
 }
 
 /**

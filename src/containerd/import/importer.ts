@@ -37,8 +37,11 @@ import {
   digestNames,
   distributionSourceLabels,
   imageNames,
+  INDEX_OWNER_VALUE,
+  isEnbiRecord,
   LABEL_CRI_MANAGED,
   LABEL_GC_EXPIRE,
+  LABEL_INDEX_OWNER,
   LABEL_GC_SNAPSHOT,
   LABEL_PINNED,
   LABEL_RECORD_OWNER,
@@ -51,7 +54,7 @@ import {
 import { readTar } from './tar.ts';
 import { pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../../image/platform-index.ts';
 import { unpackLayers } from './unpack.ts';
-import { parsedIndexOf } from '../index-blob.ts';
+import { indexIsEnbis, parsedIndexOf } from '../index-blob.ts';
 
 export interface ImportOptions {
   /** References to create (tags); none: the names the archive gives. */
@@ -128,9 +131,11 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
   let names: ImageName[] = imageNames(o.images);
   // Known before the first byte when the references are given: every blob is committed with them.
   let sourceLabels = distributionSourceLabels(names);
-  const owner = o.owner ?? 'enbi-import';
-  // Refused before a byte is read: a name outside the allowed prefixes.
+  const owner = o.owner !== undefined && o.owner !== '' ? o.owner : 'enbi-import';
+  // Refused before a byte is read: a name outside the allowed prefixes, or one whose record enbi did not
+  // write (checked again when the records are written: it may appear meanwhile).
   checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
+  await checkOwned(c, names);
 
   const leaseId = `enbi-import-${Date.now()}-${randomBytes(4).toString('hex')}`;
   const expire = new Date(Date.now() + (o.leaseSeconds ?? 3600) * 1000).toISOString();
@@ -237,6 +242,7 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
       names = imageNames(archiveNames);
       if (names.length === 0) throw new ImportError('no image name: give --image (ENBI_IMAGES), the archive names none');
       checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
+      await checkOwned(c, names);
       sourceLabels = distributionSourceLabels(names);
       // Blobs streamed before the names were known get their labels now.
       for (const f of files.values()) if (f.written) await addContentLabels(c, f.digest, sourceLabels);
@@ -276,23 +282,21 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     if (platformText === '' && want === undefined) throw new ImportError("the image's config names no os/architecture: give --platform");
     const own: PlatformManifest = { digest: manifestDesc.digest, size: manifestDesc.size, mediaType: manifestDesc.mediaType, platform: platformText || formatPlatform(want!) };
     const tagTargets = new Map<string, PlatformIndex>();
-    const existing = new Map<string, ExistingRecord>();
     const written = new Map<string, Record<string, string>>();
     for (const n of names) {
       const rec = await existingRecord(c, n.name);
       const current = rec !== undefined ? await replaceableEntries(c, n.name, rec) : [];
-      if (rec !== undefined) existing.set(n.name, rec);
       const index = platformIndex(pickEntries([own], current, (d) => d === own.digest));
       tagTargets.set(n.name, index);
       if (written.has(index.digest)) continue;
-      const labels = { ...sourceLabels, ...indexGcLabels(index.entries) };
+      const labels = { ...sourceLabels, ...indexGcLabels(index.entries), [LABEL_INDEX_OWNER]: INDEX_OWNER_VALUE };
       await writeBlob(c, { data: index.bytes, labels, expected: index.digest, ref: ingestRef('index') });
       written.set(index.digest, labels);
     }
 
     // 6. The image records: each tag at its index, `<repository>@<manifest digest>` at the manifest. enbi
-    // replaces only its own records (and a record the CRI pulled from an index enbi wrote); any other record
-    // of the name stays as it is.
+    // replaces only records carrying its owner label (or one already pointing where enbi would point it);
+    // any other record of the name stays as it is, whatever its target's content says.
     await o.beforeNaming?.();
     const records: { name: string; target: Desc }[] = [
       ...names.map((n) => ({ name: n.name, target: descOf(tagTargets.get(n.name)!) })),
@@ -306,8 +310,9 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
         created.push(r.name);
       } catch (e) {
         if (!isAlreadyExists(e)) throw e;
-        const rec = existing.get(r.name) ?? (await existingRecord(c, r.name));
-        if (rec !== undefined && !existing.has(r.name) && !mayReplace(rec, r.target.digest, false)) throw foreign(r.name, rec);
+        // Read again: the record seen in step 5 may have been replaced by another writer since.
+        const rec = await existingRecord(c, r.name);
+        if (rec !== undefined && !mayReplace(rec, r.target.digest)) throw foreign(r.name, rec);
         await c.unary('images', 'Update', { image: { ...image, labels: { ...rec?.labels, ...recordLabels } } });
       }
     }
@@ -375,9 +380,20 @@ async function existingRecord(c: ContainerdClient, name: string): Promise<Existi
   }
 }
 
-/** Whether enbi may point this record elsewhere: its own (LABEL_RECORD_OWNER), at enbi's index, or already at `target`. */
-export function mayReplace(rec: ExistingRecord, target: string, atEnbiIndex: boolean): boolean {
-  return rec.labels[LABEL_RECORD_OWNER] !== undefined || atEnbiIndex || rec.target?.digest === target;
+/**
+ * Whether enbi may point this record elsewhere: it carries enbi's owner label (a node-local fact), or it
+ * already points at `target` (it then only gains enbi's labels). Never because of what its target holds.
+ */
+export function mayReplace(rec: ExistingRecord, target: string): boolean {
+  return isEnbiRecord(rec.labels) || (target !== '' && rec.target?.digest === target);
+}
+
+/** Throws for the first name whose record exists and is not enbi's to replace. */
+async function checkOwned(c: ContainerdClient, names: readonly ImageName[]): Promise<void> {
+  for (const n of names) {
+    const rec = await existingRecord(c, n.name);
+    if (rec !== undefined && !mayReplace(rec, '')) throw foreign(n.name, rec);
+  }
 }
 
 function foreign(name: string, rec: ExistingRecord): ImportError {
@@ -388,14 +404,18 @@ function foreign(name: string, rec: ExistingRecord): ImportError {
 }
 
 /**
- * The platforms a tag lists now, when enbi may replace its record: those of enbi's index it points at
- * ([] for an older enbi record pointing at a bare manifest). Throws for a record enbi must leave alone.
+ * The platforms a tag lists now, when enbi may replace its record: those of the index it points at when
+ * enbi wrote that index on this node (LABEL_INDEX_OWNER on the blob), else none (an older enbi record at a
+ * bare manifest, or an index from elsewhere: the agent adds the platforms NixBuilds recorded). Throws for
+ * a record enbi must leave alone.
  */
 async function replaceableEntries(c: ContainerdClient, name: string, rec: ExistingRecord): Promise<PlatformManifest[]> {
+  if (!mayReplace(rec, '')) throw foreign(name, rec);
   const parsed = rec.target !== undefined ? await parsedIndexOf(c, rec.target) : undefined;
-  if (!mayReplace(rec, '', parsed?.enbi === true)) throw foreign(name, rec);
-  return parsed?.entries ?? [];
+  if (parsed === undefined || !(await indexIsEnbis(c, rec.target!.digest))) return [];
+  return parsed.entries;
 }
+
 
 const descOf = (i: PlatformIndex): Desc => ({ mediaType: i.mediaType, digest: i.digest, size: i.size });
 

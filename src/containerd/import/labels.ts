@@ -15,8 +15,25 @@ export const LABEL_GC_EXPIRE = 'containerd.io/gc.expire';
 export const LABEL_PINNED = 'io.cri-containerd.pinned';
 /** What the CRI plugin puts on the images it pulls (and `ctr images import` in k8s.io). */
 export const LABEL_CRI_MANAGED = 'io.cri-containerd.image';
-/** On every image record enbi creates: the NixBuild it came from. A record without it is never replaced. */
+/**
+ * On every image record enbi creates: the NixBuild it came from. The one proof that a record is enbi's: a
+ * record without it is never replaced, converged or collected, whatever its target says. A label lives in
+ * this node's containerd metadata only: no image content (an archive, a pull) can carry it.
+ */
 export const LABEL_RECORD_OWNER = 'enbi.hrzn.ee/nixbuild';
+/**
+ * On every index blob enbi writes on a node (content label, node-local as the record's): its entries are
+ * enbi's to carry into the tag's next index. An index without it (pulled, imported by another tool, or
+ * re-pointed to by the CRI) passes on only the manifests enbi's NixBuilds recorded.
+ */
+export const LABEL_INDEX_OWNER = 'enbi.hrzn.ee/index';
+export const INDEX_OWNER_VALUE = 'v1';
+
+/** Whether a record's labels say enbi wrote it on this node (LABEL_RECORD_OWNER, non-empty). */
+export function isEnbiRecord(labels: Readonly<Record<string, string>> | null | undefined): boolean {
+  const owner = labels?.[LABEL_RECORD_OWNER];
+  return owner !== undefined && owner !== '';
+}
 
 export interface ImageName {
   /** The full reference as given, normalized (`app:1` → `docker.io/library/app:1`). */
