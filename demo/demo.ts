@@ -4,7 +4,7 @@
 // applies the app as a GitOps tool would, and shows live what enbi does until the app's pod runs the image
 // Nix built in the cluster. `--push` commits a new app revision and watches again; `--down` removes it all.
 import { execFileSync, spawn } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -234,8 +234,9 @@ async function push(): Promise<void> {
   const pods = (await kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace: INSTALL_NS, labelSelector: 'app.kubernetes.io/component=controller' })).items;
   const ip = pods.find((p) => p.status?.podIP !== undefined)?.status?.podIP;
   if (ip === undefined) throw new DemoError(`no controller pod has an address: kubectl get pods -n ${INSTALL_NS}`);
-  const body = '{"ref":"refs/heads/main"}';
-  const res = await fetch(`http://${ip}:8081/hooks/git`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', 'X-Hub-Signature-256': `sha256=${createHmac('sha256', state.secret).update(body).digest('hex')}` } });
+  // Each push its own delivery (the revision in the body, an id): the controller does nothing for one it already accepted.
+  const body = JSON.stringify({ ref: 'refs/heads/main', after: next.rev, repository: { full_name: 'demo/manifests' } });
+  const res = await fetch(`http://${ip}:8081/hooks/git`, { method: 'POST', body, headers: { 'Content-Type': 'application/json', 'X-GitHub-Event': 'push', 'X-GitHub-Delivery': randomUUID(), 'X-Hub-Signature-256': `sha256=${createHmac('sha256', state.secret).update(body).digest('hex')}` } });
   out(`▸ webhook to the controller: ${res.status} ${res.status === 202 ? '(accepted: it syncs Git now)' : await res.text()}`);
   await applyAndWatch(kc, next.deployment, t0);
 }

@@ -4,14 +4,14 @@
 // through resourceVersion, so two replicas can never both win. A leader that cannot renew within
 // leaseSeconds gives up (the process exits and restarts as a standby) before anyone else may take over.
 //
-// The Lease also carries one request between replicas: a standby that receives a Git push webhook stamps
-// the annotation enbi.hrzn.ee/sync-requested, and the leader, which reads the Lease at every renewal, syncs.
-import { CoordinationV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1Lease } from '@kubernetes/client-node';
+// Only the replicas electing write the Lease. A standby that receives a Git push webhook tells the leader
+// through another object, the Lease `<name>-sync` (sync-request.ts): anything else writing the election
+// Lease would make the leader's guarded renewal conflict, and a flood of it would make the leader give up.
+import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { Logger } from './log.ts';
-
-export const SYNC_REQUESTED = 'enbi.hrzn.ee/sync-requested';
+import { coalesced, type SyncLeaseApi, syncLeaseApi, syncLeaseName, type SyncWatcher, watchSyncRequests } from './sync-request.ts';
 
 export interface LeaderElectionOptions {
   kc: KubeConfig;
@@ -28,13 +28,19 @@ export interface LeaderElectionOptions {
   onStoppedLeading: () => void;
   /** The leader: a standby asked for a source sync (a webhook it received). */
   onSyncRequested?: () => void;
+  /** A standby's sync requests: at most one write this often (default 1 s). */
+  syncSpacingMs?: number;
+  /** How often the leader reads the sync requests (default renewSeconds). */
+  syncPollMs?: number;
+  /** The sync Lease (default: sync-request.ts's on the real API; tests). */
+  syncApi?: SyncLeaseApi;
 }
 
 export interface LeaderElection {
   isLeader(): boolean;
   /** The current holder as last seen. */
   holder(): string | undefined;
-  /** Standby: ask the leader to sync the source now. */
+  /** Standby: ask the leader to sync the source now (coalesced; resolves when a write after the call ended; never rejects: failures are logged). */
   requestSync(): Promise<void>;
   /** Stops; a leader releases the Lease so that a standby takes over at once (unless `release` is false: a crash). */
   stop(release?: boolean): Promise<void>;
@@ -50,15 +56,20 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
   let lastRenew = 0;
   // What this replica last saw of the record, and when (its own clock).
   let seen: { key: string; at: number; holder?: string } = { key: '', at: 0 };
-  // The sync-request stamp as of when this replica took the Lease: only later stamps are new requests.
-  let syncSeen: string | undefined;
+  const syncApi = o.syncApi ?? syncLeaseApi(o.kc, o.namespace, syncLeaseName(o.name));
+  let watcher: SyncWatcher | undefined;
+  const requestSync = coalesced(
+    () => syncApi.stamp(o.identity, new Date()),
+    o.syncSpacingMs ?? 1_000,
+    (err) => o.log.warn(`could not forward a webhook to the leader (lease ${o.namespace}/${syncLeaseName(o.name)}): ${apiMessage(err)}`),
+  );
 
   const observe = (lease: V1Lease) => {
     const key = `${lease.spec?.holderIdentity ?? ''}@${String(lease.spec?.renewTime ?? '')}`;
     if (key !== seen.key) seen = { key, at: Date.now(), ...(lease.spec?.holderIdentity ? { holder: lease.spec.holderIdentity } : {}) };
   };
 
-  /** One acquire-or-renew; a conflict (a standby's annotation, a racing replica) is read again, up to three times. */
+  /** One acquire-or-renew; a conflict (a racing replica) is read again, up to three times. */
   async function attempt(): Promise<boolean> {
     for (let i = 0; i < 3; i++) {
       const r = await attemptOnce();
@@ -85,7 +96,6 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
         throw e;
       }
       seen = { key: `${o.identity}@new`, at: Date.now(), holder: o.identity };
-      syncSeen = '';
       return true;
     }
     observe(lease);
@@ -93,9 +103,6 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     const mine = holder === o.identity;
     const expired = holder === '' || Date.now() - seen.at > (lease.spec?.leaseDurationSeconds ?? o.leaseSeconds) * 1000;
     if (!mine && !expired) return false;
-    const stamp = lease.metadata?.annotations?.[SYNC_REQUESTED] ?? '';
-    if (mine && leading && syncSeen !== undefined && stamp !== syncSeen) o.onSyncRequested?.();
-    if (!mine || syncSeen === undefined || leading) syncSeen = stamp;
     // MicroTime fields: the API server refuses the milliseconds-only form a Date serialises to.
     const spec = {
       ...lease.spec,
@@ -130,10 +137,12 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
         leading = true;
         o.log.info(`leading (lease ${o.namespace}/${o.name})`, { identity: o.identity });
         o.onStartedLeading();
+        watcher = watchSyncRequests({ api: syncApi, pollMs: o.syncPollMs ?? o.renewSeconds * 1000, log: o.log, onRequested: () => o.onSyncRequested?.() });
       }
     } else if (leading && Date.now() - lastRenew > o.leaseSeconds * 1000 - o.renewSeconds * 1000) {
       // Give up before the Lease can expire for the others: never two leaders at once.
       leading = false;
+      watcher?.stop();
       o.log.error(`lost the lease ${o.namespace}/${o.name} (no renewal for ${Math.round((Date.now() - lastRenew) / 1000)} s)`, { identity: o.identity });
       o.onStoppedLeading();
     }
@@ -145,12 +154,11 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
   return {
     isLeader: () => leading,
     holder: () => seen.holder,
-    async requestSync() {
-      await api.patchNamespacedLease({ name: o.name, namespace: o.namespace, body: { metadata: { annotations: { [SYNC_REQUESTED]: new Date().toISOString() } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
-    },
+    requestSync,
     async stop(release = true) {
       stopped = true;
       clearTimeout(timer);
+      watcher?.stop();
       if (!leading) return;
       leading = false;
       if (!release) return;

@@ -9,6 +9,9 @@ export interface Metrics {
   informerRestarts: number;
   webhooksAccepted: number;
   webhooksRejected: number;
+  webhooksDuplicate: number;
+  webhooksThrottled: number;
+  webhookDeliveriesRemembered: number;
   nodesWithAgentInventory: number;
   podsRefused: number;
   httpBadRequests: number;
@@ -17,7 +20,7 @@ export interface Metrics {
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0, buildsCollected: 0 };
+  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, webhooksDuplicate: 0, webhooksThrottled: 0, webhookDeliveriesRemembered: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0, buildsCollected: 0 };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
@@ -29,7 +32,10 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   buildsFailed: ['NixBuilds that reached Failed', 'counter'],
   informerRestarts: ['Watches restarted after an error', 'counter'],
   webhooksAccepted: ['Push webhooks accepted', 'counter'],
-  webhooksRejected: ['Push webhooks rejected (bad signature or method)', 'counter'],
+  webhooksRejected: ['Push webhooks rejected (bad or stale signature, method, size)', 'counter'],
+  webhooksDuplicate: ['Push webhooks answered 200 doing nothing: a delivery (by id or by signed content) already accepted, a replay or a retry', 'counter'],
+  webhooksThrottled: ['Push webhooks answered 429: over the rate per repository or per client address', 'counter'],
+  webhookDeliveriesRemembered: ['Keys (delivery ids, body digests) the webhook remembers to refuse replays (bounded)', 'gauge'],
   nodesWithAgentInventory: ['Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)', 'gauge'],
   podsRefused: ['Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses', 'counter'],
   httpBadRequests: ['HTTP requests refused as malformed (bad request line, URL or headers)', 'counter'],

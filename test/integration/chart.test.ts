@@ -331,7 +331,7 @@ spec:
     const agent = helmed.get('apps/v1/DaemonSet/enbi-system/enbi-agent')!.spec.template.spec.containers[0];
     assert.deepEqual(agent.args, ['agent', '--node', '$(NODE_NAME)', '--socket', '/run/k0s/containerd.sock']);
     const role = helmed.get('rbac.authorization.k8s.io/v1/Role/enbi-system/enbi-controller')!;
-    assert.deepEqual(role.rules.find((r: Obj) => r.resourceNames !== undefined).resourceNames, ['enbi-lead']);
+    assert.deepEqual(role.rules.filter((r: Obj) => r.resourceNames !== undefined).map((r: Obj) => [r.resourceNames, r.verbs]), [[['enbi-lead'], ['get', 'update']], [['enbi-lead-sync'], ['get', 'patch']]]);
     assert.equal(parseControllerConfig(controllerConfig(helmed, 'enbi-system')).leaderElection.leaseName, 'enbi-lead');
   });
 

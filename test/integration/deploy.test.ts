@@ -81,15 +81,26 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
       const message = (l: string) => (l.startsWith('{') ? (JSON.parse(l) as { msg: string }).msg : l);
       const refused = logs.map(message).filter((m) => /forbidden|\b403\b/i.test(m));
       assert.deepEqual(refused, [], 'no request was refused');
-      // Leader election with the same token: the Lease it may create, renew and stamp.
+      // Leader election with the same token: the Lease it may create and renew, and the sync Lease a standby
+      // stamps (created on first use, then patched) and the leader reads.
       const { startLeaderElection } = await import('../../src/controller/leader.ts');
       const { jsonLogger } = await import('../../src/controller/log.ts');
-      const election = startLeaderElection({ kc: sa, namespace: NS, name: 'enbi-controller', identity: `rbac-${run}`, leaseSeconds: 4, renewSeconds: 1, retrySeconds: 0.5, log: jsonLogger((l) => logs.push(l)), onStartedLeading: () => undefined, onStoppedLeading: () => undefined });
+      const { SYNC_REQUESTED_BY } = await import('../../src/controller/sync-request.ts');
+      let syncs = 0;
+      const election = startLeaderElection({ kc: sa, namespace: NS, name: 'enbi-controller', identity: `rbac-${run}`, leaseSeconds: 4, renewSeconds: 1, retrySeconds: 0.5, syncSpacingMs: 100, log: jsonLogger((l) => logs.push(l)), onStartedLeading: () => undefined, onStoppedLeading: () => undefined, onSyncRequested: () => syncs++ });
       try {
         await until('the ServiceAccount to lead', async () => (election.isLeader() ? true : undefined), 15_000, 100);
         await election.requestSync();
+        await election.requestSync();
+        await until('the leader to read the sync requests', async () => (syncs >= 1 ? true : undefined), 5_000, 100);
         await new Promise((r) => setTimeout(r, 2500));
         assert.equal(election.isLeader(), true, 'still leading after renewals');
+        const { CoordinationV1Api } = await import('@kubernetes/client-node');
+        const leases = c.kc.makeApiClient(CoordinationV1Api);
+        assert.equal((await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller-sync' })).metadata?.annotations?.[SYNC_REQUESTED_BY], `rbac-${run}`);
+        assert.deepEqual(Object.keys((await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller' })).metadata?.annotations ?? {}), [], 'the election Lease is not written for a sync');
+        // Exactly the Leases of the Role: another name is refused.
+        await assert.rejects(sa.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: NS, name: 'someone-elses' }), (e: { code?: number }) => e.code === 403);
       } finally {
         await election.stop();
       }

@@ -1,9 +1,9 @@
 // Leader election on a real API server's Lease: one leader among replicas, never two at once; a crashed
 // leader (no release) is replaced once its lease runs out, a stopped one at once; a standby forwards a
-// webhook to the leader through the Lease. The failover times are printed.
+// webhook to the leader through the sync Lease, never the election Lease. The failover times are printed.
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { CoreV1Api } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { jsonLogger } from '../../src/controller/log.ts';
 import { type LeaderElection, startLeaderElection } from '../../src/controller/leader.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
@@ -52,16 +52,27 @@ describe('leader election on a Lease (real API server)', { skip: clusterSkipReas
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
   });
 
-  it('one of three replicas leads; a standby\'s webhook reaches the leader through the Lease', async () => {
+  it('one of three replicas leads; a standby\'s webhook reaches the leader through the sync Lease, the election Lease untouched', async () => {
     for (const id of ['a', 'b', 'c']) start(id);
     const [leader] = await until('a leader', async () => (leaders().length === 1 ? leaders() : undefined), 10_000, 50);
     await new Promise((r) => setTimeout(r, 2 * LEASE_SECONDS * 1000));
     assert.deepEqual(leaders().map((r) => r.id), [leader!.id], 'the same leader, renewing');
     assert.equal(leader!.started, 1);
     const standby = electors.find((r) => r !== leader)!;
+    const leases = c.kc.makeApiClient(CoordinationV1Api);
     await standby.e.requestSync();
     await until('the leader to see the sync request', async () => (leader!.syncs === 1 ? true : undefined), 5_000, 50);
     assert.equal(standby.syncs, 0);
+    // A burst of 500 requests from each standby: one write each (coalesced); the leader syncs at most once
+    // per write, and its Lease holds no annotation of theirs.
+    const others = electors.filter((r) => r !== leader);
+    await Promise.all(others.flatMap((r) => Array.from({ length: 500 }, () => r.e.requestSync())));
+    await until('the leader to see the burst', async () => (leader!.syncs >= 2 ? true : undefined), 5_000, 50);
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.ok(leader!.syncs <= 1 + others.length, `syncs: ${leader!.syncs}`);
+    assert.deepEqual(leaders().map((r) => r.id), [leader!.id]);
+    assert.deepEqual(Object.keys((await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller' })).metadata?.annotations ?? {}), []);
+    assert.ok((await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller-sync' })).metadata?.annotations?.['enbi.hrzn.ee/sync-requested']);
   });
 
   it('a crashed leader (no release) is replaced once its lease runs out; a stopped one at once', async (t: TestContext) => {

@@ -15,8 +15,11 @@ test('webhooks: GitHub and Gitea HMACs and GitLab tokens are checked, anything e
   const body = Buffer.from('{"ref":"refs/heads/main"}');
   const hmac = createHmac('sha256', 's3cret').update(body).digest('hex');
   assert.deepEqual(verifyWebhook({ 'x-hub-signature-256': `sha256=${hmac}` }, body, 's3cret'), { ok: true, provider: 'github' });
+  assert.deepEqual(verifyWebhook({ 'x-hub-signature-256': `sha256=${hmac}`, 'x-github-delivery': 'g-1' }, body, 's3cret'), { ok: true, provider: 'github', deliveryId: 'g-1' });
   assert.deepEqual(verifyWebhook({ 'x-gitea-signature': hmac }, body, 's3cret'), { ok: true, provider: 'gitea' });
+  assert.deepEqual(verifyWebhook({ 'x-forgejo-signature': hmac, 'x-forgejo-delivery': 'f-1' }, body, 's3cret'), { ok: true, provider: 'gitea', deliveryId: 'f-1' });
   assert.deepEqual(verifyWebhook({ 'x-gitlab-token': 's3cret' }, body, 's3cret'), { ok: true, provider: 'gitlab' });
+  assert.deepEqual(verifyWebhook({ 'x-gitlab-token': 's3cret', 'x-gitlab-event-uuid': 'e-1', 'idempotency-key': 'k-1' }, body, 's3cret'), { ok: true, provider: 'gitlab', deliveryId: 'k-1' });
   assert.equal(verifyWebhook({ 'x-hub-signature-256': `sha256=${hmac}` }, Buffer.from('tampered'), 's3cret').ok, false);
   assert.equal(verifyWebhook({ 'x-gitlab-token': 'nope' }, body, 's3cret').ok, false);
   assert.equal(verifyWebhook({}, body, 's3cret').ok, false);
