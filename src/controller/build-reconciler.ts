@@ -8,6 +8,7 @@ import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../a
 import { buildJob } from '../build/job.ts';
 import { isControllerName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
+import { redactFlakeUrl } from '../flake/ref.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
@@ -95,7 +96,8 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       ...optional('notAdopted', world.notAdopted.get(name)),
       ...optional('notPlanned', isControllerName(name) && !world.planned.has(name) ? `${name} is a name enbi gives the builds it plans, and no workload of the source needs this one now: it starts when one does, if its spec is the one enbi would write (hand-written builds take another name)` : undefined),
       ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
-      ...optional('claimed', nixBuildClaimProblem(`${ns}/${name}`, nb.spec, world.claims)),
+      // The claim message names the NixBuild's flake: shown without credentials (refused as InvalidSpec anyway).
+      ...optional('claimed', nixBuildClaimProblem(`${ns}/${name}`, { ...nb.spec, flakeUrl: redactFlakeUrl(nb.spec.flakeUrl) }, world.claims)),
       ...optional('sourcePending', world.sourcePending),
     };
     let { status, action, event } = nextState(base);

@@ -6,7 +6,7 @@ import { GROUP, KIND, VERSION } from '../api/nixbuild.ts';
 import { nixBuildName } from '../build/naming.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { type LockIndex, sourceKey, type WorkloadNeeds } from '../contract/container-needs.ts';
-import { parseFlakeRef, formatFlakeRef, withoutAttr } from '../flake/ref.ts';
+import { parseFlakeRef, formatFlakeRef, redactFlakeUrl, withoutAttr } from '../flake/ref.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import { type BuildPolicy, withinPolicy } from '../plan/allow.ts';
 import { buildKey, needKey } from '../plan/claims.ts';
@@ -178,7 +178,8 @@ function referencedKeys(workloads: readonly WorkloadNeeds[]): Set<string> {
 export function adoptionProblem(found: NixBuild, want: NixBuild): string | undefined {
   const diffs: string[] = [];
   for (const field of ['flakeUrl', 'packageName', 'system', 'node'] as const) {
-    if (found.spec[field] !== want.spec[field]) diffs.push(`spec.${field} is ${JSON.stringify(found.spec[field] ?? null)}, the planned build has ${JSON.stringify(want.spec[field] ?? null)}`);
+    const shown = field === 'flakeUrl' ? redactFlakeUrl(found.spec.flakeUrl) : found.spec[field];
+    if (found.spec[field] !== want.spec[field]) diffs.push(`spec.${field} is ${JSON.stringify(shown ?? null)}, the planned build has ${JSON.stringify(want.spec[field] ?? null)}`);
   }
   const planned = new Set((want.spec.images ?? []).map(normalizeImageName));
   const extra = (found.spec.images ?? []).filter((i) => !planned.has(normalizeImageName(i)));

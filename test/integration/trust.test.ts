@@ -186,11 +186,13 @@ describe('trust: Git decides what is built, pods only say where (real API server
     // Credentials in the flake URL: refused pointing at nixSecretName, and repeated nowhere the controller writes.
     const secret = `glpat-${run}S3cr3t`;
     const creds = [
-      { name: `creds-user-${run}`, flakeUrl: `git+http://ci:${secret}@git.invalid/shop.git?rev=${REV_A}` },
-      { name: `creds-query-${run}`, flakeUrl: `git+http://git.invalid/shop.git?access_token=${secret}&rev=${REV_A}` },
+      { name: `creds-user-${run}`, flakeUrl: `git+http://ci:${secret}@git.invalid/shop.git?rev=${REV_A}`, image: `registry.local/creds:${run}` },
+      { name: `creds-query-${run}`, flakeUrl: `git+http://git.invalid/shop.git?access_token=${secret}&rev=${REV_A}`, image: `registry.local/creds:${run}` },
+      // Naming the image Git declares for the shop: refused as a claim first, its message naming the flake without the secret.
+      { name: `creds-claim-${run}`, flakeUrl: `git+http://ci:${secret}@git.invalid/other.git?rev=${REV_A}`, image: IMAGE },
     ];
     for (const k of creds) {
-      const body: NixBuild = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: k.name, namespace: ns }, spec: { flakeUrl: k.flakeUrl, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/creds:${run}`] } };
+      const body: NixBuild = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name: k.name, namespace: ns }, spec: { flakeUrl: k.flakeUrl, packageName: 'image', system: 'x86_64-linux', images: [k.image] } };
       await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body });
     }
     for (const k of creds) {
@@ -199,8 +201,13 @@ describe('trust: Git decides what is built, pods only say where (real API server
         return x?.status?.conditions?.some((y) => y.type === 'Stalled' && y.status === 'True') ? x : undefined;
       }, 30_000);
       const ready = b.status!.conditions!.find((y) => y.type === 'Ready')!;
-      assert.equal(ready.reason, 'InvalidSpec');
-      assert.match(ready.message, /^spec.flakeUrl: flake reference ".*" carries credentials \((a password in the URL|the query parameter "access_token")\), which would end up in the NixBuild, the build Job's environment and logs: remove them, and put the token in the Secret that the controller setting nixSecretName names/);
+      if (k.image === IMAGE) {
+        assert.equal(ready.reason, 'ImageClaimed');
+        assert.match(ready.message, /NixBuild .* builds it from git\+http:\/\/\*\*\*@git.invalid\/other.git\?rev=/);
+      } else {
+        assert.equal(ready.reason, 'InvalidSpec');
+        assert.match(ready.message, /^spec.flakeUrl: flake reference ".*" carries credentials \((a password in the URL|the query parameter "access_token")\), which would end up in the NixBuild, the build Job's environment and logs: remove them, and put the token in the Secret that the controller setting nixSecretName names/);
+      }
       assert.ok(!JSON.stringify(b.status).includes(secret), `${k.name}: the status repeats the secret`);
       assert.ok(!(await jobs()).some((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === k.name), `no Job for ${k.name}`);
     }

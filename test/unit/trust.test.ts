@@ -206,6 +206,10 @@ test('credentials in a flake URL are refused wherever a flake comes from, pointi
     assert.match(why, carries);
     clean(why);
   }
+  // A NixBuild under a planned build's name, or claiming an image Git declares: those refusals name its flake, without the secret.
+  const squat = adoptionProblem(nixBuild({ flakeUrl: `git+https://ci:${SECRET}@github.com/team/app.git?rev=${REV_A}` }), nixBuild({})) ?? '';
+  assert.match(squat, /spec.flakeUrl is "git\+https:\/\/\*\*\*@github.com\/team\/app.git\?rev=[0-9a-f]{40}"/);
+  clean(squat);
   // A pod of a trusted namespace declaring its own flake.
   const r = podWorkloads([pod({ namespace: 'lab', owner: null, name: 'p1', flake: `git+https://${SECRET}@github.com/team/tool.git?rev=${REV_B}#image`, image: 'registry.local/tool:v1' })], nodes, { ...trust, trustedNamespaces: ['lab'] });
   assert.deepEqual(r.workloads.flatMap((w) => w.needs), []);
