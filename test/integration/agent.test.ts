@@ -5,7 +5,7 @@
 // unwritten while nothing changes. deploy/agent.yaml's RBAC and admission policy are exercised with a real
 // pod-bound token.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,7 @@ import { buildBusyboxImage, importImage } from '../cluster/images.ts';
 import { run } from '../cluster/proc.ts';
 import { applyNodeImagesCrd, byDigest, containerd2Dir, ctrImages, manyImagesArchive, type PrivateContainerd, startPrivateContainerd } from '../support/containerd.ts';
 import { until } from '../support/kube.ts';
+import { renderTool } from '../support/render-tools.ts';
 
 const tag = Date.now().toString(36);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -239,11 +240,13 @@ describe('enbi agent on containerd 2.x, across a containerd restart', { skip: cl
   });
 });
 
-describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages', { skip: clusterSkipReason() }, () => {
+describe('deploy/agent.yaml through a kustomize namePrefix: an agent may write only its own node\'s NodeImages', { skip: clusterSkipReason() }, () => {
   let c: ClusterInfo;
   let agent: Agent | undefined;
   let tmp: string;
   const ns = `agent-rbac-${tag}`;
+  // As a user's overlay renames everything (kustomize namePrefix): the admission policy must still hold.
+  const prefix = `t${tag}-`;
   const image = `enbi.test/agent-sleeper:${tag}`;
   const created: KubernetesObject[] = [];
 
@@ -276,10 +279,16 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
     // The objects as shipped, in a namespace of the test's own. The DaemonSet runs a sleeper instead of
     // enbi's image (not available here) on this node only, with the node's containerd directory mounted:
     // its pod is what the agent's token is bound to.
-    const docs = parseAllDocuments(readFileSync(new URL('../../deploy/agent.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as KubernetesObject & Record<string, any>);
+    const overlay = join(tmp, 'overlay');
+    mkdirSync(overlay);
+    writeFileSync(join(overlay, 'agent.yaml'), readFileSync(new URL('../../deploy/agent.yaml', import.meta.url)));
+    writeFileSync(join(overlay, 'kustomization.yaml'), `namespace: ${ns}\nnamePrefix: ${prefix}\nresources: [agent.yaml]\n`);
+    const rendered = await run(renderTool('kustomize'), ['build', overlay]);
+    const docs = parseAllDocuments(rendered).map((d) => d.toJS() as KubernetesObject & Record<string, any>);
+    assert.ok(docs.some((o) => o.kind === 'ServiceAccount' && o.metadata?.name === `${prefix}enbi-agent`), 'kustomize renamed the ServiceAccount');
     for (const o of docs) {
-      if (o.metadata?.namespace) o.metadata.namespace = ns;
-      if (o.kind === 'ClusterRoleBinding') o.subjects[0].namespace = ns;
+      // kustomize does not know the admission policy and its binding are cluster-scoped.
+      if (o.kind === 'ValidatingAdmissionPolicy' || o.kind === 'ValidatingAdmissionPolicyBinding') delete o.metadata!.namespace;
       if (o.kind === 'DaemonSet') {
         const pod = o.spec.template.spec;
         pod.nodeSelector = { 'kubernetes.io/hostname': n.name };
@@ -305,7 +314,7 @@ describe('deploy/agent.yaml: an agent may write only its own node\'s NodeImages'
 
     // A token bound to that pod, as kubelet gives the pod itself: it carries the node's name.
     const tr = await core.createNamespacedServiceAccountToken({
-      name: 'enbi-agent',
+      name: `${prefix}enbi-agent`,
       namespace: ns,
       body: { spec: { audiences: [], expirationSeconds: 3600, boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata!.name!, uid: pod.metadata!.uid! } } },
     });
