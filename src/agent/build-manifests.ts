@@ -9,18 +9,27 @@ import type { LiteApi } from '../kube/lite.ts';
 interface BuildLike {
   metadata?: { name?: string; resourceVersion?: string };
   spec?: { images?: unknown };
-  status?: { manifest?: { digest?: unknown; size?: unknown; mediaType?: unknown; platform?: unknown }; completionTime?: unknown };
+  status?: { manifest?: { digest?: unknown; size?: unknown; mediaType?: unknown; platform?: unknown }; completionTime?: unknown; conditions?: unknown };
 }
+
+/** The controller's verdict that a build's image name is Git's and its flake is not (src/plan/claims.ts). */
+const CLAIMED = 'ImageClaimed';
 
 interface Recorded {
   names: string[];
   candidate: Candidate;
 }
 
-/** A build's normalized image names and recorded manifest, or undefined when it has none yet. Pure. */
+/**
+ * A build's normalized image names and recorded manifest, or undefined when it has none yet, or when the
+ * controller found its image name claimed by Git for another flake (what it imported is not spread, and
+ * its names count as no longer named). Pure.
+ */
 export function recordedManifest(b: BuildLike): Recorded | undefined {
   const m = b.status?.manifest;
   if (m === undefined || !Array.isArray(b.spec?.images)) return undefined;
+  const conditions = Array.isArray(b.status?.conditions) ? (b.status.conditions as { type?: unknown; reason?: unknown }[]) : [];
+  if (conditions.some((c) => c?.type === 'Ready' && c.reason === CLAIMED)) return undefined;
   let names: string[];
   try {
     names = imageNames((b.spec.images as unknown[]).filter((i): i is string => typeof i === 'string')).map((n) => n.name);

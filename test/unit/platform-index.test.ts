@@ -153,6 +153,9 @@ describe('recordedManifest', () => {
     assert.deepEqual(r?.names, ['registry.local/app:v1', 'docker.io/library/app:v1']);
     assert.equal(r?.candidate.completedAt, '2026-01-01T00:00:00Z');
     assert.equal(recordedManifest({ metadata: { name: 'nb-1' }, spec: { images: ['a:1'] }, status: { manifest: { digest: d(1), size: 5, mediaType: OCI_MANIFEST, platform: 'linux/amd64' } } })?.candidate.build, 'nb-1');
+    // A build the controller found claiming Git's image name with another flake: nothing of it is followed.
+    const claimed = { spec: { images: ['registry.local/app:v1'] }, status: { manifest: { digest: d(1), size: 5, mediaType: OCI_MANIFEST, platform: 'linux/amd64' }, conditions: [{ type: 'Ready', status: 'False', reason: 'ImageClaimed' }] } };
+    assert.equal(recordedManifest(claimed), undefined);
     assert.equal(recordedManifest({ spec: { images: ['a:1'] }, status: {} }), undefined);
     assert.equal(recordedManifest({ spec: { images: ['a@sha256:' + '0'.repeat(64)] }, status: { manifest: { digest: d(1) } } }), undefined);
   });
