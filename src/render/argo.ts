@@ -7,7 +7,7 @@ import type { ManifestObject } from '../manifests/scan.ts';
 import { parseArgoImage } from './argo-image.ts';
 import type { Found } from './flux.ts';
 import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
-import { joinInside, normalizeDir } from './paths.ts';
+import { joinInside, normalizeDir, shown } from './paths.ts';
 import type { Overlay, RenderRequest } from './request.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
@@ -27,15 +27,21 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
     const destination = asStr(asObj(spec.destination)?.namespace) ?? 'default';
     const single = asObj(spec.source);
     const sources: Obj[] = single !== undefined ? [single] : asArr(spec.sources).flatMap((s): Obj[] => { const o = asObj(s); return o === undefined ? [] : [o]; });
+    if (sources.length === 0) warn('not rendered: it has no spec.source or spec.sources');
     for (const source of sources) {
       if (asStr(source.chart) !== undefined) {
-        warn(`chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline: not rendered`);
+        warn(`not rendered: chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline`);
         continue;
       }
       if (source.path === undefined) continue; // a values-only source ($values ref) of a multi-source Application
       const dir = normalizeDir(asStr(source.path) ?? '.');
       if (dir === undefined || !dirs.has(dir)) {
-        warn(`spec.source.path "${String(source.path)}" is not a directory of this source (repoURL may be another repository): not rendered`);
+        warn(`not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : 'not a directory of this repository'}`);
+        continue;
+      }
+      const plugin = asObj(source.plugin);
+      if (plugin !== undefined) {
+        warn(`not rendered: a config management plugin${asStr(plugin.name) !== undefined ? ` (${String(plugin.name)})` : ''} renders ${shown(dir)}, and enbi cannot run it`);
         continue;
       }
       const base = { by, dir, defaultNamespace: destination, ...whereOf(file, line) };

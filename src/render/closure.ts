@@ -9,15 +9,29 @@ export interface KustomizeClosure {
   dirs: string[];
   /** Every file the build may read: the kustomization directories' own files and the files referred to. */
   files: string[];
-  /** Why this root cannot be rendered (remote bases, missing paths, helmCharts); empty when it can. */
+  /** Why this root cannot be rendered (remote bases, missing paths, helmCharts, a cycle); empty when it can. */
   refusals: string[];
+  /** Kustomization directories that include each other, as first met from the root (a → b → a). */
+  cycle?: string[];
 }
 
 export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: ReadonlySet<string> = directoriesOf(tree.paths)): KustomizeClosure {
   const closure: KustomizeClosure = { dirs: [], files: [], refusals: [] };
   const files = new Set<string>();
   const seen = new Set<string>();
+  // The directories being visited, in order: a reference back to one of them is a cycle, which kustomize
+  // refuses ("cycle detected"); reported once, as the chain of kustomization directories.
+  const stack: string[] = [];
   const visit = (dir: string): void => {
+    const on = stack.indexOf(dir);
+    if (on >= 0) {
+      if (closure.cycle === undefined) {
+        closure.cycle = [...stack.slice(on), dir];
+        const chain = closure.cycle.map(shown).join(' → ');
+        closure.refusals.push(closure.cycle.length === 2 ? `${kustomizationIn(tree, dir) ?? shown(dir)} includes its own directory (${chain}): kustomize refuses a cycle` : `the kustomizations of ${[...new Set(closure.cycle)].map(shown).join(', ')} include each other (${chain}): kustomize refuses a cycle`);
+      }
+      return;
+    }
     if (seen.has(dir)) return;
     seen.add(dir);
     const file = kustomizationIn(tree, dir);
@@ -38,8 +52,11 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
       const target = joinInside(dir, ref);
       if (target === undefined) closure.refusals.push(`${file} refers to "${ref}", outside the source`);
       else if (tree.hashes.has(target)) files.add(target);
-      else if (allDirs.has(target)) visit(target);
-      else closure.refusals.push(`${file} refers to "${ref}", which does not exist`);
+      else if (allDirs.has(target)) {
+        stack.push(dir);
+        visit(target);
+        stack.pop();
+      } else closure.refusals.push(`${file} refers to "${ref}", which does not exist`);
     }
   };
   visit(root);

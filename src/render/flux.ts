@@ -15,6 +15,8 @@ export interface Found<R> {
 }
 
 const LOCAL_SOURCES = new Set(['GitRepository', 'Bucket']);
+/** Flux's kinds of source; any other sourceRef kind is one enbi does not know. */
+const FLUX_SOURCES = new Set(['GitRepository', 'OCIRepository', 'Bucket', 'ExternalArtifact', 'HelmChart', 'HelmRepository']);
 
 export function fluxKustomizations(objects: readonly ManifestObject[], tree: TreeIndex): Found<KustomizeRequest> {
   const found: Found<KustomizeRequest> = { requests: [], warnings: [] };
@@ -27,12 +29,12 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     const spec = asObj(object.spec) ?? {};
     const sourceKind = asStr(asObj(spec.sourceRef)?.kind) ?? 'GitRepository';
     if (!LOCAL_SOURCES.has(sourceKind)) {
-      warn(`its source is a ${sourceKind}, not this repository: not rendered`);
+      warn(FLUX_SOURCES.has(sourceKind) ? `not rendered: its source is ${article(sourceKind)} ${sourceKind}, not this repository` : `not rendered: its sourceRef is ${article(sourceKind)} ${sourceKind}, not a kind of source enbi knows`);
       continue;
     }
     const dir = normalizeDir(asStr(spec.path) ?? '.');
     if (dir === undefined || !dirs.has(dir)) {
-      warn(`spec.path "${String(spec.path)}" is not a directory of this source (the sourceRef may be another repository): not rendered`);
+      warn(`not rendered: spec.path "${String(spec.path)}" is ${dir === undefined ? 'outside the repository' : 'not a directory of this repository'}`);
       continue;
     }
     if (asArr(asObj(spec.postBuild)?.substituteFrom).length > 0) {
@@ -80,12 +82,12 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
     const spec = asObj(object.spec) ?? {};
     const chart = chartOf(spec, namespace, objects);
     if ('unresolvable' in chart) {
-      warn(`${chart.unresolvable}: not rendered`);
+      warn(`not rendered: ${chart.unresolvable}`);
       continue;
     }
     const dir = normalizeDir(chart.path);
     if (dir === undefined || chartIn(tree, dir) === undefined) {
-      warn(`chart "${chart.path}" is not a chart directory (with Chart.yaml) of this source: not rendered`);
+      warn(`not rendered: chart "${chart.path}" is not a chart directory (with Chart.yaml) of this repository`);
       continue;
     }
     if (asArr(spec.valuesFrom).length > 0) warn('valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them');
@@ -129,7 +131,7 @@ function chartOf(spec: Obj, namespace: string, objects: readonly ManifestObject[
   const ref = asObj(spec.chartRef);
   if (ref !== undefined) {
     const kind = asStr(ref.kind);
-    if (kind !== 'HelmChart') return { unresolvable: `chartRef to a ${kind ?? '?'} is fetched from a registry, which cannot be resolved offline` };
+    if (kind !== 'HelmChart') return { unresolvable: kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository` };
     const ns = asStr(ref.namespace) ?? namespace;
     const helmChart = objects.find((o) => o.object.kind === 'HelmChart' && groupOf(o.object) === 'source.toolkit.fluxcd.io' && metaOf(o.object).name === ref.name && metaOf(o.object).namespace === ns);
     if (helmChart === undefined) return { unresolvable: `chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this source` };
@@ -142,9 +144,12 @@ function chartSpecOf(chartSpec: Obj): { path: string; valuesFiles: string[] } | 
   const sourceKind = asStr(asObj(chartSpec.sourceRef)?.kind) ?? '?';
   const chart = asStr(chartSpec.chart);
   if (!LOCAL_SOURCES.has(sourceKind) || chart === undefined) {
-    return { unresolvable: `chart "${chart ?? '?'}" comes from a ${sourceKind}, which cannot be resolved offline` };
+    return { unresolvable: chart === undefined ? 'chart.spec.chart is missing' : `chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline` };
   }
   const valuesFiles = asArr(chartSpec.valuesFiles).filter((v): v is string => typeof v === 'string');
   const single = asStr(chartSpec.valuesFile);
   return { path: chart, valuesFiles: single !== undefined ? [single, ...valuesFiles] : valuesFiles };
 }
+
+/** "a" or "an" before a kind's name. */
+export const article = (word: string) => (/^[AEIOU]/i.test(word) ? 'an' : 'a');

@@ -5,17 +5,18 @@
 import type { ManifestObject } from '../manifests/scan.ts';
 import type { Problem } from '../problems.ts';
 import { argoApplications } from './argo.ts';
-import { kustomizeClosure } from './closure.ts';
+import { type KustomizeClosure, kustomizeClosure } from './closure.ts';
 import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
-import { dirOf, isUnder } from './paths.ts';
-import { originOf, type RenderRequest } from './request.ts';
+import { whereOf } from './object-access.ts';
+import { dirOf, isUnder, shown } from './paths.ts';
+import { type KustomizeRequest, originOf, type RenderRequest } from './request.ts';
 import { chartIn, directoriesOf, filesBelow, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
 export interface PlannedRender {
   request: RenderRequest;
   /** Files whose content decides the output (the cache key) and that are not read as plain manifests. */
   inputs: string[];
-  /** Why it cannot be rendered; the render is skipped and these are problems. */
+  /** Why it cannot be rendered; the render is skipped and these are its one problem. */
   refusals: string[];
 }
 
@@ -37,33 +38,74 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
   const charts = [...dirs].filter((d) => chartIn(tree, d) !== undefined).sort();
   const inChart = (d: string) => charts.some((c) => c !== d && isUnder(d, c));
   const kustomizeDirs = [...dirs].filter((d) => kustomizationIn(tree, d) !== undefined && !inChart(d)).sort();
+  // Each kustomization's closure once: root detection and the renders' inputs both need it.
+  const closures = new Map<string, KustomizeClosure>();
+  const closureOf = (d: string) => {
+    let c = closures.get(d);
+    if (c === undefined) closures.set(d, (c = kustomizeClosure(tree, d, dirs)));
+    return c;
+  };
+  // A base is a directory another kustomization builds from. Kustomizations that include each other (a
+  // cycle) are no one's base: the first of them is the root, rendered never (its cycle is its problem).
+  const reaches = (from: string, to: string) => closureOf(from).dirs.includes(to);
   const bases = new Set<string>();
-  for (const d of kustomizeDirs) for (const b of kustomizeClosure(tree, d, dirs).dirs.slice(1)) bases.add(b);
+  for (const d of kustomizeDirs) {
+    for (const b of closureOf(d).dirs.slice(1)) if (!reaches(b, d)) bases.add(b);
+  }
+  for (const d of kustomizeDirs) {
+    if (bases.has(d) || closureOf(d).cycle === undefined) continue;
+    if (kustomizeDirs.some((e) => e < d && !bases.has(e) && reaches(e, d) && reaches(d, e))) bases.add(d);
+  }
   // What Flux and Argo CD objects render comes first; a root whose kustomization or Chart.yaml one of them
   // already reads (a directory inside a Flux path without a kustomization) is not rendered again on its own.
-  const gitopsRenders = requests.map((request) => ({ request, ...inputsOf(request, tree, dirs) }));
+  // A directory they name that holds nothing to render is a warning for that object, not a render.
+  const gitopsRenders: PlannedRender[] = [];
+  for (const request of requests) {
+    const empty = request.kind === 'kustomize' && request.generate !== undefined ? nothingToGenerate(request, tree, dirs) : undefined;
+    if (empty !== undefined) warnings.push({ ...(request.file !== undefined ? whereOf(request.file, request.line ?? 0) : {}), object: request.by, message: `not rendered: ${empty}` });
+    else gitopsRenders.push({ request, ...inputsOf(request, tree, dirs, closureOf) });
+  }
   const covered = new Set(gitopsRenders.flatMap((r) => r.inputs));
   const requested = new Set(requests.map((r) => r.dir));
   const plain: RenderRequest[] = [];
   for (const d of kustomizeDirs) {
-    if (isUnder(d, scope) && !bases.has(d) && !requested.has(d) && !covered.has(kustomizationIn(tree, d)!)) plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default' });
+    const file = kustomizationIn(tree, d)!;
+    if (isUnder(d, scope) && !bases.has(d) && !requested.has(d) && !covered.has(file)) plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default', file });
   }
   for (const c of charts) {
-    if (isUnder(c, scope) && !inChart(c) && !requested.has(c) && !covered.has(chartIn(tree, c)!)) {
+    const file = chartIn(tree, c)!;
+    if (isUnder(c, scope) && !inChart(c) && !requested.has(c) && !covered.has(file)) {
       const release = c === '' ? 'release' : c.slice(c.lastIndexOf('/') + 1);
-      plain.push({ kind: 'helm', by: 'helm template', dir: c, overlay: {}, defaultNamespace: 'default', release, valueFiles: [], values: [], set: [] });
+      plain.push({ kind: 'helm', by: 'helm template', dir: c, overlay: {}, defaultNamespace: 'default', release, valueFiles: [], values: [], set: [], file });
     }
   }
-  const renders = [...gitopsRenders, ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs) }))];
+  const renders = [...gitopsRenders, ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs, closureOf) }))];
   const consumed = new Set(renders.flatMap((r) => r.inputs));
   return { renders, consumed, warnings };
 }
 
-function inputsOf(r: RenderRequest, tree: TreeIndex, dirs: ReadonlySet<string>): { inputs: string[]; refusals: string[] } {
+/**
+ * Why a directory rendered through the kustomization Flux (or Argo CD's directory mode) generates has
+ * nothing in it to render (no YAML or JSON manifest, nor a kustomization below it when recursing), else
+ * undefined. kustomize would be handed an empty directory; Flux applies nothing there, Argo CD may run
+ * jsonnet or a plugin enbi does not.
+ */
+function nothingToGenerate(r: KustomizeRequest, tree: TreeIndex, dirs: ReadonlySet<string>): string | undefined {
+  const files = r.generate!.recurse ? filesBelow(tree, r.dir) : filesIn(tree, r.dir);
+  if (files.some((f) => MANIFEST.test(f))) return undefined;
+  if (r.generate!.recurse && [...dirs].some((d) => d !== r.dir && isUnder(d, r.dir) && kustomizationIn(tree, d) !== undefined)) return undefined;
+  const jsonnet = files.filter((f) => /\.(jsonnet|libsonnet)$/.test(f));
+  const listed = (list: string[]) => `${list.slice(0, 3).join(', ')}${list.length > 3 ? `, and ${list.length - 3} more` : ''}`;
+  if (jsonnet.length > 0) return `${shown(r.dir)} holds jsonnet (${listed(jsonnet)}), which enbi does not render`;
+  const none = `${shown(r.dir)} holds no YAML or JSON manifest${r.generate!.recurse ? '' : ' directly (directory.recurse is off)'}`;
+  return files.length === 0 ? none : `${none} (only ${listed(files)})`;
+}
+
+function inputsOf(r: RenderRequest, tree: TreeIndex, dirs: ReadonlySet<string>, closureOf: (dir: string) => KustomizeClosure): { inputs: string[]; refusals: string[] } {
   if (r.kind === 'helm') return { inputs: [...new Set([...filesBelow(tree, r.dir), ...r.valueFiles])].sort(), refusals: [] };
   if (r.generate === undefined) {
-    const c = kustomizeClosure(tree, r.dir, dirs);
-    return { inputs: c.files, refusals: c.refusals.map((m) => `${originOf(r)}: ${m}`) };
+    const c = closureOf(r.dir);
+    return { inputs: c.files, refusals: c.refusals };
   }
   // A generated kustomization lists the directory's manifests (below it when recursing); a subdirectory
   // with a kustomization of its own is built as one resource, as Flux's generator does.
@@ -77,9 +119,9 @@ function inputsOf(r: RenderRequest, tree: TreeIndex, dirs: ReadonlySet<string>):
   }
   if (r.generate.recurse) {
     for (const n of nested.filter((n) => !nested.some((m) => m !== n && isUnder(n, m)))) {
-      const c = kustomizeClosure(tree, n, dirs);
+      const c = closureOf(n);
       for (const f of c.files) inputs.add(f);
-      refusals.push(...c.refusals.map((m) => `${originOf(r)}: ${m}`));
+      refusals.push(...c.refusals);
     }
   }
   return { inputs: [...inputs].sort(), refusals };

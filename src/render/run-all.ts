@@ -5,8 +5,9 @@ import { type CachedRender, type RenderCache, renderKey } from './cache.ts';
 import type { RenderOptions, RenderedSource } from './index.ts';
 import type { RenderPlan } from './plan.ts';
 import { originOf } from './request.ts';
-import { type RenderContext, runRender, writeGenerated } from './run-render.ts';
+import { inCopyTerms, type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { installHint } from './tools.ts';
+import { TreeTooLargeError } from './tree.ts';
 
 /**
  * Runs a plan's renders (those not cached), four at a time, after writing their files into the copy.
@@ -31,7 +32,7 @@ export async function renderAll(
     const r = planned.request;
     const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
     if (planned.refusals.length > 0) {
-      outputs[i] = { objects: [], problems: planned.refusals.map((message) => ({ ...where, message: `${message}: not rendered` })) };
+      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: ${[...new Set(planned.refusals)].join('; ')}: not rendered` }] };
       continue;
     }
     const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
@@ -53,17 +54,34 @@ export async function renderAll(
   }
   // Only renders that run need their files in the copy (a pass where all are cached copies nothing).
   await write(toRun.flatMap(({ i }) => plan.renders[i]!.inputs));
-  for (const { i } of toRun) {
-    const r = plan.renders[i]!.request;
-    if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
+  // Whatever one root does to the copy or the tools (an unexpected file system error included) is a
+  // problem of that root: the other roots are still rendered. Only the pass's size limit ends it.
+  const failed = (i: number, err: unknown): CachedRender => {
+    if (err instanceof TreeTooLargeError) throw err;
+    return { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered: ${inCopyTerms(err instanceof Error ? err.message : String(err), ctx)}` }] };
+  };
+  const runnable: typeof toRun = [];
+  for (const item of toRun) {
+    const r = plan.renders[item.i]!.request;
+    try {
+      if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
+      runnable.push(item);
+    } catch (err) {
+      outputs[item.i] = failed(item.i, err);
+    }
   }
-  await inParallel(toRun, options.concurrency ?? 4, async ({ i, key }) => {
+  await inParallel(runnable, options.concurrency ?? 4, async ({ i, key }) => {
     if (Date.now() > deadline) {
       const seconds = Math.round((options.passTimeoutMs ?? 300_000) / 1000);
       outputs[i] = { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered in this pass (renders took longer than ${seconds} s in all); the next sync goes on from the cache` }] };
       return;
     }
-    outputs[i] = await runRender(plan.renders[i]!, i, ctx);
+    try {
+      outputs[i] = await runRender(plan.renders[i]!, i, ctx);
+    } catch (err) {
+      outputs[i] = failed(i, err);
+      return;
+    }
     cache.set(key, outputs[i]!);
     ran.add(key);
     stats.renders++;

@@ -2,12 +2,13 @@
 // overlay, calls kustomize or helm, and reads the objects back with their origin. Any failure is a problem
 // naming the root and what to do (the caller adds where the asking object is); it never stops the others.
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { CachedRender } from './cache.ts';
 import { type ExecLimits, type ExecResult, run, sandboxEnv } from './exec.ts';
 import { helmTemplateArgs } from './helm-args.ts';
 import { generatedKustomization, overlayKustomization } from './kustomization-text.ts';
+import { inRepositoryTerms } from './messages.ts';
 import { helmFilesByObject, objectsOfOutput } from './output.ts';
 import { dirOf, isUnder } from './paths.ts';
 import type { PlannedRender } from './plan.ts';
@@ -33,10 +34,15 @@ export interface RenderContext {
   scratch: string;
 }
 
+/** A tool's or the file system's message with the copy's paths as the repository's. */
+export function inCopyTerms(message: string, ctx: RenderContext): string {
+  return inRepositoryTerms(message, { work: dirname(ctx.treeDir), tree: TREE_DIR, overlays: OVERLAYS_DIR }, ctx.tree);
+}
+
 export async function runRender(planned: PlannedRender, index: number, ctx: RenderContext): Promise<CachedRender> {
   const r = planned.request;
   const origin = originOf(r);
-  const fail = (message: string): CachedRender => ({ objects: [], problems: [{ message: `${origin}: ${message}` }] });
+  const fail = (message: string): CachedRender => ({ objects: [], problems: [{ message: `${origin}: ${inCopyTerms(message, ctx)}` }] });
   const overlayDir = `${WORK_DIR}/r${index}`;
   await mkdir(join(ctx.treeDir, overlayDir), { recursive: true });
   const kustomize = (dir: string) => run(ctx.tools.kustomize!, ['build', dir, '--load-restrictor', 'LoadRestrictionsRootOnly'], ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
@@ -98,6 +104,7 @@ export async function writeGenerated(r: KustomizeRequest, ctx: RenderContext): P
     else if (/\.ya?ml$/.test(path) && isKubernetesFile(await readFile(join(ctx.treeDir, path), 'utf8'))) resources.push(path);
   }
   const rel = (p: string) => posix.relative(r.dir === '' ? '.' : r.dir, p);
+  await mkdir(join(ctx.treeDir, r.dir), { recursive: true });
   await writeFile(join(ctx.treeDir, r.dir, 'kustomization.yaml'), generatedKustomization([...resources.map(rel), ...[...nested].sort().map(rel)]));
 }
 

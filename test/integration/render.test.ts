@@ -250,7 +250,7 @@ spec:
   assert.deepEqual(seen.map((s) => `${s.namespace}/${s.name}`), ['default/app']);
   assert.deepEqual(analysis.warnings.map((w) => `${w.object}: ${w.message}`).filter((m) => !m.includes('flake')), [
     'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
-    'HelmRelease data/redis: chart "redis" comes from a HelmRepository, which cannot be resolved offline: not rendered',
+    'HelmRelease data/redis: not rendered: chart "redis" comes from a HelmRepository, which cannot be resolved offline',
   ]);
   assert.deepEqual(analysis.problems, []);
   await rm(dir, { recursive: true, force: true });

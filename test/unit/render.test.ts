@@ -64,6 +64,60 @@ test('kustomizeClosure: follows bases and components; a missing or escaping refe
   assert.deepEqual(kustomizeClosure(tree, 'bad').refusals, ['bad/kustomization.yaml refers to "../nowhere", which does not exist', 'bad/kustomization.yaml refers to "../../outside", outside the source']);
 });
 
+test('kustomizeClosure: kustomizations that include each other or their own directory are a cycle, said once', () => {
+  const tree = treeOf({
+    'a/kustomization.yaml': 'resources: [../b]',
+    'b/kustomization.yaml': 'resources: [../a, d.yaml]',
+    'b/d.yaml': '',
+    'self/kustomization.yaml': 'resources: [d.yaml, ../self]',
+    'self/d.yaml': '',
+    'dot/kustomization.yaml': 'resources: [.]',
+    'diamond/kustomization.yaml': 'resources: [../left, ../right]',
+    'left/kustomization.yaml': 'resources: [../shared]',
+    'right/kustomization.yaml': 'resources: [../shared]',
+    'shared/kustomization.yaml': 'resources: []',
+  });
+  const a = kustomizeClosure(tree, 'a');
+  assert.deepEqual([a.dirs, a.cycle, a.refusals], [['a', 'b'], ['a', 'b', 'a'], ['the kustomizations of a, b include each other (a → b → a): kustomize refuses a cycle']]);
+  assert.deepEqual(kustomizeClosure(tree, 'self').refusals, ['self/kustomization.yaml includes its own directory (self → self): kustomize refuses a cycle']);
+  assert.deepEqual(kustomizeClosure(tree, 'dot').cycle, ['dot', 'dot']);
+  // Two ways to one base is no cycle.
+  assert.deepEqual(kustomizeClosure(tree, 'diamond').refusals, []);
+  // One root for the cycle (its files consumed, so b/d.yaml is not read as a plain manifest), one per self-cycle.
+  const plan = planRenders(tree, '', []);
+  assert.deepEqual(plan.renders.map((r) => `${r.request.dir}: ${r.refusals.length}`), ['a: 1', 'diamond: 0', 'dot: 1', 'self: 1']);
+  assert.ok(plan.consumed.has('b/d.yaml'));
+  // A root that includes the cycle from outside is the one root.
+  const outer = planRenders(treeOf({ ...Object.fromEntries(tree.paths.map((p) => [p, tree.texts.get(p)!])), 'outer/kustomization.yaml': 'resources: [../a]' }), '', []);
+  assert.deepEqual(outer.renders.map((r) => r.request.dir).filter((d) => ['a', 'b', 'outer'].includes(d)), ['outer']);
+});
+
+test("kustomize's messages in the repository's terms: no copy or overlay path, the innermost kustomization named once", async () => {
+  const { inRepositoryTerms } = await import('../../src/render/messages.ts');
+  const paths = { work: '/tmp/enbi-render-x1', tree: 'tree', overlays: 'overlays' };
+  const tree = treeOf({ 'c/kustomization.yaml': '', 'a/kustomization.yaml': '' });
+  assert.equal(
+    inRepositoryTerms("accumulating resources: accumulation err='accumulating resources from '../../tree/c': '/tmp/enbi-render-x1/tree/c' must resolve to a file': recursed accumulation of path '/tmp/enbi-render-x1/tree/c': accumulating resources: accumulating resources from 'bad.yaml': MalformedYAMLError: yaml: line 1", paths, tree),
+    "c/kustomization.yaml: accumulating resources from 'bad.yaml': MalformedYAMLError: yaml: line 1",
+  );
+  assert.equal(inRepositoryTerms("recursed accumulation of path '/tmp/enbi-render-x1/tree/a': recursed accumulation of path '/tmp/enbi-render-x1/tree/b': x", paths, tree), 'b: x');
+  assert.equal(inRepositoryTerms("open /tmp/enbi-render-x1/tree/docs/kustomization.yaml: no such file; lstat '../../tree': x; /tmp/enbi-render-x1/overlays/r3 and /tmp/enbi-render-x1/tree", paths, tree), "open docs/kustomization.yaml: no such file; lstat '.': x; enbi's overlay and .");
+});
+
+test('planRenders: a directory Flux or Argo CD would generate a kustomization for, holding nothing to render, is a warning, not a render', () => {
+  const tree = treeOf({ 'docs/README.md': '', 'jsonnet/main.jsonnet': '', 'flat/sub/d.yaml': '', 'nested/app/kustomization.yaml': 'resources: []' });
+  const ks = (name: string, path: string) => obj(`apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: ${name}, namespace: flux-system}\nspec: {path: ${path}, sourceRef: {kind: GitRepository, name: flux-system}}`);
+  const app = (name: string, path: string) => obj(`apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: ${name}, namespace: argocd}\nspec: {source: {path: ${path}}, destination: {namespace: x}}`);
+  const plan = planRenders(tree, '', [ks('docs', './docs'), app('jsonnet', 'jsonnet'), app('flat', 'flat'), ks('nested', './nested')]);
+  assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), [
+    'Kustomization flux-system/docs: not rendered: docs holds no YAML or JSON manifest (only docs/README.md)',
+    'Application argocd/jsonnet: not rendered: jsonnet holds jsonnet (jsonnet/main.jsonnet), which enbi does not render',
+    'Application argocd/flat: not rendered: flat holds no YAML or JSON manifest directly (directory.recurse is off)',
+  ]);
+  // A directory whose only content is a kustomization below it renders (Flux builds it as a resource).
+  assert.deepEqual(plan.renders.map((r) => `${r.request.by} ${r.request.dir}`), ['Kustomization flux-system/nested nested']);
+});
+
 test('planRenders: overlays are roots, their bases are not; charts (not subcharts) are roots; an unreferenced directory stays plain', () => {
   const tree = treeOf({
     'base/kustomization.yaml': 'resources: [d.yaml]',
@@ -165,7 +219,7 @@ test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart
   assert.deepEqual(plan.renders.map((r) => r.request), [
     { kind: 'helm', by: 'HelmRelease flux-system/web', dir: 'charts/web', overlay: {}, defaultNamespace: 'shop', release: 'shop-web', valueFiles: ['charts/web/values-prod.yaml'], withoutChartValues: true, values: [{ a: 1 }], set: [], file: 'x.yaml', line: 1 },
   ]);
-  assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), ['HelmRelease flux-system/oci: chartRef to a OCIRepository is fetched from a registry, which cannot be resolved offline: not rendered']);
+  assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), ['HelmRelease flux-system/oci: not rendered: its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline']);
 });
 
 test('discovery: a rendered Flux object replaces the written one it was built from; new ones are added', async () => {

@@ -1,0 +1,182 @@
+// Issue 20: whatever a root points at, `enbi diff` ends the run with a plan. Each case is a small repository in
+// test/fixtures/render/cases/<case> (its files under <case>/ and sources/, so that all cases merge into one
+// repository), run through the real CLI with the real kustomize (helm where a case has a chart): the root
+// that cannot be rendered gets one problem or one "not rendered: <why>" warning naming the object's file and
+// the root's path, in the repository's terms, and every other root is still planned.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { renderTool } from '../support/render-tools.ts';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const CASES = join(ROOT, 'test/fixtures/render/cases');
+const kustomize = renderTool('kustomize');
+
+interface Report {
+  builds: { rev: string; images: string[] }[];
+  problems: { file?: string; line?: number; object?: string; message: string }[];
+  warnings: { file?: string; line?: number; object?: string; message: string }[];
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** `enbi diff --dir` as a user runs it, with the examples' nodes (every image missing), offline. */
+function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', '--dir', dir, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', ...args], {
+      env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: kustomize, ENBI_HELM: '/nonexistent/helm' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+async function diffCase(name: string, args: string[] = []): Promise<{ code: number | null; report: Report; stderr: string }> {
+  const run = await enbiDiff(join(CASES, name), [...args, '-o', 'json']);
+  assert.equal(run.stderr, '', `${name}: nothing on stderr`);
+  return { code: run.code, report: JSON.parse(run.stdout) as Report, stderr: run.stderr };
+}
+
+const rev = (c: string) => c.repeat(40);
+const revs = (r: Report) => [...new Set(r.builds.map((b) => b.rev))].sort();
+const lines = (list: Report['warnings']) => list.map((p) => [p.file !== undefined ? `${p.file}${p.line !== undefined ? `:${p.line}` : ''}` : '', p.object, p.message].filter((s) => s !== undefined && s !== '').join(': '));
+/** Revisions that must never be planned: what a broken or foreign root would build. */
+const NEVER = rev('e');
+
+test('a Flux Kustomization whose path holds only a README: one warning, the other Kustomization planned (was ENOENT, exit 1)', async () => {
+  const { code, report } = await diffCase('readme-only');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), ['readme-only/flux.yaml:1: Kustomization flux-system/readme-only-docs: not rendered: readme-only/docs holds no YAML or JSON manifest (only readme-only/docs/README.md)']);
+  assert.deepEqual(revs(report), [rev('1')]);
+});
+
+test('an Argo CD Application whose path holds jsonnet: one warning naming it, the other Application planned', async () => {
+  const { code, report } = await diffCase('jsonnet');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), ['jsonnet/argo.yaml:1: Application argocd/jsonnet: not rendered: jsonnet/main holds jsonnet (jsonnet/main/main.jsonnet), which enbi does not render']);
+  assert.deepEqual(revs(report), [rev('2')]);
+});
+
+test('an Argo CD Application rendered by a config management plugin: one warning, the other Application planned', async () => {
+  const { code, report } = await diffCase('plugin');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), ['plugin/argo.yaml:1: Application argocd/plugin: not rendered: a config management plugin (tanka) renders plugin/cmp, and enbi cannot run it']);
+  assert.deepEqual(revs(report), [rev('3')]);
+});
+
+test('a Flux Kustomization and an Application naming a directory that does not exist: one warning each, the rest planned', async () => {
+  const { code, report } = await diffCase('missing-dir');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), [
+    'missing-dir/flux.yaml:1: Kustomization flux-system/missing-dir: not rendered: spec.path "./missing-dir/nowhere" is not a directory of this repository',
+    'missing-dir/argo.yaml:1: Application argocd/missing-dir: not rendered: spec.source.path "missing-dir/gone" is not a directory of this repository',
+  ]);
+  assert.deepEqual(revs(report), [rev('4')]);
+});
+
+test('kustomizations that include each other (a → b → a): one problem saying so, nothing of them planned (was read as plain YAML, exit 2)', async () => {
+  const { code, report } = await diffCase('cycle-mutual');
+  assert.equal(code, 6);
+  assert.deepEqual(lines(report.problems), ['cycle-mutual/a/kustomization.yaml: kustomize build → cycle-mutual/a: the kustomizations of cycle-mutual/a, cycle-mutual/b include each other (cycle-mutual/a → cycle-mutual/b → cycle-mutual/a): kustomize refuses a cycle: not rendered']);
+  assert.deepEqual(revs(report), [rev('5')]);
+  // kustomize agrees: both directories fail to build as a cycle.
+  for (const dir of ['a', 'b']) assert.match(await kustomizeError(join(CASES, 'cycle-mutual/cycle-mutual', dir)), /cycle detected/);
+});
+
+test('a kustomization that includes its own directory: one problem saying so, the other root planned', async () => {
+  const { code, report } = await diffCase('cycle-self');
+  assert.equal(code, 6);
+  assert.deepEqual(lines(report.problems), ['cycle-self/loop/kustomization.yaml: kustomize build → cycle-self/loop: cycle-self/loop/kustomization.yaml includes its own directory (cycle-self/loop → cycle-self/loop): kustomize refuses a cycle: not rendered']);
+  assert.deepEqual(revs(report), [rev('6')]);
+  assert.match(await kustomizeError(join(CASES, 'cycle-self/cycle-self/loop')), /cycle detected/);
+});
+
+test('a Flux Kustomization from an ExternalArtifact or an unknown kind of source: one warning each, the Kustomization of this repository planned', async () => {
+  const { code, report } = await diffCase('unknown-source');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), [
+    'unknown-source/flux.yaml:1: Kustomization flux-system/unknown-source-artifact: not rendered: its source is an ExternalArtifact, not this repository',
+    'unknown-source/flux.yaml:14: Kustomization flux-system/unknown-source-odd: not rendered: its sourceRef is a SomethingElse, not a kind of source enbi knows',
+  ]);
+  assert.deepEqual(revs(report), [rev('7')]);
+});
+
+test("kustomize's errors in the repository's terms: the kustomization that failed, never enbi's copy or overlay", async () => {
+  const { code, report } = await diffCase('build-error');
+  assert.equal(code, 6);
+  assert.deepEqual(lines(report.problems), [
+    'build-error/flux.yaml:1: Kustomization flux-system/build-error → build-error/overlay: kustomize build failed: Error: build-error/overlay/kustomization.yaml: no resource matches strategic merge patch "Deployment.v1.apps/nothing-by-this-name.[noNs]": no matches for Id Deployment.v1.apps/nothing-by-this-name.[noNs]; failed to find unique target for patch Deployment.v1.apps/nothing-by-this-name.[noNs]',
+    "build-error/plain/kustomization.yaml: kustomize build → build-error/plain: kustomize build failed: Error: build-error/plain/kustomization.yaml: accumulating resources from 'broken.yaml': MalformedYAMLError: yaml: line 2: did not find expected ',' or ']' in File: broken.yaml",
+  ]);
+  assert.deepEqual(revs(report), [rev('8')]);
+});
+
+/** What `kustomize build DIR` says when it fails. */
+function kustomizeError(dir: string): Promise<string> {
+  return new Promise((resolve) => {
+    const child = spawn(kustomize, ['build', dir]);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve(code === 0 ? '(built)' : stderr));
+  });
+}
+
+/** Every case merged into one repository (their paths do not overlap; sources/ is the same in each). */
+async function mixedRepository(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'enbi-mixed-'));
+  for (const name of await readdir(CASES)) await cp(join(CASES, name), dir, { recursive: true });
+  return dir;
+}
+
+test('enbi diff over one repository mixing every case: exit 6, nothing on stderr, every good root planned, each bad one named once', async () => {
+  const dir = await mixedRepository();
+  try {
+    const text = await enbiDiff(dir);
+    assert.equal(text.code, 6, text.stdout + text.stderr);
+    assert.equal(text.stderr, '');
+    assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
+    const { report } = { report: JSON.parse((await enbiDiff(dir, ['-o', 'json'])).stdout) as Report };
+    assert.deepEqual(revs(report), ['1', '2', '3', '4', '5', '6', '7', '8'].map(rev));
+    assert.ok(!report.builds.some((b) => b.rev === NEVER));
+    const problems = lines(report.problems);
+    const warnings = lines(report.warnings);
+    // One line per root that could not be rendered, each also in the text output.
+    const expected = [
+      /^cycle-mutual\/a\/kustomization\.yaml: kustomize build → cycle-mutual\/a: the kustomizations of cycle-mutual\/a, cycle-mutual\/b include each other/,
+      /^cycle-self\/loop\/kustomization\.yaml: kustomize build → cycle-self\/loop: cycle-self\/loop\/kustomization\.yaml includes its own directory/,
+      /^build-error\/flux\.yaml:1: Kustomization flux-system\/build-error → build-error\/overlay: kustomize build failed: Error: build-error\/overlay\/kustomization\.yaml: no resource matches/,
+      /^build-error\/plain\/kustomization\.yaml: kustomize build → build-error\/plain: kustomize build failed/,
+    ];
+    assert.equal(problems.length, expected.length, problems.join('\n'));
+    for (const e of expected) assert.equal(problems.filter((p) => e.test(p)).length, 1, `${e}\n${problems.join('\n')}`);
+    for (const w of [
+      'readme-only/flux.yaml:1: Kustomization flux-system/readme-only-docs: not rendered: readme-only/docs holds no YAML or JSON manifest',
+      'jsonnet/argo.yaml:1: Application argocd/jsonnet: not rendered: jsonnet/main holds jsonnet',
+      'plugin/argo.yaml:1: Application argocd/plugin: not rendered: a config management plugin (tanka) renders plugin/cmp',
+      'missing-dir/flux.yaml:1: Kustomization flux-system/missing-dir: not rendered: spec.path "./missing-dir/nowhere" is not a directory',
+      'missing-dir/argo.yaml:1: Application argocd/missing-dir: not rendered: spec.source.path "missing-dir/gone" is not a directory',
+      'unknown-source/flux.yaml:1: Kustomization flux-system/unknown-source-artifact: not rendered: its source is an ExternalArtifact',
+      'unknown-source/flux.yaml:14: Kustomization flux-system/unknown-source-odd: not rendered: its sourceRef is a SomethingElse',
+    ]) {
+      assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);
+      assert.ok(text.stdout.includes(w), w);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
