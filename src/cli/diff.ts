@@ -26,7 +26,11 @@ Shows, without changing anything, which images are missing on which nodes and wh
 
 Source:
   GIT_URL                  HTTP(S) Git repository of manifests (cloned shallow into the cache, then fetched)
-  --ref REF                branch or tag (default: the remote's default branch)
+  --ref REF                branch or tag (default: the remote's default branch); with --dir, the ref the
+                           directory holds, compared with Flux sourceRefs and Argo CD targetRevisions
+  --source-url URL         the repository URL Flux GitRepositories and Argo CD repoURLs name for this source
+                           (default: GIT_URL; with --dir none, so every source naming a URL is another
+                           source and not rendered)
   --path PATH              sub-path inside the repository or directory (never outside it)
   --dir DIR                a local directory instead of Git
   --exclude GLOB           leave out paths matching GLOB (gitignore syntax; repeatable). An .enbiignore file
@@ -60,6 +64,7 @@ unreachable source or cluster).`;
 
 const OPTIONS = {
   ref: { type: 'string' },
+  'source-url': { type: 'string' },
   path: { type: 'string' },
   exclude: { type: 'string', multiple: true },
   dir: { type: 'string' },
@@ -108,6 +113,8 @@ interface DiffOptions {
   dirShown?: string;
   exclude: string[];
   ref?: string;
+  /** The URL Flux and Argo CD objects name for this source (--source-url; default the Git URL). */
+  sourceUrl?: string;
   path: string;
   watch: boolean;
   cacheDir: string;
@@ -163,6 +170,9 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
   assign('dirRoot', dir !== undefined ? resolve(dir) : undefined);
   assign('dirShown', dir !== undefined ? [dir, path].filter((p) => p !== '').join('/') : undefined);
   assign('ref', str('ref'));
+  const sourceUrl = str('source-url');
+  if (sourceUrl !== undefined && sourceUrl.trim() === '') throw new UsageError('--source-url needs a URL');
+  assign('sourceUrl', sourceUrl);
   assign('credentialsFile', str('git-credentials'));
   assign('nodesFile', str('nodes'));
   assign('kubeconfig', str('kubeconfig'));
@@ -183,12 +193,14 @@ async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; inf
   if (opts.dirRoot !== undefined) {
     // Files below --path (paths relative to it); the renders see the whole source, as Flux's paths do.
     const files = await readDirSource(opts.dirRoot, opts.path);
-    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files });
+    const repository = { ...(opts.sourceUrl !== undefined ? { url: opts.sourceUrl } : {}), ...(opts.ref !== undefined ? { ref: opts.ref } : {}) };
+    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files, repository });
     return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
   }
   const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
-  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files });
+  const repository = { url: opts.sourceUrl ?? opts.gitUrl!, ref: snap.ref, commit: snap.commit };
+  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files, repository });
   return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 

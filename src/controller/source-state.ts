@@ -73,7 +73,9 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
     const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, idleTimeoutMs: source.timeoutSeconds * 1000, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
     // The same commit renders the same: skip copying its tree out again.
     if (snap.commit === known) return { revision: snap.commit, files: snap.files };
-    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path, scopeFiles: snap.files });
+    // Flux and Argo CD objects are rendered only when they name this repository and ref.
+    const repository = { url: source.url!, ref: snap.ref, commit: snap.commit };
+    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path, scopeFiles: snap.files, repository });
     return { revision: snap.commit, files: snap.files, rendered };
   }
 }

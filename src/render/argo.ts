@@ -9,9 +9,10 @@ import type { Found } from './flux.ts';
 import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
 import { joinInside, normalizeDir, shown } from './paths.ts';
 import type { Overlay, RenderRequest } from './request.ts';
+import { argoSourceVerdict, type ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
-export function argoApplications(objects: readonly ManifestObject[], tree: TreeIndex): Found<RenderRequest> {
+export function argoApplications(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<RenderRequest> {
   const found: Found<RenderRequest> = { requests: [], warnings: [] };
   const dirs = directoriesOf(tree.paths);
   for (const { file, line, object } of objects) {
@@ -34,6 +35,11 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
         continue;
       }
       if (source.path === undefined) continue; // a values-only source ($values ref) of a multi-source Application
+      const verdict = argoSourceVerdict(source, repo);
+      if (verdict !== undefined) {
+        warn(verdict);
+        continue;
+      }
       const dir = normalizeDir(asStr(source.path) ?? '.');
       if (dir === undefined || !dirs.has(dir)) {
         warn(`not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : 'not a directory of this repository'}`);

@@ -7,6 +7,7 @@ import type { Problem } from '../problems.ts';
 import { asArr, asObj, asStr, groupOf, metaOf, type Obj, stringMap, whereOf } from './object-access.ts';
 import { joinInside, normalizeDir } from './paths.ts';
 import type { HelmRequest, KustomizeImage, KustomizeRequest, Overlay } from './request.ts';
+import { findFluxSource, fluxSourceVerdict, type ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
 export interface Found<R> {
@@ -14,11 +15,10 @@ export interface Found<R> {
   warnings: Problem[];
 }
 
-const LOCAL_SOURCES = new Set(['GitRepository', 'Bucket']);
-/** Flux's kinds of source; any other sourceRef kind is one enbi does not know. */
-const FLUX_SOURCES = new Set(['GitRepository', 'OCIRepository', 'Bucket', 'ExternalArtifact', 'HelmChart', 'HelmRepository']);
+/** Sources of files a Kustomization (or a chart) may come from: each compared with what enbi reads. */
+const FILE_SOURCES = new Set(['GitRepository', 'OCIRepository', 'Bucket']);
 
-export function fluxKustomizations(objects: readonly ManifestObject[], tree: TreeIndex): Found<KustomizeRequest> {
+export function fluxKustomizations(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<KustomizeRequest> {
   const found: Found<KustomizeRequest> = { requests: [], warnings: [] };
   const dirs = directoriesOf(tree.paths);
   for (const { file, line, object } of objects) {
@@ -27,9 +27,15 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     const by = `Kustomization ${namespace}/${name}`;
     const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};
-    const sourceKind = asStr(asObj(spec.sourceRef)?.kind) ?? 'GitRepository';
-    if (!LOCAL_SOURCES.has(sourceKind)) {
-      warn(FLUX_SOURCES.has(sourceKind) ? `not rendered: its source is ${article(sourceKind)} ${sourceKind}, not this repository` : `not rendered: its sourceRef is ${article(sourceKind)} ${sourceKind}, not a kind of source enbi knows`);
+    const sourceRef = asObj(spec.sourceRef);
+    const sourceKind = asStr(sourceRef?.kind) ?? 'GitRepository';
+    const verdict = FILE_SOURCES.has(sourceKind)
+      ? fluxSourceVerdict(sourceRef, namespace, objects, repo)
+      : sourceKind === 'ExternalArtifact'
+        ? 'not rendered: its source is an ExternalArtifact (made by a Flux ArtifactGenerator in the cluster), which enbi does not render'
+        : `not rendered: its sourceRef is ${article(sourceKind)} ${sourceKind}, not a kind of source enbi knows`;
+    if (verdict !== undefined) {
+      warn(verdict);
       continue;
     }
     const dir = normalizeDir(asStr(spec.path) ?? '.');
@@ -72,7 +78,7 @@ function imageOf(v: unknown): KustomizeImage[] {
   return [image];
 }
 
-export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeIndex): Found<HelmRequest> {
+export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<HelmRequest> {
   const found: Found<HelmRequest> = { requests: [], warnings: [] };
   for (const { file, line, object } of objects) {
     if (object.kind !== 'HelmRelease' || groupOf(object) !== 'helm.toolkit.fluxcd.io') continue;
@@ -80,9 +86,9 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
     const by = `HelmRelease ${namespace}/${name}`;
     const warn = (message: string) => found.warnings.push({ ...whereOf(file, line), object: by, message });
     const spec = asObj(object.spec) ?? {};
-    const chart = chartOf(spec, namespace, objects);
-    if ('unresolvable' in chart) {
-      warn(`not rendered: ${chart.unresolvable}`);
+    const chart = chartOf(spec, namespace, objects, repo);
+    if ('warning' in chart) {
+      warn(chart.warning);
       continue;
     }
     const dir = normalizeDir(chart.path);
@@ -126,26 +132,32 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
   return found;
 }
 
-/** The in-repository chart path and values files of a HelmRelease, or why it is not in the repository. */
-function chartOf(spec: Obj, namespace: string, objects: readonly ManifestObject[]): { path: string; valuesFiles: string[] } | { unresolvable: string } {
+/**
+ * The in-repository chart path and values files of a HelmRelease, or the warning saying why it is not
+ * rendered: a chart from a Helm or OCI repository, or from a source that is not the repository enbi reads.
+ */
+function chartOf(spec: Obj, namespace: string, objects: readonly ManifestObject[], repo: ReadRepository): { path: string; valuesFiles: string[] } | { warning: string } {
   const ref = asObj(spec.chartRef);
   if (ref !== undefined) {
     const kind = asStr(ref.kind);
-    if (kind !== 'HelmChart') return { unresolvable: kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository` };
+    if (kind !== 'HelmChart') return { warning: `not rendered: ${kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository`}` };
     const ns = asStr(ref.namespace) ?? namespace;
-    const helmChart = objects.find((o) => o.object.kind === 'HelmChart' && groupOf(o.object) === 'source.toolkit.fluxcd.io' && metaOf(o.object).name === ref.name && metaOf(o.object).namespace === ns);
-    if (helmChart === undefined) return { unresolvable: `chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this source` };
-    return chartSpecOf(asObj(helmChart.object.spec) ?? {});
+    const helmChart = findFluxSource(objects, 'HelmChart', String(ref.name), ns);
+    if (helmChart === undefined) return { warning: `not rendered: its chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this repository` };
+    // A HelmChart's sourceRef is in its own namespace.
+    return chartSpecOf(asObj(helmChart.spec) ?? {}, metaOf(helmChart).namespace, objects, repo);
   }
-  return chartSpecOf(asObj(asObj(spec.chart)?.spec) ?? {});
+  return chartSpecOf(asObj(asObj(spec.chart)?.spec) ?? {}, namespace, objects, repo);
 }
 
-function chartSpecOf(chartSpec: Obj): { path: string; valuesFiles: string[] } | { unresolvable: string } {
-  const sourceKind = asStr(asObj(chartSpec.sourceRef)?.kind) ?? '?';
+function chartSpecOf(chartSpec: Obj, namespace: string, objects: readonly ManifestObject[], repo: ReadRepository): { path: string; valuesFiles: string[] } | { warning: string } {
+  const sourceRef = asObj(chartSpec.sourceRef);
+  const sourceKind = asStr(sourceRef?.kind) ?? '?';
   const chart = asStr(chartSpec.chart);
-  if (!LOCAL_SOURCES.has(sourceKind) || chart === undefined) {
-    return { unresolvable: chart === undefined ? 'chart.spec.chart is missing' : `chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline` };
-  }
+  if (chart === undefined) return { warning: 'not rendered: chart.spec.chart is missing' };
+  if (sourceKind !== 'GitRepository' && sourceKind !== 'Bucket') return { warning: `not rendered: chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline` };
+  const verdict = fluxSourceVerdict(sourceRef, namespace, objects, repo);
+  if (verdict !== undefined) return { warning: verdict };
   const valuesFiles = asArr(chartSpec.valuesFiles).filter((v): v is string => typeof v === 'string');
   const single = asStr(chartSpec.valuesFile);
   return { path: chart, valuesFiles: single !== undefined ? [single, ...valuesFiles] : valuesFiles };

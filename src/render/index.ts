@@ -5,21 +5,24 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { scanManifests } from '../manifests/scan.ts';
+import { type ManifestObject, scanManifests } from '../manifests/scan.ts';
 import type { Problem } from '../problems.ts';
 import { RenderCache } from './cache.ts';
 import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
 import type { RenderedObject } from './output.ts';
+import { groupOf } from './object-access.ts';
 import { isUnder, normalizeDir } from './paths.ts';
 import { planRenders, type RenderPlan } from './plan.ts';
 import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
 import { renderAll } from './run-all.ts';
 import { type RenderContext, TREE_DIR } from './run-render.ts';
+import type { ReadRepository } from './source-match.ts';
 import { findTools, type Tools } from './tools.ts';
 import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
 
 export type { RenderedObject } from './output.ts';
 export type { TreeSource } from './tree.ts';
+export type { ReadRepository } from './source-match.ts';
 
 export interface RenderOptions {
   source: TreeSource;
@@ -35,6 +38,12 @@ export interface RenderOptions {
   concurrency?: number;
   /** The scope's manifest files as the source read them (relative to the scope), to find Flux/Argo CD objects without reading again. */
   scopeFiles?: readonly { path: string; text: string }[];
+  /**
+   * The repository and ref enbi reads: Flux objects whose sourceRef resolves to it and Argo CD Applications
+   * whose repoURL names it are rendered; any other source is a warning, never rendered from this one.
+   * No URL (a directory without --source-url): every source that names a URL is another source.
+   */
+  repository?: ReadRepository;
   /** A pass starts no render after this long (default 300 s), so a repository cannot hold the source loop for hours. */
   passTimeoutMs?: number;
   /** Renders run in one pass at most (default 1,000): the rest are problems this pass, rendered on the next. */
@@ -65,7 +74,10 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   try {
     const tree = await indexTree(options.source);
     const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
-    let plan = planRenders(tree.index, scope, written);
+    // Flux sources (GitRepository, HelmChart, …) the scope's objects name may be outside --path.
+    if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object)))) written.push(...(await fluxSourcesOutside(tree, scope)));
+    const repository = options.repository ?? {};
+    let plan = planRenders(tree.index, scope, written, repository);
     // Nothing to render (plain manifests only): no copy, no process.
     if (plan.renders.length > 0) {
       work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
@@ -81,7 +93,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
         const next = mergeGitops(written, gitopsOfRendered(outputs.flatMap((o) => o.objects)));
         if (sameGitops(next, gitops)) break;
         gitops = next;
-        plan = planRenders(tree.index, scope, gitops);
+        plan = planRenders(tree.index, scope, gitops, repository);
         result.stats.fromCache = 0; // counted for the final plan only
         outputs = await renderAll(plan, ctx, cache, options, result.stats, ran, write, deadline);
       }
@@ -116,6 +128,19 @@ async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: Ren
     if (GITOPS_HINT.test(text)) candidates.push({ path, text });
   }
   return candidates;
+}
+
+const FLUX_CONSUMERS = new Set(['kustomize.toolkit.fluxcd.io', 'helm.toolkit.fluxcd.io', 'source.toolkit.fluxcd.io']);
+
+/** Flux source objects (GitRepository, OCIRepository, Bucket, HelmChart, …) in the files outside the scope. */
+async function fluxSourcesOutside(tree: SourceTree, scope: string): Promise<ManifestObject[]> {
+  const files = [];
+  for (const path of tree.index.paths) {
+    if (isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
+    const text = Buffer.from(await tree.read(path)).toString('utf8');
+    if (text.includes('source.toolkit.fluxcd.io')) files.push({ path, text });
+  }
+  return scanManifests(files).objects.filter((m) => groupOf(m.object) === 'source.toolkit.fluxcd.io');
 }
 
 /** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */

@@ -10,6 +10,7 @@ import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
 import { whereOf } from './object-access.ts';
 import { dirOf, isUnder, shown } from './paths.ts';
 import { type KustomizeRequest, originOf, type RenderRequest } from './request.ts';
+import type { ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, filesBelow, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
 export interface PlannedRender {
@@ -28,10 +29,11 @@ export interface RenderPlan {
 
 const MANIFEST = /\.(ya?ml|json)$/;
 
-export function planRenders(tree: TreeIndex, scope: string, objects: readonly ManifestObject[]): RenderPlan {
-  const flux = fluxKustomizations(objects, tree);
-  const releases = fluxHelmReleases(objects, tree);
-  const argo = argoApplications(objects, tree);
+/** `repo`: the repository and ref enbi reads; Flux and Argo CD objects of any other source are not rendered. */
+export function planRenders(tree: TreeIndex, scope: string, objects: readonly ManifestObject[], repo: ReadRepository): RenderPlan {
+  const flux = fluxKustomizations(objects, tree, repo);
+  const releases = fluxHelmReleases(objects, tree, repo);
+  const argo = argoApplications(objects, tree, repo);
   const requests: RenderRequest[] = [...flux.requests, ...releases.requests, ...argo.requests];
   const warnings = [...flux.warnings, ...releases.warnings, ...argo.warnings];
   const dirs = directoriesOf(tree.paths);

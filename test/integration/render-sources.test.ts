@@ -41,7 +41,10 @@ function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
   });
 }
 
-async function diffCase(name: string, args: string[] = []): Promise<{ code: number | null; report: Report; stderr: string }> {
+/** The repository the fixtures' Flux GitRepository this-repo and Argo CD repoURLs name, at main. */
+const THIS_REPO = ['--source-url', 'https://git.example.org/fleet.git', '--ref', 'main'];
+
+async function diffCase(name: string, args: string[] = THIS_REPO): Promise<{ code: number | null; report: Report; stderr: string }> {
   const run = await enbiDiff(join(CASES, name), [...args, '-o', 'json']);
   assert.equal(run.stderr, '', `${name}: nothing on stderr`);
   return { code: run.code, report: JSON.parse(run.stdout) as Report, stderr: run.stderr };
@@ -49,6 +52,7 @@ async function diffCase(name: string, args: string[] = []): Promise<{ code: numb
 
 const rev = (c: string) => c.repeat(40);
 const revs = (r: Report) => [...new Set(r.builds.map((b) => b.rev))].sort();
+const images = (r: Report) => [...new Set(r.builds.flatMap((b) => b.images))].sort();
 const lines = (list: Report['warnings']) => list.map((p) => [p.file !== undefined ? `${p.file}${p.line !== undefined ? `:${p.line}` : ''}` : '', p.object, p.message].filter((s) => s !== undefined && s !== '').join(': '));
 /** Revisions that must never be planned: what a broken or foreign root would build. */
 const NEVER = rev('e');
@@ -110,7 +114,7 @@ test('a Flux Kustomization from an ExternalArtifact or an unknown kind of source
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
   assert.deepEqual(lines(report.warnings), [
-    'unknown-source/flux.yaml:1: Kustomization flux-system/unknown-source-artifact: not rendered: its source is an ExternalArtifact, not this repository',
+    'unknown-source/flux.yaml:1: Kustomization flux-system/unknown-source-artifact: not rendered: its source is an ExternalArtifact (made by a Flux ArtifactGenerator in the cluster), which enbi does not render',
     'unknown-source/flux.yaml:14: Kustomization flux-system/unknown-source-odd: not rendered: its sourceRef is a SomethingElse, not a kind of source enbi knows',
   ]);
   assert.deepEqual(revs(report), [rev('7')]);
@@ -124,6 +128,54 @@ test("kustomize's errors in the repository's terms: the kustomization that faile
     "build-error/plain/kustomization.yaml: kustomize build → build-error/plain: kustomize build failed: Error: build-error/plain/kustomization.yaml: accumulating resources from 'broken.yaml': MalformedYAMLError: yaml: line 2: did not find expected ',' or ']' in File: broken.yaml",
   ]);
   assert.deepEqual(revs(report), [rev('8')]);
+});
+
+test("objects of other sources are not rendered from this one: team-b's Kustomization and HelmRelease, team-c's Application are listed, this repository's Kustomization planned", async () => {
+  const { code, report } = await diffCase('foreign');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), [
+    'foreign/flux.yaml:17: Kustomization flux-system/team-b-apps: another source: https://github.com/team-b/fleet (GitRepository flux-system/team-b, branch main): not rendered',
+    'foreign/flux.yaml:34: HelmRelease team-b/team-b-web: another source: https://github.com/team-b/fleet (GitRepository flux-system/team-b, branch main): not rendered',
+    'foreign/argo.yaml:1: Application argocd/team-c-web: another source: https://github.com/team-c/fleet.git (targetRevision HEAD): not rendered',
+  ]);
+  // Rendered once, by this repository's Kustomization: never in team-b's namespace or with its tag.
+  assert.deepEqual(images(report), ['registry.local/foreign-web:this-repo']);
+});
+
+test('the same repository written as ssh://…:22 (Flux) and git@host:repo.git (Argo CD): rendered, with their overrides', async () => {
+  const { code, report } = await diffCase('url-forms');
+  assert.equal(code, 2);
+  assert.deepEqual([report.problems, report.warnings], [[], []]);
+  assert.deepEqual(images(report), ['registry.local/url-forms-argo:this-repo', 'registry.local/url-forms-flux:this-repo']);
+});
+
+test('this repository at another branch is another source when enbi reads main; refs are not compared when enbi does not know its own', async () => {
+  const { code, report } = await diffCase('other-ref');
+  assert.equal(code, 2);
+  assert.deepEqual(lines(report.warnings), ['other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)']);
+  assert.deepEqual(images(report), ['registry.local/other-ref:this-repo']);
+  // --source-url alone: the branch is not known, both Kustomizations render.
+  const unknownRef = await diffCase('other-ref', ['--source-url', 'https://git.example.org/fleet.git']);
+  assert.deepEqual(unknownRef.report.warnings, []);
+  assert.deepEqual(images(unknownRef.report), ['registry.local/other-ref:never', 'registry.local/other-ref:this-repo']);
+});
+
+test('a sourceRef to a GitRepository that is not in the repository: not rendered, its directory read as plain manifests', async () => {
+  const { code, report } = await diffCase('unresolved-source');
+  assert.equal(code, 2);
+  assert.deepEqual(lines(report.warnings), ['unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository, so which repository it reads is not known']);
+  assert.deepEqual(images(report), [`registry.local/unresolved:${rev('d')}`]);
+});
+
+test('enbi diff --dir without --source-url: every source naming a URL is another source, with what to give', async () => {
+  const { code, report } = await diffCase('foreign', []);
+  assert.equal(code, 2);
+  const warnings = lines(report.warnings);
+  assert.equal(warnings.length, 4, warnings.join('\n'));
+  for (const w of warnings) assert.match(w, /: another source: \S+ \(.*\): not rendered \(the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository\)$/);
+  // Nothing renders foreign/apps: it is read as the plain kustomization it is.
+  assert.deepEqual(images(report), [`registry.local/foreign-web:${rev('0')}`]);
 });
 
 /** What `kustomize build DIR` says when it fails. */
@@ -146,13 +198,14 @@ async function mixedRepository(): Promise<string> {
 test('enbi diff over one repository mixing every case: exit 6, nothing on stderr, every good root planned, each bad one named once', async () => {
   const dir = await mixedRepository();
   try {
-    const text = await enbiDiff(dir);
+    const text = await enbiDiff(dir, THIS_REPO);
     assert.equal(text.code, 6, text.stdout + text.stderr);
     assert.equal(text.stderr, '');
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
-    const { report } = { report: JSON.parse((await enbiDiff(dir, ['-o', 'json'])).stdout) as Report };
-    assert.deepEqual(revs(report), ['1', '2', '3', '4', '5', '6', '7', '8'].map(rev));
-    assert.ok(!report.builds.some((b) => b.rev === NEVER));
+    const { report } = { report: JSON.parse((await enbiDiff(dir, [...THIS_REPO, '-o', 'json'])).stdout) as Report };
+    assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'd'].map(rev));
+    assert.ok(!report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))), JSON.stringify(images(report)));
+    assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
     const problems = lines(report.problems);
     const warnings = lines(report.warnings);
     // One line per root that could not be rendered, each also in the text output.
@@ -172,6 +225,11 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       'missing-dir/argo.yaml:1: Application argocd/missing-dir: not rendered: spec.source.path "missing-dir/gone" is not a directory',
       'unknown-source/flux.yaml:1: Kustomization flux-system/unknown-source-artifact: not rendered: its source is an ExternalArtifact',
       'unknown-source/flux.yaml:14: Kustomization flux-system/unknown-source-odd: not rendered: its sourceRef is a SomethingElse',
+      'foreign/flux.yaml:17: Kustomization flux-system/team-b-apps: another source: https://github.com/team-b/fleet',
+      'foreign/flux.yaml:34: HelmRelease team-b/team-b-web: another source: https://github.com/team-b/fleet',
+      'foreign/argo.yaml:1: Application argocd/team-c-web: another source: https://github.com/team-c/fleet.git',
+      'other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)',
+      'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository',
     ]) {
       assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);
       assert.ok(text.stdout.includes(w), w);

@@ -11,7 +11,7 @@ import { parseAllDocuments } from 'yaml';
 import { extractWorkloads } from '../../src/manifests/workloads.ts';
 import { analyzeSource } from '../../src/pipeline/analyze.ts';
 import { RenderCache } from '../../src/render/cache.ts';
-import { renderSource } from '../../src/render/index.ts';
+import { type ReadRepository, renderSource } from '../../src/render/index.ts';
 import { readDirSource } from '../../src/source/dir.ts';
 import { renderTools } from '../support/render-tools.ts';
 
@@ -38,8 +38,19 @@ function workloadsOfYaml(text: string, namespace = 'default'): Seen[] {
   return sortSeen(extractWorkloads(objects, namespace).workloads.map((w) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations })));
 }
 
-async function enbiWorkloads(dir: string, scope = ''): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
-  const rendered = await renderSource({ source: { kind: 'dir', root: dir }, scope, tools, cache: new RenderCache() });
+/** The repositories the fixtures' Flux GitRepository (flux/) and Argo CD repoURLs (argocd/) name. */
+const FLEET = { url: 'https://git.example.org/fleet.git', ref: 'main' };
+const APPS = { url: 'https://git.example.org/apps.git' };
+
+/** The Flux source the tempRepo fixtures' Kustomizations and HelmReleases name: the repository enbi reads. */
+const GIT_REPOSITORY = `apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: flux-system, namespace: flux-system}
+spec: {url: "${FLEET.url}", ref: {branch: main}}
+`;
+
+async function enbiWorkloads(dir: string, scope = '', repository: ReadRepository = FLEET): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
+  const rendered = await renderSource({ source: { kind: 'dir', root: dir }, scope, tools, cache: new RenderCache(), repository });
   const analysis = analyzeSource(await readDirSource(dir, scope), { rendered });
   const seen = analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }));
   return { seen: sortSeen(seen), origins: analysis.workloads.map((w) => `${w.workload.kind} ${w.workload.name} ← ${w.workload.origin ?? 'plain'} (${w.workload.file})`).sort(), analysis };
@@ -113,7 +124,7 @@ test('Flux: a Kustomization applies targetNamespace, images, patches and postBui
 });
 
 test('Argo CD: an Application with kustomize.images and one with helm valueFiles and valuesObject', async () => {
-  const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'argocd'));
+  const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'argocd'), '', APPS);
   assert.deepEqual(analysis.problems, []);
   const argo = await withOverlay('argocd', 'resources: [../apps/hello/overlays/prod]\ncommonAnnotations: {team: shop}\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n');
   const chart = helm(join(FIXTURES, 'argocd'), ['web-prod', './charts/web', '--namespace', 'web', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=4']);
@@ -153,13 +164,13 @@ test('enbi diff --dir plans the rendered tags: one build per overlay revision, n
 });
 
 test('enbi diff on the Flux and Argo CD repositories: no problems, builds from the rendered values', async () => {
-  const flux = await enbiDiff(['--dir', join(FIXTURES, 'flux')]);
+  const flux = await enbiDiff(['--dir', join(FIXTURES, 'flux'), '--source-url', FLEET.url, '--ref', FLEET.ref]);
   assert.equal(flux.code, 2, flux.stderr);
   assert.deepEqual(flux.report.problems, []);
   const fluxRevs = new Set(flux.report.builds.map((b: { rev: string }) => b.rev));
   assert.ok(fluxRevs.has('5555555555555555555555555555555555555555'), JSON.stringify([...fluxRevs]));
   assert.ok(fluxRevs.has('7777777777777777777777777777777777777777'), JSON.stringify([...fluxRevs]));
-  const argo = await enbiDiff(['--dir', join(FIXTURES, 'argocd')]);
+  const argo = await enbiDiff(['--dir', join(FIXTURES, 'argocd'), '--source-url', APPS.url]);
   assert.equal(argo.code, 2, argo.stderr);
   const argoRevs = new Set(argo.report.builds.map((b: { rev: string }) => b.rev));
   assert.deepEqual([...argoRevs].sort(), ['6666666666666666666666666666666666666666', '8888888888888888888888888888888888888888']);
@@ -228,6 +239,7 @@ test('a render that runs too long or writes too much is stopped: a problem for t
 
 test('Flux objects whose inputs are not in the repository: warnings saying what is not resolvable offline', async () => {
   const dir = await tempRepo({
+    'clusters/prod/flux-system/gotk-sync.yaml': GIT_REPOSITORY,
     'clusters/prod/apps.yaml': `apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
 metadata: {name: apps, namespace: flux-system}
@@ -286,8 +298,8 @@ test('a Git source renders from the commit tree: the same workloads as the direc
   git('add', '-A');
   git('commit', '-qm', 'fixture');
   const commit = git('rev-parse', 'HEAD');
-  const fromGit = await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit }, tools, cache: new RenderCache() });
-  const fromDir = await renderSource({ source: { kind: 'dir', root: join(FIXTURES, 'argocd') }, tools, cache: new RenderCache() });
+  const fromGit = await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit }, tools, cache: new RenderCache(), repository: { ...APPS, ref: 'main', commit } });
+  const fromDir = await renderSource({ source: { kind: 'dir', root: join(FIXTURES, 'argocd') }, tools, cache: new RenderCache(), repository: APPS });
   assert.deepEqual(fromGit.problems, []);
   assert.deepEqual(fromGit.objects, fromDir.objects);
   assert.deepEqual([...fromGit.consumed].sort(), [...fromDir.consumed].sort());
@@ -296,6 +308,7 @@ test('a Git source renders from the commit tree: the same workloads as the direc
 
 test('a HelmRelease with postRenderers: the kustomize images and patches apply over the chart output, files still named', async () => {
   const dir = await tempRepo({
+    'flux-system/gotk-sync.yaml': GIT_REPOSITORY,
     'releases/web.yaml': `apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
 metadata: {name: web, namespace: web}
@@ -319,28 +332,63 @@ spec:
   await rm(dir, { recursive: true, force: true });
 });
 
-test("the controller's source state plans from rendered objects, with render.* from its configuration", async () => {
+test("the controller's source state plans from rendered objects, with render.* from its configuration and the Applications of its Git source", async () => {
   const { parseControllerConfig } = await import('../../src/controller/config.ts');
   const { sourceState } = await import('../../src/controller/source-state.ts');
+  const { readdir, readFile } = await import('node:fs/promises');
+  const { startGitServer } = await import('../support/git-server.ts');
   const base = {
     allowedImages: ['registry.local/'],
     allowedFlakes: ['github:example', 'https://git.example.org/'],
     builderImage: 'enbi.local/builder:dev',
     importerImage: 'enbi.local/importer:dev',
   };
-  const logs: string[] = [];
-  const cfg = parseControllerConfig({ ...base, source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
-  const state = sourceState(cfg, tmpdir(), undefined, (m) => logs.push(m));
+  const server = await startGitServer();
+  const cacheDir = await mkdtemp(join(tmpdir(), 'enbi-render-controller-'));
+  try {
+    // The argocd fixture served as the controller's source: its Applications name the URL it clones, so they
+    // are this source's and render with their overrides (the controller passes its source.url and ref).
+    const files: Record<string, string> = {};
+    const walk = async (dir: string, rel = ''): Promise<void> => {
+      for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+        const path = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory()) await walk(dir, path);
+        else files[path] = (await readFile(join(dir, path), 'utf8')).replace(APPS.url, server.url('apps'));
+      }
+    };
+    await walk(join(FIXTURES, 'argocd'));
+    await server.createRepo('apps', files);
+    const logs: string[] = [];
+    const cfg = parseControllerConfig({ ...base, source: { url: server.url('apps') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
+    const state = sourceState(cfg, cacheDir, undefined, (m) => logs.push(m));
+    assert.equal(await state.refresh(true), true);
+    const workloads = state.current()!.analysis.workloads.map((w) => `${w.workload.namespace}/${w.workload.name} ${w.workload.containers[0]?.image}`).sort();
+    assert.deepEqual(workloads, [`hello/hello registry.local/hello:${'8'.repeat(40)}`, `web/web-prod registry.local/web:${'6'.repeat(40)}`, `web/web-prod-worker registry.local/web-worker:${'6'.repeat(40)}`]);
+    assert.deepEqual(state.current()!.analysis.warnings.filter((w) => w.message.includes('another source')), []);
+    // Nothing changed: the same revision, no new analysis.
+    assert.equal(await state.refresh(true), false);
+    // A configured helm that is not there: a problem for the chart's root, the kustomize app still planned.
+    const broken = sourceState(parseControllerConfig({ ...base, source: { url: server.url('apps') }, render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' } }), cacheDir, undefined, () => {});
+    await broken.refresh(true);
+    assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
+    assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web: helm is needed, and /nonexistent/helm (render.helm) is not an executable file']);
+  } finally {
+    await server.close();
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+});
+
+test("the controller's directory source has no URL: its Applications are another source, its kustomize and chart directories rendered as roots", async () => {
+  const { parseControllerConfig } = await import('../../src/controller/config.ts');
+  const { sourceState } = await import('../../src/controller/source-state.ts');
+  const cfg = parseControllerConfig({ allowedImages: ['registry.local/'], allowedFlakes: ['github:example', 'https://git.example.org/'], builderImage: 'enbi.local/builder:dev', importerImage: 'enbi.local/importer:dev', source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
+  const state = sourceState(cfg, tmpdir(), undefined, () => {});
   assert.equal(await state.refresh(true), true);
-  const workloads = state.current()!.analysis.workloads.map((w) => `${w.workload.namespace}/${w.workload.name} ${w.workload.containers[0]?.image}`).sort();
-  assert.deepEqual(workloads, [`hello/hello registry.local/hello:${'8'.repeat(40)}`, `web/web-prod registry.local/web:${'6'.repeat(40)}`, `web/web-prod-worker registry.local/web-worker:${'6'.repeat(40)}`]);
-  // Nothing changed: the same revision, no new analysis.
-  assert.equal(await state.refresh(true), false);
-  // A configured helm that is not there: a problem for the chart's root, the kustomize app still planned.
-  const broken = sourceState(parseControllerConfig({ ...base, source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' } }), tmpdir(), undefined, () => {});
-  await broken.refresh(true);
-  assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
-  assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web: helm is needed, and /nonexistent/helm (render.helm) is not an executable file']);
+  const analysis = state.current()!.analysis;
+  assert.deepEqual(analysis.warnings.filter((w) => w.message.startsWith('another source: https://git.example.org/apps.git')).map((w) => w.object).sort(), ['Application argocd/hello', 'Application argocd/web']);
+  // Without the Applications' overrides: the overlay's own tag, the chart's default release and values.
+  const expected = sortSeen([...workloadsOfYaml(kustomize(join(FIXTURES, 'argocd'), 'apps/hello/overlays/prod')), ...workloadsOfYaml(helm(join(FIXTURES, 'argocd'), ['web', './charts/web']))]);
+  assert.deepEqual(sortSeen(analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }))), expected);
 });
 
 test('Flux from its cluster directory (--path clusters/production): the HelmRelease outside the path is found in what the releases Kustomization applies', async () => {
@@ -352,6 +400,7 @@ test('Flux from its cluster directory (--path clusters/production): the HelmRele
 
 test('a HelmRelease is rendered as its Kustomization applies it: postBuild.substitute in its values counts', async () => {
   const dir = await tempRepo({
+    'clusters/prod/flux-system/gotk-sync.yaml': GIT_REPOSITORY,
     'clusters/prod/releases.yaml': `apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
 metadata: {name: releases, namespace: flux-system}
@@ -404,6 +453,8 @@ test('enbi diff on a Git repository (real smart-HTTP server): rendered from the 
   const server = await startGitServer();
   const cacheDir = await mkdtemp(join(tmpdir(), 'enbi-render-git-'));
   try {
+    // The repository's own GitRepository names it by the URL enbi clones: its Kustomizations are this source's.
+    files['clusters/production/flux-system/gotk-sync.yaml'] = files['clusters/production/flux-system/gotk-sync.yaml']!.replace(FLEET.url, server.url('fleet'));
     await server.createRepo('fleet', files);
     const diff = () => enbiDiff([server.url('fleet'), '--path', 'clusters/production', '--cache-dir', cacheDir]);
     const first = await diff();
@@ -444,9 +495,9 @@ spec:
       valuesFiles: [${valuesFiles.join(', ')}]
 `;
   const flakeOf = async (valuesFiles: string[]) => {
-    const dir = await tempRepo({ 'releases/web.yaml': release(valuesFiles) });
+    const dir = await tempRepo({ 'flux-system/gotk-sync.yaml': GIT_REPOSITORY.replace('namespace: flux-system', 'namespace: web'), 'releases/web.yaml': release(valuesFiles) });
     await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
-    const out = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache() });
+    const out = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), repository: FLEET });
     await rm(dir, { recursive: true, force: true });
     assert.deepEqual(out.problems, []);
     const deployment = out.objects.find((o) => o.object.kind === 'Deployment')!.object as { spec: { template: { metadata: { annotations: Record<string, string> } } } };

@@ -22,6 +22,10 @@ function treeOf(files: Record<string, string>): TreeIndex {
 
 const obj = (text: string, file = 'x.yaml'): ManifestObject => ({ file, line: 1, object: parse(text) as Record<string, unknown> });
 
+/** The repository enbi reads in these tests, and the Flux source that names it. */
+const REPO = { url: 'https://git.example.org/fleet.git', ref: 'main' };
+const THIS_REPO = obj('apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: flux-system, namespace: flux-system}\nspec: {url: "https://git.example.org/fleet.git", ref: {branch: main}}', 'flux-system/gotk-sync.yaml');
+
 test('kustomizationRefs: local inputs of every field, remote references apart, inline patches not taken for paths', () => {
   const refs = kustomizationRefs(`
 resources: [deploy.yaml, ../base, https://github.com/x/y//base?ref=v1, github.com/x/y/base?ref=main]
@@ -84,11 +88,11 @@ test('kustomizeClosure: kustomizations that include each other or their own dire
   // Two ways to one base is no cycle.
   assert.deepEqual(kustomizeClosure(tree, 'diamond').refusals, []);
   // One root for the cycle (its files consumed, so b/d.yaml is not read as a plain manifest), one per self-cycle.
-  const plan = planRenders(tree, '', []);
+  const plan = planRenders(tree, '', [], REPO);
   assert.deepEqual(plan.renders.map((r) => `${r.request.dir}: ${r.refusals.length}`), ['a: 1', 'diamond: 0', 'dot: 1', 'self: 1']);
   assert.ok(plan.consumed.has('b/d.yaml'));
   // A root that includes the cycle from outside is the one root.
-  const outer = planRenders(treeOf({ ...Object.fromEntries(tree.paths.map((p) => [p, tree.texts.get(p)!])), 'outer/kustomization.yaml': 'resources: [../a]' }), '', []);
+  const outer = planRenders(treeOf({ ...Object.fromEntries(tree.paths.map((p) => [p, tree.texts.get(p)!])), 'outer/kustomization.yaml': 'resources: [../a]' }), '', [], REPO);
   assert.deepEqual(outer.renders.map((r) => r.request.dir).filter((d) => ['a', 'b', 'outer'].includes(d)), ['outer']);
 });
 
@@ -107,8 +111,8 @@ test("kustomize's messages in the repository's terms: no copy or overlay path, t
 test('planRenders: a directory Flux or Argo CD would generate a kustomization for, holding nothing to render, is a warning, not a render', () => {
   const tree = treeOf({ 'docs/README.md': '', 'jsonnet/main.jsonnet': '', 'flat/sub/d.yaml': '', 'nested/app/kustomization.yaml': 'resources: []' });
   const ks = (name: string, path: string) => obj(`apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: ${name}, namespace: flux-system}\nspec: {path: ${path}, sourceRef: {kind: GitRepository, name: flux-system}}`);
-  const app = (name: string, path: string) => obj(`apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: ${name}, namespace: argocd}\nspec: {source: {path: ${path}}, destination: {namespace: x}}`);
-  const plan = planRenders(tree, '', [ks('docs', './docs'), app('jsonnet', 'jsonnet'), app('flat', 'flat'), ks('nested', './nested')]);
+  const app = (name: string, path: string) => obj(`apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: ${name}, namespace: argocd}\nspec: {source: {repoURL: ${REPO.url}, path: ${path}}, destination: {namespace: x}}`);
+  const plan = planRenders(tree, '', [THIS_REPO, ks('docs', './docs'), app('jsonnet', 'jsonnet'), app('flat', 'flat'), ks('nested', './nested')], REPO);
   assert.deepEqual(plan.warnings.map((w) => `${w.object}: ${w.message}`), [
     'Kustomization flux-system/docs: not rendered: docs holds no YAML or JSON manifest (only docs/README.md)',
     'Application argocd/jsonnet: not rendered: jsonnet holds jsonnet (jsonnet/main.jsonnet), which enbi does not render',
@@ -129,12 +133,12 @@ test('planRenders: overlays are roots, their bases are not; charts (not subchart
     'charts/web/charts/sub/Chart.yaml': '',
     'plain/job.yaml': '',
   });
-  const plan = planRenders(tree, '', []);
+  const plan = planRenders(tree, '', [], REPO);
   assert.deepEqual(plan.renders.map((r) => `${r.request.kind} ${r.request.dir}`), ['kustomize overlays/a', 'kustomize overlays/b', 'helm charts/web']);
   assert.ok(plan.consumed.has('base/d.yaml') && plan.consumed.has('charts/web/charts/sub/Chart.yaml'));
   assert.ok(!plan.consumed.has('plain/job.yaml'));
   // Scoped to overlays/a: the other roots are not rendered.
-  assert.deepEqual(planRenders(tree, 'overlays/a', []).renders.map((r) => r.request.dir), ['overlays/a']);
+  assert.deepEqual(planRenders(tree, 'overlays/a', [], REPO).renders.map((r) => r.request.dir), ['overlays/a']);
 });
 
 test('planRenders: a directory a Flux Kustomization or an Argo CD Application renders is rendered through it only, with its overrides', () => {
@@ -148,9 +152,9 @@ test('planRenders: a directory a Flux Kustomization or an Argo CD Application re
   const objects = [
     obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: flux-system}\nspec: {path: ./apps/prod, targetNamespace: shop, sourceRef: {kind: GitRepository, name: flux-system}, images: [{name: a, newTag: v2}], postBuild: {substitute: {X: "1"}}}'),
     obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: raw, namespace: flux-system}\nspec: {path: ./apps/raw, sourceRef: {kind: GitRepository, name: flux-system}}'),
-    obj('apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web, namespace: argocd}\nspec: {source: {path: charts/web, helm: {valueFiles: [values-prod.yaml], values: "a: 1", valuesObject: {b: 2}, parameters: [{name: c, value: "3"}]}}, destination: {namespace: web}}'),
+    obj('apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: web, namespace: argocd}\nspec: {source: {repoURL: https://git.example.org/fleet.git, path: charts/web, helm: {valueFiles: [values-prod.yaml], values: "a: 1", valuesObject: {b: 2}, parameters: [{name: c, value: "3"}]}}, destination: {namespace: web}}'),
   ];
-  const plan = planRenders(tree, '', objects);
+  const plan = planRenders(tree, '', [THIS_REPO, ...objects], REPO);
   const [apps, raw, web] = plan.renders.map((r) => r.request);
   assert.equal(plan.renders.length, 3);
   assert.deepEqual(apps, { kind: 'kustomize', by: 'Kustomization flux-system/apps', dir: 'apps/prod', overlay: { namespace: 'shop', images: [{ name: 'a', newTag: 'v2' }] }, defaultNamespace: 'shop', file: 'x.yaml', line: 1, substitute: { X: '1' } });
@@ -215,7 +219,7 @@ test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart
     obj('apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: web, namespace: flux-system}\nspec: {targetNamespace: shop, chartRef: {kind: HelmChart, name: web}, values: {a: 1}}'),
     obj('apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: oci, namespace: flux-system}\nspec: {chartRef: {kind: OCIRepository, name: podinfo}}'),
   ];
-  const plan = planRenders(tree, '', objects);
+  const plan = planRenders(tree, '', [THIS_REPO, ...objects], REPO);
   assert.deepEqual(plan.renders.map((r) => r.request), [
     { kind: 'helm', by: 'HelmRelease flux-system/web', dir: 'charts/web', overlay: {}, defaultNamespace: 'shop', release: 'shop-web', valueFiles: ['charts/web/values-prod.yaml'], withoutChartValues: true, values: [{ a: 1 }], set: [], file: 'x.yaml', line: 1 },
   ]);
@@ -242,7 +246,7 @@ test('discovery: a rendered Flux object replaces the written one it was built fr
 
 test('planRenders: a kustomization inside a Flux path without one is built by that Kustomization only, not again on its own', () => {
   const tree = treeOf({ 'clusters/prod/apps.yaml': '', 'clusters/prod/flux-system/kustomization.yaml': 'resources: [gotk-sync.yaml]', 'clusters/prod/flux-system/gotk-sync.yaml': '' });
-  const plan = planRenders(tree, '', [obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: flux-system, namespace: flux-system}\nspec: {path: ./clusters/prod, sourceRef: {kind: GitRepository, name: flux-system}}')]);
+  const plan = planRenders(tree, '', [THIS_REPO, obj('apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: flux-system, namespace: flux-system}\nspec: {path: ./clusters/prod, sourceRef: {kind: GitRepository, name: flux-system}}')], REPO);
   assert.deepEqual(plan.renders.map((r) => `${r.request.by} ${r.request.dir}`), ['Kustomization flux-system/flux-system clusters/prod']);
   assert.deepEqual(plan.renders[0]!.inputs, ['clusters/prod/apps.yaml', 'clusters/prod/flux-system/gotk-sync.yaml', 'clusters/prod/flux-system/kustomization.yaml']);
 });
@@ -259,7 +263,7 @@ test('render cache keys: the same request hashes alike whatever its key order', 
 test('rendered output: a List is its items; an ApplicationSet is a warning that its Applications are not rendered', () => {
   const out = objectsOfOutput('apiVersion: v1\nkind: List\nitems:\n  - {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n  - {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n', { origin: 'o', defaultNamespace: 'n' });
   assert.deepEqual(out.objects.map((o) => (o.object.metadata as { name: string }).name), ['a', 'b']);
-  const plan = planRenders(treeOf({}), '', [obj('apiVersion: argoproj.io/v1alpha1\nkind: ApplicationSet\nmetadata: {name: apps, namespace: argocd}\nspec: {}')]);
+  const plan = planRenders(treeOf({}), '', [obj('apiVersion: argoproj.io/v1alpha1\nkind: ApplicationSet\nmetadata: {name: apps, namespace: argocd}\nspec: {}')], REPO);
   assert.match(plan.warnings[0]!.message, /ApplicationSet generators .* are not rendered/);
 });
 
@@ -272,4 +276,59 @@ test('rendered output: an alias bomb or a substitution that breaks the YAML is a
   const broken = objectsOfOutput('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  v: ${V}\n', { origin: 'o', defaultNamespace: 'n', substitute: { V: '{unclosed' } });
   assert.deepEqual(broken.objects, []);
   assert.match(broken.problems[0]!.message, /^ConfigMap c: not valid YAML after postBuild.substitute/);
+});
+
+test('repository URLs compared whatever their form: scheme, user, port, .git, trailing slash, case, scp-like ssh, Azure DevOps', async () => {
+  const { normalizeRepoUrl, sameRepository } = await import('../../src/render/source-match.ts');
+  const forms = ['https://github.com/Org/Repo', 'https://github.com/org/repo.git', 'https://github.com/org/repo/', 'http://user@github.com:443/org/repo.git/', 'ssh://git@github.com/org/repo.git', 'ssh://git@github.com:22/org/repo', 'git@github.com:org/repo.git', 'git@github.com:org/repo', 'https://www.github.com/org/repo'];
+  for (const f of forms) assert.equal(normalizeRepoUrl(f), 'github.com/org/repo', f);
+  assert.equal(sameRepository('https://dev.azure.com/org/proj/_git/repo', 'git@ssh.dev.azure.com:v3/org/proj/repo'), true);
+  assert.equal(sameRepository('https://org.visualstudio.com/proj/_git/repo', 'https://org@dev.azure.com/org/proj/_git/repo'), true);
+  assert.equal(sameRepository('https://github.com/org/repo', 'https://github.com/org/repo-b'), false);
+  assert.equal(sameRepository('https://github.com/team-b/apps', 'https://gitlab.com/team-b/apps'), false);
+  assert.equal(sameRepository('oci://ghcr.io/org/manifests', 'oci://ghcr.io/org/manifests'), true);
+});
+
+test('Flux sourceRefs and Argo CD repoURLs: rendered only from the repository and ref enbi reads; anything else is another source', async () => {
+  const { argoSourceVerdict, fluxSourceVerdict } = await import('../../src/render/source-match.ts');
+  const git = (name: string, url: string, ref: string) => obj(`apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: ${name}, namespace: flux-system}\nspec: {url: "${url}", ref: ${ref}}`);
+  const objects = [
+    git('ssh', 'ssh://git@git.example.org/fleet', '{branch: main}'),
+    git('team-b', 'https://github.com/team-b/apps', '{branch: main}'),
+    git('staging', 'https://git.example.org/fleet.git', '{branch: staging}'),
+    git('tag', 'https://git.example.org/fleet.git', '{tag: v1, branch: main}'),
+    git('semver', 'https://git.example.org/fleet.git', '{semver: ">=1.0.0"}'),
+    git('pinned', 'https://git.example.org/fleet.git', `{commit: ${'a'.repeat(40)}}`),
+    git('named', 'https://git.example.org/fleet.git', '{name: refs/heads/main}'),
+    git('no-ref', 'https://git.example.org/fleet.git', '{}'),
+    obj('apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata: {name: oci, namespace: flux-system}\nspec: {url: "oci://ghcr.io/org/manifests"}'),
+    obj('apiVersion: source.toolkit.fluxcd.io/v1\nkind: Bucket\nmetadata: {name: bucket, namespace: flux-system}\nspec: {endpoint: minio.example.org, bucketName: fleet}'),
+  ];
+  const repo = { url: 'https://git.example.org/fleet.git', ref: 'main', commit: 'a'.repeat(40) };
+  const flux = (name: string, kind = 'GitRepository', r: object = repo) => fluxSourceVerdict({ kind, name }, 'flux-system', objects, r);
+  assert.equal(flux('ssh'), undefined);
+  assert.equal(flux('named'), undefined);
+  assert.equal(flux('semver'), undefined, 'a semver range is not compared');
+  assert.equal(flux('pinned'), undefined);
+  assert.equal(flux('team-b'), 'another source: https://github.com/team-b/apps (GitRepository flux-system/team-b, branch main): not rendered');
+  assert.equal(flux('staging'), 'another source: https://git.example.org/fleet.git (GitRepository flux-system/staging, branch staging): not rendered (enbi reads main)');
+  assert.equal(flux('tag'), 'another source: https://git.example.org/fleet.git (GitRepository flux-system/tag, tag v1): not rendered (enbi reads main)');
+  // Without spec.ref, Flux reads master.
+  assert.equal(flux('no-ref'), 'another source: https://git.example.org/fleet.git (GitRepository flux-system/no-ref, branch master): not rendered (enbi reads main)');
+  assert.equal(flux('pinned', 'GitRepository', { ...repo, commit: 'b'.repeat(40) }), `another source: https://git.example.org/fleet.git (GitRepository flux-system/pinned, commit ${'a'.repeat(40)}): not rendered (enbi reads commit ${'b'.repeat(40)})`);
+  assert.equal(flux('oci', 'OCIRepository'), 'another source: oci://ghcr.io/org/manifests (OCIRepository flux-system/oci): not rendered');
+  assert.equal(flux('bucket', 'Bucket'), 'another source: s3://minio.example.org/fleet (Bucket flux-system/bucket): not rendered');
+  assert.equal(flux('gone'), 'not rendered: its source, GitRepository flux-system/gone, is not in this repository, so which repository it reads is not known');
+  // A ref enbi does not know (a directory given --source-url only) is not compared.
+  assert.equal(flux('staging', 'GitRepository', { url: repo.url }), undefined);
+  // No URL known (a directory without --source-url): every source that names one is another.
+  assert.match(flux('ssh', 'GitRepository', {})!, /^another source: ssh:\/\/git@git\.example\.org\/fleet \(GitRepository flux-system\/ssh, branch main\): not rendered \(the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository\)$/);
+  const argo = (repoURL: string | undefined, targetRevision?: string, r: object = repo) => argoSourceVerdict({ ...(repoURL !== undefined ? { repoURL } : {}), ...(targetRevision !== undefined ? { targetRevision } : {}), path: 'apps' }, r);
+  assert.equal(argo('git@git.example.org:fleet.git'), undefined);
+  assert.equal(argo('https://git.example.org/fleet', 'HEAD'), undefined);
+  assert.equal(argo('https://git.example.org/fleet', 'refs/heads/main'), undefined);
+  assert.equal(argo('https://git.example.org/fleet', '1.*'), undefined);
+  assert.equal(argo('https://github.com/team-c/apps.git'), 'another source: https://github.com/team-c/apps.git (targetRevision HEAD): not rendered');
+  assert.equal(argo('https://git.example.org/fleet', 'staging'), 'another source: https://git.example.org/fleet (targetRevision staging): not rendered (enbi reads main)');
+  assert.equal(argo(undefined), 'not rendered: its source has no repoURL');
 });
