@@ -194,13 +194,13 @@ async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; inf
     // Files below --path (paths relative to it); the renders see the whole source, as Flux's paths do.
     const files = await readDirSource(opts.dirRoot, opts.path);
     const repository = { ...(opts.sourceUrl !== undefined ? { url: opts.sourceUrl } : {}), ...(opts.ref !== undefined ? { ref: opts.ref } : {}) };
-    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files, repository });
+    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files, repository, exclude: opts.exclude });
     return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
   }
   const auth = await gitAuthFrom(opts.credentialsFile);
   const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
   const repository = { url: opts.sourceUrl ?? opts.gitUrl!, ref: snap.ref, commit: snap.commit };
-  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files, repository });
+  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files, repository, exclude: opts.exclude });
   return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
 }
 

@@ -42,7 +42,7 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
       }
       const dir = normalizeDir(asStr(source.path) ?? '.');
       if (dir === undefined || !dirs.has(dir)) {
-        warn(`not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : 'not a directory of this repository'}`);
+        warn(`not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`);
         continue;
       }
       const plugin = asObj(source.plugin);

@@ -56,7 +56,7 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
         stack.push(dir);
         visit(target);
         stack.pop();
-      } else closure.refusals.push(`${file} refers to "${ref}", which does not exist`);
+      } else closure.refusals.push(`${file} refers to "${ref}", which ${tree.excluded?.has(target) === true ? 'is excluded (--exclude or .enbiignore)' : 'does not exist'}`);
     }
   };
   visit(root);

@@ -40,7 +40,7 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     }
     const dir = normalizeDir(asStr(spec.path) ?? '.');
     if (dir === undefined || !dirs.has(dir)) {
-      warn(`not rendered: spec.path "${String(spec.path)}" is ${dir === undefined ? 'outside the repository' : 'not a directory of this repository'}`);
+      warn(`not rendered: spec.path "${String(spec.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`);
       continue;
     }
     if (asArr(asObj(spec.postBuild)?.substituteFrom).length > 0) {
@@ -93,7 +93,7 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
     }
     const dir = normalizeDir(chart.path);
     if (dir === undefined || chartIn(tree, dir) === undefined) {
-      warn(`not rendered: chart "${chart.path}" is not a chart directory (with Chart.yaml) of this repository`);
+      warn(`not rendered: chart "${chart.path}" is ${dir !== undefined && tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a chart directory (with Chart.yaml) of this repository'}`);
       continue;
     }
     if (asArr(spec.valuesFrom).length > 0) warn('valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them');

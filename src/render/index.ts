@@ -19,6 +19,8 @@ import { type RenderContext, TREE_DIR } from './run-render.ts';
 import type { ReadRepository } from './source-match.ts';
 import { findTools, type Tools } from './tools.ts';
 import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
+import { withoutExcluded } from './tree-index.ts';
+import { IGNORE_FILE, ignoreMatcher, parseIgnoreFile } from '../source/ignore.ts';
 
 export type { RenderedObject } from './output.ts';
 export type { TreeSource } from './tree.ts';
@@ -36,6 +38,12 @@ export interface RenderOptions {
   maxBytes?: number;
   /** kustomize/helm processes at a time (default 4: a render mostly waits on process start and disk). */
   concurrency?: number;
+  /**
+   * Globs (gitignore syntax, --exclude) of paths left out, on top of the scope's .enbiignore: relative to
+   * the scope for paths below it, to the repository's root for paths outside it. Left-out files are neither
+   * read for Flux/Argo CD objects nor rendered, nor are the directories they leave empty.
+   */
+  exclude?: readonly string[];
   /** The scope's manifest files as the source read them (relative to the scope), to find Flux/Argo CD objects without reading again. */
   scopeFiles?: readonly { path: string; text: string }[];
   /**
@@ -72,8 +80,10 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   let work: string | undefined;
   const deadline = Date.now() + (options.passTimeoutMs ?? 300_000);
   try {
-    const tree = await indexTree(options.source);
-    const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles)).objects;
+    const indexed = await indexTree(options.source);
+    const isExcluded = await exclusionOf(indexed, scope, options);
+    const tree = isExcluded === undefined ? indexed : { ...indexed, index: withoutExcluded(indexed.index, isExcluded) };
+    const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles, isExcluded)).objects;
     // Flux sources (GitRepository, HelmChart, …) the scope's objects name may be outside --path.
     if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object)))) written.push(...(await fluxSourcesOutside(tree, scope)));
     const repository = options.repository ?? {};
@@ -116,11 +126,24 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   }
 }
 
-/** Files of the scope that may hold Flux or Argo CD objects: a cheap text test spares parsing the rest. */
-async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: RenderOptions['scopeFiles']): Promise<{ path: string; text: string }[]> {
+/**
+ * What --exclude and the scope's .enbiignore leave out, as a predicate on repository paths (patterns are
+ * relative to the scope below it, to the root outside it), or undefined when they leave out nothing.
+ */
+async function exclusionOf(tree: SourceTree, scope: string, options: RenderOptions): Promise<((path: string) => boolean) | undefined> {
+  const text = options.scopeFiles !== undefined ? options.scopeFiles.find((f) => f.path === IGNORE_FILE)?.text : await tree.ignoreFile(scope);
+  const patterns = [...(text !== undefined ? parseIgnoreFile(text) : []), ...(options.exclude ?? [])];
+  if (patterns.length === 0) return undefined;
+  const ignored = ignoreMatcher(patterns);
   const prefix = scope === '' ? '' : `${scope}/`;
-  // The caller has read the scope's manifests already (paths relative to the scope): use them.
-  if (scopeFiles !== undefined) return scopeFiles.filter((f) => GITOPS_HINT.test(f.text)).map((f) => ({ path: prefix + f.path, text: f.text }));
+  return (path) => ignored(path.startsWith(prefix) ? path.slice(prefix.length) : path);
+}
+
+/** Files of the scope that may hold Flux or Argo CD objects: a cheap text test spares parsing the rest. */
+async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: RenderOptions['scopeFiles'], isExcluded: ((path: string) => boolean) | undefined): Promise<{ path: string; text: string }[]> {
+  const prefix = scope === '' ? '' : `${scope}/`;
+  // The caller has read the scope's manifests already (paths relative to the scope): use them, but for those left out.
+  if (scopeFiles !== undefined) return scopeFiles.filter((f) => GITOPS_HINT.test(f.text) && f.path !== IGNORE_FILE && isExcluded?.(prefix + f.path) !== true).map((f) => ({ path: prefix + f.path, text: f.text }));
   const candidates = [];
   for (const path of tree.index.paths) {
     if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;

@@ -10,6 +10,24 @@ export interface TreeIndex {
   hashes: ReadonlyMap<string, string>;
   /** Text of kustomization files (and any other file a pure step needs), by path. */
   texts: ReadonlyMap<string, string>;
+  /** Files left out by --exclude or .enbiignore, and directories wholly left out: absent from the rest. */
+  excluded?: ReadonlySet<string>;
+}
+
+/** The index without the files `isExcluded` leaves out: renders neither read nor see them. */
+export function withoutExcluded(tree: TreeIndex, isExcluded: (path: string) => boolean): TreeIndex {
+  const paths = tree.paths.filter((p) => !isExcluded(p));
+  if (paths.length === tree.paths.length) return tree;
+  const kept = new Set(paths);
+  const gone = tree.paths.filter((p) => !kept.has(p));
+  const dirsKept = directoriesOf(paths);
+  const excluded = new Set([...gone, ...[...directoriesOf(gone)].filter((d) => !dirsKept.has(d))]);
+  return {
+    paths,
+    hashes: new Map([...tree.hashes].filter(([p]) => kept.has(p))),
+    texts: new Map([...tree.texts].filter(([p]) => kept.has(p))),
+    excluded,
+  };
 }
 
 /** Files whose text the pure steps read: kustomizations. */

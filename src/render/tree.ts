@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import git from 'isomorphic-git';
+import { IGNORE_FILE } from '../source/ignore.ts';
 import { needsText, type TreeIndex } from './tree-index.ts';
 
 export type TreeSource = { kind: 'dir'; root: string } | { kind: 'git'; gitdir: string; commit: string };
@@ -19,6 +20,8 @@ export class TreeTooLargeError extends Error {
 export interface SourceTree {
   index: TreeIndex;
   read(path: string): Promise<Uint8Array>;
+  /** The .enbiignore file of directory `dir` (hidden: not in the index), if there is one. */
+  ignoreFile(dir: string): Promise<string | undefined>;
 }
 
 const SKIPPED = new Set(['node_modules']);
@@ -28,6 +31,7 @@ export async function indexTree(source: TreeSource): Promise<SourceTree> {
   const hashes = new Map<string, string>();
   const texts = new Map<string, string>();
   let read: (path: string) => Promise<Uint8Array>;
+  let ignoreFile: SourceTree['ignoreFile'];
   if (source.kind === 'dir') {
     // A directory has no content ids: size and modification time stand for the content (as make does), so
     // the index reads no file; a render reads its inputs when it runs.
@@ -36,17 +40,23 @@ export async function indexTree(source: TreeSource): Promise<SourceTree> {
     const stats = await inBatches(paths, 64, (path) => stat(join(source.root, path), { bigint: true }));
     paths.forEach((path, i) => hashes.set(path, `${stats[i]!.size}:${stats[i]!.mtimeNs}:${stats[i]!.ino}`));
     read = (path) => readFile(join(source.root, path));
+    ignoreFile = (dir) => readFile(join(source.root, dir, IGNORE_FILE), 'utf8').catch(() => undefined);
   } else {
     // A Git tree names each blob by its content id: nothing is read until a render needs it.
     const oids = new Map<string, string>();
+    const ignoreOids = new Map<string, string>();
     await walkCommit(source.gitdir, source.commit, (path, oid) => {
       oids.set(path, oid);
       hashes.set(path, oid);
-    });
+    }, (path, oid) => ignoreOids.set(path, oid));
     read = async (path) => (await git.readBlob({ fs, gitdir: source.gitdir, oid: oids.get(path)!, cache: gitCache })).blob;
+    ignoreFile = async (dir) => {
+      const oid = ignoreOids.get(dir === '' ? IGNORE_FILE : `${dir}/${IGNORE_FILE}`);
+      return oid === undefined ? undefined : Buffer.from((await git.readBlob({ fs, gitdir: source.gitdir, oid, cache: gitCache })).blob).toString('utf8');
+    };
   }
   for (const path of hashes.keys()) if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
-  return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read };
+  return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read, ignoreFile };
 }
 
 /** Writes `paths` of the source below `dest` (those not written yet), within a total of `maxBytes`. */
@@ -84,7 +94,7 @@ async function walkDir(root: string, rel: string, visit: (path: string) => Promi
 
 const gitCache = {};
 
-async function walkCommit(gitdir: string, commit: string, visit: (path: string, oid: string) => void): Promise<void> {
+async function walkCommit(gitdir: string, commit: string, visit: (path: string, oid: string) => void, visitIgnoreFile: (path: string, oid: string) => void): Promise<void> {
   await git.walk({
     fs,
     gitdir,
@@ -93,7 +103,12 @@ async function walkCommit(gitdir: string, commit: string, visit: (path: string, 
     map: async (path, [entry]) => {
       if (entry === null || entry === undefined) return null;
       if (path === '.') return true;
-      if (path.split('/').some(skipped)) return null;
+      const parts = path.split('/');
+      if (parts.at(-1) === IGNORE_FILE && !parts.slice(0, -1).some(skipped)) {
+        if ((await entry.type()) === 'blob') visitIgnoreFile(path, await entry.oid());
+        return null;
+      }
+      if (parts.some(skipped)) return null;
       const type = await entry.type();
       if (type === 'tree') return true;
       // 0o100644 / 0o100755 only: symlinks (0o120000) and submodules are not followed.

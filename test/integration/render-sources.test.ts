@@ -178,6 +178,42 @@ test('enbi diff --dir without --source-url: every source naming a URL is another
   assert.deepEqual(images(report), [`registry.local/foreign-web:${rev('0')}`]);
 });
 
+test('files left out by .enbiignore or --exclude are not read for Flux or Argo CD objects, and the directories they empty are not rendered', async () => {
+  const { code, report } = await diffCase('excluded', [...THIS_REPO, '--exclude', 'excluded/drafts']);
+  assert.equal(code, 6);
+  // excluded/legacy/ (.enbiignore) held a Kustomization and an Application giving the app the tag "never".
+  assert.deepEqual(images(report), ['registry.local/excluded-app:this-repo']);
+  assert.deepEqual(lines(report.warnings), ['excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)']);
+  assert.deepEqual(lines(report.problems), ['excluded/overlay/kustomization.yaml: kustomize build → excluded/overlay: excluded/overlay/kustomization.yaml refers to "../drafts/deployment.yaml", which is excluded (--exclude or .enbiignore): not rendered']);
+});
+
+test('exclusion in renderSource alone (no files handed over): the .enbiignore read from a Git commit or a directory, --exclude on top', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { RenderCache } = await import('../../src/render/cache.ts');
+  const { renderSource } = await import('../../src/render/index.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'enbi-excluded-git-'));
+  try {
+    await cp(join(CASES, 'excluded'), dir, { recursive: true });
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, encoding: 'utf8' }).trim();
+    git('init', '-q', '-b', 'main');
+    git('add', '-A');
+    git('commit', '-qm', 'fixture');
+    const repository = { url: 'https://git.example.org/fleet.git', ref: 'main' };
+    const tools = { kustomize };
+    const summary = (r: Awaited<ReturnType<typeof renderSource>>) => ({
+      images: r.objects.flatMap((o) => JSON.stringify(o.object).match(/registry\.local\/[^"]+/g) ?? []).sort(),
+      warnings: r.warnings.map((w) => `${w.object}: ${w.message}`),
+      problems: r.problems.length,
+    });
+    const fromGit = summary(await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit: git('rev-parse', 'HEAD') }, tools, cache: new RenderCache(), repository, exclude: ['excluded/drafts'] }));
+    const fromDir = summary(await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), repository, exclude: ['excluded/drafts'] }));
+    assert.deepEqual(fromGit, { images: ['registry.local/excluded-app:this-repo'], warnings: ['Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)'], problems: 1 });
+    assert.deepEqual(fromDir, fromGit);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -198,14 +234,15 @@ async function mixedRepository(): Promise<string> {
 test('enbi diff over one repository mixing every case: exit 6, nothing on stderr, every good root planned, each bad one named once', async () => {
   const dir = await mixedRepository();
   try {
-    const text = await enbiDiff(dir, THIS_REPO);
+    const args = [...THIS_REPO, '--exclude', 'excluded/drafts'];
+    const text = await enbiDiff(dir, args);
     assert.equal(text.code, 6, text.stdout + text.stderr);
     assert.equal(text.stderr, '');
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
-    const { report } = { report: JSON.parse((await enbiDiff(dir, [...THIS_REPO, '-o', 'json'])).stdout) as Report };
+    const { report } = { report: JSON.parse((await enbiDiff(dir, [...args, '-o', 'json'])).stdout) as Report };
     assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'd'].map(rev));
     assert.ok(!report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))), JSON.stringify(images(report)));
-    assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
+    assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['excluded-app', 'foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
     const problems = lines(report.problems);
     const warnings = lines(report.warnings);
     // One line per root that could not be rendered, each also in the text output.
@@ -214,6 +251,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       /^cycle-self\/loop\/kustomization\.yaml: kustomize build → cycle-self\/loop: cycle-self\/loop\/kustomization\.yaml includes its own directory/,
       /^build-error\/flux\.yaml:1: Kustomization flux-system\/build-error → build-error\/overlay: kustomize build failed: Error: build-error\/overlay\/kustomization\.yaml: no resource matches/,
       /^build-error\/plain\/kustomization\.yaml: kustomize build → build-error\/plain: kustomize build failed/,
+      /^excluded\/overlay\/kustomization\.yaml: kustomize build → excluded\/overlay: .* which is excluded/,
     ];
     assert.equal(problems.length, expected.length, problems.join('\n'));
     for (const e of expected) assert.equal(problems.filter((p) => e.test(p)).length, 1, `${e}\n${problems.join('\n')}`);
@@ -230,6 +268,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       'foreign/argo.yaml:1: Application argocd/team-c-web: another source: https://github.com/team-c/fleet.git',
       'other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)',
       'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository',
+      'excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded',
     ]) {
       assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);
       assert.ok(text.stdout.includes(w), w);

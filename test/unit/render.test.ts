@@ -332,3 +332,13 @@ test('Flux sourceRefs and Argo CD repoURLs: rendered only from the repository an
   assert.equal(argo('https://git.example.org/fleet', 'staging'), 'another source: https://git.example.org/fleet (targetRevision staging): not rendered (enbi reads main)');
   assert.equal(argo(undefined), 'not rendered: its source has no repoURL');
 });
+
+test('exclusion: left-out files leave the index, directories they empty are remembered as excluded, a reference to them says so', async () => {
+  const { withoutExcluded } = await import('../../src/render/tree-index.ts');
+  const tree = treeOf({ 'apps/a/kustomization.yaml': 'resources: [../drafts, d.yaml]', 'apps/a/d.yaml': '', 'apps/drafts/d.yaml': '', 'apps/drafts/sub/e.yaml': '', 'legacy/flux.yaml': '' });
+  const kept = withoutExcluded(tree, (p) => p.startsWith('apps/drafts/') || p.startsWith('legacy/'));
+  assert.deepEqual(kept.paths, ['apps/a/d.yaml', 'apps/a/kustomization.yaml']);
+  assert.deepEqual([...kept.excluded!].sort(), ['apps/drafts', 'apps/drafts/d.yaml', 'apps/drafts/sub', 'apps/drafts/sub/e.yaml', 'legacy', 'legacy/flux.yaml']);
+  assert.deepEqual(kustomizeClosure(kept, 'apps/a').refusals, ['apps/a/kustomization.yaml refers to "../drafts", which is excluded (--exclude or .enbiignore)']);
+  assert.equal(withoutExcluded(tree, () => false), tree);
+});
