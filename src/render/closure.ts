@@ -64,6 +64,14 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
   return closure;
 }
 
+/** Whether the kustomization in `dir` is a kustomize Component: never built on its own, only through `components:`. */
+export function isComponent(tree: TreeIndex, dir: string): boolean {
+  const file = kustomizationIn(tree, dir);
+  if (file === undefined) return false;
+  const refs = refsOf(tree, file);
+  return !('error' in refs) && refs.kind === 'Component';
+}
+
 // Parsed once per index: every overlay of a base reads the base's kustomization again.
 const parsed = new WeakMap<TreeIndex, Map<string, ReturnType<typeof kustomizationRefs>>>();
 

@@ -11,6 +11,8 @@ export interface KustomizationRefs {
   remote: string[];
   /** Features that cannot render offline or without extra flags (helmCharts needs --enable-helm and a network). */
   unsupported: string[];
+  /** `Component` for a kustomize component (kustomize.config.k8s.io/v1alpha1), built only into a kustomization that lists it. */
+  kind?: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -52,5 +54,5 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
   if (doc.helmCharts !== undefined || doc.helmChartInflationGenerator !== undefined) {
     unsupported.push('helmCharts (kustomize would need --enable-helm and a chart repository: render the chart as its own root instead)');
   }
-  return { local: refs.filter((r) => !isRemoteRef(r)), remote: refs.filter(isRemoteRef), unsupported };
+  return { local: refs.filter((r) => !isRemoteRef(r)), remote: refs.filter(isRemoteRef), unsupported, ...(typeof doc.kind === 'string' ? { kind: doc.kind } : {}) };
 }

@@ -5,7 +5,7 @@
 import type { ManifestObject } from '../manifests/scan.ts';
 import type { Problem } from '../problems.ts';
 import { argoApplications } from './argo.ts';
-import { type KustomizeClosure, kustomizeClosure } from './closure.ts';
+import { isComponent, type KustomizeClosure, kustomizeClosure } from './closure.ts';
 import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
 import { whereOf } from './object-access.ts';
 import { dirOf, isUnder, shown } from './paths.ts';
@@ -70,9 +70,14 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
   const covered = new Set(gitopsRenders.flatMap((r) => r.inputs));
   const requested = new Set(requests.map((r) => r.dir));
   const plain: RenderRequest[] = [];
+  // A Component nothing lists is built by nothing (kustomize refuses to build one on its own): not a root,
+  // and its files (patches, partial objects) are not manifests either.
+  const unusedComponents: string[] = [];
   for (const d of kustomizeDirs) {
     const file = kustomizationIn(tree, d)!;
-    if (isUnder(d, scope) && !bases.has(d) && !requested.has(d) && !covered.has(file)) plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default', file });
+    if (!isUnder(d, scope) || bases.has(d) || requested.has(d) || covered.has(file)) continue;
+    if (isComponent(tree, d)) unusedComponents.push(...closureOf(d).files.filter((f) => isUnder(f, d)));
+    else plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default', file });
   }
   for (const c of charts) {
     const file = chartIn(tree, c)!;
@@ -82,7 +87,7 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
     }
   }
   const renders = [...gitopsRenders, ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs, closureOf) }))];
-  const consumed = new Set(renders.flatMap((r) => r.inputs));
+  const consumed = new Set([...renders.flatMap((r) => r.inputs), ...unusedComponents]);
   return { renders, consumed, warnings };
 }
 

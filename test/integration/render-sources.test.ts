@@ -214,6 +214,17 @@ test('exclusion in renderSource alone (no files handed over): the .enbiignore re
   }
 });
 
+test("a kustomize Component no kustomization lists is not a root (was: built alone, \"expected kind != 'Component'\"), nor its files manifests; the one listed applies", async () => {
+  const { code, report } = await diffCase('component');
+  assert.equal(code, 2);
+  assert.deepEqual([report.problems, report.warnings], [[], []]);
+  assert.deepEqual(revs(report), [rev('a')]);
+  // components/eager's patch made the build eager: it starts now.
+  const text = await enbiDiff(join(CASES, 'component'), THIS_REPO);
+  assert.match(text.stdout, /component-app\/aaaaaaaaaaaa#image\s+x86_64-linux\s+amd-1\s+now/);
+  assert.match(text.stdout, /^Read: {3}0 files/m);
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -240,7 +251,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
     assert.equal(text.stderr, '');
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
     const { report } = { report: JSON.parse((await enbiDiff(dir, [...args, '-o', 'json'])).stdout) as Report };
-    assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'd'].map(rev));
+    assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'd'].map(rev));
     assert.ok(!report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))), JSON.stringify(images(report)));
     assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['excluded-app', 'foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
     const problems = lines(report.problems);

@@ -342,3 +342,19 @@ test('exclusion: left-out files leave the index, directories they empty are reme
   assert.deepEqual(kustomizeClosure(kept, 'apps/a').refusals, ['apps/a/kustomization.yaml refers to "../drafts", which is excluded (--exclude or .enbiignore)']);
   assert.equal(withoutExcluded(tree, () => false), tree);
 });
+
+test('planRenders: a kustomize Component nothing lists is not a root and its files are not manifests; one an overlay lists is its input', () => {
+  const component = 'apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\npatches: [{path: patch.yaml}]';
+  const tree = treeOf({
+    'components/unused/kustomization.yaml': component,
+    'components/unused/patch.yaml': '',
+    'components/used/kustomization.yaml': component,
+    'components/used/patch.yaml': '',
+    'app/kustomization.yaml': 'resources: [d.yaml]\ncomponents: [../components/used]',
+    'app/d.yaml': '',
+  });
+  const plan = planRenders(tree, '', [], REPO);
+  assert.deepEqual(plan.renders.map((r) => r.request.dir), ['app']);
+  assert.ok(plan.renders[0]!.inputs.includes('components/used/patch.yaml'));
+  assert.ok(plan.consumed.has('components/unused/patch.yaml') && plan.consumed.has('components/unused/kustomization.yaml'));
+});
