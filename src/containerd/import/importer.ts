@@ -416,7 +416,6 @@ async function replaceableEntries(c: ContainerdClient, name: string, rec: Existi
   return parsed.entries;
 }
 
-
 const descOf = (i: PlatformIndex): Desc => ({ mediaType: i.mediaType, digest: i.digest, size: i.size });
 
 /**
