@@ -49,7 +49,7 @@ const MAX_BODY = 5 * 1024 * 1024;
 /** Request bodies held at once across the webhook's requests: beyond it a request is answered 503. */
 const MAX_BODIES_IN_FLIGHT = 32 * 1024 * 1024;
 /** Connections the webhook port holds at once (each may hold a body). */
-const MAX_WEBHOOK_CONNECTIONS = 256;
+const MAX_WEBHOOK_CONNECTIONS = 1024;
 /** Lines about refused webhooks: at most one per kind this often. */
 const LOG_EVERY_MS = 10_000;
 /** Node's default; a larger header is answered 431 before any handler runs. */
