@@ -1,7 +1,7 @@
 // The inputs of one kustomization, followed through its local bases and components: the directories it
 // builds from, the files it reads, and what it refers to that enbi cannot or will not render. Pure.
 import { kustomizationRefs } from './kustomization.ts';
-import { joinInside, shown } from './paths.ts';
+import { dirOf, joinInside, shown } from './paths.ts';
 import { directoriesOf, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
 export interface KustomizeClosure {
@@ -62,6 +62,28 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
   visit(root);
   closure.files = [...files].sort();
   return closure;
+}
+
+/**
+ * Files of the tree that kustomizations use only as patches (never as resources): strategic-merge patches
+ * look like partial objects (a HelmRelease with only values, a Kustomization with only images) but are
+ * changes to the objects they target, so they are neither manifests nor Flux/Argo CD objects of their own.
+ */
+export function patchOnlyFiles(tree: TreeIndex): Set<string> {
+  const patches = new Set<string>();
+  const resources = new Set<string>();
+  for (const file of tree.texts.keys()) {
+    if (kustomizationIn(tree, dirOf(file)) !== file) continue;
+    const refs = refsOf(tree, file);
+    if ('error' in refs) continue;
+    const patchRefs = new Set(refs.patches);
+    for (const ref of refs.local) {
+      const target = joinInside(dirOf(file), ref);
+      if (target !== undefined) (patchRefs.has(ref) ? patches : resources).add(target);
+    }
+  }
+  for (const r of resources) patches.delete(r);
+  return patches;
 }
 
 /** Whether the kustomization in `dir` is a kustomize Component: never built on its own, only through `components:`. */

@@ -12,6 +12,7 @@ import { DEFAULT_LIMITS, type ExecLimits } from './exec.ts';
 import type { RenderedObject } from './output.ts';
 import { groupOf } from './object-access.ts';
 import { isUnder, normalizeDir } from './paths.ts';
+import { patchOnlyFiles } from './closure.ts';
 import { planRenders, type RenderPlan } from './plan.ts';
 import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
 import { renderAll } from './run-all.ts';
@@ -83,9 +84,11 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     const indexed = await indexTree(options.source);
     const isExcluded = await exclusionOf(indexed, scope, options);
     const tree = isExcluded === undefined ? indexed : { ...indexed, index: withoutExcluded(indexed.index, isExcluded) };
-    const written = scanManifests(await gitopsCandidates(tree, scope, options.scopeFiles, isExcluded)).objects;
+    // Strategic-merge patches look like partial Flux objects; they are changes, found applied in renders' output.
+    const patches = patchOnlyFiles(tree.index);
+    const written = scanManifests((await gitopsCandidates(tree, scope, options.scopeFiles, isExcluded)).filter((f) => !patches.has(f.path))).objects;
     // Flux sources (GitRepository, HelmChart, …) the scope's objects name may be outside --path.
-    if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object)))) written.push(...(await fluxSourcesOutside(tree, scope)));
+    if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object)))) written.push(...(await fluxSourcesOutside(tree, scope, patches)));
     const repository = options.repository ?? {};
     let plan = planRenders(tree.index, scope, written, repository);
     // Nothing to render (plain manifests only): no copy, no process.
@@ -156,10 +159,10 @@ async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: Ren
 const FLUX_CONSUMERS = new Set(['kustomize.toolkit.fluxcd.io', 'helm.toolkit.fluxcd.io', 'source.toolkit.fluxcd.io']);
 
 /** Flux source objects (GitRepository, OCIRepository, Bucket, HelmChart, …) in the files outside the scope. */
-async function fluxSourcesOutside(tree: SourceTree, scope: string): Promise<ManifestObject[]> {
+async function fluxSourcesOutside(tree: SourceTree, scope: string, patches: ReadonlySet<string>): Promise<ManifestObject[]> {
   const files = [];
   for (const path of tree.index.paths) {
-    if (isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
+    if (isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path) || patches.has(path)) continue;
     const text = Buffer.from(await tree.read(path)).toString('utf8');
     if (text.includes('source.toolkit.fluxcd.io')) files.push({ path, text });
   }

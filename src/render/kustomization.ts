@@ -7,6 +7,8 @@ export const KUSTOMIZATION_FILES = ['kustomization.yaml', 'kustomization.yml', '
 export interface KustomizationRefs {
   /** Paths as written, relative to the kustomization's directory (files or directories). */
   local: string[];
+  /** Of `local`, the patch files (patches, patchesStrategicMerge, patchesJson6902): changes to objects, not objects. */
+  patches: string[];
   /** References kustomize would fetch over the network (never fetched: a problem). */
   remote: string[];
   /** Features that cannot render offline or without extra flags (helmCharts needs --enable-helm and a network). */
@@ -35,10 +37,12 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
   if (!isObj(doc)) return { error: 'malformed kustomization: expected a mapping' };
   const refs: string[] = [...strings(doc.resources), ...strings(doc.bases), ...strings(doc.components), ...strings(doc.crds), ...strings(doc.configurations)];
   // patchesStrategicMerge entries are file paths or inline patches (which contain a newline or a colon-space).
-  refs.push(...strings(doc.patchesStrategicMerge).filter((p) => !p.includes('\n') && !p.includes(': ')));
-  for (const key of ['patches', 'patchesJson6902', 'replacements']) {
-    for (const p of Array.isArray(doc[key]) ? doc[key] : []) if (isObj(p) && typeof p.path === 'string') refs.push(p.path);
+  const patches = strings(doc.patchesStrategicMerge).filter((p) => !p.includes('\n') && !p.includes(': '));
+  for (const key of ['patches', 'patchesJson6902']) {
+    for (const p of Array.isArray(doc[key]) ? doc[key] : []) if (isObj(p) && typeof p.path === 'string') patches.push(p.path);
   }
+  refs.push(...patches);
+  for (const p of Array.isArray(doc.replacements) ? doc.replacements : []) if (isObj(p) && typeof p.path === 'string') refs.push(p.path);
   for (const key of ['configMapGenerator', 'secretGenerator']) {
     for (const g of Array.isArray(doc[key]) ? doc[key] : []) {
       if (!isObj(g)) continue;
@@ -54,5 +58,5 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
   if (doc.helmCharts !== undefined || doc.helmChartInflationGenerator !== undefined) {
     unsupported.push('helmCharts (kustomize would need --enable-helm and a chart repository: render the chart as its own root instead)');
   }
-  return { local: refs.filter((r) => !isRemoteRef(r)), remote: refs.filter(isRemoteRef), unsupported, ...(typeof doc.kind === 'string' ? { kind: doc.kind } : {}) };
+  return { local: refs.filter((r) => !isRemoteRef(r)), patches: patches.filter((r) => !isRemoteRef(r)), remote: refs.filter(isRemoteRef), unsupported, ...(typeof doc.kind === 'string' ? { kind: doc.kind } : {}) };
 }

@@ -225,6 +225,16 @@ test("a kustomize Component no kustomization lists is not a root (was: built alo
   assert.match(text.stdout, /^Read: {3}0 files/m);
 });
 
+test('strategic-merge patches that look like a partial Kustomization or HelmRelease are not objects: only what they patch renders (was a phantom Kustomization of the whole repository and "chart.spec.chart is missing")', async () => {
+  const { code, report } = await diffCase('patch-files');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  // The HelmRelease's own warning (its chart is in a Helm repository), once, from its file; none from the patch.
+  assert.deepEqual(lines(report.warnings), ['patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository, which cannot be resolved offline']);
+  // The Kustomization as the cluster's kustomization patches it: its images applied.
+  assert.deepEqual(images(report), ['registry.local/patch-app:patched']);
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -254,6 +264,8 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
     assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'd'].map(rev));
     assert.ok(!report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))), JSON.stringify(images(report)));
     assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['excluded-app', 'foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
+    assert.ok(images(report).includes('registry.local/patch-app:patched'));
+
     const problems = lines(report.problems);
     const warnings = lines(report.warnings);
     // One line per root that could not be rendered, each also in the text output.
@@ -280,10 +292,13 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       'other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)',
       'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository',
       'excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded',
+      'patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository',
     ]) {
       assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);
       assert.ok(text.stdout.includes(w), w);
     }
+    // Every warning is one of those listed (each root once): nothing from a patch file, nothing twice.
+    assert.equal(warnings.length, 14, warnings.join('\n'));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -38,6 +38,7 @@ helmCharts: [{name: redis}]
   assert.ok(!('error' in refs));
   assert.deepEqual(refs.local, ['deploy.yaml', '../base', '../components/a', 'psm.yaml', 'p.yaml', 'conf.txt', 'other.txt', 'a.env']);
   assert.deepEqual(refs.remote, ['https://github.com/x/y//base?ref=v1', 'github.com/x/y/base?ref=main']);
+  assert.deepEqual(refs.patches, ['psm.yaml', 'p.yaml']);
   assert.equal(refs.unsupported.length, 1);
   assert.ok('error' in kustomizationRefs('resources: [a'));
   assert.equal(isRemoteRef('git@github.com:x/y.git'), true);
@@ -357,4 +358,17 @@ test('planRenders: a kustomize Component nothing lists is not a root and its fil
   assert.deepEqual(plan.renders.map((r) => r.request.dir), ['app']);
   assert.ok(plan.renders[0]!.inputs.includes('components/used/patch.yaml'));
   assert.ok(plan.consumed.has('components/unused/patch.yaml') && plan.consumed.has('components/unused/kustomization.yaml'));
+});
+
+test('patchOnlyFiles: files kustomizations use only as patches, never one also listed as a resource', async () => {
+  const { patchOnlyFiles } = await import('../../src/render/closure.ts');
+  const tree = treeOf({
+    'clusters/kustomization.yaml': 'resources: [../base]\npatches: [{path: values.yaml, target: {kind: HelmRelease}}, {path: ../shared/both.yaml}]\npatchesStrategicMerge: [psm.yaml]',
+    'clusters/values.yaml': '',
+    'clusters/psm.yaml': '',
+    'base/kustomization.yaml': 'resources: [release.yaml, ../shared/both.yaml]',
+    'base/release.yaml': '',
+    'shared/both.yaml': '',
+  });
+  assert.deepEqual([...patchOnlyFiles(tree)].sort(), ['clusters/psm.yaml', 'clusters/values.yaml']);
 });
