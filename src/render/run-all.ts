@@ -52,18 +52,18 @@ export async function renderAll(
       outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: not rendered in this pass (more than ${options.maxRendersPerPass ?? 1_000} renders to run); the next sync renders it` }] };
     } else toRun.push({ i, key });
   }
-  // Only renders that run need their files in the copy (a pass where all are cached copies nothing).
-  await write(toRun.flatMap(({ i }) => plan.renders[i]!.inputs));
-  // Whatever one root does to the copy or the tools (an unexpected file system error included) is a
-  // problem of that root: the other roots are still rendered. Only the pass's size limit ends it.
+  // Whatever one root does to the copy or the tools (a file it cannot read, an unexpected file system error)
+  // is a problem of that root: the other roots are still rendered. Only the pass's size limit ends it.
   const failed = (i: number, err: unknown): CachedRender => {
     if (err instanceof TreeTooLargeError) throw err;
     return { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered: ${inCopyTerms(err instanceof Error ? err.message : String(err), ctx)}` }] };
   };
+  // Only renders that run need their files in the copy (a pass where all are cached copies nothing).
   const runnable: typeof toRun = [];
   for (const item of toRun) {
     const r = plan.renders[item.i]!.request;
     try {
+      await write(plan.renders[item.i]!.inputs);
       if (r.kind === 'kustomize' && r.generate !== undefined) await writeGenerated(r, ctx);
       runnable.push(item);
     } catch (err) {

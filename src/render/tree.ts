@@ -66,12 +66,13 @@ export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (p
   return async (paths) => {
     for (const path of paths) {
       if (written.has(path) || !tree.index.hashes.has(path)) continue;
-      written.add(path);
       const content = await tree.read(path);
       total += content.byteLength;
       if (total > maxBytes) throw new TreeTooLargeError(`the files to render exceed ${maxBytes} bytes: nothing was rendered`);
       await mkdir(dirname(join(dest, path)), { recursive: true });
       await writeFile(join(dest, path), content);
+      // Only once it is there: a file that could not be read fails every root that needs it, not just the first.
+      written.add(path);
     }
   };
 }

@@ -143,6 +143,14 @@ test("objects of other sources are not rendered from this one: team-b's Kustomiz
   assert.deepEqual(images(report), ['registry.local/foreign-web:this-repo']);
 });
 
+test('--path below the GitRepository: the sources are looked for in the whole repository, so the same objects are this source or another', async () => {
+  const { code, report } = await diffCase('foreign', [...THIS_REPO, '--path', 'foreign']);
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(images(report), ['registry.local/foreign-web:this-repo']);
+  assert.equal(report.warnings.filter((w) => w.message.startsWith('another source: https://github.com/team-')).length, 3);
+});
+
 test('the same repository written as ssh://…:22 (Flux) and git@host:repo.git (Argo CD): rendered, with their overrides', async () => {
   const { code, report } = await diffCase('url-forms');
   assert.equal(code, 2);
