@@ -82,7 +82,7 @@ describe('one owner per image name: what Git declares, nobody else builds under 
     const dir = await mkdtemp(join(tmpdir(), 'enbi-claims-'));
     // Git holds the shop Deployment (on demand): it declares IMAGE, built from FLAKE.
     await writeFile(join(dir, 'shop.yaml'), yamlDocs(deployment));
-    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, settings: { watchNamespaces: [appNs, labNs], trustedNamespaces: [labNs], maxNodeImages: 1000 } });
+    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, settings: { watchNamespaces: [appNs, labNs], trustedNamespaces: [labNs], maxNodeImages: 1000, maxConcurrentBuildsPerNode: 4 } });
     const done = controller.reconciled();
     controller.trigger(true);
     await done;
