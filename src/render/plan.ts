@@ -9,7 +9,7 @@ import { isComponent, type KustomizeClosure, kustomizeClosure } from './closure.
 import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
 import { whereOf } from './object-access.ts';
 import { dirOf, isUnder, shown } from './paths.ts';
-import { type KustomizeRequest, originOf, type RenderRequest } from './request.ts';
+import type { KustomizeRequest, RenderRequest } from './request.ts';
 import type { ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, filesBelow, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
@@ -48,7 +48,7 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
     return c;
   };
   // A base is a directory another kustomization builds from. Kustomizations that include each other (a
-  // cycle) are no one's base: the first of them is the root, rendered never (its cycle is its problem).
+  // cycle) are not each other's base: the first of them is a root, never rendered, its cycle its one problem.
   const reaches = (from: string, to: string) => closureOf(from).dirs.includes(to);
   const bases = new Set<string>();
   for (const d of kustomizeDirs) {
