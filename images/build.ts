@@ -3,12 +3,11 @@
 // the same digests. Also writes the Dockerfiles and the lock. Usage: `npm run images -- --help`.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { appEntries, REPO } from './app.ts';
-import { IMAGES, labels, packagesFor, PLATFORMS, type ImageDef } from './definition.ts';
-import { fetchNpmTarball, formatLock, parseLock, resolveLock, type Locked } from './debs.ts';
+import { DEBIAN, IMAGES, labels, packagesFor, PLATFORMS, type ImageDef } from './definition.ts';
+import { aptDir, cacheDir, fetchNpmTarball, formatLock, parseLock, resolveLock, type Locked } from './debs.ts';
 import { dockerfile } from './dockerfile.ts';
 import { ociArchive, platformImage, type Entry } from './oci.ts';
 import { hostPlatform, IMAGES_DIR, rootfs } from './rootfs.ts';
@@ -29,7 +28,7 @@ export function nodeVersion(): string {
 /** The reference an image gets: REGISTRY/REPOSITORY:TAG (deploy/ names these with the defaults). */
 export const imageRef = (def: ImageDef, registry = REGISTRY, tag = version()): string => `${registry}/${def.repository}:${tag}`;
 
-export const cacheDir = (): string => resolve(process.env.ENBI_CACHE_DIR ?? join(homedir(), '.cache', 'enbi'));
+export { cacheDir };
 
 export interface BuildOptions {
   images?: ImageDef['name'][];
@@ -152,7 +151,11 @@ export function dockerfiles(registry = REGISTRY, tag = version()): { path: strin
   return IMAGES.map((def) => ({ path: join(IMAGES_DIR, `${def.name}.Dockerfile`), text: dockerfile(def, imageRef(def, registry, tag), tag, nodeVersion()) }));
 }
 
-/** Rewrites images/packages.lock for these platforms (other platforms' entries kept). */
+/**
+ * Rewrites images/packages.lock for these platforms with apt's current versions in DEBIAN.suite; other
+ * platforms' entries are kept, these platforms' (and the `all` packages') are replaced, so packages no image
+ * holds any more leave the lock.
+ */
 export function updateLock(platforms: string[]): Locked[] {
   const fresh: Locked[] = [];
   for (const p of platforms) {
@@ -160,13 +163,14 @@ export function updateLock(platforms: string[]): Locked[] {
     const packages = [...new Set(IMAGES.flatMap((d) => packagesFor(d, deb)))].sort();
     fresh.push(...resolveLock(packages, [deb], join(cacheDir(), 'debs')));
   }
+  const replaced = new Set(['all', ...platforms.map((p) => PLATFORMS[p]!.deb), ...platforms.map((p) => `npm:node-linux-${PLATFORMS[p]!.npm}`)]);
   const node = nodeVersion();
   for (const p of platforms) {
     const e: Locked = { name: `node-linux-${PLATFORMS[p]!.npm}`, arch: 'npm', version: node, sha256: '' };
     e.sha256 = sha(readFileSync(fetchNpmTarball(e, join(cacheDir(), 'npm'))));
     fresh.push(e);
   }
-  const old = existsSync(LOCK_FILE) ? parseLock(readFileSync(LOCK_FILE, 'utf8')) : [];
+  const old = (existsSync(LOCK_FILE) ? parseLock(readFileSync(LOCK_FILE, 'utf8')) : []).filter((e) => !replaced.has(e.arch) && !replaced.has(`${e.arch}:${e.name}`));
   const key = (e: Locked): string => `${e.name} ${e.arch}`;
   const merged = new Map(old.map((e) => [key(e), e]));
   for (const e of fresh) merged.set(key(e), e);
@@ -181,14 +185,20 @@ Builds enbi's images as OCI archives (OUT/builder.oci.tar, OUT/controller.oci.ta
 the Debian packages pinned in images/packages.lock and this checkout's sources; building twice gives the same
 digests. Load them with skopeo, podman load, ctr images import, k3s ctr images import, kind load image-archive.
 
-  --platform LIST    platforms in the image index (default: ${hostPlatform()}, this machine's); linux/arm64's
-                     packages are downloaded with apt-get download pkg:arm64 (the first time as root)
+  --platform LIST    platforms in the image index (default: ${hostPlatform()}, this machine's)
   --out DIR          where the archives go (default images/out)
   --registry PREFIX  image names PREFIX/enbi:TAG and PREFIX/enbi-builder:TAG (default ${REGISTRY})
   --tag TAG          default: package.json's version (${version()}), the tag deploy/ names
   --image NAME       only this image (repeatable)
   --dockerfiles      write images/*.Dockerfile from the definition (a unit test checks they are current)
-  --update-lock      pin the packages' current versions (dpkg-query, else apt) for --platform into images/packages.lock
+  --update-lock      pin apt's current versions in Debian ${DEBIAN.suite} for --platform into images/packages.lock
+
+The Debian packages (${DEBIAN.suite}, images/definition.ts) are read through an apt state of enbi's own,
+${aptDir()} (sources.list, lists, cache), from the Debian mirror of this machine's apt
+sources; apt-get download fetches them into ${join(cacheDir(), 'debs')}. This machine's apt and dpkg state
+is not touched, and no root is needed.
+  ENBI_DEBIAN_MIRROR, ENBI_DEBIAN_SECURITY_MIRROR  other mirrors (e.g. snapshot.debian.org/archive/debian/TIME)
+  ENBI_CACHE_DIR     instead of ~/.cache/enbi
   SOURCE_DATE_EPOCH  mtime of every file in the images (default 0)`;
 
 async function main(argv: string[]): Promise<number> {

@@ -7,7 +7,7 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 -f images/controller.Dockerfile -t ghcr.io/hrzn/enbi:0.1.0 .
 #   buildah build --platform linux/amd64 -f images/controller.Dockerfile -t ghcr.io/hrzn/enbi:0.1.0 .
 
-FROM --platform=$BUILDPLATFORM node:24.21.0-bookworm-slim AS app
+FROM --platform=$BUILDPLATFORM node:24.21.0-trixie-slim AS app
 ARG TARGETARCH
 WORKDIR /src
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
@@ -33,19 +33,19 @@ RUN GOOS=linux GOARCH=$TARGETARCH CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimp
     go install -ldflags='-s -X helm.sh/helm/v3/internal/version.version=v3.22.0 -X helm.sh/helm/v3/internal/version.gitTreeState=clean -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=34 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=34' helm.sh/helm/v3/cmd/helm@v3.22.0 \
     && mkdir -p /out && cp "$(find /go/bin -type f -name helm)" /out/helm
 
-FROM --platform=$BUILDPLATFORM debian:bookworm-slim AS rootfs
+FROM --platform=$BUILDPLATFORM debian:trixie-slim AS rootfs
 ARG TARGETARCH
 COPY images/packages.lock images/rootfs.sh /images/
 COPY images/controller/ /images/controller/
 # The archive as it was when the lock was written: every locked version is there, with the locked sha256.
-RUN sh /images/rootfs.sh apt 20261129T005313Z bookworm "$TARGETARCH"
+RUN sh /images/rootfs.sh apt 20261205T033330Z trixie "$TARGETARCH"
 RUN EXCLUDE='etc/bash_completion.d usr/share/bash-completion usr/share/bug usr/share/doc usr/share/doc-base usr/share/fish usr/share/gitweb usr/share/info usr/share/lintian usr/share/locale usr/share/man usr/share/perl5 usr/share/zsh' \
     LINKS='' \
     DIRS='home/nonroot=755 tmp=1777' \
     APPLETS='' \
     CA=1 \
     sh /images/rootfs.sh rootfs "$TARGETARCH" /rootfs /images/packages.lock \
-    ca-certificates libc6 libgcc-s1 libstdc++6
+    base-files ca-certificates libc6 libgcc-s1 libstdc++6
 
 FROM scratch
 COPY --from=rootfs /rootfs/ /

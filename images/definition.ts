@@ -3,10 +3,13 @@
 // images/packages.lock, Node in package-lock.json (the `node` devDependency), npm modules in package-lock.json.
 
 /**
- * Debian release, and the snapshot.debian.org time whose archive holds the locked versions (the Dockerfiles'
- * apt source): the newest Date of the apt lists the lock was written from (bookworm-security, 2026-11-29).
+ * Debian release of both images' packages (images/packages.lock pins its versions), and the
+ * snapshot.debian.org time whose archive holds the locked versions (the Dockerfiles' apt source): the newest
+ * Date of the apt lists the lock was written from (trixie-security, 2026-12-05). Debian 13 (trixie) for its
+ * Nix: 2.26.3, where bookworm has 2.8.0 (2022) without the fixes for the 2024–2025 sandbox and daemon
+ * advisories; its Nix needs trixie's libc (2.38 or later), so the whole root comes from trixie.
  */
-export const DEBIAN = { suite: 'bookworm', snapshot: '20261129T005313Z' };
+export const DEBIAN = { suite: 'trixie', snapshot: '20261205T033330Z' };
 
 export interface PlatformInfo {
   /** Debian architecture (dpkg, apt-get download name:ARCH). */
@@ -73,7 +76,11 @@ export interface ImageDef {
   /** Repository under the registry prefix: ghcr.io/hrzn/REPOSITORY:VERSION. */
   repository: string;
   description: string;
-  /** Debian packages whose files (less EXCLUDE) make the root file system. */
+  /**
+   * Debian packages whose files (less EXCLUDE) make the root file system. base-files first: Debian's root
+   * layout, merged /usr (bin, lib, sbin and on amd64 lib64 are links into /usr, where every trixie package
+   * puts its files; the loader is found through them), /etc/os-release.
+   */
   packages: string[];
   /** More packages on one Debian architecture only (what its build of a binary loads there alone). */
   archPackages: Record<string, string[]>;
@@ -81,7 +88,7 @@ export interface ImageDef {
   executables: string[];
   /** Symbolic links the packages' maintainer scripts or the host would make. */
   links: { path: string; target: string }[];
-  /** busybox's applets as links in /bin (the list is images/NAME/busybox.applets, checked against busybox). */
+  /** busybox's applets as links beside it in /usr/bin, so also in /bin (the list is images/NAME/busybox.applets, checked against busybox). */
   busyboxApplets: boolean;
   /** /etc/ssl/certs/ca-certificates.crt from ca-certificates' certificates, as update-ca-certificates writes it. */
   caBundle: boolean;
@@ -94,26 +101,39 @@ export interface ImageDef {
   config: { Env: string[]; Entrypoint?: string[]; Cmd?: string[]; User?: string; WorkingDir: string };
 }
 
+/**
+ * The builder image's Nix build users (images/builder/rootfs/etc/passwd and group): the daemon runs every
+ * build as one of them (`build-users-group = nixbld`), so that no build runs as the daemon's root and none
+ * can change another's outputs. A build holds its user until it ends, and one more build waits for a free
+ * one: 32 as Nix's installer and NixOS make, for `max-jobs` up to 32 (deploy/'s nix.conf leaves Nix's
+ * default, 1; `max-jobs = auto` is one per core). Host uids 30001–30032 while they build: the daemon
+ * container shares the node's user namespace.
+ */
+export const NIX_BUILD_USERS = { group: 'nixbld', gid: 30000, firstUid: 30001, count: 32 };
+
 const CA = '/etc/ssl/certs/ca-certificates.crt';
 
 export const IMAGES: ImageDef[] = [
   {
     name: 'builder',
     repository: 'enbi-builder',
-    description: "A build Job's build container and the agent's Nix daemon: Nix 2.8, git, a static busybox as /bin/sh",
+    description: "A build Job's build container and the agent's Nix daemon: Debian 13's Nix 2.26, git, nixbld build users, a static busybox as /bin/sh",
     packages: [
-      'busybox-static', 'ca-certificates', 'git', 'nix-bin',
+      'base-files', 'bash-static', 'busybox-static', 'ca-certificates', 'git', 'nix-bin',
       // What nix, git and git-remote-http load (the build checks this closure for every platform).
-      'libacl1', 'libarchive13', 'libboost-context1.74.0', 'libbrotli1', 'libbsd0', 'libbz2-1.0', 'libc6', 'libcom-err2',
-      'libcurl3-gnutls', 'libffi8', 'libgc1', 'libgcc-s1', 'libgmp10', 'libgnutls30', 'libgssapi-krb5-2',
-      'libhogweed6', 'libicu72', 'libidn2-0', 'libk5crypto3', 'libkeyutils1', 'libkrb5-3', 'libkrb5support0',
-      'libldap-2.5-0', 'liblz4-1', 'liblzma5', 'libmd0', 'libnettle8', 'libnghttp2-14', 'libp11-kit0', 'libpcre2-8-0',
-      'libpsl5', 'libreadline8', 'librtmp1', 'libsasl2-2', 'libseccomp2', 'libsodium23', 'libsqlite3-0', 'libssh2-1',
-      'libssl3', 'libstdc++6', 'libtasn1-6', 'libtinfo6', 'libunistring2', 'libxml2', 'libzstd1', 'zlib1g',
+      'libacl1', 'libarchive13t64', 'libboost-context1.83.0', 'libbrotli1', 'libbsd0', 'libbz2-1.0', 'libc6', 'libcom-err2',
+      'libcurl3t64-gnutls', 'libffi8', 'libgc1', 'libgcc-s1', 'libgit2-1.9', 'libgmp10', 'libgnutls30t64', 'libgssapi-krb5-2',
+      'libhogweed6t64', 'libhttp-parser2.9', 'libidn2-0', 'libk5crypto3', 'libkeyutils1', 'libkrb5-3', 'libkrb5support0',
+      'libldap2', 'liblowdown2', 'liblz4-1', 'liblzma5', 'libmbedcrypto16', 'libmbedtls21', 'libmbedx509-7', 'libmd0',
+      'libnettle8t64', 'libnghttp2-14', 'libnghttp3-9', 'libngtcp2-16', 'libngtcp2-crypto-gnutls8', 'libp11-kit0', 'libpcre2-8-0',
+      'libpsl5t64', 'libreadline8t64', 'librtmp1', 'libsasl2-2', 'libseccomp2', 'libsodium23', 'libsqlite3-0', 'libssh2-1t64',
+      'libssl3t64', 'libstdc++6', 'libtasn1-6', 'libtinfo6', 'libunistring5', 'libxml2', 'libxxhash0', 'libzstd1', 'zlib1g',
     ],
     // Nix reads x86 CPU features with libcpuid; its arm64 build does not link it (there is none for arm64).
-    archPackages: { amd64: ['libcpuid16'] },
-    executables: ['usr/bin/nix', 'usr/bin/git', 'usr/lib/git-core/git-remote-http'],
+    archPackages: { amd64: ['libcpuid17'] },
+    // bash-static: Debian's Nix binds it as /bin/sh into every sandbox (its built-in sandbox-paths); the
+    // daemon fails every sandboxed build where it is missing.
+    executables: ['usr/bin/nix', 'usr/bin/git', 'usr/lib/git-core/git-remote-http', 'usr/bin/bash-static'],
     // nix-bin ships usr/libexec/nix/build-remote → ../../bin/nix itself (Nix runs itself so for remote builds).
     links: [],
     busyboxApplets: true,
@@ -128,7 +148,7 @@ export const IMAGES: ImageDef[] = [
     name: 'controller',
     repository: 'enbi',
     description: 'enbi controller, node agent and the build Job\'s importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm',
-    packages: ['ca-certificates', 'libc6', 'libgcc-s1', 'libstdc++6'],
+    packages: ['base-files', 'ca-certificates', 'libc6', 'libgcc-s1', 'libstdc++6'],
     archPackages: {},
     executables: ['nodejs/bin/node'],
     links: [],

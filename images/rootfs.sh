@@ -4,7 +4,8 @@
 #   rootfs.sh rootfs ARCH OUT LOCK PKG...  the locked .debs of ARCH (in DEBS, else downloaded), sha256-checked,
 #                                          unpacked into OUT; then
 #                                          PACKAGES_ARCH (more packages on ARCH only), EXCLUDE, LINKS
-#                                          (path=target), APPLETS (file), CA=1, DIRS (path=mode)
+#                                          (path=target), APPLETS (file: links beside usr/bin/busybox), CA=1,
+#                                          DIRS (path=mode)
 #   rootfs.sh node ARCH VERSION LOCK OUT   Node's binary from node-linux-(x64|arm64)@VERSION (npm pack), checked
 set -eu
 
@@ -16,10 +17,11 @@ case "$1" in
 apt)
   snap=$2 suite=$3 arch=$4
   rm -f /etc/apt/sources.list.d/debian.sources
+  o="check-valid-until=no signed-by=/usr/share/keyrings/debian-archive-keyring.gpg"
   {
-    echo "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/$snap $suite main"
-    echo "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/$snap $suite-updates main"
-    echo "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian-security/$snap $suite-security main"
+    echo "deb [$o] http://snapshot.debian.org/archive/debian/$snap $suite main"
+    echo "deb [$o] http://snapshot.debian.org/archive/debian/$snap $suite-updates main"
+    echo "deb [$o] http://snapshot.debian.org/archive/debian-security/$snap $suite-security main"
   } > /etc/apt/sources.list
   [ "$(dpkg --print-architecture)" = "$arch" ] || dpkg --add-architecture "$arch"
   apt-get update -q
@@ -51,7 +53,7 @@ EOF
     ln -s "${l#*=}" "$out/${l%%=*}"
   done
   if [ -n "${APPLETS:-}" ]; then
-    while read -r app; do ln -s busybox "$out/bin/$app"; done < "$APPLETS"
+    while read -r app; do ln -s busybox "$out/usr/bin/$app"; done < "$APPLETS"
   fi
   if [ "${CA:-0}" = 1 ]; then
     mkdir -p "$out/etc/ssl/certs"

@@ -13,6 +13,9 @@ import type { Entry } from './oci.ts';
 
 export const IMAGES_DIR = new URL('.', import.meta.url).pathname.replace(/\/$/, '');
 
+/** Where busybox-static puts busybox (merged /usr: /bin is a link to usr/bin); its applets go beside it. */
+export const BUSYBOX = 'usr/bin/busybox';
+
 export interface RootfsInputs {
   lock: Locked[];
   /** Where .debs and npm tarballs are cached. */
@@ -125,18 +128,18 @@ export function rootfs(def: ImageDef, platform: string, info: PlatformInfo, inpu
   for (const e of locked) for (const entry of debEntries(debs.get(e)!, EXCLUDE)) put(map, entry, `${e.name}:${e.arch}`);
   for (const l of def.links) put(map, { type: 'symlink', ...l }, 'definition links');
   if (def.busyboxApplets) {
-    const bb = map.get('bin/busybox');
-    if (bb?.type !== 'file') throw new Error(`${def.name}: busyboxApplets but no bin/busybox (add busybox-static)`);
+    const bb = map.get(BUSYBOX);
+    if (bb?.type !== 'file') throw new Error(`${def.name}: busyboxApplets but no ${BUSYBOX} (add busybox-static)`);
     const list = applets(def.name);
     // busybox lists its applets only where it runs: checked on the host's own architecture.
     if (platform === hostPlatform()) {
       const actual = busyboxList(bb.data);
       if (actual.join('\n') !== list.join('\n')) {
         const diff = [...actual.filter((a) => !list.includes(a)).map((a) => `+${a}`), ...list.filter((a) => !actual.includes(a)).map((a) => `-${a}`)];
-        throw new Error(`images/${def.name}/busybox.applets differs from what the locked busybox lists (${diff.join(' ')}): write \`bin/busybox --list | grep -vx busybox | LC_ALL=C sort\` there`);
+        throw new Error(`images/${def.name}/busybox.applets differs from what the locked busybox lists (${diff.join(' ')}): write \`busybox --list | grep -vx busybox | LC_ALL=C sort\` there`);
       }
     }
-    for (const a of list) put(map, { type: 'symlink', path: `bin/${a}`, target: 'busybox' }, 'busybox applets');
+    for (const a of list) put(map, { type: 'symlink', path: posix.join(posix.dirname(BUSYBOX), a), target: 'busybox' }, 'busybox applets');
   }
   if (def.caBundle) put(map, { type: 'file', path: CA_BUNDLE, data: caBundle(map), mode: 0o644 }, 'CA bundle');
   for (const d of def.dirs) put(map, { type: 'dir', path: d.path, mode: d.mode }, 'definition dirs');

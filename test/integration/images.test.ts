@@ -1,8 +1,9 @@
 // enbi's own images as `npm run images` builds them (images/build.ts): twice from the same checkout into two
 // directories, with identical digests and bytes; an OCI layout other tools read (names, platforms, no
 // timestamps, owner 0); and they run: imported into a private containerd, the builder answers
-// `nix --version` and `git --version`, the controller image's own entrypoint prints `enbi --help`. On every
-// platform the lock pins (arm64 runs through the host's QEMU binfmt, registered first when missing). skopeo reads them.
+// `nix --version` (Debian 13's 2.26) and `git --version` and has the Nix build users (nixbld), the
+// controller image's own entrypoint prints `enbi --help`. On every platform the lock pins (arm64 runs
+// through the host's QEMU binfmt, registered first when missing). skopeo reads them.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -20,7 +21,7 @@ import { IMAGES_DIR, rootfs } from '../../images/rootfs.ts';
 import { cacheDir, nodeVersion } from '../../images/build.ts';
 import { cpSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { hostPlatform } from '../../images/rootfs.ts';
-import { PLATFORMS as DEF_PLATFORMS, packagesFor } from '../../images/definition.ts';
+import { NIX_BUILD_USERS, PLATFORMS as DEF_PLATFORMS, packagesFor } from '../../images/definition.ts';
 import { requireEmulation } from '../cluster/emulation.ts';
 import { clusterSkipReason } from '../cluster/harness.ts';
 import { run } from '../cluster/proc.ts';
@@ -146,15 +147,29 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         const controller = imageRef(IMAGES.find((d) => d.name === 'controller')!);
         const listed = (await ctr('images', 'ls', '-q')).split('\n');
         assert.ok(listed.includes(builder) && listed.includes(controller), listed.join(' '));
+        // Debian 13's Nix and git (images/packages.lock).
         const nix = await runIn(builder, platform, ['nix', '--version']);
-        assert.match(nix, /^nix \(Nix\) 2\.8\.\d/m);
+        assert.match(nix, /^nix \(Nix\) 2\.26\.\d/m);
         const git = await runIn(builder, platform, ['git', '--version']);
-        assert.match(git, /^git version 2\.39\.\d/m);
-        // The job's shell is busybox, as /bin/sh; and the CA bundle nix and git are pointed at is there.
-        const sh = await runIn(builder, platform, ['/bin/sh', '-c', 'uname -m; wc -c < "$NIX_SSL_CERT_FILE"']);
-        const [arch, caBytes] = sh.trim().split('\n');
+        assert.match(git, /^git version 2\.47\.\d/m);
+        // The job's shell is busybox, as /bin/sh; the CA bundle nix and git are pointed at is there; the
+        // root is Debian 13's; bash-static, which Debian's Nix binds as /bin/sh into every sandbox, runs.
+        const sh = await runIn(builder, platform, ['/bin/sh', '-c', 'uname -m; wc -c < "$NIX_SSL_CERT_FILE"; . /etc/os-release; echo "$VERSION_ID"; /usr/bin/bash-static -c \'echo "$BASH_VERSION"\'']);
+        const [arch, caBytes, debian, bash] = sh.trim().split('\n');
         assert.equal(arch, platform === 'linux/arm64' ? 'aarch64' : 'x86_64');
         assert.ok(Number(caBytes) > 100_000, `CA bundle ${caBytes} bytes`);
+        assert.equal(debian, '13');
+        assert.match(bash ?? '', /^5\.\d/);
+        // The daemon's build users, as the running container's own tools read them (busybox's id and grep).
+        const { group, gid, firstUid, count } = NIX_BUILD_USERS;
+        const users = await runIn(builder, platform, ['/bin/sh', '-c', `grep '^${group}:' /etc/group; id ${group}1; id ${group}${count}; grep -c '^${group}[0-9]*:' /etc/passwd`]);
+        const members = Array.from({ length: count }, (_, i) => `${group}${i + 1}`).join(',');
+        assert.deepEqual(users.trim().split('\n'), [
+          `${group}:x:${gid}:${members}`,
+          `uid=${firstUid}(${group}1) gid=${gid}(${group}) groups=${gid}(${group})`,
+          `uid=${firstUid + count - 1}(${group}${count}) gid=${gid}(${group}) groups=${gid}(${group})`,
+          String(count),
+        ]);
         // The render tools, for the image's architecture, stamped with their versions.
         assert.match(await runIn(controller, platform, ['/usr/local/bin/kustomize', 'version']), /v5\.8\.1/);
         assert.match(await runIn(controller, platform, ['/usr/local/bin/helm', 'version', '--short']), /^v3\.22\.0/);

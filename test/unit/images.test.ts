@@ -3,13 +3,14 @@
 // covers, and the tar/OCI/ELF pieces behave (same bytes twice, long paths, missing libraries named).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { dockerfiles, imageRef, LOCK_FILE, nodeVersion } from '../../images/build.ts';
-import { IMAGES, packagesFor, PLATFORMS } from '../../images/definition.ts';
-import { formatLock, parseLock } from '../../images/debs.ts';
+import { DEBIAN, IMAGES, NIX_BUILD_USERS, packagesFor, PLATFORMS } from '../../images/definition.ts';
+import { debianMirrors, formatLock, parseLock } from '../../images/debs.ts';
 import { readElf } from '../../images/elf.ts';
 import { normalize, platformImage, tar, type Entry } from '../../images/oci.ts';
 import { missingLibraries } from '../../images/rootfs.ts';
@@ -27,8 +28,29 @@ test('the Dockerfiles install the definition\'s packages, Node of package-lock.j
     const def = IMAGES.find((i) => d.path.endsWith(`/${i.name}.Dockerfile`))!;
     assert.match(d.text, new RegExp(`\\n    ${def.packages.join(' ').replace(/[+.]/g, '\\$&')}\\n`));
     for (const line of [`WORKDIR ${def.config.WorkingDir}`, ...(def.config.Entrypoint ? [`ENTRYPOINT ${JSON.stringify(def.config.Entrypoint)}`] : [])]) assert.ok(d.text.includes(`\n${line}\n`), line);
-    assert.equal(d.text.includes(`node:${nodeVersion()}-bookworm-slim`), def.app);
+    assert.equal(d.text.includes(`node:${nodeVersion()}-${DEBIAN.suite}-slim`), def.app);
+    assert.ok(d.text.includes(`FROM --platform=$BUILDPLATFORM debian:${DEBIAN.suite}-slim AS rootfs`));
+    assert.ok(d.text.includes(`rootfs.sh apt ${DEBIAN.snapshot} ${DEBIAN.suite} `), 'the snapshot of the lock\'s suite');
   }
+});
+
+test("the builder's Nix build users: group nixbld with nixbld1..N as members, each a passwd entry of that group, no login", () => {
+  const etc = join(ROOT, 'images/builder/rootfs/etc');
+  const { group, gid, firstUid, count } = NIX_BUILD_USERS;
+  const groups = readFileSync(join(etc, 'group'), 'utf8').trim().split('\n').map((l) => l.split(':'));
+  const users = readFileSync(join(etc, 'passwd'), 'utf8').trim().split('\n').map((l) => l.split(':'));
+  const names = Array.from({ length: count }, (_, i) => `${group}${i + 1}`);
+  assert.deepEqual(groups.find((g) => g[0] === group), [group, 'x', String(gid), names.join(',')]);
+  names.forEach((n, i) => {
+    const u = users.find((x) => x[0] === n);
+    assert.ok(u, n);
+    assert.deepEqual([u[2], u[3], u[5], u[6]], [String(firstUid + i), String(gid), '/nonexistent', '/bin/false'], n);
+  });
+  // Unique ids; root stays root and in no build group (Nix refuses a daemon user that is a member).
+  assert.equal(new Set(users.map((u) => u[2])).size, users.length);
+  assert.equal(new Set(groups.map((g) => g[2])).size, groups.length);
+  assert.deepEqual(users.find((u) => u[0] === 'root')?.slice(2, 4), ['0', '0']);
+  assert.ok(count >= 1 && !names.includes('root'));
 });
 
 test('deploy/ runs exactly the images the script names (REGISTRY/REPOSITORY:package.json version)', () => {
@@ -63,6 +85,27 @@ test('images/packages.lock pins every package of every image, for each platform 
     assert.ok(lock.some((l) => l.name === `node-linux-${info.npm}` && l.arch === 'npm' && l.version === nodeVersion()), `Node ${nodeVersion()} for ${platform}`);
   }
   assert.throws(() => parseLock('git amd64 1:2.39 nothex\n'), /packages\.lock:1: want NAME ARCH VERSION SHA256/);
+});
+
+test("the Debian mirror is read from the machine's apt sources: one-line and deb822, other repositories and disabled stanzas skipped", () => {
+  const etc = mkdtempSync(join(tmpdir(), 'enbi-apt-etc-'));
+  try {
+    mkdirSync(join(etc, 'sources.list.d'));
+    writeFileSync(join(etc, 'sources.list'), '# none here\ndeb-src http://src.example/debian bookworm main\n');
+    writeFileSync(join(etc, 'sources.list.d', 'a-vendor.list'), 'deb [arch=amd64] https://vendor.example/apt nodistro main\n');
+    writeFileSync(join(etc, 'sources.list.d', 'b-off.sources'), 'Types: deb\nURIs: http://off.example/debian\nSuites: trixie\nComponents: main\nEnabled: no\n');
+    writeFileSync(join(etc, 'sources.list.d', 'c-debian.sources'),
+      'Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n');
+    writeFileSync(join(etc, 'sources.list.d', 'd.list.disabled'), 'deb http://disabled.example/debian trixie main\n');
+    assert.deepEqual(debianMirrors(etc), { archive: 'http://mirror.example/debian', security: 'http://mirror.example/debian-security' });
+    // Without a security entry: the archive's sibling.
+    writeFileSync(join(etc, 'sources.list.d', 'c-debian.sources'), 'Types: deb\nURIs: http://mirror.example/debian\nSuites: trixie\nComponents: main\n');
+    assert.deepEqual(debianMirrors(etc), { archive: 'http://mirror.example/debian', security: 'http://mirror.example/debian-security' });
+    rmSync(join(etc, 'sources.list.d', 'c-debian.sources'));
+    assert.throws(() => debianMirrors(etc), /no Debian archive .* set ENBI_DEBIAN_MIRROR/);
+  } finally {
+    rmSync(etc, { recursive: true, force: true });
+  }
 });
 
 test('tar: the same entries give the same bytes; parents added and sorted; long paths and link targets readable by tar', () => {
