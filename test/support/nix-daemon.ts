@@ -1,5 +1,6 @@
 // The node's Nix daemon, as deploy/nix-daemon.yaml's `nix-daemon` container runs it, for tests whose nodes are
-// processes on this machine: Debian's nix (the one the builder image carries) started as root in a private
+// processes on this machine: the host's Debian 12 nix 2.8 (the builder image carries trixie's 2.26: docs/build-job.md,
+// "Where the tests' daemon differs"), with the image's build users (install-build-deps.sh), started as root in a private
 // mount namespace whose /nix is the node's cache directory (the controller's cache.hostPath), with the
 // nix.conf of deploy/nix-daemon.yaml's ConfigMap plus what this offline machine needs. Build Jobs then find its
 // socket at /nix/var/nix/daemon-socket/socket in the store they mount read-only.
