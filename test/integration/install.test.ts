@@ -266,7 +266,9 @@ describe('deploy/ installed in the cluster on a k3s-style node', { skip: cluster
     assert.match(inDaemon('cat', '/etc/group'), /^nixbld:x:30000:nixbld1,/m);
 
     // The victim, then the attacker: two NixBuilds, the second's derivation lists the first's output as an input.
-    const flake = await createFixtureFlake(git, 'poison', { message: 'victim of the installed daemon', poison: 'poison' });
+    // This run's own derivations: the node's store (/var/lib/enbi/nix) outlives runs, and a path already
+    // valid there would be served, not built, so the attacker's build would never run.
+    const flake = await createFixtureFlake(git, 'poison', { message: `victim of the installed daemon ${run}`, poison: 'poison' });
     const custom = kc.makeApiClient(CustomObjectsApi);
     const submit = (name: string, attr: string) => custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: INSTALL_NS, plural: PLURAL, body: {
       apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name },
