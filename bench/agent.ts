@@ -45,21 +45,28 @@ async function main(): Promise<void> {
     let t = performance.now();
     const have = (await ctr('images', 'ls', '-q')).split('\n').filter((n) => n.startsWith('bench.local/app-')).length;
     if (have !== IMAGES) {
-      manyImagesArchive(Array.from({ length: IMAGES }, (_, i) => `bench.local/app-${i}:v1`), join(dir, 'many.tar'));
+      manyImagesArchive(
+        Array.from({ length: IMAGES }, (_, i) => `bench.local/app-${i}:v1`),
+        join(dir, 'many.tar'),
+      );
       await ctr('images', 'import', '--no-unpack', join(dir, 'many.tar'));
     }
     const importMs = performance.now() - t;
     // The CRI plugin adds a sha256:<config> name to each image in the background: let it finish first.
     let names = 0;
-    for (let stable = 0; stable < 3; ) {
+    for (let stable = 0; stable < 3;) {
       const n = (await ctr('images', 'ls', '-q')).split('\n').filter(Boolean).length;
       stable = n === names ? stable + 1 : 0;
       names = n;
       await new Promise((r) => setTimeout(r, 1_000));
     }
     const how = `${process.env.AGENT_DIST ? 'compiled JS' : 'TypeScript sources (type stripping)'}${process.env.AGENT_NODE_OPTIONS ? `, ${process.env.AGENT_NODE_OPTIONS}` : ''}`;
-    console.log(`agent bench: ${IMAGES} images (${names} names) on containerd ${version} (${cd.flavor}), ${CHANGES} changes, node ${process.version}; agent from ${how}`);
-    console.log(`import (one ctr import --no-unpack)           ${have === IMAGES ? 'kept from the last run (BENCH_DIR)' : `${(importMs / 1000).toFixed(1)} s`}`);
+    console.log(
+      `agent bench: ${IMAGES} images (${names} names) on containerd ${version} (${cd.flavor}), ${CHANGES} changes, node ${process.version}; agent from ${how}`,
+    );
+    console.log(
+      `import (one ctr import --no-unpack)           ${have === IMAGES ? 'kept from the last run (BENCH_DIR)' : `${(importMs / 1000).toFixed(1)} s`}`,
+    );
 
     // The watch: when the API server has the object, and what it says.
     const seen: { at: number; names: Set<string>; bytes: number }[] = [];
@@ -68,14 +75,20 @@ async function main(): Promise<void> {
     let req: AbortController | undefined;
     for (let attempt = 0; req === undefined; attempt++) {
       let failed: unknown;
-      const r = await watch.watch(`/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`, { fieldSelector: `metadata.name=${node}` }, (_type: string, obj: NodeImages) => {
-        const at = Date.now();
-        const all = new Set((obj.status?.images ?? []).flatMap((i) => i.names));
-        seen.push({ at, names: all, bytes: Buffer.byteLength(JSON.stringify(obj)) });
-      }, (err: unknown) => {
-        failed = err;
-        if (err && !String(err).includes('abort') && !String(err).includes('Too Many Requests')) console.error(`watch ended: ${String(err)}`);
-      });
+      const r = await watch.watch(
+        `/apis/${GROUP}/${VERSION}/${NODE_IMAGES_PLURAL}`,
+        { fieldSelector: `metadata.name=${node}` },
+        (_type: string, obj: NodeImages) => {
+          const at = Date.now();
+          const all = new Set((obj.status?.images ?? []).flatMap((i) => i.names));
+          seen.push({ at, names: all, bytes: Buffer.byteLength(JSON.stringify(obj)) });
+        },
+        (err: unknown) => {
+          failed = err;
+          if (err && !String(err).includes('abort') && !String(err).includes('Too Many Requests'))
+            console.error(`watch ended: ${String(err)}`);
+        },
+      );
       await new Promise((resolve) => setTimeout(resolve, 1000));
       if (failed === undefined) req = r;
       else if (attempt >= 30) throw new Error(`the NodeImages watch keeps failing: ${String(failed)}`);
@@ -84,11 +97,19 @@ async function main(): Promise<void> {
 
     // Events as containerd stamps them.
     const events: ImageEvent[] = [];
-    const sub = subscribeImageEvents(client, (e) => events.push(e), () => {});
+    const sub = subscribeImageEvents(
+      client,
+      (e) => events.push(e),
+      () => {},
+    );
     cleanup.push(async () => sub.cancel());
 
     t = performance.now();
-    const child = fork(new URL('agent-child.mjs', import.meta.url).pathname, ['--child', node, cd.socket, c.kubeconfig], { execArgv: ['--expose-gc', ...(process.env.AGENT_NODE_OPTIONS ?? '').split(' ').filter(Boolean)] });
+    const child = fork(
+      new URL('agent-child.mjs', import.meta.url).pathname,
+      ['--child', node, cd.socket, c.kubeconfig],
+      { execArgv: ['--expose-gc', ...(process.env.AGENT_NODE_OPTIONS ?? '').split(' ').filter(Boolean)] },
+    );
     cleanup.push(async () => {
       if (child.exitCode === null) {
         child.send({ cmd: 'stop' });
@@ -110,11 +131,18 @@ async function main(): Promise<void> {
     const spawnToReady = performance.now() - t;
     await new Promise((r) => setTimeout(r, 2_500)); // the agent's settle list after subscribing
     const first = seen.at(-1);
-    console.log(`first publish: list, platforms of ${IMAGES}, write   ${ready.toFixed(0)} ms in the agent (${spawnToReady.toFixed(0)} ms from spawn, Node start-up included)`);
+    console.log(
+      `first publish: list, platforms of ${IMAGES}, write   ${ready.toFixed(0)} ms in the agent (${spawnToReady.toFixed(0)} ms from spawn, Node start-up included)`,
+    );
     console.log(`NodeImages object                            ${((first?.bytes ?? 0) / 1024).toFixed(0)} KiB as JSON`);
-    const m0 = await ask<{ mem: NodeJS.MemoryUsage; stats: { writes: number; lists: number; lastRun: { containerd: number; build: number; write: number } } }>({ cmd: 'mem' }, 'mem');
+    const m0 = await ask<{
+      mem: NodeJS.MemoryUsage;
+      stats: { writes: number; lists: number; lastRun: { containerd: number; build: number; write: number } };
+    }>({ cmd: 'mem' }, 'mem');
     const r = m0.stats.lastRun;
-    console.log(`a full list again (platforms cached)          containerd ${r.containerd} ms, status ${r.build} ms, write ${r.write} ms (none when unchanged)`);
+    console.log(
+      `a full list again (platforms cached)          containerd ${r.containerd} ms, status ${r.build} ms, write ${r.write} ms (none when unchanged)`,
+    );
 
     // Changes, one at a time: alternately a new name and its removal.
     const fromEvent: number[] = [];
@@ -138,20 +166,28 @@ async function main(): Promise<void> {
       if (!hit || !ev) throw new Error(`change ${i} (${create ? 'tag' : 'rm'} ${name}) not seen`);
       fromEvent.push(hit.at - ev.at);
       fromCtr.push(hit.at - start);
-      const { stats } = await ask<{ stats: { lastRun: { containerd: number; build: number; write: number } } }>({ cmd: 'mem' }, 'mem');
+      const { stats } = await ask<{ stats: { lastRun: { containerd: number; build: number; write: number } } }>(
+        { cmd: 'mem' },
+        'mem',
+      );
       for (const k of ['containerd', 'build', 'write'] as const) phases[k].push(stats.lastRun[k]);
       await new Promise((r) => setTimeout(r, GAP_MS));
     }
     const m1 = await ask<{ mem: NodeJS.MemoryUsage; stats: { writes: number; lists: number } }>({ cmd: 'mem' }, 'mem');
-    const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
+    const q = (xs: number[], p: number) =>
+      [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
     const line = (label: string, xs: number[]) =>
-      console.log(`${label.padEnd(45)}median ${q(xs, 50)} ms, p99 ${q(xs, 99)} ms (min ${Math.min(...xs)}, max ${Math.max(...xs)})`);
-    line('change → API, from containerd\'s event', fromEvent);
-    line('change → API, from ctr\'s start', fromCtr);
+      console.log(
+        `${label.padEnd(45)}median ${q(xs, 50)} ms, p99 ${q(xs, 99)} ms (min ${Math.min(...xs)}, max ${Math.max(...xs)})`,
+      );
+    line("change → API, from containerd's event", fromEvent);
+    line("change → API, from ctr's start", fromCtr);
     line('  of which: containerd (filtered list)', phases.containerd);
     line('  of which: status built and compared', phases.build);
     line('  of which: API write (merge patch)', phases.write);
-    console.log(`writes for ${CHANGES} changes                         ${m1.stats.writes - m0.stats.writes} (lists ${m1.stats.lists - m0.stats.lists})`);
+    console.log(
+      `writes for ${CHANGES} changes                         ${m1.stats.writes - m0.stats.writes} (lists ${m1.stats.lists - m0.stats.lists})`,
+    );
 
     // Idle: no writes, and how much CPU the agent burns doing nothing.
     const cpu = async () => {
@@ -163,28 +199,49 @@ async function main(): Promise<void> {
     const c0 = await cpu();
     await new Promise((r) => setTimeout(r, IDLE_S * 1000));
     const c1 = await cpu();
-    console.log(`idle ${IDLE_S} s                                      ${seen.length - seenBefore} writes, ${c1 - c0} ms CPU`);
+    console.log(
+      `idle ${IDLE_S} s                                      ${seen.length - seenBefore} writes, ${c1 - c0} ms CPU`,
+    );
     const mib = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
     const m2 = await ask<{ mem: NodeJS.MemoryUsage }>({ cmd: 'mem' }, 'mem');
     const base = await new Promise<NodeJS.MemoryUsage>((resolve) => {
-      const b = fork(new URL('agent-child.mjs', import.meta.url).pathname, ['--baseline'], { execArgv: ['--expose-gc', ...(process.env.AGENT_NODE_OPTIONS ?? '').split(' ').filter(Boolean)] });
+      const b = fork(new URL('agent-child.mjs', import.meta.url).pathname, ['--baseline'], {
+        execArgv: ['--expose-gc', ...(process.env.AGENT_NODE_OPTIONS ?? '').split(' ').filter(Boolean)],
+      });
       b.once('message', (m: { mem: NodeJS.MemoryUsage }) => resolve(m.mem));
     });
-    console.log(`modules loaded, no agent (baseline)           RSS ${mib(base.rss)}, heap used ${mib(base.heapUsed)} of ${mib(base.heapTotal)} (after GC), external ${mib(base.external)}`);
-    console.log(`agent memory after first publish              RSS ${mib(m0.mem.rss)}, heap used ${mib(m0.mem.heapUsed)} of ${mib(m0.mem.heapTotal)} (after GC), external ${mib(m0.mem.external)}`);
-    console.log(`agent memory after ${CHANGES} changes + idle           RSS ${mib(m2.mem.rss)}, heap used ${mib(m2.mem.heapUsed)} of ${mib(m2.mem.heapTotal)} (after GC), external ${mib(m2.mem.external)}`);
+    console.log(
+      `modules loaded, no agent (baseline)           RSS ${mib(base.rss)}, heap used ${mib(base.heapUsed)} of ${mib(base.heapTotal)} (after GC), external ${mib(base.external)}`,
+    );
+    console.log(
+      `agent memory after first publish              RSS ${mib(m0.mem.rss)}, heap used ${mib(m0.mem.heapUsed)} of ${mib(m0.mem.heapTotal)} (after GC), external ${mib(m0.mem.external)}`,
+    );
+    console.log(
+      `agent memory after ${CHANGES} changes + idle           RSS ${mib(m2.mem.rss)}, heap used ${mib(m2.mem.heapUsed)} of ${mib(m2.mem.heapTotal)} (after GC), external ${mib(m2.mem.external)}`,
+    );
     // The peer on the same node: the containerd it watches (holding the same 1,000 images).
     const ctrdPid = cd.pid();
-    const ctrdRss = ctrdPid !== undefined ? Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${ctrdPid}/status`, 'utf8'))?.[1] ?? 0) * 1024 : 0;
-    if (ctrdRss > 0) console.log(`containerd beside it (${cd.flavor})             RSS ${mib(ctrdRss)}; agent/containerd ${(m2.mem.rss / ctrdRss).toFixed(2)}×`);
+    const ctrdRss =
+      ctrdPid !== undefined
+        ? Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${ctrdPid}/status`, 'utf8'))?.[1] ?? 0) * 1024
+        : 0;
+    if (ctrdRss > 0)
+      console.log(
+        `containerd beside it (${cd.flavor})             RSS ${mib(ctrdRss)}; agent/containerd ${(m2.mem.rss / ctrdRss).toFixed(2)}×`,
+      );
     // The agent's resident memory as the kernel splits it: anonymous (its own) and file-backed (mostly the node
     // binary's pages).
     const own = readFileSync(`/proc/${child.pid}/status`, 'utf8');
     const kib = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(own)?.[1] ?? 0) * 1024;
-    console.log(`agent RSS (kernel)                            ${mib(kib('VmRSS'))}: anonymous ${mib(kib('RssAnon'))}, file-backed ${mib(kib('RssFile'))}`);
+    console.log(
+      `agent RSS (kernel)                            ${mib(kib('VmRSS'))}: anonymous ${mib(kib('RssAnon'))}, file-backed ${mib(kib('RssFile'))}`,
+    );
   } finally {
     for (const f of cleanup.reverse()) await f().catch(() => undefined);
-    await c.kc.makeApiClient((await import('@kubernetes/client-node')).CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node }).catch(() => undefined);
+    await c.kc
+      .makeApiClient((await import('@kubernetes/client-node')).CustomObjectsApi)
+      .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node })
+      .catch(() => undefined);
     await cd.stop();
     if (process.env.BENCH_DIR === undefined) rmSync(dir, { recursive: true, force: true });
   }

@@ -29,7 +29,13 @@ const CONTROLLER_FLAGS = (process.env.CONTROLLER_FLAGS ?? `;${deployedNodeOption
 
 /** NODE_OPTIONS of the controller container in deploy/controller.yaml. */
 function deployedNodeOptions(): string {
-  const docs = parseAllDocuments(readFileSync(new URL('../deploy/controller.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind?: string; spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } } });
+  const docs = parseAllDocuments(readFileSync(new URL('../deploy/controller.yaml', import.meta.url), 'utf8')).map(
+    (d) =>
+      d.toJS() as {
+        kind?: string;
+        spec?: { template?: { spec?: { containers?: { env?: { name: string; value?: string }[] }[] } } };
+      },
+  );
   const env = docs.find((d) => d.kind === 'Deployment')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
   return env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
 }
@@ -56,8 +62,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'enbi-bcs-'));
   let t = performance.now();
   const c = await useCluster('control-plane');
-  console.log(`controller scale bench: ${NODES} nodes, ${PODS} pods (every ${ENBI_EVERY}th with enbi annotations over ${APPS} apps, every ${WAITING_EVERY}th of those waiting), node ${process.version}`);
-  console.log(`cluster up                                   ${((performance.now() - t) / 1000).toFixed(1)} s (${c.server})`);
+  console.log(
+    `controller scale bench: ${NODES} nodes, ${PODS} pods (every ${ENBI_EVERY}th with enbi annotations over ${APPS} apps, every ${WAITING_EVERY}th of those waiting), node ${process.version}`,
+  );
+  console.log(
+    `cluster up                                   ${((performance.now() - t) / 1000).toFixed(1)} s (${c.server})`,
+  );
   try {
     const cm = c.state.procs.find((p) => p.name === 'kube-controller-manager');
     if (cm !== undefined) {
@@ -69,8 +79,11 @@ async function main(): Promise<void> {
     }
     await applyNixBuildCrd(c.kc);
     const core = c.kc.makeApiClient(CoreV1Api);
-    for (const name of [NS, APPS_NS]) await core.createNamespace({ body: { metadata: { name } } }).catch(() => undefined);
-    await core.createNamespacedServiceAccount({ namespace: APPS_NS, body: { metadata: { name: 'default' } } }).catch(() => undefined);
+    for (const name of [NS, APPS_NS])
+      await core.createNamespace({ body: { metadata: { name } } }).catch(() => undefined);
+    await core
+      .createNamespacedServiceAccount({ namespace: APPS_NS, body: { metadata: { name: 'default' } } })
+      .catch(() => undefined);
 
     // Nodes: 70 % amd64, 30 % arm64, a kubelet-like image list each. The API server's TaintNodesByCondition
     // admission adds node.kubernetes.io/not-ready to each new node; kube-controller-manager (stopped) would
@@ -80,15 +93,26 @@ async function main(): Promise<void> {
     await pool(NODES, 32, async (n) => {
       const arch = n % 10 < 7 ? 'amd64' : 'arm64';
       const labels = { 'kubernetes.io/arch': arch, 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': nodeName(n) };
-      const images = Array.from({ length: 20 }, (_, i) => ({ names: [`docker.io/library/filler-${i}:v${n % 7}`], sizeBytes: 1_000_000 * (i + 1) }));
+      const images = Array.from({ length: 20 }, (_, i) => ({
+        names: [`docker.io/library/filler-${i}:v${n % 7}`],
+        sizeBytes: 1_000_000 * (i + 1),
+      }));
       await api('POST', '/api/v1/nodes', { metadata: { name: nodeName(n), labels } });
       const now = new Date().toISOString();
-      const status = { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: now, lastTransitionTime: now }], images, nodeInfo: nodeInfo(arch) };
+      const status = {
+        conditions: [
+          { type: 'Ready', status: 'True', reason: 'KubeletReady', lastHeartbeatTime: now, lastTransitionTime: now },
+        ],
+        images,
+        nodeInfo: nodeInfo(arch),
+      };
       await api('PATCH', `/api/v1/nodes/${nodeName(n)}/status`, { status });
       await api('PATCH', `/api/v1/nodes/${nodeName(n)}`, { spec: { taints: null } });
     });
     const nodesS = (performance.now() - t) / 1000;
-    console.log(`created ${NODES} nodes (+ status)               ${nodesS.toFixed(1)} s (${(NODES / nodesS).toFixed(0)}/s)`);
+    console.log(
+      `created ${NODES} nodes (+ status)               ${nodesS.toFixed(1)} s (${(NODES / nodesS).toFixed(0)}/s)`,
+    );
 
     // Pods: bound, tolerating everything; every ENBI_EVERY-th with enbi annotations, some waiting for the image.
     t = performance.now();
@@ -98,34 +122,72 @@ async function main(): Promise<void> {
       const k = appOf(i);
       const name = `pod-${String(i).padStart(6, '0')}`;
       const body: V1Pod = {
-        metadata: { name, labels: { app: enbi ? `app-${k}` : `plain-${i % 500}` }, ...(enbi ? { annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } } : {}) },
+        metadata: {
+          name,
+          labels: { app: enbi ? `app-${k}` : `plain-${i % 500}` },
+          ...(enbi ? { annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } } : {}),
+        },
         spec: {
           // Shifted by one node every ENBI_EVERY pods: enbi's pods land on both architectures (each app's on one).
           nodeName: nodeName((i + Math.floor(i / ENBI_EVERY)) % NODES),
           tolerations: [{ operator: 'Exists' }],
-          containers: [{ name: 'app', image: enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`, imagePullPolicy: enbi ? 'Never' : 'IfNotPresent', env: [{ name: 'ROLE', value: 'bench' }] }],
+          containers: [
+            {
+              name: 'app',
+              image: enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`,
+              imagePullPolicy: enbi ? 'Never' : 'IfNotPresent',
+              env: [{ name: 'ROLE', value: 'bench' }],
+            },
+          ],
         },
       };
       await api('POST', `/api/v1/namespaces/${APPS_NS}/pods`, body);
       if (enbi && (i / ENBI_EVERY) % WAITING_EVERY === 0) {
         waiting++;
-        const status = { phase: 'Pending', containerStatuses: [{ name: 'app', image: imageOf(k), imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ErrImageNeverPull', message: 'not present' } } }] };
+        const status = {
+          phase: 'Pending',
+          containerStatuses: [
+            {
+              name: 'app',
+              image: imageOf(k),
+              imageID: '',
+              ready: false,
+              restartCount: 0,
+              state: { waiting: { reason: 'ErrImageNeverPull', message: 'not present' } },
+            },
+          ],
+        };
         await api('PATCH', `/api/v1/namespaces/${APPS_NS}/pods/${name}/status`, { status });
       } else if (RUNNING) {
         // As on a real cluster, the rest run (kubelet's status): the controller's field selector leaves them out.
         const image = enbi ? imageOf(k) : `docker.io/library/plain:${i % 50}`;
-        const status = { phase: 'Running', containerStatuses: [{ name: 'app', image, imageID: image, ready: true, restartCount: 0, state: { running: { startedAt: new Date().toISOString() } } }] };
+        const status = {
+          phase: 'Running',
+          containerStatuses: [
+            {
+              name: 'app',
+              image,
+              imageID: image,
+              ready: true,
+              restartCount: 0,
+              state: { running: { startedAt: new Date().toISOString() } },
+            },
+          ],
+        };
         await api('PATCH', `/api/v1/namespaces/${APPS_NS}/pods/${name}/status`, { status });
       }
     });
     const podsS = (performance.now() - t) / 1000;
-    console.log(`created ${PODS} pods (${waiting} waiting)       ${podsS.toFixed(1)} s (${(PODS / podsS).toFixed(0)}/s)`);
+    console.log(
+      `created ${PODS} pods (${waiting} waiting)       ${podsS.toFixed(1)} s (${(PODS / podsS).toFixed(0)}/s)`,
+    );
 
     // The cost of a full pod cache against a slim one, in this process (heap after GC).
     const gc = (globalThis as { gc?: () => void }).gc;
     if (gc !== undefined) {
       // Copies (structuredClone) so that nothing is shared between the two, or with the client's response.
-      const list = async () => structuredClone((await core.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=' })).items);
+      const list = async () =>
+        structuredClone((await core.listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=' })).items);
       gc();
       const h0 = process.memoryUsage().heapUsed;
       let full: V1Pod[] | undefined = await list();
@@ -139,28 +201,44 @@ async function main(): Promise<void> {
       gc();
       const h2 = process.memoryUsage().heapUsed;
       console.log(`pod cache, full objects (${slim.length})          ${mib(h1 - h0)} of heap`);
-      console.log(`pod cache, slimmed as the controller keeps it  ${mib(h2 - h0)} of heap (ratio slim/full ${((h2 - h0) / (h1 - h0)).toFixed(2)})`);
+      console.log(
+        `pod cache, slimmed as the controller keeps it  ${mib(h2 - h0)} of heap (ratio slim/full ${((h2 - h0) / (h1 - h0)).toFixed(2)})`,
+      );
     } else console.log('(run with node --expose-gc for the full/slim pod cache comparison)');
 
-    writeFileSync(join(dir, 'apps.yaml'), Array.from({ length: APPS }, (_, k) => stringify(deployment(k))).join('---\n'));
+    writeFileSync(
+      join(dir, 'apps.yaml'),
+      Array.from({ length: APPS }, (_, k) => stringify(deployment(k))).join('---\n'),
+    );
     // The controller once per set of V8 flags, each in a fresh process against the same cluster: Node's
     // defaults, and the flags deploy/ gives the controller (NODE_OPTIONS), side by side.
     for (const flags of CONTROLLER_FLAGS) {
       const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
-        const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], { execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)] });
+        const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], {
+          execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)],
+        });
         ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
         ch.once('exit', (code) => reject(new Error(`controller child (${flags || 'defaults'}) exited ${code}`)));
       });
-      const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
+      const q = (xs: number[], p: number) =>
+        [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
       const quiet = result.quiet as number[];
-      console.log(`--- controller with ${flags === '' ? 'Node\'s default heap flags' : flags}`);
+      console.log(`--- controller with ${flags === '' ? "Node's default heap flags" : flags}`);
       console.log(`controller start (informers listed)          ${(result.startMs as number).toFixed(0)} ms`);
-      console.log(`first reconcile (plans, creates builds)      ${(result.firstMs as number).toFixed(0)} ms, ${result.builds} NixBuilds + Jobs created`);
-      console.log(`quiet reconcile, ${QUIET} runs                    median ${q(quiet, 50).toFixed(0)} ms, p99 ${q(quiet, 99).toFixed(0)} ms`);
+      console.log(
+        `first reconcile (plans, creates builds)      ${(result.firstMs as number).toFixed(0)} ms, ${result.builds} NixBuilds + Jobs created`,
+      );
+      console.log(
+        `quiet reconcile, ${QUIET} runs                    median ${q(quiet, 50).toFixed(0)} ms, p99 ${q(quiet, 99).toFixed(0)} ms`,
+      );
       console.log(`API writes during the quiet reconciles        ${result.quietWrites}`);
-      console.log(`memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`);
+      console.log(
+        `memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`,
+      );
       console.log(`memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)}`);
-      console.log(`memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`);
+      console.log(
+        `memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`,
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -193,7 +271,13 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   const metrics = newMetrics();
   const logs: string[] = [];
   let t = performance.now();
-  const ctl = await startController({ cfg, kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+  const ctl = await startController({
+    cfg,
+    kc,
+    source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+    metrics,
+    log: (m) => logs.push(m),
+  });
   const startMs = performance.now() - t;
   const reconcile = async () => {
     const done = ctl.reconciled();
@@ -216,7 +300,18 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   const mem = process.memoryUsage();
   const peakRss = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
   if (process.env.VERBOSE === '1') console.error(logs.slice(0, 40).join('\n'));
-  process.send!({ startMs, firstMs, builds, quiet, quietWrites: metrics.buildsCreated - before, baseRss: base.rss, baseHeap: base.heapUsed, rss: mem.rss, heap: mem.heapUsed, peakRss });
+  process.send!({
+    startMs,
+    firstMs,
+    builds,
+    quiet,
+    quietWrites: metrics.buildsCreated - before,
+    baseRss: base.rss,
+    baseHeap: base.heapUsed,
+    rss: mem.rss,
+    heap: mem.heapUsed,
+    peakRss,
+  });
   await ctl.stop();
   process.exit(0);
 }
@@ -228,20 +323,36 @@ function deployment(k: number): Record<string, unknown> {
     metadata: { name: `app-${k}`, namespace: APPS_NS },
     spec: {
       selector: { matchLabels: { app: `app-${k}` } },
-      template: { metadata: { labels: { app: `app-${k}` }, annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } }, spec: { containers: [{ name: 'app', image: imageOf(k) }] } },
+      template: {
+        metadata: { labels: { app: `app-${k}` }, annotations: { 'enbi.hrzn.ee/flake': flakeOf(k) } },
+        spec: { containers: [{ name: 'app', image: imageOf(k) }] },
+      },
     },
   };
 }
 
 function nodeInfo(arch: string) {
-  return { architecture: arch, operatingSystem: 'linux', bootID: '', containerRuntimeVersion: 'containerd://1.6.20', kernelVersion: '6.1.0', kubeProxyVersion: '', kubeletVersion: 'v1.34.4', machineID: '', osImage: 'Debian GNU/Linux 12', systemUUID: '' };
+  return {
+    architecture: arch,
+    operatingSystem: 'linux',
+    bootID: '',
+    containerRuntimeVersion: 'containerd://1.6.20',
+    kernelVersion: '6.1.0',
+    kubeProxyVersion: '',
+    kubeletVersion: 'v1.34.4',
+    machineID: '',
+    osImage: 'Debian GNU/Linux 12',
+    systemUUID: '',
+  };
 }
 
 async function pool(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    for (let i = next++; i < n; i = next++) await fn(i);
-  }));
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      for (let i = next++; i < n; i = next++) await fn(i);
+    }),
+  );
 }
 
 /**
@@ -256,16 +367,27 @@ function rawApi(kc: KubeConfig): (method: string, path: string, body: unknown) =
   const once = (method: string, path: string, body: unknown) =>
     new Promise<number>((resolve, reject) => {
       const data = JSON.stringify(body);
-      const req = https.request({ ...base, method, path, headers: { 'Content-Type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json', 'Content-Length': Buffer.byteLength(data) } }, (res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => {
-          const code = res.statusCode ?? 0;
-          if (code < 300 || (code === 409 && method === 'POST')) resolve(code);
-          else if (code === 429 || code >= 500 || code === 409) resolve(-code);
-          else reject(new Error(`${method} ${path}: ${code} ${text.slice(0, 300)}`));
-        });
-      });
+      const req = https.request(
+        {
+          ...base,
+          method,
+          path,
+          headers: {
+            'Content-Type': method === 'PATCH' ? 'application/merge-patch+json' : 'application/json',
+            'Content-Length': Buffer.byteLength(data),
+          },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => {
+            const code = res.statusCode ?? 0;
+            if (code < 300 || (code === 409 && method === 'POST')) resolve(code);
+            else if (code === 429 || code >= 500 || code === 409) resolve(-code);
+            else reject(new Error(`${method} ${path}: ${code} ${text.slice(0, 300)}`));
+          });
+        },
+      );
       req.on('error', reject);
       req.end(data);
     });

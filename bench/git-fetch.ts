@@ -158,8 +158,12 @@ try {
   for (let i = 0; i < HISTORY; i++) await server.commit('manifests', bump(20));
   const url = server.url('manifests');
   const packBytes = await server.git('manifests', ['count-objects', '-vH']);
-  console.log(`repository: ${FILES} YAML files, ${HISTORY + 1} commits (${packBytes.split('\n').find((l) => l.startsWith('size-pack'))}), built in ${ms(performance.now() - t0)}`);
-  console.log(`machine: ${availableParallelism()} cores, node ${process.version}, ${(await runGit(['--version'], { env })).trim()}, isomorphic-git over loopback HTTP`);
+  console.log(
+    `repository: ${FILES} YAML files, ${HISTORY + 1} commits (${packBytes.split('\n').find((l) => l.startsWith('size-pack'))}), built in ${ms(performance.now() - t0)}`,
+  );
+  console.log(
+    `machine: ${availableParallelism()} cores, node ${process.version}, ${(await runGit(['--version'], { env })).trim()}, isomorphic-git over loopback HTTP`,
+  );
 
   // Cold clones: a fresh cache every time.
   const coldIso: number[] = [];
@@ -173,7 +177,13 @@ try {
     coldIsoBytes = server.stats.bytesOut;
     const dir = join(work, `cold-native-${i}.git`);
     server.resetStats();
-    coldNative.push(await time(() => runGit(['clone', '--quiet', '--bare', '--depth', '1', '--single-branch', '--branch', 'main', url, dir], { env })));
+    coldNative.push(
+      await time(() =>
+        runGit(['clone', '--quiet', '--bare', '--depth', '1', '--single-branch', '--branch', 'main', url, dir], {
+          env,
+        }),
+      ),
+    );
     coldNativeBytes = server.stats.bytesOut;
     await rm(cacheDir, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
@@ -190,7 +200,9 @@ try {
   await syncGitSource({ url, cacheDir: fetchOnlyDir, ref: 'main' });
   const fetchOnlyGitdir = repoDirFor(fetchOnlyDir, url);
   const fetchCache = {};
-  await runGit(['clone', '--quiet', '--bare', '--depth', '1', '--single-branch', '--branch', 'main', url, nativeDir], { env });
+  await runGit(['clone', '--quiet', '--bare', '--depth', '1', '--single-branch', '--branch', 'main', url, nativeDir], {
+    env,
+  });
   const incIso: number[] = [];
   const incNative: number[] = [];
   const noop: number[] = [];
@@ -201,7 +213,10 @@ try {
   const isoBytes: number[] = [];
   const nativeBytes: number[] = [];
   for (let i = 0; i < REPS; i++) {
-    const head = await server.commit('manifests', { ...bump(5), [`apps/new/bench-${i}.yaml`]: manifest('new', `bench-${i}`, 'deployment', hex(40)) });
+    const head = await server.commit('manifests', {
+      ...bump(5),
+      [`apps/new/bench-${i}.yaml`]: manifest('new', `bench-${i}`, 'deployment', hex(40)),
+    });
     const iso = async (): Promise<void> => {
       server.resetStats();
       let files = 0;
@@ -220,7 +235,14 @@ try {
     };
     const native = async (): Promise<void> => {
       server.resetStats();
-      incNative.push(await time(() => runGit(['fetch', '--quiet', '--depth', '1', 'origin', '+refs/heads/main:refs/heads/main'], { cwd: nativeDir, env })));
+      incNative.push(
+        await time(() =>
+          runGit(['fetch', '--quiet', '--depth', '1', 'origin', '+refs/heads/main:refs/heads/main'], {
+            cwd: nativeDir,
+            env,
+          }),
+        ),
+      );
       nativeBytes.push(server.stats.bytesOut);
       const got = await runGit(['rev-parse', 'refs/heads/main'], { cwd: nativeDir, env });
       if (got !== head) throw new Error(`native git fetched ${got}, expected ${head}`);
@@ -234,12 +256,22 @@ try {
       await iso();
     }
     const fetchOnly = await time(() =>
-      git.fetch({ fs, http, cache: fetchCache, gitdir: fetchOnlyGitdir, url, ref: 'refs/remotes/origin/main', remoteRef: 'main', singleBranch: true, tags: false }),
+      git.fetch({
+        fs,
+        http,
+        cache: fetchCache,
+        gitdir: fetchOnlyGitdir,
+        url,
+        ref: 'refs/remotes/origin/main',
+        remoteRef: 'main',
+        singleBranch: true,
+        tags: false,
+      }),
     );
     incFetchOnly.push(fetchOnly);
     // What every sync cost before blob-keyed parses: all files parsed again (reading them is not counted).
     const all = (await syncGitSource({ url, cacheDir, ref: 'main' })).files;
-    fullParse.push(await time(async () => void analyzeSource(all))); 
+    fullParse.push(await time(async () => void analyzeSource(all)));
     // The same sync again with nothing new: the fixed cost of negotiating and reading every manifest.
     noop.push(await time(() => syncGitSource({ url, cacheDir, ref: 'main' })));
   }
@@ -247,16 +279,24 @@ try {
   const kb = (b: number): string => `${(b / 1024).toFixed(1)} KiB`;
   console.log('');
   console.log(`cold clone (depth 1), median of ${COLD_REPS}:`);
-  console.log(`  isomorphic-git syncGitSource : ${ms(median(coldIso))}  (${kb(coldIsoBytes)} served; includes reading ${FILES} files)`);
+  console.log(
+    `  isomorphic-git syncGitSource : ${ms(median(coldIso))}  (${kb(coldIsoBytes)} served; includes reading ${FILES} files)`,
+  );
   console.log(`  native git clone --depth 1   : ${ms(median(coldNative))}  (${kb(coldNativeBytes)} served)`);
   console.log(`  ratio isomorphic/native      : ${(median(coldIso) / median(coldNative)).toFixed(2)}`);
   console.log(`incremental fetch after one new commit (6 files changed), median of ${REPS}:`);
-  console.log(`  syncGitSource + analysis     : ${ms(median(incIso))}  (${kb(median(isoBytes))} served; read ${median(blobsRead)} blobs, parsed ${median(parsed)} files of ${FILES}+)`);
+  console.log(
+    `  syncGitSource + analysis     : ${ms(median(incIso))}  (${kb(median(isoBytes))} served; read ${median(blobsRead)} blobs, parsed ${median(parsed)} files of ${FILES}+)`,
+  );
   console.log(`  native git fetch --depth 1   : ${ms(median(incNative))}  (${kb(median(nativeBytes))} served)`);
   console.log(`  ratio isomorphic/native      : ${(median(incIso) / median(incNative)).toFixed(2)}`);
-  console.log(`  isomorphic-git fetch only    : ${ms(median(incFetchOnly))}  (the git.fetch call syncGitSource makes, no file reading)`);
+  console.log(
+    `  isomorphic-git fetch only    : ${ms(median(incFetchOnly))}  (the git.fetch call syncGitSource makes, no file reading)`,
+  );
   console.log(`  ratio fetch-only/native      : ${(median(incFetchOnly) / median(incNative)).toFixed(2)}`);
-  console.log(`  syncGitSource, nothing new   : ${ms(median(noop))}  (negotiation only: the same commit is not read again)`);
+  console.log(
+    `  syncGitSource, nothing new   : ${ms(median(noop))}  (negotiation only: the same commit is not read again)`,
+  );
   console.log(`  for scale: parsing all ${FILES}+ files again, as each sync did before: ${ms(median(fullParse))}`);
   console.log(`  all isomorphic runs (ms)     : ${incIso.map((x) => x.toFixed(0)).join(' ')}`);
   console.log(`  all native runs (ms)         : ${incNative.map((x) => x.toFixed(0)).join(' ')}`);

@@ -47,7 +47,19 @@ async function failover(): Promise<{ crashMs: number; releaseMs: number }> {
   await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
   const electors: LeaderElection[] = [];
   const start = (id: string) => {
-    const e = startLeaderElection({ kc: c.kc, namespace: ns, name: 'enbi-controller', identity: id, leaseSeconds: 15, renewSeconds: 5, retrySeconds: 2, log: jsonLogger(() => undefined), onStartedLeading: () => undefined, onStoppedLeading: () => undefined, onSyncRequested: () => undefined });
+    const e = startLeaderElection({
+      kc: c.kc,
+      namespace: ns,
+      name: 'enbi-controller',
+      identity: id,
+      leaseSeconds: 15,
+      renewSeconds: 5,
+      retrySeconds: 2,
+      log: jsonLogger(() => undefined),
+      onStartedLeading: () => undefined,
+      onStoppedLeading: () => undefined,
+      onSyncRequested: () => undefined,
+    });
     electors.push(e);
     return e;
   };
@@ -84,24 +96,64 @@ const c2 = containerd2Dir();
 const dist = here('../dist');
 execFileSync(here('../node_modules/.bin/tsc'), ['-p', here('../tsconfig.build.json')], { stdio: 'inherit' });
 // The agent's V8 flags: those on deploy/agent.yaml's command line, between node and the CLI.
-const agentCommand = (parseAllDocuments(readFileSync(here('../deploy/agent.yaml'), 'utf8')).map((d) => d.toJS()) as { kind?: string; spec?: { template?: { spec?: { containers?: { command?: string[] }[] } } } }[])
-  .find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.[0]?.command ?? [];
-const compiled = { AGENT_DIST: dist, AGENT_NODE_OPTIONS: agentCommand.filter((a) => a.startsWith('--')).join(' '), ENBI_DIST: dist };
+const agentCommand =
+  (
+    parseAllDocuments(readFileSync(here('../deploy/agent.yaml'), 'utf8')).map((d) => d.toJS()) as {
+      kind?: string;
+      spec?: { template?: { spec?: { containers?: { command?: string[] }[] } } };
+    }[]
+  ).find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.[0]?.command ?? [];
+const compiled = {
+  AGENT_DIST: dist,
+  AGENT_NODE_OPTIONS: agentCommand.filter((a) => a.startsWith('--')).join(' '),
+  ENBI_DIST: dist,
+};
 const agent = await bench([here('agent.ts')], compiled);
 const import16 = await bench([here('import.ts'), '--rounds', '3'], compiled);
-const import2 = c2 !== undefined ? await bench([here('import.ts'), '--rounds', '3', '--containerd', `containerd-2:${c2}`], compiled) : '';
+const import2 =
+  c2 !== undefined
+    ? await bench([here('import.ts'), '--rounds', '3', '--containerd', `containerd-2:${c2}`], compiled)
+    : '';
 const scale = await bench(['--expose-gc', here('controller-scale.ts')]);
 console.log('\n$ failover (in this process)');
 const f = await failover();
 
 const rows: [string, string, string][] = [
-  ['agent RSS, 1,000 images (after changes + idle)', grab(agent, /changes \+ idle\s+RSS ([\d.]+ MiB)/), `containerd beside it ${grab(agent, /containerd beside it \([^)]*\)\s+RSS ([\d.]+ MiB)/)}; ratio ${grab(agent, /agent\/containerd ([\d.]+×)/)}`],
-  ['enbi import vs ctr images import, containerd 1.6', grab(import16, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/), `ctr ${grab(import16, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`],
-  ['enbi import vs ctr images import, containerd 2.x', grab(import2, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/), `ctr ${grab(import2, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`],
-  ['controller RSS, caches full, Node\'s defaults', grab(scale, /memory, caches full\s+RSS ([\d.]+ MiB)/), grab(scale, /^(controller scale bench: [^,]+, [^(]+)/m)],
-  ['controller peak RSS, deploy/\'s NODE_OPTIONS', grab(scale, /--- controller with --[\s\S]*?peak RSS[^\n]*?([\d.]+ MiB)/), `caches full ${grab(scale, /--- controller with --[\s\S]*?caches full\s+RSS ([\d.]+ MiB)/)}`],
-  ['controller quiet reconcile', grab(scale, /quiet reconcile, \d+ runs\s+(median [\d.]+ ms, p99 [\d.]+ ms)/), `API writes ${grab(scale, /API writes during the quiet reconciles\s+(\d+)/)}`],
-  ['failover, leader crashed (15 s lease)', `${(f.crashMs / 1000).toFixed(1)} s`, `lease released (rolling update): ${(f.releaseMs / 1000).toFixed(1)} s`],
+  [
+    'agent RSS, 1,000 images (after changes + idle)',
+    grab(agent, /changes \+ idle\s+RSS ([\d.]+ MiB)/),
+    `containerd beside it ${grab(agent, /containerd beside it \([^)]*\)\s+RSS ([\d.]+ MiB)/)}; ratio ${grab(agent, /agent\/containerd ([\d.]+×)/)}`,
+  ],
+  [
+    'enbi import vs ctr images import, containerd 1.6',
+    grab(import16, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/),
+    `ctr ${grab(import16, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`,
+  ],
+  [
+    'enbi import vs ctr images import, containerd 2.x',
+    grab(import2, /enbi import [^:]*:\s+([\d.]+ s\s+\([\d.]+×\))/),
+    `ctr ${grab(import2, /ctr images import \+ tag \+ label:\s+([\d.]+ s)/)}`,
+  ],
+  [
+    "controller RSS, caches full, Node's defaults",
+    grab(scale, /memory, caches full\s+RSS ([\d.]+ MiB)/),
+    grab(scale, /^(controller scale bench: [^,]+, [^(]+)/m),
+  ],
+  [
+    "controller peak RSS, deploy/'s NODE_OPTIONS",
+    grab(scale, /--- controller with --[\s\S]*?peak RSS[^\n]*?([\d.]+ MiB)/),
+    `caches full ${grab(scale, /--- controller with --[\s\S]*?caches full\s+RSS ([\d.]+ MiB)/)}`,
+  ],
+  [
+    'controller quiet reconcile',
+    grab(scale, /quiet reconcile, \d+ runs\s+(median [\d.]+ ms, p99 [\d.]+ ms)/),
+    `API writes ${grab(scale, /API writes during the quiet reconciles\s+(\d+)/)}`,
+  ],
+  [
+    'failover, leader crashed (15 s lease)',
+    `${(f.crashMs / 1000).toFixed(1)} s`,
+    `lease released (rolling update): ${(f.releaseMs / 1000).toFixed(1)} s`,
+  ],
 ];
 console.log('\n== issue 14, side by side (this machine, this run)');
 for (const [what, value, beside] of rows) console.log(`${what.padEnd(52)} ${value.padEnd(22)} ${beside}`);

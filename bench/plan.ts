@@ -49,16 +49,22 @@ function time<T>(label: string, fn: () => T, runs = 5): T {
     samples.push(performance.now() - t);
   }
   samples.sort((a, b) => a - b);
-  console.log(`${label.padEnd(44)} median ${samples[Math.floor(runs / 2)]!.toFixed(1)} ms  (min ${samples[0]!.toFixed(1)}, max ${samples[runs - 1]!.toFixed(1)}, ${runs} runs)`);
+  console.log(
+    `${label.padEnd(44)} median ${samples[Math.floor(runs / 2)]!.toFixed(1)} ms  (min ${samples[0]!.toFixed(1)}, max ${samples[runs - 1]!.toFixed(1)}, ${runs} runs)`,
+  );
   return result;
 }
 
-console.log(`planner bench: ${WORKLOADS} workloads in ${files.length} files, ${NODES} nodes, ${FLAKES} flakes, node ${process.version}`);
+console.log(
+  `planner bench: ${WORKLOADS} workloads in ${files.length} files, ${NODES} nodes, ${FLAKES} flakes, node ${process.version}`,
+);
 const nodes = time('node views (status.images → sets)', () => rawNodes.map((n) => nodeViewOf(n)));
 const analysis = time('analyze: YAML parse + contract (zod)', () => analyzeSource(files), 3);
 for (const mode of ['spegel', 'per-node'] as const) {
   const p = time(`plan, ${mode} mode`, () => plan({ workloads: analysis.workloads, nodes, mode }));
-  console.log(`  → ${p.builds.length} builds, ${p.statuses.length} image statuses, ${p.unbuildable.length} unbuildable`);
+  console.log(
+    `  → ${p.builds.length} builds, ${p.statuses.length} image statuses, ${p.unbuildable.length} unbuildable`,
+  );
 }
 const rss = process.memoryUsage().rss / 2 ** 20;
 console.log(`RSS after the runs: ${rss.toFixed(0)} MiB`);

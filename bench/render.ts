@@ -29,7 +29,10 @@ images: [{name: registry.local/app, newTag: "${tag(rev)}"}]
 
 const root = await mkdtemp(join(tmpdir(), 'enbi-bench-render-'));
 await write(root, 'base/kustomization.yaml', 'resources: [deployment.yaml, service.yaml]\n');
-await write(root, 'base/deployment.yaml', `apiVersion: apps/v1
+await write(
+  root,
+  'base/deployment.yaml',
+  `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: app}
 spec:
@@ -39,8 +42,13 @@ spec:
       labels: {app: app}
       annotations: {enbi.hrzn.ee/flake: "git+https://git.example.org/app.git?ref=main#image"}
     spec: {containers: [{name: app, image: "registry.local/app:${tag(0)}"}]}
-`);
-await write(root, 'base/service.yaml', 'apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n');
+`,
+);
+await write(
+  root,
+  'base/service.yaml',
+  'apiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n',
+);
 for (let i = 0; i < OVERLAYS; i++) await write(root, `overlays/o${i}/kustomization.yaml`, overlay(i, i + 1));
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -54,7 +62,8 @@ for (let rep = 0; rep < REPS; rep++) {
   let t = performance.now();
   const first = await renderSource({ source: { kind: 'dir', root }, tools, cache });
   cold.push(performance.now() - t);
-  if (first.problems.length > 0 || first.stats.renders !== OVERLAYS) throw new Error(`cold pass: ${first.stats.renders} renders, ${JSON.stringify(first.problems[0])}`);
+  if (first.problems.length > 0 || first.stats.renders !== OVERLAYS)
+    throw new Error(`cold pass: ${first.stats.renders} renders, ${JSON.stringify(first.problems[0])}`);
   t = performance.now();
   await renderSource({ source: { kind: 'dir', root }, tools, cache });
   warm.push(performance.now() - t);
@@ -71,8 +80,12 @@ for (let rep = 0; rep < REPS; rep++) {
 }
 await rm(root, { recursive: true, force: true });
 const ms = (x: number) => `${Math.round(x)} ms`;
-console.log(`render bench: ${OVERLAYS} kustomize overlays of one base, kustomize ${TOOL_VERSIONS.kustomize}, node ${process.version}, ${REPS} reps (median)`);
-console.log(`  cold (empty cache, ${OVERLAYS} kustomize builds):   ${ms(median(cold))} (${ms(median(cold) / OVERLAYS)} per overlay)`);
+console.log(
+  `render bench: ${OVERLAYS} kustomize overlays of one base, kustomize ${TOOL_VERSIONS.kustomize}, node ${process.version}, ${REPS} reps (median)`,
+);
+console.log(
+  `  cold (empty cache, ${OVERLAYS} kustomize builds):   ${ms(median(cold))} (${ms(median(cold) / OVERLAYS)} per overlay)`,
+);
 console.log(`  warm (nothing changed, 0 builds):          ${ms(median(warm))}`);
 console.log(`  one overlay changed (${renderedAfterChange} build):            ${ms(median(oneChange))}`);
 console.log(`  analyzeSource on the ${OVERLAYS} rendered workloads: ${ms(median(analysis))}`);

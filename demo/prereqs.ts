@@ -16,7 +16,11 @@ export interface Prereq {
 }
 
 const ROOT = new URL('../', import.meta.url).pathname;
-const onPath = (bin: string): boolean => (process.env.PATH ?? '').split(':').concat('/usr/sbin', '/usr/bin', '/sbin').some((d) => existsSync(join(d, bin)));
+const onPath = (bin: string): boolean =>
+  (process.env.PATH ?? '')
+    .split(':')
+    .concat('/usr/sbin', '/usr/bin', '/sbin')
+    .some((d) => existsSync(join(d, bin)));
 
 export function prereqs(): Prereq[] {
   const kubeDir = process.env.KUBE_BIN_DIR ?? join(cacheDir(), 'kube', KUBE_VERSION);
@@ -29,12 +33,14 @@ export function prereqs(): Prereq[] {
     },
     {
       what: `Kubernetes ${KUBE_VERSION} (kube-apiserver, controller-manager, scheduler, kubelet)`,
-      present: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet'].every((b) => existsSync(join(kubeDir, b))),
+      present: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet'].every((b) =>
+        existsSync(join(kubeDir, b)),
+      ),
       script: 'test/cluster/build-kube.sh',
       cost: 'a Go build from modules: the longest step, 10 to 20 minutes on 2 cores',
     },
     {
-      what: 'kustomize (renders deploy/ with the demo\'s overlay)',
+      what: "kustomize (renders deploy/ with the demo's overlay)",
       present: existsSync(cachedToolPath('kustomize')),
       script: 'test/cluster/build-kustomize.sh',
       cost: 'a Go build: a few minutes',
@@ -52,6 +58,10 @@ export function runScript(script: string, print: (line: string) => void): Promis
     child.stdout.on('data', take);
     child.stderr.on('data', take);
     child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${script} exited ${code}: run it yourself to see why (bash ${script})`))));
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`${script} exited ${code}: run it yourself to see why (bash ${script})`)),
+    );
   });
 }

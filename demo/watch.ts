@@ -30,7 +30,8 @@ export interface RunningPod {
 /** A pod's state in a few words: phase, or why its container waits. */
 export function podState(p: V1Pod): string {
   const waiting = p.status?.containerStatuses?.[0]?.state?.waiting;
-  if (waiting?.reason !== undefined) return `${waiting.reason}${waiting.reason === 'ErrImageNeverPull' ? ' (its image is not on the node: enbi builds it)' : ''}`;
+  if (waiting?.reason !== undefined)
+    return `${waiting.reason}${waiting.reason === 'ErrImageNeverPull' ? ' (its image is not on the node: enbi builds it)' : ''}`;
   return p.status?.phase ?? 'Pending';
 }
 
@@ -47,33 +48,73 @@ export async function watchUntilRunning(o: WatchOptions): Promise<RunningPod[]> 
     if (!quiet) o.print(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${text}`);
   };
   for (;;) {
-    const builds = ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: o.namespace, plural: PLURAL })) as { items: NixBuild[] }).items;
+    const builds = (
+      (await custom.listNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: o.namespace,
+        plural: PLURAL,
+      })) as { items: NixBuild[] }
+    ).items;
     for (const b of builds) {
       const ready = b.status?.conditions?.find((c) => c.type === 'Ready');
-      say(`nb/${b.metadata.name}`, `NixBuild ${b.metadata.name}: ${b.status?.phase ?? 'planned'}${ready?.message ? ` (${ready.message})` : ''}`);
+      say(
+        `nb/${b.metadata.name}`,
+        `NixBuild ${b.metadata.name}: ${b.status?.phase ?? 'planned'}${ready?.message ? ` (${ready.message})` : ''}`,
+      );
     }
-    for (const j of (await batch.listNamespacedJob({ namespace: o.namespace, labelSelector: 'enbi.hrzn.ee/nixbuild' })).items) {
-      const st = j.status?.succeeded ? 'complete' : j.status?.failed ? 'failed' : j.status?.active ? 'running' : 'created';
+    for (const j of (await batch.listNamespacedJob({ namespace: o.namespace, labelSelector: 'enbi.hrzn.ee/nixbuild' }))
+      .items) {
+      const st = j.status?.succeeded
+        ? 'complete'
+        : j.status?.failed
+          ? 'failed'
+          : j.status?.active
+            ? 'running'
+            : 'created';
       say(`job/${j.metadata?.name}`, `Job ${j.metadata?.name}: ${st}`);
     }
-    const pods = (await core.listNamespacedPod({ namespace: o.appNamespace })).items.filter((p) => p.metadata?.deletionTimestamp === undefined);
-    for (const p of pods) say(`pod/${p.metadata?.name}`, `pod ${o.appNamespace}/${p.metadata?.name} (${p.spec?.containers[0]?.image}): ${podState(p)}`);
+    const pods = (await core.listNamespacedPod({ namespace: o.appNamespace })).items.filter(
+      (p) => p.metadata?.deletionTimestamp === undefined,
+    );
+    for (const p of pods)
+      say(
+        `pod/${p.metadata?.name}`,
+        `pod ${o.appNamespace}/${p.metadata?.name} (${p.spec?.containers[0]?.image}): ${podState(p)}`,
+      );
     if (quiet) {
       quiet = false;
       await o.begin!();
       continue;
     }
-    const running = pods.filter((p) => p.status?.phase === 'Running' && o.images.includes(p.spec?.containers[0]?.image ?? ''));
-    if (running.length > 0 && running.length === pods.length && o.images.every((i) => running.some((p) => p.spec?.containers[0]?.image === i))) {
+    const running = pods.filter(
+      (p) => p.status?.phase === 'Running' && o.images.includes(p.spec?.containers[0]?.image ?? ''),
+    );
+    if (
+      running.length > 0 &&
+      running.length === pods.length &&
+      o.images.every((i) => running.some((p) => p.spec?.containers[0]?.image === i))
+    ) {
       return running.map((p) => {
         const image = p.spec!.containers[0]!.image!;
         const build = builds.find((b) => b.status?.image === image || b.spec.images?.includes(image));
-        return { name: p.metadata!.name!, image, node: p.spec?.nodeName ?? '', ...(build !== undefined ? { build } : {}) };
+        return {
+          name: p.metadata!.name!,
+          image,
+          node: p.spec?.nodeName ?? '',
+          ...(build !== undefined ? { build } : {}),
+        };
       });
     }
     const failed = builds.find((b) => b.status?.phase === 'Failed');
-    if (failed !== undefined) throw new Error(`NixBuild ${failed.metadata.name} failed: ${failed.status?.conditions?.find((c) => c.type === 'Ready')?.message ?? ''}\n${failed.status?.logExcerpt ?? ''}`);
-    if (Date.now() - t0 > o.timeoutMs) throw new Error(`the app's pods were not Running after ${o.timeoutMs / 1000} s: kubectl get pods -n ${o.appNamespace}; kubectl get nixbuilds,jobs -n ${o.namespace}`);
+    if (failed !== undefined)
+      throw new Error(
+        `NixBuild ${failed.metadata.name} failed: ${failed.status?.conditions?.find((c) => c.type === 'Ready')?.message ?? ''}\n${failed.status?.logExcerpt ?? ''}`,
+      );
+    if (Date.now() - t0 > o.timeoutMs)
+      throw new Error(
+        `the app's pods were not Running after ${o.timeoutMs / 1000} s: kubectl get pods -n ${o.appNamespace}; kubectl get nixbuilds,jobs -n ${o.namespace}`,
+      );
     await new Promise((r) => setTimeout(r, 1000));
   }
 }

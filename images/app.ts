@@ -17,7 +17,9 @@ interface LockPackage {
 
 /** package-lock.json's production packages: node_modules/… paths and versions. */
 export function productionPackages(repo = REPO): { path: string; version: string }[] {
-  const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as { packages: Record<string, LockPackage> };
+  const lock = JSON.parse(readFileSync(join(repo, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, LockPackage>;
+  };
   return Object.entries(lock.packages)
     .filter(([path, p]) => path.startsWith('node_modules/') && p.dev !== true && p.link !== true)
     .map(([path, p]) => ({ path, version: p.version ?? '' }))
@@ -38,7 +40,8 @@ function tree(dir: string, prefix: string, skip: (name: string) => boolean): Ent
       else if (st.isDirectory()) {
         out.push({ type: 'dir', path, mode: 0o755 });
         walk(r);
-      } else if (st.isFile()) out.push({ type: 'file', path, data: readFileSync(full), mode: st.mode & 0o111 ? 0o755 : 0o644 });
+      } else if (st.isFile())
+        out.push({ type: 'file', path, data: readFileSync(full), mode: st.mode & 0o111 ? 0o755 : 0o644 });
     }
   };
   walk('');
@@ -50,7 +53,10 @@ export function compile(repo = REPO): Entry[] {
   const out = mkdtempSync(join(tmpdir(), 'enbi-dist-'));
   try {
     const tsc = join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
-    execFileSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.build.json'), '--outDir', out], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
+    execFileSync(process.execPath, [tsc, '-p', join(repo, 'tsconfig.build.json'), '--outDir', out], {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     return tree(out, 'app/dist', () => false);
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -59,7 +65,10 @@ export function compile(repo = REPO): Entry[] {
 
 /** /app: dist, package.json, production node_modules. */
 export function appEntries(repo = REPO): Entry[] {
-  const entries: Entry[] = [...compile(repo), { type: 'file', path: 'app/package.json', data: readFileSync(join(repo, 'package.json')), mode: 0o644 }];
+  const entries: Entry[] = [
+    ...compile(repo),
+    { type: 'file', path: 'app/package.json', data: readFileSync(join(repo, 'package.json')), mode: 0o644 },
+  ];
   for (const p of productionPackages(repo)) {
     const dir = join(repo, p.path);
     let version: string | undefined;
@@ -68,8 +77,12 @@ export function appEntries(repo = REPO): Entry[] {
     } catch {
       version = undefined;
     }
-    if (version !== p.version) throw new Error(`${p.path} is ${version ?? 'not installed'}, package-lock.json says ${p.version}: run npm ci`);
-    entries.push({ type: 'dir', path: `app/${p.path}`, mode: 0o755 }, ...tree(dir, `app/${p.path}`, (n) => n === 'node_modules'));
+    if (version !== p.version)
+      throw new Error(`${p.path} is ${version ?? 'not installed'}, package-lock.json says ${p.version}: run npm ci`);
+    entries.push(
+      { type: 'dir', path: `app/${p.path}`, mode: 0o755 },
+      ...tree(dir, `app/${p.path}`, (n) => n === 'node_modules'),
+    );
   }
   return entries;
 }

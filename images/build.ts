@@ -15,18 +15,22 @@ import { hostPlatform, IMAGES_DIR, rootfs } from './rootfs.ts';
 export const REGISTRY = 'ghcr.io/hrzn';
 export const LOCK_FILE = join(IMAGES_DIR, 'packages.lock');
 
-export const version = (): string => (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
+export const version = (): string =>
+  (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** Node's version: package-lock.json's `node` devDependency, the Node the tests run. */
 export function nodeVersion(): string {
-  const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> };
+  const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version?: string }>;
+  };
   const v = lock.packages['node_modules/node']?.version;
   if (v === undefined) throw new Error('package-lock.json has no node_modules/node (the `node` devDependency)');
   return v;
 }
 
 /** The reference an image gets: REGISTRY/REPOSITORY:TAG (deploy/ names these with the defaults). */
-export const imageRef = (def: ImageDef, registry = REGISTRY, tag = version()): string => `${registry}/${def.repository}:${tag}`;
+export const imageRef = (def: ImageDef, registry = REGISTRY, tag = version()): string =>
+  `${registry}/${def.repository}:${tag}`;
 
 export { cacheDir };
 
@@ -96,7 +100,8 @@ export const mtime = (): number => {
 export async function buildImages(o: BuildOptions = {}): Promise<ImageResult[]> {
   const log = o.log ?? (() => {});
   const platforms = o.platforms ?? [hostPlatform()];
-  for (const p of platforms) if (!PLATFORMS[p]) throw new Error(`unknown platform ${p} (${Object.keys(PLATFORMS).join(', ')})`);
+  for (const p of platforms)
+    if (!PLATFORMS[p]) throw new Error(`unknown platform ${p} (${Object.keys(PLATFORMS).join(', ')})`);
   const defs = IMAGES.filter((d) => (o.images ?? IMAGES.map((i) => i.name)).includes(d.name));
   const out = o.out ?? join(IMAGES_DIR, 'out');
   const lock = parseLock(readFileSync(LOCK_FILE, 'utf8'));
@@ -110,7 +115,15 @@ export async function buildImages(o: BuildOptions = {}): Promise<ImageResult[]> 
   for (const def of defs) {
     const t0 = Date.now();
     const refs = [imageRef(def, o.registry, tag), ...(o.extraRefs?.[def.name] ?? [])];
-    const key = sha(JSON.stringify({ v: 1, refs, platforms, time, files: inputFiles(def).map((f) => [relative(REPO, f), sha(readFileSync(f))]) })).slice(0, 16);
+    const key = sha(
+      JSON.stringify({
+        v: 1,
+        refs,
+        platforms,
+        time,
+        files: inputFiles(def).map((f) => [relative(REPO, f), sha(readFileSync(f))]),
+      }),
+    ).slice(0, 16);
     const archive = join(out, o.cache ? `${def.name}-${key}.oci.tar` : `${def.name}.oci.tar`);
     const meta = `${archive}.json`;
     if (o.cache && existsSync(archive) && existsSync(meta)) {
@@ -123,9 +136,23 @@ export async function buildImages(o: BuildOptions = {}): Promise<ImageResult[]> 
       log(`${def.name} ${p}: assembling`);
       const entries = rootfs(def, p, PLATFORMS[p]!, { lock, cache: cacheDir(), app: appOnce, nodeVersion: node });
       const info = PLATFORMS[p]!;
-      return { p, img: platformImage(entries, { architecture: info.architecture, ...(info.variant ? { variant: info.variant } : {}), config: def.config, mtime: time, labels: labels(def, tag) }) };
+      return {
+        p,
+        img: platformImage(entries, {
+          architecture: info.architecture,
+          ...(info.variant ? { variant: info.variant } : {}),
+          config: def.config,
+          mtime: time,
+          labels: labels(def, tag),
+        }),
+      };
     });
-    const layout = ociArchive(images.map((i) => i.img), refs, time, labels(def, tag));
+    const layout = ociArchive(
+      images.map((i) => i.img),
+      refs,
+      time,
+      labels(def, tag),
+    );
     const tmp = `${archive}.${process.pid}.tmp`;
     writeFileSync(tmp, layout.archive);
     renameSync(tmp, archive);
@@ -135,12 +162,19 @@ export async function buildImages(o: BuildOptions = {}): Promise<ImageResult[]> 
       archive,
       digest: layout.index.digest,
       archiveBytes: layout.archive.length,
-      platforms: images.map(({ p, img }) => ({ platform: p, manifest: img.manifest.digest, layerBytes: img.layerBytes, blobBytes: img.blobs[0]!.descriptor.size })),
+      platforms: images.map(({ p, img }) => ({
+        platform: p,
+        manifest: img.manifest.digest,
+        layerBytes: img.layerBytes,
+        blobBytes: img.blobs[0]!.descriptor.size,
+      })),
       cached: false,
       ms: Date.now() - t0,
     };
     if (o.cache) writeFileSync(meta, JSON.stringify(result, null, 2) + '\n');
-    log(`${def.name}: ${result.digest} ${archive} (${(result.archiveBytes / 1e6).toFixed(1)} MB, ${(result.ms / 1000).toFixed(1)} s)`);
+    log(
+      `${def.name}: ${result.digest} ${archive} (${(result.archiveBytes / 1e6).toFixed(1)} MB, ${(result.ms / 1000).toFixed(1)} s)`,
+    );
     results.push(result);
   }
   return results;
@@ -148,7 +182,10 @@ export async function buildImages(o: BuildOptions = {}): Promise<ImageResult[]> 
 
 /** Dockerfile path and generated text of each image. */
 export function dockerfiles(registry = REGISTRY, tag = version()): { path: string; text: string }[] {
-  return IMAGES.map((def) => ({ path: join(IMAGES_DIR, `${def.name}.Dockerfile`), text: dockerfile(def, imageRef(def, registry, tag), tag, nodeVersion()) }));
+  return IMAGES.map((def) => ({
+    path: join(IMAGES_DIR, `${def.name}.Dockerfile`),
+    text: dockerfile(def, imageRef(def, registry, tag), tag, nodeVersion()),
+  }));
 }
 
 /**
@@ -163,14 +200,20 @@ export function updateLock(platforms: string[]): Locked[] {
     const packages = [...new Set(IMAGES.flatMap((d) => packagesFor(d, deb)))].sort();
     fresh.push(...resolveLock(packages, [deb], join(cacheDir(), 'debs')));
   }
-  const replaced = new Set(['all', ...platforms.map((p) => PLATFORMS[p]!.deb), ...platforms.map((p) => `npm:node-linux-${PLATFORMS[p]!.npm}`)]);
+  const replaced = new Set([
+    'all',
+    ...platforms.map((p) => PLATFORMS[p]!.deb),
+    ...platforms.map((p) => `npm:node-linux-${PLATFORMS[p]!.npm}`),
+  ]);
   const node = nodeVersion();
   for (const p of platforms) {
     const e: Locked = { name: `node-linux-${PLATFORMS[p]!.npm}`, arch: 'npm', version: node, sha256: '' };
     e.sha256 = sha(readFileSync(fetchNpmTarball(e, join(cacheDir(), 'npm'))));
     fresh.push(e);
   }
-  const old = (existsSync(LOCK_FILE) ? parseLock(readFileSync(LOCK_FILE, 'utf8')) : []).filter((e) => !replaced.has(e.arch) && !replaced.has(`${e.arch}:${e.name}`));
+  const old = (existsSync(LOCK_FILE) ? parseLock(readFileSync(LOCK_FILE, 'utf8')) : []).filter(
+    (e) => !replaced.has(e.arch) && !replaced.has(`${e.arch}:${e.name}`),
+  );
   const key = (e: Locked): string => `${e.name} ${e.arch}`;
   const merged = new Map(old.map((e) => [key(e), e]));
   for (const e of fresh) merged.set(key(e), e);
@@ -207,8 +250,14 @@ async function main(argv: string[]): Promise<number> {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        platform: { type: 'string' }, out: { type: 'string' }, registry: { type: 'string' }, tag: { type: 'string' },
-        image: { type: 'string', multiple: true }, dockerfiles: { type: 'boolean' }, 'update-lock': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        platform: { type: 'string' },
+        out: { type: 'string' },
+        registry: { type: 'string' },
+        tag: { type: 'string' },
+        image: { type: 'string', multiple: true },
+        dockerfiles: { type: 'boolean' },
+        'update-lock': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
     }));
   } catch (e) {
@@ -220,8 +269,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const platforms = values.platform?.split(',').filter(Boolean);
-  for (const p of platforms ?? []) if (!PLATFORMS[p]) return (console.error(`--platform ${p}: want one of ${Object.keys(PLATFORMS).join(', ')}`), 2);
-  for (const n of values.image ?? []) if (!IMAGES.some((d) => d.name === n)) return (console.error(`--image ${n}: want builder or controller`), 2);
+  for (const p of platforms ?? [])
+    if (!PLATFORMS[p]) return (console.error(`--platform ${p}: want one of ${Object.keys(PLATFORMS).join(', ')}`), 2);
+  for (const n of values.image ?? [])
+    if (!IMAGES.some((d) => d.name === n)) return (console.error(`--image ${n}: want builder or controller`), 2);
   if (values.dockerfiles) {
     for (const d of dockerfiles(values.registry, values.tag)) {
       writeFileSync(d.path, d.text);
@@ -244,8 +295,13 @@ async function main(argv: string[]): Promise<number> {
     log: (l) => console.error(l),
   });
   for (const r of results) {
-    console.log(`${r.refs.join(' ')}\n  archive  ${relative(process.cwd(), r.archive)} (${(r.archiveBytes / 1e6).toFixed(1)} MB)\n  digest   ${r.digest}`);
-    for (const p of r.platforms) console.log(`  ${p.platform.padEnd(12)} ${p.manifest}  layer ${(p.layerBytes / 1e6).toFixed(1)} MB, ${(p.blobBytes / 1e6).toFixed(1)} MB gzip`);
+    console.log(
+      `${r.refs.join(' ')}\n  archive  ${relative(process.cwd(), r.archive)} (${(r.archiveBytes / 1e6).toFixed(1)} MB)\n  digest   ${r.digest}`,
+    );
+    for (const p of r.platforms)
+      console.log(
+        `  ${p.platform.padEnd(12)} ${p.manifest}  layer ${(p.layerBytes / 1e6).toFixed(1)} MB, ${(p.blobBytes / 1e6).toFixed(1)} MB gzip`,
+      );
   }
   console.log(`${((Date.now() - t0) / 1000).toFixed(1)} s`);
   return 0;
@@ -260,4 +316,3 @@ if (import.meta.filename === process.argv[1]) {
     },
   );
 }
-

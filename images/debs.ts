@@ -4,7 +4,19 @@
 // state of enbi's own (~/.cache/enbi/apt/SUITE: its sources.list, lists and cache) from the Debian mirror
 // this machine's apt sources name: the machine's own apt state, release and architectures are never touched.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync, chownSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  chownSync,
+} from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEBIAN, PLATFORMS } from './definition.ts';
@@ -21,7 +33,9 @@ export interface Locked {
 export const cacheDir = (): string => resolve(process.env.ENBI_CACHE_DIR ?? join(homedir(), '.cache', 'enbi'));
 
 /** The lock's header: the format, and the Debian release whose packages it pins (so the suite is part of the lock). */
-export const lockHeader = (suite = DEBIAN.suite): string => `# The pinned inputs of enbi's images (images/definition.ts): NAME ARCH VERSION SHA256.
+export const lockHeader = (
+  suite = DEBIAN.suite,
+): string => `# The pinned inputs of enbi's images (images/definition.ts): NAME ARCH VERSION SHA256.
 # Debian packages of ${suite} (images/definition.ts DEBIAN.suite; from ${suite}, ${suite}-updates and
 # ${suite}-security; ARCH amd64, arm64 or all; SHA256 of the .deb) and Node's binary package from npm
 # (ARCH npm; SHA256 of the .tgz). images/build.ts and the Dockerfiles download exactly these and refuse
@@ -34,21 +48,27 @@ export function parseLock(text: string, file = 'images/packages.lock'): Locked[]
     const t = line.trim();
     if (t === '' || t.startsWith('#')) return;
     const [name, arch, version, hash, extra] = t.split(/\s+/);
-    if (extra !== undefined || hash === undefined || !/^[0-9a-f]{64}$/.test(hash)) throw new Error(`${file}:${i + 1}: want NAME ARCH VERSION SHA256, got "${t}"`);
+    if (extra !== undefined || hash === undefined || !/^[0-9a-f]{64}$/.test(hash))
+      throw new Error(`${file}:${i + 1}: want NAME ARCH VERSION SHA256, got "${t}"`);
     out.push({ name: name!, arch: arch!, version: version!, sha256: hash });
   });
   return out;
 }
 
 export function formatLock(entries: Locked[], suite = DEBIAN.suite): string {
-  const sorted = [...entries].sort((a, b) => (a.name === b.name ? (a.arch < b.arch ? -1 : 1) : a.name < b.name ? -1 : 1));
+  const sorted = [...entries].sort((a, b) =>
+    a.name === b.name ? (a.arch < b.arch ? -1 : 1) : a.name < b.name ? -1 : 1,
+  );
   return lockHeader(suite) + sorted.map((e) => `${e.name} ${e.arch} ${e.version} ${e.sha256}\n`).join('');
 }
 
 /** The lock entry of a package for a Debian architecture (or its `all` entry). */
 export function lockedFor(lock: Locked[], name: string, arch: string): Locked {
   const e = lock.find((l) => l.name === name && (l.arch === arch || l.arch === 'all'));
-  if (!e) throw new Error(`images/packages.lock has no entry for ${name}:${arch}: run \`npm run images -- --update-lock --platform linux/${arch}\``);
+  if (!e)
+    throw new Error(
+      `images/packages.lock has no entry for ${name}:${arch}: run \`npm run images -- --update-lock --platform linux/${arch}\``,
+    );
   return e;
 }
 
@@ -60,7 +80,8 @@ function sh(cmd: string, args: string[], o: { cwd?: string } = {}): { ok: boolea
 }
 
 /** Debian's release names: how a machine's apt sources tell Debian's own archive from other repositories. */
-const DEBIAN_SUITES = /^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable)(-updates|-security|-backports|-proposed-updates)?$/;
+const DEBIAN_SUITES =
+  /^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldstable|oldstable|stable|testing|unstable)(-updates|-security|-backports|-proposed-updates)?$/;
 
 /**
  * The URIs of Debian's archive and security archive in this machine's apt sources (sources.list and
@@ -69,7 +90,14 @@ const DEBIAN_SUITES = /^(buster|bullseye|bookworm|trixie|forky|duke|sid|oldoldst
  */
 export function debianMirrors(etc = '/etc/apt'): { archive: string; security: string } {
   const found: { uri: string; suites: string[] }[] = [];
-  const files = [join(etc, 'sources.list'), ...(existsSync(join(etc, 'sources.list.d')) ? readdirSync(join(etc, 'sources.list.d')).sort().map((f) => join(etc, 'sources.list.d', f)) : [])];
+  const files = [
+    join(etc, 'sources.list'),
+    ...(existsSync(join(etc, 'sources.list.d'))
+      ? readdirSync(join(etc, 'sources.list.d'))
+          .sort()
+          .map((f) => join(etc, 'sources.list.d', f))
+      : []),
+  ];
   for (const f of files) {
     if (!existsSync(f)) continue;
     const text = readFileSync(f, 'utf8');
@@ -80,17 +108,24 @@ export function debianMirrors(etc = '/etc/apt'): { archive: string; security: st
       }
     } else if (f.endsWith('.sources')) {
       for (const stanza of text.split(/\n\s*\n/)) {
-        const field = (k: string): string[] => new RegExp(`^${k}:[ \\t]*(.*)$`, 'mi').exec(stanza)?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
+        const field = (k: string): string[] =>
+          new RegExp(`^${k}:[ \\t]*(.*)$`, 'mi').exec(stanza)?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
         if (!field('Types').includes('deb') || field('Enabled')[0] === 'no') continue;
         for (const uri of field('URIs')) found.push({ uri, suites: field('Suites') });
       }
     }
   }
   const pick = (security: boolean): string | undefined =>
-    found.find((s) => s.suites.some((x) => DEBIAN_SUITES.test(x) && x.endsWith('-security') === security))?.uri.replace(/\/+$/, '');
+    found
+      .find((s) => s.suites.some((x) => DEBIAN_SUITES.test(x) && x.endsWith('-security') === security))
+      ?.uri.replace(/\/+$/, '');
   const archive = process.env.ENBI_DEBIAN_MIRROR ?? pick(false);
-  if (archive === undefined) throw new Error(`no Debian archive in ${etc}/sources.list or ${etc}/sources.list.d/: set ENBI_DEBIAN_MIRROR (e.g. http://deb.debian.org/debian)`);
-  const security = process.env.ENBI_DEBIAN_SECURITY_MIRROR ?? pick(true) ?? archive.replace(/\/debian$/, '/debian-security');
+  if (archive === undefined)
+    throw new Error(
+      `no Debian archive in ${etc}/sources.list or ${etc}/sources.list.d/: set ENBI_DEBIAN_MIRROR (e.g. http://deb.debian.org/debian)`,
+    );
+  const security =
+    process.env.ENBI_DEBIAN_SECURITY_MIRROR ?? pick(true) ?? archive.replace(/\/debian$/, '/debian-security');
   return { archive, security };
 }
 
@@ -108,14 +143,31 @@ export function aptOptions(suite = DEBIAN.suite): string[] {
   mkdirSync(join(dir, 'lists'), { recursive: true });
   mkdirSync(join(dir, 'cache'), { recursive: true });
   // A snapshot's Release files are past their Valid-Until by design.
-  const o = (uri: string): string => `[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg${uri.includes('snapshot.debian.org') ? ' check-valid-until=no' : ''}]`;
-  const list = [`deb ${o(archive)} ${archive} ${suite} main`, `deb ${o(archive)} ${archive} ${suite}-updates main`, `deb ${o(security)} ${security} ${suite}-security main`].join('\n') + '\n';
+  const o = (uri: string): string =>
+    `[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg${uri.includes('snapshot.debian.org') ? ' check-valid-until=no' : ''}]`;
+  const list =
+    [
+      `deb ${o(archive)} ${archive} ${suite} main`,
+      `deb ${o(archive)} ${archive} ${suite}-updates main`,
+      `deb ${o(security)} ${security} ${suite}-security main`,
+    ].join('\n') + '\n';
   const file = join(dir, 'sources.list');
   if (!existsSync(file) || readFileSync(file, 'utf8') !== list) writeFileSync(file, list);
   return [
-    '-o', `Dir::Etc::SourceList=${file}`, '-o', 'Dir::Etc::SourceParts=/dev/null',
-    '-o', `Dir::State::Lists=${join(dir, 'lists')}`, '-o', `Dir::Cache=${join(dir, 'cache')}`,
-    '-o', 'Dir::State::status=/dev/null', '-o', 'Dir::Etc::Preferences=/dev/null', '-o', 'Dir::Etc::PreferencesParts=/dev/null',
+    '-o',
+    `Dir::Etc::SourceList=${file}`,
+    '-o',
+    'Dir::Etc::SourceParts=/dev/null',
+    '-o',
+    `Dir::State::Lists=${join(dir, 'lists')}`,
+    '-o',
+    `Dir::Cache=${join(dir, 'cache')}`,
+    '-o',
+    'Dir::State::status=/dev/null',
+    '-o',
+    'Dir::Etc::Preferences=/dev/null',
+    '-o',
+    'Dir::Etc::PreferencesParts=/dev/null',
     ...[...new Set(Object.values(PLATFORMS).map((p) => p.deb))].flatMap((a) => ['-o', `APT::Architectures::=${a}`]),
   ];
 }
@@ -128,11 +180,18 @@ export function aptUpdate(suite = DEBIAN.suite, force = false): void {
   const r = sh('apt-get', [...aptOptions(suite), 'update', '-q']);
   if (!r.ok) throw new Error(`apt-get update of ${suite} (${aptDir(suite)}/sources.list) failed:\n${r.out}`);
   // A list that could not be fetched leaves the one before it: said, and the download tried anyway.
-  if (/^(Err:|W:)/m.test(r.out)) process.stderr.write(`apt-get update of ${suite} reported:\n${r.out.split('\n').filter((l) => /^(Err:|W:)/.test(l)).join('\n')}\n`);
+  if (/^(Err:|W:)/m.test(r.out))
+    process.stderr.write(
+      `apt-get update of ${suite} reported:\n${r.out
+        .split('\n')
+        .filter((l) => /^(Err:|W:)/.test(l))
+        .join('\n')}\n`,
+    );
   updated.add(suite);
 }
 
-const apt = (cmd: 'apt-get' | 'apt-cache', args: string[], o: { cwd?: string } = {}): { ok: boolean; out: string } => sh(cmd, [...aptOptions(), ...args], o);
+const apt = (cmd: 'apt-get' | 'apt-cache', args: string[], o: { cwd?: string } = {}): { ok: boolean; out: string } =>
+  sh(cmd, [...aptOptions(), ...args], o);
 
 /** What apt offers for each name on arch (one apt-cache call: each parses every list): version and architecture. */
 function aptCandidates(names: string[], arch: string): Map<string, { version: string; arch: string }> {
@@ -142,7 +201,14 @@ function aptCandidates(names: string[], arch: string): Map<string, { version: st
     for (const stanza of apt('apt-cache', ['show', '--no-all-versions', ...specs]).out.split(/\n\s*\n/)) {
       const f = (k: string): string | undefined => new RegExp(`^${k}: (.+)$`, 'm').exec(stanza)?.[1]?.trim();
       const [name, version, a] = [f('Package'), f('Version'), f('Architecture')];
-      if (name !== undefined && version !== undefined && a !== undefined && (a === arch || a === 'all') && !out.has(name)) out.set(name, { version, arch: a });
+      if (
+        name !== undefined &&
+        version !== undefined &&
+        a !== undefined &&
+        (a === arch || a === 'all') &&
+        !out.has(name)
+      )
+        out.set(name, { version, arch: a });
     }
   };
   read(names.map((n) => `${n}:${arch}`));
@@ -176,21 +242,33 @@ export function fetchDebs(entries: Locked[], cache: string): Map<Locked, string>
   aptUpdate();
   const tmp = mkdtempSync(join(tmpdir(), 'enbi-debs-'));
   try {
-    const specs = missing.map((e) => (e.arch === 'all' ? `${e.name}=${e.version}` : `${e.name}:${e.arch}=${e.version}`));
+    const specs = missing.map((e) =>
+      e.arch === 'all' ? `${e.name}=${e.version}` : `${e.name}:${e.arch}=${e.version}`,
+    );
     const r = aptDownload(specs, tmp);
     if (!r.ok) {
-      const why = missing.map((e) => {
-        const c = aptCandidates([e.name], e.arch === 'all' ? PLATFORMS['linux/amd64']!.deb : e.arch).get(e.name);
-        return c?.version === e.version ? undefined : `  ${e.name}:${e.arch}: locked ${e.version}, apt offers ${c?.version ?? 'nothing'}`;
-      }).filter(Boolean);
-      throw new Error(`apt-get download of the locked packages (Debian ${DEBIAN.suite}) failed:\n${why.join('\n') || r.out}\n` +
-        `Point ENBI_DEBIAN_MIRROR at a snapshot that holds them (http://snapshot.debian.org/archive/debian/${DEBIAN.snapshot}, see images/definition.ts), or update the lock: npm run images -- --update-lock`);
+      const why = missing
+        .map((e) => {
+          const c = aptCandidates([e.name], e.arch === 'all' ? PLATFORMS['linux/amd64']!.deb : e.arch).get(e.name);
+          return c?.version === e.version
+            ? undefined
+            : `  ${e.name}:${e.arch}: locked ${e.version}, apt offers ${c?.version ?? 'nothing'}`;
+        })
+        .filter(Boolean);
+      throw new Error(
+        `apt-get download of the locked packages (Debian ${DEBIAN.suite}) failed:\n${why.join('\n') || r.out}\n` +
+          `Point ENBI_DEBIAN_MIRROR at a snapshot that holds them (http://snapshot.debian.org/archive/debian/${DEBIAN.snapshot}, see images/definition.ts), or update the lock: npm run images -- --update-lock`,
+      );
     }
     for (const e of missing) {
       const got = join(tmp, debName(e));
-      if (!existsSync(got)) throw new Error(`apt-get download gave no ${debName(e)} (got ${readdirSync(tmp).join(', ')})`);
+      if (!existsSync(got))
+        throw new Error(`apt-get download gave no ${debName(e)} (got ${readdirSync(tmp).join(', ')})`);
       const hash = sha256(readFileSync(got));
-      if (hash !== e.sha256) throw new Error(`${e.name}:${e.arch} ${e.version}: the downloaded .deb has sha256 ${hash}, images/packages.lock says ${e.sha256}`);
+      if (hash !== e.sha256)
+        throw new Error(
+          `${e.name}:${e.arch} ${e.version}: the downloaded .deb has sha256 ${hash}, images/packages.lock says ${e.sha256}`,
+        );
       renameSync(got, join(cache, debName(e)));
       out.set(e, join(cache, debName(e)));
     }
@@ -221,7 +299,10 @@ export function resolveLock(packages: string[], arches: string[], cache: string)
   if (missing.length > 0) {
     const tmp = mkdtempSync(join(tmpdir(), 'enbi-lock-'));
     try {
-      const r = aptDownload(missing.map((e) => (e.arch === 'all' ? `${e.name}=${e.version}` : `${e.name}:${e.arch}=${e.version}`)), tmp);
+      const r = aptDownload(
+        missing.map((e) => (e.arch === 'all' ? `${e.name}=${e.version}` : `${e.name}:${e.arch}=${e.version}`)),
+        tmp,
+      );
       if (!r.ok) throw new Error(`apt-get download of ${missing.length} packages failed: ${r.out}`);
       mkdirSync(cache, { recursive: true });
       for (const e of missing) renameSync(join(tmp, debName(e)), join(cache, debName(e)));
@@ -241,10 +322,14 @@ export function fetchNpmTarball(e: Locked, cache: string): string {
   const tmp = mkdtempSync(join(tmpdir(), 'enbi-npm-'));
   try {
     const r = sh('npm', ['pack', '--silent', `${e.name}@${e.version}`, '--pack-destination', tmp]);
-    if (!r.ok) throw new Error(`npm pack ${e.name}@${e.version} failed (it needs the npm registry or npm's cache): ${r.out}`);
+    if (!r.ok)
+      throw new Error(`npm pack ${e.name}@${e.version} failed (it needs the npm registry or npm's cache): ${r.out}`);
     const got = join(tmp, `${e.name}-${e.version}.tgz`);
     const hash = sha256(readFileSync(got));
-    if (e.sha256 !== '' && hash !== e.sha256) throw new Error(`${e.name}@${e.version}: npm gave a tarball with sha256 ${hash}, images/packages.lock says ${e.sha256}`);
+    if (e.sha256 !== '' && hash !== e.sha256)
+      throw new Error(
+        `${e.name}@${e.version}: npm gave a tarball with sha256 ${hash}, images/packages.lock says ${e.sha256}`,
+      );
     renameSync(got, file);
     return file;
   } finally {

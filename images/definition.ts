@@ -59,14 +59,27 @@ export interface GoTool {
 /** kustomize and helm for rendering (src/render), the versions and stamps of test/cluster/build-{kustomize,helm}.sh. */
 export const RENDER_TOOLS: GoTool[] = [
   {
-    name: 'kustomize', module: 'sigs.k8s.io/kustomize/kustomize/v5', version: 'v5.8.1', path: 'usr/local/bin/kustomize', env: 'ENBI_KUSTOMIZE',
+    name: 'kustomize',
+    module: 'sigs.k8s.io/kustomize/kustomize/v5',
+    version: 'v5.8.1',
+    path: 'usr/local/bin/kustomize',
+    env: 'ENBI_KUSTOMIZE',
     ldflags: (v) => `-s -X sigs.k8s.io/kustomize/api/provenance.version=kustomize/${v}`,
   },
   {
-    name: 'helm', module: 'helm.sh/helm/v3/cmd/helm', version: 'v3.22.0', path: 'usr/local/bin/helm', env: 'ENBI_HELM',
+    name: 'helm',
+    module: 'helm.sh/helm/v3/cmd/helm',
+    version: 'v3.22.0',
+    path: 'usr/local/bin/helm',
+    env: 'ENBI_HELM',
     // Unstamped, helm reports v0 and believes the cluster is Kubernetes v1.20.
-    ldflags: (v) => [`-s -X helm.sh/helm/v3/internal/version.version=${v} -X helm.sh/helm/v3/internal/version.gitTreeState=clean`,
-      ...['helm.sh/helm/v3/pkg/chartutil', 'helm.sh/helm/v3/pkg/lint/rules'].map((p) => `-X ${p}.k8sVersionMajor=1 -X ${p}.k8sVersionMinor=34`)].join(' '),
+    ldflags: (v) =>
+      [
+        `-s -X helm.sh/helm/v3/internal/version.version=${v} -X helm.sh/helm/v3/internal/version.gitTreeState=clean`,
+        ...['helm.sh/helm/v3/pkg/chartutil', 'helm.sh/helm/v3/pkg/lint/rules'].map(
+          (p) => `-X ${p}.k8sVersionMajor=1 -X ${p}.k8sVersionMinor=34`,
+        ),
+      ].join(' '),
   },
 ];
 
@@ -117,17 +130,71 @@ export const IMAGES: ImageDef[] = [
   {
     name: 'builder',
     repository: 'enbi-builder',
-    description: "A build Job's build container and the agent's Nix daemon: Debian 13's Nix 2.26, git, nixbld build users, a static busybox as /bin/sh",
+    description:
+      "A build Job's build container and the agent's Nix daemon: Debian 13's Nix 2.26, git, nixbld build users, a static busybox as /bin/sh",
     packages: [
-      'base-files', 'bash-static', 'busybox-static', 'ca-certificates', 'git', 'nix-bin',
+      'base-files',
+      'bash-static',
+      'busybox-static',
+      'ca-certificates',
+      'git',
+      'nix-bin',
       // What nix, git and git-remote-http load (the build checks this closure for every platform).
-      'libacl1', 'libarchive13t64', 'libboost-context1.83.0', 'libbrotli1', 'libbsd0', 'libbz2-1.0', 'libc6', 'libcom-err2',
-      'libcurl3t64-gnutls', 'libffi8', 'libgc1', 'libgcc-s1', 'libgit2-1.9', 'libgmp10', 'libgnutls30t64', 'libgssapi-krb5-2',
-      'libhogweed6t64', 'libhttp-parser2.9', 'libidn2-0', 'libk5crypto3', 'libkeyutils1', 'libkrb5-3', 'libkrb5support0',
-      'libldap2', 'liblowdown2', 'liblz4-1', 'liblzma5', 'libmbedcrypto16', 'libmbedtls21', 'libmbedx509-7', 'libmd0',
-      'libnettle8t64', 'libnghttp2-14', 'libnghttp3-9', 'libngtcp2-16', 'libngtcp2-crypto-gnutls8', 'libp11-kit0', 'libpcre2-8-0',
-      'libpsl5t64', 'libreadline8t64', 'librtmp1', 'libsasl2-2', 'libseccomp2', 'libsodium23', 'libsqlite3-0', 'libssh2-1t64',
-      'libssl3t64', 'libstdc++6', 'libtasn1-6', 'libtinfo6', 'libunistring5', 'libxml2', 'libxxhash0', 'libzstd1', 'zlib1g',
+      'libacl1',
+      'libarchive13t64',
+      'libboost-context1.83.0',
+      'libbrotli1',
+      'libbsd0',
+      'libbz2-1.0',
+      'libc6',
+      'libcom-err2',
+      'libcurl3t64-gnutls',
+      'libffi8',
+      'libgc1',
+      'libgcc-s1',
+      'libgit2-1.9',
+      'libgmp10',
+      'libgnutls30t64',
+      'libgssapi-krb5-2',
+      'libhogweed6t64',
+      'libhttp-parser2.9',
+      'libidn2-0',
+      'libk5crypto3',
+      'libkeyutils1',
+      'libkrb5-3',
+      'libkrb5support0',
+      'libldap2',
+      'liblowdown2',
+      'liblz4-1',
+      'liblzma5',
+      'libmbedcrypto16',
+      'libmbedtls21',
+      'libmbedx509-7',
+      'libmd0',
+      'libnettle8t64',
+      'libnghttp2-14',
+      'libnghttp3-9',
+      'libngtcp2-16',
+      'libngtcp2-crypto-gnutls8',
+      'libp11-kit0',
+      'libpcre2-8-0',
+      'libpsl5t64',
+      'libreadline8t64',
+      'librtmp1',
+      'libsasl2-2',
+      'libseccomp2',
+      'libsodium23',
+      'libsqlite3-0',
+      'libssh2-1t64',
+      'libssl3t64',
+      'libstdc++6',
+      'libtasn1-6',
+      'libtinfo6',
+      'libunistring5',
+      'libxml2',
+      'libxxhash0',
+      'libzstd1',
+      'zlib1g',
     ],
     // Nix reads x86 CPU features with libcpuid; its arm64 build does not link it (there is none for arm64).
     archPackages: { amd64: ['libcpuid17'] },
@@ -141,13 +208,22 @@ export const IMAGES: ImageDef[] = [
     app: false,
     goTools: [],
     // Nix's binaries stay outside /nix: the node's cache volume is mounted there.
-    dirs: [{ path: 'root', mode: 0o700 }, { path: 'tmp', mode: 0o1777 }, { path: 'nix', mode: 0o755 }],
-    config: { Env: ['PATH=/usr/bin:/bin', `NIX_SSL_CERT_FILE=${CA}`, `GIT_SSL_CAINFO=${CA}`], Cmd: ['/bin/sh'], WorkingDir: '/' },
+    dirs: [
+      { path: 'root', mode: 0o700 },
+      { path: 'tmp', mode: 0o1777 },
+      { path: 'nix', mode: 0o755 },
+    ],
+    config: {
+      Env: ['PATH=/usr/bin:/bin', `NIX_SSL_CERT_FILE=${CA}`, `GIT_SSL_CAINFO=${CA}`],
+      Cmd: ['/bin/sh'],
+      WorkingDir: '/',
+    },
   },
   {
     name: 'controller',
     repository: 'enbi',
-    description: 'enbi controller, node agent and the build Job\'s importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm',
+    description:
+      "enbi controller, node agent and the build Job's importer (`enbi import`): Node 24, the compiled CLI, kustomize and helm",
     packages: ['base-files', 'ca-certificates', 'libc6', 'libgcc-s1', 'libstdc++6'],
     archPackages: {},
     executables: ['nodejs/bin/node'],
@@ -156,10 +232,18 @@ export const IMAGES: ImageDef[] = [
     caBundle: true,
     app: true,
     goTools: RENDER_TOOLS,
-    dirs: [{ path: 'home/nonroot', mode: 0o755 }, { path: 'tmp', mode: 0o1777 }],
+    dirs: [
+      { path: 'home/nonroot', mode: 0o755 },
+      { path: 'tmp', mode: 0o1777 },
+    ],
     // As distroless's nonroot images: the Deployment sets the user anyway, the importer runs as 0.
     config: {
-      Env: ['PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin', 'NODE_ENV=production', `SSL_CERT_FILE=${CA}`, ...RENDER_TOOLS.map((t) => `${t.env}=/${t.path}`)],
+      Env: [
+        'PATH=/nodejs/bin:/usr/local/bin:/usr/bin:/bin',
+        'NODE_ENV=production',
+        `SSL_CERT_FILE=${CA}`,
+        ...RENDER_TOOLS.map((t) => `${t.env}=/${t.path}`),
+      ],
       Entrypoint: ['/nodejs/bin/node', '/app/dist/cli/main.js'],
       Cmd: ['--help'],
       User: '65532:65532',
@@ -172,8 +256,15 @@ export const CA_BUNDLE = CA.slice(1);
 
 /** Labels of the image config (and the Dockerfile's LABEL): no dates, so they never change a digest. */
 export function labels(def: ImageDef, version: string): Record<string, string> {
-  return { 'org.opencontainers.image.description': def.description, 'org.opencontainers.image.title': def.repository, 'org.opencontainers.image.version': version };
+  return {
+    'org.opencontainers.image.description': def.description,
+    'org.opencontainers.image.title': def.repository,
+    'org.opencontainers.image.version': version,
+  };
 }
 
 /** The packages of an image on a Debian architecture. */
-export const packagesFor = (def: ImageDef, deb: string): string[] => [...def.packages, ...(def.archPackages[deb] ?? [])];
+export const packagesFor = (def: ImageDef, deb: string): string[] => [
+  ...def.packages,
+  ...(def.archPackages[deb] ?? []),
+];

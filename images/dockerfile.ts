@@ -33,7 +33,9 @@ export function rootfsEnv(def: ImageDef, imagesDir = '/images'): Record<string, 
 
 /** The Debian stage: the locked packages of TARGETARCH unpacked into /rootfs as rootfs.ts does. */
 function rootfsStage(def: ImageDef): string {
-  const env = Object.entries(rootfsEnv(def)).map(([k, v]) => `${k}=${v === '' ? "''" : /^[\w./-]+$/.test(v) ? v : q(v)}`);
+  const env = Object.entries(rootfsEnv(def)).map(
+    ([k, v]) => `${k}=${v === '' ? "''" : /^[\w./-]+$/.test(v) ? v : q(v)}`,
+  );
   return `FROM --platform=$BUILDPLATFORM debian:${DEBIAN.suite}-slim AS rootfs
 ARG TARGETARCH
 COPY images/packages.lock images/rootfs.sh /images/
@@ -49,12 +51,17 @@ RUN ${env.join(' \\\n    ')} \\
 function configLines(def: ImageDef, ref: string, version: string): string {
   const c = def.config;
   const lines = [
-    `ENV ${c.Env.map((e) => { const i = e.indexOf('='); return `${e.slice(0, i)}=${JSON.stringify(e.slice(i + 1))}`; }).join(' ')}`,
+    `ENV ${c.Env.map((e) => {
+      const i = e.indexOf('=');
+      return `${e.slice(0, i)}=${JSON.stringify(e.slice(i + 1))}`;
+    }).join(' ')}`,
     ...(c.Entrypoint ? [`ENTRYPOINT ${JSON.stringify(c.Entrypoint)}`] : []),
     ...(c.Cmd ? [`CMD ${JSON.stringify(c.Cmd)}`] : []),
     ...(c.User ? [`USER ${c.User}`] : []),
     `WORKDIR ${c.WorkingDir}`,
-    `LABEL ${Object.entries(labels(def, version)).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(' \\\n      ')}`,
+    `LABEL ${Object.entries(labels(def, version))
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .join(' \\\n      ')}`,
   ];
   return lines.join('\n') + '\n';
 }

@@ -20,7 +20,12 @@ export function readElf(data: Buffer, what: string): ElfInfo {
   const segments: { type: number; offset: number; vaddr: number; filesz: number }[] = [];
   for (let i = 0; i < phnum; i++) {
     const o = phoff + i * phentsize;
-    segments.push({ type: data.readUInt32LE(o), offset: Number(data.readBigUInt64LE(o + 8)), vaddr: Number(data.readBigUInt64LE(o + 16)), filesz: Number(data.readBigUInt64LE(o + 32)) });
+    segments.push({
+      type: data.readUInt32LE(o),
+      offset: Number(data.readBigUInt64LE(o + 8)),
+      vaddr: Number(data.readBigUInt64LE(o + 16)),
+      filesz: Number(data.readBigUInt64LE(o + 32)),
+    });
   }
   const cstr = (off: number): string => data.toString('latin1', off, data.indexOf(0, off));
   const info: ElfInfo = { needed: [], runpath: [] };
@@ -42,7 +47,12 @@ export function readElf(data: Buffer, what: string): ElfInfo {
   const strtab = strtabAddr - load.vaddr + load.offset;
   for (const [tag, val] of tags) {
     if (tag === 1) info.needed.push(cstr(strtab + val)); // DT_NEEDED
-    if (tag === 29 || tag === 15) info.runpath.push(...cstr(strtab + val).split(':').filter(Boolean)); // DT_RUNPATH, DT_RPATH
+    if (tag === 29 || tag === 15)
+      info.runpath.push(
+        ...cstr(strtab + val)
+          .split(':')
+          .filter(Boolean),
+      ); // DT_RUNPATH, DT_RPATH
   }
   return info;
 }

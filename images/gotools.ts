@@ -16,7 +16,9 @@ function goBinary(): string {
       /* next */
     }
   }
-  throw new Error('go not found: install Go >= 1.24 (the controller image builds kustomize and helm from their modules)');
+  throw new Error(
+    'go not found: install Go >= 1.24 (the controller image builds kustomize and helm from their modules)',
+  );
 }
 
 /** The tool's binary for a Go architecture (amd64, arm64), built or from the cache. */
@@ -32,7 +34,17 @@ export function goTool(tool: GoTool, goarch: string, cache: string): Buffer {
   try {
     const gomodcache = execFileSync(go, ['env', 'GOMODCACHE'], { encoding: 'utf8' }).trim();
     execFileSync(go, ['install', `-ldflags=${tool.ldflags(tool.version)}`, `${tool.module}@${tool.version}`], {
-      env: { ...process.env, GOPATH: gopath, GOMODCACHE: gomodcache, GOBIN: '', GOOS: 'linux', GOARCH: goarch, CGO_ENABLED: '0', GOTOOLCHAIN: 'local', GOFLAGS: '-trimpath' },
+      env: {
+        ...process.env,
+        GOPATH: gopath,
+        GOMODCACHE: gomodcache,
+        GOBIN: '',
+        GOOS: 'linux',
+        GOARCH: goarch,
+        CGO_ENABLED: '0',
+        GOTOOLCHAIN: 'local',
+        GOFLAGS: '-trimpath',
+      },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     const hostArch = process.arch === 'x64' ? 'amd64' : process.arch;

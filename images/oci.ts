@@ -12,7 +12,15 @@ export const sha256 = (b: Buffer | string): string => createHash('sha256').updat
 
 const octal = (n: number, len: number): string => n.toString(8).padStart(len - 1, '0');
 
-function block(name: string, type: string, size: number, mode: number, mtime: number, linkname = '', prefix = ''): Buffer {
+function block(
+  name: string,
+  type: string,
+  size: number,
+  mode: number,
+  mtime: number,
+  linkname = '',
+  prefix = '',
+): Buffer {
   const h = Buffer.alloc(512);
   h.write(name, 0, 100, 'utf8');
   h.write(octal(mode, 8), 100, 8);
@@ -70,12 +78,20 @@ export function tar(entries: Entry[], mtime: number): Buffer {
     if (Buffer.byteLength(target) > 100) pax.push(paxRecord('linkpath', target));
     if (pax.length > 0) {
       const data = Buffer.from(pax.join(''));
-      parts.push(block(`PaxHeaders/${names.name}`.slice(0, 100), 'x', data.length, 0o644, mtime), data, pad(data.length));
+      parts.push(
+        block(`PaxHeaders/${names.name}`.slice(0, 100), 'x', data.length, 0o644, mtime),
+        data,
+        pad(data.length),
+      );
     }
     const data = e.type === 'file' ? e.data : Buffer.alloc(0);
     const mode = e.type === 'symlink' ? 0o777 : e.mode;
     const type = e.type === 'file' ? '0' : e.type === 'dir' ? '5' : '2';
-    parts.push(block(names.name, type, data.length, mode, mtime, target.slice(0, 100), names.prefix), data, pad(data.length));
+    parts.push(
+      block(names.name, type, data.length, mode, mtime, target.slice(0, 100), names.prefix),
+      data,
+      pad(data.length),
+    );
   }
   parts.push(Buffer.alloc(1024));
   return Buffer.concat(parts);
@@ -90,7 +106,11 @@ export function normalize(entries: Entry[]): Entry[] {
     byPath.set(path, { ...e, path });
   }
   for (const path of [...byPath.keys()]) {
-    for (let d = path.slice(0, Math.max(0, path.lastIndexOf('/'))); d !== ''; d = d.slice(0, Math.max(0, d.lastIndexOf('/')))) {
+    for (
+      let d = path.slice(0, Math.max(0, path.lastIndexOf('/')));
+      d !== '';
+      d = d.slice(0, Math.max(0, d.lastIndexOf('/')))
+    ) {
       if (!byPath.has(d)) byPath.set(d, { type: 'dir', path: d, mode: 0o755 });
     }
   }
@@ -143,13 +163,33 @@ export function platformImage(
   const platform = { architecture: o.architecture, os: 'linux', ...(o.variant ? { variant: o.variant } : {}) };
   const config = blob(
     MEDIA.config,
-    Buffer.from(JSON.stringify({ ...platform, config: { ...o.config, Labels: o.labels }, rootfs: { type: 'layers', diff_ids: [diffId] } })),
+    Buffer.from(
+      JSON.stringify({
+        ...platform,
+        config: { ...o.config, Labels: o.labels },
+        rootfs: { type: 'layers', diff_ids: [diffId] },
+      }),
+    ),
   );
   const manifest = blob(
     MEDIA.manifest,
-    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.manifest, config: config.descriptor, layers: [layer.descriptor], annotations: o.labels })),
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA.manifest,
+        config: config.descriptor,
+        layers: [layer.descriptor],
+        annotations: o.labels,
+      }),
+    ),
   );
-  return { platform, manifest: { ...manifest.descriptor, platform }, blobs: [layer, config, manifest], layerBytes: layerTar.length, diffId };
+  return {
+    platform,
+    manifest: { ...manifest.descriptor, platform },
+    blobs: [layer, config, manifest],
+    layerBytes: layerTar.length,
+    diffId,
+  };
 }
 
 export interface Layout {
@@ -162,17 +202,40 @@ export interface Layout {
  * An OCI image layout as a tar (oci-archive): index.json names the image index once per reference, with
  * io.containerd.image.name (ctr import) and org.opencontainers.image.ref.name (skopeo, podman).
  */
-export function ociArchive(images: PlatformImage[], refs: string[], mtime: number, annotations: Record<string, string>): Layout {
-  const index = blob(MEDIA.index, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.index, manifests: images.map((i) => i.manifest), annotations })));
+export function ociArchive(
+  images: PlatformImage[],
+  refs: string[],
+  mtime: number,
+  annotations: Record<string, string>,
+): Layout {
+  const index = blob(
+    MEDIA.index,
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MEDIA.index,
+        manifests: images.map((i) => i.manifest),
+        annotations,
+      }),
+    ),
+  );
   const top = {
     schemaVersion: 2,
     mediaType: MEDIA.index,
-    manifests: refs.map((ref) => ({ ...index.descriptor, annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': ref } })),
+    manifests: refs.map((ref) => ({
+      ...index.descriptor,
+      annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': ref },
+    })),
   };
   const blobs = new Map<string, Buffer>();
   for (const b of [...images.flatMap((i) => i.blobs), index]) blobs.set(b.descriptor.digest.slice(7), b.data);
   const entries: Entry[] = [
-    { type: 'file', path: 'oci-layout', data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })), mode: 0o644 },
+    {
+      type: 'file',
+      path: 'oci-layout',
+      data: Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })),
+      mode: 0o644,
+    },
     { type: 'file', path: 'index.json', data: Buffer.from(JSON.stringify(top)), mode: 0o644 },
     ...[...blobs].map(([hex, data]): Entry => ({ type: 'file', path: `blobs/sha256/${hex}`, data, mode: 0o644 })),
   ];

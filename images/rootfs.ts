@@ -2,7 +2,16 @@
 // links, busybox's applets, the CA bundle, the static files under images/NAME/rootfs, and (controller)
 // Node and enbi. Then the check that every executable finds every library it loads.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { CA_BUNDLE, EXCLUDE, packagesFor, type ImageDef, type PlatformInfo } from './definition.ts';
@@ -37,7 +46,8 @@ export function staticFiles(name: string): Entry[] {
       const r = rel === '' ? n : `${rel}/${n}`;
       const st = statSync(join(root, r));
       if (st.isDirectory()) walk(r);
-      else out.push({ type: 'file', path: r, data: readFileSync(join(root, r)), mode: st.mode & 0o111 ? 0o755 : 0o644 });
+      else
+        out.push({ type: 'file', path: r, data: readFileSync(join(root, r)), mode: st.mode & 0o111 ? 0o755 : 0o644 });
     }
   };
   if (existsSync(root)) walk('');
@@ -45,13 +55,18 @@ export function staticFiles(name: string): Entry[] {
 }
 
 export function applets(name: string): string[] {
-  return readFileSync(join(IMAGES_DIR, name, 'busybox.applets'), 'utf8').split('\n').filter(Boolean);
+  return readFileSync(join(IMAGES_DIR, name, 'busybox.applets'), 'utf8')
+    .split('\n')
+    .filter(Boolean);
 }
 
 /** Concatenates the certificates as update-ca-certificates does (sorted, each ending in a newline). */
 export function caBundle(entries: Map<string, Entry>): Buffer {
   const certs = [...entries.values()]
-    .filter((e): e is Extract<Entry, { type: 'file' }> => e.type === 'file' && e.path.startsWith('usr/share/ca-certificates/') && e.path.endsWith('.crt'))
+    .filter(
+      (e): e is Extract<Entry, { type: 'file' }> =>
+        e.type === 'file' && e.path.startsWith('usr/share/ca-certificates/') && e.path.endsWith('.crt'),
+    )
     .sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
   if (certs.length === 0) throw new Error('caBundle: ca-certificates holds no usr/share/ca-certificates/*.crt');
   return Buffer.concat(certs.flatMap((c) => (c.data.at(-1) === 0x0a ? [c.data] : [c.data, Buffer.from('\n')])));
@@ -107,9 +122,16 @@ export function missingLibraries(map: Map<string, Entry>, executables: string[],
     if (!f) return void missing.push(`${by}: needs ${path}, which is not in the image`);
     if (!isElf(f.data)) return;
     const elf = readElf(f.data, path);
-    if (elf.interpreter !== undefined && !resolve(map, elf.interpreter)) missing.push(`${path}: its loader ${elf.interpreter} is not in the image`);
+    if (elf.interpreter !== undefined && !resolve(map, elf.interpreter))
+      missing.push(`${path}: its loader ${elf.interpreter} is not in the image`);
     const origin = posix.dirname(f.path);
-    const dirs = [...elf.runpath.map((d) => d.replace('$ORIGIN', `/${origin}`)), `/lib/${triplet}`, `/usr/lib/${triplet}`, '/lib', '/usr/lib'];
+    const dirs = [
+      ...elf.runpath.map((d) => d.replace('$ORIGIN', `/${origin}`)),
+      `/lib/${triplet}`,
+      `/usr/lib/${triplet}`,
+      '/lib',
+      '/usr/lib',
+    ];
     for (const lib of elf.needed) {
       const hit = dirs.map((d) => posix.join(d, lib).slice(1)).find((c) => resolve(map, c) !== undefined);
       if (hit === undefined) missing.push(`${path}: needs ${lib}, which no package of the image holds`);
@@ -135,26 +157,43 @@ export function rootfs(def: ImageDef, platform: string, info: PlatformInfo, inpu
     if (platform === hostPlatform()) {
       const actual = busyboxList(bb.data);
       if (actual.join('\n') !== list.join('\n')) {
-        const diff = [...actual.filter((a) => !list.includes(a)).map((a) => `+${a}`), ...list.filter((a) => !actual.includes(a)).map((a) => `-${a}`)];
-        throw new Error(`images/${def.name}/busybox.applets differs from what the locked busybox lists (${diff.join(' ')}): write \`busybox --list | grep -vx busybox | LC_ALL=C sort\` there`);
+        const diff = [
+          ...actual.filter((a) => !list.includes(a)).map((a) => `+${a}`),
+          ...list.filter((a) => !actual.includes(a)).map((a) => `-${a}`),
+        ];
+        throw new Error(
+          `images/${def.name}/busybox.applets differs from what the locked busybox lists (${diff.join(' ')}): write \`busybox --list | grep -vx busybox | LC_ALL=C sort\` there`,
+        );
       }
     }
-    for (const a of list) put(map, { type: 'symlink', path: posix.join(posix.dirname(BUSYBOX), a), target: 'busybox' }, 'busybox applets');
+    for (const a of list)
+      put(map, { type: 'symlink', path: posix.join(posix.dirname(BUSYBOX), a), target: 'busybox' }, 'busybox applets');
   }
   if (def.caBundle) put(map, { type: 'file', path: CA_BUNDLE, data: caBundle(map), mode: 0o644 }, 'CA bundle');
   for (const d of def.dirs) put(map, { type: 'dir', path: d.path, mode: d.mode }, 'definition dirs');
   if (def.app) {
     const tgz = fetchNpmTarball(lockedFor(inputs.lock, `node-linux-${info.npm}`, 'npm'), join(inputs.cache, 'npm'));
-    put(map, { type: 'file', path: 'nodejs/bin/node', data: nodeFromTarball(tgz), mode: 0o755 }, `node-linux-${info.npm}`);
+    put(
+      map,
+      { type: 'file', path: 'nodejs/bin/node', data: nodeFromTarball(tgz), mode: 0o755 },
+      `node-linux-${info.npm}`,
+    );
     for (const e of inputs.app!()) put(map, e, 'enbi');
   }
   for (const tool of inputs.goTools === false ? [] : def.goTools) {
-    put(map, { type: 'file', path: tool.path, data: goTool(tool, info.architecture, inputs.cache), mode: 0o755 }, `${tool.module}@${tool.version}`);
+    put(
+      map,
+      { type: 'file', path: tool.path, data: goTool(tool, info.architecture, inputs.cache), mode: 0o755 },
+      `${tool.module}@${tool.version}`,
+    );
   }
   // Static files replace what packages ship (e.g. an /etc/passwd of the image's own users).
   for (const f of staticFiles(def.name)) map.set(f.path, f);
   const missing = missingLibraries(map, def.executables, info.triplet);
-  if (missing.length > 0) throw new Error(`${def.name} for ${platform}: the loader would fail:\n  ${missing.join('\n  ')}\nAdd the packages that ship them to images/definition.ts, then npm run images -- --update-lock`);
+  if (missing.length > 0)
+    throw new Error(
+      `${def.name} for ${platform}: the loader would fail:\n  ${missing.join('\n  ')}\nAdd the packages that ship them to images/definition.ts, then npm run images -- --update-lock`,
+    );
   return [...map.values()];
 }
 
@@ -169,7 +208,10 @@ function busyboxList(data: Buffer): string[] {
     writeFileSync(join(dir, 'busybox'), data);
     chmodSync(join(dir, 'busybox'), 0o755);
     const out = execFileSync(join(dir, 'busybox'), ['--list'], { encoding: 'utf8' });
-    return out.split('\n').filter((a) => a !== '' && a !== 'busybox').sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    return out
+      .split('\n')
+      .filter((a) => a !== '' && a !== 'busybox')
+      .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

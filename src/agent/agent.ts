@@ -14,7 +14,14 @@ import { PlatformCache } from '../containerd/platform.ts';
 import { buildInventory, type Limits, sameInventory } from './inventory.ts';
 import { NodeImagesWriter } from './publish.ts';
 import { type BuildManifests, watchBuildManifests } from './build-manifests.ts';
-import { applyAdoptions, applyRewrites, gatherFacts, heldDigests, planAdoptions, planRewrites } from './converge-index.ts';
+import {
+  applyAdoptions,
+  applyRewrites,
+  gatherFacts,
+  heldDigests,
+  planAdoptions,
+  planRewrites,
+} from './converge-index.ts';
 import { LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
 import type { ParsedIndex } from '../image/platform-index.ts';
 import { containerImages, planCollection, removeRecords } from './collect-images.ts';
@@ -94,13 +101,19 @@ export function startAgent(o: AgentOptions): Agent {
   const indexCache = new Map<string, ParsedIndex | null>();
   /** Tags whose last NixBuild went: their records leave the node once no container uses them. */
   const orphans = new Set<string>();
-  const builds = o.buildsNamespace !== undefined
-    ? watchBuildManifests(api, o.buildsNamespace, (names, gone) => {
-        for (const n of [...names, ...gone]) dirty.add(n);
-        for (const n of gone) orphans.add(n);
-        if (running === undefined) schedule();
-      }, log)
-    : undefined;
+  const builds =
+    o.buildsNamespace !== undefined
+      ? watchBuildManifests(
+          api,
+          o.buildsNamespace,
+          (names, gone) => {
+            for (const n of [...names, ...gone]) dirty.add(n);
+            for (const n of gone) orphans.add(n);
+            if (running === undefined) schedule();
+          },
+          log,
+        )
+      : undefined;
 
   const images = new Map<string, ContainerdImage>();
   const dirty = new Set<string>();
@@ -120,7 +133,17 @@ export function startAgent(o: AgentOptions): Agent {
   let subscribeTimer: NodeJS.Timeout | undefined;
   let subscribeFailures = 0;
   let runFailures = 0;
-  const stats: AgentStats = { writes: 0, lists: 0, events: 0, subscriptions: 0, names: 0, indexRewrites: 0, imagesRemoved: 0, lastWriteAt: 0, lastRun: { containerd: 0, build: 0, write: 0 } };
+  const stats: AgentStats = {
+    writes: 0,
+    lists: 0,
+    events: 0,
+    subscriptions: 0,
+    names: 0,
+    indexRewrites: 0,
+    imagesRemoved: 0,
+    lastWriteAt: 0,
+    lastRun: { containerd: 0, build: 0, write: 0 },
+  };
 
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -218,7 +241,8 @@ export function startAgent(o: AgentOptions): Agent {
     const removed = await removeRecords(client, plan.remove);
     for (const n of [...plan.skipped, ...plan.remove]) orphans.delete(n);
     if (removed.length > 0) log(`removed the images of collected builds: ${removed.join(', ')}`);
-    if (plan.inUse.length > 0) log(`kept (a container uses them; asked again at the next resync): ${plan.inUse.join(', ')}`);
+    if (plan.inUse.length > 0)
+      log(`kept (a container uses them; asked again at the next resync): ${plan.inUse.join(', ')}`);
     stats.imagesRemoved += removed.length;
     for (const n of removed) dirty.add(n);
   }
@@ -226,7 +250,13 @@ export function startAgent(o: AgentOptions): Agent {
   /** Tags whose builds know more (or other) platforms than their index lists: rewritten, then listed again. */
   async function converge(b: BuildManifests): Promise<void> {
     if (indexCache.size > 4096) indexCache.clear();
-    const facts = await gatherFacts(client, images.values(), (n) => b.candidates(n).length > 0, (t) => platforms.get(t), indexCache);
+    const facts = await gatherFacts(
+      client,
+      images.values(),
+      (n) => b.candidates(n).length > 0,
+      (t) => platforms.get(t),
+      indexCache,
+    );
     if (facts.length === 0) return;
     // Tags pulled from enbi's own index (Spegel): labelled enbi's here, then converged like the rest.
     const adoptions = planAdoptions(facts, (n) => b.candidates(n));
@@ -239,9 +269,16 @@ export function startAgent(o: AgentOptions): Agent {
         dirty.add(name);
       }
     }
-    const digests = facts.flatMap((f) => [...b.candidates(f.record.name).map((c) => c.digest), ...(f.parsed?.entries.map((e) => e.digest) ?? [])]);
+    const digests = facts.flatMap((f) => [
+      ...b.candidates(f.record.name).map((c) => c.digest),
+      ...(f.parsed?.entries.map((e) => e.digest) ?? []),
+    ]);
     const held = await heldDigests(client, digests);
-    const rewrites = planRewrites(facts, (n) => b.candidates(n), (d) => held.has(d));
+    const rewrites = planRewrites(
+      facts,
+      (n) => b.candidates(n),
+      (d) => held.has(d),
+    );
     stats.indexRewrites += await applyRewrites(client, rewrites, log);
     for (const r of rewrites) dirty.add(r.name);
   }
@@ -274,13 +311,19 @@ export function startAgent(o: AgentOptions): Agent {
         await writer.writeStatus(status);
         written = status;
         stats.lastWriteAt = Date.now();
-        log(`published ${status.imageCount} images (${status.nameCount} names${status.truncated ? ', truncated' : ''})`);
+        log(
+          `published ${status.imageCount} images (${status.nameCount} names${status.truncated ? ', truncated' : ''})`,
+        );
       } else if (force) {
         await writer.touch(status.observedAt);
         written = { ...written!, observedAt: status.observedAt };
         stats.lastWriteAt = Date.now();
       }
-      stats.lastRun = { containerd: Math.round(t1 - t0), build: Math.round(t2 - t1), write: Math.round(performance.now() - t2) };
+      stats.lastRun = {
+        containerd: Math.round(t1 - t0),
+        build: Math.round(t2 - t1),
+        write: Math.round(performance.now() - t2),
+      };
       if (force) forceWrite = false;
       stats.writes = writer.writes;
       runFailures = 0;

@@ -9,7 +9,11 @@ import type { LiteApi } from '../kube/lite.ts';
 interface BuildLike {
   metadata?: { name?: string; resourceVersion?: string };
   spec?: { images?: unknown };
-  status?: { manifest?: { digest?: unknown; size?: unknown; mediaType?: unknown; platform?: unknown }; completionTime?: unknown; conditions?: unknown };
+  status?: {
+    manifest?: { digest?: unknown; size?: unknown; mediaType?: unknown; platform?: unknown };
+    completionTime?: unknown;
+    conditions?: unknown;
+  };
 }
 
 /** The controller's verdict that a build's image name is Git's and its flake is not (src/plan/claims.ts). */
@@ -28,17 +32,28 @@ interface Recorded {
 export function recordedManifest(b: BuildLike): Recorded | undefined {
   const m = b.status?.manifest;
   if (m === undefined || !Array.isArray(b.spec?.images)) return undefined;
-  const conditions = Array.isArray(b.status?.conditions) ? (b.status.conditions as { type?: unknown; reason?: unknown }[]) : [];
+  const conditions = Array.isArray(b.status?.conditions)
+    ? (b.status.conditions as { type?: unknown; reason?: unknown }[])
+    : [];
   if (conditions.some((c) => c?.type === 'Ready' && c.reason === CLAIMED)) return undefined;
   let names: string[];
   try {
-    names = imageNames((b.spec.images as unknown[]).filter((i): i is string => typeof i === 'string')).map((n) => n.name);
+    names = imageNames((b.spec.images as unknown[]).filter((i): i is string => typeof i === 'string')).map(
+      (n) => n.name,
+    );
   } catch {
     return undefined; // the controller's spec check refuses such a build: it never recorded a manifest
   }
   const completedAt = typeof b.status?.completionTime === 'string' ? b.status.completionTime : undefined;
   const build = b.metadata?.name;
-  const candidate: Candidate = { digest: String(m.digest), size: Number(m.size), mediaType: String(m.mediaType), platform: String(m.platform), ...(completedAt !== undefined ? { completedAt } : {}), ...(build !== undefined && build !== '' ? { build } : {}) };
+  const candidate: Candidate = {
+    digest: String(m.digest),
+    size: Number(m.size),
+    mediaType: String(m.mediaType),
+    platform: String(m.platform),
+    ...(completedAt !== undefined ? { completedAt } : {}),
+    ...(build !== undefined && build !== '' ? { build } : {}),
+  };
   return { names, candidate };
 }
 
@@ -56,7 +71,12 @@ export interface BuildManifests {
  * and those whose last NixBuild went away (deleted, or gone at a relist): orphaned. A name nothing named
  * when the agent started is never reported orphaned. A broken watch lists again after a backoff.
  */
-export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (names: string[], orphaned: string[]) => void, log: (m: string) => void = () => {}): BuildManifests {
+export function watchBuildManifests(
+  api: LiteApi,
+  namespace: string,
+  onChange: (names: string[], orphaned: string[]) => void,
+  log: (m: string) => void = () => {},
+): BuildManifests {
   const path = `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(namespace)}/nixbuilds`;
   const byBuild = new Map<string, Recorded>();
   const byName = new Map<string, Map<string, Candidate>>();
@@ -101,7 +121,8 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
           seen.add(name);
           for (const n of index(name, recordedManifest(b))) changed.add(n);
         }
-        for (const name of [...byBuild.keys()]) if (!seen.has(name)) for (const n of index(name, undefined)) changed.add(n);
+        for (const name of [...byBuild.keys()])
+          if (!seen.has(name)) for (const n of index(name, undefined)) changed.add(n);
         report(changed);
         resolveReady();
         failures = 0;
@@ -109,23 +130,31 @@ export function watchBuildManifests(api: LiteApi, namespace: string, onChange: (
         // Watch until the server ends it, then resume from the last version seen.
         for (;;) {
           let gone = false;
-          await api.stream(`${path}?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=${encodeURIComponent(rv)}`, (line) => {
-            const e = JSON.parse(line) as { type: string; object: BuildLike & { code?: number } };
-            if (e.type === 'ERROR') {
-              gone = true;
-              return;
-            }
-            if (e.object.metadata?.resourceVersion !== undefined) rv = e.object.metadata.resourceVersion;
-            if (e.type === 'BOOKMARK') return;
-            report(index(e.object.metadata?.name ?? '', e.type === 'DELETED' ? undefined : recordedManifest(e.object)));
-          }, abort.signal);
+          await api.stream(
+            `${path}?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion=${encodeURIComponent(rv)}`,
+            (line) => {
+              const e = JSON.parse(line) as { type: string; object: BuildLike & { code?: number } };
+              if (e.type === 'ERROR') {
+                gone = true;
+                return;
+              }
+              if (e.object.metadata?.resourceVersion !== undefined) rv = e.object.metadata.resourceVersion;
+              if (e.type === 'BOOKMARK') return;
+              report(
+                index(e.object.metadata?.name ?? '', e.type === 'DELETED' ? undefined : recordedManifest(e.object)),
+              );
+            },
+            abort.signal,
+          );
           if (gone || stopped) break;
         }
       } catch (e) {
         if (stopped) return;
         failures++;
         const delay = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
-        log(`watching NixBuilds in ${namespace} failed (${(e as Error).message.split('\n')[0]}); listing again in ${delay} ms`);
+        log(
+          `watching NixBuilds in ${namespace} failed (${(e as Error).message.split('\n')[0]}); listing again in ${delay} ms`,
+        );
         await new Promise((r) => setTimeout(r, delay));
       }
     }

@@ -26,7 +26,12 @@ export interface Collection {
  * `indexOf` the parsed index a target is (when it is one), `containerImages` the image names the node's
  * containers were created from. Pure.
  */
-export function planCollection(orphans: Iterable<string>, records: readonly ContainerdImage[], indexOf: (digest: string) => ParsedIndex | undefined, containerImages: readonly string[]): Collection {
+export function planCollection(
+  orphans: Iterable<string>,
+  records: readonly ContainerdImage[],
+  indexOf: (digest: string) => ParsedIndex | undefined,
+  containerImages: readonly string[],
+): Collection {
   const byName = new Map(records.map((r) => [r.name, r]));
   // A container names its image by tag, by `repo@digest` or by the CRI's id: what it uses is that record's target.
   const used = new Set(containerImages.map((i) => byName.get(i)?.target.digest ?? i));
@@ -34,7 +39,9 @@ export function planCollection(orphans: Iterable<string>, records: readonly Cont
   const orphanSet = new Set(orphans);
   // Manifests that tags still named list in their index: their `repo@digest` records stay.
   const kept = new Set<string>();
-  for (const x of records) if (!orphanSet.has(x.name) && !x.name.includes('@') && !IMAGE_ID.test(x.name)) for (const e of indexOf(x.target.digest)?.entries ?? []) kept.add(e.digest);
+  for (const x of records)
+    if (!orphanSet.has(x.name) && !x.name.includes('@') && !IMAGE_ID.test(x.name))
+      for (const e of indexOf(x.target.digest)?.entries ?? []) kept.add(e.digest);
   for (const name of orphanSet) {
     const r = byName.get(name);
     const parsed = r !== undefined ? indexOf(r.target.digest) : undefined;
@@ -49,7 +56,10 @@ export function planCollection(orphans: Iterable<string>, records: readonly Cont
       continue;
     }
     const ref = parseImageRef(name);
-    const byDigest = manifests.filter((d) => !kept.has(d)).map((d) => `${ref.registry}/${ref.repository}@${d}`).filter((n) => isEnbiRecord(byName.get(n)?.labels));
+    const byDigest = manifests
+      .filter((d) => !kept.has(d))
+      .map((d) => `${ref.registry}/${ref.repository}@${d}`)
+      .filter((n) => isEnbiRecord(byName.get(n)?.labels));
     // The CRI's id names (and other tags of enbi's) go only when nothing but orphans holds the target.
     const holders = records.filter((x) => x.target.digest === target);
     const others = holders.filter((x) => !orphanSet.has(x.name) && !IMAGE_ID.test(x.name));

@@ -21,7 +21,11 @@ export type Limits = { [K in keyof typeof NODE_IMAGES_LIMITS]: number };
  * and platforms sorted. Entries are kept in that order until a bound is reached; what does not fit is
  * counted in imageCount but not listed, and truncated says so.
  */
-export function buildInventory(records: Iterable<ImageRecordLike>, platforms: (digest: string) => readonly string[], limits: Limits = NODE_IMAGES_LIMITS): Inventory {
+export function buildInventory(
+  records: Iterable<ImageRecordLike>,
+  platforms: (digest: string) => readonly string[],
+  limits: Limits = NODE_IMAGES_LIMITS,
+): Inventory {
   const byDigest = new Map<string, string[]>();
   let nameCount = 0;
   for (const r of records) {
@@ -39,7 +43,11 @@ export function buildInventory(records: Iterable<ImageRecordLike>, platforms: (d
     const names = byDigest.get(digest)!.sort();
     const plats = [...platforms(digest)].sort();
     if (names.length > limits.maxNamesPerImage || plats.length > limits.maxPlatformsPerImage) truncated = true;
-    const entry: NodeImage = { digest, names: names.slice(0, limits.maxNamesPerImage), platforms: plats.slice(0, limits.maxPlatformsPerImage) };
+    const entry: NodeImage = {
+      digest,
+      names: names.slice(0, limits.maxNamesPerImage),
+      platforms: plats.slice(0, limits.maxPlatformsPerImage),
+    };
     const size = Buffer.byteLength(JSON.stringify(entry)) + 1;
     if (images.length >= limits.maxImages || bytes + size > limits.maxImagesBytes) {
       truncated = true;
@@ -55,6 +63,15 @@ export function buildInventory(records: Iterable<ImageRecordLike>, platforms: (d
 export function sameInventory(a: NodeImagesStatus | undefined, b: NodeImagesStatus | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   const key = (s: NodeImagesStatus) =>
-    JSON.stringify([s.source, s.containerdVersion ?? '', s.namespace, s.resyncSeconds ?? 0, s.imageCount, s.nameCount, s.truncated, s.images.map((i) => [i.digest, i.names, i.platforms])]);
+    JSON.stringify([
+      s.source,
+      s.containerdVersion ?? '',
+      s.namespace,
+      s.resyncSeconds ?? 0,
+      s.imageCount,
+      s.nameCount,
+      s.truncated,
+      s.images.map((i) => [i.digest, i.names, i.platforms]),
+    ]);
   return key(a) === key(b);
 }

@@ -3,7 +3,14 @@
 // writer, so a merge patch without resourceVersion is safe and never conflicts.
 // Over the small API client (src/kube/lite.ts): the agent runs on every node, and client-node would be most
 // of its memory.
-import { GROUP, NODE_IMAGES_KIND, NODE_IMAGES_PLURAL, type NodeImages, type NodeImagesStatus, VERSION } from '../api/nodeimages-names.ts';
+import {
+  GROUP,
+  NODE_IMAGES_KIND,
+  NODE_IMAGES_PLURAL,
+  type NodeImages,
+  type NodeImagesStatus,
+  VERSION,
+} from '../api/nodeimages-names.ts';
 import { isConflict, isNotFound } from '../kube/errors.ts';
 import type { LiteApi } from '../kube/lite.ts';
 
@@ -50,7 +57,11 @@ export class NodeImagesWriter {
     const body: NodeImages = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: NODE_IMAGES_KIND,
-      metadata: { name: this.node, labels: { 'app.kubernetes.io/managed-by': 'enbi-agent' }, ...(ownerReferences ? { ownerReferences } : {}) },
+      metadata: {
+        name: this.node,
+        labels: { 'app.kubernetes.io/managed-by': 'enbi-agent' },
+        ...(ownerReferences ? { ownerReferences } : {}),
+      },
     };
     try {
       await this.#api.post(COLLECTION, body);
@@ -82,7 +93,8 @@ export class NodeImagesWriter {
       await this.#create();
       status = whole;
     }
-    const patch = (s: Partial<NodeImagesStatus>) => this.#api.mergePatch(`${COLLECTION}/${encodeURIComponent(this.node)}/status`, { status: s });
+    const patch = (s: Partial<NodeImagesStatus>) =>
+      this.#api.mergePatch(`${COLLECTION}/${encodeURIComponent(this.node)}/status`, { status: s });
     try {
       await patch(status);
     } catch (e) {

@@ -18,14 +18,22 @@ export interface CrdOptions {
 }
 
 export function crdFor(o: CrdOptions): Record<string, unknown> {
-  const openApi = (schema: z.ZodType) => stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
+  const openApi = (schema: z.ZodType) =>
+    stripForOpenApi(z.toJSONSchema(schema, { io: 'input', target: 'openapi-3.0' }) as Record<string, unknown>);
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
     metadata: { name: `${o.plural}.${o.group}` },
     spec: {
       group: o.group,
-      names: { kind: o.kind, listKind: `${o.kind}List`, plural: o.plural, singular: o.singular, shortNames: o.shortNames, categories: ['enbi'] },
+      names: {
+        kind: o.kind,
+        listKind: `${o.kind}List`,
+        plural: o.plural,
+        singular: o.singular,
+        shortNames: o.shortNames,
+        categories: ['enbi'],
+      },
       scope: o.scope,
       versions: [
         {
@@ -57,7 +65,8 @@ function stripForOpenApi(schema: Record<string, unknown>): Record<string, unknow
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(schema)) {
     if (k === '$schema' || (k === 'additionalProperties' && v === false)) continue;
-    if (Array.isArray(v)) out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
+    if (Array.isArray(v))
+      out[k] = v.map((x) => (x !== null && typeof x === 'object' ? stripForOpenApi(x as Record<string, unknown>) : x));
     else if (v !== null && typeof v === 'object') out[k] = stripForOpenApi(v as Record<string, unknown>);
     else out[k] = v;
   }

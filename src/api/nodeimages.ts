@@ -12,26 +12,46 @@ import { NODE_IMAGES_KIND, NODE_IMAGES_LIMITS, NODE_IMAGES_PLURAL } from './node
 export { NODE_IMAGES_KIND, NODE_IMAGES_LIMITS, NODE_IMAGES_PLURAL };
 
 export const nodeImageSchema = z.object({
-  digest: z.string().describe("The image's target in containerd (index or manifest digest), as `ctr images ls` shows it."),
+  digest: z
+    .string()
+    .describe("The image's target in containerd (index or manifest digest), as `ctr images ls` shows it."),
   names: z
     .array(z.string())
     .max(NODE_IMAGES_LIMITS.maxNamesPerImage)
-    .describe('Every containerd image record pointing at that digest (tags, name@digest, and the CRI\'s sha256:<config> id), sorted.'),
+    .describe(
+      "Every containerd image record pointing at that digest (tags, name@digest, and the CRI's sha256:<config> id), sorted.",
+    ),
   platforms: z
     .array(z.string())
     .max(NODE_IMAGES_LIMITS.maxPlatformsPerImage)
-    .describe('Platforms (os/arch[/variant]) whose manifest and config are in the content store, e.g. linux/amd64. Empty when containerd holds no runnable manifest yet.'),
+    .describe(
+      'Platforms (os/arch[/variant]) whose manifest and config are in the content store, e.g. linux/amd64. Empty when containerd holds no runnable manifest yet.',
+    ),
 });
 
 export const nodeImagesStatusSchema = z.object({
-  source: z.literal('containerd').describe('Where the list comes from: the node\'s containerd, asked over its gRPC API.'),
-  containerdVersion: z.string().optional().describe('containerd\'s version as it reports it.'),
+  source: z
+    .literal('containerd')
+    .describe("Where the list comes from: the node's containerd, asked over its gRPC API."),
+  containerdVersion: z.string().optional().describe("containerd's version as it reports it."),
   namespace: z.string().describe('containerd namespace listed (k8s.io: the images kubelet uses).'),
-  observedAt: z.string().describe('When the agent last listed containerd and wrote this (RFC 3339). Refreshed at every resync even when nothing changed: an old value means the agent is not running.'),
-  resyncSeconds: z.number().int().optional().describe('The agent\'s resync period: observedAt is refreshed at least this often while it runs.'),
+  observedAt: z
+    .string()
+    .describe(
+      'When the agent last listed containerd and wrote this (RFC 3339). Refreshed at every resync even when nothing changed: an old value means the agent is not running.',
+    ),
+  resyncSeconds: z
+    .number()
+    .int()
+    .optional()
+    .describe("The agent's resync period: observedAt is refreshed at least this often while it runs."),
   imageCount: z.number().int().describe('Distinct images (digests) containerd holds, whether or not all are listed.'),
   nameCount: z.number().int().describe('Image records (names) containerd holds.'),
-  truncated: z.boolean().describe('True when images (or the names of one) were cut to stay within the bounds: an image absent from the list is then unknown, not missing.'),
+  truncated: z
+    .boolean()
+    .describe(
+      'True when images (or the names of one) were cut to stay within the bounds: an image absent from the list is then unknown, not missing.',
+    ),
   images: z
     .array(nodeImageSchema)
     .max(NODE_IMAGES_LIMITS.maxImages)

@@ -59,7 +59,9 @@ export const LABEL_MANAGED = 'app.kubernetes.io/managed-by';
 
 /** The node a build Job is pinned to (its required node affinity on metadata.name). */
 export function jobNodeOf(job: V1Job): string | undefined {
-  const terms = job.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+  const terms =
+    job.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution
+      ?.nodeSelectorTerms ?? [];
   return terms[0]?.matchFields?.find((f) => f.key === 'metadata.name')?.values?.[0];
 }
 
@@ -75,9 +77,15 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
     { name: 'home', emptyDir: {} },
     { name: 'tmp', emptyDir: {} },
     { name: 'containerd', hostPath: { path: s.containerdSocket, type: 'Socket' } },
-    ...(s.nixSecretName !== undefined ? [{ name: 'nix-secret', secret: { secretName: s.nixSecretName, defaultMode: 0o444 } }] : []),
+    ...(s.nixSecretName !== undefined
+      ? [{ name: 'nix-secret', secret: { secretName: s.nixSecretName, defaultMode: 0o444 } }]
+      : []),
   ];
-  const locked: V1SecurityContext = { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } };
+  const locked: V1SecurityContext = {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+  };
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -85,7 +93,19 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
       name,
       namespace: s.namespace,
       labels: { [LABEL_BUILD]: nb.metadata.name, [LABEL_MANAGED]: 'enbi' },
-      ownerReferences: nb.metadata.uid !== undefined ? [{ apiVersion: nb.apiVersion, kind: nb.kind, name: nb.metadata.name, uid: nb.metadata.uid, controller: true, blockOwnerDeletion: true }] : [],
+      ownerReferences:
+        nb.metadata.uid !== undefined
+          ? [
+              {
+                apiVersion: nb.apiVersion,
+                kind: nb.kind,
+                name: nb.metadata.name,
+                uid: nb.metadata.uid,
+                controller: true,
+                blockOwnerDeletion: true,
+              },
+            ]
+          : [],
     },
     spec: {
       // enbi retries with its own backoff so that each attempt's log stays readable.
@@ -96,7 +116,13 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
         metadata: { labels: { [LABEL_BUILD]: nb.metadata.name, [LABEL_MANAGED]: 'enbi' } },
         spec: {
           restartPolicy: 'Never',
-          affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: [node] }] }] } } },
+          affinity: {
+            nodeAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: {
+                nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: [node] }] }],
+              },
+            },
+          },
           tolerations: s.builderTolerations,
           enableServiceLinks: false,
           automountServiceAccountToken: false,
@@ -110,19 +136,28 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
               command: ['/bin/sh', '-c', BUILD_SCRIPT],
               env: [
                 { name: 'ENBI_INSTALLABLE', value: installable },
-                { name: 'NIX_CONFIG', value: Object.entries(options).map(([k, v]) => `${k} = ${v}`).join('\n') },
+                {
+                  name: 'NIX_CONFIG',
+                  value: Object.entries(options)
+                    .map(([k, v]) => `${k} = ${v}`)
+                    .join('\n'),
+                },
                 // The store is the daemon's: this container only asks it to build.
                 { name: 'NIX_REMOTE', value: 'daemon' },
                 { name: 'HOME', value: '/home/build' },
                 { name: 'TMPDIR', value: '/tmp' },
-                ...(s.nixSecretName !== undefined ? [{ name: 'NIX_USER_CONF_FILES', value: `${NIX_SECRET_DIR}/nix.conf` }] : []),
+                ...(s.nixSecretName !== undefined
+                  ? [{ name: 'NIX_USER_CONF_FILES', value: `${NIX_SECRET_DIR}/nix.conf` }]
+                  : []),
               ],
               volumeMounts: [
                 { name: 'nix', mountPath: '/nix', readOnly: true },
                 { name: 'work', mountPath: '/work' },
                 { name: 'home', mountPath: '/home/build' },
                 { name: 'tmp', mountPath: '/tmp' },
-                ...(s.nixSecretName !== undefined ? [{ name: 'nix-secret', mountPath: NIX_SECRET_DIR, readOnly: true }] : []),
+                ...(s.nixSecretName !== undefined
+                  ? [{ name: 'nix-secret', mountPath: NIX_SECRET_DIR, readOnly: true }]
+                  : []),
               ],
               resources: resources.build,
               securityContext: { ...locked, runAsUser: BUILD_UID, runAsGroup: BUILD_UID, runAsNonRoot: true },
@@ -133,11 +168,21 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
               image: s.importerImage,
               imagePullPolicy: 'IfNotPresent',
               ...(s.importerCommand !== undefined ? { command: s.importerCommand } : {}),
-              args: ['import', '--fifo', '/work/image.fifo', '--failed-marker', '/work/failed', '--termination-log', '/dev/termination-log'],
+              args: [
+                'import',
+                '--fifo',
+                '/work/image.fifo',
+                '--failed-marker',
+                '/work/failed',
+                '--termination-log',
+                '/dev/termination-log',
+              ],
               env: [
                 { name: 'ENBI_IMAGES', value: (nb.spec.images ?? []).join(' ') },
                 { name: 'ENBI_NIXBUILD', value: nb.metadata.name },
-                ...(s.allowedImages !== undefined ? [{ name: 'ENBI_ALLOWED_IMAGES', value: s.allowedImages.join(' ') }] : []),
+                ...(s.allowedImages !== undefined
+                  ? [{ name: 'ENBI_ALLOWED_IMAGES', value: s.allowedImages.join(' ') }]
+                  : []),
                 { name: 'ENBI_PLATFORM', value: platform !== undefined ? `${platform.os}/${platform.arch}` : '' },
                 { name: 'CONTAINERD_ADDRESS', value: '/run/enbi/containerd.sock' },
               ],

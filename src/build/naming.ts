@@ -29,11 +29,20 @@ export function manualBuildName(id: BuildIdentity): string {
   return `${name.slice(0, -11)}-m${name.slice(-10, -1)}`;
 }
 
-const dns = (s: string, max: number) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, max).replace(/-+$/g, '');
+const dns = (s: string, max: number) =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, max)
+    .replace(/-+$/g, '');
 
 /** `<attr>-<rev7>-<system>-<hash>`, at most 52 characters so the Job's pods (name + 11) stay under 63. */
 export function nixBuildName(id: BuildIdentity): string {
-  const hash = createHash('sha256').update(JSON.stringify([id.source, id.attr, id.system, id.node ?? ''])).digest('hex').slice(0, 10);
+  const hash = createHash('sha256')
+    .update(JSON.stringify([id.source, id.attr, id.system, id.node ?? '']))
+    .digest('hex')
+    .slice(0, 10);
   const system = id.system.replace('-linux', '').replace(/_/g, '-');
   const attr = dns(id.attr.split('.').pop() ?? id.attr, 18) || 'build';
   return `${attr}-${id.rev.slice(0, 7)}-${dns(system, 11)}-${hash}`;

@@ -42,20 +42,42 @@ async function runAgent(values: Flags<typeof OPTIONS>): Promise<number> {
   if (node === undefined || node === '') throw new UsageError('--node NAME (or NODE_NAME) is required');
   const resync = Number(values.resync ?? '600');
   const debounce = Number(values.debounce ?? '100');
-  if (!Number.isFinite(resync) || resync < 1) throw new UsageError(`--resync ${values.resync}: a number of seconds, at least 1`);
-  if (!Number.isFinite(debounce) || debounce < 0) throw new UsageError(`--debounce ${values.debounce}: a number of milliseconds`);
+  if (!Number.isFinite(resync) || resync < 1)
+    throw new UsageError(`--resync ${values.resync}: a number of seconds, at least 1`);
+  if (!Number.isFinite(debounce) || debounce < 0)
+    throw new UsageError(`--debounce ${values.debounce}: a number of milliseconds`);
   const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
   try {
     const api = new LiteApi(await loadTarget(values.kubeconfig));
     let socket = values.socket;
     if (socket === undefined) {
-      const n = await api.get<{ metadata?: { annotations?: Record<string, string> }; status?: { nodeInfo?: { kubeletVersion?: string } } }>(`/api/v1/nodes/${encodeURIComponent(node)}`);
-      socket = socketFor({ ...(n.metadata?.annotations ? { annotations: n.metadata.annotations } : {}), ...(n.status?.nodeInfo?.kubeletVersion ? { kubeletVersion: n.status.nodeInfo.kubeletVersion } : {}) });
+      const n = await api.get<{
+        metadata?: { annotations?: Record<string, string> };
+        status?: { nodeInfo?: { kubeletVersion?: string } };
+      }>(`/api/v1/nodes/${encodeURIComponent(node)}`);
+      socket = socketFor({
+        ...(n.metadata?.annotations ? { annotations: n.metadata.annotations } : {}),
+        ...(n.status?.nodeInfo?.kubeletVersion ? { kubeletVersion: n.status.nodeInfo.kubeletVersion } : {}),
+      });
     }
     const buildsNamespace = values['builds-namespace'] ?? process.env.ENBI_NAMESPACE ?? '';
-    const agent = startAgent({ node, socket, api, resyncMs: resync * 1000, debounceMs: debounce, ...(values.namespace ? { namespace: values.namespace } : {}), ...(buildsNamespace !== '' ? { buildsNamespace } : {}), log });
-    log(`enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s${buildsNamespace !== '' ? `, indexes from the NixBuilds of ${buildsNamespace}` : ''}`);
-    if (!existsSync(socket)) log(`warning: no socket at ${socket} (yet): in a pod, mount the host directory ${dirname(socket)} at the same path, or pass --socket`);
+    const agent = startAgent({
+      node,
+      socket,
+      api,
+      resyncMs: resync * 1000,
+      debounceMs: debounce,
+      ...(values.namespace ? { namespace: values.namespace } : {}),
+      ...(buildsNamespace !== '' ? { buildsNamespace } : {}),
+      log,
+    });
+    log(
+      `enbi agent on node ${node}: containerd at ${socket}, resync every ${resync} s${buildsNamespace !== '' ? `, indexes from the NixBuilds of ${buildsNamespace}` : ''}`,
+    );
+    if (!existsSync(socket))
+      log(
+        `warning: no socket at ${socket} (yet): in a pod, mount the host directory ${dirname(socket)} at the same path, or pass --socket`,
+      );
     const stop = async () => {
       log('stopping');
       await agent.stop();

@@ -29,7 +29,12 @@ const OPTIONS = {
   kubeconfig: { type: 'string' },
 } as const;
 
-export default command({ usage: BUILD_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runBuild(values, positionals) });
+export default command({
+  usage: BUILD_HELP,
+  options: OPTIONS,
+  positionals: true,
+  run: ({ values, positionals }) => runBuild(values, positionals),
+});
 
 /** The flake, its system and images from the command line; anything wrong there is a UsageError. */
 function buildRequest(values: Flags<typeof OPTIONS>, positionals: string[]) {
@@ -42,7 +47,8 @@ function buildRequest(values: Flags<typeof OPTIONS>, positionals: string[]) {
   } catch (err) {
     throw err instanceof FlakeRefError ? new UsageError(err.message) : err;
   }
-  if (flake.rev === undefined) throw new UsageError(`"${positionals[0]}" is not pinned: add ?rev=<commit> (or /<commit>)`);
+  if (flake.rev === undefined)
+    throw new UsageError(`"${positionals[0]}" is not pinned: add ?rev=<commit> (or /<commit>)`);
   const images = values.image ?? [];
   if (images.length === 0) throw new UsageError('--image REF is required: the reference(s) to import the build under');
   return { system, flake, rev: flake.rev, images };
@@ -56,15 +62,41 @@ async function runBuild(values: Flags<typeof OPTIONS>, positionals: string[]): P
     const nb: NixBuild = {
       apiVersion: `${GROUP}/${VERSION}`,
       kind: KIND,
-      metadata: { name: manualBuildName({ source: sourceKey(flake), rev, attr, system, ...(values.node !== undefined ? { node: values.node } : {}) }), namespace: ns, labels: { [LABEL_MANAGED_BY]: 'enbi-cli' } },
-      spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: attr, system, imageTag: rev, images, ...(values.node !== undefined ? { node: values.node } : {}) },
+      metadata: {
+        name: manualBuildName({
+          source: sourceKey(flake),
+          rev,
+          attr,
+          system,
+          ...(values.node !== undefined ? { node: values.node } : {}),
+        }),
+        namespace: ns,
+        labels: { [LABEL_MANAGED_BY]: 'enbi-cli' },
+      },
+      spec: {
+        flakeUrl: formatFlakeRef(withoutAttr(flake)),
+        packageName: attr,
+        system,
+        imageTag: rev,
+        images,
+        ...(values.node !== undefined ? { node: values.node } : {}),
+      },
     };
     const kc = loadKubeConfig(values.kubeconfig);
     const custom = kc.makeApiClient(CustomObjectsApi);
-    await custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb, fieldManager: CLI_FIELD_MANAGER }).catch((err: unknown) => {
-      if (!isConflict(err)) throw err;
-      console.error(`NixBuild ${nb.metadata.name} exists already: following it`);
-    });
+    await custom
+      .createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: PLURAL,
+        body: nb,
+        fieldManager: CLI_FIELD_MANAGER,
+      })
+      .catch((err: unknown) => {
+        if (!isConflict(err)) throw err;
+        console.error(`NixBuild ${nb.metadata.name} exists already: following it`);
+      });
     console.error(`nixbuild.${GROUP}/${nb.metadata.name} created in ${ns}`);
     if (values.follow !== true) return 0;
     return await follow(kc, ns, nb.metadata.name);
@@ -81,12 +113,20 @@ async function follow(kc: KubeConfig, ns: string, name: string): Promise<number>
   const logs = new Log(kc);
   const followed = new Set<string>();
   for (;;) {
-    const nb = (await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as NixBuild;
+    const nb = (await custom.getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: ns,
+      plural: PLURAL,
+      name,
+    })) as NixBuild;
     const phase = nb.status?.phase;
     const job = nb.status?.buildJobName;
     if (job !== undefined && !followed.has(job)) {
       const pod = (await core.listNamespacedPod({ namespace: ns, labelSelector: `job-name=${job}` })).items[0];
-      const running = pod?.status?.containerStatuses?.some((c) => c.name === 'build' && (c.state?.running !== undefined || c.state?.terminated !== undefined));
+      const running = pod?.status?.containerStatuses?.some(
+        (c) => c.name === 'build' && (c.state?.running !== undefined || c.state?.terminated !== undefined),
+      );
       if (pod?.metadata?.name !== undefined && running === true) {
         followed.add(job);
         console.error(`--- ${job} on ${pod.spec?.nodeName ?? '?'}`);

@@ -9,7 +9,9 @@ export const EXIT_USAGE = 1;
 /** The command line is wrong: unknown option, bad or missing value, wrong arguments. */
 export class UsageError extends Error {}
 
-type Parsed<O extends ParseArgsOptionsConfig> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true }>>;
+type Parsed<O extends ParseArgsOptionsConfig> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; allowPositionals: true }>
+>;
 
 /** The typed option values of a command's options. */
 export type Flags<O extends ParseArgsOptionsConfig> = Parsed<O>['values'];

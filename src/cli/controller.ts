@@ -19,7 +19,11 @@ export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE
 Keeps the plan true: creates NixBuilds for images missing where pods need them, runs their build Jobs,
 and reports in their status. Configuration: docs/controller.md ("Configuration").`;
 
-const OPTIONS = { config: { type: 'string' }, kubeconfig: { type: 'string' }, 'cache-dir': { type: 'string' } } as const;
+const OPTIONS = {
+  config: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'cache-dir': { type: 'string' },
+} as const;
 
 export default command({ usage: CONTROLLER_HELP, options: OPTIONS, run: ({ values }) => runController(values) });
 
@@ -33,7 +37,8 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
     // A bad webhook secret stops start-up before anything else runs.
     if (cfg.webhook.secretFile !== undefined) await readWebhookSecret(cfg.webhook.secretFile);
     const kc = loadKubeConfig(values.kubeconfig);
-    const cacheDir = values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
+    const cacheDir =
+      values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
     const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
     // Several replicas: only the Lease holder runs the controller; a standby serves probes and forwards
@@ -54,14 +59,16 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
           renewSeconds: cfg.leaderElection.renewSeconds,
           retrySeconds: 2,
           log: logger.with({ component: 'leader-election' }),
-          onStartedLeading: () => void lead().catch((err: unknown) => fatal(`could not start leading: ${(err as Error).message}`)),
+          onStartedLeading: () =>
+            void lead().catch((err: unknown) => fatal(`could not start leading: ${(err as Error).message}`)),
           // Exit and come back as a standby: no half-stopped controller keeps writing.
           onStoppedLeading: () => fatal('lost the lease: exiting so that only the new leader writes'),
           onSyncRequested: () => controller?.trigger(true),
         })
       : undefined;
     if (election === undefined) await lead();
-    const webhook = cfg.webhook.secretFile !== undefined ? { ...cfg.webhook.listen, secretFile: cfg.webhook.secretFile } : undefined;
+    const webhook =
+      cfg.webhook.secretFile !== undefined ? { ...cfg.webhook.listen, secretFile: cfg.webhook.secretFile } : undefined;
     const servers = await startServers({
       listen: cfg.listen,
       ...(webhook !== undefined ? { webhook } : {}),
@@ -69,10 +76,17 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
       // A standby is ready and alive: it serves probes and forwards webhooks.
       ready: () => (controller !== undefined ? controller.ready() : election !== undefined),
       healthy: () => controller?.healthy() ?? true,
-      onPush: () => (controller !== undefined ? controller.trigger(true) : void election?.requestSync().catch((err: unknown) => log(`could not forward the webhook to the leader: ${(err as Error).message}`))),
+      onPush: () =>
+        controller !== undefined
+          ? controller.trigger(true)
+          : void election
+              ?.requestSync()
+              .catch((err: unknown) => log(`could not forward the webhook to the leader: ${(err as Error).message}`)),
       log,
     });
-    log(`enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, ${election !== undefined ? `leader election on lease ${cfg.namespace}/${cfg.leaderElection.leaseName} as ${identity}` : 'no leader election'}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`);
+    log(
+      `enbi controller running: namespace ${cfg.namespace}, mode ${cfg.mode}, ${election !== undefined ? `leader election on lease ${cfg.namespace}/${cfg.leaderElection.leaseName} as ${identity}` : 'no leader election'}, probes and metrics on :${servers.port}, ${servers.webhookPort !== undefined ? `webhook on :${servers.webhookPort}` : 'no webhook (webhook.secretFile unset)'}`,
+    );
     const stop = async () => {
       log('stopping');
       await election?.stop();

@@ -81,7 +81,12 @@ const OPTIONS = {
   offline: { type: 'boolean' },
 } as const;
 
-export default command({ usage: DIFF_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runDiff(values, positionals) });
+export default command({
+  usage: DIFF_HELP,
+  options: OPTIONS,
+  positionals: true,
+  run: ({ values, positionals }) => runDiff(values, positionals),
+});
 
 async function runDiff(values: Flags<typeof OPTIONS>, positionals: string[]): Promise<number> {
   // Usage errors go to main.ts, which reports them for every command alike.
@@ -137,14 +142,18 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
   const gitUrl = positionals[0];
   const dir = str('dir');
   if ((gitUrl === undefined) === (dir === undefined)) throw new UsageError('give either a Git URL or --dir DIR');
-  if (gitUrl !== undefined && !/^https?:\/\//.test(gitUrl)) throw new UsageError(`"${gitUrl}" is not an http(s) URL (isomorphic-git speaks HTTP(S) only)`);
+  if (gitUrl !== undefined && !/^https?:\/\//.test(gitUrl))
+    throw new UsageError(`"${gitUrl}" is not an http(s) URL (isomorphic-git speaks HTTP(S) only)`);
   if (v.watch === true && dir === undefined) throw new UsageError('--watch works with --dir');
   const mode = str('mode') ?? 'spegel';
-  if (mode !== 'spegel' && mode !== 'per-node') throw new UsageError(`--mode must be spegel or per-node, not "${mode}"`);
+  if (mode !== 'spegel' && mode !== 'per-node')
+    throw new UsageError(`--mode must be spegel or per-node, not "${mode}"`);
   const output = str('output') ?? 'text';
-  if (output !== 'text' && output !== 'json' && output !== 'yaml') throw new UsageError(`-o must be text, json or yaml, not "${output}"`);
+  if (output !== 'text' && output !== 'json' && output !== 'yaml')
+    throw new UsageError(`-o must be text, json or yaml, not "${output}"`);
   const maxImages = Number(str('max-node-images') ?? DEFAULT_NODE_STATUS_MAX_IMAGES);
-  if (!Number.isInteger(maxImages) || maxImages < 1) throw new UsageError('--max-node-images must be a positive integer');
+  if (!Number.isInteger(maxImages) || maxImages < 1)
+    throw new UsageError('--max-node-images must be a positive integer');
   let path: string;
   try {
     path = confinePath(str('path') ?? '');
@@ -188,39 +197,85 @@ function applyConfig(opts: DiffOptions, cfg: ControllerConfig, given: Record<str
   if (given['trusted-namespace'] === undefined) opts.trustedNamespaces = cfg.trustedNamespaces;
 }
 
-async function readSource(opts: DiffOptions): Promise<{ files: SourceFile[]; info: SourceInfo; rendered: RenderedSource }> {
+async function readSource(
+  opts: DiffOptions,
+): Promise<{ files: SourceFile[]; info: SourceInfo; rendered: RenderedSource }> {
   const render = renderOptionsOf(opts.config);
   if (opts.dirRoot !== undefined) {
     // Files below --path (paths relative to it); the renders see the whole source, as Flux's paths do.
     const files = await readDirSource(opts.dirRoot, opts.path);
-    const repository = { ...(opts.sourceUrl !== undefined ? { url: opts.sourceUrl } : {}), ...(opts.ref !== undefined ? { ref: opts.ref } : {}) };
-    const rendered = await renderSource({ ...render, source: { kind: 'dir', root: opts.dirRoot }, scope: opts.path, scopeFiles: files, repository, exclude: opts.exclude });
+    const repository = {
+      ...(opts.sourceUrl !== undefined ? { url: opts.sourceUrl } : {}),
+      ...(opts.ref !== undefined ? { ref: opts.ref } : {}),
+    };
+    const rendered = await renderSource({
+      ...render,
+      source: { kind: 'dir', root: opts.dirRoot },
+      scope: opts.path,
+      scopeFiles: files,
+      repository,
+      exclude: opts.exclude,
+    });
     return { files, rendered, info: { kind: 'dir', location: opts.dirShown ?? opts.dirRoot } };
   }
   const auth = await gitAuthFrom(opts.credentialsFile);
-  const snap = await syncGitSource({ url: opts.gitUrl!, cacheDir: opts.cacheDir, path: opts.path, ...(opts.ref !== undefined ? { ref: opts.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
+  const snap = await syncGitSource({
+    url: opts.gitUrl!,
+    cacheDir: opts.cacheDir,
+    path: opts.path,
+    ...(opts.ref !== undefined ? { ref: opts.ref } : {}),
+    ...(auth !== undefined ? { auth } : {}),
+  });
   const repository = { url: opts.sourceUrl ?? opts.gitUrl!, ref: snap.ref, commit: snap.commit };
-  const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit }, scope: opts.path, scopeFiles: snap.files, repository, exclude: opts.exclude });
-  return { files: snap.files, rendered, info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path } };
+  const rendered = await renderSource({
+    ...render,
+    source: { kind: 'git', gitdir: repoDirFor(opts.cacheDir, opts.gitUrl!), commit: snap.commit },
+    scope: opts.path,
+    scopeFiles: snap.files,
+    repository,
+    exclude: opts.exclude,
+  });
+  return {
+    files: snap.files,
+    rendered,
+    info: { kind: 'git', location: opts.gitUrl!, ref: snap.ref, commit: snap.commit, path: opts.path },
+  };
 }
 
-async function readNodes(opts: DiffOptions): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
-  if (opts.nodesFile !== undefined) return { nodes: await readNodesFile(opts.nodesFile, opts.maxImages), from: opts.nodesFile };
+async function readNodes(
+  opts: DiffOptions,
+): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
+  if (opts.nodesFile !== undefined)
+    return { nodes: await readNodesFile(opts.nodesFile, opts.maxImages), from: opts.nodesFile };
   const kc = loadKubeConfig(opts.kubeconfig);
   // A live cluster also has pods already waiting for images: the on-demand view.
   const [nodes, { pods, note }] = await Promise.all([readNodesFromCluster(kc, opts.maxImages), readBoundPods(kc)]);
-  return { nodes, from: kc.getCurrentCluster()?.server ?? 'the cluster', ...(pods !== undefined ? { pods } : {}), ...(note !== undefined ? { podsNote: note } : {}) };
+  return {
+    nodes,
+    from: kc.getCurrentCluster()?.server ?? 'the cluster',
+    ...(pods !== undefined ? { pods } : {}),
+    ...(note !== undefined ? { podsNote: note } : {}),
+  };
 }
 
 async function diffOnce(opts: DiffOptions): Promise<number> {
-  const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([readSource(opts), readNodes(opts)]);
+  const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([
+    readSource(opts),
+    readNodes(opts),
+  ]);
   const analysis = analyzeSource(files, { exclude: opts.exclude, rendered });
   const { drift, notes } = opts.offline ? { drift: [], notes: [] } : await findDrift(analysis.workloads);
   const cfg = opts.config;
   // The controller's build pool and watched namespaces, as it applies them.
   const pool = Object.entries(cfg?.builderNodeSelector ?? {});
-  const viewed = pool.length === 0 ? nodes : nodes.map((n) => (pool.some(([k, v]) => n.labels[k] !== v) ? { ...n, builderAllowed: false } : n));
-  const watched = pods !== undefined && cfg !== undefined && cfg.watchNamespaces.length > 0 ? pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? '')) : pods;
+  const viewed =
+    pool.length === 0
+      ? nodes
+      : nodes.map((n) => (pool.some(([k, v]) => n.labels[k] !== v) ? { ...n, builderAllowed: false } : n));
+  const watched =
+    pods !== undefined && cfg !== undefined && cfg.watchNamespaces.length > 0
+      ? pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''))
+      : pods;
   const report = buildReport({
     source: info,
     nodesFrom: from,

@@ -74,7 +74,12 @@ const OPTIONS = {
   'termination-log': { type: 'string' },
 } as const;
 
-export default command({ usage: IMPORT_HELP, options: OPTIONS, positionals: true, run: ({ values, positionals }) => runImport(values, positionals) });
+export default command({
+  usage: IMPORT_HELP,
+  options: OPTIONS,
+  positionals: true,
+  run: ({ values, positionals }) => runImport(values, positionals),
+});
 
 async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): Promise<number> {
   // `-` (stdin) is the only argument.
@@ -86,7 +91,8 @@ async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): 
   const allowedPrefixes = values['allow-prefix'] ?? (allowedEnv.length > 0 ? allowedEnv : undefined);
   const owner = values.owner ?? (process.env.ENBI_NIXBUILD || undefined);
   const socket = values.socket ?? (process.env.CONTAINERD_ADDRESS || '/run/containerd/containerd.sock');
-  const snapshotter = values['no-unpack'] === true ? '' : (values.snapshotter ?? (process.env.ENBI_SNAPSHOTTER || 'overlayfs'));
+  const snapshotter =
+    values['no-unpack'] === true ? '' : (values.snapshotter ?? (process.env.ENBI_SNAPSHOTTER || 'overlayfs'));
   const marker = values['failed-marker'];
   const log = (m: string) => console.log(m);
 
@@ -103,11 +109,21 @@ async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): 
   try {
     await c.waitForReady(30_000);
     const v = await c.version();
-    log(`enbi: importing into containerd ${v.version} at ${socket} (namespace ${c.namespace})${platform ? ` for ${platform}` : ''}: ${images.join(' ') || '(the archive\'s names)'}`);
+    log(
+      `enbi: importing into containerd ${v.version} at ${socket} (namespace ${c.namespace})${platform ? ` for ${platform}` : ''}: ${images.join(' ') || "(the archive's names)"}`,
+    );
     const beforeNaming = async (): Promise<void> => {
       if (await senderFailed(marker, 0)) throw new Error('the sender failed after sending');
     };
-    const r = await importArchive(c, input as AsyncIterable<Buffer>, { images, ...(platform ? { platform } : {}), ...(allowedPrefixes !== undefined ? { allowedPrefixes } : {}), ...(owner !== undefined ? { owner } : {}), snapshotter, log, beforeNaming });
+    const r = await importArchive(c, input as AsyncIterable<Buffer>, {
+      images,
+      ...(platform ? { platform } : {}),
+      ...(allowedPrefixes !== undefined ? { allowedPrefixes } : {}),
+      ...(owner !== undefined ? { owner } : {}),
+      snapshotter,
+      log,
+      beforeNaming,
+    });
     const message = {
       image: r.image,
       digest: r.digest,
@@ -126,8 +142,14 @@ async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): 
     };
     if (values['termination-log'] !== undefined) writeFileSync(values['termination-log'], JSON.stringify(message));
     for (const n of r.names) log(`enbi: ${n}`);
-    log(`enbi: labels on every blob: ${Object.entries(r.sourceLabels).map(([k, val]) => `${k}=${val}`).join(' ')}`);
-    log(`enbi: imported ${r.image} ${r.digest} (${r.platform}, ${r.blobs} blobs, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms} ms); the tag is index ${r.index.digest} of ${r.index.platforms.join(', ')}`);
+    log(
+      `enbi: labels on every blob: ${Object.entries(r.sourceLabels)
+        .map(([k, val]) => `${k}=${val}`)
+        .join(' ')}`,
+    );
+    log(
+      `enbi: imported ${r.image} ${r.digest} (${r.platform}, ${r.blobs} blobs, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.ms} ms); the tag is index ${r.index.digest} of ${r.index.platforms.join(', ')}`,
+    );
     return 0;
   } catch (e) {
     // Stop reading at once, so that a sender still writing gets EPIPE instead of waiting.

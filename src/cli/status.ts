@@ -22,7 +22,11 @@ async function runStatus(values: Flags<typeof OPTIONS>): Promise<number> {
   try {
     const kc = loadKubeConfig(values.kubeconfig);
     const ns = values.namespace ?? 'enbi-system';
-    const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] };
+    const list = (await kc
+      .makeApiClient(CustomObjectsApi)
+      .listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as {
+      items: NixBuild[];
+    };
     if (list.items.length === 0) {
       console.log(`No NixBuilds in ${ns}.`);
       return 0;
@@ -31,7 +35,15 @@ async function runStatus(values: Flags<typeof OPTIONS>): Promise<number> {
     for (const nb of list.items) {
       const ready = nb.status?.conditions?.find((c) => c.type === 'Ready');
       const reason = ready !== undefined && ready.status !== 'True' ? `${ready.reason}: ${ready.message}` : '';
-      rows.push([nb.metadata.name, nb.status?.phase ?? 'Pending', nb.spec.system, nb.status?.node ?? nb.spec.node ?? '', nb.status?.image ?? nb.spec.images?.[0] ?? '', String(nb.status?.attempts ?? 0), reason]);
+      rows.push([
+        nb.metadata.name,
+        nb.status?.phase ?? 'Pending',
+        nb.spec.system,
+        nb.status?.node ?? nb.spec.node ?? '',
+        nb.status?.image ?? nb.spec.images?.[0] ?? '',
+        String(nb.status?.attempts ?? 0),
+        reason,
+      ]);
     }
     console.log(table(rows));
     return list.items.some((nb) => nb.status?.phase === 'Failed') ? 4 : 0;

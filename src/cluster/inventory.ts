@@ -46,18 +46,25 @@ export function nodePlatform(labels: Record<string, string> | undefined): string
  * The images of a NodeImages object, or undefined when it cannot be trusted: no status yet, not from
  * containerd, or older than maxAgeMs. Undefined means: keep using Node.status.images.
  */
-export function inventoryToNodeView(nodeImages: NodeImages | unknown, o: InventoryOptions = {}): InventoryImages | undefined {
+export function inventoryToNodeView(
+  nodeImages: NodeImages | unknown,
+  o: InventoryOptions = {},
+): InventoryImages | undefined {
   const status = asObj(asObj(nodeImages).status) as Partial<NodeImagesStatus>;
-  if (status.source !== 'containerd' || typeof status.observedAt !== 'string' || !Array.isArray(status.images)) return undefined;
+  if (status.source !== 'containerd' || typeof status.observedAt !== 'string' || !Array.isArray(status.images))
+    return undefined;
   const observed = Date.parse(status.observedAt);
-  const resyncMs = (typeof status.resyncSeconds === 'number' && status.resyncSeconds > 0 ? status.resyncSeconds : 600) * 1000;
+  const resyncMs =
+    (typeof status.resyncSeconds === 'number' && status.resyncSeconds > 0 ? status.resyncSeconds : 600) * 1000;
   const maxAge = o.maxAgeMs ?? 2 * resyncMs + 60_000;
   if (!Number.isFinite(observed) || (o.now ?? new Date()).getTime() - observed > maxAge) return undefined;
   const want = o.platform !== undefined ? osArch(o.platform) : undefined;
   const images = new Set<string>();
   const platformImages = new Map<string, Set<string>>();
   for (const img of status.images) {
-    const platforms = (Array.isArray(img.platforms) ? img.platforms : []).filter((p): p is string => typeof p === 'string').map(osArch);
+    const platforms = (Array.isArray(img.platforms) ? img.platforms : [])
+      .filter((p): p is string => typeof p === 'string')
+      .map(osArch);
     // An image of another architecture, or with no runnable manifest, does not serve the node's pods.
     const runsHere = want === undefined || platforms.includes(want);
     for (const name of Array.isArray(img.names) ? img.names : []) {
@@ -70,13 +77,29 @@ export function inventoryToNodeView(nodeImages: NodeImages | unknown, o: Invento
       for (const p of platforms) set.add(p);
     }
   }
-  return { images, imagesComplete: status.truncated === false, imageSource: 'agent', observedAt: status.observedAt, platformImages };
+  return {
+    images,
+    imagesComplete: status.truncated === false,
+    imageSource: 'agent',
+    observedAt: status.observedAt,
+    platformImages,
+  };
 }
 
 /** The view with its images taken from the inventory when it is usable; the view unchanged otherwise. */
-export function withInventory(view: NodeView, nodeImages: NodeImages | unknown, o: Omit<InventoryOptions, 'platform'> = {}): NodeView {
+export function withInventory(
+  view: NodeView,
+  nodeImages: NodeImages | unknown,
+  o: Omit<InventoryOptions, 'platform'> = {},
+): NodeView {
   const platform = nodePlatform(view.labels);
   const inv = inventoryToNodeView(nodeImages, { ...o, ...(platform !== undefined ? { platform } : {}) });
   if (inv === undefined) return view;
-  return { ...view, images: inv.images, imagesComplete: inv.imagesComplete, imageSource: 'agent', platformImages: inv.platformImages };
+  return {
+    ...view,
+    images: inv.images,
+    imagesComplete: inv.imagesComplete,
+    imageSource: 'agent',
+    platformImages: inv.platformImages,
+  };
 }

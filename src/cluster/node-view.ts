@@ -66,7 +66,8 @@ export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IM
   const statusImages = Array.isArray(status.images) ? (status.images as Obj[]) : [];
   const images = new Set<string>();
   for (const img of statusImages) {
-    for (const name of Array.isArray(img.names) ? img.names : []) if (typeof name === 'string') images.add(normalizeImageName(name));
+    for (const name of Array.isArray(img.names) ? img.names : [])
+      if (typeof name === 'string') images.add(normalizeImageName(name));
   }
   const view: NodeView = {
     name: String(metadata.name ?? ''),

@@ -21,7 +21,8 @@ export async function readNodesFile(path: string, maxImages?: number): Promise<N
     if (o?.kind === 'Node') nodes.push(o);
     else if (Array.isArray(o?.items)) nodes.push(...o.items.filter((i) => (i as { kind?: string }).kind === 'Node'));
   }
-  if (nodes.length === 0) throw new NodesReadError(`--nodes ${path}: expected a Node or a List of Nodes (kubectl get nodes -o yaml)`);
+  if (nodes.length === 0)
+    throw new NodesReadError(`--nodes ${path}: expected a Node or a List of Nodes (kubectl get nodes -o yaml)`);
   return nodes.map((n) => nodeViewOf(n, maxImages));
 }
 
@@ -32,9 +33,12 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
     else kc.loadFromDefault();
   } catch (err) {
     const which = kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config';
-    throw new NodesReadError(`cannot load kubeconfig ${which} (${(err as Error).message.split('\n')[0]}): pass --kubeconfig or --nodes FILE`);
+    throw new NodesReadError(
+      `cannot load kubeconfig ${which} (${(err as Error).message.split('\n')[0]}): pass --kubeconfig or --nodes FILE`,
+    );
   }
-  if (kc.getCurrentCluster() === null) throw new NodesReadError('no cluster in the kubeconfig: pass --kubeconfig or --nodes FILE');
+  if (kc.getCurrentCluster() === null)
+    throw new NodesReadError('no cluster in the kubeconfig: pass --kubeconfig or --nodes FILE');
   return kc;
 }
 
@@ -59,7 +63,11 @@ export async function readNodesFromCluster(kc: KubeConfig, maxImages?: number): 
 /** NodeImages by node name; empty when the CRD is not installed or not readable (no agents: fall back). */
 async function readInventories(kc: KubeConfig): Promise<Map<string, unknown>> {
   try {
-    const list = (await kc.makeApiClient(CustomObjectsApi).listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL })) as { items: { metadata?: { name?: string } }[] };
+    const list = (await kc
+      .makeApiClient(CustomObjectsApi)
+      .listClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL })) as {
+      items: { metadata?: { name?: string } }[];
+    };
     return new Map(list.items.map((o) => [o.metadata?.name ?? '', o]));
   } catch {
     return new Map();
@@ -72,9 +80,13 @@ async function readInventories(kc: KubeConfig): Promise<Map<string, unknown>> {
  */
 export async function readBoundPods(kc: KubeConfig): Promise<{ pods?: V1Pod[]; note?: string }> {
   try {
-    const list = await kc.makeApiClient(CoreV1Api).listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed' });
+    const list = await kc
+      .makeApiClient(CoreV1Api)
+      .listPodForAllNamespaces({ fieldSelector: 'spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed' });
     return { pods: list.items };
   } catch (err) {
-    return { note: `pods not read (${(err as Error).message.split('\n')[0]}): the on-demand view (pods waiting for images) is left out` };
+    return {
+      note: `pods not read (${(err as Error).message.split('\n')[0]}): the on-demand view (pods waiting for images) is left out`,
+    };
   }
 }

@@ -13,7 +13,10 @@ export const KNOWN_SOCKETS: Readonly<Record<string, string>> = {
 export const SOCKET_ANNOTATION = 'enbi.hrzn.ee/containerd-socket';
 
 /** The socket for a node: configured, annotated, or inferred from its kubelet version string. */
-export function socketFor(node: { annotations?: Record<string, string>; kubeletVersion?: string }, configured?: string): string {
+export function socketFor(
+  node: { annotations?: Record<string, string>; kubeletVersion?: string },
+  configured?: string,
+): string {
   if (configured !== undefined) return configured;
   const annotated = node.annotations?.[SOCKET_ANNOTATION];
   if (annotated !== undefined) return annotated;

@@ -57,7 +57,8 @@ export class ContainerdError extends Error {
 
 export const isNotFound = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.NOT_FOUND;
 export const isUnavailable = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.UNAVAILABLE;
-export const isAlreadyExists = (e: unknown): boolean => e instanceof ContainerdError && e.code === Status.ALREADY_EXISTS;
+export const isAlreadyExists = (e: unknown): boolean =>
+  e instanceof ContainerdError && e.code === Status.ALREADY_EXISTS;
 
 const callError = (service: Service, name: string, s: CallStatus): ContainerdError =>
   new ContainerdError(`containerd ${service}.${name}: ${s.details}`, s.code, s.details);
@@ -108,7 +109,10 @@ export class ContainerdClient {
     const m = method(service, name);
     return new Call<Req, Res>(this.#conn, {
       path: m.path,
-      metadata: { 'containerd-namespace': this.namespace, ...(this.lease !== undefined ? { 'containerd-lease': this.lease } : {}) },
+      metadata: {
+        'containerd-namespace': this.namespace,
+        ...(this.lease !== undefined ? { 'containerd-lease': this.lease } : {}),
+      },
       deadlineMs,
       maxReceiveBytes: this.#maxReceiveBytes,
       encode: (req) => encodeMessage(m.request, req),
@@ -124,14 +128,23 @@ export class ContainerdClient {
         call.write(request);
       } catch (e) {
         call.cancel(); // no listeners yet: nothing is emitted
-        reject(new ContainerdError(`containerd ${service}.${name}: request could not be encoded: ${(e as Error).message}`, Status.INTERNAL));
+        reject(
+          new ContainerdError(
+            `containerd ${service}.${name}: request could not be encoded: ${(e as Error).message}`,
+            Status.INTERNAL,
+          ),
+        );
         return;
       }
       call.end();
       let response: Res | undefined;
       call.on('data', (r: Res) => (response = r));
       call.on('error', reject);
-      call.on('end', () => (response !== undefined ? resolve(response) : reject(callError(service, name, { code: Status.INTERNAL, details: 'no response message' }))));
+      call.on('end', () =>
+        response !== undefined
+          ? resolve(response)
+          : reject(callError(service, name, { code: Status.INTERNAL, details: 'no response message' })),
+      );
     });
   }
 
@@ -154,7 +167,11 @@ export class ContainerdClient {
   /** The error of a stream call, as a ContainerdError naming the method (stream errors already are). */
   static streamError(service: Service, name: string, e: Error & { code?: number; details?: string }): ContainerdError {
     if (e instanceof ContainerdError) return e;
-    return new ContainerdError(`containerd ${service}.${name}: ${e.details || e.message}`, e.code ?? Status.UNKNOWN, e.details || e.message);
+    return new ContainerdError(
+      `containerd ${service}.${name}: ${e.details || e.message}`,
+      e.code ?? Status.UNKNOWN,
+      e.details || e.message,
+    );
   }
 
   /** Collects a finite server stream. */
@@ -185,7 +202,11 @@ export class ContainerdClient {
         last = e as Error;
       }
       if (Date.now() + 200 >= deadline || this.#conn.closed) {
-        throw new ContainerdError(`containerd at ${this.socket}: not ready within ${timeoutMs} ms (${last.message})`, Status.UNAVAILABLE, last.message);
+        throw new ContainerdError(
+          `containerd at ${this.socket}: not ready within ${timeoutMs} ms (${last.message})`,
+          Status.UNAVAILABLE,
+          last.message,
+        );
       }
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -198,6 +219,8 @@ export class ContainerdClient {
 
 function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), Math.max(0, ms))));
+  const timeout = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), Math.max(0, ms))),
+  );
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -102,7 +102,11 @@ export const CONTAINERD_DESCRIPTOR = {
                   nested: {
                     Events: {
                       methods: {
-                        Subscribe: { requestType: 'SubscribeRequest', responseType: 'containerd.types.Envelope', responseStream: true },
+                        Subscribe: {
+                          requestType: 'SubscribeRequest',
+                          responseType: 'containerd.types.Envelope',
+                          responseStream: true,
+                        },
                       },
                     },
                     SubscribeRequest: { fields: { filters: repeatedStr(1) } },
@@ -117,22 +121,48 @@ export const CONTAINERD_DESCRIPTOR = {
                     Content: {
                       methods: {
                         Info: { requestType: 'InfoRequest', responseType: 'InfoResponse' },
-                        Read: { requestType: 'ReadContentRequest', responseType: 'ReadContentResponse', responseStream: true },
+                        Read: {
+                          requestType: 'ReadContentRequest',
+                          responseType: 'ReadContentResponse',
+                          responseStream: true,
+                        },
                         Update: { requestType: 'UpdateRequest', responseType: 'UpdateResponse' },
-                        Write: { requestType: 'WriteContentRequest', responseType: 'WriteContentResponse', requestStream: true, responseStream: true },
+                        Write: {
+                          requestType: 'WriteContentRequest',
+                          responseType: 'WriteContentResponse',
+                          requestStream: true,
+                          responseStream: true,
+                        },
                         Abort: { requestType: 'AbortRequest', responseType: 'google.protobuf.Empty' },
                       },
                     },
-                    Info: { fields: { digest: str(1), size: i64(2), createdAt: { type: 'google.protobuf.Timestamp', id: 3 }, labels: strMap(5) } },
+                    Info: {
+                      fields: {
+                        digest: str(1),
+                        size: i64(2),
+                        createdAt: { type: 'google.protobuf.Timestamp', id: 3 },
+                        labels: strMap(5),
+                      },
+                    },
                     // Labels named in update_mask as `labels.<key>` are set (or removed when empty); others stay.
                     UpdateRequest: { fields: { info: { type: 'Info', id: 1 }, updateMask: fieldMask(2) } },
                     UpdateResponse: { fields: { info: { type: 'Info', id: 1 } } },
                     WriteAction: { values: { STAT: 0, WRITE: 1, COMMIT: 2 } },
                     // The labels of a COMMIT are stored with the blob in the same transaction that creates it.
                     WriteContentRequest: {
-                      fields: { action: { type: 'WriteAction', id: 1 }, ref: str(2), total: i64(3), expected: str(4), offset: i64(5), data: { type: 'bytes', id: 6 }, labels: strMap(7) },
+                      fields: {
+                        action: { type: 'WriteAction', id: 1 },
+                        ref: str(2),
+                        total: i64(3),
+                        expected: str(4),
+                        offset: i64(5),
+                        data: { type: 'bytes', id: 6 },
+                        labels: strMap(7),
+                      },
                     },
-                    WriteContentResponse: { fields: { action: { type: 'WriteAction', id: 1 }, offset: i64(4), total: i64(5), digest: str(6) } },
+                    WriteContentResponse: {
+                      fields: { action: { type: 'WriteAction', id: 1 }, offset: i64(4), total: i64(5), digest: str(6) },
+                    },
                     AbortRequest: { fields: { ref: str(1) } },
                     InfoRequest: { fields: { digest: str(1) } },
                     InfoResponse: { fields: { info: { type: 'Info', id: 1 } } },
@@ -190,13 +220,19 @@ export const CONTAINERD_DESCRIPTOR = {
                         Stat: { requestType: 'StatSnapshotRequest', responseType: 'StatSnapshotResponse' },
                       },
                     },
-                    PrepareSnapshotRequest: { fields: { snapshotter: str(1), key: str(2), parent: str(3), labels: strMap(4) } },
+                    PrepareSnapshotRequest: {
+                      fields: { snapshotter: str(1), key: str(2), parent: str(3), labels: strMap(4) },
+                    },
                     PrepareSnapshotResponse: { fields: { mounts: mounts(1) } },
-                    CommitSnapshotRequest: { fields: { snapshotter: str(1), name: str(2), key: str(3), labels: strMap(4) } },
+                    CommitSnapshotRequest: {
+                      fields: { snapshotter: str(1), name: str(2), key: str(3), labels: strMap(4) },
+                    },
                     RemoveSnapshotRequest: { fields: { snapshotter: str(1), key: str(2) } },
                     StatSnapshotRequest: { fields: { snapshotter: str(1), key: str(2) } },
                     Kind: { values: { UNKNOWN: 0, VIEW: 1, ACTIVE: 2, COMMITTED: 3 } },
-                    Info: { fields: { name: str(1), parent: str(2), kind: { type: 'Kind', id: 3 }, labels: strMap(6) } },
+                    Info: {
+                      fields: { name: str(1), parent: str(2), kind: { type: 'Kind', id: 3 }, labels: strMap(6) },
+                    },
                     StatSnapshotResponse: { fields: { info: { type: 'Info', id: 1 } } },
                   },
                 },
@@ -217,7 +253,9 @@ export const CONTAINERD_DESCRIPTOR = {
               nested: {
                 v1: {
                   nested: {
-                    Version: { methods: { Version: { requestType: 'google.protobuf.Empty', responseType: 'VersionResponse' } } },
+                    Version: {
+                      methods: { Version: { requestType: 'google.protobuf.Empty', responseType: 'VersionResponse' } },
+                    },
                     VersionResponse: { fields: { version: str(1), revision: str(2) } },
                   },
                 },

@@ -35,7 +35,11 @@ export interface Subscription {
  * registered the subscription could be missed by both, so callers list once more shortly after.
  * onEnd is called once when the stream fails or ends (containerd stopped or restarted): subscribe again.
  */
-export function subscribeImageEvents(c: ContainerdClient, onEvent: (e: ImageEvent) => void, onEnd: (err: Error) => void): Subscription {
+export function subscribeImageEvents(
+  c: ContainerdClient,
+  onEvent: (e: ImageEvent) => void,
+  onEnd: (err: Error) => void,
+): Subscription {
   const stream = c.stream<WireEnvelope>('events', 'Subscribe', { filters: imageEventFilters(c.namespace) });
   let done = false;
   const end = (err: Error): void => {

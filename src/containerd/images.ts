@@ -17,7 +17,10 @@ export interface ContainerdImage {
   updatedAt: number;
 }
 
-interface WireTimestamp { seconds: number; nanos: number }
+interface WireTimestamp {
+  seconds: number;
+  nanos: number;
+}
 interface WireImage {
   name: string;
   labels: Record<string, string>;
@@ -25,7 +28,8 @@ interface WireImage {
   updatedAt: WireTimestamp | null;
 }
 
-export const timestampMs = (t: WireTimestamp | null | undefined): number => (t ? t.seconds * 1000 + Math.floor(t.nanos / 1e6) : 0);
+export const timestampMs = (t: WireTimestamp | null | undefined): number =>
+  t ? t.seconds * 1000 + Math.floor(t.nanos / 1e6) : 0;
 
 /**
  * A containerd filter selecting one image by name. The value is double-quoted: containerd's filter syntax

@@ -13,7 +13,11 @@ import { readBlob } from './platform.ts';
  * does not parse. Index blobs are immutable, so `cache` (by digest; null for "not readable") may be kept
  * across calls.
  */
-export async function parsedIndexOf(c: ContainerdClient, target: { mediaType: string; digest: string; size?: number }, cache?: Map<string, ParsedIndex | null>): Promise<ParsedIndex | undefined> {
+export async function parsedIndexOf(
+  c: ContainerdClient,
+  target: { mediaType: string; digest: string; size?: number },
+  cache?: Map<string, ParsedIndex | null>,
+): Promise<ParsedIndex | undefined> {
   if (!isIndexType(target.mediaType)) return undefined;
   const cached = cache?.get(target.digest);
   if (cached !== undefined) return cached ?? undefined;

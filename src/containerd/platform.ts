@@ -5,8 +5,14 @@
 import { type ContainerdClient, isNotFound } from './client.ts';
 import type { Descriptor } from './images.ts';
 
-const INDEX_TYPES = new Set(['application/vnd.oci.image.index.v1+json', 'application/vnd.docker.distribution.manifest.list.v2+json']);
-const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json']);
+const INDEX_TYPES = new Set([
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+]);
+const MANIFEST_TYPES = new Set([
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+]);
 /** Manifests and configs are small; refuse to read anything larger into memory. */
 const MAX_BLOB_BYTES = 4 * 1024 * 1024;
 
@@ -42,11 +48,13 @@ export async function hasBlob(c: ContainerdClient, digest: string): Promise<bool
 
 /** A whole blob, or undefined when the content store does not hold it. */
 export async function readBlob(c: ContainerdClient, digest: string, size?: number): Promise<Buffer | undefined> {
-  if (size !== undefined && size > MAX_BLOB_BYTES) throw new Error(`blob ${digest} is ${size} bytes: larger than a manifest or config should be`);
+  if (size !== undefined && size > MAX_BLOB_BYTES)
+    throw new Error(`blob ${digest} is ${size} bytes: larger than a manifest or config should be`);
   try {
     const chunks = await c.collect<{ offset: number; data: Buffer }>('content', 'Read', { digest, offset: 0, size: 0 });
     const buf = Buffer.concat(chunks.map((ch) => ch.data));
-    if (buf.length > MAX_BLOB_BYTES) throw new Error(`blob ${digest} is ${buf.length} bytes: larger than a manifest or config should be`);
+    if (buf.length > MAX_BLOB_BYTES)
+      throw new Error(`blob ${digest} is ${buf.length} bytes: larger than a manifest or config should be`);
     return buf;
   } catch (e) {
     if (isNotFound(e)) return undefined;
@@ -54,7 +62,10 @@ export async function readBlob(c: ContainerdClient, digest: string, size?: numbe
   }
 }
 
-async function readJson(c: ContainerdClient, d: { digest: string; size?: number }): Promise<Record<string, unknown> | undefined> {
+async function readJson(
+  c: ContainerdClient,
+  d: { digest: string; size?: number },
+): Promise<Record<string, unknown> | undefined> {
   const buf = await readBlob(c, d.digest, d.size);
   if (buf === undefined) return undefined;
   try {
@@ -73,13 +84,20 @@ interface JsonDescriptor {
 }
 
 /** The manifest's config, when both are present: its platform. */
-async function manifestPlatform(c: ContainerdClient, manifest: { digest: string; size?: number }): Promise<Platform | undefined> {
+async function manifestPlatform(
+  c: ContainerdClient,
+  manifest: { digest: string; size?: number },
+): Promise<Platform | undefined> {
   const m = await readJson(c, manifest);
   const config = m?.config as JsonDescriptor | undefined;
   if (config?.digest === undefined) return undefined;
   const cfg = await readJson(c, { digest: config.digest, ...(config.size !== undefined ? { size: config.size } : {}) });
   if (cfg === undefined || typeof cfg.os !== 'string' || typeof cfg.architecture !== 'string') return undefined;
-  return { os: cfg.os, architecture: cfg.architecture, ...(typeof cfg.variant === 'string' ? { variant: cfg.variant } : {}) };
+  return {
+    os: cfg.os,
+    architecture: cfg.architecture,
+    ...(typeof cfg.variant === 'string' ? { variant: cfg.variant } : {}),
+  };
 }
 
 /** Platforms present locally for an image's target, sorted; [] for content enbi does not understand. */

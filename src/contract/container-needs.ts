@@ -1,7 +1,17 @@
 // Applies the annotation contract to a workload: which containers enbi builds, from which flake, at
 // which revision, under which exact image reference. Every rejection says what to change.
 import { findLockedInput } from '../flake/lock.ts';
-import { type FlakeRef, flakeCredentialsProblem, FlakeRefError, formatFlakeRef, isFullRev, parseFlakeRef, pinFlakeRef, redactFlakeUrl, withoutAttr } from '../flake/ref.ts';
+import {
+  type FlakeRef,
+  flakeCredentialsProblem,
+  FlakeRefError,
+  formatFlakeRef,
+  isFullRev,
+  parseFlakeRef,
+  pinFlakeRef,
+  redactFlakeUrl,
+  withoutAttr,
+} from '../flake/ref.ts';
 import { formatImageRef, ImageRefError, parseImageRef } from '../image/reference.ts';
 import type { ContainerSpec, Workload } from '../manifests/workloads.ts';
 import { workloadId } from '../manifests/workloads.ts';
@@ -36,7 +46,10 @@ export interface WorkloadNeeds {
 
 export type LockIndex = ReadonlyMap<string, ReadonlyMap<string, FlakeRef>>;
 
-export function containerNeedsOf(workload: Workload, locks: LockIndex): { needs: ContainerNeed[]; problems: Problem[]; warnings: Problem[] } {
+export function containerNeedsOf(
+  workload: Workload,
+  locks: LockIndex,
+): { needs: ContainerNeed[]; problems: Problem[]; warnings: Problem[] } {
   const where = { file: workload.file, line: workload.line, object: workloadId(workload) };
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
@@ -96,30 +109,46 @@ function parseFlakeRefOnce(text: string): FlakeRef {
 }
 
 /** Container → flake text, from the per-container keys, the single-container key or the pre-alpha keys. */
-function flakesByContainer(workload: Workload, a: Record<string, string | undefined>, problems: Problem[], where: Where): Map<ContainerSpec, string> {
+function flakesByContainer(
+  workload: Workload,
+  a: Record<string, string | undefined>,
+  problems: Problem[],
+  where: Where,
+): Map<ContainerSpec, string> {
   const out = new Map<ContainerSpec, string>();
   const byName = new Map(workload.containers.map((c) => [c.name, c]));
   for (const [key, value] of Object.entries(a)) {
     if (!key.startsWith(FLAKE_FOR) || value === undefined) continue;
     const name = key.slice(FLAKE_FOR.length);
     const container = byName.get(name);
-    if (container === undefined) problems.push({ ...where, message: `annotation ${key}: no container named "${name}" (containers: ${[...byName.keys()].join(', ')})` });
+    if (container === undefined)
+      problems.push({
+        ...where,
+        message: `annotation ${key}: no container named "${name}" (containers: ${[...byName.keys()].join(', ')})`,
+      });
     else out.set(container, value);
   }
   const single = a[FLAKE];
   if (single !== undefined) {
     const main = workload.containers.filter((c) => !c.init);
     if (main.length !== 1) {
-      problems.push({ ...where, message: `annotation ${FLAKE}: the pod has ${main.length} containers; name each with ${FLAKE_FOR}<container>` });
+      problems.push({
+        ...where,
+        message: `annotation ${FLAKE}: the pod has ${main.length} containers; name each with ${FLAKE_FOR}<container>`,
+      });
     } else if (!out.has(main[0]!)) out.set(main[0]!, single);
   }
   const legacyUrl = a[LEGACY_FLAKE_URL];
   if (legacyUrl !== undefined) {
     const tag = a[LEGACY_IMAGE_TAG];
     const main = workload.containers.filter((c) => !c.init);
-    const target = tag !== undefined ? main.find((c) => c.image?.endsWith(`:${tag}`)) : main.length === 1 ? main[0] : undefined;
+    const target =
+      tag !== undefined ? main.find((c) => c.image?.endsWith(`:${tag}`)) : main.length === 1 ? main[0] : undefined;
     if (target === undefined) {
-      problems.push({ ...where, message: `annotation ${LEGACY_FLAKE_URL}: no single container${tag !== undefined ? ` with image tag "${tag}"` : ''} to build` });
+      problems.push({
+        ...where,
+        message: `annotation ${LEGACY_FLAKE_URL}: no single container${tag !== undefined ? ` with image tag "${tag}"` : ''} to build`,
+      });
     } else if (!out.has(target)) out.set(target, `${legacyUrl.split('#')[0]}#${a[LEGACY_PACKAGE_NAME]}`);
   }
   return out;
@@ -145,12 +174,18 @@ function needOf(
     if (err instanceof ImageRefError) return fail(err.message);
     throw err;
   }
-  if (image.digest !== undefined) return fail(`image "${container.image}" is pinned by digest; a build cannot promise that digest, so use a tag`);
+  if (image.digest !== undefined)
+    return fail(`image "${container.image}" is pinned by digest; a build cannot promise that digest, so use a tag`);
   if (image.tag === undefined || image.tag === 'latest') {
-    return fail(`image "${container.image}" has ${image.tag === undefined ? 'no tag' : 'the moving tag "latest"'}; tag it with the revision it runs (e.g. :<commit>)`);
+    return fail(
+      `image "${container.image}" has ${image.tag === undefined ? 'no tag' : 'the moving tag "latest"'}; tag it with the revision it runs (e.g. :<commit>)`,
+    );
   }
   if (container.imagePullPolicy === 'Always') {
-    warnings.push({ ...at, message: `container ${container.name}: imagePullPolicy Always makes kubelet pull from the registry; use IfNotPresent or Never` });
+    warnings.push({
+      ...at,
+      message: `container ${container.name}: imagePullPolicy Always makes kubelet pull from the registry; use IfNotPresent or Never`,
+    });
   }
   let flake: FlakeRef;
   try {
@@ -162,27 +197,42 @@ function needOf(
   const pinned = pin(flake, image.tag, workload, locks);
   if ('error' in pinned) return fail(pinned.error);
   if (pinned.revisionFrom === 'flake-ref' && isFullRev(image.tag) && image.tag !== pinned.rev) {
-    warnings.push({ ...at, message: `container ${container.name}: image tag ${image.tag} is a commit but the flake pins ${pinned.rev}` });
+    warnings.push({
+      ...at,
+      message: `container ${container.name}: image tag ${image.tag} is a commit but the flake pins ${pinned.rev}`,
+    });
   }
   return { container: container.name, image: formatImageRef(image), source: { declared, ...pinned }, mode };
 }
 
-function pin(flake: FlakeRef, tag: string, workload: Workload, locks: LockIndex): Omit<BuildSource, 'declared'> | { error: string } {
+function pin(
+  flake: FlakeRef,
+  tag: string,
+  workload: Workload,
+  locks: LockIndex,
+): Omit<BuildSource, 'declared'> | { error: string } {
   if (flake.type === 'indirect') {
-    if (flake.ref !== undefined || flake.rev !== undefined) return { error: `flake "${formatFlakeRef(flake)}": an input id names a locked input; drop the /ref` };
+    if (flake.ref !== undefined || flake.rev !== undefined)
+      return { error: `flake "${formatFlakeRef(flake)}": an input id names a locked input; drop the /ref` };
     const found = findLockedInput(locks, workload.file ?? '', flake.owner!);
     if ('searched' in found) {
-      const where = found.searched.length > 0 ? found.searched.join(', ') : 'no flake.lock beside or above the manifest';
-      return { error: `flake input "${flake.owner}" is not locked (${where}); commit a flake.lock with that input or write a full flake reference` };
+      const where =
+        found.searched.length > 0 ? found.searched.join(', ') : 'no flake.lock beside or above the manifest';
+      return {
+        error: `flake input "${flake.owner}" is not locked (${where}); commit a flake.lock with that input or write a full flake reference`,
+      };
     }
     const locked: FlakeRef = { ...found.ref, params: { ...found.ref.params } };
     const credentials = flakeCredentialsProblem(locked, redactFlakeUrl(formatFlakeRef(locked)));
-    if (credentials !== undefined) return { error: `flake input "${flake.owner}" locked in ${found.lockFile}: ${credentials}` };
+    if (credentials !== undefined)
+      return { error: `flake input "${flake.owner}" locked in ${found.lockFile}: ${credentials}` };
     if (flake.attr !== undefined) locked.attr = flake.attr;
     return { flake: locked, rev: found.ref.rev!, revisionFrom: 'flake-lock', lockFile: found.lockFile };
   }
   if (flake.type === 'path' || flake.type === 'tarball') {
-    return { error: `flake "${formatFlakeRef(flake)}": ${flake.type} references cannot be fetched by revision in the cluster; use github:, gitlab: or git+https:` };
+    return {
+      error: `flake "${formatFlakeRef(flake)}": ${flake.type} references cannot be fetched by revision in the cluster; use github:, gitlab: or git+https:`,
+    };
   }
   if (flake.rev !== undefined) return { flake, rev: flake.rev, revisionFrom: 'flake-ref' };
   if (isFullRev(tag)) return { flake: pinFlakeRef(flake, tag), rev: tag, revisionFrom: 'image-tag' };

@@ -3,7 +3,16 @@
 // it changed, with the Events that follow from it. An error here fails this build's reconcile only: the queue
 // retries it with its own backoff while every other build goes on.
 import { within } from '../async/within.ts';
-import { type BatchV1Api, type CoreV1Api, type CustomObjectsApi, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import {
+  type BatchV1Api,
+  type CoreV1Api,
+  type CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Job,
+  type V1Node,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { buildJob } from '../build/job.ts';
 import { isControllerName } from '../build/naming.ts';
@@ -71,13 +80,17 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
     const nb = withWritten(seen, d.written, false);
     // A rebuild verdict holds for the completion it was made about: once the build has completed again (the
     // rebuild it asked for has run), or is running, it waits for a new verdict from the next plan pass.
-    const rebuild = nb.status?.phase === 'Succeeded' && nb.status.completionTime === world.rebuildOf.get(name) ? world.rebuild.get(name) : undefined;
+    const rebuild =
+      nb.status?.phase === 'Succeeded' && nb.status.completionTime === world.rebuildOf.get(name)
+        ? world.rebuild.get(name)
+        : undefined;
     const log = d.log.with({ nixbuild: `${ns}/${name}` });
     const jobs = world.jobsByBuild.get(name) ?? [];
     const latestJob = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0]?.metadata?.name;
     const pods = latestJob !== undefined ? (world.podsByJob.get(latestJob) ?? []) : [];
     const placed = world.placement.get(name);
-    const candidate = placed !== undefined && nb.status?.node === undefined ? () => placed : () => world.candidate(nb.spec.system);
+    const candidate =
+      placed !== undefined && nb.status?.node === undefined ? () => placed : () => world.candidate(nb.spec.system);
     const base = {
       nb,
       jobs,
@@ -94,10 +107,18 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       ...optional('rebuild', rebuild),
       ...optional('invalid', specProblem(nb, d.policy)),
       ...optional('notAdopted', world.notAdopted.get(name)),
-      ...optional('notPlanned', isControllerName(name) && !world.planned.has(name) ? `${name} is a name enbi gives the builds it plans, and no workload of the source needs this one now: it starts when one does, if its spec is the one enbi would write (hand-written builds take another name)` : undefined),
+      ...optional(
+        'notPlanned',
+        isControllerName(name) && !world.planned.has(name)
+          ? `${name} is a name enbi gives the builds it plans, and no workload of the source needs this one now: it starts when one does, if its spec is the one enbi would write (hand-written builds take another name)`
+          : undefined,
+      ),
       ...optional('pinUnable', pinnedNodeProblem(nb, world.views, cfg.builderTolerations)),
       // The claim message names the NixBuild's flake: shown without credentials (refused as InvalidSpec anyway).
-      ...optional('claimed', nixBuildClaimProblem(`${ns}/${name}`, { ...nb.spec, flakeUrl: redactFlakeUrl(nb.spec.flakeUrl) }, world.claims)),
+      ...optional(
+        'claimed',
+        nixBuildClaimProblem(`${ns}/${name}`, { ...nb.spec, flakeUrl: redactFlakeUrl(nb.spec.flakeUrl) }, world.claims),
+      ),
       ...optional('sourcePending', world.sourcePending),
     };
     let { status, action, event } = nextState(base);
@@ -106,7 +127,13 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       ({ status, action, event } = nextState({ ...base, failedLog }));
     }
     await act(nb, action, world.rawNodes, log);
-    const target = { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name, ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}) };
+    const target = {
+      namespace: ns,
+      kind: 'NixBuild',
+      apiVersion: nb.apiVersion,
+      name,
+      ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}),
+    };
     if (event !== undefined) {
       log.info(`${event.reason}: ${event.message}`);
       await recordEvent(core, target, event.type, event.reason, event.message, log.line);
@@ -114,8 +141,23 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
     if (statusChanged(nb.status, status)) {
       // A merge patch keeps keys it does not name: the ones this status dropped (completionTime when a build
       // starts again, logExcerpt) are sent as null, which deletes them.
-      const dropped = Object.fromEntries(Object.keys(nb.status ?? {}).filter((k) => !(k in status)).map((k) => [k, null]));
-      await custom.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { status: { ...status, ...dropped } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+      const dropped = Object.fromEntries(
+        Object.keys(nb.status ?? {})
+          .filter((k) => !(k in status))
+          .map((k) => [k, null]),
+      );
+      await custom.patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          namespace: ns,
+          plural: PLURAL,
+          name,
+          body: { status: { ...status, ...dropped } },
+          fieldManager: CONTROLLER_FIELD_MANAGER,
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
       if (nb.metadata.uid !== undefined) d.written.set(nb.metadata.uid, status);
       await tellPhase(nb, status, target, log);
     }
@@ -123,30 +165,53 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
   };
 
   /** An Event on each phase change, and when a build stalls without one; the end of a build on its workloads. */
-  async function tellPhase(nb: NixBuild, status: NixBuildStatus, target: { namespace: string; kind: string; apiVersion: string; name: string }, log: Logger): Promise<void> {
-    const stalled = (st: NixBuildStatus | undefined) => st?.conditions?.some((c) => c.type === 'Stalled' && c.status === 'True') === true;
+  async function tellPhase(
+    nb: NixBuild,
+    status: NixBuildStatus,
+    target: { namespace: string; kind: string; apiVersion: string; name: string },
+    log: Logger,
+  ): Promise<void> {
+    const stalled = (st: NixBuildStatus | undefined) =>
+      st?.conditions?.some((c) => c.type === 'Stalled' && c.status === 'True') === true;
     if (status.phase === nb.status?.phase && !(stalled(status) && !stalled(nb.status))) return;
     const ready = status.conditions?.find((c) => c.type === 'Ready');
     const type = status.phase === 'Failed' || stalled(status) ? 'Warning' : 'Normal';
     await recordEvent(core, target, type, ready?.reason ?? status.phase ?? '', ready?.message ?? '', log.line);
-    (type === 'Warning' ? log.warn : log.info)(`${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`, { reason: ready?.reason });
+    (type === 'Warning' ? log.warn : log.info)(
+      `${nb.status?.phase ?? '-'} → ${status.phase}: ${ready?.message ?? ''}`,
+      { reason: ready?.reason },
+    );
     if (status.phase === 'Succeeded' || status.phase === 'Failed') {
       for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
-        await recordEvent(core, w, type, ready?.reason ?? status.phase, `NixBuild ${ns}/${nb.metadata.name}: ${ready?.message ?? status.phase}`, log.line);
+        await recordEvent(
+          core,
+          w,
+          type,
+          ready?.reason ?? status.phase,
+          `NixBuild ${ns}/${nb.metadata.name}: ${ready?.message ?? status.phase}`,
+          log.line,
+        );
       }
     }
     if (status.phase === 'Failed') d.metrics.buildsFailed++;
     if (status.phase === 'Succeeded') d.metrics.buildsSucceeded++;
   }
 
-  async function act(nb: NixBuild, action: BuildAction, rawNodes: ReadonlyMap<string, V1Node>, log: Logger): Promise<void> {
+  async function act(
+    nb: NixBuild,
+    action: BuildAction,
+    rawNodes: ReadonlyMap<string, V1Node>,
+    log: Logger,
+  ): Promise<void> {
     if (action.kind !== 'create-job') return;
     const node = action.node;
     if (action.abandon !== undefined) {
       // The Job left on a lost node: its pod must not come back to life if the node does.
-      await batch.deleteNamespacedJob({ name: action.abandon, namespace: ns, propagationPolicy: 'Background' }).catch((err: unknown) => {
-        if (!isNotFound(err)) throw err;
-      });
+      await batch
+        .deleteNamespacedJob({ name: action.abandon, namespace: ns, propagationPolicy: 'Background' })
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
     }
     const raw = rawNodes.get(node);
     const job = buildJob(nb, node, action.attempt, {
@@ -155,16 +220,21 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       importerImage: cfg.importerImage,
       ...(cfg.importerCommand !== undefined ? { importerCommand: cfg.importerCommand } : {}),
       cacheHostPath: cfg.cache.hostPath,
-      containerdSocket: socketFor({ annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' }, cfg.containerdSocket),
+      containerdSocket: socketFor(
+        { annotations: raw?.metadata?.annotations ?? {}, kubeletVersion: raw?.status?.nodeInfo?.kubeletVersion ?? '' },
+        cfg.containerdSocket,
+      ),
       builderTolerations: cfg.builderTolerations,
       nixOptions: cfg.nixOptions,
       ...(cfg.nixSecretName !== undefined ? { nixSecretName: cfg.nixSecretName } : {}),
       allowedImages: d.policy.images,
       activeDeadlineSeconds: cfg.buildTimeoutSeconds,
     });
-    await batch.createNamespacedJob({ namespace: ns, body: job, fieldManager: CONTROLLER_FIELD_MANAGER }).catch((err: unknown) => {
-      if (!isConflict(err)) throw new Error(`creating Job ${job.metadata?.name}: ${apiMessage(err)}`);
-    });
+    await batch
+      .createNamespacedJob({ namespace: ns, body: job, fieldManager: CONTROLLER_FIELD_MANAGER })
+      .catch((err: unknown) => {
+        if (!isConflict(err)) throw new Error(`creating Job ${job.metadata?.name}: ${apiMessage(err)}`);
+      });
     log.info(`started Job ${job.metadata?.name} on ${node}`, { job: job.metadata?.name, node });
   }
 
@@ -174,12 +244,17 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
    * timeout (2 min each, seen in the containerd-restart fault test), which would hold the retry back.
    */
   async function readLogTail(pod: string): Promise<string> {
-    const texts = await Promise.all(['build', 'import'].map(async (container) => {
-      const read = core.readNamespacedPodLog({ name: pod, namespace: ns, container, tailLines: 25 }).catch(() => '');
-      const text = await within(read, LOG_READ_MS, '');
-      return text.trim() !== '' ? `[${container}]\n${text.trimEnd()}` : '';
-    }));
-    return texts.filter((t) => t !== '').join('\n').slice(-4000);
+    const texts = await Promise.all(
+      ['build', 'import'].map(async (container) => {
+        const read = core.readNamespacedPodLog({ name: pod, namespace: ns, container, tailLines: 25 }).catch(() => '');
+        const text = await within(read, LOG_READ_MS, '');
+        return text.trim() !== '' ? `[${container}]\n${text.trimEnd()}` : '';
+      }),
+    );
+    return texts
+      .filter((t) => t !== '')
+      .join('\n')
+      .slice(-4000);
   }
 }
 
@@ -199,4 +274,5 @@ export function withWritten(nb: NixBuild, written: Map<string, NixBuildStatus>, 
   return { ...nb, status: mine };
 }
 
-const optional = <K extends string>(key: K, value: string | undefined): { [k in K]?: string } => (value !== undefined ? ({ [key]: value } as { [k in K]: string }) : {});
+const optional = <K extends string>(key: K, value: string | undefined): { [k in K]?: string } =>
+  value !== undefined ? ({ [key]: value } as { [k in K]: string }) : {};

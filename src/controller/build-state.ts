@@ -90,7 +90,8 @@ export function attemptOf(job: V1Job): number {
 function jobState(job: V1Job): 'running' | 'complete' | 'failed' {
   const conditions = job.status?.conditions ?? [];
   if (conditions.some((c) => c.type === 'Complete' && c.status === 'True')) return 'complete';
-  if (conditions.some((c) => (c.type === 'Failed' || c.type === 'FailureTarget') && c.status === 'True')) return 'failed';
+  if (conditions.some((c) => (c.type === 'Failed' || c.type === 'FailureTarget') && c.status === 'True'))
+    return 'failed';
   return 'running';
 }
 
@@ -103,7 +104,12 @@ function iso(t: Date | string | undefined): string | undefined {
 
 /** The platform manifest an import reported, when it says all of it (an older importer does not). */
 function manifestOf(m: Record<string, unknown>): PlatformManifest | undefined {
-  const e = { digest: String(m.digest), size: Number(m.size), mediaType: String(m.mediaType), platform: String(m.platform) };
+  const e = {
+    digest: String(m.digest),
+    size: Number(m.size),
+    mediaType: String(m.mediaType),
+    platform: String(m.platform),
+  };
   return entryProblem(e) === undefined ? e : undefined;
 }
 
@@ -130,7 +136,12 @@ function failedPod(pods: V1Pod[]): V1Pod | undefined {
  * condition's lastTransitionTime; a NotReady node that does not say since when counts as lost).
  * `recheckMs`: not Ready, not yet lost; look again then.
  */
-export function nodeLoss(name: string, nodes: ReadonlyMap<string, NodeHealth>, now: Date, graceSeconds: number): { lost: string } | { recheckMs: number } | undefined {
+export function nodeLoss(
+  name: string,
+  nodes: ReadonlyMap<string, NodeHealth>,
+  now: Date,
+  graceSeconds: number,
+): { lost: string } | { recheckMs: number } | undefined {
   const n = nodes.get(name);
   if (n === undefined) return { lost: `node ${name} was deleted` };
   if (n.ready) return undefined;
@@ -151,28 +162,46 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     status.phase = phase;
     status.conditions = mergeConditions(prev.conditions ?? [], conditions, o.now, generation);
   };
-  const cond = (type: string, s: Condition['status'], reason: string, message: string): Condition => ({ type, status: s, reason, message: printable(message), lastTransitionTime: o.now.toISOString() });
+  const cond = (type: string, s: Condition['status'], reason: string, message: string): Condition => ({
+    type,
+    status: s,
+    reason,
+    message: printable(message),
+    lastTransitionTime: o.now.toISOString(),
+  });
   const noBuilder = (msg: string) => {
     set('Pending', [cond('Ready', 'False', Reason.NoBuilder, msg), cond('Reconciling', 'True', Reason.NoBuilder, msg)]);
     return { status, action: { kind: 'requeue', afterMs: 30_000 } as BuildAction };
   };
 
   if (o.notAdopted !== undefined) {
-    set('Failed', [cond('Ready', 'False', Reason.NotAdopted, o.notAdopted), cond('Stalled', 'True', Reason.NotAdopted, o.notAdopted)]);
+    set('Failed', [
+      cond('Ready', 'False', Reason.NotAdopted, o.notAdopted),
+      cond('Stalled', 'True', Reason.NotAdopted, o.notAdopted),
+    ]);
     return { status, action: { kind: 'none' } };
   }
   if (o.claimed !== undefined) {
-    set('Failed', [cond('Ready', 'False', Reason.ImageClaimed, o.claimed), cond('Stalled', 'True', Reason.ImageClaimed, o.claimed)]);
+    set('Failed', [
+      cond('Ready', 'False', Reason.ImageClaimed, o.claimed),
+      cond('Stalled', 'True', Reason.ImageClaimed, o.claimed),
+    ]);
     return { status, action: { kind: 'none' } };
   }
-  const waitingFor = (reason: string) => prev.conditions?.some((c) => c.type === 'Ready' && c.reason === reason) === true;
-  const unstarted = o.jobs.length === 0 && (prev.phase === undefined || waitingFor(Reason.NotPlanned) || waitingFor(Reason.SourcePending));
+  const waitingFor = (reason: string) =>
+    prev.conditions?.some((c) => c.type === 'Ready' && c.reason === reason) === true;
+  const unstarted =
+    o.jobs.length === 0 &&
+    (prev.phase === undefined || waitingFor(Reason.NotPlanned) || waitingFor(Reason.SourcePending));
   if (o.notPlanned !== undefined && o.invalid === undefined && unstarted) {
     set('Pending', [cond('Ready', 'False', Reason.NotPlanned, o.notPlanned)]);
     return { status, action: { kind: 'none' } };
   }
   if (o.invalid !== undefined) {
-    set('Failed', [cond('Ready', 'False', Reason.InvalidSpec, o.invalid), cond('Stalled', 'True', Reason.InvalidSpec, o.invalid)]);
+    set('Failed', [
+      cond('Ready', 'False', Reason.InvalidSpec, o.invalid),
+      cond('Stalled', 'True', Reason.InvalidSpec, o.invalid),
+    ]);
     return { status, action: { kind: 'none' } };
   }
   if (o.sourcePending !== undefined && unstarted) {
@@ -212,24 +241,50 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
       const done = prev.rebuilds ?? 0;
       if (done >= o.maxRebuilds) {
         const msg = `${o.rebuild}; rebuilt ${done} time${done === 1 ? '' : 's'} already (at most ${o.maxRebuilds}): delete this NixBuild to build it again`;
-        set('Succeeded', [cond('Ready', 'False', Reason.ImageMissing, msg), cond('Stalled', 'True', Reason.ImageMissing, msg)]);
+        set('Succeeded', [
+          cond('Ready', 'False', Reason.ImageMissing, msg),
+          cond('Stalled', 'True', Reason.ImageMissing, msg),
+        ]);
         return { status, action: { kind: 'none' } };
       }
-      const node = pin ?? (placed !== undefined && nodeLoss(placed, o.nodes, o.now, 0) === undefined ? placed : o.candidate());
+      const node =
+        pin ?? (placed !== undefined && nodeLoss(placed, o.nodes, o.now, 0) === undefined ? placed : o.candidate());
       if (node === undefined) return noBuilder(`${o.rebuild}; no Ready node can build ${o.nb.spec.system}`);
       const attempt = lastAttempt + 1;
-      Object.assign(status, { node, attempts: attempt, excusedAttempts: attempt - 1, rebuilds: done + 1, buildJobName: `${o.nb.metadata.name}-${attempt}`, startTime: o.now.toISOString() });
+      Object.assign(status, {
+        node,
+        attempts: attempt,
+        excusedAttempts: attempt - 1,
+        rebuilds: done + 1,
+        buildJobName: `${o.nb.metadata.name}-${attempt}`,
+        startTime: o.now.toISOString(),
+      });
       delete status.completionTime;
       delete status.logExcerpt;
       const msg = `rebuilding on ${node} (rebuild ${done + 1} of at most ${o.maxRebuilds}): ${o.rebuild}`;
-      set('Building', [cond('Ready', 'Unknown', Reason.ImageMissing, msg), cond('Reconciling', 'True', Reason.ImageMissing, msg)]);
-      return { status, action: { kind: 'create-job', attempt, node }, event: { type: 'Warning', reason: Reason.ImageMissing, message: msg } };
+      set('Building', [
+        cond('Ready', 'Unknown', Reason.ImageMissing, msg),
+        cond('Reconciling', 'True', Reason.ImageMissing, msg),
+      ]);
+      return {
+        status,
+        action: { kind: 'create-job', attempt, node },
+        event: { type: 'Warning', reason: Reason.ImageMissing, message: msg },
+      };
     }
-    set('Succeeded', [cond('Ready', 'True', Reason.Succeeded, `imported ${status.image ?? ''} ${status.imageDigest ?? ''} on ${status.node ?? ''}`.trim())]);
+    set('Succeeded', [
+      cond(
+        'Ready',
+        'True',
+        Reason.Succeeded,
+        `imported ${status.image ?? ''} ${status.imageDigest ?? ''} on ${status.node ?? ''}`.trim(),
+      ),
+    ]);
     return { status, action: { kind: 'none' } };
   }
   // Failed for good (retries exhausted): stays so, whatever happens to its node or its Jobs.
-  if (prev.phase === 'Failed' && (state === 'failed' || current === undefined)) return { status, action: { kind: 'none' } };
+  if (prev.phase === 'Failed' && (state === 'failed' || current === undefined))
+    return { status, action: { kind: 'none' } };
 
   // The node went away under an unfinished build: move it, unless spec.node pins it there.
   let recheckMs: number | undefined;
@@ -238,32 +293,52 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
     if (loss !== undefined && 'recheckMs' in loss) recheckMs = loss.recheckMs;
     else if (loss !== undefined) {
       status.node = placed;
-      if (pin !== undefined) return noBuilder(`${loss.lost}; spec.node pins this build there: change or remove spec.node to build elsewhere`);
+      if (pin !== undefined)
+        return noBuilder(
+          `${loss.lost}; spec.node pins this build there: change or remove spec.node to build elsewhere`,
+        );
       const next = o.candidate();
       if (next === undefined) return noBuilder(`${loss.lost}; no other Ready node can build ${o.nb.spec.system}`);
       const attempt = lastAttempt + 1;
       // The attempt lost with its node is no failure of the build: it does not count against maxAttempts.
       const nowExcused = excused + (lastAttempt > 0 ? 1 : 0);
-      Object.assign(status, { node: next, attempts: attempt, excusedAttempts: nowExcused, moves: (prev.moves ?? 0) + 1, buildJobName: `${o.nb.metadata.name}-${attempt}` });
+      Object.assign(status, {
+        node: next,
+        attempts: attempt,
+        excusedAttempts: nowExcused,
+        moves: (prev.moves ?? 0) + 1,
+        buildJobName: `${o.nb.metadata.name}-${attempt}`,
+      });
       status.startTime ??= o.now.toISOString();
       const msg = `${loss.lost}: attempt ${attempt - nowExcused} of ${o.maxAttempts} moves to ${next}`;
-      set('Building', [cond('Ready', 'Unknown', Reason.NodeLost, msg), cond('Reconciling', 'True', Reason.NodeLost, msg)]);
+      set('Building', [
+        cond('Ready', 'Unknown', Reason.NodeLost, msg),
+        cond('Reconciling', 'True', Reason.NodeLost, msg),
+      ]);
       const abandon = lastAttempt > 0 ? { abandon: `${o.nb.metadata.name}-${lastAttempt}` } : {};
-      return { status, action: { kind: 'create-job', attempt, node: next, ...abandon }, event: { type: 'Warning', reason: Reason.NodeLost, message: msg } };
+      return {
+        status,
+        action: { kind: 'create-job', attempt, node: next, ...abandon },
+        event: { type: 'Warning', reason: Reason.NodeLost, message: msg },
+      };
     }
   }
   if (pin !== undefined && o.pinUnable !== undefined && current === undefined) return noBuilder(o.pinUnable);
   const node = placed ?? o.candidate();
   if (node === undefined) return noBuilder(`no Ready node can build ${o.nb.spec.system}`);
   status.node = node;
-  const quiet = (): BuildAction => (recheckMs !== undefined ? { kind: 'requeue', afterMs: recheckMs } : { kind: 'none' });
+  const quiet = (): BuildAction =>
+    recheckMs !== undefined ? { kind: 'requeue', afterMs: recheckMs } : { kind: 'none' };
 
   if (current === undefined) {
     const attempt = Math.max(lastAttempt, 1);
     status.attempts = attempt;
     status.buildJobName = `${o.nb.metadata.name}-${attempt}`;
     status.startTime ??= o.now.toISOString();
-    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt ${attempt - excused} of ${o.maxAttempts} on ${node}`), cond('Reconciling', 'True', Reason.Building, `building on ${node}`)]);
+    set('Building', [
+      cond('Ready', 'Unknown', Reason.Building, `attempt ${attempt - excused} of ${o.maxAttempts} on ${node}`),
+      cond('Reconciling', 'True', Reason.Building, `building on ${node}`),
+    ]);
     return { status, action: { kind: 'create-job', attempt, node } };
   }
   const attempt = attemptOf(current);
@@ -272,7 +347,10 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
   status.buildJobName = current.metadata?.name;
   status.startTime ??= iso(current.status?.startTime) ?? o.now.toISOString();
   if (state === 'running') {
-    set('Building', [cond('Ready', 'Unknown', Reason.Building, `attempt ${counted} of ${o.maxAttempts} on ${node}`), cond('Reconciling', 'True', Reason.Building, `building on ${node}`)]);
+    set('Building', [
+      cond('Ready', 'Unknown', Reason.Building, `attempt ${counted} of ${o.maxAttempts} on ${node}`),
+      cond('Reconciling', 'True', Reason.Building, `building on ${node}`),
+    ]);
     return { status, action: quiet() };
   }
   // Failed: read the log once, then retry with backoff or stall.
@@ -299,7 +377,11 @@ export function nextState(o: BuildObservation): { status: NixBuildStatus; action
   const waitMs = o.retryBaseSeconds * 1000 * 2 ** (counted - 1) - (o.now.getTime() - new Date(failedAt).getTime());
   const msg = `attempt ${counted} failed (${reason}); attempt ${counted + 1} of ${o.maxAttempts}`;
   set('Building', [cond('Ready', 'False', Reason.Retrying, msg), cond('Reconciling', 'True', Reason.Retrying, msg)]);
-  if (waitMs > 0) return { status, action: { kind: 'requeue', afterMs: recheckMs !== undefined ? Math.min(waitMs, recheckMs) : waitMs } };
+  if (waitMs > 0)
+    return {
+      status,
+      action: { kind: 'requeue', afterMs: recheckMs !== undefined ? Math.min(waitMs, recheckMs) : waitMs },
+    };
   status.logExcerpt = o.failedLog !== undefined ? printable(o.failedLog) : prev.logExcerpt;
   status.buildJobName = `${o.nb.metadata.name}-${attempt + 1}`;
   status.attempts = attempt + 1;
@@ -310,7 +392,8 @@ function failureReason(job: V1Job, pods: V1Pod[]): string {
   for (const pod of pods) {
     for (const c of pod.status?.containerStatuses ?? []) {
       const t = c.state?.terminated;
-      if (t !== undefined && t.exitCode !== 0) return `${c.name} exited ${t.exitCode}${t.reason !== undefined ? ` (${t.reason})` : ''}`;
+      if (t !== undefined && t.exitCode !== 0)
+        return `${c.name} exited ${t.exitCode}${t.reason !== undefined ? ` (${t.reason})` : ''}`;
     }
   }
   const failed = job.status?.conditions?.find((c) => c.type === 'Failed');
@@ -321,7 +404,8 @@ function failureReason(job: V1Job, pods: V1Pod[]): string {
 function mergeConditions(old: Condition[], next: Condition[], now: Date, generation: number): Condition[] {
   return next.map((c) => {
     const before = old.find((o) => o.type === c.type);
-    const lastTransitionTime = before !== undefined && before.status === c.status ? before.lastTransitionTime : now.toISOString();
+    const lastTransitionTime =
+      before !== undefined && before.status === c.status ? before.lastTransitionTime : now.toISOString();
     return { ...c, lastTransitionTime, observedGeneration: generation };
   });
 }
@@ -335,7 +419,9 @@ export function statusChanged(prev: NixBuildStatus | undefined, next: NixBuildSt
 export function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v !== null && typeof v === 'object') {
-    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const entries = Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${canonical(x)}`).join(',')}}`;
   }
   return JSON.stringify(v) ?? 'null';

@@ -6,7 +6,16 @@
 //               runs after any change, one at a time, and hands the builds a fresh World.
 //   work queue  one key per NixBuild (work-queue.ts): each build's reconcile (build-reconciler.ts) runs
 //               on its own with its own errors, backoff and requeue; one build's failure blocks no other.
-import { BatchV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, type KubernetesObject, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import {
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Job,
+  type V1Node,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { GROUP as NI_GROUP, NODE_IMAGES_PLURAL, VERSION as NI_VERSION } from '../api/nodeimages.ts';
 import { LABEL_BUILD } from '../build/job.ts';
@@ -89,22 +98,89 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const plan = planPass({ cfg, policy, core, custom, source: d.source, metrics: d.metrics, log, written });
 
   const informers: ResilientInformer<any>[] = [
-    resilientInformer<V1Node>(kc, '/api/v1/nodes', (page) => core.listNode(page), () => schedulePlan(), log.line, undefined, undefined, slimNode),
+    resilientInformer<V1Node>(
+      kc,
+      '/api/v1/nodes',
+      (page) => core.listNode(page),
+      () => schedulePlan(),
+      log.line,
+      undefined,
+      undefined,
+      slimNode,
+    ),
     // Waiting pods only (POD_FIELDS). Pods without enbi annotations or labels are kept slim and change
     // nothing in the plan: no pass for them.
-    resilientInformer<V1Pod>(kc, '/api/v1/pods', (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }), (p) => podConcernsEnbi(p) && schedulePlan(), log.line, undefined, POD_FIELDS, slimPod),
+    resilientInformer<V1Pod>(
+      kc,
+      '/api/v1/pods',
+      (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }),
+      (p) => podConcernsEnbi(p) && schedulePlan(),
+      log.line,
+      undefined,
+      POD_FIELDS,
+      slimPod,
+    ),
     // The build Jobs' own pods, whatever their phase: their termination messages say what was built.
-    resilientInformer<V1Pod>(kc, `/api/v1/namespaces/${ns}/pods`, (page) => core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_BUILD, ...page }), () => schedulePlan(), log.line, LABEL_BUILD, undefined, slimPod),
-    resilientInformer<V1Job>(kc, `/apis/batch/v1/namespaces/${ns}/jobs`, (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }), () => schedulePlan(), log.line, LABEL_BUILD),
-    resilientInformer<NixBuild>(kc, `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`, (page) => custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, ...page }) as never, () => schedulePlan(), log.line),
+    resilientInformer<V1Pod>(
+      kc,
+      `/api/v1/namespaces/${ns}/pods`,
+      (page) => core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
+      () => schedulePlan(),
+      log.line,
+      LABEL_BUILD,
+      undefined,
+      slimPod,
+    ),
+    resilientInformer<V1Job>(
+      kc,
+      `/apis/batch/v1/namespaces/${ns}/jobs`,
+      (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
+      () => schedulePlan(),
+      log.line,
+      LABEL_BUILD,
+    ),
+    resilientInformer<NixBuild>(
+      kc,
+      `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`,
+      (page) =>
+        custom.listNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: ns,
+          plural: PLURAL,
+          ...page,
+        }) as never,
+      () => schedulePlan(),
+      log.line,
+    ),
     // The node agents' containerd inventories; without them Node.status.images stays the source for a node.
-    resilientInformer<KubernetesObject>(kc, `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`, (page) => custom.listClusterCustomObject({ group: NI_GROUP, version: NI_VERSION, plural: NODE_IMAGES_PLURAL, ...page }) as never, () => schedulePlan(), log.line),
+    resilientInformer<KubernetesObject>(
+      kc,
+      `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`,
+      (page) =>
+        custom.listClusterCustomObject({
+          group: NI_GROUP,
+          version: NI_VERSION,
+          plural: NODE_IMAGES_PLURAL,
+          ...page,
+        }) as never,
+      () => schedulePlan(),
+      log.line,
+    ),
   ];
-  const [nodeInf, podInf, jobPodInf, jobInf, nbInf, invInf] = informers as [ResilientInformer<V1Node>, ResilientInformer<V1Pod>, ResilientInformer<V1Pod>, ResilientInformer<V1Job>, ResilientInformer<NixBuild>, ResilientInformer<KubernetesObject>];
+  const [nodeInf, podInf, jobPodInf, jobInf, nbInf, invInf] = informers as [
+    ResilientInformer<V1Node>,
+    ResilientInformer<V1Pod>,
+    ResilientInformer<V1Pod>,
+    ResilientInformer<V1Job>,
+    ResilientInformer<NixBuild>,
+    ResilientInformer<KubernetesObject>,
+  ];
   /** Waiting pods and build pods, once each (a Pending build pod is in both). */
   const pods = (): V1Pod[] => {
     const out = new Map<string, V1Pod>();
-    for (const p of [...podInf.list(), ...jobPodInf.list()]) out.set(p.metadata?.uid ?? `${p.metadata?.namespace}/${p.metadata?.name}`, p);
+    for (const p of [...podInf.list(), ...jobPodInf.list()])
+      out.set(p.metadata?.uid ?? `${p.metadata?.namespace}/${p.metadata?.name}`, p);
     return [...out.values()];
   };
 
@@ -119,7 +195,9 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     },
     (name, err, retryInMs) => {
       d.metrics.reconcileErrors++;
-      log.error(`reconcile failed, retried in ${Math.round(retryInMs / 1000)} s: ${apiMessage(err)}`, { nixbuild: `${ns}/${name}` });
+      log.error(`reconcile failed, retried in ${Math.round(retryInMs / 1000)} s: ${apiMessage(err)}`, {
+        nixbuild: `${ns}/${name}`,
+      });
     },
     { workers: 4, baseDelayMs: 1_000, maxDelayMs: 300_000 },
   );
@@ -132,7 +210,13 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     pendingSince = undefined;
     try {
       await source.awaitForced();
-      const result = await plan({ nodes: nodeInf.list(), pods: pods(), jobs: jobInf.list(), builds: nbInf.list(), inventories: invInf.list() });
+      const result = await plan({
+        nodes: nodeInf.list(),
+        pods: pods(),
+        jobs: jobInf.list(),
+        builds: nbInf.list(),
+        inventories: invInf.list(),
+      });
       world = result.world;
       for (const name of result.world.builds.keys()) queue.add(name);
       clearTimeout(planAgain);

@@ -76,7 +76,8 @@ export function activeBuildsByNode(builds: readonly NixBuild[]): Map<string, num
   for (const b of builds) {
     const node = b.status?.node ?? b.spec.node;
     const phase = b.status?.phase;
-    if (node !== undefined && (phase === undefined || phase === 'Pending' || phase === 'Building')) active.set(node, (active.get(node) ?? 0) + 1);
+    if (node !== undefined && (phase === undefined || phase === 'Pending' || phase === 'Building'))
+      active.set(node, (active.get(node) ?? 0) + 1);
   }
   return active;
 }
@@ -87,14 +88,23 @@ export function desiredBuilds(input: DesiredInput): Desired {
   const problems: Problem[] = [];
   // Eager workloads are planned from the manifests, on every node they can run on, within the policy.
   const eager = (input.analysis?.workloads ?? []).flatMap((w) => {
-    const needs = w.needs.filter((n) => n.mode === 'eager' || (input.defaultBuildMode === 'eager' && !('enbi.hrzn.ee/build' in w.workload.annotations)));
+    const needs = w.needs.filter(
+      (n) =>
+        n.mode === 'eager' || (input.defaultBuildMode === 'eager' && !('enbi.hrzn.ee/build' in w.workload.annotations)),
+    );
     return needs.length > 0 ? [{ workload: w.workload, needs }] : [];
   });
   const allowed = withinPolicy(eager, input.policy);
   workloads.push(...allowed.workloads);
   problems.push(...allowed.refused);
   // On-demand: pods bound to a node that lacks their image, matched to Git's workloads.
-  const pods = podWorkloads(input.pods, byName, { analysis: input.analysis, locks: input.locks, trustedNamespaces: input.trustedNamespaces, policy: input.policy, ...(input.sourcePending === true ? { sourcePending: true } : {}) });
+  const pods = podWorkloads(input.pods, byName, {
+    analysis: input.analysis,
+    locks: input.locks,
+    trustedNamespaces: input.trustedNamespaces,
+    policy: input.policy,
+    ...(input.sourcePending === true ? { sourcePending: true } : {}),
+  });
   workloads.push(...pods.workloads);
   problems.push(...pods.problems);
   const existing = new Map(input.existing.map((b) => [b.metadata.name, b]));
@@ -138,8 +148,7 @@ export function desiredBuilds(input: DesiredInput): Desired {
       if (typeof gone === 'string') {
         rebuild.set(name, gone);
         rebuildOf.set(name, found.status?.completionTime ?? '');
-      }
-      else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
+      } else if (gone !== undefined) recheckAfterMs = Math.min(recheckAfterMs ?? Infinity, gone.recheckMs);
       continue;
     }
     if (b.node === null) continue;
@@ -153,7 +162,20 @@ export function desiredBuilds(input: DesiredInput): Desired {
     create.push(nb);
     placement.set(name, b.node);
   }
-  return { create, placement, waiting, rebuild, ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}), problems, unbuildable: planned.unbuildable, refused: pods.refused, notAdopted, rebuildOf, planned: plannedNames, referenced: referencedKeys([...(input.analysis?.workloads ?? []), ...pods.workloads]) };
+  return {
+    create,
+    placement,
+    waiting,
+    rebuild,
+    ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}),
+    problems,
+    unbuildable: planned.unbuildable,
+    refused: pods.refused,
+    notAdopted,
+    rebuildOf,
+    planned: plannedNames,
+    referenced: referencedKeys([...(input.analysis?.workloads ?? []), ...pods.workloads]),
+  };
 }
 
 export { buildKey };
@@ -179,7 +201,10 @@ export function adoptionProblem(found: NixBuild, want: NixBuild): string | undef
   const diffs: string[] = [];
   for (const field of ['flakeUrl', 'packageName', 'system', 'node'] as const) {
     const shown = field === 'flakeUrl' ? redactFlakeUrl(found.spec.flakeUrl) : found.spec[field];
-    if (found.spec[field] !== want.spec[field]) diffs.push(`spec.${field} is ${JSON.stringify(shown ?? null)}, the planned build has ${JSON.stringify(want.spec[field] ?? null)}`);
+    if (found.spec[field] !== want.spec[field])
+      diffs.push(
+        `spec.${field} is ${JSON.stringify(shown ?? null)}, the planned build has ${JSON.stringify(want.spec[field] ?? null)}`,
+      );
   }
   const planned = new Set((want.spec.images ?? []).map(normalizeImageName));
   const extra = (found.spec.images ?? []).filter((i) => !planned.has(normalizeImageName(i)));
@@ -226,7 +251,13 @@ export function toNixBuild(b: PlannedBuild, mode: DistributionMode, namespace: s
   // it pins the build. In Spegel mode the builder is the controller's choice: status.node only, so the
   // build can move when its node goes away.
   const pinned = mode === 'per-node' && b.node !== null ? b.node : undefined;
-  const name = nixBuildName({ source: sourceKey(flake), rev: b.rev, attr: b.attr, system: b.system, ...(pinned !== undefined ? { node: pinned } : {}) });
+  const name = nixBuildName({
+    source: sourceKey(flake),
+    rev: b.rev,
+    attr: b.attr,
+    system: b.system,
+    ...(pinned !== undefined ? { node: pinned } : {}),
+  });
   return {
     apiVersion: `${GROUP}/${VERSION}`,
     kind: KIND,
@@ -236,6 +267,13 @@ export function toNixBuild(b: PlannedBuild, mode: DistributionMode, namespace: s
       labels: { [LABEL_MANAGED_BY]: 'enbi' },
       annotations: { [ANNOTATION_WORKLOADS]: b.workloads.join(', ').slice(0, 4000) },
     },
-    spec: { flakeUrl: formatFlakeRef(withoutAttr(flake)), packageName: b.attr, system: b.system, images: b.images, imageTag: b.rev, ...(pinned !== undefined ? { node: pinned } : {}) },
+    spec: {
+      flakeUrl: formatFlakeRef(withoutAttr(flake)),
+      packageName: b.attr,
+      system: b.system,
+      images: b.images,
+      imageTag: b.rev,
+      ...(pinned !== undefined ? { node: pinned } : {}),
+    },
   };
 }

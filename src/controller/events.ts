@@ -23,14 +23,27 @@ export interface EventTarget {
   uid?: string;
 }
 
-export async function recordEvent(core: CoreV1Api, target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string, log: (m: string) => void): Promise<void> {
+export async function recordEvent(
+  core: CoreV1Api,
+  target: EventTarget,
+  type: 'Normal' | 'Warning',
+  reason: string,
+  message: string,
+  log: (m: string) => void,
+): Promise<void> {
   const now = new Date();
   try {
     await core.createNamespacedEvent({
       namespace: target.namespace,
       body: {
         metadata: { generateName: `${target.name}.`, namespace: target.namespace },
-        involvedObject: { kind: target.kind, apiVersion: target.apiVersion, name: target.name, namespace: target.namespace, ...(target.uid !== undefined ? { uid: target.uid } : {}) },
+        involvedObject: {
+          kind: target.kind,
+          apiVersion: target.apiVersion,
+          name: target.name,
+          namespace: target.namespace,
+          ...(target.uid !== undefined ? { uid: target.uid } : {}),
+        },
         type,
         reason,
         message: eventMessage(message),

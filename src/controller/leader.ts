@@ -11,7 +11,14 @@ import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/cl
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { Logger } from './log.ts';
-import { coalesced, type SyncLeaseApi, syncLeaseApi, syncLeaseName, type SyncWatcher, watchSyncRequests } from './sync-request.ts';
+import {
+  coalesced,
+  type SyncLeaseApi,
+  syncLeaseApi,
+  syncLeaseName,
+  type SyncWatcher,
+  watchSyncRequests,
+} from './sync-request.ts';
 
 export interface LeaderElectionOptions {
   kc: KubeConfig;
@@ -61,12 +68,16 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
   const requestSync = coalesced(
     () => syncApi.stamp(o.identity, new Date()),
     o.syncSpacingMs ?? 1_000,
-    (err) => o.log.warn(`could not forward a webhook to the leader (lease ${o.namespace}/${syncLeaseName(o.name)}): ${apiMessage(err)}`),
+    (err) =>
+      o.log.warn(
+        `could not forward a webhook to the leader (lease ${o.namespace}/${syncLeaseName(o.name)}): ${apiMessage(err)}`,
+      ),
   );
 
   const observe = (lease: V1Lease) => {
     const key = `${lease.spec?.holderIdentity ?? ''}@${String(lease.spec?.renewTime ?? '')}`;
-    if (key !== seen.key) seen = { key, at: Date.now(), ...(lease.spec?.holderIdentity ? { holder: lease.spec.holderIdentity } : {}) };
+    if (key !== seen.key)
+      seen = { key, at: Date.now(), ...(lease.spec?.holderIdentity ? { holder: lease.spec.holderIdentity } : {}) };
   };
 
   /** One acquire-or-renew; a conflict (a racing replica) is read again, up to three times. */
@@ -88,7 +99,16 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
       try {
         await api.createNamespacedLease({
           namespace: o.namespace,
-          body: { metadata: { name: o.name, namespace: o.namespace }, spec: { holderIdentity: o.identity, leaseDurationSeconds: o.leaseSeconds, acquireTime: MICRO(now) as never, renewTime: MICRO(now) as never, leaseTransitions: 0 } },
+          body: {
+            metadata: { name: o.name, namespace: o.namespace },
+            spec: {
+              holderIdentity: o.identity,
+              leaseDurationSeconds: o.leaseSeconds,
+              acquireTime: MICRO(now) as never,
+              renewTime: MICRO(now) as never,
+              leaseTransitions: 0,
+            },
+          },
           fieldManager: CONTROLLER_FIELD_MANAGER,
         });
       } catch (e) {
@@ -106,14 +126,21 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     // MicroTime fields: the API server refuses the milliseconds-only form a Date serialises to.
     const spec = {
       ...lease.spec,
-      ...(lease.spec?.acquireTime !== undefined ? { acquireTime: MICRO(new Date(lease.spec.acquireTime)) as never } : {}),
+      ...(lease.spec?.acquireTime !== undefined
+        ? { acquireTime: MICRO(new Date(lease.spec.acquireTime)) as never }
+        : {}),
       holderIdentity: o.identity,
       leaseDurationSeconds: o.leaseSeconds,
       renewTime: MICRO(now) as never,
       ...(mine ? {} : { acquireTime: MICRO(now) as never, leaseTransitions: (lease.spec?.leaseTransitions ?? 0) + 1 }),
     };
     try {
-      const updated = await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec }, fieldManager: CONTROLLER_FIELD_MANAGER });
+      const updated = await api.replaceNamespacedLease({
+        name: o.name,
+        namespace: o.namespace,
+        body: { ...lease, spec },
+        fieldManager: CONTROLLER_FIELD_MANAGER,
+      });
       observe(updated);
       return true;
     } catch (err) {
@@ -137,13 +164,21 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
         leading = true;
         o.log.info(`leading (lease ${o.namespace}/${o.name})`, { identity: o.identity });
         o.onStartedLeading();
-        watcher = watchSyncRequests({ api: syncApi, pollMs: o.syncPollMs ?? o.renewSeconds * 1000, log: o.log, onRequested: () => o.onSyncRequested?.() });
+        watcher = watchSyncRequests({
+          api: syncApi,
+          pollMs: o.syncPollMs ?? o.renewSeconds * 1000,
+          log: o.log,
+          onRequested: () => o.onSyncRequested?.(),
+        });
       }
     } else if (leading && Date.now() - lastRenew > o.leaseSeconds * 1000 - o.renewSeconds * 1000) {
       // Give up before the Lease can expire for the others: never two leaders at once.
       leading = false;
       watcher?.stop();
-      o.log.error(`lost the lease ${o.namespace}/${o.name} (no renewal for ${Math.round((Date.now() - lastRenew) / 1000)} s)`, { identity: o.identity });
+      o.log.error(
+        `lost the lease ${o.namespace}/${o.name} (no renewal for ${Math.round((Date.now() - lastRenew) / 1000)} s)`,
+        { identity: o.identity },
+      );
       o.onStoppedLeading();
     }
     timer = setTimeout(() => void loop(), (leading ? o.renewSeconds : o.retrySeconds) * 1000);
@@ -166,8 +201,21 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
       try {
         const lease = await api.readNamespacedLease({ name: o.name, namespace: o.namespace });
         if (lease.spec?.holderIdentity === o.identity) {
-          const spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: MICRO(new Date()) as never, ...(lease.spec.acquireTime !== undefined ? { acquireTime: MICRO(new Date(lease.spec.acquireTime)) as never } : {}) };
-          await api.replaceNamespacedLease({ name: o.name, namespace: o.namespace, body: { ...lease, spec }, fieldManager: CONTROLLER_FIELD_MANAGER });
+          const spec = {
+            ...lease.spec,
+            holderIdentity: '',
+            leaseDurationSeconds: 1,
+            renewTime: MICRO(new Date()) as never,
+            ...(lease.spec.acquireTime !== undefined
+              ? { acquireTime: MICRO(new Date(lease.spec.acquireTime)) as never }
+              : {}),
+          };
+          await api.replaceNamespacedLease({
+            name: o.name,
+            namespace: o.namespace,
+            body: { ...lease, spec },
+            fieldManager: CONTROLLER_FIELD_MANAGER,
+          });
         }
       } catch (err) {
         o.log.warn(`could not release the lease: ${apiMessage(err)}`);
@@ -175,4 +223,3 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     },
   };
 }
-

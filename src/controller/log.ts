@@ -20,18 +20,31 @@ export interface Logger {
 const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
 /** JSON lines into `sink` (stdout in production, an array in tests), from `minLevel` up. */
-export function jsonLogger(sink: (line: string) => void, o: { minLevel?: Level; fields?: Fields; clock?: () => Date } = {}): Logger {
+export function jsonLogger(
+  sink: (line: string) => void,
+  o: { minLevel?: Level; fields?: Fields; clock?: () => Date } = {},
+): Logger {
   const min = ORDER[o.minLevel ?? 'info'];
   const clock = o.clock ?? (() => new Date());
   const make = (base: Fields): Logger => {
-    const write = (level: Level) => (msg: string, fields: Fields = {}) => {
-      if (ORDER[level] < min) return;
-      const entry: Record<string, unknown> = { time: clock().toISOString(), level, msg: printable(msg) };
-      for (const [k, v] of Object.entries({ ...base, ...fields })) if (v !== undefined) entry[k] = typeof v === 'string' ? printable(v) : v;
-      sink(JSON.stringify(entry));
-    };
+    const write =
+      (level: Level) =>
+      (msg: string, fields: Fields = {}) => {
+        if (ORDER[level] < min) return;
+        const entry: Record<string, unknown> = { time: clock().toISOString(), level, msg: printable(msg) };
+        for (const [k, v] of Object.entries({ ...base, ...fields }))
+          if (v !== undefined) entry[k] = typeof v === 'string' ? printable(v) : v;
+        sink(JSON.stringify(entry));
+      };
     const info = write('info');
-    return { debug: write('debug'), info, warn: write('warn'), error: write('error'), with: (f) => make({ ...base, ...f }), line: (m) => info(m) };
+    return {
+      debug: write('debug'),
+      info,
+      warn: write('warn'),
+      error: write('error'),
+      with: (f) => make({ ...base, ...f }),
+      line: (m) => info(m),
+    };
   };
   return make(o.fields ?? {});
 }

@@ -20,7 +20,25 @@ export interface Metrics {
 }
 
 export function newMetrics(): Metrics {
-  return { reconciles: 0, reconcileErrors: 0, lastReconcileSeconds: 0, buildsCreated: 0, buildsSucceeded: 0, buildsFailed: 0, informerRestarts: 0, webhooksAccepted: 0, webhooksRejected: 0, webhooksDuplicate: 0, webhooksThrottled: 0, webhookDeliveriesRemembered: 0, nodesWithAgentInventory: 0, podsRefused: 0, httpBadRequests: 0, workQueueDepth: 0, buildsCollected: 0 };
+  return {
+    reconciles: 0,
+    reconcileErrors: 0,
+    lastReconcileSeconds: 0,
+    buildsCreated: 0,
+    buildsSucceeded: 0,
+    buildsFailed: 0,
+    informerRestarts: 0,
+    webhooksAccepted: 0,
+    webhooksRejected: 0,
+    webhooksDuplicate: 0,
+    webhooksThrottled: 0,
+    webhookDeliveriesRemembered: 0,
+    nodesWithAgentInventory: 0,
+    podsRefused: 0,
+    httpBadRequests: 0,
+    workQueueDepth: 0,
+    buildsCollected: 0,
+  };
 }
 
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
@@ -33,14 +51,29 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   informerRestarts: ['Watches restarted after an error', 'counter'],
   webhooksAccepted: ['Push webhooks accepted', 'counter'],
   webhooksRejected: ['Push webhooks rejected (bad or stale signature, method, size)', 'counter'],
-  webhooksDuplicate: ['Push webhooks answered 200 doing nothing: a delivery (by id or by signed content) already accepted, a replay or a retry', 'counter'],
+  webhooksDuplicate: [
+    'Push webhooks answered 200 doing nothing: a delivery (by id or by signed content) already accepted, a replay or a retry',
+    'counter',
+  ],
   webhooksThrottled: ['Push webhooks answered 429: over the rate per repository or per client address', 'counter'],
-  webhookDeliveriesRemembered: ['Keys (delivery ids, body digests) the webhook remembers to refuse replays (bounded)', 'gauge'],
-  nodesWithAgentInventory: ['Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)', 'gauge'],
-  podsRefused: ['Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses', 'counter'],
+  webhookDeliveriesRemembered: [
+    'Keys (delivery ids, body digests) the webhook remembers to refuse replays (bounded)',
+    'gauge',
+  ],
+  nodesWithAgentInventory: [
+    'Nodes whose images came from a fresh agent inventory at the last reconcile (the rest: Node.status.images)',
+    'gauge',
+  ],
+  podsRefused: [
+    'Waiting pods told (an Event) that enbi builds nothing for them: no Git workload matches, or the policy refuses',
+    'counter',
+  ],
   httpBadRequests: ['HTTP requests refused as malformed (bad request line, URL or headers)', 'counter'],
   workQueueDepth: ['NixBuilds queued or being reconciled, at the end of the last plan pass', 'gauge'],
-  buildsCollected: ['NixBuilds deleted (with their Jobs) after nothing named what they build for gc.graceSeconds', 'counter'],
+  buildsCollected: [
+    'NixBuilds deleted (with their Jobs) after nothing named what they build for gc.graceSeconds',
+    'counter',
+  ],
 };
 
 export function renderMetrics(m: Metrics): string {

@@ -2,7 +2,16 @@
 // pure), then the only cluster-wide writes: the NixBuilds to create and the Events on refused pods. Each
 // write is handled on its own: one refused creation is logged and retried later, the rest go on. The result
 // is the World the builds' reconciles read.
-import { type CoreV1Api, type CustomObjectsApi, type KubernetesObject, PatchStrategy, setHeaderOptions, type V1Job, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import {
+  type CoreV1Api,
+  type CustomObjectsApi,
+  type KubernetesObject,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Job,
+  type V1Node,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { LABEL_BUILD } from '../build/job.ts';
 import { withInventory } from '../cluster/inventory.ts';
@@ -15,7 +24,15 @@ import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import { withWritten, type World } from './build-reconciler.ts';
 import type { ControllerConfig } from './config.ts';
-import { activeBuildsByNode, ANNOTATION_UNREFERENCED, ANNOTATION_WORKLOADS, buildKey, type Desired, desiredBuilds, LABEL_MANAGED_BY } from './desired.ts';
+import {
+  activeBuildsByNode,
+  ANNOTATION_UNREFERENCED,
+  ANNOTATION_WORKLOADS,
+  buildKey,
+  type Desired,
+  desiredBuilds,
+  LABEL_MANAGED_BY,
+} from './desired.ts';
 import { recordEvent, workloadTargets } from './events.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
@@ -61,7 +78,10 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const analysis = d.source.current()?.analysis;
     // A Git source not read yet: whose image names are whose is unknown, so nothing is granted meanwhile.
     const sourcePending = cfg.source !== undefined && analysis === undefined;
-    const watched = cfg.watchNamespaces.length === 0 ? o.pods : o.pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
+    const watched =
+      cfg.watchNamespaces.length === 0
+        ? o.pods
+        : o.pods.filter((p) => cfg.watchNamespaces.includes(p.metadata?.namespace ?? ''));
     const desired = desiredBuilds({
       analysis,
       locks: analysis?.locks ?? new Map(),
@@ -85,9 +105,18 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const gcDueMs = await collectGarbage(builds, desired.referenced, now);
     const live = new Set(builds.map((b) => b.metadata.uid));
     for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
-    const againAfterMs = Math.min(desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity, failed ? 5_000 : Infinity, gcDueMs ?? Infinity);
-    const pending = sourcePending ? 'the Git source has not been read yet: a build that has not started waits for it, since its image names may be ones Git declares' : undefined;
-    return { world: worldOf(o, nodes, [...builds, ...created], desired, now, gitClaims(analysis?.workloads), pending), ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}) };
+    const againAfterMs = Math.min(
+      desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity,
+      failed ? 5_000 : Infinity,
+      gcDueMs ?? Infinity,
+    );
+    const pending = sourcePending
+      ? 'the Git source has not been read yet: a build that has not started waits for it, since its image names may be ones Git declares'
+      : undefined;
+    return {
+      world: worldOf(o, nodes, [...builds, ...created], desired, now, gitClaims(analysis?.workloads), pending),
+      ...(Number.isFinite(againAfterMs) ? { againAfterMs } : {}),
+    };
   };
 
   /**
@@ -96,8 +125,16 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
    * period, unstamped if named again. Only while the source is read without error: a failed sync must not
    * make every build look unreferenced. Hand-written NixBuilds are never collected.
    */
-  async function collectGarbage(builds: readonly NixBuild[], referenced: ReadonlySet<string>, now: Date): Promise<number | undefined> {
-    if (!cfg.gc.enabled || (cfg.source !== undefined && (d.source.current() === undefined || d.source.lastError() !== undefined))) return undefined;
+  async function collectGarbage(
+    builds: readonly NixBuild[],
+    referenced: ReadonlySet<string>,
+    now: Date,
+  ): Promise<number | undefined> {
+    if (
+      !cfg.gc.enabled ||
+      (cfg.source !== undefined && (d.source.current() === undefined || d.source.lastError() !== undefined))
+    )
+      return undefined;
     // When the next stamped build's grace period ends: plan again then.
     let dueMs: number | undefined;
     const due = (ms: number) => (dueMs = Math.min(dueMs ?? Infinity, Math.max(100, ms + 100)));
@@ -109,12 +146,29 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: b.metadata.name };
       try {
         if (key !== undefined && referenced.has(key)) {
-          if (since !== undefined) await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+          if (since !== undefined)
+            await d.custom.patchNamespacedCustomObject(
+              {
+                ...path,
+                body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } },
+                fieldManager: CONTROLLER_FIELD_MANAGER,
+              },
+              setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+            );
           continue;
         }
         if (since === undefined) {
-          await d.custom.patchNamespacedCustomObject({ ...path, body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
-          log.info(`no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`);
+          await d.custom.patchNamespacedCustomObject(
+            {
+              ...path,
+              body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } },
+              fieldManager: CONTROLLER_FIELD_MANAGER,
+            },
+            setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+          );
+          log.info(
+            `no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`,
+          );
           due(cfg.gc.graceSeconds * 1000);
           continue;
         }
@@ -140,7 +194,12 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       said.problems = problems;
       for (const p of desired.problems) d.log.warn(`not planned: ${p.message}`, { object: p.object, file: p.file });
     }
-    const blocked = [...desired.unbuildable, ...desired.waiting.map((b) => `${b.id}: waits for a free build slot on ${b.node ?? '?'} (maxConcurrentBuildsPerNode)`)].join('\n');
+    const blocked = [
+      ...desired.unbuildable,
+      ...desired.waiting.map(
+        (b) => `${b.id}: waits for a free build slot on ${b.node ?? '?'} (maxConcurrentBuildsPerNode)`,
+      ),
+    ].join('\n');
     if (blocked !== said.blocked) {
       said.blocked = blocked;
       if (blocked !== '') for (const line of blocked.split('\n')) d.log.info(`not started: ${line}`);
@@ -157,7 +216,20 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       refusedTold.set(id, message);
       d.log.warn(message, { pod: `${r.namespace}/${r.name}`, image: r.image });
       d.metrics.podsRefused++;
-      await recordEvent(d.core, { namespace: r.namespace, kind: 'Pod', apiVersion: 'v1', name: r.name, ...(r.uid !== undefined ? { uid: r.uid } : {}) }, 'Warning', 'BuildRefused', message, d.log.line);
+      await recordEvent(
+        d.core,
+        {
+          namespace: r.namespace,
+          kind: 'Pod',
+          apiVersion: 'v1',
+          name: r.name,
+          ...(r.uid !== undefined ? { uid: r.uid } : {}),
+        },
+        'Warning',
+        'BuildRefused',
+        message,
+        d.log.line,
+      );
     }
   }
 
@@ -169,7 +241,14 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       const log = d.log.with({ nixbuild: `${ns}/${nb.metadata.name}` });
       let body: NixBuild | undefined;
       try {
-        body = (await d.custom.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb, fieldManager: CONTROLLER_FIELD_MANAGER })) as NixBuild;
+        body = (await d.custom.createNamespacedCustomObject({
+          group: GROUP,
+          version: VERSION,
+          namespace: ns,
+          plural: PLURAL,
+          body: nb,
+          fieldManager: CONTROLLER_FIELD_MANAGER,
+        })) as NixBuild;
       } catch (err) {
         if (isConflict(err)) continue;
         failed = true;
@@ -179,18 +258,42 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       }
       created.push(body);
       d.metrics.buildsCreated++;
-      log.info(`created: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${node ?? '?'}`, { workloads: nb.metadata.annotations?.[ANNOTATION_WORKLOADS] });
+      log.info(`created: ${nb.spec.flakeUrl}#${nb.spec.packageName} for ${nb.spec.system} on ${node ?? '?'}`, {
+        workloads: nb.metadata.annotations?.[ANNOTATION_WORKLOADS],
+      });
       const images = nb.spec.images?.join(', ') ?? '';
-      await recordEvent(d.core, { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name }, 'Normal', 'BuildPlanned', `building ${images} for ${nb.spec.system} on ${node ?? '?'}`, log.line);
+      await recordEvent(
+        d.core,
+        { namespace: ns, kind: 'NixBuild', apiVersion: nb.apiVersion, name: nb.metadata.name },
+        'Normal',
+        'BuildPlanned',
+        `building ${images} for ${nb.spec.system} on ${node ?? '?'}`,
+        log.line,
+      );
       // And on the workloads that need it, where their owners look (kubectl describe pod).
       for (const w of workloadTargets(nb.metadata.annotations?.[ANNOTATION_WORKLOADS])) {
-        await recordEvent(d.core, w, 'Normal', 'BuildPlanned', `enbi builds ${images} for ${nb.spec.system} on ${node ?? '?'}: NixBuild ${ns}/${nb.metadata.name}`, log.line);
+        await recordEvent(
+          d.core,
+          w,
+          'Normal',
+          'BuildPlanned',
+          `enbi builds ${images} for ${nb.spec.system} on ${node ?? '?'}: NixBuild ${ns}/${nb.metadata.name}`,
+          log.line,
+        );
       }
     }
     return { created, failed };
   }
 
-  function worldOf(o: Observed, nodes: NodeView[], builds: NixBuild[], desired: Desired, now: Date, claims: ImageClaims, sourcePending: string | undefined): World {
+  function worldOf(
+    o: Observed,
+    nodes: NodeView[],
+    builds: NixBuild[],
+    desired: Desired,
+    now: Date,
+    claims: ImageClaims,
+    sourcePending: string | undefined,
+  ): World {
     const jobsByBuild = new Map<string, V1Job[]>();
     for (const j of o.jobs) {
       const b = j.metadata?.labels?.[LABEL_BUILD];
@@ -206,7 +309,8 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const load = activeBuildsByNode(builds);
     // Builds created by this pass hold a slot on their chosen node before any status says so (a pinned one
     // is counted by its spec.node already).
-    for (const [name, node] of desired.placement) if (byName.get(name)?.spec.node === undefined) load.set(node, (load.get(node) ?? 0) + 1);
+    for (const [name, node] of desired.placement)
+      if (byName.get(name)?.spec.node === undefined) load.set(node, (load.get(node) ?? 0) + 1);
     const ableBySystem = new Map<string, NodeView[]>();
     return {
       now,
@@ -224,7 +328,8 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       ...(sourcePending !== undefined ? { sourcePending } : {}),
       candidate(system) {
         let able = ableBySystem.get(system);
-        if (able === undefined) ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));
+        if (able === undefined)
+          ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));
         const choice = chooseBuilder(able, system, load, cfg.maxConcurrentBuildsPerNode);
         if (choice === undefined) return undefined;
         load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);

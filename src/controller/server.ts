@@ -64,7 +64,10 @@ export async function readWebhookSecret(file: string): Promise<string> {
     throw new Error(`webhook.secretFile ${file}: ${(err as Error).message}`);
   }
   const secret = text.trim();
-  if (secret === '') throw new Error(`webhook.secretFile ${file} is empty: put the secret your Git host signs pushes with in it (e.g. openssl rand -hex 32), or remove webhook.secretFile to turn the webhook off`);
+  if (secret === '')
+    throw new Error(
+      `webhook.secretFile ${file} is empty: put the secret your Git host signs pushes with in it (e.g. openssl rand -hex 32), or remove webhook.secretFile to turn the webhook off`,
+    );
   return secret;
 }
 
@@ -72,8 +75,12 @@ export async function startServers(d: ServerDeps): Promise<RunningServers> {
   const secret = d.webhook !== undefined ? await readWebhookSecret(d.webhook.secretFile) : undefined;
   const probes = hardened(d, (req, res, url) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'GET only\n');
-    if (url.pathname === '/healthz') return (d.healthy?.() ?? true) ? reply(res, 200, 'ok\n') : reply(res, 503, 'stalled: pending work has not moved\n');
-    if (url.pathname === '/readyz') return d.ready() ? reply(res, 200, 'ready\n') : reply(res, 503, 'informers not synced\n');
+    if (url.pathname === '/healthz')
+      return (d.healthy?.() ?? true)
+        ? reply(res, 200, 'ok\n')
+        : reply(res, 503, 'stalled: pending work has not moved\n');
+    if (url.pathname === '/readyz')
+      return d.ready() ? reply(res, 200, 'ready\n') : reply(res, 503, 'informers not synced\n');
     if (url.pathname === '/metrics') {
       res.setHeader('Content-Type', 'text/plain; version=0.0.4');
       return reply(res, 200, renderMetrics(d.metrics));
@@ -84,7 +91,12 @@ export async function startServers(d: ServerDeps): Promise<RunningServers> {
   const port = await listen(probes, d.listen);
   let webhookPort: number | undefined;
   if (d.webhook !== undefined && secret !== undefined) {
-    const ctx: WebhookContext = { secret, guard: webhookGuard(d.guard), inFlight: 0, quiet: quietLog(d.log, d.now ?? Date.now) };
+    const ctx: WebhookContext = {
+      secret,
+      guard: webhookGuard(d.guard),
+      inFlight: 0,
+      quiet: quietLog(d.log, d.now ?? Date.now),
+    };
     const hook = hardened(d, (req, res, url) => {
       if (url.pathname !== '/hooks/git') return reply(res, 404, 'not found\n');
       if (req.method !== 'POST') {
@@ -108,22 +120,25 @@ export async function startServers(d: ServerDeps): Promise<RunningServers> {
 
 /** A server whose handler never throws past it and whose malformed requests are answered, not fatal. */
 function hardened(d: ServerDeps, handle: (req: IncomingMessage, res: ServerResponse, url: URL) => void): Server {
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 }, (req, res) => {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://enbi.invalid');
-    } catch {
-      d.metrics.httpBadRequests++;
-      return reply(res, 400, 'malformed URL\n');
-    }
-    try {
-      handle(req, res, url);
-    } catch (err) {
-      d.log(`http handler failed on ${req.method} ${url.pathname}: ${(err as Error).message}`);
-      if (!res.headersSent) reply(res, 500, 'internal error\n');
-      else res.destroy();
-    }
-  });
+  const server = createServer(
+    { maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 30_000, headersTimeout: 10_000 },
+    (req, res) => {
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://enbi.invalid');
+      } catch {
+        d.metrics.httpBadRequests++;
+        return reply(res, 400, 'malformed URL\n');
+      }
+      try {
+        handle(req, res, url);
+      } catch (err) {
+        d.log(`http handler failed on ${req.method} ${url.pathname}: ${(err as Error).message}`);
+        if (!res.headersSent) reply(res, 500, 'internal error\n');
+        else res.destroy();
+      }
+    },
+  );
   // A request line or header Node cannot parse (or one over the size limit) never reaches the handler.
   server.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
     d.metrics.httpBadRequests++;
@@ -162,7 +177,8 @@ function receiveWebhook(req: IncomingMessage, res: ServerResponse, ctx: WebhookC
   req.on('data', (c: Buffer) => {
     if (refused) return;
     if (size + c.length > MAX_BODY) return refuse(413, 'body too large\n');
-    if (ctx.inFlight + c.length > MAX_BODIES_IN_FLIGHT) return refuse(503, 'busy: too many webhook bodies being received\n');
+    if (ctx.inFlight + c.length > MAX_BODIES_IN_FLIGHT)
+      return refuse(503, 'busy: too many webhook bodies being received\n');
     size += c.length;
     ctx.inFlight += c.length;
     chunks.push(c);
@@ -187,12 +203,18 @@ function receiveWebhook(req: IncomingMessage, res: ServerResponse, ctx: WebhookC
     const from = `${verdict.provider}${verdict.deliveryId !== undefined ? ` delivery ${verdict.deliveryId.slice(0, 64)}` : ''} (${decision.repository})`;
     if (decision.outcome === 'duplicate') {
       d.metrics.webhooksDuplicate++;
-      ctx.quiet('duplicate', `webhook from ${from} already accepted (same ${decision.by === 'id' ? 'delivery id' : 'signed content'}): nothing done`);
+      ctx.quiet(
+        'duplicate',
+        `webhook from ${from} already accepted (same ${decision.by === 'id' ? 'delivery id' : 'signed content'}): nothing done`,
+      );
       return reply(res, 200, 'duplicate delivery: already accepted, nothing done\n');
     }
     if (decision.outcome === 'throttled') {
       d.metrics.webhooksThrottled++;
-      ctx.quiet('throttled', `webhook from ${from} over the rate per ${decision.per}: answered 429, the source syncs on its own timer`);
+      ctx.quiet(
+        'throttled',
+        `webhook from ${from} over the rate per ${decision.per}: answered 429, the source syncs on its own timer`,
+      );
       res.setHeader('Retry-After', String(decision.retryAfterSeconds));
       return reply(res, 429, `too many deliveries per ${decision.per}: retry in ${decision.retryAfterSeconds} s\n`);
     }
@@ -213,7 +235,11 @@ function quietLog(log: (m: string) => void, now: () => number): (kind: string, m
       l.skipped++;
       return;
     }
-    log(l !== undefined && l.skipped > 0 ? `${message} (and ${l.skipped} more like it in the last ${Math.round((t - l.at) / 1000)} s)` : message);
+    log(
+      l !== undefined && l.skipped > 0
+        ? `${message} (and ${l.skipped} more like it in the last ${Math.round((t - l.at) / 1000)} s)`
+        : message,
+    );
     last.set(kind, { at: t, skipped: 0 });
   };
 }

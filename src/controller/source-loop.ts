@@ -57,8 +57,12 @@ export function sourceLoop(d: SourceLoopDeps): SourceLoop {
       const changed = await d.source.refresh(f);
       const error = d.source.lastError();
       failures = error === undefined ? 0 : failures + 1;
-      if (error !== undefined) d.log.warn(`sync failed (${failures} in a row; next try in ${Math.round(delay() / 1000)} s): ${error}`);
-      else if (changed) d.log.info(`source changed (synced in ${Date.now() - t0} ms)`, { revision: d.source.current()?.revision.slice(0, 12) });
+      if (error !== undefined)
+        d.log.warn(`sync failed (${failures} in a row; next try in ${Math.round(delay() / 1000)} s): ${error}`);
+      else if (changed)
+        d.log.info(`source changed (synced in ${Date.now() - t0} ms)`, {
+          revision: d.source.current()?.revision.slice(0, 12),
+        });
       if (changed) d.onChange();
     });
     chain = pending;

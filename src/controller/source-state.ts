@@ -23,7 +23,12 @@ export interface SourceState {
   refresh(force: boolean): Promise<boolean>;
 }
 
-export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAuth | undefined, log: (m: string) => void): SourceState {
+export function sourceState(
+  cfg: ControllerConfig,
+  cacheDir: string,
+  auth: GitAuth | undefined,
+  log: (m: string) => void,
+): SourceState {
   let snapshot: SourceSnapshot | undefined;
   let error: string | undefined;
   let lastAttempt = 0;
@@ -46,36 +51,68 @@ export function sourceState(cfg: ControllerConfig, cacheDir: string, auth: GitAu
           snapshot.syncedAt = new Date();
           return false;
         }
-        snapshot = { revision, analysis: analyzeSource(files, { cache: scans, ...(rendered !== undefined ? { rendered } : {}) }), syncedAt: new Date() };
-        log(`source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`);
-        for (const p of snapshot.analysis.problems) log(`manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}${p.origin !== undefined ? ` (rendered by ${p.origin})` : ''}`);
+        snapshot = {
+          revision,
+          analysis: analyzeSource(files, { cache: scans, ...(rendered !== undefined ? { rendered } : {}) }),
+          syncedAt: new Date(),
+        };
+        log(
+          `source at ${revision.slice(0, 12)}: ${snapshot.analysis.workloads.length} workloads with enbi annotations, ${snapshot.analysis.problems.length} problems`,
+        );
+        for (const p of snapshot.analysis.problems)
+          log(
+            `manifest problem: ${[p.file, p.line].filter((x) => x !== undefined).join(':')} ${p.object ?? ''} ${p.message}${p.origin !== undefined ? ` (rendered by ${p.origin})` : ''}`,
+          );
         return true;
       } catch (err) {
         error = (err as Error).message;
-        log(`source sync failed (keeping ${snapshot !== undefined ? snapshot.revision.slice(0, 12) : 'nothing'}): ${error}`);
+        log(
+          `source sync failed (keeping ${snapshot !== undefined ? snapshot.revision.slice(0, 12) : 'nothing'}): ${error}`,
+        );
         return false;
       }
     },
   };
 
-  async function read(source: NonNullable<ControllerConfig['source']>, known: string | undefined): Promise<{ revision: string; files: SourceFile[]; rendered?: RenderedSource }> {
+  async function read(
+    source: NonNullable<ControllerConfig['source']>,
+    known: string | undefined,
+  ): Promise<{ revision: string; files: SourceFile[]; rendered?: RenderedSource }> {
     const render = renderOptionsOf(cfg);
     if (source.dir !== undefined) {
       const files = await readDirSource(source.dir, source.path);
       // Rendering is cached by its inputs, so a directory renders again cheaply; its output is part of the
       // revision because templates and kustomizations are not among the manifest files hashed here.
-      const rendered = await renderSource({ ...render, source: { kind: 'dir', root: source.dir }, scope: source.path, scopeFiles: files });
+      const rendered = await renderSource({
+        ...render,
+        source: { kind: 'dir', root: source.dir },
+        scope: source.path,
+        scopeFiles: files,
+      });
       const hash = createHash('sha256');
       for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
       hash.update(JSON.stringify([rendered.objects, rendered.problems, rendered.warnings, [...rendered.consumed]]));
       return { revision: hash.digest('hex'), files, rendered };
     }
-    const snap = await syncGitSource({ url: source.url!, cacheDir, path: source.path, idleTimeoutMs: source.timeoutSeconds * 1000, ...(source.ref !== undefined ? { ref: source.ref } : {}), ...(auth !== undefined ? { auth } : {}) });
+    const snap = await syncGitSource({
+      url: source.url!,
+      cacheDir,
+      path: source.path,
+      idleTimeoutMs: source.timeoutSeconds * 1000,
+      ...(source.ref !== undefined ? { ref: source.ref } : {}),
+      ...(auth !== undefined ? { auth } : {}),
+    });
     // The same commit renders the same: skip copying its tree out again.
     if (snap.commit === known) return { revision: snap.commit, files: snap.files };
     // Flux and Argo CD objects are rendered only when they name this repository and ref.
     const repository = { url: source.url!, ref: snap.ref, commit: snap.commit };
-    const rendered = await renderSource({ ...render, source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit }, scope: source.path, scopeFiles: snap.files, repository });
+    const rendered = await renderSource({
+      ...render,
+      source: { kind: 'git', gitdir: repoDirFor(cacheDir, source.url!), commit: snap.commit },
+      scope: source.path,
+      scopeFiles: snap.files,
+      repository,
+    });
     return { revision: snap.commit, files: snap.files, rendered };
   }
 }

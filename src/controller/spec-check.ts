@@ -22,7 +22,8 @@ export function specProblem(nb: NixBuild, policy: BuildPolicy): string | undefin
   } catch (err) {
     return `spec.flakeUrl: ${(err as Error).message}`;
   }
-  if (!KNOWN_SYSTEMS.includes(nb.spec.system)) return `spec.system ${nb.spec.system} is not a Linux system enbi knows (e.g. x86_64-linux, aarch64-linux)`;
+  if (!KNOWN_SYSTEMS.includes(nb.spec.system))
+    return `spec.system ${nb.spec.system} is not a Linux system enbi knows (e.g. x86_64-linux, aarch64-linux)`;
   try {
     expandAttr(nb.spec.packageName, nb.spec.system);
   } catch (err) {
@@ -31,7 +32,8 @@ export function specProblem(nb: NixBuild, policy: BuildPolicy): string | undefin
   const flakeWhy = flakeRefusal(flake, policy.flakes);
   if (flakeWhy !== undefined) return `spec.flakeUrl: ${flakeWhy}`;
   const images = nb.spec.images ?? [];
-  if (images.length === 0) return 'spec.images is empty: name the image references to import the build under (the build output never chooses them)';
+  if (images.length === 0)
+    return 'spec.images is empty: name the image references to import the build under (the build output never chooses them)';
   for (const image of images) {
     const why = imageProblem(image) ?? imageRefusal(image, policy.images);
     if (why !== undefined) return `spec.images: ${why}`;
@@ -44,7 +46,8 @@ function imageProblem(image: string): string | undefined {
   try {
     const ref = parseImageRef(image);
     if (ref.digest !== undefined) return `${image} is pinned by digest; a build cannot promise a digest, name a tag`;
-    if (ref.tag === undefined || ref.tag === 'latest') return `${image} has ${ref.tag === undefined ? 'no tag' : 'the moving tag latest'}; tag it with the revision it runs`;
+    if (ref.tag === undefined || ref.tag === 'latest')
+      return `${image} has ${ref.tag === undefined ? 'no tag' : 'the moving tag latest'}; tag it with the revision it runs`;
   } catch (err) {
     return (err as Error).message;
   }
@@ -56,7 +59,11 @@ function imageProblem(image: string): string | undefined {
  * gone: a vanished node is the node-loss path's to report). The cluster can change (a label, an uncordon), so
  * the build waits rather than fails.
  */
-export function pinnedNodeProblem(nb: NixBuild, nodes: ReadonlyMap<string, NodeView>, tolerations: readonly Toleration[]): string | undefined {
+export function pinnedNodeProblem(
+  nb: NixBuild,
+  nodes: ReadonlyMap<string, NodeView>,
+  tolerations: readonly Toleration[],
+): string | undefined {
   const pin = nb.spec.node;
   const view = pin !== undefined ? nodes.get(pin) : undefined;
   const blocker = view !== undefined ? buildBlocker(view, nb.spec.system, tolerations) : undefined;

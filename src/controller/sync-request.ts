@@ -31,9 +31,20 @@ export interface SyncLeaseApi {
 
 export function syncLeaseApi(kc: KubeConfig, namespace: string, name: string): SyncLeaseApi {
   const api = kc.makeApiClient(CoordinationV1Api);
-  const annotations = (identity: string, at: Date) => ({ [SYNC_REQUESTED]: at.toISOString(), [SYNC_REQUESTED_BY]: identity });
+  const annotations = (identity: string, at: Date) => ({
+    [SYNC_REQUESTED]: at.toISOString(),
+    [SYNC_REQUESTED_BY]: identity,
+  });
   const patch = (identity: string, at: Date) =>
-    api.patchNamespacedLease({ name, namespace, body: { metadata: { annotations: annotations(identity, at) } }, fieldManager: CONTROLLER_FIELD_MANAGER }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    api.patchNamespacedLease(
+      {
+        name,
+        namespace,
+        body: { metadata: { annotations: annotations(identity, at) } },
+        fieldManager: CONTROLLER_FIELD_MANAGER,
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
   return {
     async version() {
       try {
@@ -53,7 +64,16 @@ export function syncLeaseApi(kc: KubeConfig, namespace: string, name: string): S
       try {
         await api.createNamespacedLease({
           namespace,
-          body: { metadata: { name, namespace, annotations: { ...annotations(identity, at), [PURPOSE]: 'a standby replica asks the leader to sync the Git source (a push webhook); not an election' } } },
+          body: {
+            metadata: {
+              name,
+              namespace,
+              annotations: {
+                ...annotations(identity, at),
+                [PURPOSE]: 'a standby replica asks the leader to sync the Git source (a push webhook); not an election',
+              },
+            },
+          },
           fieldManager: CONTROLLER_FIELD_MANAGER,
         });
       } catch (err) {
@@ -70,7 +90,12 @@ export function syncLeaseApi(kc: KubeConfig, namespace: string, name: string): S
  * while one runs) share one write after it. Each call resolves when a write that started after it ends;
  * failures go to onError once per write, never to the callers.
  */
-export function coalesced(write: () => Promise<void>, spacingMs: number, onError: (err: unknown) => void, now: () => number = Date.now): () => Promise<void> {
+export function coalesced(
+  write: () => Promise<void>,
+  spacingMs: number,
+  onError: (err: unknown) => void,
+  now: () => number = Date.now,
+): () => Promise<void> {
   let chain: Promise<void> = Promise.resolve();
   let queued: Promise<void> | undefined;
   let lastStart = Number.NEGATIVE_INFINITY;
@@ -95,7 +120,12 @@ export interface SyncWatcher {
 }
 
 /** The leader's side: polls the sync Lease's version, calls onRequested when it moves. */
-export function watchSyncRequests(o: { api: SyncLeaseApi; pollMs: number; log: Logger; onRequested: () => void }): SyncWatcher {
+export function watchSyncRequests(o: {
+  api: SyncLeaseApi;
+  pollMs: number;
+  log: Logger;
+  onRequested: () => void;
+}): SyncWatcher {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let seen: string | undefined;
@@ -111,7 +141,10 @@ export function watchSyncRequests(o: { api: SyncLeaseApi; pollMs: number; log: L
       if (seen !== undefined && v !== seen && !stopped) o.onRequested();
       seen = v;
     } catch (err) {
-      if (!failing) o.log.warn(`cannot read the sync requests (a standby's webhooks wait for the next periodic sync): ${apiMessage(err)}`);
+      if (!failing)
+        o.log.warn(
+          `cannot read the sync requests (a standby's webhooks wait for the next periodic sync): ${apiMessage(err)}`,
+        );
       failing = true;
       seen ??= '\0unknown';
     }

@@ -131,7 +131,10 @@ export function clientKey(address: string | undefined): string {
   const h = head === '' ? [] : head.split(':');
   const t = address.includes('::') ? (tail === '' ? [] : tail.split(':')) : [];
   const groups = [...h, ...Array(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
 
 /** The repository a delivery names in its body (GitHub, Gitea: repository.full_name; GitLab: project.path_with_namespace). */
@@ -168,7 +171,8 @@ export function webhookGuard(o: GuardOptions = GUARD_DEFAULTS): WebhookGuard {
     check(verdict, body, address, now) {
       const repository = repositoryOf(verdict.provider, body);
       const content = `body:${bodyDigest(body)}`;
-      const id = verdict.deliveryId !== undefined ? `id:${verdict.provider}:${verdict.deliveryId.slice(0, MAX_ID)}` : undefined;
+      const id =
+        verdict.deliveryId !== undefined ? `id:${verdict.provider}:${verdict.deliveryId.slice(0, MAX_ID)}` : undefined;
       // Both looked up (each hit refreshes its key), so that a replay under a new id keeps the old id known too.
       const byId = id !== undefined && memory.has(id, now);
       const byContent = memory.has(content, now);
@@ -178,7 +182,12 @@ export function webhookGuard(o: GuardOptions = GUARD_DEFAULTS): WebhookGuard {
       const waitClient = clients.wait(client, now);
       if (waitRepo > 0 || waitClient > 0) {
         const per = waitRepo >= waitClient ? 'repository' : 'client';
-        return { outcome: 'throttled', per, retryAfterSeconds: Math.max(1, Math.ceil(Math.max(waitRepo, waitClient))), repository };
+        return {
+          outcome: 'throttled',
+          per,
+          retryAfterSeconds: Math.max(1, Math.ceil(Math.max(waitRepo, waitClient))),
+          repository,
+        };
       }
       repos.take(repository, now);
       clients.take(client, now);

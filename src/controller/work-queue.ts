@@ -25,7 +25,11 @@ export interface WorkQueue {
 /** What a key's processing reports: done, or do it again after a while (no error, no backoff). */
 export type Outcome = void | { requeueAfterMs: number };
 
-export function workQueue(process: (key: string) => Promise<Outcome>, onError: (key: string, err: unknown, retryInMs: number) => void, o: WorkQueueOptions): WorkQueue {
+export function workQueue(
+  process: (key: string) => Promise<Outcome>,
+  onError: (key: string, err: unknown, retryInMs: number) => void,
+  o: WorkQueueOptions,
+): WorkQueue {
   const queued: string[] = [];
   const dirty = new Set<string>();
   const running = new Set<string>();
@@ -71,10 +75,13 @@ export function workQueue(process: (key: string) => Promise<Outcome>, onError: (
       const existing = timers.get(key);
       if (existing !== undefined && existing.at <= at) return;
       if (existing !== undefined) clearTimeout(existing.timer);
-      timers.set(key, { at, timer: setTimeout(() => {
-        timers.delete(key);
-        add(key);
-      }, afterMs) });
+      timers.set(key, {
+        at,
+        timer: setTimeout(() => {
+          timers.delete(key);
+          add(key);
+        }, afterMs),
+      });
       return;
     }
     if (dirty.has(key)) return;

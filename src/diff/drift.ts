@@ -6,16 +6,29 @@ import { workloadId } from '../manifests/workloads.ts';
 import { resolveRemoteRef } from '../source/git.ts';
 import type { Drift } from './report.ts';
 
-export async function findDrift(workloads: readonly WorkloadNeeds[], timeoutMs = 5000): Promise<{ drift: Drift[]; notes: string[] }> {
-  const groups = new Map<string, { url: string; branch: string | undefined; flake: string; pinned: string; workloads: Set<string> }>();
+export async function findDrift(
+  workloads: readonly WorkloadNeeds[],
+  timeoutMs = 5000,
+): Promise<{ drift: Drift[]; notes: string[] }> {
+  const groups = new Map<
+    string,
+    { url: string; branch: string | undefined; flake: string; pinned: string; workloads: Set<string> }
+  >();
   for (const { workload, needs } of workloads) {
     for (const need of needs) {
       if (need.source.revisionFrom === 'flake-ref') continue;
-      const declared = need.source.revisionFrom === 'flake-lock' ? need.source.flake : parseFlakeRef(need.source.declared);
+      const declared =
+        need.source.revisionFrom === 'flake-lock' ? need.source.flake : parseFlakeRef(need.source.declared);
       const url = gitUrlOf(declared);
       if (url === undefined) continue;
       const key = `${url} ${declared.ref ?? ''} ${need.source.rev}`;
-      const group = groups.get(key) ?? { url, branch: declared.ref, flake: need.source.declared, pinned: need.source.rev, workloads: new Set<string>() };
+      const group = groups.get(key) ?? {
+        url,
+        branch: declared.ref,
+        flake: need.source.declared,
+        pinned: need.source.rev,
+        workloads: new Set<string>(),
+      };
       group.workloads.add(workloadId(workload));
       groups.set(key, group);
     }
@@ -27,9 +40,18 @@ export async function findDrift(workloads: readonly WorkloadNeeds[], timeoutMs =
       try {
         const head = await withTimeout(resolveRemoteRef(g.url, g.branch), timeoutMs);
         if (head === undefined) notes.push(`${g.flake}: ${g.branch ?? 'HEAD'} not found on ${g.url}`);
-        else drift.push({ flake: g.flake, branch: g.branch ?? 'HEAD', head, pinned: g.pinned, workloads: [...g.workloads].sort() });
+        else
+          drift.push({
+            flake: g.flake,
+            branch: g.branch ?? 'HEAD',
+            head,
+            pinned: g.pinned,
+            workloads: [...g.workloads].sort(),
+          });
       } catch (err) {
-        notes.push(`${g.flake}: could not resolve ${g.branch ?? 'HEAD'} on ${g.url}: ${(err as Error).message.split('\n')[0]}`);
+        notes.push(
+          `${g.flake}: could not resolve ${g.branch ?? 'HEAD'} on ${g.url}: ${(err as Error).message.split('\n')[0]}`,
+        );
       }
     }),
   );

@@ -40,7 +40,11 @@ export function toSafeYaml(value: unknown): string {
   // Double-quoted scalars are the only YAML style with escapes: use it wherever an escape is needed.
   visit(doc, {
     Scalar(_, node) {
-      if (typeof node.value === 'string' && /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/.test(node.value)) node.type = 'QUOTE_DOUBLE';
+      if (
+        typeof node.value === 'string' &&
+        /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u2028\u2029]/.test(node.value)
+      )
+        node.type = 'QUOTE_DOUBLE';
     },
   });
   return doc.toString().replace(RAW_IN_JSON_YAML, uEscape);

@@ -8,7 +8,14 @@ import type { DiffReport } from './report.ts';
 export function table(cells: string[][]): string {
   const rows = cells.map((r) => r.map((c) => cell(c)));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 const short = (rev: string) => rev.slice(0, 12);
@@ -24,21 +31,29 @@ export function renderText(report: DiffReport): string {
   const fromAgent = report.nodes.filter((n) => n.imageSource === 'agent').length;
   const sources = `images from ${fromAgent} agent inventor${fromAgent === 1 ? 'y' : 'ies'} and ${report.nodes.length - fromAgent} Node.status.images`;
   if (report.manifests !== undefined) out.push(`Read:   ${summary(report.manifests)}`);
-  out.push(`Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}; ${sources}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`);
+  out.push(
+    `Nodes:  ${report.nodes.length} from ${report.nodesFrom}; mode ${report.mode}; ${sources}${truncated.length > 0 ? `; image lists may be truncated on ${truncated.join(', ')}` : ''}`,
+  );
   // The on-demand view: pods bound to nodes that lack their image, by the build that would bring it.
   const waitingByBuild = new Map<string, number>();
-  for (const w of report.waitingPods) if (w.buildId !== undefined) waitingByBuild.set(w.buildId, (waitingByBuild.get(w.buildId) ?? 0) + 1);
+  for (const w of report.waitingPods)
+    if (w.buildId !== undefined) waitingByBuild.set(w.buildId, (waitingByBuild.get(w.buildId) ?? 0) + 1);
   const waitingIds = new Set(report.waitingPods.map((w) => w.workload));
   if (report.podsRead !== undefined) {
     const n = waitingIds.size;
-    out.push(`Pods:   ${report.podsRead} bound read; ${n} wait${n === 1 ? 's' : ''} for an image missing on ${n === 1 ? 'its' : 'their'} node`);
+    out.push(
+      `Pods:   ${report.podsRead} bound read; ${n} wait${n === 1 ? 's' : ''} for an image missing on ${n === 1 ? 'its' : 'their'} node`,
+    );
   }
   out.push('');
   if (report.builds.length === 0) {
     const annotated = report.manifests === undefined || report.manifests.annotated > 0 || report.waitingPods.length > 0;
-    out.push(annotated ? 'No builds: every image is where it is needed.' : 'No builds: no workload carries an enbi annotation (enbi.hrzn.ee/flake), so enbi has nothing to build.');
-  }
-  else {
+    out.push(
+      annotated
+        ? 'No builds: every image is where it is needed.'
+        : 'No builds: no workload carries an enbi annotation (enbi.hrzn.ee/flake), so enbi has nothing to build.',
+    );
+  } else {
     out.push(`${report.builds.length} build${report.builds.length === 1 ? '' : 's'} would start:`);
     const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
     for (const b of report.builds) {
@@ -48,7 +63,14 @@ export function renderText(report: DiffReport): string {
       const when = b.trigger === 'eager' ? 'now' : pods > 0 ? 'now (pods waiting)' : 'on demand';
       const others = b.workloads.filter((w) => !waitingIds.has(w));
       const why = [...others, ...(pods > 0 ? [`${pods} waiting pod${pods === 1 ? '' : 's'}`] : [])].join(', ');
-      rows.push([abbreviate(b.flake), b.system, node, when, abbreviate(b.images.join(',')), `missing on ${b.missingOn.join(',')} for ${why}`]);
+      rows.push([
+        abbreviate(b.flake),
+        b.system,
+        node,
+        when,
+        abbreviate(b.images.join(',')),
+        `missing on ${b.missingOn.join(',')} for ${why}`,
+      ]);
     }
     out.push(table(rows));
   }
@@ -58,7 +80,12 @@ export function renderText(report: DiffReport): string {
     const builds = new Map(report.builds.map((b) => [b.id, b]));
     for (const w of report.waitingPods) {
       const b = w.buildId !== undefined ? builds.get(w.buildId) : undefined;
-      const build = b !== undefined && b.node !== null ? `${b.system} on ${b.node}${b.emulated ? ' (emulated)' : ''}` : b !== undefined ? `${b.system}: no node can build it` : `none: ${w.state}${w.detail !== undefined ? ` (${w.detail})` : ''}`;
+      const build =
+        b !== undefined && b.node !== null
+          ? `${b.system} on ${b.node}${b.emulated ? ' (emulated)' : ''}`
+          : b !== undefined
+            ? `${b.system}: no node can build it`
+            : `none: ${w.state}${w.detail !== undefined ? ` (${w.detail})` : ''}`;
       rows.push([`${w.namespace}/${w.name}`, w.node, w.container, w.image, w.reason, build]);
     }
     out.push(table(rows));
@@ -69,16 +96,23 @@ export function renderText(report: DiffReport): string {
     for (const r of report.refusedPods) rows.push([`${r.namespace}/${r.name}`, r.node, r.container, r.image, r.reason]);
     out.push(table(rows));
   }
-  const unknown = report.statuses.filter((st) => (st.state === 'unknown' || st.state === 'unschedulable') && !waitingIds.has(st.workload));
+  const unknown = report.statuses.filter(
+    (st) => (st.state === 'unknown' || st.state === 'unschedulable') && !waitingIds.has(st.workload),
+  );
   if (unknown.length > 0) {
     out.push('', 'Not decided:');
-    for (const st of unknown) out.push(`  ${st.workload} ${st.container} ${st.image}${st.system !== undefined ? ` (${st.system})` : ''}: ${st.state}${st.nodes.length > 0 ? ` on ${st.nodes.join(',')}` : ''}: ${st.detail ?? ''}`);
+    for (const st of unknown)
+      out.push(
+        `  ${st.workload} ${st.container} ${st.image}${st.system !== undefined ? ` (${st.system})` : ''}: ${st.state}${st.nodes.length > 0 ? ` on ${st.nodes.join(',')}` : ''}: ${st.detail ?? ''}`,
+      );
   }
   if (report.drift.length > 0) {
     out.push('', 'Not pinned in the flake reference (pinned by tag or flake.lock instead):');
     for (const d of report.drift) {
       const state = d.head === d.pinned ? 'same' : 'differs';
-      out.push(`  ${d.flake}: ${d.branch} is at ${short(d.head)} now; the manifest pins ${short(d.pinned)} (${state}) — ${d.workloads.join(', ')}`);
+      out.push(
+        `  ${d.flake}: ${d.branch} is at ${short(d.head)} now; the manifest pins ${short(d.pinned)} (${state}) — ${d.workloads.join(', ')}`,
+      );
     }
   }
   const problems = [...report.problems.map(formatProblem), ...report.unbuildable];

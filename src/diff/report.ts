@@ -56,7 +56,15 @@ export interface DiffReport {
   /** Waiting pods enbi builds nothing for: no Git workload matches them (or the policy refuses their image). */
   refusedPods: RefusedPod[];
   mode: DistributionMode;
-  nodes: { name: string; system?: string; buildSystems: string[]; ready: boolean; images: number; imagesComplete: boolean; imageSource: string }[];
+  nodes: {
+    name: string;
+    system?: string;
+    buildSystems: string[];
+    ready: boolean;
+    images: number;
+    imagesComplete: boolean;
+    imageSource: string;
+  }[];
   builds: Plan['builds'];
   statuses: Plan['statuses'];
   unbuildable: string[];
@@ -83,23 +91,48 @@ export interface DiffInput {
 export function buildReport(input: DiffInput): DiffReport {
   // On demand, as the controller plans it: each waiting pod is a workload pinned to its node.
   const byName = new Map(input.nodes.map((n) => [n.name, n]));
-  const trust = { analysis: input.analysis, locks: input.analysis.locks, trustedNamespaces: input.trustedNamespaces ?? [], ...(input.policy !== undefined ? { policy: input.policy } : {}) };
-  const pods = input.pods !== undefined ? podWorkloads(input.pods, byName, trust) : { workloads: [], waiting: [], refused: [], problems: [] };
+  const trust = {
+    analysis: input.analysis,
+    locks: input.analysis.locks,
+    trustedNamespaces: input.trustedNamespaces ?? [],
+    ...(input.policy !== undefined ? { policy: input.policy } : {}),
+  };
+  const pods =
+    input.pods !== undefined
+      ? podWorkloads(input.pods, byName, trust)
+      : { workloads: [], waiting: [], refused: [], problems: [] };
   // The controller's allow-lists, when given: what they refuse is a problem, never a build.
-  const allowed = input.policy === undefined ? { workloads: input.analysis.workloads, refused: [] } : withinPolicy(input.analysis.workloads, input.policy);
-  const p = plan({ workloads: [...allowed.workloads, ...pods.workloads], nodes: withReportedMissing(input.nodes, pods.waiting), mode: input.mode, builderTolerations: input.builderTolerations ?? [] });
+  const allowed =
+    input.policy === undefined
+      ? { workloads: input.analysis.workloads, refused: [] }
+      : withinPolicy(input.analysis.workloads, input.policy);
+  const p = plan({
+    workloads: [...allowed.workloads, ...pods.workloads],
+    nodes: withReportedMissing(input.nodes, pods.waiting),
+    mode: input.mode,
+    builderTolerations: input.builderTolerations ?? [],
+  });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
   const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {
     const st = statuses.get(`${w.workload}\0${w.container}`);
-    if (st === undefined) return { ...w, state: 'invalid', detail: invalid.get(w.workload) ?? 'its enbi annotations name no image to build for this container' };
+    if (st === undefined)
+      return {
+        ...w,
+        state: 'invalid',
+        detail: invalid.get(w.workload) ?? 'its enbi annotations name no image to build for this container',
+      };
     const image = normalizeImageName(w.image);
     return {
       ...w,
       ...(st.system !== undefined ? { system: st.system } : {}),
       state: st.state,
       ...(st.state === 'missing' && st.buildId !== undefined && st.image === image ? { buildId: st.buildId } : {}),
-      ...(st.detail !== undefined ? { detail: st.detail } : st.state === 'present' ? { detail: `present on ${st.nodes.join(',')}` } : {}),
+      ...(st.detail !== undefined
+        ? { detail: st.detail }
+        : st.state === 'present'
+          ? { detail: `present on ${st.nodes.join(',')}` }
+          : {}),
     };
   });
   return {
@@ -129,5 +162,8 @@ export function buildReport(input: DiffInput): DiffReport {
 }
 
 export function exitCodeOf(report: DiffReport): number {
-  return (report.builds.length > 0 ? EXIT_BUILDS : 0) | (report.problems.length + report.unbuildable.length > 0 ? EXIT_PROBLEMS : 0);
+  return (
+    (report.builds.length > 0 ? EXIT_BUILDS : 0) |
+    (report.problems.length + report.unbuildable.length > 0 ? EXIT_PROBLEMS : 0)
+  );
 }

@@ -13,7 +13,9 @@ export function expandAttr(attr: string | undefined, system: string): string {
   // A full path names its own system; building it for another would silently build the wrong thing.
   const pathSystem = name.split('.')[1];
   if (pathSystem !== system) {
-    throw new AttrError(`attribute "${name}" is for ${pathSystem ?? 'no system'}, not ${system}: use the short name so enbi can pick the system`);
+    throw new AttrError(
+      `attribute "${name}" is for ${pathSystem ?? 'no system'}, not ${system}: use the short name so enbi can pick the system`,
+    );
   }
   return name;
 }

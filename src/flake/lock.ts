@@ -21,7 +21,8 @@ export function parseFlakeLock(text: string, file: string): Map<string, FlakeRef
   const nodes = lock.nodes as Record<string, Obj> | undefined;
   const rootName = typeof lock.root === 'string' ? lock.root : 'root';
   const root = nodes?.[rootName];
-  if (nodes === undefined || root === undefined) throw new FlakeLockError(`${file}: no nodes.${rootName}: not a flake.lock`);
+  if (nodes === undefined || root === undefined)
+    throw new FlakeLockError(`${file}: no nodes.${rootName}: not a flake.lock`);
   const out = new Map<string, FlakeRef>();
   for (const [input, target] of Object.entries((root.inputs as Obj | undefined) ?? {})) {
     // A `follows` input is a path of names; enbi only pins direct inputs.

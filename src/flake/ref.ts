@@ -29,7 +29,6 @@ export class FlakeRefError extends Error {
 const FULL_REV = /^[0-9a-f]{40}$/;
 const REF_NAME = /^[A-Za-z0-9._\-/+@]+$/;
 
-
 export function isFullRev(s: string): boolean {
   return FULL_REV.test(s);
 }
@@ -39,7 +38,8 @@ export function isFullRev(s: string): boolean {
  * `private_token`, `token`, `X-Amz-Signature`, `X-Amz-Credential`, `sig` (Azure SAS), `password`, `apikey`, ….
  * Nix's own parameters (ref, rev, dir, host, narHash, submodules, shallow, keytype, publicKey, …) never match.
  */
-const SECRET_PARAM = /token|secret|passw|credential|signature|auth|apikey|accesskey|privatekey|sessionkey|^(sig|key|pass|pw|pwd)$/;
+const SECRET_PARAM =
+  /token|secret|passw|credential|signature|auth|apikey|accesskey|privatekey|sessionkey|^(sig|key|pass|pw|pwd)$/;
 const isSecretParam = (name: string): boolean => SECRET_PARAM.test(name.toLowerCase().replace(/[^a-z0-9]/g, ''));
 
 /** Where a flake's fetch credentials belong instead of its URL. */
@@ -109,7 +109,8 @@ export function parseFlakeRef(raw: string): FlakeRef {
   const hashAt = text.indexOf('#');
   const main = hashAt >= 0 ? text.slice(0, hashAt) : text;
   const attr = hashAt >= 0 ? decode(text.slice(hashAt + 1), input) : undefined;
-  if (attr !== undefined && attr === '') throw new FlakeRefError(`flake reference "${input}" has an empty attribute after "#"`);
+  if (attr !== undefined && attr === '')
+    throw new FlakeRefError(`flake reference "${input}" has an empty attribute after "#"`);
 
   const queryAt = main.indexOf('?');
   const body = queryAt >= 0 ? main.slice(0, queryAt) : main;
@@ -141,7 +142,10 @@ function parseQuery(query: string, input: string): Map<string, string> {
     if (eq <= 0) throw new FlakeRefError(`flake reference "${input}": query parameter "${part}" is not name=value`);
     const name = decode(part.slice(0, eq), input);
     if (out.has(name)) throw new FlakeRefError(`flake reference "${input}": parameter "${name}" appears twice`);
-    out.set(name, decode(part.slice(eq + 1), input, isSecretParam(name) || name === 'host' ? '***' : part.slice(eq + 1)));
+    out.set(
+      name,
+      decode(part.slice(eq + 1), input, isSecretParam(name) || name === 'host' ? '***' : part.slice(eq + 1)),
+    );
   }
   return out;
 }
@@ -169,14 +173,18 @@ function parseBody(body: string, input: string): FlakeRef {
     case 'https':
     case 'http':
       if (/\.(tar(\.[a-z0-9]+)?|tgz|zip)$/.test(body)) return parseUrlRef('tarball', body, input);
-      throw new FlakeRefError(`flake reference "${input}": plain ${scheme}: URLs must point at an archive; for a Git repository write git+${scheme}://…`);
+      throw new FlakeRefError(
+        `flake reference "${input}": plain ${scheme}: URLs must point at an archive; for a Git repository write git+${scheme}://…`,
+      );
     case 'flake':
       return parseIndirect(body.slice(colon + 1), input);
     case undefined:
       if (body.startsWith('.') || body.startsWith('/')) return { type: 'path', url: body, params: {} };
       return parseIndirect(body, input);
     default:
-      throw new FlakeRefError(`flake reference "${input}": unsupported scheme "${scheme}:" (use github:, gitlab:, sourcehut:, git+https:, git+http:, git+ssh:, git+file:, path:, or an indirect id)`);
+      throw new FlakeRefError(
+        `flake reference "${input}": unsupported scheme "${scheme}:" (use github:, gitlab:, sourcehut:, git+https:, git+http:, git+ssh:, git+file:, path:, or an indirect id)`,
+      );
   }
 }
 
@@ -210,7 +218,9 @@ function parseUrlRef(type: 'git' | 'tarball', url: string, input: string): Flake
 function parseIndirect(body: string, input: string): FlakeRef {
   const segments = body.split('/');
   if (segments.length > 2 || segments.some((s) => s === '') || !/^[A-Za-z][A-Za-z0-9_-]*$/.test(segments[0] ?? '')) {
-    throw new FlakeRefError(`flake reference "${input}": not a known form (expected e.g. github:owner/repo, git+https://host/repo.git, or an input id like "myapp")`);
+    throw new FlakeRefError(
+      `flake reference "${input}": not a known form (expected e.g. github:owner/repo, git+https://host/repo.git, or an input id like "myapp")`,
+    );
   }
   const ref: FlakeRef = { type: 'indirect', owner: segments[0]!, params: {} };
   const second = segments[1];
@@ -224,10 +234,12 @@ function parseIndirect(body: string, input: string): FlakeRef {
 function applyParams(ref: FlakeRef, params: Map<string, string>, input: string): void {
   for (const [name, value] of params) {
     if (name === 'rev') {
-      if (ref.rev !== undefined && ref.rev !== value) throw new FlakeRefError(`flake reference "${input}": two different revisions`);
+      if (ref.rev !== undefined && ref.rev !== value)
+        throw new FlakeRefError(`flake reference "${input}": two different revisions`);
       ref.rev = value;
     } else if (name === 'ref') {
-      if (ref.ref !== undefined && ref.ref !== value) throw new FlakeRefError(`flake reference "${input}": two different refs`);
+      if (ref.ref !== undefined && ref.ref !== value)
+        throw new FlakeRefError(`flake reference "${input}": two different refs`);
       ref.ref = value;
     } else if (name === 'dir') ref.dir = value;
     else if (name === 'host') ref.host = value;
@@ -243,7 +255,9 @@ function validate(ref: FlakeRef, input: string): void {
     throw new FlakeRefError(`flake reference "${input}": "${ref.ref}" is not a valid Git ref name`);
   }
   if (ref.dir !== undefined && (ref.dir.startsWith('/') || ref.dir.split('/').includes('..'))) {
-    throw new FlakeRefError(`flake reference "${input}": dir "${ref.dir}" must be a relative path inside the repository`);
+    throw new FlakeRefError(
+      `flake reference "${input}": dir "${ref.dir}" must be a relative path inside the repository`,
+    );
   }
 }
 
@@ -267,7 +281,9 @@ export function formatFlakeRef(ref: FlakeRef): string {
       break;
     }
     case 'indirect':
-      body = ref.owner! + (ref.rev !== undefined ? `/${ref.rev}` : ref.ref !== undefined && !ref.ref.includes('/') ? `/${ref.ref}` : '');
+      body =
+        ref.owner! +
+        (ref.rev !== undefined ? `/${ref.rev}` : ref.ref !== undefined && !ref.ref.includes('/') ? `/${ref.ref}` : '');
       if (ref.rev !== undefined && ref.ref !== undefined) query.set('ref', ref.ref);
       if (ref.rev === undefined && ref.ref?.includes('/')) query.set('ref', ref.ref);
       break;
@@ -277,7 +293,10 @@ export function formatFlakeRef(ref: FlakeRef): string {
       if (ref.rev !== undefined) query.set('rev', ref.rev);
       break;
     case 'tarball':
-      body = ref.url!.startsWith('http') && /\.(tar(\.[a-z0-9]+)?|tgz|zip)$/.test(ref.url!) ? ref.url! : `tarball+${ref.url!}`;
+      body =
+        ref.url!.startsWith('http') && /\.(tar(\.[a-z0-9]+)?|tgz|zip)$/.test(ref.url!)
+          ? ref.url!
+          : `tarball+${ref.url!}`;
       break;
     case 'path':
       body = ref.url!.startsWith('.') || ref.url!.startsWith('/') ? ref.url! : `path:${ref.url!}`;
@@ -324,4 +343,3 @@ export function gitUrlOf(ref: FlakeRef): string | undefined {
       return undefined;
   }
 }
-

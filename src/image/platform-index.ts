@@ -11,7 +11,10 @@ export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
  * reads it. Ownership is the node-local labels of src/containerd/import/labels.ts.
  */
 export const INDEX_ANNOTATION = 'ee.hrzn.enbi.index';
-const MANIFEST_TYPES = new Set(['application/vnd.oci.image.manifest.v1+json', 'application/vnd.docker.distribution.manifest.v2+json']);
+const MANIFEST_TYPES = new Set([
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+]);
 
 /** A platform's manifest as a build recorded it (NixBuild status.manifest, `enbi import`'s result). */
 export interface PlatformManifest {
@@ -38,7 +41,8 @@ const order = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 export function entryProblem(e: PlatformManifest): string | undefined {
   if (!DIGEST.test(e.digest)) return `manifest digest "${e.digest}" is not sha256:<64 hex>`;
   if (!Number.isSafeInteger(e.size) || e.size <= 0) return `manifest ${e.digest} has size ${e.size}`;
-  if (!MANIFEST_TYPES.has(e.mediaType)) return `manifest ${e.digest} has media type ${e.mediaType}, not an image manifest`;
+  if (!MANIFEST_TYPES.has(e.mediaType))
+    return `manifest ${e.digest} has media type ${e.mediaType}, not an image manifest`;
   if (!PLATFORM.test(e.platform)) return `manifest ${e.digest} has platform "${e.platform}", not os/arch[/variant]`;
   return undefined;
 }
@@ -54,14 +58,28 @@ export function platformIndex(entries: readonly PlatformManifest[]): PlatformInd
   for (const [i, e] of sorted.entries()) {
     const p = entryProblem(e);
     if (p !== undefined) throw new Error(p);
-    if (i > 0 && sorted[i - 1]!.platform === e.platform) throw new Error(`two manifests for ${e.platform}: ${sorted[i - 1]!.digest} and ${e.digest}`);
+    if (i > 0 && sorted[i - 1]!.platform === e.platform)
+      throw new Error(`two manifests for ${e.platform}: ${sorted[i - 1]!.digest} and ${e.digest}`);
   }
   const manifests = sorted.map((e) => {
     const [os, architecture, variant] = e.platform.split('/');
-    return { mediaType: e.mediaType, digest: e.digest, size: e.size, platform: { architecture, os, ...(variant !== undefined ? { variant } : {}) } };
+    return {
+      mediaType: e.mediaType,
+      digest: e.digest,
+      size: e.size,
+      platform: { architecture, os, ...(variant !== undefined ? { variant } : {}) },
+    };
   });
-  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests, annotations: { [INDEX_ANNOTATION]: 'v1' } }));
-  return { bytes, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length, mediaType: OCI_INDEX, entries: sorted };
+  const bytes = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests, annotations: { [INDEX_ANNOTATION]: 'v1' } }),
+  );
+  return {
+    bytes,
+    digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+    size: bytes.length,
+    mediaType: OCI_INDEX,
+    entries: sorted,
+  };
 }
 
 export interface ParsedIndex {
@@ -81,7 +99,12 @@ export function parseIndex(bytes: Buffer | string): ParsedIndex | undefined {
   const manifests = (doc as { manifests?: unknown } | null)?.manifests;
   if (!Array.isArray(manifests)) return undefined;
   const out: PlatformManifest[] = [];
-  for (const m of manifests as { mediaType?: unknown; digest?: unknown; size?: unknown; platform?: { os?: unknown; architecture?: unknown; variant?: unknown } }[]) {
+  for (const m of manifests as {
+    mediaType?: unknown;
+    digest?: unknown;
+    size?: unknown;
+    platform?: { os?: unknown; architecture?: unknown; variant?: unknown };
+  }[]) {
     const p = m?.platform;
     if (typeof p?.os !== 'string' || typeof p.architecture !== 'string') return undefined;
     const platform = `${p.os}/${p.architecture}${typeof p.variant === 'string' && p.variant !== '' ? `/${p.variant}` : ''}`;
@@ -105,7 +128,11 @@ export interface Candidate extends PlatformManifest {
  * own build stays runnable there), else the newest candidate, else what the current index lists. Platforms
  * only the current index knows are kept: enbi adds and replaces, never drops a platform a pod may use.
  */
-export function pickEntries(candidates: readonly Candidate[], current: readonly PlatformManifest[], heldHere: (digest: string) => boolean): PlatformManifest[] {
+export function pickEntries(
+  candidates: readonly Candidate[],
+  current: readonly PlatformManifest[],
+  heldHere: (digest: string) => boolean,
+): PlatformManifest[] {
   const byPlatform = new Map<string, Candidate[]>();
   for (const c of candidates) {
     if (entryProblem(c) !== undefined) continue;
@@ -125,11 +152,20 @@ export function pickEntries(candidates: readonly Candidate[], current: readonly 
   return [...out.values()].sort((a, b) => order(a.platform, b.platform));
 }
 
-const strip = (e: PlatformManifest): PlatformManifest => ({ digest: e.digest, size: e.size, mediaType: e.mediaType, platform: e.platform });
+const strip = (e: PlatformManifest): PlatformManifest => ({
+  digest: e.digest,
+  size: e.size,
+  mediaType: e.mediaType,
+  platform: e.platform,
+});
 
 /** Whether two entry lists name the same manifests for the same platforms. */
 export function sameEntries(a: readonly PlatformManifest[], b: readonly PlatformManifest[]): boolean {
   if (a.length !== b.length) return false;
-  const key = (l: readonly PlatformManifest[]) => l.map((e) => `${e.platform} ${e.digest}`).sort().join('\n');
+  const key = (l: readonly PlatformManifest[]) =>
+    l
+      .map((e) => `${e.platform} ${e.digest}`)
+      .sort()
+      .join('\n');
   return key(a) === key(b);
 }

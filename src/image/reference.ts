@@ -43,7 +43,9 @@ export function parseImageRef(input: string): ImageRef {
   let repository = hasRegistry ? rest.slice(slash + 1) : rest;
   if (registry === DEFAULT_REGISTRY && !repository.includes('/')) repository = `library/${repository}`;
   if (repository === '' || !repository.split('/').every((c) => PATH_COMPONENT.test(c))) {
-    throw new ImageRefError(`image "${input}": "${repository}" is not a valid repository name (lowercase letters, digits, separators)`);
+    throw new ImageRefError(
+      `image "${input}": "${repository}" is not a valid repository name (lowercase letters, digits, separators)`,
+    );
   }
   const ref: ImageRef = { registry, repository };
   if (tag !== undefined) ref.tag = tag;

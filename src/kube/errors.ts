@@ -10,7 +10,10 @@ export function statusCode(err: unknown): number | undefined {
 export function apiMessage(err: unknown): string {
   const e = err as { code?: number; body?: unknown; message?: string };
   try {
-    const body = typeof e.body === 'string' ? (JSON.parse(e.body) as { message?: string }) : (e.body as { message?: string } | undefined);
+    const body =
+      typeof e.body === 'string'
+        ? (JSON.parse(e.body) as { message?: string })
+        : (e.body as { message?: string } | undefined);
     if (typeof body?.message === 'string') return `${e.code ?? ''} ${body.message}`.trim();
   } catch {
     // not JSON: the error's own message

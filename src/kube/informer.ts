@@ -1,6 +1,12 @@
 // A client-node informer that does not stay dead: the bare informer stops on errors other than 410 Gone,
 // so this one restarts it with capped, jittered backoff and counts the restarts.
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import {
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  ListWatch,
+  Watch,
+} from '@kubernetes/client-node';
 
 export interface ResilientInformer<T extends KubernetesObject> {
   list(): readonly T[];
@@ -38,7 +44,14 @@ export function resilientInformer<T extends KubernetesObject>(
     healthy();
     return l;
   };
-  const informer = new ListWatch<T>(path, transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform), list, false, labelSelector, fieldSelector);
+  const informer = new ListWatch<T>(
+    path,
+    transform === undefined ? new Watch(kc) : transformingWatch(new Watch(kc), transform),
+    list,
+    false,
+    labelSelector,
+    fieldSelector,
+  );
   informer.on('add', (o) => (healthy(), onChange(o, 'add')));
   informer.on('update', (o) => (healthy(), onChange(o, 'update')));
   informer.on('delete', (o) => (healthy(), onChange(o, 'delete')));
@@ -49,7 +62,8 @@ export function resilientInformer<T extends KubernetesObject>(
     delayMs *= 2;
     // The same failure again and again is said once (a 404: the resource's CRD is not installed).
     const message = String((err as Error | undefined)?.message ?? err).split('\n')[0]!;
-    if (message !== lastError) log(`watch ${path} failed (${message}); retrying with backoff (up to 30 s), said once until it changes`);
+    if (message !== lastError)
+      log(`watch ${path} failed (${message}); retrying with backoff (up to 30 s), said once until it changes`);
     lastError = message;
     setTimeout(() => {
       if (!stopped) informer.start().catch((e: unknown) => log(`watch ${path} restart failed: ${String(e)}`));
@@ -69,7 +83,14 @@ export function resilientInformer<T extends KubernetesObject>(
 /** A Watch whose events carry transformed objects (ListWatch caches what the watch callback is given). */
 function transformingWatch<T>(inner: Watch, transform: (o: T) => T): Watch {
   const w = Object.create(inner) as Watch;
-  w.watch = (path, params, callback, done) => inner.watch(path, params, (phase: string, obj: any, raw: any) => callback(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : transform(obj as T), raw), done);
+  w.watch = (path, params, callback, done) =>
+    inner.watch(
+      path,
+      params,
+      (phase: string, obj: any, raw: any) =>
+        callback(phase, phase === 'BOOKMARK' || phase === 'ERROR' ? obj : transform(obj as T), raw),
+      done,
+    );
   return w;
 }
 

@@ -63,28 +63,45 @@ export class LiteApi {
   request<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
     const t = this.target;
     const url = new URL(path, t.server);
-    if (method === 'POST' || method === 'PUT' || method === 'PATCH') url.searchParams.set('fieldManager', this.fieldManager);
+    if (method === 'POST' || method === 'PUT' || method === 'PATCH')
+      url.searchParams.set('fieldManager', this.fieldManager);
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const headers: Record<string, string> = { Accept: 'application/json', ...(data !== undefined ? { 'Content-Type': contentType ?? 'application/json', 'Content-Length': String(data.length) } : {}) };
+    const headers: Record<string, string> = {
+      Accept: 'application/json',
+      ...(data !== undefined
+        ? { 'Content-Type': contentType ?? 'application/json', 'Content-Length': String(data.length) }
+        : {}),
+    };
     const token = t.token?.();
     if (token !== undefined && token !== '') headers.Authorization = `Bearer ${token}`;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise<T>((resolve, reject) => {
-      const req = send(url, { method, headers, ...(url.protocol === 'https:' ? { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.insecure !== true } : {}), timeout: 30_000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('error', reject);
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          const code = res.statusCode ?? 0;
-          if (code < 200 || code > 299) return reject(new LiteApiError(code, text, `${method} ${url.pathname}`));
-          try {
-            resolve((text === '' ? undefined : JSON.parse(text)) as T);
-          } catch (err) {
-            reject(err);
-          }
-        });
-      });
+      const req = send(
+        url,
+        {
+          method,
+          headers,
+          ...(url.protocol === 'https:'
+            ? { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.insecure !== true }
+            : {}),
+          timeout: 30_000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const code = res.statusCode ?? 0;
+            if (code < 200 || code > 299) return reject(new LiteApiError(code, text, `${method} ${url.pathname}`));
+            try {
+              resolve((text === '' ? undefined : JSON.parse(text)) as T);
+            } catch (err) {
+              reject(err);
+            }
+          });
+        },
+      );
       req.on('timeout', () => req.destroy(new Error(`${method} ${url.pathname}: no answer in 30 s`)));
       req.on('error', reject);
       req.end(data);
@@ -103,27 +120,38 @@ export class LiteApi {
     if (token !== undefined && token !== '') headers.Authorization = `Bearer ${token}`;
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
     return new Promise<void>((resolve, reject) => {
-      const req = send(url, { method: 'GET', headers, ...(signal ? { signal } : {}), ...(url.protocol === 'https:' ? { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.insecure !== true } : {}) }, (res) => {
-        const code = res.statusCode ?? 0;
-        let pending = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          pending += chunk;
-          if (code < 200 || code > 299) return;
-          let nl: number;
-          while ((nl = pending.indexOf('\n')) >= 0) {
-            const line = pending.slice(0, nl);
-            pending = pending.slice(nl + 1);
-            if (line.trim() !== '') onLine(line);
-          }
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          if (code < 200 || code > 299) return reject(new LiteApiError(code, pending, `GET ${url.pathname}`));
-          if (pending.trim() !== '') onLine(pending);
-          resolve();
-        });
-      });
+      const req = send(
+        url,
+        {
+          method: 'GET',
+          headers,
+          ...(signal ? { signal } : {}),
+          ...(url.protocol === 'https:'
+            ? { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: t.insecure !== true }
+            : {}),
+        },
+        (res) => {
+          const code = res.statusCode ?? 0;
+          let pending = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            pending += chunk;
+            if (code < 200 || code > 299) return;
+            let nl: number;
+            while ((nl = pending.indexOf('\n')) >= 0) {
+              const line = pending.slice(0, nl);
+              pending = pending.slice(nl + 1);
+              if (line.trim() !== '') onLine(line);
+            }
+          });
+          res.on('error', reject);
+          res.on('end', () => {
+            if (code < 200 || code > 299) return reject(new LiteApiError(code, pending, `GET ${url.pathname}`));
+            if (pending.trim() !== '') onLine(pending);
+            resolve();
+          });
+        },
+      );
       req.on('error', reject);
       req.end();
     });
@@ -143,7 +171,11 @@ export function inClusterTarget(): ApiTarget | undefined {
   } catch {
     return undefined;
   }
-  return { server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`, ca, token: () => readFileSync(join(SA_DIR, 'token'), 'utf8').trim() };
+  return {
+    server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    ca,
+    token: () => readFileSync(join(SA_DIR, 'token'), 'utf8').trim(),
+  };
 }
 
 /** The current context of a kubeconfig file (embedded data or file paths; client certificate or token). */
@@ -156,7 +188,11 @@ export async function kubeconfigTarget(file: string): Promise<ApiTarget> {
   if (cluster?.server === undefined) throw new Error(`${file}: no cluster server in the current context`);
   const dir = file.slice(0, file.lastIndexOf('/') + 1);
   const read = (data: string | undefined, path: string | undefined): Buffer | undefined =>
-    data !== undefined ? Buffer.from(data, 'base64') : path !== undefined ? readFileSync(path.startsWith('/') ? path : dir + path) : undefined;
+    data !== undefined
+      ? Buffer.from(data, 'base64')
+      : path !== undefined
+        ? readFileSync(path.startsWith('/') ? path : dir + path)
+        : undefined;
   const token = user.token ?? (user.tokenFile !== undefined ? readFileSync(user.tokenFile, 'utf8').trim() : undefined);
   const t: ApiTarget = { server: cluster.server };
   const ca = read(cluster['certificate-authority-data'], cluster['certificate-authority']);
@@ -182,8 +218,26 @@ export async function loadTarget(kubeconfig?: string): Promise<ApiTarget> {
 interface Kubeconfig {
   'current-context'?: string;
   contexts?: { name: string; context: { cluster: string; user: string } }[];
-  clusters?: { name: string; cluster: { server: string; 'certificate-authority-data'?: string; 'certificate-authority'?: string; 'insecure-skip-tls-verify'?: boolean } }[];
-  users?: { name: string; user: { token?: string; tokenFile?: string; 'client-certificate-data'?: string; 'client-certificate'?: string; 'client-key-data'?: string; 'client-key'?: string } }[];
+  clusters?: {
+    name: string;
+    cluster: {
+      server: string;
+      'certificate-authority-data'?: string;
+      'certificate-authority'?: string;
+      'insecure-skip-tls-verify'?: boolean;
+    };
+  }[];
+  users?: {
+    name: string;
+    user: {
+      token?: string;
+      tokenFile?: string;
+      'client-certificate-data'?: string;
+      'client-certificate'?: string;
+      'client-key-data'?: string;
+      'client-key'?: string;
+    };
+  }[];
 }
 
 /** What the agent reads of a client-node KubeConfig (tests hand one over); structural, so nothing is imported. */
@@ -196,7 +250,8 @@ export function targetFromKubeConfig(kc: KubeConfigLike): ApiTarget {
   const cluster = kc.getCurrentCluster();
   if (cluster === null) throw new Error('no cluster in the kubeconfig');
   const user = kc.getCurrentUser() ?? {};
-  const read = (data: string | undefined, path: string | undefined) => (data !== undefined ? Buffer.from(data, 'base64') : path !== undefined ? readFileSync(path) : undefined);
+  const read = (data: string | undefined, path: string | undefined) =>
+    data !== undefined ? Buffer.from(data, 'base64') : path !== undefined ? readFileSync(path) : undefined;
   const t: ApiTarget = { server: cluster.server };
   const ca = read(cluster.caData, cluster.caFile);
   const cert = read(user.certData, user.certFile);

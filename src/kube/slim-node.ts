@@ -8,7 +8,9 @@ const ENBI_PREFIX = 'enbi.hrzn.ee/';
 
 export function slimNode(node: V1Node): V1Node {
   const m = node.metadata ?? {};
-  const annotations = Object.fromEntries(Object.entries(m.annotations ?? {}).filter(([k]) => k.startsWith(ENBI_PREFIX)));
+  const annotations = Object.fromEntries(
+    Object.entries(m.annotations ?? {}).filter(([k]) => k.startsWith(ENBI_PREFIX)),
+  );
   const ready = node.status?.conditions?.find((c) => c.type === 'Ready');
   const info = node.status?.nodeInfo;
   return {
@@ -27,10 +29,31 @@ export function slimNode(node: V1Node): V1Node {
       ...(node.spec?.unschedulable !== undefined ? { unschedulable: node.spec.unschedulable } : {}),
     },
     status: {
-      ...(ready !== undefined ? { conditions: [{ type: ready.type, status: ready.status, ...(ready.lastTransitionTime !== undefined ? { lastTransitionTime: ready.lastTransitionTime } : {}) } as V1NodeCondition] } : {}),
-      ...(node.status?.images !== undefined ? { images: node.status.images.map((i) => ({ names: i.names ?? [] })) } : {}),
+      ...(ready !== undefined
+        ? {
+            conditions: [
+              {
+                type: ready.type,
+                status: ready.status,
+                ...(ready.lastTransitionTime !== undefined ? { lastTransitionTime: ready.lastTransitionTime } : {}),
+              } as V1NodeCondition,
+            ],
+          }
+        : {}),
+      ...(node.status?.images !== undefined
+        ? { images: node.status.images.map((i) => ({ names: i.names ?? [] })) }
+        : {}),
       // The four fields read; the type's other required ones (machineID, bootID, …) are left out on purpose.
-      ...(info !== undefined ? { nodeInfo: { architecture: info.architecture, operatingSystem: info.operatingSystem, containerRuntimeVersion: info.containerRuntimeVersion, kubeletVersion: info.kubeletVersion } as V1NodeSystemInfo } : {}),
+      ...(info !== undefined
+        ? {
+            nodeInfo: {
+              architecture: info.architecture,
+              operatingSystem: info.operatingSystem,
+              containerRuntimeVersion: info.containerRuntimeVersion,
+              kubeletVersion: info.kubeletVersion,
+            } as V1NodeSystemInfo,
+          }
+        : {}),
     },
   };
 }

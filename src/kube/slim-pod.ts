@@ -8,7 +8,8 @@ const ENBI_PREFIX = 'enbi.hrzn.ee/';
 
 /** True for pods the controller plans from: enbi annotations, or a label of enbi's own (its build pods). */
 export function podConcernsEnbi(pod: V1Pod): boolean {
-  const has = (m: Record<string, string> | undefined) => m !== undefined && Object.keys(m).some((k) => k.startsWith(ENBI_PREFIX));
+  const has = (m: Record<string, string> | undefined) =>
+    m !== undefined && Object.keys(m).some((k) => k.startsWith(ENBI_PREFIX));
   return has(pod.metadata?.annotations) || has(pod.metadata?.labels);
 }
 

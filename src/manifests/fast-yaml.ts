@@ -60,7 +60,11 @@ class Reader {
       const raw = this.lineText(this.row);
       const start = this.col >= 0 ? this.col : leadingSpaces(raw);
       const c = raw.charCodeAt(start);
-      if (start >= raw.length || c === 0x23 /* # */ || ((c === 0x09 || c === 0x0d || c === 0x20) && /^\s*$/.test(raw.slice(start)))) {
+      if (
+        start >= raw.length ||
+        c === 0x23 /* # */ ||
+        ((c === 0x09 || c === 0x0d || c === 0x20) && /^\s*$/.test(raw.slice(start)))
+      ) {
         this.row++;
         this.col = -1;
         continue;
@@ -256,7 +260,11 @@ function readKey(content: string): { name: string; rest: string } | undefined {
     if (colon <= 0) return undefined;
     const next = content.charCodeAt(colon + 1);
     if (colon + 1 < content.length && next !== 0x20 && next !== 0x09) return undefined;
-    if (first === ' ' || (KEY_START_INDICATORS.includes(first) && !(first === '-' && content.length > 1 && !' \t:#'.includes(content[1]!)))) return undefined;
+    if (
+      first === ' ' ||
+      (KEY_START_INDICATORS.includes(first) && !(first === '-' && content.length > 1 && !' \t:#'.includes(content[1]!)))
+    )
+      return undefined;
     name = content.slice(0, colon).trimEnd();
     if (name.includes('#') || name.includes('\t')) return undefined;
     // Keys that the core schema reads as null, booleans or numbers become other strings in toJS.
@@ -298,7 +306,26 @@ export function plainScalar(s: string): unknown {
   return s;
 }
 
-const ESCAPES: Record<string, string> = { '0': '\0', a: '\x07', b: '\b', t: '\t', '\t': '\t', n: '\n', v: '\v', f: '\f', r: '\r', e: '\x1b', ' ': ' ', '"': '"', '/': '/', '\\': '\\', N: '\u0085', _: '\u00a0', L: '\u2028', P: '\u2029' };
+const ESCAPES: Record<string, string> = {
+  '0': '\0',
+  a: '\x07',
+  b: '\b',
+  t: '\t',
+  '\t': '\t',
+  n: '\n',
+  v: '\v',
+  f: '\f',
+  r: '\r',
+  e: '\x1b',
+  ' ': ' ',
+  '"': '"',
+  '/': '/',
+  '\\': '\\',
+  N: '\u0085',
+  _: '\u00a0',
+  L: '\u2028',
+  P: '\u2029',
+};
 
 function doubleQuoted(text: string, start: number): { value: string; end: number } {
   let out = '';

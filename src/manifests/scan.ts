@@ -3,7 +3,17 @@
 // a malformed Kubernetes document (or one carrying enbi annotations) is reported and skipped, and the rest of
 // the file and every other file still count. Most documents are read by a fast reader of plain block YAML;
 // the rest by the `yaml` package, with duplicate keys checked in one linear pass (its own check is quadratic).
-import { type Document, isMap, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, visit, type Node as YamlNode } from 'yaml';
+import {
+  type Document,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseAllDocuments,
+  parseDocument,
+  visit,
+  type Node as YamlNode,
+} from 'yaml';
 import { PREFIX as ENBI_PREFIX } from '../contract/keys.ts';
 import type { Problem } from '../problems.ts';
 import { type DocumentText, headerOf, splitDocuments } from './documents.ts';
@@ -77,11 +87,24 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     }
   }
   const fast = doc.inlineStart ? NOT_SIMPLE : fastParseDocument(doc.text);
-  if (fast !== NOT_SIMPLE) return classify(file, firstContentLine(doc.text, doc.line), fast, doc.text, result, listItemLines(doc.text, doc.line));
+  if (fast !== NOT_SIMPLE)
+    return classify(
+      file,
+      firstContentLine(doc.text, doc.line),
+      fast,
+      doc.text,
+      result,
+      listItemLines(doc.text, doc.line),
+    );
   const matters = mattersToEnbi(doc.text);
   if (doc.text.length > MAX_SLOW_DOCUMENT_BYTES) {
     result.documents++;
-    if (matters) result.problems.push({ file, line: doc.line, message: `document of ${mib(doc.text.length)} is too large to read (limit ${mib(MAX_SLOW_DOCUMENT_BYTES)} for YAML beyond plain block style)` });
+    if (matters)
+      result.problems.push({
+        file,
+        line: doc.line,
+        message: `document of ${mib(doc.text.length)} is too large to read (limit ${mib(MAX_SLOW_DOCUMENT_BYTES)} for YAML beyond plain block style)`,
+      });
     else result.skipped++;
     return;
   }
@@ -91,18 +114,26 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
   } catch (err) {
     // The library gave up (nesting that exhausts the stack): this document only.
     result.documents++;
-    if (matters) result.problems.push({ file, line: doc.line, message: `not read: ${firstLine((err as Error).message)}` });
+    if (matters)
+      result.problems.push({ file, line: doc.line, message: `not read: ${firstLine((err as Error).message)}` });
     else result.skipped++;
     return;
   }
-  const lineOf = (offset: number | undefined) => doc.line - 1 + (offset === undefined ? 1 : slow.lineCounter.linePos(offset).line);
+  const lineOf = (offset: number | undefined) =>
+    doc.line - 1 + (offset === undefined ? 1 : slow.lineCounter.linePos(offset).line);
   for (const parsed of slow.docs) {
     const errors = [...parsed.errors, ...duplicateKeys(parsed)];
     if (errors.length > 0) {
       result.documents++;
       // A Helm template or a broken values file is not enbi's to judge; a broken Kubernetes document is.
       if (!matters || isTemplate(doc.text)) result.skipped++;
-      else for (const err of errors) result.problems.push({ file, line: lineOf(err.pos[0]), message: `malformed YAML: ${firstLine(err.message)}` });
+      else
+        for (const err of errors)
+          result.problems.push({
+            file,
+            line: lineOf(err.pos[0]),
+            message: `malformed YAML: ${firstLine(err.message)}`,
+          });
       continue;
     }
     if (parsed.contents === null) continue;
@@ -112,12 +143,18 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     } catch (err) {
       // Too many aliases (a "billion laughs") or another limit: this document only.
       result.documents++;
-      if (matters) result.problems.push({ file, line: lineOf(parsed.contents.range?.[0]), message: `not read: ${firstLine((err as Error).message)}` });
+      if (matters)
+        result.problems.push({
+          file,
+          line: lineOf(parsed.contents.range?.[0]),
+          message: `not read: ${firstLine((err as Error).message)}`,
+        });
       else result.skipped++;
       continue;
     }
     const items = isMap(parsed.contents) ? parsed.contents.get('items', true) : undefined;
-    const itemLine = (i: number) => lineOf(isSeq(items) ? (items.items[i] as YamlNode | undefined)?.range?.[0] : parsed.contents?.range?.[0]);
+    const itemLine = (i: number) =>
+      lineOf(isSeq(items) ? (items.items[i] as YamlNode | undefined)?.range?.[0] : parsed.contents?.range?.[0]);
     classify(file, lineOf(parsed.contents.range?.[0]), value, doc.text, result, itemLine);
   }
 }
@@ -131,20 +168,32 @@ function slowParse(text: string, wholeStream: boolean): { docs: Document.Parsed[
   return { docs: Array.isArray(docs) ? docs : [], lineCounter };
 }
 
-function classify(file: string, line: number, value: unknown, text: string, result: ScanResult, itemLine: (index: number) => number): void {
+function classify(
+  file: string,
+  line: number,
+  value: unknown,
+  text: string,
+  result: ScanResult,
+  itemLine: (index: number) => number,
+): void {
   if (value === null || value === undefined) return;
   result.documents++;
   const object = asObject(value);
   if (object === undefined || typeof object.apiVersion !== 'string' || typeof object.kind !== 'string') {
     if (text.includes(ENBI_PREFIX) && !isTemplate(text)) {
-      result.problems.push({ file, line, message: 'document carries enbi annotations but is not a Kubernetes object (it needs apiVersion and kind)' });
+      result.problems.push({
+        file,
+        line,
+        message: 'document carries enbi annotations but is not a Kubernetes object (it needs apiVersion and kind)',
+      });
     } else result.skipped++;
     return;
   }
   if (object.kind.endsWith('List') && Array.isArray(object.items)) {
     object.items.forEach((item, i) => {
       const o = asObject(item);
-      if (o === undefined) result.problems.push({ file, line: itemLine(i), message: `List item ${i} is not a Kubernetes object` });
+      if (o === undefined)
+        result.problems.push({ file, line: itemLine(i), message: `List item ${i} is not a Kubernetes object` });
       else result.objects.push({ file, line: itemLine(i), object: o });
     });
     return;
@@ -198,7 +247,10 @@ function duplicateKeys(doc: Document.Parsed): { pos: [number, number]; message: 
         const key = isScalar(pair.key) ? pair.key.value : pair.key;
         if (seen.has(key)) {
           const pos = (pair.key as YamlNode | null)?.range?.[0] ?? 0;
-          found.push({ pos: [pos, pos], message: `Map keys must be unique: duplicate key ${JSON.stringify(String(key))}` });
+          found.push({
+            pos: [pos, pos],
+            message: `Map keys must be unique: duplicate key ${JSON.stringify(String(key))}`,
+          });
         }
         seen.add(key);
       }
@@ -211,7 +263,12 @@ function duplicateKeys(doc: Document.Parsed): { pos: [number, number]; message: 
 function mattersToEnbi(text: string): boolean {
   const header = headerOf(text);
   const json = /"apiVersion"\s*:/.test(text) && /"kind"\s*:/.test(text);
-  return (header.apiVersion !== undefined && header.kind !== undefined) || json || /^["']?(?:apiVersion|kind)["']?\s*:/m.test(text) || text.includes(ENBI_PREFIX);
+  return (
+    (header.apiVersion !== undefined && header.kind !== undefined) ||
+    json ||
+    /^["']?(?:apiVersion|kind)["']?\s*:/m.test(text) ||
+    text.includes(ENBI_PREFIX)
+  );
 }
 
 /** Go template actions: a Helm or other template, not a manifest until rendered. */

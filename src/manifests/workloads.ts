@@ -25,10 +25,19 @@ export interface Workload {
   scheduling: PodScheduling;
 }
 
-export const WORKLOAD_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'Job', 'CronJob', 'Pod'] as const;
+export const WORKLOAD_KINDS = [
+  'Deployment',
+  'StatefulSet',
+  'DaemonSet',
+  'ReplicaSet',
+  'Job',
+  'CronJob',
+  'Pod',
+] as const;
 
 type Obj = Record<string, unknown>;
-const asObj = (v: unknown): Obj | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined);
+const asObj = (v: unknown): Obj | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined;
 
 export function workloadId(w: Pick<Workload, 'kind' | 'namespace' | 'name'>): string {
   return `${w.kind} ${w.namespace}/${w.name}`;
@@ -52,7 +61,10 @@ function podTemplateOf(kind: string, object: Obj): Obj | undefined {
   }
 }
 
-export function extractWorkloads(objects: readonly ManifestObject[], defaultNamespace = 'default'): { workloads: Workload[]; problems: Problem[] } {
+export function extractWorkloads(
+  objects: readonly ManifestObject[],
+  defaultNamespace = 'default',
+): { workloads: Workload[]; problems: Problem[] } {
   const workloads: Workload[] = [];
   const problems: Problem[] = [];
   for (const { file, line, object } of objects) {
@@ -105,9 +117,11 @@ export function schedulingOf(podSpec: Obj, daemonSet: boolean): PodScheduling {
   const scheduling: PodScheduling = {};
   if (typeof podSpec.nodeName === 'string' && podSpec.nodeName !== '') scheduling.nodeName = podSpec.nodeName;
   const selector = asObj(podSpec.nodeSelector);
-  if (selector !== undefined) scheduling.nodeSelector = Object.fromEntries(Object.entries(selector).map(([k, v]) => [k, String(v)]));
+  if (selector !== undefined)
+    scheduling.nodeSelector = Object.fromEntries(Object.entries(selector).map(([k, v]) => [k, String(v)]));
   const required = asObj(asObj(asObj(podSpec.affinity)?.nodeAffinity)?.requiredDuringSchedulingIgnoredDuringExecution);
-  if (Array.isArray(required?.nodeSelectorTerms)) scheduling.requiredTerms = required.nodeSelectorTerms as PodScheduling['requiredTerms'];
+  if (Array.isArray(required?.nodeSelectorTerms))
+    scheduling.requiredTerms = required.nodeSelectorTerms as PodScheduling['requiredTerms'];
   if (Array.isArray(podSpec.tolerations)) scheduling.tolerations = podSpec.tolerations as PodScheduling['tolerations'];
   if (daemonSet) scheduling.daemonSet = true;
   return scheduling;

@@ -50,15 +50,27 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
   const ignoreFile = files.find((f) => f.path === IGNORE_FILE);
-  const ignored = ignoreMatcher([...(ignoreFile !== undefined ? parseIgnoreFile(ignoreFile.text) : []), ...(options.exclude ?? [])]);
+  const ignored = ignoreMatcher([
+    ...(ignoreFile !== undefined ? parseIgnoreFile(ignoreFile.text) : []),
+    ...(options.exclude ?? []),
+  ]);
   const chartTemplate = chartTemplateMatcher(files);
-  const counts: ManifestCounts = { files: 0, documents: 0, workloads: 0, annotated: 0, skipped: 0, chartTemplates: 0, excluded: 0 };
+  const counts: ManifestCounts = {
+    files: 0,
+    documents: 0,
+    workloads: 0,
+    annotated: 0,
+    skipped: 0,
+    chartTemplates: 0,
+    excluded: 0,
+  };
   const readable: SourceFile[] = [];
   for (const f of files) {
     if (f.path === IGNORE_FILE) continue;
     if (ignored(f.path)) counts.excluded++;
     else if (chartTemplate(f.path)) counts.chartTemplates++;
-    else if (f.unreadable !== undefined) (f.unreadable.severity === 'problem' ? problems : warnings).push({ file: f.path, message: f.unreadable.message });
+    else if (f.unreadable !== undefined)
+      (f.unreadable.severity === 'problem' ? problems : warnings).push({ file: f.path, message: f.unreadable.message });
     else readable.push(f);
   }
   const locks = new Map<string, ReadonlyMap<string, FlakeRef>>();
@@ -84,10 +96,14 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
     warnings.push(...rendered.warnings);
   }
   // The contract's verdicts depend on the file and on the flake.lock files (for inputs they pin).
-  const locksKey = readable.filter((f) => isLockPath(f.path)).map((f) => `${f.path}\0${f.id ?? f.text}`).join('\0');
+  const locksKey = readable
+    .filter((f) => isLockPath(f.path))
+    .map((f) => `${f.path}\0${f.id ?? f.text}`)
+    .join('\0');
   const workloads: WorkloadNeeds[] = [];
   for (const f of perFile) {
-    if (f.needs?.locksKey !== locksKey) f.needs = { locksKey, results: f.workloads.map((w): NeedsResult => containerNeedsOf(w, locks as LockIndex)) };
+    if (f.needs?.locksKey !== locksKey)
+      f.needs = { locksKey, results: f.workloads.map((w): NeedsResult => containerNeedsOf(w, locks as LockIndex)) };
     f.workloads.forEach((workload, i) => {
       counts.workloads++;
       if (isEnbiAnnotated(workload)) counts.annotated++;
@@ -113,14 +129,21 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
   }
   const analysis: Analysis = { workloads, problems, warnings, filesScanned: manifests.length, counts, locks };
   if (rendered !== undefined && rendered.stats.renders + rendered.stats.fromCache > 0) {
-    analysis.rendered = { roots: rendered.stats.renders, fromCache: rendered.stats.fromCache, objects: rendered.objects.length, ms: rendered.stats.ms };
+    analysis.rendered = {
+      roots: rendered.stats.renders,
+      fromCache: rendered.stats.fromCache,
+      objects: rendered.objects.length,
+      ms: rendered.stats.ms,
+    };
   }
   return analysis;
 }
 
 /** Files below `templates/` of a directory holding a Chart.yaml are Helm templates: not manifests until rendered. */
 function chartTemplateMatcher(files: readonly SourceFile[]): (path: string) => boolean {
-  const charts = files.filter((f) => f.path === 'Chart.yaml' || f.path.endsWith('/Chart.yaml')).map((f) => f.path.slice(0, -'Chart.yaml'.length));
+  const charts = files
+    .filter((f) => f.path === 'Chart.yaml' || f.path.endsWith('/Chart.yaml'))
+    .map((f) => f.path.slice(0, -'Chart.yaml'.length));
   if (charts.length === 0) return () => false;
   return (path) => charts.some((dir) => path.startsWith(`${dir}templates/`));
 }

@@ -17,7 +17,8 @@ export interface BuildPolicy {
 
 /** An allowedImages entry, normalised the way image names are (`nginx/` stays `docker.io/nginx/`). Throws on nonsense. */
 export function normalizeImagePrefix(entry: string): string {
-  if (!entry.endsWith('/')) throw new Error(`"${entry}" must end with "/" (a registry or repository prefix, e.g. registry.local/)`);
+  if (!entry.endsWith('/'))
+    throw new Error(`"${entry}" must end with "/" (a registry or repository prefix, e.g. registry.local/)`);
   const host = entry.slice(0, entry.indexOf('/'));
   if (!(host.includes('.') || host.includes(':') || host === 'localhost')) {
     throw new Error(`"${entry}" must start with a registry host (e.g. registry.local/ or docker.io/myteam/)`);
@@ -38,7 +39,11 @@ export function imageRefusal(image: string, prefixes: readonly string[]): string
   return `image ${name} is outside the prefixes enbi may write (allowedImages: ${prefixes.join(', ') || 'none'})`;
 }
 
-const SHORTHAND_HOSTS: Readonly<Record<string, string>> = { github: 'github.com', gitlab: 'gitlab.com', sourcehut: 'git.sr.ht' };
+const SHORTHAND_HOSTS: Readonly<Record<string, string>> = {
+  github: 'github.com',
+  gitlab: 'gitlab.com',
+  sourcehut: 'git.sr.ht',
+};
 
 /** An allowedFlakes entry (`github:org`, `gitlab:group/repo`, `https://git.example.com/team`) as a URL prefix. Throws on nonsense. */
 export function normalizeFlakeSource(entry: string): string {
@@ -48,17 +53,22 @@ export function normalizeFlakeSource(entry: string): string {
   try {
     url = new URL(entry.replace(/^git\+/, ''));
   } catch {
-    throw new Error(`"${entry}" is not a flake source: write github:<owner>[/<repo>], gitlab:<group>[/<repo>] or an https:// URL prefix`);
+    throw new Error(
+      `"${entry}" is not a flake source: write github:<owner>[/<repo>], gitlab:<group>[/<repo>] or an https:// URL prefix`,
+    );
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`"${entry}": only http(s) flake sources can be allowed`);
-  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') throw new Error(`"${entry}": a flake source is a host and path, without query, fragment or credentials`);
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new Error(`"${entry}": only http(s) flake sources can be allowed`);
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '')
+    throw new Error(`"${entry}": a flake source is a host and path, without query, fragment or credentials`);
   return `${url.protocol}//${url.host}${url.pathname.endsWith('/') ? url.pathname : `${url.pathname}/`}`;
 }
 
 /** Why enbi may not build from this flake, or undefined when it may. */
 export function flakeRefusal(flake: FlakeRef, sources: readonly string[]): string | undefined {
   const git = gitUrlOf(flake);
-  if (git === undefined) return `flake ${flake.type} references cannot be allowed: only github:, gitlab:, sourcehut: and git+http(s) sources`;
+  if (git === undefined)
+    return `flake ${flake.type} references cannot be allowed: only github:, gitlab:, sourcehut: and git+http(s) sources`;
   let url: URL;
   try {
     url = new URL(git);
@@ -72,7 +82,10 @@ export function flakeRefusal(flake: FlakeRef, sources: readonly string[]): strin
 }
 
 /** Why a container's build is outside the policy (its image or its pinned flake), or undefined. */
-export function needRefusal(need: { image: string; source: { flake: FlakeRef } }, policy: BuildPolicy): string | undefined {
+export function needRefusal(
+  need: { image: string; source: { flake: FlakeRef } },
+  policy: BuildPolicy,
+): string | undefined {
   return imageRefusal(need.image, policy.images) ?? flakeRefusal(need.source.flake, policy.flakes);
 }
 
@@ -80,12 +93,21 @@ export function needRefusal(need: { image: string; source: { flake: FlakeRef } }
  * The workloads with only the needs the policy allows, and a problem (file, line, workload) for each need it
  * refuses: the controller's plan and `enbi diff` drop the same needs and say so the same way.
  */
-export function withinPolicy(workloads: readonly WorkloadNeeds[], policy: BuildPolicy): { workloads: WorkloadNeeds[]; refused: Problem[] } {
+export function withinPolicy(
+  workloads: readonly WorkloadNeeds[],
+  policy: BuildPolicy,
+): { workloads: WorkloadNeeds[]; refused: Problem[] } {
   const refused: Problem[] = [];
   const kept = workloads.flatMap((w) => {
     const needs = w.needs.filter((n) => {
       const why = needRefusal(n, policy);
-      if (why !== undefined) refused.push({ ...(w.workload.file !== undefined ? { file: w.workload.file } : {}), ...(w.workload.line !== undefined ? { line: w.workload.line } : {}), object: workloadId(w.workload), message: `container ${n.container}: ${why}` });
+      if (why !== undefined)
+        refused.push({
+          ...(w.workload.file !== undefined ? { file: w.workload.file } : {}),
+          ...(w.workload.line !== undefined ? { line: w.workload.line } : {}),
+          object: workloadId(w.workload),
+          message: `container ${n.container}: ${why}`,
+        });
       return why === undefined;
     });
     return needs.length > 0 ? [{ workload: w.workload, needs }] : [];

@@ -52,7 +52,8 @@ export function gitClaims(workloads: readonly WorkloadNeeds[] | undefined): Imag
       const image = normalizeImageName(n.image);
       const list = out.get(image) ?? [];
       const workload = workloadId(w.workload);
-      if (!list.some((c) => c.key === key && c.workload === workload)) list.push({ key, flake: formatFlakeRef(n.source.flake), workload });
+      if (!list.some((c) => c.key === key && c.workload === workload))
+        list.push({ key, flake: formatFlakeRef(n.source.flake), workload });
       out.set(image, list);
     }
   }
@@ -81,7 +82,11 @@ export function describeClaims(claims: readonly GitClaim[]): string {
  * Why a NixBuild may not build under its image names, or undefined: one of them is declared in Git with
  * another flake. `name` is the NixBuild's namespace/name, named in the message beside the Git workload.
  */
-export function nixBuildClaimProblem(name: string, spec: { flakeUrl: string; packageName: string; images?: readonly string[] }, claims: ImageClaims): string | undefined {
+export function nixBuildClaimProblem(
+  name: string,
+  spec: { flakeUrl: string; packageName: string; images?: readonly string[] },
+  claims: ImageClaims,
+): string | undefined {
   if (claims.size === 0) return undefined;
   const key = buildKey(spec.flakeUrl, spec.packageName);
   for (const image of spec.images ?? []) {

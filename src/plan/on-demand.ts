@@ -8,7 +8,12 @@
 // pod and for `enbi diff`. Pure.
 import type { V1Pod } from '@kubernetes/client-node';
 import type { NodeView } from '../cluster/node-view.ts';
-import { type ContainerNeed, containerNeedsOf, type LockIndex, type WorkloadNeeds } from '../contract/container-needs.ts';
+import {
+  type ContainerNeed,
+  containerNeedsOf,
+  type LockIndex,
+  type WorkloadNeeds,
+} from '../contract/container-needs.ts';
 import { normalizeImageName } from '../image/reference.ts';
 import { type BuildPolicy, needRefusal } from './allow.ts';
 import { collidingClaims, describeClaims, gitClaims, needKey } from './claims.ts';
@@ -44,7 +49,8 @@ export function imageWaits(pod: V1Pod, nodes: ReadonlyMap<string, NodeView>): Im
   if (!Object.keys(annotations).some((k) => k.startsWith('enbi.hrzn.ee/'))) return [];
   const statuses = [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])];
   const node = nodes.get(nodeName);
-  const listedMissing = (image: string) => node !== undefined && node.imagesComplete && !node.images.has(normalizeImageName(image));
+  const listedMissing = (image: string) =>
+    node !== undefined && node.imagesComplete && !node.images.has(normalizeImageName(image));
   const out: ImageWait[] = [];
   for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
     if (c.image === undefined) continue;
@@ -52,7 +58,12 @@ export function imageWaits(pod: V1Pod, nodes: ReadonlyMap<string, NodeView>): Im
     const reason = s?.state?.waiting?.reason;
     if (reason === IMAGE_ABSENT_REASON) out.push({ container: c.name, image: c.image, reason, reported: true });
     else if (reason !== undefined && PULL_FAILURES.has(reason) && listedMissing(c.image)) {
-      out.push({ container: c.name, image: c.image, reason: `${reason}, and not in the node's complete image list`, reported: false });
+      out.push({
+        container: c.name,
+        image: c.image,
+        reason: `${reason}, and not in the node's complete image list`,
+        reported: false,
+      });
     } else if (s === undefined && listedMissing(c.image)) {
       // Not started yet: missing if the node's complete image list lacks it.
       out.push({ container: c.name, image: c.image, reason: 'not on the node (its image list)', reported: false });
@@ -103,7 +114,11 @@ export interface OnDemand {
 }
 
 /** Waiting pods as workloads pinned to their nodes, each with what Git (or a trusted namespace) says it needs. */
-export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, NodeView>, trust: TrustInput): OnDemand {
+export function podWorkloads(
+  pods: readonly V1Pod[],
+  nodes: ReadonlyMap<string, NodeView>,
+  trust: TrustInput,
+): OnDemand {
   const git = gitIndex(trust.analysis);
   const claims = gitClaims(trust.analysis?.workloads);
   const trusted = new Set(trust.trustedNamespaces);
@@ -116,8 +131,18 @@ export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, 
     const id = workloadId(w);
     const node = pod.spec?.nodeName ?? '';
     const refuse = (wait: ImageWait, reason: string) =>
-      out.refused.push({ namespace: w.namespace, name: w.name, ...(pod.metadata?.uid !== undefined ? { uid: pod.metadata.uid } : {}), node, container: wait.container, image: wait.image, reason });
-    const owner = ownerWorkloads(pod).map((o) => git.get(key(w.namespace, o.kind, o.name))).find((x) => x !== undefined);
+      out.refused.push({
+        namespace: w.namespace,
+        name: w.name,
+        ...(pod.metadata?.uid !== undefined ? { uid: pod.metadata.uid } : {}),
+        node,
+        container: wait.container,
+        image: wait.image,
+        reason,
+      });
+    const owner = ownerWorkloads(pod)
+      .map((o) => git.get(key(w.namespace, o.kind, o.name)))
+      .find((x) => x !== undefined);
     let needs: ContainerNeed[];
     let via: string;
     if (owner !== undefined) {
@@ -126,14 +151,19 @@ export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, 
       for (const wait of waits) {
         const need = owner.needs.find((n) => n.container === wait.container);
         if (need === undefined) refuse(wait, `${via} in Git builds no image for container ${wait.container}`);
-        else if (normalizeImageName(wait.image) !== need.image) refuse(wait, `container ${wait.container} runs ${wait.image}, but ${via} in Git names ${need.image} for it`);
+        else if (normalizeImageName(wait.image) !== need.image)
+          refuse(wait, `container ${wait.container} runs ${wait.image}, but ${via} in Git names ${need.image} for it`);
         else if (!needs.includes(need)) needs.push(need);
       }
     } else if (trusted.has(w.namespace)) {
       via = 'trusted namespace';
       if (trust.sourcePending === true) {
         // Git's claims on image names are not known yet: nothing a trusted pod declares is granted before.
-        for (const wait of waits) refuse(wait, `the Git source has not been read yet: pods of trusted namespace ${w.namespace} are planned once it is, so that no image name Git declares is granted to another flake first`);
+        for (const wait of waits)
+          refuse(
+            wait,
+            `the Git source has not been read yet: pods of trusted namespace ${w.namespace} are planned once it is, so that no image name Git declares is granted to another flake first`,
+          );
         continue;
       }
       w.file = (files ??= manifestFiles(trust.analysis)).get(`${w.namespace}\0${sortedEnbi(w.annotations)}`) ?? '';
@@ -166,7 +196,9 @@ export function podWorkloads(pods: readonly V1Pod[], nodes: ReadonlyMap<string, 
     }
     if (needs.length > 0) out.workloads.push({ workload: w, needs });
     const built = new Set(needs.map((n) => n.container));
-    for (const wait of waits) if (built.has(wait.container)) out.waiting.push({ ...wait, namespace: w.namespace, name: w.name, node, workload: id, via });
+    for (const wait of waits)
+      if (built.has(wait.container))
+        out.waiting.push({ ...wait, namespace: w.namespace, name: w.name, node, workload: id, via });
   }
   return out;
 }
@@ -180,7 +212,8 @@ export function ownerWorkloads(pod: V1Pod): { kind: string; name: string }[] {
       // A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>, and its pods carry that hash.
       const hash = pod.metadata?.labels?.['pod-template-hash'];
       const out = [{ kind: 'ReplicaSet', name: owner.name }];
-      if (hash !== undefined && hash !== '' && owner.name.endsWith(`-${hash}`)) out.push({ kind: 'Deployment', name: owner.name.slice(0, -hash.length - 1) });
+      if (hash !== undefined && hash !== '' && owner.name.endsWith(`-${hash}`))
+        out.push({ kind: 'Deployment', name: owner.name.slice(0, -hash.length - 1) });
       return out;
     }
     case 'Job': {
@@ -216,13 +249,21 @@ export function withReportedMissing(nodes: readonly NodeView[], waiting: readonl
 }
 
 function workloadOfPod(pod: V1Pod): Workload {
-  const containers = [...(pod.spec?.initContainers ?? []).map((c) => ({ c, init: true })), ...(pod.spec?.containers ?? []).map((c) => ({ c, init: false }))];
+  const containers = [
+    ...(pod.spec?.initContainers ?? []).map((c) => ({ c, init: true })),
+    ...(pod.spec?.containers ?? []).map((c) => ({ c, init: false })),
+  ];
   return {
     kind: 'Pod',
     namespace: pod.metadata?.namespace ?? 'default',
     name: pod.metadata?.name ?? '',
     annotations: pod.metadata?.annotations ?? {},
-    containers: containers.map(({ c, init }) => ({ name: c.name, init, ...(c.image !== undefined ? { image: c.image } : {}), ...(c.imagePullPolicy !== undefined ? { imagePullPolicy: c.imagePullPolicy } : {}) })),
+    containers: containers.map(({ c, init }) => ({
+      name: c.name,
+      init,
+      ...(c.image !== undefined ? { image: c.image } : {}),
+      ...(c.imagePullPolicy !== undefined ? { imagePullPolicy: c.imagePullPolicy } : {}),
+    })),
     scheduling: schedulingOf({ nodeName: pod.spec?.nodeName } as Record<string, unknown>, false),
   };
 }
@@ -236,12 +277,18 @@ function gitIndex(analysis: Analysis | undefined): Map<string, WorkloadNeeds> {
 }
 
 function sortedEnbi(annotations: Record<string, unknown>): string {
-  return JSON.stringify(Object.entries(annotations).filter(([k]) => k.startsWith('enbi.hrzn.ee/')).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return JSON.stringify(
+    Object.entries(annotations)
+      .filter(([k]) => k.startsWith('enbi.hrzn.ee/'))
+      .sort(([a], [b]) => (a < b ? -1 : 1)),
+  );
 }
 
 /** Which manifest file a trusted pod's annotations came from, so its indirect flake finds the right flake.lock. */
 function manifestFiles(analysis: Analysis | undefined): Map<string, string> {
   const out = new Map<string, string>();
-  for (const { workload } of analysis?.workloads ?? []) if (workload.file !== undefined) out.set(`${workload.namespace}\0${sortedEnbi(workload.annotations)}`, workload.file);
+  for (const { workload } of analysis?.workloads ?? [])
+    if (workload.file !== undefined)
+      out.set(`${workload.namespace}\0${sortedEnbi(workload.annotations)}`, workload.file);
   return out;
 }

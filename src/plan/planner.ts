@@ -165,7 +165,14 @@ function collectDemands(input: PlanInput, statuses: ImageStatus[]): Demand[] {
     const id = workloadId(workload);
     for (const need of needs) {
       if (bySystem.size === 0) {
-        statuses.push({ workload: id, container: need.container, image: need.image, state: 'unschedulable', nodes: [], detail: 'no Ready node of a known system matches its scheduling constraints' });
+        statuses.push({
+          workload: id,
+          container: need.container,
+          image: need.image,
+          state: 'unschedulable',
+          nodes: [],
+          detail: 'no Ready node of a known system matches its scheduling constraints',
+        });
         continue;
       }
       for (const [system, nodes] of [...bySystem].sort(([a], [b]) => compare(a, b))) {
@@ -213,9 +220,15 @@ class HolderIndex {
       const peers = this.readyBySystem.get(system) ?? [];
       const p = platformOf(system);
       const want = p !== undefined ? `${p.os}/${p.arch}` : undefined;
-      const across = want === undefined ? [] : this.otherHolders.filter((n) => n.system !== system && n.platformImages!.get(image)?.has(want) === true);
+      const across =
+        want === undefined
+          ? []
+          : this.otherHolders.filter((n) => n.system !== system && n.platformImages!.get(image)?.has(want) === true);
       // A cut list leaves the image unknown on a node, unless kubelet there reports it absent.
-      hit = { holders: [...peers.filter((n) => holds(n, image)), ...across].map((n) => n.name), truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name) };
+      hit = {
+        holders: [...peers.filter((n) => holds(n, image)), ...across].map((n) => n.name),
+        truncated: peers.filter((n) => !n.imagesComplete && n.missing?.has(image) !== true).map((n) => n.name),
+      };
       this.memo.set(key, hit);
     }
     return hit;
@@ -262,7 +275,11 @@ export function canBuild(n: NodeView, system: string, tolerations: readonly Tole
 export type BuildBlocker = 'system' | 'not-ready' | 'cordoned' | 'not-allowed' | 'taints';
 
 /** The first of canBuild's conditions a node fails for a system, or undefined when it can build it. */
-export function buildBlocker(n: NodeView, system: string, tolerations: readonly Toleration[] | undefined): BuildBlocker | undefined {
+export function buildBlocker(
+  n: NodeView,
+  system: string,
+  tolerations: readonly Toleration[] | undefined,
+): BuildBlocker | undefined {
   if (!n.buildSystems.includes(system)) return 'system';
   if (!n.ready) return 'not-ready';
   if (n.unschedulable) return 'cordoned';
@@ -293,7 +310,10 @@ export function chooseBuilder(
   const loadOf = (n: NodeView) => load.get(n.name) ?? 0;
   const better = (a: NodeView, b: NodeView) =>
     Number(a.spegelSource === false) - Number(b.spegelSource === false) ||
-    Number(a.system !== system) - Number(b.system !== system) || loadOf(a) - loadOf(b) || Number(!needs.has(a.name)) - Number(!needs.has(b.name)) || compare(a.name, b.name);
+    Number(a.system !== system) - Number(b.system !== system) ||
+    loadOf(a) - loadOf(b) ||
+    Number(!needs.has(a.name)) - Number(!needs.has(b.name)) ||
+    compare(a.name, b.name);
   let free: NodeView | undefined;
   let full: NodeView | undefined;
   for (const n of able) {
@@ -317,7 +337,9 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
     if (build.node !== null) {
       const node = byName.get(build.node);
       if (node === undefined || !canBuild(node, build.system, input.builderTolerations)) {
-        unbuildable.push(`${build.id}: node ${build.node} needs the image but cannot run enbi's build (not Ready, cordoned, tainted or labelled ${'enbi.hrzn.ee/builder=false'})`);
+        unbuildable.push(
+          `${build.id}: node ${build.node} needs the image but cannot run enbi's build (not Ready, cordoned, tainted or labelled ${'enbi.hrzn.ee/builder=false'})`,
+        );
         build.node = null;
         continue;
       }
@@ -333,7 +355,9 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
     }
     const choice = chooseBuilder(able, build.system, load, max, new Set(build.missingOn));
     if (choice === undefined) {
-      unbuildable.push(`${build.id}: no Ready, schedulable node can build ${build.system} (a native node, or one labelled enbi.hrzn.ee/builds.${build.system}=true)`);
+      unbuildable.push(
+        `${build.id}: no Ready, schedulable node can build ${build.system} (a native node, or one labelled enbi.hrzn.ee/builds.${build.system}=true)`,
+      );
       continue;
     }
     build.node = choice.node.name;

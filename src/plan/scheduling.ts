@@ -53,7 +53,10 @@ export function tolerates(tolerations: readonly Toleration[] | undefined, taint:
 }
 
 /** Taints that keep new pods off a node: NoSchedule and NoExecute (PreferNoSchedule is only a preference). */
-export function blockingTaintsTolerated(tolerations: readonly Toleration[] | undefined, taints: readonly Taint[]): boolean {
+export function blockingTaintsTolerated(
+  tolerations: readonly Toleration[] | undefined,
+  taints: readonly Taint[],
+): boolean {
   return taints.every((taint) => taint.effect === 'PreferNoSchedule' || tolerates(tolerations, taint));
 }
 
@@ -103,7 +106,11 @@ export function unfitReason(pod: PodScheduling, node: SchedulableNode): Unfit | 
   for (const [key, value] of Object.entries(pod.nodeSelector ?? {})) {
     if (node.labels[key] !== value) return 'node-selector';
   }
-  if (pod.requiredTerms !== undefined && pod.requiredTerms.length > 0 && !pod.requiredTerms.some((t) => matchesTerm(node, t))) {
+  if (
+    pod.requiredTerms !== undefined &&
+    pod.requiredTerms.length > 0 &&
+    !pod.requiredTerms.some((t) => matchesTerm(node, t))
+  ) {
     return 'affinity';
   }
   const taints = pod.daemonSet ? node.taints.filter((t) => !DAEMONSET_TOLERATED.has(t.key)) : node.taints;

@@ -12,14 +12,23 @@ import type { Overlay, RenderRequest } from './request.ts';
 import { argoSourceVerdict, type ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
-export function argoApplications(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<RenderRequest> {
+export function argoApplications(
+  objects: readonly ManifestObject[],
+  tree: TreeIndex,
+  repo: ReadRepository,
+): Found<RenderRequest> {
   const found: Found<RenderRequest> = { requests: [], warnings: [] };
   const dirs = directoriesOf(tree.paths);
   for (const { file, line, object } of objects) {
     if (groupOf(object) !== 'argoproj.io') continue;
     const { name, namespace } = metaOf(object);
     if (object.kind === 'ApplicationSet') {
-      found.warnings.push({ ...whereOf(file, line), object: `ApplicationSet ${namespace}/${name}`, message: 'ApplicationSet generators (clusters, Git, pull requests) need Argo CD and the cluster: the Applications it would make are not rendered; declare them as Applications to have them planned' });
+      found.warnings.push({
+        ...whereOf(file, line),
+        object: `ApplicationSet ${namespace}/${name}`,
+        message:
+          'ApplicationSet generators (clusters, Git, pull requests) need Argo CD and the cluster: the Applications it would make are not rendered; declare them as Applications to have them planned',
+      });
     }
     if (object.kind !== 'Application') continue;
     const by = `Application ${namespace}/${name}`;
@@ -27,11 +36,19 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
     const spec = asObj(object.spec) ?? {};
     const destination = asStr(asObj(spec.destination)?.namespace) ?? 'default';
     const single = asObj(spec.source);
-    const sources: Obj[] = single !== undefined ? [single] : asArr(spec.sources).flatMap((s): Obj[] => { const o = asObj(s); return o === undefined ? [] : [o]; });
+    const sources: Obj[] =
+      single !== undefined
+        ? [single]
+        : asArr(spec.sources).flatMap((s): Obj[] => {
+            const o = asObj(s);
+            return o === undefined ? [] : [o];
+          });
     if (sources.length === 0) warn('not rendered: it has no spec.source or spec.sources');
     for (const source of sources) {
       if (asStr(source.chart) !== undefined) {
-        warn(`not rendered: chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline`);
+        warn(
+          `not rendered: chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline`,
+        );
         continue;
       }
       if (source.path === undefined) continue; // a values-only source ($values ref) of a multi-source Application
@@ -42,20 +59,33 @@ export function argoApplications(objects: readonly ManifestObject[], tree: TreeI
       }
       const dir = normalizeDir(asStr(source.path) ?? '.');
       if (dir === undefined || !dirs.has(dir)) {
-        warn(`not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`);
+        warn(
+          `not rendered: spec.source.path "${String(source.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`,
+        );
         continue;
       }
       const plugin = asObj(source.plugin);
       if (plugin !== undefined) {
-        warn(`not rendered: a config management plugin${asStr(plugin.name) !== undefined ? ` (${String(plugin.name)})` : ''} renders ${shown(dir)}, and enbi cannot run it`);
+        warn(
+          `not rendered: a config management plugin${asStr(plugin.name) !== undefined ? ` (${String(plugin.name)})` : ''} renders ${shown(dir)}, and enbi cannot run it`,
+        );
         continue;
       }
       const base = { by, dir, defaultNamespace: destination, ...whereOf(file, line) };
       if (chartIn(tree, dir) !== undefined) {
-        found.requests.push({ kind: 'helm', ...base, overlay: {}, ...helmOptions(asObj(source.helm) ?? {}, name, dir, tree, warn) });
+        found.requests.push({
+          kind: 'helm',
+          ...base,
+          overlay: {},
+          ...helmOptions(asObj(source.helm) ?? {}, name, dir, tree, warn),
+        });
       } else {
         const recurse = asObj(source.directory)?.recurse === true;
-        const request: RenderRequest = { kind: 'kustomize', ...base, overlay: overlayOf(asObj(source.kustomize) ?? {}) };
+        const request: RenderRequest = {
+          kind: 'kustomize',
+          ...base,
+          overlay: overlayOf(asObj(source.kustomize) ?? {}),
+        };
         if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse };
         found.requests.push(request);
       }
@@ -74,7 +104,9 @@ function overlayOf(k: Obj): Overlay {
     const map = stringMap(k[key]);
     if (Object.keys(map).length > 0) overlay[key] = map;
   }
-  const images = asArr(k.images).filter((i): i is string => typeof i === 'string').map(parseArgoImage);
+  const images = asArr(k.images)
+    .filter((i): i is string => typeof i === 'string')
+    .map(parseArgoImage);
   if (images.length > 0) overlay.images = images;
   const patches = asArr(k.patches);
   if (patches.length > 0) overlay.patches = patches;

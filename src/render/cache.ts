@@ -35,9 +35,18 @@ export class RenderCache {
   }
 }
 
-export function renderKey(parts: { request: unknown; tool: string; inputs: readonly string[]; hashes: ReadonlyMap<string, string> }): string {
+export function renderKey(parts: {
+  request: unknown;
+  tool: string;
+  inputs: readonly string[];
+  hashes: ReadonlyMap<string, string>;
+}): string {
   const h = createHash('sha256').update(canonicalJson(parts.request)).update('\0').update(parts.tool);
-  for (const p of parts.inputs) h.update('\0').update(p).update('\0').update(parts.hashes.get(p) ?? '');
+  for (const p of parts.inputs)
+    h.update('\0')
+      .update(p)
+      .update('\0')
+      .update(parts.hashes.get(p) ?? '');
   return h.digest('hex');
 }
 
@@ -45,7 +54,9 @@ export function renderKey(parts: { request: unknown; tool: string; inputs: reado
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';

@@ -15,7 +15,11 @@ export interface KustomizeClosure {
   cycle?: string[];
 }
 
-export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: ReadonlySet<string> = directoriesOf(tree.paths)): KustomizeClosure {
+export function kustomizeClosure(
+  tree: TreeIndex,
+  root: string,
+  allDirs: ReadonlySet<string> = directoriesOf(tree.paths),
+): KustomizeClosure {
   const closure: KustomizeClosure = { dirs: [], files: [], refusals: [] };
   const files = new Set<string>();
   const seen = new Set<string>();
@@ -28,7 +32,11 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
       if (closure.cycle === undefined) {
         closure.cycle = [...stack.slice(on), dir];
         const chain = closure.cycle.map(shown).join(' → ');
-        closure.refusals.push(closure.cycle.length === 2 ? `${kustomizationIn(tree, dir) ?? shown(dir)} includes its own directory (${chain}): kustomize refuses a cycle` : `the kustomizations of ${[...new Set(closure.cycle)].map(shown).join(', ')} include each other (${chain}): kustomize refuses a cycle`);
+        closure.refusals.push(
+          closure.cycle.length === 2
+            ? `${kustomizationIn(tree, dir) ?? shown(dir)} includes its own directory (${chain}): kustomize refuses a cycle`
+            : `the kustomizations of ${[...new Set(closure.cycle)].map(shown).join(', ')} include each other (${chain}): kustomize refuses a cycle`,
+        );
       }
       return;
     }
@@ -46,7 +54,10 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
       closure.refusals.push(`${file}: ${refs.error}`);
       return;
     }
-    for (const r of refs.remote) closure.refusals.push(`${file} refers to the remote "${r}", which enbi does not fetch (vendor it into the repository)`);
+    for (const r of refs.remote)
+      closure.refusals.push(
+        `${file} refers to the remote "${r}", which enbi does not fetch (vendor it into the repository)`,
+      );
     for (const u of refs.unsupported) closure.refusals.push(`${file}: ${u}`);
     for (const ref of refs.local) {
       const target = joinInside(dir, ref);
@@ -56,7 +67,10 @@ export function kustomizeClosure(tree: TreeIndex, root: string, allDirs: Readonl
         stack.push(dir);
         visit(target);
         stack.pop();
-      } else closure.refusals.push(`${file} refers to "${ref}", which ${tree.excluded?.has(target) === true ? 'is excluded (--exclude or .enbiignore)' : 'does not exist'}`);
+      } else
+        closure.refusals.push(
+          `${file} refers to "${ref}", which ${tree.excluded?.has(target) === true ? 'is excluded (--exclude or .enbiignore)' : 'does not exist'}`,
+        );
     }
   };
   visit(root);

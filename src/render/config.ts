@@ -5,7 +5,9 @@ import { DEFAULT_LIMITS } from './exec.ts';
 import type { RenderOptions } from './index.ts';
 import type { Tools } from './tools.ts';
 
-export function renderOptionsOf(cfg: Pick<ControllerConfig, 'render'> | undefined): Pick<RenderOptions, 'tools' | 'limits'> {
+export function renderOptionsOf(
+  cfg: Pick<ControllerConfig, 'render'> | undefined,
+): Pick<RenderOptions, 'tools' | 'limits'> {
   if (cfg === undefined) return {};
   const tools: Tools = {};
   if (cfg.render.kustomize !== undefined) tools.kustomize = cfg.render.kustomize;

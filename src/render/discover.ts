@@ -6,15 +6,23 @@ import type { ManifestObject } from '../manifests/scan.ts';
 import { asObj, groupOf } from './object-access.ts';
 import type { RenderedObject } from './output.ts';
 
-const GITOPS_GROUPS = new Set(['kustomize.toolkit.fluxcd.io', 'helm.toolkit.fluxcd.io', 'source.toolkit.fluxcd.io', 'argoproj.io']);
+const GITOPS_GROUPS = new Set([
+  'kustomize.toolkit.fluxcd.io',
+  'helm.toolkit.fluxcd.io',
+  'source.toolkit.fluxcd.io',
+  'argoproj.io',
+]);
 
 export const isGitopsObject = (o: Record<string, unknown>) => GITOPS_GROUPS.has(groupOf(o));
 
-const identity = (m: ManifestObject) => `${String(m.object.kind)}\0${String(asObj(m.object.metadata)?.name)}\0${m.file}`;
+const identity = (m: ManifestObject) =>
+  `${String(m.object.kind)}\0${String(asObj(m.object.metadata)?.name)}\0${m.file}`;
 
 /** Rendered objects as Flux/Argo CD inputs; line 0: produced, not written (requests then carry no line). */
 export function gitopsOfRendered(objects: readonly RenderedObject[]): ManifestObject[] {
-  return objects.filter((r) => isGitopsObject(r.object)).map((r) => ({ file: r.file ?? r.origin, line: 0, object: r.object }));
+  return objects
+    .filter((r) => isGitopsObject(r.object))
+    .map((r) => ({ file: r.file ?? r.origin, line: 0, object: r.object }));
 }
 
 export function mergeGitops(written: readonly ManifestObject[], rendered: readonly ManifestObject[]): ManifestObject[] {

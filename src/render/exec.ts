@@ -33,7 +33,13 @@ export function sandboxEnv(scratch: string): NodeJS.ProcessEnv {
   };
 }
 
-export function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, limits: ExecLimits = DEFAULT_LIMITS): Promise<ExecResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+  limits: ExecLimits = DEFAULT_LIMITS,
+): Promise<ExecResult> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];

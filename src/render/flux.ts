@@ -18,7 +18,11 @@ export interface Found<R> {
 /** Sources of files a Kustomization (or a chart) may come from: each compared with what enbi reads. */
 const FILE_SOURCES = new Set(['GitRepository', 'OCIRepository', 'Bucket']);
 
-export function fluxKustomizations(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<KustomizeRequest> {
+export function fluxKustomizations(
+  objects: readonly ManifestObject[],
+  tree: TreeIndex,
+  repo: ReadRepository,
+): Found<KustomizeRequest> {
   const found: Found<KustomizeRequest> = { requests: [], warnings: [] };
   const dirs = directoriesOf(tree.paths);
   for (const { file, line, object } of objects) {
@@ -40,11 +44,15 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     }
     const dir = normalizeDir(asStr(spec.path) ?? '.');
     if (dir === undefined || !dirs.has(dir)) {
-      warn(`not rendered: spec.path "${String(spec.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`);
+      warn(
+        `not rendered: spec.path "${String(spec.path)}" is ${dir === undefined ? 'outside the repository' : tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a directory of this repository'}`,
+      );
       continue;
     }
     if (asArr(asObj(spec.postBuild)?.substituteFrom).length > 0) {
-      warn('postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written');
+      warn(
+        'postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
+      );
     }
     const overlay: Overlay = {};
     const target = asStr(spec.targetNamespace);
@@ -57,7 +65,14 @@ export function fluxKustomizations(objects: readonly ManifestObject[], tree: Tre
     if (images.length > 0) overlay.images = images;
     const patches = asArr(spec.patches);
     if (patches.length > 0) overlay.patches = patches;
-    const request: KustomizeRequest = { kind: 'kustomize', by, dir, overlay, defaultNamespace: target ?? 'default', ...whereOf(file, line) };
+    const request: KustomizeRequest = {
+      kind: 'kustomize',
+      by,
+      dir,
+      overlay,
+      defaultNamespace: target ?? 'default',
+      ...whereOf(file, line),
+    };
     if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse: true };
     const substitute = stringMap(asObj(spec.postBuild)?.substitute);
     if (Object.keys(substitute).length > 0 || asObj(spec.postBuild) !== undefined) request.substitute = substitute;
@@ -78,7 +93,11 @@ function imageOf(v: unknown): KustomizeImage[] {
   return [image];
 }
 
-export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeIndex, repo: ReadRepository): Found<HelmRequest> {
+export function fluxHelmReleases(
+  objects: readonly ManifestObject[],
+  tree: TreeIndex,
+  repo: ReadRepository,
+): Found<HelmRequest> {
   const found: Found<HelmRequest> = { requests: [], warnings: [] };
   for (const { file, line, object } of objects) {
     if (object.kind !== 'HelmRelease' || groupOf(object) !== 'helm.toolkit.fluxcd.io') continue;
@@ -93,10 +112,15 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
     }
     const dir = normalizeDir(chart.path);
     if (dir === undefined || chartIn(tree, dir) === undefined) {
-      warn(`not rendered: chart "${chart.path}" is ${dir !== undefined && tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a chart directory (with Chart.yaml) of this repository'}`);
+      warn(
+        `not rendered: chart "${chart.path}" is ${dir !== undefined && tree.excluded?.has(dir) === true ? 'excluded (--exclude or .enbiignore)' : 'not a chart directory (with Chart.yaml) of this repository'}`,
+      );
       continue;
     }
-    if (asArr(spec.valuesFrom).length > 0) warn('valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them');
+    if (asArr(spec.valuesFrom).length > 0)
+      warn(
+        'valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them',
+      );
     const valueFiles: string[] = [];
     for (const v of chart.valuesFiles) {
       const path = joinInside('', v);
@@ -136,26 +160,45 @@ export function fluxHelmReleases(objects: readonly ManifestObject[], tree: TreeI
  * The in-repository chart path and values files of a HelmRelease, or the warning saying why it is not
  * rendered: a chart from a Helm or OCI repository, or from a source that is not the repository enbi reads.
  */
-function chartOf(spec: Obj, namespace: string, objects: readonly ManifestObject[], repo: ReadRepository): { path: string; valuesFiles: string[] } | { warning: string } {
+function chartOf(
+  spec: Obj,
+  namespace: string,
+  objects: readonly ManifestObject[],
+  repo: ReadRepository,
+): { path: string; valuesFiles: string[] } | { warning: string } {
   const ref = asObj(spec.chartRef);
   if (ref !== undefined) {
     const kind = asStr(ref.kind);
-    if (kind !== 'HelmChart') return { warning: `not rendered: ${kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository`}` };
+    if (kind !== 'HelmChart')
+      return {
+        warning: `not rendered: ${kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository`}`,
+      };
     const ns = asStr(ref.namespace) ?? namespace;
     const helmChart = findFluxSource(objects, 'HelmChart', String(ref.name), ns);
-    if (helmChart === undefined) return { warning: `not rendered: its chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this repository` };
+    if (helmChart === undefined)
+      return {
+        warning: `not rendered: its chartRef names HelmChart ${ns}/${String(ref.name)}, which is not in this repository`,
+      };
     // A HelmChart's sourceRef is in its own namespace.
     return chartSpecOf(asObj(helmChart.spec) ?? {}, metaOf(helmChart).namespace, objects, repo);
   }
   return chartSpecOf(asObj(asObj(spec.chart)?.spec) ?? {}, namespace, objects, repo);
 }
 
-function chartSpecOf(chartSpec: Obj, namespace: string, objects: readonly ManifestObject[], repo: ReadRepository): { path: string; valuesFiles: string[] } | { warning: string } {
+function chartSpecOf(
+  chartSpec: Obj,
+  namespace: string,
+  objects: readonly ManifestObject[],
+  repo: ReadRepository,
+): { path: string; valuesFiles: string[] } | { warning: string } {
   const sourceRef = asObj(chartSpec.sourceRef);
   const sourceKind = asStr(sourceRef?.kind) ?? '?';
   const chart = asStr(chartSpec.chart);
   if (chart === undefined) return { warning: 'not rendered: chart.spec.chart is missing' };
-  if (sourceKind !== 'GitRepository' && sourceKind !== 'Bucket') return { warning: `not rendered: chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline` };
+  if (sourceKind !== 'GitRepository' && sourceKind !== 'Bucket')
+    return {
+      warning: `not rendered: chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline`,
+    };
   const verdict = fluxSourceVerdict(sourceRef, namespace, objects, repo);
   if (verdict !== undefined) return { warning: verdict };
   const valuesFiles = asArr(chartSpec.valuesFiles).filter((v): v is string => typeof v === 'string');

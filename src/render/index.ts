@@ -76,8 +76,15 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   const scope = normalizeDir((options.scope ?? '').replace(/^\/+/, ''));
   const cache = options.cache ?? sharedCache;
   const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
-  const result: RenderedSource = { objects: [], consumed: new Set(), problems: [], warnings: [], stats: { renders: 0, fromCache: 0, ms: 0 } };
-  if (scope === undefined) return { ...result, problems: [{ message: `path "${options.scope}" leaves the source: nothing rendered` }] };
+  const result: RenderedSource = {
+    objects: [],
+    consumed: new Set(),
+    problems: [],
+    warnings: [],
+    stats: { renders: 0, fromCache: 0, ms: 0 },
+  };
+  if (scope === undefined)
+    return { ...result, problems: [{ message: `path "${options.scope}" leaves the source: nothing rendered` }] };
   let work: string | undefined;
   const deadline = Date.now() + (options.passTimeoutMs ?? 300_000);
   try {
@@ -86,9 +93,12 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     const tree = isExcluded === undefined ? indexed : { ...indexed, index: withoutExcluded(indexed.index, isExcluded) };
     // Strategic-merge patches look like partial Flux objects; they are changes, found applied in renders' output.
     const patches = patchOnlyFiles(tree.index);
-    const written = scanManifests((await gitopsCandidates(tree, scope, options.scopeFiles, isExcluded)).filter((f) => !patches.has(f.path))).objects;
+    const written = scanManifests(
+      (await gitopsCandidates(tree, scope, options.scopeFiles, isExcluded)).filter((f) => !patches.has(f.path)),
+    ).objects;
     // Flux sources (GitRepository, HelmChart, …) the scope's objects name may be outside --path.
-    if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object)))) written.push(...(await fluxSourcesOutside(tree, scope, patches)));
+    if (scope !== '' && written.some((m) => FLUX_CONSUMERS.has(groupOf(m.object))))
+      written.push(...(await fluxSourcesOutside(tree, scope, patches)));
     const repository = options.repository ?? {};
     let plan = planRenders(tree.index, scope, written, repository);
     // Nothing to render (plain manifests only): no copy, no process.
@@ -96,7 +106,13 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       work = await mkdtemp(join(tmpdir(), 'enbi-render-'));
       const treeDir = join(work, TREE_DIR);
       const write = treeWriter(tree, treeDir, maxBytes);
-      const ctx: RenderContext = { treeDir, tree: tree.index, tools: findTools(options.tools), limits: options.limits ?? DEFAULT_LIMITS, scratch: join(work, 'home') };
+      const ctx: RenderContext = {
+        treeDir,
+        tree: tree.index,
+        tools: findTools(options.tools),
+        limits: options.limits ?? DEFAULT_LIMITS,
+        scratch: join(work, 'home'),
+      };
       const ran = new Set<string>();
       // Render, then look at what the renders produced for more Flux/Argo CD objects (a Kustomization applying
       // HelmReleases) until nothing new appears; the cache makes the repeated renders free.
@@ -117,7 +133,9 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     }
     result.warnings.push(...plan.warnings);
     const prefix = scope === '' ? '' : `${scope}/`;
-    result.consumed = new Set([...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)));
+    result.consumed = new Set(
+      [...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)),
+    );
     return result;
   } catch (err) {
     if (!(err instanceof TreeTooLargeError)) throw err;
@@ -133,8 +151,15 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
  * What --exclude and the scope's .enbiignore leave out, as a predicate on repository paths (patterns are
  * relative to the scope below it, to the root outside it), or undefined when they leave out nothing.
  */
-async function exclusionOf(tree: SourceTree, scope: string, options: RenderOptions): Promise<((path: string) => boolean) | undefined> {
-  const text = options.scopeFiles !== undefined ? options.scopeFiles.find((f) => f.path === IGNORE_FILE)?.text : await tree.ignoreFile(scope);
+async function exclusionOf(
+  tree: SourceTree,
+  scope: string,
+  options: RenderOptions,
+): Promise<((path: string) => boolean) | undefined> {
+  const text =
+    options.scopeFiles !== undefined
+      ? options.scopeFiles.find((f) => f.path === IGNORE_FILE)?.text
+      : await tree.ignoreFile(scope);
   const patterns = [...(text !== undefined ? parseIgnoreFile(text) : []), ...(options.exclude ?? [])];
   if (patterns.length === 0) return undefined;
   const ignored = ignoreMatcher(patterns);
@@ -143,10 +168,18 @@ async function exclusionOf(tree: SourceTree, scope: string, options: RenderOptio
 }
 
 /** Files of the scope that may hold Flux or Argo CD objects: a cheap text test spares parsing the rest. */
-async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: RenderOptions['scopeFiles'], isExcluded: ((path: string) => boolean) | undefined): Promise<{ path: string; text: string }[]> {
+async function gitopsCandidates(
+  tree: SourceTree,
+  scope: string,
+  scopeFiles: RenderOptions['scopeFiles'],
+  isExcluded: ((path: string) => boolean) | undefined,
+): Promise<{ path: string; text: string }[]> {
   const prefix = scope === '' ? '' : `${scope}/`;
   // The caller has read the scope's manifests already (paths relative to the scope): use them, but for those left out.
-  if (scopeFiles !== undefined) return scopeFiles.filter((f) => GITOPS_HINT.test(f.text) && f.path !== IGNORE_FILE && isExcluded?.(prefix + f.path) !== true).map((f) => ({ path: prefix + f.path, text: f.text }));
+  if (scopeFiles !== undefined)
+    return scopeFiles
+      .filter((f) => GITOPS_HINT.test(f.text) && f.path !== IGNORE_FILE && isExcluded?.(prefix + f.path) !== true)
+      .map((f) => ({ path: prefix + f.path, text: f.text }));
   const candidates = [];
   for (const path of tree.index.paths) {
     if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
@@ -159,7 +192,11 @@ async function gitopsCandidates(tree: SourceTree, scope: string, scopeFiles: Ren
 const FLUX_CONSUMERS = new Set(['kustomize.toolkit.fluxcd.io', 'helm.toolkit.fluxcd.io', 'source.toolkit.fluxcd.io']);
 
 /** Flux source objects (GitRepository, OCIRepository, Bucket, HelmChart, …) in the files outside the scope. */
-async function fluxSourcesOutside(tree: SourceTree, scope: string, patches: ReadonlySet<string>): Promise<ManifestObject[]> {
+async function fluxSourcesOutside(
+  tree: SourceTree,
+  scope: string,
+  patches: ReadonlySet<string>,
+): Promise<ManifestObject[]> {
   const files = [];
   for (const path of tree.index.paths) {
     if (isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path) || patches.has(path)) continue;
@@ -171,4 +208,3 @@ async function fluxSourcesOutside(tree: SourceTree, scope: string, patches: Read
 
 /** Flux Kustomization → HelmRelease → chart is two rounds; a few more allow nesting, bounded against loops. */
 const MAX_DISCOVERY_ROUNDS = 5;
-

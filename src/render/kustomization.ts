@@ -23,7 +23,13 @@ const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is
 
 /** kustomize's remote forms: URLs, scp-like Git, and host/org/repo//path?ref= shorthands. */
 export function isRemoteRef(ref: string): boolean {
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(ref) || /^[^/\s]+@[^/\s]+:/.test(ref) || /^(github\.com|gitlab\.com|bitbucket\.org)\//.test(ref) || ref.includes('?ref=') || ref.includes('?version=');
+  return (
+    /^[a-z][a-z0-9+.-]*:\/\//i.test(ref) ||
+    /^[^/\s]+@[^/\s]+:/.test(ref) ||
+    /^(github\.com|gitlab\.com|bitbucket\.org)\//.test(ref) ||
+    ref.includes('?ref=') ||
+    ref.includes('?version=')
+  );
 }
 
 export function kustomizationRefs(text: string): KustomizationRefs | { error: string } {
@@ -35,14 +41,22 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
   }
   if (doc === null || doc === undefined) doc = {};
   if (!isObj(doc)) return { error: 'malformed kustomization: expected a mapping' };
-  const refs: string[] = [...strings(doc.resources), ...strings(doc.bases), ...strings(doc.components), ...strings(doc.crds), ...strings(doc.configurations)];
+  const refs: string[] = [
+    ...strings(doc.resources),
+    ...strings(doc.bases),
+    ...strings(doc.components),
+    ...strings(doc.crds),
+    ...strings(doc.configurations),
+  ];
   // patchesStrategicMerge entries are file paths or inline patches (which contain a newline or a colon-space).
   const patches = strings(doc.patchesStrategicMerge).filter((p) => !p.includes('\n') && !p.includes(': '));
   for (const key of ['patches', 'patchesJson6902']) {
-    for (const p of Array.isArray(doc[key]) ? doc[key] : []) if (isObj(p) && typeof p.path === 'string') patches.push(p.path);
+    for (const p of Array.isArray(doc[key]) ? doc[key] : [])
+      if (isObj(p) && typeof p.path === 'string') patches.push(p.path);
   }
   refs.push(...patches);
-  for (const p of Array.isArray(doc.replacements) ? doc.replacements : []) if (isObj(p) && typeof p.path === 'string') refs.push(p.path);
+  for (const p of Array.isArray(doc.replacements) ? doc.replacements : [])
+    if (isObj(p) && typeof p.path === 'string') refs.push(p.path);
   for (const key of ['configMapGenerator', 'secretGenerator']) {
     for (const g of Array.isArray(doc[key]) ? doc[key] : []) {
       if (!isObj(g)) continue;
@@ -52,11 +66,20 @@ export function kustomizationRefs(text: string): KustomizationRefs | { error: st
     }
   }
   // Generators/transformers/validators may be inline objects (not inputs) or paths.
-  for (const key of ['generators', 'transformers', 'validators']) refs.push(...strings(doc[key]).filter((p) => !p.includes('\n')));
+  for (const key of ['generators', 'transformers', 'validators'])
+    refs.push(...strings(doc[key]).filter((p) => !p.includes('\n')));
   if (isObj(doc.openapi) && typeof doc.openapi.path === 'string') refs.push(doc.openapi.path);
   const unsupported: string[] = [];
   if (doc.helmCharts !== undefined || doc.helmChartInflationGenerator !== undefined) {
-    unsupported.push('helmCharts (kustomize would need --enable-helm and a chart repository: render the chart as its own root instead)');
+    unsupported.push(
+      'helmCharts (kustomize would need --enable-helm and a chart repository: render the chart as its own root instead)',
+    );
   }
-  return { local: refs.filter((r) => !isRemoteRef(r)), patches: patches.filter((r) => !isRemoteRef(r)), remote: refs.filter(isRemoteRef), unsupported, ...(typeof doc.kind === 'string' ? { kind: doc.kind } : {}) };
+  return {
+    local: refs.filter((r) => !isRemoteRef(r)),
+    patches: patches.filter((r) => !isRemoteRef(r)),
+    remote: refs.filter(isRemoteRef),
+    unsupported,
+    ...(typeof doc.kind === 'string' ? { kind: doc.kind } : {}),
+  };
 }

@@ -1,7 +1,8 @@
 // Small readers over untyped Kubernetes objects, for the Flux and Argo CD parsers.
 export type Obj = Record<string, unknown>;
 
-export const asObj = (v: unknown): Obj | undefined => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined);
+export const asObj = (v: unknown): Obj | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined;
 export const asStr = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 export const asArr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
@@ -18,7 +19,8 @@ export function metaOf(object: Obj): { name: string; namespace: string } {
 /** Entries of a string map (postBuild.substitute), keeping only string values. */
 export function stringMap(v: unknown): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, x] of Object.entries(asObj(v) ?? {})) if (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean') out[k] = String(x);
+  for (const [k, x] of Object.entries(asObj(v) ?? {}))
+    if (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean') out[k] = String(x);
   return out;
 }
 

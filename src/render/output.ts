@@ -40,7 +40,11 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
     if (!Array.isArray(docs)) continue;
     for (const doc of docs) {
       if (doc.errors.length > 0 || doc.contents === null) {
-        if (doc.errors.length > 0) problems.push({ object: ctx.origin, message: `rendered output is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}` });
+        if (doc.errors.length > 0)
+          problems.push({
+            object: ctx.origin,
+            message: `rendered output is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}`,
+          });
         continue;
       }
       const fail = (message: string) => problems.push({ object: ctx.origin, message });
@@ -50,7 +54,9 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
         // Flux substitutes in the object's YAML text, so a value can break it: then that object is a problem.
         const substituted = parseDocument(substitute(chunk, ctx.substitute), { prettyErrors: false });
         if (substituted.errors.length > 0) {
-          fail(`${String(object.kind)} ${String(asObj(object.metadata)?.name)}: not valid YAML after postBuild.substitute: ${substituted.errors[0]!.message.split('\n')[0]}`);
+          fail(
+            `${String(object.kind)} ${String(asObj(object.metadata)?.name)}: not valid YAML after postBuild.substitute: ${substituted.errors[0]!.message.split('\n')[0]}`,
+          );
           continue;
         }
         object = toObject(substituted, fail);
@@ -58,7 +64,13 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
       }
       const file = fileOf(object, chunk, ctx);
       // A template may emit a List: its items are what gets applied.
-      const items = String(object.kind).endsWith('List') && Array.isArray(object.items) ? object.items.flatMap((i): Obj[] => { const o = asObj(i); return o === undefined ? [] : [o]; }) : [object];
+      const items =
+        String(object.kind).endsWith('List') && Array.isArray(object.items)
+          ? object.items.flatMap((i): Obj[] => {
+              const o = asObj(i);
+              return o === undefined ? [] : [o];
+            })
+          : [object];
       for (const item of items) {
         defaultNamespace(item, ctx.defaultNamespace);
         objects.push({ object: item, origin: ctx.origin, ...(file !== undefined ? { file } : {}) });
@@ -69,7 +81,10 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
 }
 
 /** A document as a plain object; aliases are capped (a template can emit an alias bomb), a failure is a problem. */
-function toObject(doc: { toJS(options: { maxAliasCount: number }): unknown }, fail: (message: string) => void): Obj | undefined {
+function toObject(
+  doc: { toJS(options: { maxAliasCount: number }): unknown },
+  fail: (message: string) => void,
+): Obj | undefined {
   try {
     return asObj(doc.toJS({ maxAliasCount: 100 }));
   } catch (err) {

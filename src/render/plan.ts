@@ -30,7 +30,12 @@ export interface RenderPlan {
 const MANIFEST = /\.(ya?ml|json)$/;
 
 /** `repo`: the repository and ref enbi reads; Flux and Argo CD objects of any other source are not rendered. */
-export function planRenders(tree: TreeIndex, scope: string, objects: readonly ManifestObject[], repo: ReadRepository): RenderPlan {
+export function planRenders(
+  tree: TreeIndex,
+  scope: string,
+  objects: readonly ManifestObject[],
+  repo: ReadRepository,
+): RenderPlan {
   const flux = fluxKustomizations(objects, tree, repo);
   const releases = fluxHelmReleases(objects, tree, repo);
   const argo = argoApplications(objects, tree, repo);
@@ -63,8 +68,16 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
   // A directory they name that holds nothing to render is a warning for that object, not a render.
   const gitopsRenders: PlannedRender[] = [];
   for (const request of requests) {
-    const empty = request.kind === 'kustomize' && request.generate !== undefined ? nothingToGenerate(request, tree, dirs) : undefined;
-    if (empty !== undefined) warnings.push({ ...(request.file !== undefined ? whereOf(request.file, request.line ?? 0) : {}), object: request.by, message: `not rendered: ${empty}` });
+    const empty =
+      request.kind === 'kustomize' && request.generate !== undefined
+        ? nothingToGenerate(request, tree, dirs)
+        : undefined;
+    if (empty !== undefined)
+      warnings.push({
+        ...(request.file !== undefined ? whereOf(request.file, request.line ?? 0) : {}),
+        object: request.by,
+        message: `not rendered: ${empty}`,
+      });
     else gitopsRenders.push({ request, ...inputsOf(request, tree, dirs, closureOf) });
   }
   const covered = new Set(gitopsRenders.flatMap((r) => r.inputs));
@@ -77,16 +90,31 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
     const file = kustomizationIn(tree, d)!;
     if (!isUnder(d, scope) || bases.has(d) || requested.has(d) || covered.has(file)) continue;
     if (isComponent(tree, d)) unusedComponents.push(...closureOf(d).files.filter((f) => isUnder(f, d)));
-    else plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default', file });
+    else
+      plain.push({ kind: 'kustomize', by: 'kustomize build', dir: d, overlay: {}, defaultNamespace: 'default', file });
   }
   for (const c of charts) {
     const file = chartIn(tree, c)!;
     if (isUnder(c, scope) && !inChart(c) && !requested.has(c) && !covered.has(file)) {
       const release = c === '' ? 'release' : c.slice(c.lastIndexOf('/') + 1);
-      plain.push({ kind: 'helm', by: 'helm template', dir: c, overlay: {}, defaultNamespace: 'default', release, valueFiles: [], values: [], set: [], file });
+      plain.push({
+        kind: 'helm',
+        by: 'helm template',
+        dir: c,
+        overlay: {},
+        defaultNamespace: 'default',
+        release,
+        valueFiles: [],
+        values: [],
+        set: [],
+        file,
+      });
     }
   }
-  const renders = [...gitopsRenders, ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs, closureOf) }))];
+  const renders = [
+    ...gitopsRenders,
+    ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs, closureOf) })),
+  ];
   const consumed = new Set([...renders.flatMap((r) => r.inputs), ...unusedComponents]);
   return { renders, consumed, warnings };
 }
@@ -100,16 +128,27 @@ export function planRenders(tree: TreeIndex, scope: string, objects: readonly Ma
 function nothingToGenerate(r: KustomizeRequest, tree: TreeIndex, dirs: ReadonlySet<string>): string | undefined {
   const files = r.generate!.recurse ? filesBelow(tree, r.dir) : filesIn(tree, r.dir);
   if (files.some((f) => MANIFEST.test(f))) return undefined;
-  if (r.generate!.recurse && [...dirs].some((d) => d !== r.dir && isUnder(d, r.dir) && kustomizationIn(tree, d) !== undefined)) return undefined;
+  if (
+    r.generate!.recurse &&
+    [...dirs].some((d) => d !== r.dir && isUnder(d, r.dir) && kustomizationIn(tree, d) !== undefined)
+  )
+    return undefined;
   const jsonnet = files.filter((f) => /\.(jsonnet|libsonnet)$/.test(f));
-  const listed = (list: string[]) => `${list.slice(0, 3).join(', ')}${list.length > 3 ? `, and ${list.length - 3} more` : ''}`;
+  const listed = (list: string[]) =>
+    `${list.slice(0, 3).join(', ')}${list.length > 3 ? `, and ${list.length - 3} more` : ''}`;
   if (jsonnet.length > 0) return `${shown(r.dir)} holds jsonnet (${listed(jsonnet)}), which enbi does not render`;
   const none = `${shown(r.dir)} holds no YAML or JSON manifest${r.generate!.recurse ? '' : ' directly (directory.recurse is off)'}`;
   return files.length === 0 ? none : `${none} (only ${listed(files)})`;
 }
 
-function inputsOf(r: RenderRequest, tree: TreeIndex, dirs: ReadonlySet<string>, closureOf: (dir: string) => KustomizeClosure): { inputs: string[]; refusals: string[] } {
-  if (r.kind === 'helm') return { inputs: [...new Set([...filesBelow(tree, r.dir), ...r.valueFiles])].sort(), refusals: [] };
+function inputsOf(
+  r: RenderRequest,
+  tree: TreeIndex,
+  dirs: ReadonlySet<string>,
+  closureOf: (dir: string) => KustomizeClosure,
+): { inputs: string[]; refusals: string[] } {
+  if (r.kind === 'helm')
+    return { inputs: [...new Set([...filesBelow(tree, r.dir), ...r.valueFiles])].sort(), refusals: [] };
   if (r.generate === undefined) {
     const c = closureOf(r.dir);
     return { inputs: c.files, refusals: c.refusals };

@@ -63,5 +63,13 @@ export function originOf(r: Pick<RequestBase, 'by' | 'dir'>): string {
 }
 
 export function overlayIsEmpty(o: Overlay): boolean {
-  return o.namespace === undefined && o.namePrefix === undefined && o.nameSuffix === undefined && (o.images ?? []).length === 0 && (o.patches ?? []).length === 0 && o.commonAnnotations === undefined && o.commonLabels === undefined;
+  return (
+    o.namespace === undefined &&
+    o.namePrefix === undefined &&
+    o.nameSuffix === undefined &&
+    (o.images ?? []).length === 0 &&
+    (o.patches ?? []).length === 0 &&
+    o.commonAnnotations === undefined &&
+    o.commonLabels === undefined
+  );
 }

@@ -30,33 +30,62 @@ export async function renderAll(
   const toRun: { i: number; key: string }[] = [];
   for (const [i, planned] of plan.renders.entries()) {
     const r = planned.request;
-    const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
+    const where = {
+      ...(r.file !== undefined ? { file: r.file } : {}),
+      ...(r.line !== undefined ? { line: r.line } : {}),
+    };
     if (planned.refusals.length > 0) {
-      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: ${[...new Set(planned.refusals)].join('; ')}: not rendered` }] };
+      outputs[i] = {
+        objects: [],
+        problems: [{ ...where, message: `${originOf(r)}: ${[...new Set(planned.refusals)].join('; ')}: not rendered` }],
+      };
       continue;
     }
     const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
     const binary = tools[tool];
     if (binary === undefined) {
-      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: ${installHint(tool, options.tools?.[tool])}` }] };
+      outputs[i] = {
+        objects: [],
+        problems: [{ ...where, message: `${originOf(r)}: ${installHint(tool, options.tools?.[tool])}` }],
+      };
       continue;
     }
     // Where the asking object sits is not part of what renders: found written or rendered, the same render.
     const { file: _file, line: _line, ...what } = r;
-    const key = renderKey({ request: what, tool: `${binary}\0${tools.kustomize ?? ''}`, inputs: planned.inputs, hashes: tree.hashes });
+    const key = renderKey({
+      request: what,
+      tool: `${binary}\0${tools.kustomize ?? ''}`,
+      inputs: planned.inputs,
+      hashes: tree.hashes,
+    });
     outputs[i] = cache.get(key);
     if (outputs[i] !== undefined) {
       if (!ran.has(key)) stats.fromCache++;
     } else if (ran.size + toRun.length >= (options.maxRendersPerPass ?? 1_000)) {
       // Bounds what one repository can cost a pass; those rendered are cached, so the next pass goes on.
-      outputs[i] = { objects: [], problems: [{ ...where, message: `${originOf(r)}: not rendered in this pass (more than ${options.maxRendersPerPass ?? 1_000} renders to run); the next sync renders it` }] };
+      outputs[i] = {
+        objects: [],
+        problems: [
+          {
+            ...where,
+            message: `${originOf(r)}: not rendered in this pass (more than ${options.maxRendersPerPass ?? 1_000} renders to run); the next sync renders it`,
+          },
+        ],
+      };
     } else toRun.push({ i, key });
   }
   // Whatever one root does to the copy or the tools (a file it cannot read, an unexpected file system error)
   // is a problem of that root: the other roots are still rendered. Only the pass's size limit ends it.
   const failed = (i: number, err: unknown): CachedRender => {
     if (err instanceof TreeTooLargeError) throw err;
-    return { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered: ${inCopyTerms(err instanceof Error ? err.message : String(err), ctx)}` }] };
+    return {
+      objects: [],
+      problems: [
+        {
+          message: `${originOf(plan.renders[i]!.request)}: not rendered: ${inCopyTerms(err instanceof Error ? err.message : String(err), ctx)}`,
+        },
+      ],
+    };
   };
   // Only renders that run need their files in the copy (a pass where all are cached copies nothing).
   const runnable: typeof toRun = [];
@@ -73,7 +102,14 @@ export async function renderAll(
   await inParallel(runnable, options.concurrency ?? 4, async ({ i, key }) => {
     if (Date.now() > deadline) {
       const seconds = Math.round((options.passTimeoutMs ?? 300_000) / 1000);
-      outputs[i] = { objects: [], problems: [{ message: `${originOf(plan.renders[i]!.request)}: not rendered in this pass (renders took longer than ${seconds} s in all); the next sync goes on from the cache` }] };
+      outputs[i] = {
+        objects: [],
+        problems: [
+          {
+            message: `${originOf(plan.renders[i]!.request)}: not rendered in this pass (renders took longer than ${seconds} s in all); the next sync goes on from the cache`,
+          },
+        ],
+      };
       return;
     }
     try {
@@ -88,7 +124,10 @@ export async function renderAll(
   });
   return plan.renders.map(({ request: r }, i) => {
     const out = outputs[i]!;
-    const where = { ...(r.file !== undefined ? { file: r.file } : {}), ...(r.line !== undefined ? { line: r.line } : {}) };
+    const where = {
+      ...(r.file !== undefined ? { file: r.file } : {}),
+      ...(r.line !== undefined ? { line: r.line } : {}),
+    };
     return { objects: out.objects, problems: out.problems.map((p) => ({ ...where, ...p })) };
   });
 }

@@ -42,10 +42,20 @@ export function inCopyTerms(message: string, ctx: RenderContext): string {
 export async function runRender(planned: PlannedRender, index: number, ctx: RenderContext): Promise<CachedRender> {
   const r = planned.request;
   const origin = originOf(r);
-  const fail = (message: string): CachedRender => ({ objects: [], problems: [{ message: `${origin}: ${inCopyTerms(message, ctx)}` }] });
+  const fail = (message: string): CachedRender => ({
+    objects: [],
+    problems: [{ message: `${origin}: ${inCopyTerms(message, ctx)}` }],
+  });
   const overlayDir = `${WORK_DIR}/r${index}`;
   await mkdir(join(ctx.treeDir, overlayDir), { recursive: true });
-  const kustomize = (dir: string) => run(ctx.tools.kustomize!, ['build', dir, '--load-restrictor', 'LoadRestrictionsRootOnly'], ctx.treeDir, sandboxEnv(ctx.scratch), ctx.limits);
+  const kustomize = (dir: string) =>
+    run(
+      ctx.tools.kustomize!,
+      ['build', dir, '--load-restrictor', 'LoadRestrictionsRootOnly'],
+      ctx.treeDir,
+      sandboxEnv(ctx.scratch),
+      ctx.limits,
+    );
   if (r.kind === 'kustomize') {
     // The overlay sits beside the copy, not in it: a kustomization at the source's root would otherwise
     // contain the overlay that includes it (kustomize: "cycle detected").
@@ -56,18 +66,32 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
     await writeFile(join(work, outside, 'kustomization.yaml'), overlayKustomization([fromOverlay], r.overlay));
     const result = await kustomize(join(work, outside));
     if (!result.ok) return fail(`kustomize build failed: ${result.message}`);
-    return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, overlayDir: outside, overlayTree: `${TREE_DIR}/`, ...(r.substitute !== undefined ? { substitute: r.substitute } : {}) });
+    return objectsOfOutput(result.stdout, {
+      origin,
+      defaultNamespace: r.defaultNamespace,
+      overlayDir: outside,
+      overlayTree: `${TREE_DIR}/`,
+      ...(r.substitute !== undefined ? { substitute: r.substitute } : {}),
+    });
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);
-  if (overlayIsEmpty(r.overlay)) return objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir });
+  if (overlayIsEmpty(r.overlay))
+    return objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir });
   // Flux postRenderers: kustomize over the chart's output.
   if (ctx.tools.kustomize === undefined) return fail('postRenderers need kustomize, which was not found');
   await writeFile(join(ctx.treeDir, overlayDir, 'rendered.yaml'), helm.stdout);
-  await writeFile(join(ctx.treeDir, overlayDir, 'kustomization.yaml'), overlayKustomization(['rendered.yaml'], r.overlay));
+  await writeFile(
+    join(ctx.treeDir, overlayDir, 'kustomization.yaml'),
+    overlayKustomization(['rendered.yaml'], r.overlay),
+  );
   const result = await kustomize(overlayDir);
   if (!result.ok) return fail(`kustomize build of the postRenderers failed: ${result.message}`);
-  return objectsOfOutput(result.stdout, { origin, defaultNamespace: r.defaultNamespace, filesByObject: helmFilesByObject(helm.stdout, r.dir) });
+  return objectsOfOutput(result.stdout, {
+    origin,
+    defaultNamespace: r.defaultNamespace,
+    filesByObject: helmFilesByObject(helm.stdout, r.dir),
+  });
 }
 
 async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext): Promise<ExecResult> {
@@ -101,11 +125,15 @@ export async function writeGenerated(r: KustomizeRequest, ctx: RenderContext): P
     if (!isUnder(path, r.dir) || (!r.generate!.recurse && dirOf(path) !== r.dir)) continue;
     const owner = ownerKustomization(dirOf(path), r.dir, ctx.tree);
     if (owner !== undefined) nested.add(owner);
-    else if (/\.ya?ml$/.test(path) && isKubernetesFile(await readFile(join(ctx.treeDir, path), 'utf8'))) resources.push(path);
+    else if (/\.ya?ml$/.test(path) && isKubernetesFile(await readFile(join(ctx.treeDir, path), 'utf8')))
+      resources.push(path);
   }
   const rel = (p: string) => posix.relative(r.dir === '' ? '.' : r.dir, p);
   await mkdir(join(ctx.treeDir, r.dir), { recursive: true });
-  await writeFile(join(ctx.treeDir, r.dir, 'kustomization.yaml'), generatedKustomization([...resources.map(rel), ...[...nested].sort().map(rel)]));
+  await writeFile(
+    join(ctx.treeDir, r.dir, 'kustomization.yaml'),
+    generatedKustomization([...resources.map(rel), ...[...nested].sort().map(rel)]),
+  );
 }
 
 /** The topmost directory between `root` (exclusive) and `dir` that holds a kustomization of its own. */

@@ -34,11 +34,18 @@ export function normalizeRepoUrl(url: string): string {
       host = u.hostname;
       path = decodeURIComponent(u.pathname);
     } catch {
-      return s.toLowerCase().replace(/\/+$/, '').replace(/\.git$/, '');
+      return s
+        .toLowerCase()
+        .replace(/\/+$/, '')
+        .replace(/\.git$/, '');
     }
   }
   host = host.toLowerCase().replace(/^www\./, '');
-  path = path.replace(/^\/+/, '').replace(/\/+$/, '').replace(/\.git$/, '').replace(/\/+$/, '');
+  path = path
+    .replace(/^\/+/, '')
+    .replace(/\/+$/, '')
+    .replace(/\.git$/, '')
+    .replace(/\/+$/, '');
   // Azure DevOps writes one repository three ways.
   if (host === 'ssh.dev.azure.com' && path.startsWith('v3/')) [host, path] = ['dev.azure.com', path.slice(3)];
   const vs = /^([^.]+)\.visualstudio\.com$/.exec(host);
@@ -63,7 +70,11 @@ function fluxRef(ref: Obj | undefined): { kind: 'commit' | 'name' | 'semver' | '
 }
 
 /** undefined when a ref an object names is what enbi reads (or cannot be told), else what enbi reads instead. */
-function refDiffers(kind: 'commit' | 'name' | 'semver' | 'tag' | 'branch' | 'revision', value: string, repo: ReadRepository): string | undefined {
+function refDiffers(
+  kind: 'commit' | 'name' | 'semver' | 'tag' | 'branch' | 'revision',
+  value: string,
+  repo: ReadRepository,
+): string | undefined {
   if (kind === 'semver') return undefined; // a range of tags: not compared
   if (kind === 'commit' || (kind === 'revision' && /^[0-9a-f]{40}$/i.test(value))) {
     if (repo.commit === undefined || repo.commit.toLowerCase().startsWith(value.toLowerCase())) return undefined;
@@ -74,8 +85,10 @@ function refDiffers(kind: 'commit' | 'name' | 'semver' | 'tag' | 'branch' | 'rev
   return `enbi reads ${repo.ref}`;
 }
 
-const another = (url: string, described: string, note?: string) => `another source: ${url} (${described}): not rendered${note !== undefined ? ` (${note})` : ''}`;
-const NO_URL = 'the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository';
+const another = (url: string, described: string, note?: string) =>
+  `another source: ${url} (${described}): not rendered${note !== undefined ? ` (${note})` : ''}`;
+const NO_URL =
+  'the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository';
 
 /** Another source's verdict on its URL alone, or undefined when it is the repository enbi reads. */
 function urlVerdict(url: string, described: string, repo: ReadRepository): Verdict {
@@ -86,23 +99,45 @@ function urlVerdict(url: string, described: string, repo: ReadRepository): Verdi
 const FLUX_SOURCE_GROUP = 'source.toolkit.fluxcd.io';
 
 /** The Flux source object `kind namespace/name` among the objects found (written or rendered), if there. */
-export function findFluxSource(objects: readonly ManifestObject[], kind: string, name: string, namespace: string): Obj | undefined {
-  return objects.find((o) => o.object.kind === kind && groupOf(o.object) === FLUX_SOURCE_GROUP && metaOf(o.object).name === name && metaOf(o.object).namespace === namespace)?.object;
+export function findFluxSource(
+  objects: readonly ManifestObject[],
+  kind: string,
+  name: string,
+  namespace: string,
+): Obj | undefined {
+  return objects.find(
+    (o) =>
+      o.object.kind === kind &&
+      groupOf(o.object) === FLUX_SOURCE_GROUP &&
+      metaOf(o.object).name === name &&
+      metaOf(o.object).namespace === namespace,
+  )?.object;
 }
 
 /**
  * Whether a Flux sourceRef (of a Kustomization, a HelmRelease's chart, a HelmChart) is the repository enbi
  * reads. `namespace`: the referring object's, the default of the reference's.
  */
-export function fluxSourceVerdict(sourceRef: Obj | undefined, namespace: string, objects: readonly ManifestObject[], repo: ReadRepository): Verdict {
+export function fluxSourceVerdict(
+  sourceRef: Obj | undefined,
+  namespace: string,
+  objects: readonly ManifestObject[],
+  repo: ReadRepository,
+): Verdict {
   const kind = asStr(sourceRef?.kind) ?? 'GitRepository';
   const name = asStr(sourceRef?.name) ?? '?';
   const ns = asStr(sourceRef?.namespace) ?? namespace;
   const described = `${kind} ${ns}/${name}`;
   const source = findFluxSource(objects, kind, name, ns);
-  if (source === undefined) return `not rendered: its source, ${described}, is not in this repository, so which repository it reads is not known`;
+  if (source === undefined)
+    return `not rendered: its source, ${described}, is not in this repository, so which repository it reads is not known`;
   const spec = asObj(source.spec) ?? {};
-  if (kind === 'Bucket') return urlVerdict(`${asStr(spec.provider) === 'gcp' ? 'gs' : 's3'}://${asStr(spec.endpoint) ?? '?'}/${asStr(spec.bucketName) ?? '?'}`, described, repo);
+  if (kind === 'Bucket')
+    return urlVerdict(
+      `${asStr(spec.provider) === 'gcp' ? 'gs' : 's3'}://${asStr(spec.endpoint) ?? '?'}/${asStr(spec.bucketName) ?? '?'}`,
+      described,
+      repo,
+    );
   const url = asStr(spec.url) ?? '?';
   if (kind !== 'GitRepository') return urlVerdict(url, described, repo);
   const ref = fluxRef(asObj(spec.ref));

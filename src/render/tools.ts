@@ -32,7 +32,11 @@ function executable(path: string): boolean {
 }
 
 /** The binary to run for `tool`, or undefined. An explicit path that is not executable is not replaced by PATH. */
-export function findTool(tool: ToolName, configured?: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function findTool(
+  tool: ToolName,
+  configured?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
   const explicit = configured ?? env[ENV[tool]];
   if (explicit !== undefined && explicit !== '') return executable(explicit) ? explicit : undefined;
   for (const dir of (env.PATH ?? '').split(delimiter)) {
@@ -53,6 +57,7 @@ export function findTools(configured: Tools = {}, env: NodeJS.ProcessEnv = proce
 
 export function installHint(tool: ToolName, configured?: string, env: NodeJS.ProcessEnv = process.env): string {
   const explicit = configured ?? env[ENV[tool]];
-  if (explicit !== undefined && explicit !== '') return `${tool} is needed, and ${explicit} (${configured !== undefined ? `render.${tool}` : ENV[tool]}) is not an executable file`;
+  if (explicit !== undefined && explicit !== '')
+    return `${tool} is needed, and ${explicit} (${configured !== undefined ? `render.${tool}` : ENV[tool]}) is not an executable file`;
   return `${tool} is needed and was not found: install it on PATH (go install ${MODULES[tool]}@${TOOL_VERSIONS[tool]}, or bash test/cluster/build-${tool}.sh in enbi's repository) or set ${ENV[tool]} to its path`;
 }

@@ -45,22 +45,35 @@ export async function indexTree(source: TreeSource): Promise<SourceTree> {
     // A Git tree names each blob by its content id: nothing is read until a render needs it.
     const oids = new Map<string, string>();
     const ignoreOids = new Map<string, string>();
-    await walkCommit(source.gitdir, source.commit, (path, oid) => {
-      oids.set(path, oid);
-      hashes.set(path, oid);
-    }, (path, oid) => ignoreOids.set(path, oid));
-    read = async (path) => (await git.readBlob({ fs, gitdir: source.gitdir, oid: oids.get(path)!, cache: gitCache })).blob;
+    await walkCommit(
+      source.gitdir,
+      source.commit,
+      (path, oid) => {
+        oids.set(path, oid);
+        hashes.set(path, oid);
+      },
+      (path, oid) => ignoreOids.set(path, oid),
+    );
+    read = async (path) =>
+      (await git.readBlob({ fs, gitdir: source.gitdir, oid: oids.get(path)!, cache: gitCache })).blob;
     ignoreFile = async (dir) => {
       const oid = ignoreOids.get(dir === '' ? IGNORE_FILE : `${dir}/${IGNORE_FILE}`);
-      return oid === undefined ? undefined : Buffer.from((await git.readBlob({ fs, gitdir: source.gitdir, oid, cache: gitCache })).blob).toString('utf8');
+      return oid === undefined
+        ? undefined
+        : Buffer.from((await git.readBlob({ fs, gitdir: source.gitdir, oid, cache: gitCache })).blob).toString('utf8');
     };
   }
-  for (const path of hashes.keys()) if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
+  for (const path of hashes.keys())
+    if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
   return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read, ignoreFile };
 }
 
 /** Writes `paths` of the source below `dest` (those not written yet), within a total of `maxBytes`. */
-export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (paths: Iterable<string>) => Promise<void> {
+export function treeWriter(
+  tree: SourceTree,
+  dest: string,
+  maxBytes: number,
+): (paths: Iterable<string>) => Promise<void> {
   const written = new Set<string>();
   let total = 0;
   return async (paths) => {
@@ -68,7 +81,8 @@ export function treeWriter(tree: SourceTree, dest: string, maxBytes: number): (p
       if (written.has(path) || !tree.index.hashes.has(path)) continue;
       const content = await tree.read(path);
       total += content.byteLength;
-      if (total > maxBytes) throw new TreeTooLargeError(`the files to render exceed ${maxBytes} bytes: nothing was rendered`);
+      if (total > maxBytes)
+        throw new TreeTooLargeError(`the files to render exceed ${maxBytes} bytes: nothing was rendered`);
       await mkdir(dirname(join(dest, path)), { recursive: true });
       await writeFile(join(dest, path), content);
       // Only once it is there: a file that could not be read fails every root that needs it, not just the first.
@@ -95,7 +109,12 @@ async function walkDir(root: string, rel: string, visit: (path: string) => Promi
 
 const gitCache = {};
 
-async function walkCommit(gitdir: string, commit: string, visit: (path: string, oid: string) => void, visitIgnoreFile: (path: string, oid: string) => void): Promise<void> {
+async function walkCommit(
+  gitdir: string,
+  commit: string,
+  visit: (path: string, oid: string) => void,
+  visitIgnoreFile: (path: string, oid: string) => void,
+): Promise<void> {
   await git.walk({
     fs,
     gitdir,

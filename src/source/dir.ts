@@ -4,7 +4,15 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import chokidar from 'chokidar';
-import { byPath, confinePath, decodeSourceFile, isSkippedDir, isSourceFile, PathOutsideSourceError, type SourceFile } from './files.ts';
+import {
+  byPath,
+  confinePath,
+  decodeSourceFile,
+  isSkippedDir,
+  isSourceFile,
+  PathOutsideSourceError,
+  type SourceFile,
+} from './files.ts';
 import { IGNORE_FILE } from './ignore.ts';
 
 /** The files below `subPath` of the source directory `dir`, paths relative to `dir/subPath`. */
@@ -35,13 +43,20 @@ export async function readDirSource(dir: string, subPath = ''): Promise<SourceFi
     const target = await realpath(full).catch(() => undefined);
     const isDir = target !== undefined && (await stat(target)).isDirectory();
     if (isDir ? isSkippedDir(name) : !isSourceFile(path)) return;
-    if (target === undefined) files.push({ path, text: '', unreadable: { severity: 'warning', message: 'symlink to nothing: not read' } });
-    else if (!inside(target)) files.push({ path, text: '', unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' } });
+    if (target === undefined)
+      files.push({ path, text: '', unreadable: { severity: 'warning', message: 'symlink to nothing: not read' } });
+    else if (!inside(target))
+      files.push({
+        path,
+        text: '',
+        unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' },
+      });
     else if (isDir) await visit(full);
     else files.push(decodeSourceFile(path, await readFile(target)));
   };
   const realBase = await realpath(base);
-  if (!inside(realBase)) throw new PathOutsideSourceError(`--path "${subPath}" leads out of the source through a symlink`);
+  if (!inside(realBase))
+    throw new PathOutsideSourceError(`--path "${subPath}" leads out of the source through a symlink`);
   await visit(base);
   return files.sort(byPath);
 }
@@ -51,7 +66,10 @@ export function watchDir(root: string, onChange: () => void, debounceMs = 200): 
   let timer: NodeJS.Timeout | undefined;
   const watcher = chokidar.watch(root, {
     ignoreInitial: true,
-    ignored: (path: string) => relative(root, path).split(sep).some((p) => p !== '' && p !== '..' && p !== IGNORE_FILE && isSkippedDir(p)),
+    ignored: (path: string) =>
+      relative(root, path)
+        .split(sep)
+        .some((p) => p !== '' && p !== '..' && p !== IGNORE_FILE && isSkippedDir(p)),
   });
   watcher.on('all', (_event, path) => {
     if (!isSourceFile(relative(root, path).split(sep).join('/'))) return;

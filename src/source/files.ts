@@ -43,13 +43,18 @@ export function decodeSourceFile(path: string, bytes: Uint8Array, id?: string): 
     return { path, text: utf8.decode(bytes), ...withId };
   } catch {
     const at = firstInvalidByte(bytes);
-    return { path, text: '', ...withId, unreadable: { severity: 'problem', message: `not valid UTF-8 (byte ${at}): save the file as UTF-8` } };
+    return {
+      path,
+      text: '',
+      ...withId,
+      unreadable: { severity: 'problem', message: `not valid UTF-8 (byte ${at}): save the file as UTF-8` },
+    };
   }
 }
 
 /** Offset of the first byte that does not start (or continue) a valid UTF-8 sequence. */
 export function firstInvalidByte(bytes: Uint8Array): number {
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     const b = bytes[i]!;
     const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
     if (len === 0) return i;
@@ -72,6 +77,7 @@ export class PathOutsideSourceError extends Error {
 /** `--path` as a relative path inside the source ("" for its root); refuses one that leaves it. */
 export function confinePath(path: string): string {
   const rel = posix.normalize(path.replace(/\\/g, '/').replace(/^\/+/, '') || '.').replace(/\/+$/, '');
-  if (rel === '..' || rel.startsWith('../')) throw new PathOutsideSourceError(`--path "${path}" leads out of the source: give a path inside it`);
+  if (rel === '..' || rel.startsWith('../'))
+    throw new PathOutsideSourceError(`--path "${path}" leads out of the source: give a path inside it`);
   return rel === '.' ? '' : rel;
 }

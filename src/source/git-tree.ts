@@ -35,7 +35,14 @@ export interface TreeRead {
   found: boolean;
 }
 
-export async function readCommitFiles(gitdir: string, rootTree: string, prefix: string, maxBytes: number, memo: TreeMemo, cache: object): Promise<TreeRead> {
+export async function readCommitFiles(
+  gitdir: string,
+  rootTree: string,
+  prefix: string,
+  maxBytes: number,
+  memo: TreeMemo,
+  cache: object,
+): Promise<TreeRead> {
   const used = { trees: new Map<string, TreeFile[]>(), blobs: new Map<string, Blob>() };
   memo.blobsRead = 0;
   memo.treesRead = 0;
@@ -80,7 +87,10 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
   const add = async (rel: string, oid: string) => {
     const b = await blob(oid);
     total += b.bytes;
-    if (total > maxBytes) throw new TreeReadError(`manifests below "${prefix || '/'}" exceed ${maxBytes} bytes: point --path at the manifests`);
+    if (total > maxBytes)
+      throw new TreeReadError(
+        `manifests below "${prefix || '/'}" exceed ${maxBytes} bytes: point --path at the manifests`,
+      );
     files.push({ path: rel, ...b.file });
   };
   for (const f of all) {
@@ -97,7 +107,11 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
     if (!isSourceFile(rel) && below.length === 0) continue;
     if (target === '..' || target.startsWith('../') || posix.isAbsolute(target)) {
       if (!isSourceFile(rel)) continue;
-      files.push({ path: rel, text: '', unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' } });
+      files.push({
+        path: rel,
+        text: '',
+        unreadable: { severity: 'warning', message: 'symlink leads out of the source: not read' },
+      });
     } else if ((byPath ??= new Map(all.map((t) => [t.path, t]))).get(target)?.symlink === false && isSourceFile(rel)) {
       await add(rel, byPath.get(target)!.oid);
     } else if (below.length > 0) {
@@ -106,7 +120,14 @@ export async function readCommitFiles(gitdir: string, rootTree: string, prefix: 
         if (isSourceFile(linked)) await add(linked, t.oid);
       }
     } else if (isSourceFile(rel)) {
-      files.push({ path: rel, text: '', unreadable: { severity: 'warning', message: `symlink to "${target}", which is not a file of the source: not read` } });
+      files.push({
+        path: rel,
+        text: '',
+        unreadable: {
+          severity: 'warning',
+          message: `symlink to "${target}", which is not a file of the source: not read`,
+        },
+      });
     }
   }
   memo.trees = used.trees;

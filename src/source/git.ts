@@ -75,7 +75,9 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
     cache,
     onAuth: () => options.auth ?? { cancel: true },
     onAuthFailure: () => {
-      throw new GitSourceError(`authentication to ${options.url} failed: check ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`);
+      throw new GitSourceError(
+        `authentication to ${options.url} failed: check ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`,
+      );
     },
   };
   const ref = options.ref ?? (await defaultBranch(options.url, options.auth, http));
@@ -94,8 +96,16 @@ export async function syncGitSource(options: GitSourceOptions): Promise<GitSnaps
     const tracking = `refs/remotes/origin/${ref}`;
     const previous = await git.resolveRef({ fs, gitdir, ref: tracking }).catch(() => undefined);
     const depth = previous === undefined ? { depth: 1 } : {};
-    const result = await git.fetch({ ...common, ref: tracking, remoteRef: ref, singleBranch: true, tags: false, ...depth });
-    commit = result.fetchHead === null || result.fetchHead === undefined ? '' : await peelToCommit(gitdir, result.fetchHead);
+    const result = await git.fetch({
+      ...common,
+      ref: tracking,
+      remoteRef: ref,
+      singleBranch: true,
+      tags: false,
+      ...depth,
+    });
+    commit =
+      result.fetchHead === null || result.fetchHead === undefined ? '' : await peelToCommit(gitdir, result.fetchHead);
   } catch (err) {
     throw toSourceError(err, options.url, ref);
   }
@@ -131,9 +141,16 @@ async function peelToCommit(gitdir: string, oid: string): Promise<string> {
 
 async function defaultBranch(url: string, auth: GitAuth | undefined, http: HttpClient): Promise<string> {
   try {
-    const refs = await git.listServerRefs({ http, url, prefix: 'HEAD', symrefs: true, onAuth: () => auth ?? { cancel: true } });
+    const refs = await git.listServerRefs({
+      http,
+      url,
+      prefix: 'HEAD',
+      symrefs: true,
+      onAuth: () => auth ?? { cancel: true },
+    });
     const target = refs.find((r) => r.ref === 'HEAD')?.target;
-    if (target === undefined) throw new GitSourceError(`${url}: the server does not say which branch HEAD is; pass --ref`);
+    if (target === undefined)
+      throw new GitSourceError(`${url}: the server does not say which branch HEAD is; pass --ref`);
     return target.replace(/^refs\/heads\//, '');
   } catch (err) {
     throw toSourceError(err, url, 'HEAD');
@@ -148,13 +165,17 @@ function toSourceError(err: unknown, url: string, ref: string): Error {
   }
   // onAuth answered { cancel: true }: the server wants credentials and none were configured.
   if (e.code === 'UserCanceledError') {
-    return new GitSourceError(`${url} requires credentials and none were given: set ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`);
+    return new GitSourceError(
+      `${url} requires credentials and none were given: set ENBI_GIT_USERNAME/ENBI_GIT_PASSWORD or --git-credentials`,
+    );
   }
   if (e.code === 'HttpError' && (e.data?.statusCode === 401 || e.data?.statusCode === 403)) {
     return new GitSourceError(`${url} refused access (HTTP ${e.data.statusCode}): check the Git credentials`);
   }
-  if (e.code === 'HttpError') return new GitSourceError(`${url}: HTTP ${e.data?.statusCode ?? '?'} (${e.message ?? ''})`);
-  if (e.code === 'NotFoundError' || e.code === 'MissingRefError') return new GitSourceError(`${url}: ref "${ref}" not found on the server`);
+  if (e.code === 'HttpError')
+    return new GitSourceError(`${url}: HTTP ${e.data?.statusCode ?? '?'} (${e.message ?? ''})`);
+  if (e.code === 'NotFoundError' || e.code === 'MissingRefError')
+    return new GitSourceError(`${url}: ref "${ref}" not found on the server`);
   return new GitSourceError(`${url}: ${e.message ?? String(err)}`);
 }
 
@@ -167,10 +188,21 @@ export async function dropGitCache(cacheDir: string, url: string): Promise<void>
 }
 
 /** What a branch (or the default branch) of a remote points to now, for `enbi diff`'s drift notes. */
-export async function resolveRemoteRef(url: string, ref: string | undefined, auth?: GitAuth, http: HttpClient = httpWithIdleTimeout(DEFAULT_GIT_IDLE_TIMEOUT_MS)): Promise<string | undefined> {
+export async function resolveRemoteRef(
+  url: string,
+  ref: string | undefined,
+  auth?: GitAuth,
+  http: HttpClient = httpWithIdleTimeout(DEFAULT_GIT_IDLE_TIMEOUT_MS),
+): Promise<string | undefined> {
   let refs: Awaited<ReturnType<typeof git.listServerRefs>>;
   try {
-    refs = await git.listServerRefs({ http, url, symrefs: true, peelTags: true, onAuth: () => auth ?? { cancel: true } });
+    refs = await git.listServerRefs({
+      http,
+      url,
+      symrefs: true,
+      peelTags: true,
+      onAuth: () => auth ?? { cancel: true },
+    });
   } catch (err) {
     throw toSourceError(err, url, ref ?? 'HEAD');
   }

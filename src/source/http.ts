@@ -13,12 +13,20 @@ export function httpWithIdleTimeout(idleMs: number): HttpClient {
     async request(r: GitHttpRequest): Promise<GitHttpResponse> {
       const ac = new AbortController();
       const what = `${r.method ?? 'GET'} ${redact(r.url)}`;
-      const aborted = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason as Error), { once: true }));
+      const aborted = new Promise<never>((_, reject) =>
+        ac.signal.addEventListener('abort', () => reject(ac.signal.reason as Error), { once: true }),
+      );
       aborted.catch(() => undefined);
       let timer: NodeJS.Timeout | undefined;
       const arm = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => ac.abort(new GitTimeoutError(`${what}: no answer for ${Math.round(idleMs / 1000)} s (source.timeoutSeconds)`)), idleMs);
+        timer = setTimeout(
+          () =>
+            ac.abort(
+              new GitTimeoutError(`${what}: no answer for ${Math.round(idleMs / 1000)} s (source.timeoutSeconds)`),
+            ),
+          idleMs,
+        );
       };
       arm();
       let res: GitHttpResponse;

@@ -34,7 +34,13 @@ Then: export KUBECONFIG=~/.cache/enbi/cluster/kubeconfig   (ENBI_CLUSTER_DIR/kub
 /** A mistake in the command line: printed with the usage, exit 2. */
 class UsageError extends Error {}
 
-function parse(argv: string[]): { cmd: string | undefined; mode: string; nodes: string; emulate: string[]; help: boolean } {
+function parse(argv: string[]): {
+  cmd: string | undefined;
+  mode: string;
+  nodes: string;
+  emulate: string[];
+  help: boolean;
+} {
   try {
     const { positionals, values } = parseArgs({
       args: argv,
@@ -47,7 +53,13 @@ function parse(argv: string[]): { cmd: string | undefined; mode: string; nodes: 
       },
     });
     if (positionals.length > 1) throw new UsageError(`one command, not ${positionals.join(' ')}`);
-    return { cmd: positionals[0], mode: values.mode, nodes: values.nodes, emulate: values.emulate ?? [], help: values.help };
+    return {
+      cmd: positionals[0],
+      mode: values.mode,
+      nodes: values.nodes,
+      emulate: values.emulate ?? [],
+      help: values.help,
+    };
   } catch (e) {
     if (e instanceof UsageError) throw e;
     // parseArgs' own message ("Unknown option '--x'. To specify a positional argument…"): its first sentence.
@@ -63,17 +75,30 @@ async function main(argv: string[]): Promise<number> {
   }
   if (a.cmd === 'up') {
     const mode = a.mode as Mode;
-    if (mode !== 'full' && mode !== 'control-plane') throw new UsageError(`--mode must be full or control-plane, not ${a.mode}`);
+    if (mode !== 'full' && mode !== 'control-plane')
+      throw new UsageError(`--mode must be full or control-plane, not ${a.mode}`);
     const count = Number(a.nodes);
-    if (!Number.isInteger(count) || count < 1) throw new UsageError(`--nodes must be a positive integer, not ${a.nodes}`);
+    if (!Number.isInteger(count) || count < 1)
+      throw new UsageError(`--nodes must be a positive integer, not ${a.nodes}`);
     const nodes: NodeSpec[] = Array.from({ length: count }, (_, i) => ({ name: `enbi-node-${i + 1}` }));
     // --emulate aarch64-linux: the last node; --emulate enbi-node-1=aarch64-linux,riscv64-linux: that node.
     for (const e of a.emulate) {
       const eq = e.indexOf('=');
       const name = eq >= 0 ? e.slice(0, eq) : nodes.at(-1)!.name;
       const node = nodes.find((n) => n.name === name);
-      if (mode !== 'full' || !node) throw new UsageError(`--emulate ${e}: no node ${name} (needs --mode full; nodes: ${nodes.map((n) => n.name).join(', ')})`);
-      node.emulate = [...new Set([...(node.emulate ?? []), ...e.slice(eq + 1).split(',').filter(Boolean)])];
+      if (mode !== 'full' || !node)
+        throw new UsageError(
+          `--emulate ${e}: no node ${name} (needs --mode full; nodes: ${nodes.map((n) => n.name).join(', ')})`,
+        );
+      node.emulate = [
+        ...new Set([
+          ...(node.emulate ?? []),
+          ...e
+            .slice(eq + 1)
+            .split(',')
+            .filter(Boolean),
+        ]),
+      ];
     }
     const s = await up({ mode, nodes });
     console.log(`KUBECONFIG=${s.kubeconfig}`);

@@ -7,7 +7,15 @@ import { CNI_BIN_DIR, KUBE_VERSION, clusterDir, hostBin, kubeBin } from './paths
 import { SERVICE_IP, startControlPlane } from './controlplane.ts';
 import { apiGet, apiMergePatch, type Cred } from './health.ts';
 import { buildBusyboxImage } from './images.ts';
-import { createBridge, createNodeNetns, routeKubernetesService, nodeIp, pickSubnet, podCidr, type Subnet } from './network.ts';
+import {
+  createBridge,
+  createNodeNetns,
+  routeKubernetesService,
+  nodeIp,
+  pickSubnet,
+  podCidr,
+  type Subnet,
+} from './network.ts';
 import { nodeState, startNode, type NodePlan } from './node.ts';
 import { containerdFlavor } from './containerd.ts';
 import { ensureEmulation, preflightEmulation } from './emulation.ts';
@@ -68,8 +76,9 @@ export async function unhealthy(s: ClusterState): Promise<string | undefined> {
     for (const n of s.nodes) {
       const node = await apiGet(s.server, adminCred(s), `/api/v1/nodes/${n.name}`);
       if (node.status !== 200) return `node ${n.name} is not registered`;
-      const ready = (JSON.parse(node.body) as { status?: { conditions?: { type: string; status: string }[] } })
-        .status?.conditions?.find((c) => c.type === 'Ready');
+      const ready = (
+        JSON.parse(node.body) as { status?: { conditions?: { type: string; status: string }[] } }
+      ).status?.conditions?.find((c) => c.type === 'Ready');
       if (ready?.status !== 'True') return `node ${n.name} is not Ready`;
     }
   } catch (e) {
@@ -94,11 +103,13 @@ function mismatch(s: ClusterState, o: UpOptions): string | undefined {
   if (s.mode !== 'full') return `it runs in ${s.mode} mode`;
   const same = (a: string[] = [], b: string[] = []): boolean => [...a].sort().join(',') === [...b].sort().join(',');
   const matches = (n: NodeSpec, x: NodeState): boolean =>
-    x.name === n.name && (!n.containerd || x.containerd === containerdFlavor(n.containerd).name) &&
+    x.name === n.name &&
+    (!n.containerd || x.containerd === containerdFlavor(n.containerd).name) &&
     (n.emulate === undefined || same(n.emulate, x.emulate)) &&
     (n.socket === undefined || x.containerdSocket === n.socket);
   const missing = nodeSpecs(o).filter((n) => !s.nodes.some((x) => matches(n, x)));
-  const describe = (n: NodeSpec): string => `${n.name}${n.emulate?.length ? ` (emulating ${n.emulate.join(', ')})` : ''}`;
+  const describe = (n: NodeSpec): string =>
+    `${n.name}${n.emulate?.length ? ` (emulating ${n.emulate.join(', ')})` : ''}`;
   return missing.length ? `it lacks node(s) ${missing.map(describe).join(', ')}` : undefined;
 }
 
@@ -111,8 +122,10 @@ export async function up(o: UpOptions): Promise<ClusterState> {
       const other = mismatch(existing, o);
       const runner = existing.owner !== o.owner ? existing.ownerPid : undefined;
       if (other && runner && pidAlive(runner)) {
-        throw new Error(`the cluster in ${dir} cannot serve this request (${other}) and belongs to test run pid ${runner}, ` +
-          'which still runs: wait for it, or set ENBI_CLUSTER_DIR to start a cluster of your own');
+        throw new Error(
+          `the cluster in ${dir} cannot serve this request (${other}) and belongs to test run pid ${runner}, ` +
+            'which still runs: wait for it, or set ENBI_CLUSTER_DIR to start a cluster of your own',
+        );
       }
       const why = other ?? (await unhealthy(existing));
       if (!why) {
@@ -138,14 +151,17 @@ function preflight(mode: Mode, nodes: NodeSpec[]): void {
   if (mode !== 'full') return;
   kubeBin('kubelet');
   for (const b of ['ip', 'nsenter', 'runc', 'busybox', 'umount']) hostBin(b);
-  if (!existsSync(join(CNI_BIN_DIR, 'bridge'))) throw new Error(`CNI plugins missing in ${CNI_BIN_DIR}: run \`bash test/cluster/install-deps.sh\``);
+  if (!existsSync(join(CNI_BIN_DIR, 'bridge')))
+    throw new Error(`CNI plugins missing in ${CNI_BIN_DIR}: run \`bash test/cluster/install-deps.sh\``);
   for (const n of nodes) containerdFlavor(n.containerd);
   for (const sys of new Set(nodes.flatMap((n) => n.emulate ?? []))) preflightEmulation(sys);
 }
 
 async function start(dir: string, o: UpOptions, log: (m: string) => void): Promise<ClusterState> {
   if (o.mode === 'full' && process.getuid?.() !== 0) {
-    throw new Error('full mode needs root (network namespaces, cgroups, mounts): run as root, or use --mode control-plane');
+    throw new Error(
+      'full mode needs root (network namespaces, cgroups, mounts): run as root, or use --mode control-plane',
+    );
   }
   const nodes = nodeSpecs(o);
   preflight(o.mode, nodes);
@@ -153,8 +169,16 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
   const runId = randomBytes(3).toString('hex');
   const subnet = o.mode === 'full' ? await pickSubnet(nodes.length) : undefined;
   const s: ClusterState = {
-    version: 1, mode: o.mode, runId, dir, kubeconfig: join(dir, 'kubeconfig'), server: '',
-    kubernetesVersion: KUBE_VERSION, nodes: [], procs: [], startedAt: new Date().toISOString(),
+    version: 1,
+    mode: o.mode,
+    runId,
+    dir,
+    kubeconfig: join(dir, 'kubeconfig'),
+    server: '',
+    kubernetesVersion: KUBE_VERSION,
+    nodes: [],
+    procs: [],
+    startedAt: new Date().toISOString(),
     ...(o.owner ? { owner: o.owner, ownerPid: o.ownerPid ?? process.pid } : {}),
   };
   // Nothing recorded runs any more: leftovers of a run that died unrecorded (etcd data, certificates) go.
@@ -170,8 +194,13 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
       writeState(s);
     }
     const cp = await startControlPlane({
-      dir, address: subnet?.gateway ?? '127.0.0.1', log,
-      record: (p) => { s.procs.push(p); writeState(s); },
+      dir,
+      address: subnet?.gateway ?? '127.0.0.1',
+      log,
+      record: (p) => {
+        s.procs.push(p);
+        writeState(s);
+      },
     });
     s.server = cp.server;
     writeState(s);
@@ -187,11 +216,21 @@ async function start(dir: string, o: UpOptions, log: (m: string) => void): Promi
   return s;
 }
 
-async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca: CertPair, log: (m: string) => void): Promise<void> {
+async function startNodes(
+  s: ClusterState,
+  subnet: Subnet,
+  specs: NodeSpec[],
+  ca: CertPair,
+  log: (m: string) => void,
+): Promise<void> {
   const bridge = s.bridge;
   if (!bridge) throw new Error('full mode without a bridge');
   const sandboxArchive = join(s.dir, 'images', 'pause.tar');
-  buildBusyboxImage({ ref: SANDBOX_IMAGE, out: sandboxArchive, cmd: ['/bin/sh', '-c', 'trap "exit 0" TERM INT; sleep 2147483647 & wait'] });
+  buildBusyboxImage({
+    ref: SANDBOX_IMAGE,
+    out: sandboxArchive,
+    cmd: ['/bin/sh', '-c', 'trap "exit 0" TERM INT; sleep 2147483647 & wait'],
+  });
   s.sandboxImage = SANDBOX_IMAGE;
   const ctx = { server: s.server, ca, sandboxImage: SANDBOX_IMAGE, sandboxArchive, logs: join(s.dir, 'logs'), log };
   const record = (p: ProcRecord): void => {
@@ -201,9 +240,14 @@ async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca
   for (const sys of new Set(specs.flatMap((n) => n.emulate ?? []))) await ensureEmulation(sys, log);
   for (const [i, spec] of specs.entries()) {
     const plan: NodePlan = {
-      name: spec.name, system: spec.system ?? hostSystem(),
-      netns: `enbi-${s.runId}-${i}`, hostVeth: `enbi-${s.runId}-${i}`, ip: nodeIp(subnet, i), podCIDR: podCidr(subnet, i),
-      cgroupRoot: `/enbi-${s.runId}-${spec.name}`, dir: join(s.dir, 'nodes', spec.name),
+      name: spec.name,
+      system: spec.system ?? hostSystem(),
+      netns: `enbi-${s.runId}-${i}`,
+      hostVeth: `enbi-${s.runId}-${i}`,
+      ip: nodeIp(subnet, i),
+      podCIDR: podCidr(subnet, i),
+      cgroupRoot: `/enbi-${s.runId}-${spec.name}`,
+      dir: join(s.dir, 'nodes', spec.name),
       containerd: containerdFlavor(spec.containerd),
       emulate: [...new Set(spec.emulate ?? [])],
       ...(spec.socket !== undefined ? { socket: spec.socket } : {}),
@@ -220,15 +264,22 @@ async function startNodes(s: ClusterState, subnet: Subnet, specs: NodeSpec[], ca
   // as that controller would, once kubelet has registered it.
   for (const n of s.nodes) {
     const path = `/api/v1/nodes/${n.name}`;
-    await waitFor(`${n.name} to register`, async () => ((await apiGet(s.server, cred, path)).status === 200 ? true : undefined),
-      { timeoutMs: 60_000, intervalMs: 300, alive: dead });
+    await waitFor(
+      `${n.name} to register`,
+      async () => ((await apiGet(s.server, cred, path)).status === 200 ? true : undefined),
+      { timeoutMs: 60_000, intervalMs: 300, alive: dead },
+    );
     await apiMergePatch(s.server, cred, path, { spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] } });
   }
-  await waitFor(`node(s) ${specs.map((n) => n.name).join(', ')} Ready`, async () => {
-    const why = await unhealthy(s);
-    if (why) throw new Error(why);
-    return true;
-  }, { timeoutMs: 120_000, intervalMs: 500, alive: dead });
+  await waitFor(
+    `node(s) ${specs.map((n) => n.name).join(', ')} Ready`,
+    async () => {
+      const why = await unhealthy(s);
+      if (why) throw new Error(why);
+      return true;
+    },
+    { timeoutMs: 120_000, intervalMs: 500, alive: dead },
+  );
 }
 
 export async function down(dir = clusterDir(), log = say): Promise<boolean> {

@@ -24,8 +24,8 @@ export interface ContainerdPaths {
 export const certsDirOf = (nodeDir: string): string => join(nodeDir, 'containerd', 'certs.d');
 
 /** A node's content store, which Spegel reads blobs from directly (both flavours keep it under root). */
-export const contentDirOf = (nodeDir: string): string => join(nodeDir, 'containerd', 'root', 'io.containerd.content.v1.content');
-
+export const contentDirOf = (nodeDir: string): string =>
+  join(nodeDir, 'containerd', 'root', 'io.containerd.content.v1.content');
 
 export interface ContainerdFlavor {
   name: string;
@@ -37,7 +37,10 @@ export interface ContainerdFlavor {
 }
 
 /** The CRI's registry table (1.6: under the CRI plugin; 2.x: under its images plugin), when certsDir is set. */
-const registry = (p: ContainerdPaths, plugin: string): string => p.certsDir === undefined ? '' : `  # Registry hosts (a Spegel mirror, when one runs) from <certsDir>/<registry>/hosts.toml.
+const registry = (p: ContainerdPaths, plugin: string): string =>
+  p.certsDir === undefined
+    ? ''
+    : `  # Registry hosts (a Spegel mirror, when one runs) from <certsDir>/<registry>/hosts.toml.
   [plugins.${plugin}.registry]
     config_path = ${JSON.stringify(p.certsDir)}
 `;

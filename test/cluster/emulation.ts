@@ -36,7 +36,12 @@ const QEMU_CPU: Readonly<Record<string, string>> = {
 export function qemuCpu(system: string): string {
   const m = /^(.+)-linux$/.exec(system);
   const cpu = m?.[1] !== undefined ? QEMU_CPU[m[1]] : undefined;
-  if (cpu === undefined) throw new Error(`cannot emulate ${system}: known are ${Object.keys(QEMU_CPU).map((c) => `${c}-linux`).join(', ')}`);
+  if (cpu === undefined)
+    throw new Error(
+      `cannot emulate ${system}: known are ${Object.keys(QEMU_CPU)
+        .map((c) => `${c}-linux`)
+        .join(', ')}`,
+    );
   return cpu;
 }
 
@@ -65,13 +70,18 @@ export function readBinfmt(name: string): BinfmtEntry | undefined {
 /** The registration line of Debian's qemu-user-static for this CPU, with the F flag. */
 function registration(cpu: string): { name: string; line: string; interpreter: string } {
   const conf = join(BINFMT_CONF_DIR, `qemu-${cpu}.conf`);
-  if (!existsSync(conf)) throw new Error(`${conf} is missing: run \`bash test/cluster/install-deps.sh\` (installs qemu-user-static)`);
-  const line = readFileSync(conf, 'utf8').split('\n').find((l) => l.startsWith(':'));
+  if (!existsSync(conf))
+    throw new Error(`${conf} is missing: run \`bash test/cluster/install-deps.sh\` (installs qemu-user-static)`);
+  const line = readFileSync(conf, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(':'));
   // :name:type:offset:magic:mask:interpreter:flags (magic and mask hold no ':' in Debian's files)
   const parts = line?.split(':');
-  if (line === undefined || parts === undefined || parts.length !== 8) throw new Error(`${conf}: no binfmt_misc registration line`);
+  if (line === undefined || parts === undefined || parts.length !== 8)
+    throw new Error(`${conf}: no binfmt_misc registration line`);
   const [, name = '', , , , , interpreter = '', flags = ''] = parts;
-  if (!existsSync(interpreter)) throw new Error(`${interpreter} (named by ${conf}) is missing: run \`bash test/cluster/install-deps.sh\``);
+  if (!existsSync(interpreter))
+    throw new Error(`${interpreter} (named by ${conf}) is missing: run \`bash test/cluster/install-deps.sh\``);
   // F: the kernel opens the interpreter now, so it runs inside containers that do not have it.
   const withF = flags.includes('F') ? flags : `${flags}F`;
   return { name, interpreter, line: [...parts.slice(0, 7), withF].join(':') };
@@ -90,16 +100,21 @@ async function mountBinfmt(log: (m: string) => void): Promise<void> {
     await run(hostBin('mount'), ['-t', 'binfmt_misc', 'binfmt_misc', BINFMT_DIR]);
   } catch (e) {
     // Another cluster's `up` may have mounted it meanwhile.
-    if (!existsSync(join(BINFMT_DIR, 'register'))) throw new Error(`cannot mount binfmt_misc (needs root): ${(e as Error).message}`);
+    if (!existsSync(join(BINFMT_DIR, 'register')))
+      throw new Error(`cannot mount binfmt_misc (needs root): ${(e as Error).message}`);
   }
   const status = readFileSync(join(BINFMT_DIR, 'status'), 'utf8').trim();
-  if (status !== 'enabled') throw new Error(`binfmt_misc is ${status} on this host (${BINFMT_DIR}/status): the harness does not enable it for everyone; \`echo 1 > ${BINFMT_DIR}/status\` does`);
+  if (status !== 'enabled')
+    throw new Error(
+      `binfmt_misc is ${status} on this host (${BINFMT_DIR}/status): the harness does not enable it for everyone; \`echo 1 > ${BINFMT_DIR}/status\` does`,
+    );
 }
 
 /** Whether an entry runs foreign binaries inside containers; the reason when it does not. */
 function unusable(e: BinfmtEntry): string | undefined {
   if (!e.enabled) return `it is disabled`;
-  if (!e.flags.includes('F')) return `it lacks the F flag (flags "${e.flags}"), so its interpreter ${e.interpreter} would have to exist inside every container`;
+  if (!e.flags.includes('F'))
+    return `it lacks the F flag (flags "${e.flags}"), so its interpreter ${e.interpreter} would have to exist inside every container`;
   return undefined;
 }
 
@@ -115,20 +130,26 @@ export async function ensureEmulation(system: string, log: (m: string) => void):
   if (found === undefined) {
     try {
       writeFileSync(join(BINFMT_DIR, 'register'), reg.line);
-      log(`registered binfmt_misc ${reg.name} → ${reg.interpreter} (flags ${reg.line.split(':')[7]}) for ${system}; host-wide, left registered at \`down\``);
+      log(
+        `registered binfmt_misc ${reg.name} → ${reg.interpreter} (flags ${reg.line.split(':')[7]}) for ${system}; host-wide, left registered at \`down\``,
+      );
     } catch (e) {
       // EEXIST: registered meanwhile by someone else; judged below like any existing entry.
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`registering ${reg.name} in ${BINFMT_DIR}/register failed: ${(e as Error).message}`);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw new Error(`registering ${reg.name} in ${BINFMT_DIR}/register failed: ${(e as Error).message}`);
     }
   }
   const now = readBinfmt(reg.name);
   if (now === undefined) throw new Error(`${BINFMT_DIR}/${reg.name} is missing right after registering it`);
   const why = unusable(now);
   if (why !== undefined) {
-    throw new Error(`the host's binfmt_misc entry ${reg.name} cannot serve ${system} builds in containers: ${why}. ` +
-      `It was not made by this harness, which never changes another's registration: fix it by hand (echo -1 > ${BINFMT_DIR}/${reg.name} removes it; the harness then registers its own)`);
+    throw new Error(
+      `the host's binfmt_misc entry ${reg.name} cannot serve ${system} builds in containers: ${why}. ` +
+        `It was not made by this harness, which never changes another's registration: fix it by hand (echo -1 > ${BINFMT_DIR}/${reg.name} removes it; the harness then registers its own)`,
+    );
   }
-  if (found !== undefined) log(`binfmt_misc ${reg.name} already registered (flags ${now.flags}): using it for ${system}`);
+  if (found !== undefined)
+    log(`binfmt_misc ${reg.name} already registered (flags ${now.flags}): using it for ${system}`);
   return found === undefined ? 'registered' : 'existing';
 }
 
@@ -161,7 +182,9 @@ export async function requireEmulation(system: string, log: (m: string) => void 
 export function foreignBusybox(architecture = 'arm64'): string {
   const path = join(cacheDir(), 'busybox', architecture, 'busybox');
   if (!existsSync(path)) {
-    throw new Error(`${path} is missing: run \`bash test/cluster/install-deps.sh\` (as root), which fetches Debian's busybox-static:${architecture}`);
+    throw new Error(
+      `${path} is missing: run \`bash test/cluster/install-deps.sh\` (as root), which fetches Debian's busybox-static:${architecture}`,
+    );
   }
   return path;
 }

@@ -24,7 +24,9 @@ export async function globalSetup(): Promise<void> {
 async function prepareHost(): Promise<void> {
   if (process.getuid?.() !== 0 || (process.env.ENBI_SKIP_CLUSTER === '1' && process.env.CI !== 'true')) return;
   const log = (m: string): void => void process.stderr.write(`global setup: ${m}\n`);
-  await requireEmulation('aarch64-linux', log).catch((e: unknown) => log(`cannot emulate aarch64-linux: ${(e as Error).message}`));
+  await requireEmulation('aarch64-linux', log).catch((e: unknown) =>
+    log(`cannot emulate aarch64-linux: ${(e as Error).message}`),
+  );
 }
 
 export async function globalTeardown(): Promise<void> {

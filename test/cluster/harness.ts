@@ -51,7 +51,9 @@ async function start(mode: Mode): Promise<ClusterInfo> {
   const s = await up({
     mode,
     nodes: Array.from({ length: count }, (_, i) => ({ name: `enbi-node-${i + 1}` })),
-    ...(process.env.ENBI_TEST_RUN_ID ? { owner: process.env.ENBI_TEST_RUN_ID, ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid } : {}),
+    ...(process.env.ENBI_TEST_RUN_ID
+      ? { owner: process.env.ENBI_TEST_RUN_ID, ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid }
+      : {}),
   });
   const kc = new KubeConfig();
   kc.loadFromFile(s.kubeconfig);

@@ -9,18 +9,31 @@ export interface Cred {
   key: string;
 }
 
-export async function apiGet(server: string, cred: Cred, path: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+export async function apiGet(
+  server: string,
+  cred: Cred,
+  path: string,
+  timeoutMs = 5_000,
+): Promise<{ status: number; body: string }> {
   return await apiRequest(server, cred, 'GET', path, undefined, timeoutMs);
 }
 
 /** A merge patch; throws unless the API server accepts it. */
 export async function apiMergePatch(server: string, cred: Cred, path: string, patch: object): Promise<void> {
-  const r = await apiRequest(server, cred, 'PATCH', path, { type: 'application/merge-patch+json', data: JSON.stringify(patch) });
+  const r = await apiRequest(server, cred, 'PATCH', path, {
+    type: 'application/merge-patch+json',
+    data: JSON.stringify(patch),
+  });
   if (r.status >= 300) throw new Error(`PATCH ${path}: ${r.status} ${r.body}`);
 }
 
 async function apiRequest(
-  server: string, cred: Cred, method: string, path: string, body?: { type: string; data: string }, timeoutMs = 5_000,
+  server: string,
+  cred: Cred,
+  method: string,
+  path: string,
+  body?: { type: string; data: string },
+  timeoutMs = 5_000,
 ): Promise<{ status: number; body: string }> {
   const files = { ca: readFileSync(cred.ca), cert: readFileSync(cred.cert), key: readFileSync(cred.key) };
   const headers = body ? { 'content-type': body.type } : {};

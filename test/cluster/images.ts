@@ -51,8 +51,18 @@ function layer(o: BusyboxImageOptions): Buffer {
     ...busyboxApplets().map((a): TarEntry => ({ type: 'symlink', path: `bin/${a}`, target: 'busybox' })),
     { type: 'dir', path: 'etc' },
     // An image's own files replace these two (the builder image adds its unprivileged user).
-    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/passwd') ? [] : [{ type: 'file' as const, path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n') }]),
-    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/group') ? [] : [{ type: 'file' as const, path: 'etc/group', data: Buffer.from('root:x:0:\nnobody:x:65534:\n') }]),
+    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/passwd')
+      ? []
+      : [
+          {
+            type: 'file' as const,
+            path: 'etc/passwd',
+            data: Buffer.from('root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n'),
+          },
+        ]),
+    ...(o.files?.some((f) => f.path.replace(/^\/+/, '') === 'etc/group')
+      ? []
+      : [{ type: 'file' as const, path: 'etc/group', data: Buffer.from('root:x:0:\nnobody:x:65534:\n') }]),
     { type: 'dir', path: 'root', mode: 0o700 },
     { type: 'dir', path: 'tmp', mode: 0o1777 },
   ];
@@ -111,7 +121,13 @@ export interface ImportOptions {
 /** Imports a docker-archive or OCI archive into a containerd, where the CRI (and kubelet) sees it. */
 export async function importImage(socket: string, archive: string, o: ImportOptions = {}): Promise<void> {
   await run(o.ctr ?? hostBin('ctr'), [
-    '--address', socket, '-n', o.namespace ?? 'k8s.io', 'images', 'import',
-    ...(o.platform ? ['--platform', o.platform] : []), archive,
+    '--address',
+    socket,
+    '-n',
+    o.namespace ?? 'k8s.io',
+    'images',
+    'import',
+    ...(o.platform ? ['--platform', o.platform] : []),
+    archive,
   ]);
 }

@@ -31,7 +31,9 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T>
     let holder = NaN;
     try {
       holder = Number(readFileSync(lock, 'utf8'));
-    } catch { /* released meanwhile */ }
+    } catch {
+      /* released meanwhile */
+    }
     if (holder > 0 && !pidAlive(holder)) {
       rmSync(lock, { force: true });
       continue;

@@ -38,7 +38,12 @@ export async function createBridge(name: string, s: Subnet): Promise<void> {
 
 /** A network namespace for one node: eth0 on the bridge with addr, a default route, a route back to its pods. */
 export async function createNodeNetns(o: {
-  netns: string; hostVeth: string; bridge: string; addr: string; gateway: string; podCIDR: string;
+  netns: string;
+  hostVeth: string;
+  bridge: string;
+  addr: string;
+  gateway: string;
+  podCIDR: string;
 }): Promise<void> {
   await ip('netns', 'add', o.netns);
   const peer = `${o.hostVeth}p`;
@@ -64,7 +69,26 @@ export async function createNodeNetns(o: {
 export async function routeKubernetesService(netns: string, serviceIp: string, server: string): Promise<void> {
   const { hostname, port } = new URL(server);
   for (const chain of ['PREROUTING', 'OUTPUT']) {
-    await run(hostBin('ip'), ['netns', 'exec', netns, hostBin('iptables'), '-t', 'nat', '-A', chain, '-d', `${serviceIp}/32`, '-p', 'tcp', '--dport', '443', '-j', 'DNAT', '--to-destination', `${hostname}:${port}`]);
+    await run(hostBin('ip'), [
+      'netns',
+      'exec',
+      netns,
+      hostBin('iptables'),
+      '-t',
+      'nat',
+      '-A',
+      chain,
+      '-d',
+      `${serviceIp}/32`,
+      '-p',
+      'tcp',
+      '--dport',
+      '443',
+      '-j',
+      'DNAT',
+      '--to-destination',
+      `${hostname}:${port}`,
+    ]);
   }
 }
 

@@ -5,12 +5,10 @@ import { join, resolve } from 'node:path';
 
 export const KUBE_VERSION = 'v1.34.4';
 
-export const cacheDir = (): string =>
-  resolve(process.env.ENBI_CACHE_DIR ?? join(homedir(), '.cache', 'enbi'));
+export const cacheDir = (): string => resolve(process.env.ENBI_CACHE_DIR ?? join(homedir(), '.cache', 'enbi'));
 
 /** State of the one cluster this checkout runs: cluster.json, certificates, logs, node data. */
-export const clusterDir = (): string =>
-  resolve(process.env.ENBI_CLUSTER_DIR ?? join(cacheDir(), 'cluster'));
+export const clusterDir = (): string => resolve(process.env.ENBI_CLUSTER_DIR ?? join(cacheDir(), 'cluster'));
 
 export const stateFile = (dir = clusterDir()): string => join(dir, 'cluster.json');
 

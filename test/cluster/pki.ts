@@ -24,10 +24,22 @@ export async function makeCA(dir: string): Promise<CertPair> {
   const ca = { cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
   if (existsSync(ca.cert)) return ca;
   await run(hostBin('openssl'), [
-    'req', '-x509', '-new', ...keyArgs, '-keyout', ca.key, '-out', ca.cert,
-    '-days', '3650', '-subj', '/CN=enbi-test-ca',
-    '-addext', 'basicConstraints=critical,CA:TRUE',
-    '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+    'req',
+    '-x509',
+    '-new',
+    ...keyArgs,
+    '-keyout',
+    ca.key,
+    '-out',
+    ca.cert,
+    '-days',
+    '3650',
+    '-subj',
+    '/CN=enbi-test-ca',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
   ]);
   return ca;
 }
@@ -51,8 +63,21 @@ export async function makeCert(dir: string, ca: CertPair, spec: CertSpec): Promi
   const openssl = hostBin('openssl');
   await run(openssl, ['req', '-new', ...keyArgs, '-keyout', out.key, '-out', csr, '-subj', subj]);
   await run(openssl, [
-    'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial',
-    '-days', '3650', '-out', out.cert, '-extfile', ext,
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-CAcreateserial',
+    '-days',
+    '3650',
+    '-out',
+    out.cert,
+    '-extfile',
+    ext,
   ]);
   return out;
 }

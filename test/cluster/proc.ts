@@ -103,7 +103,8 @@ export async function waitFor<T>(
     } catch (e) {
       last = (e as Error).message;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ''}`);
     await sleep(opts.intervalMs ?? 250);
   }
 }

@@ -13,16 +13,37 @@ export async function restartProcess(name: string, o: { crash?: boolean; downMs?
   const s = readState();
   if (s === undefined) throw new Error('no test cluster is up');
   const old = s.procs.find((p) => p.name === name);
-  if (old === undefined) throw new Error(`no process ${name} in cluster.json (have: ${s.procs.map((p) => p.name).join(', ')})`);
+  if (old === undefined)
+    throw new Error(`no process ${name} in cluster.json (have: ${s.procs.map((p) => p.name).join(', ')})`);
   // A node's process runs in the node's network namespace (nsenter exec'd into it: the cmdline no longer
   // says so): start it again there, or its pods' new network would be built in the host's namespace.
   const netns = netnsOf(old.pid);
   // And with its own environment (a containerd 2.x node finds its shim through its PATH).
-  const environ = readFileSync(`/proc/${old.pid}/environ`, 'utf8').split('\0').filter((a) => a !== '');
-  const argv = [...(netns !== undefined ? [hostBin('nsenter'), `--net=${netns}`, '--'] : []), hostBin('env'), '-i', ...environ, ...readFileSync(`/proc/${old.pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '')];
+  const environ = readFileSync(`/proc/${old.pid}/environ`, 'utf8')
+    .split('\0')
+    .filter((a) => a !== '');
+  const argv = [
+    ...(netns !== undefined ? [hostBin('nsenter'), `--net=${netns}`, '--'] : []),
+    hostBin('env'),
+    '-i',
+    ...environ,
+    ...readFileSync(`/proc/${old.pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((a) => a !== ''),
+  ];
   if (o.crash === true) {
     process.kill(old.pid, 'SIGKILL');
-    while ((() => { try { process.kill(old.pid, 0); return true; } catch { return false; } })()) await sleep(50);
+    while (
+      (() => {
+        try {
+          process.kill(old.pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      })()
+    )
+      await sleep(50);
   } else await stopProc(old);
   await sleep(o.downMs ?? 0);
   const fresh = startDaemon(name, argv[0]!, argv.slice(1), old.log);

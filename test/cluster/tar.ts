@@ -20,7 +20,8 @@ function header(e: TarEntry, size: number): Buffer {
     const cut = name.lastIndexOf('/', name.length - 2);
     prefix = name.slice(0, cut);
     name = name.slice(cut + 1);
-    if (Buffer.byteLength(name) > 100 || Buffer.byteLength(prefix) > 155) throw new Error(`tar path too long: ${e.path}`);
+    if (Buffer.byteLength(name) > 100 || Buffer.byteLength(prefix) > 155)
+      throw new Error(`tar path too long: ${e.path}`);
   }
   const mode = e.type === 'symlink' ? 0o777 : (e.mode ?? (e.type === 'dir' ? 0o755 : 0o644));
   field(h, 0, 100, name);

@@ -79,7 +79,10 @@ async function stopNode(node: NodeState, procs: ProcRecord[]): Promise<void> {
   const mine = (suffix: string): ProcRecord[] => procs.filter((p) => p.name === `${node.name}/${suffix}`);
   // Add-ons a test recorded for this node (`<node>/spegel`, see test/support/spegel.ts) go first: they
   // use the node's containerd and network.
-  const addons = procs.filter((p) => p.name.startsWith(`${node.name}/`) && !['kubelet', 'containerd'].includes(p.name.slice(node.name.length + 1)));
+  const addons = procs.filter(
+    (p) =>
+      p.name.startsWith(`${node.name}/`) && !['kubelet', 'containerd'].includes(p.name.slice(node.name.length + 1)),
+  );
   for (const p of addons) await stopProc(p);
   for (const p of mine('kubelet')) await stopProc(p);
   // Pods' processes live under the node's cgroup root; kill them, then the shims that watched them.

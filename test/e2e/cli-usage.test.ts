@@ -9,7 +9,11 @@ const PINNED = 'github:acme/hello/4f1c2d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d#image
 
 /** Each subcommand with a bad value that it or the shared parser refuses, and what the line must name. */
 const SUBCOMMANDS: { name: string; badValue: string[]; named: RegExp }[] = [
-  { name: 'build', badValue: [PINNED, '--image', 'registry.local/hello:1', '--system', 'z80-linux'], named: /z80-linux/ },
+  {
+    name: 'build',
+    badValue: [PINNED, '--image', 'registry.local/hello:1', '--system', 'z80-linux'],
+    named: /z80-linux/,
+  },
   { name: 'import', badValue: ['--file'], named: /--file/ },
   { name: 'controller', badValue: ['--config'], named: /--config/ },
   { name: 'agent', badValue: ['--node', 'n1', '--resync', 'soon'], named: /--resync soon/ },

@@ -19,7 +19,10 @@ interface Run {
 
 function enbi(args: string[], cwd = ROOT): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [ENBI, ...args], { cwd, env: { ...process.env, KUBECONFIG: '/nonexistent' } });
+    const child = spawn(process.execPath, [ENBI, ...args], {
+      cwd,
+      env: { ...process.env, KUBECONFIG: '/nonexistent' },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -63,7 +66,11 @@ test('-o json and -o yaml carry the same plan', async () => {
 test('nothing to build: exit 0', async () => {
   const dir = await tempRepo({
     'app.yaml': yamlDocs(deployment('web', { flake: `github:a/web/${REV_A}#image`, image: 'registry.local/web:v1' })),
-    'nodes.yaml': yamlDocs({ apiVersion: 'v1', kind: 'List', items: [rawNode('n1', { images: ['registry.local/web:v1'] })] }),
+    'nodes.yaml': yamlDocs({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: [rawNode('n1', { images: ['registry.local/web:v1'] })],
+    }),
   });
   const r = await enbi(['diff', '--dir', dir, '--nodes', join(dir, 'nodes.yaml'), '--offline']);
   assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -74,24 +81,44 @@ test('malformed files and bad annotations: reported with file and line, the rest
   const dir = await tempRepo({
     'good.yaml': yamlDocs(deployment('web', { flake: `github:a/web/${REV_A}#image` })),
     'broken.yaml': 'apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n',
-    'sub/bad.yml': yamlDocs({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' } }, deployment('unpinned', { flake: 'github:a/web#image' })),
+    'sub/bad.yml': yamlDocs(
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' } },
+      deployment('unpinned', { flake: 'github:a/web#image' }),
+    ),
     'nodes.yaml': yamlDocs({ apiVersion: 'v1', kind: 'List', items: [rawNode('n1')] }),
   });
   const r = await enbi(['diff', '--dir', dir, '--nodes', join(dir, 'nodes.yaml'), '--offline']);
   assert.equal(r.code, 6, r.stdout + r.stderr);
   assert.match(r.stdout, /1 build would start/);
   assert.match(r.stdout, /broken\.yaml:[34]: malformed YAML/);
-  assert.match(r.stdout, /sub\/bad\.yml:6: Deployment default\/unpinned: container app: flake "github:a\/web#image" is not pinned/);
+  assert.match(
+    r.stdout,
+    /sub\/bad\.yml:6: Deployment default\/unpinned: container app: flake "github:a\/web#image" is not pinned/,
+  );
 });
 
 test('usage errors, an unreadable nodes file and an unreachable cluster exit 1 with a message', async () => {
   const none = await enbi(['diff']);
   assert.equal(none.code, 1);
   assert.match(none.stderr, /give either a Git URL or --dir/);
-  const mode = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/nodes.yaml', '--mode', 'sometimes']);
+  const mode = await enbi([
+    'diff',
+    '--dir',
+    'examples/manifests',
+    '--nodes',
+    'examples/nodes.yaml',
+    '--mode',
+    'sometimes',
+  ]);
   assert.equal(mode.code, 1);
   assert.match(mode.stderr, /--mode must be spegel or per-node/);
-  const nodes = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/manifests/hello/deployment.yaml']);
+  const nodes = await enbi([
+    'diff',
+    '--dir',
+    'examples/manifests',
+    '--nodes',
+    'examples/manifests/hello/deployment.yaml',
+  ]);
   assert.equal(nodes.code, 1);
   assert.match(nodes.stderr, /expected a Node or a List of Nodes/);
   const kube = await enbi(['diff', '--dir', 'examples/manifests']);
@@ -107,7 +134,18 @@ test('--watch plans again once per burst of writes', async () => {
     'app.yaml': yamlDocs(deployment('web', { flake: `github:a/web/${REV_A}#image` })),
     'nodes/nodes.json': JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [rawNode('n1')] }),
   });
-  const child = spawn(process.execPath, [ENBI, 'diff', '--dir', dir, '--nodes', join(dir, 'nodes/nodes.json'), '--offline', '--watch', '-o', 'json']);
+  const child = spawn(process.execPath, [
+    ENBI,
+    'diff',
+    '--dir',
+    dir,
+    '--nodes',
+    join(dir, 'nodes/nodes.json'),
+    '--offline',
+    '--watch',
+    '-o',
+    'json',
+  ]);
   let stdout = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   const plans = () => stdout.split('\n}\n').filter((s) => s.includes('"builds"')).length;
@@ -121,7 +159,10 @@ test('--watch plans again once per burst of writes', async () => {
     await new Promise((r) => setTimeout(r, 500)); // let chokidar settle
     // A burst of five writes, 20 ms apart: one re-plan.
     for (let i = 0; i < 5; i++) {
-      await writeFile(join(dir, `more${i}.yaml`), yamlDocs(deployment(`w${i}`, { flake: `github:a/w${i}/${REV_A}#image` })));
+      await writeFile(
+        join(dir, `more${i}.yaml`),
+        yamlDocs(deployment(`w${i}`, { flake: `github:a/w${i}/${REV_A}#image` })),
+      );
       await new Promise((r) => setTimeout(r, 20));
     }
     await until(() => plans() >= 2, 15000);
@@ -134,7 +175,7 @@ test('--watch plans again once per burst of writes', async () => {
   }
 });
 
-test("--config plans as the controller would: its allow-lists refuse what they do not cover, its mode is used", async () => {
+test('--config plans as the controller would: its allow-lists refuse what they do not cover, its mode is used', async () => {
   const dir = await tempRepo({
     'config.yaml': [
       'source: { dir: examples/manifests }',
@@ -147,15 +188,43 @@ test("--config plans as the controller would: its allow-lists refuse what they d
       '',
     ].join('\n'),
   });
-  const r = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/nodes.yaml', '--offline', '--config', join(dir, 'config.yaml'), '-o', 'json']);
+  const r = await enbi([
+    'diff',
+    '--dir',
+    'examples/manifests',
+    '--nodes',
+    'examples/nodes.yaml',
+    '--offline',
+    '--config',
+    join(dir, 'config.yaml'),
+    '-o',
+    'json',
+  ]);
   assert.equal(r.code, 6, r.stderr);
   const report = JSON.parse(r.stdout) as { mode: string; builds: { flake: string }[]; problems: { message: string }[] };
   assert.equal(report.mode, 'per-node');
-  assert.ok(report.builds.length > 0 && report.builds.every((b) => !b.flake.includes('example/shop')), JSON.stringify(report.builds.map((b) => b.flake)));
-  assert.ok(report.problems.some((p) => /flake source https:\/\/github.com\/example\/shop is outside the sources enbi may build/.test(p.message)), JSON.stringify(report.problems));
+  assert.ok(
+    report.builds.length > 0 && report.builds.every((b) => !b.flake.includes('example/shop')),
+    JSON.stringify(report.builds.map((b) => b.flake)),
+  );
+  assert.ok(
+    report.problems.some((p) =>
+      /flake source https:\/\/github.com\/example\/shop is outside the sources enbi may build/.test(p.message),
+    ),
+    JSON.stringify(report.problems),
+  );
   // A configuration the controller would refuse is refused here too, with its message.
   await writeFile(join(dir, 'bad.yaml'), 'source: { dir: x }\nbuilderImage: b\nimporterImage: i\n');
-  const bad = await enbi(['diff', '--dir', 'examples/manifests', '--nodes', 'examples/nodes.yaml', '--offline', '--config', join(dir, 'bad.yaml')]);
+  const bad = await enbi([
+    'diff',
+    '--dir',
+    'examples/manifests',
+    '--nodes',
+    'examples/nodes.yaml',
+    '--offline',
+    '--config',
+    join(dir, 'bad.yaml'),
+  ]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /set allowedImages/);
 });

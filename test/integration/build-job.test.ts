@@ -21,7 +21,10 @@ import { assertSpegelReady } from '../support/spegel-check.ts';
 
 const NS_PREFIX = 'build-job-test';
 /** deploy/namespace.yaml's Pod Security labels. */
-const PSA_LABELS = { 'pod-security.kubernetes.io/enforce': 'privileged', 'pod-security.kubernetes.io/warn': 'restricted' };
+const PSA_LABELS = {
+  'pod-security.kubernetes.io/enforce': 'privileged',
+  'pod-security.kubernetes.io/warn': 'restricted',
+};
 // Unique per run: the node's containerd and Nix cache may outlive a run (a cluster kept up by hand), and a
 // new message gives a new flake revision, so the first build of a run is really cold.
 const tag = Date.now().toString(36);
@@ -36,10 +39,20 @@ interface Finished {
 }
 
 /** `ctr images ls` rows of this exact reference in the node's k8s.io namespace. */
-async function ctrImage(n: NodeState, ref: string): Promise<{ ref: string; digest: string; labels: string } | undefined> {
-  const r = await run(n.ctr, ['--address', n.containerdSocket, '-n', 'k8s.io', 'images', 'ls', `name==${ref}`], { env: process.env });
+async function ctrImage(
+  n: NodeState,
+  ref: string,
+): Promise<{ ref: string; digest: string; labels: string } | undefined> {
+  const r = await run(n.ctr, ['--address', n.containerdSocket, '-n', 'k8s.io', 'images', 'ls', `name==${ref}`], {
+    env: process.env,
+  });
   if (r.code !== 0) throw new Error(`ctr images ls failed: ${r.stderr}`);
-  const row = r.stdout.toString('utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)).find((cols) => cols[0] === ref);
+  const row = r.stdout
+    .toString('utf8')
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .find((cols) => cols[0] === ref);
   return row === undefined ? undefined : { ref: row[0]!, digest: row[2]!, labels: row.at(-1)! };
 }
 
@@ -81,7 +94,11 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     // The node component's Nix daemon owns the node's store; the Jobs only ask it to build.
     daemon = await startNixDaemon(settings.cacheHostPath);
     app = await createFixtureFlake(server, 'app', { message: `hello from the enbi fixture flake ${tag}` });
-    await until('the default ServiceAccount', () => core.readNamespacedServiceAccount({ name: 'default', namespace: ns }), 90_000);
+    await until(
+      'the default ServiceAccount',
+      () => core.readNamespacedServiceAccount({ name: 'default', namespace: ns }),
+      90_000,
+    );
   });
 
   after(async () => {
@@ -89,7 +106,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     await server?.close();
     await daemon?.stop();
     if (core) await core.deleteNamespace({ name: ns }).catch(() => undefined);
-    for (const level of ['restricted', 'baseline', 'privileged']) await core?.deleteNamespace({ name: `${ns}-${level}` }).catch(() => undefined);
+    for (const level of ['restricted', 'baseline', 'privileged'])
+      await core?.deleteNamespace({ name: `${ns}-${level}` }).catch(() => undefined);
   });
 
   const nixBuild = (name: string, f: FixtureFlake, image: string): NixBuild => ({
@@ -118,10 +136,14 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const pods = await core.listNamespacedPod({ namespace: ns, labelSelector: `batch.kubernetes.io/job-name=${name}` });
     assert.equal(pods.items.length, 1, `one pod for Job ${name}`);
     // The Job can be Failed before the kubelet has reported both containers' final states.
-    const pod = await until(`both containers of ${name} to be terminated`, async () => {
-      const p = await core.readNamespacedPod({ name: pods.items[0]!.metadata!.name!, namespace: ns });
-      return (p.status?.containerStatuses ?? []).filter((s) => s.state?.terminated).length === 2 ? p : undefined;
-    }, 120_000);
+    const pod = await until(
+      `both containers of ${name} to be terminated`,
+      async () => {
+        const p = await core.readNamespacedPod({ name: pods.items[0]!.metadata!.name!, namespace: ns });
+        return (p.status?.containerStatuses ?? []).filter((s) => s.state?.terminated).length === 2 ? p : undefined;
+      },
+      120_000,
+    );
     return {
       job,
       pod,
@@ -134,7 +156,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     };
   }
 
-  const log = (pod: V1Pod, container: string): Promise<string> => core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: ns, container });
+  const log = (pod: V1Pod, container: string): Promise<string> =>
+    core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: ns, container });
 
   /**
    * Milliseconds `nix build` ran inside the build container: between BUILD_SCRIPT's "enbi: building" and
@@ -142,7 +165,14 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
    * own times have 1 s resolution and include pod start-up).
    */
   async function nixMs(pod: V1Pod): Promise<number> {
-    const lines = (await core.readNamespacedPodLog({ name: pod.metadata!.name!, namespace: ns, container: 'build', timestamps: true })).split('\n');
+    const lines = (
+      await core.readNamespacedPodLog({
+        name: pod.metadata!.name!,
+        namespace: ns,
+        container: 'build',
+        timestamps: true,
+      })
+    ).split('\n');
     const at = (re: RegExp): number => {
       const line = lines.find((l) => re.test(l));
       assert.ok(line, `${re} in the build log`);
@@ -154,7 +184,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
   }
 
   async function explain(f: Finished): Promise<string> {
-    const logs = await Promise.all(['build', 'import'].map(async (x) => `--- ${x}:\n${await log(f.pod, x).catch((e: unknown) => String(e))}`));
+    const logs = await Promise.all(
+      ['build', 'import'].map(async (x) => `--- ${x}:\n${await log(f.pod, x).catch((e: unknown) => String(e))}`),
+    );
     return `Job ${f.job.metadata?.name} ${f.ok ? 'completed' : 'failed'}: ${JSON.stringify(f.job.status?.conditions)}\n${logs.join('\n')}`;
   }
 
@@ -172,13 +204,17 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
         },
       },
     });
-    await until(`pod ${podName} to succeed`, async () => {
-      const p = await core.readNamespacedPod({ name: podName, namespace: ns });
-      if (p.status?.phase === 'Failed') throw new Error(`pod ${podName} failed: ${JSON.stringify(p.status)}`);
-      const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
-      if (waiting === 'ErrImageNeverPull') throw new Error(`${image} is not on ${node.name}`);
-      return p.status?.phase === 'Succeeded' ? p : undefined;
-    }, 120_000);
+    await until(
+      `pod ${podName} to succeed`,
+      async () => {
+        const p = await core.readNamespacedPod({ name: podName, namespace: ns });
+        if (p.status?.phase === 'Failed') throw new Error(`pod ${podName} failed: ${JSON.stringify(p.status)}`);
+        const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+        if (waiting === 'ErrImageNeverPull') throw new Error(`${image} is not on ${node.name}`);
+        return p.status?.phase === 'Succeeded' ? p : undefined;
+      },
+      120_000,
+    );
     return core.readNamespacedPodLog({ name: podName, namespace: ns });
   }
 
@@ -196,15 +232,31 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.match(stored.labels, /(^|,)io\.cri-containerd\.pinned=pinned(,|$)/);
     // The archive's own name (enbi.test/fixture-archive:<rev>) was replaced by the reference asked for.
     assert.equal(await ctrImage(node, app.repoTag), undefined);
-    const imported = JSON.parse(cold.terminated('import')!.message) as { image: string; digest: string; index: string; indexPlatforms: string; records: number; blobs: number };
+    const imported = JSON.parse(cold.terminated('import')!.message) as {
+      image: string;
+      digest: string;
+      index: string;
+      indexPlatforms: string;
+      records: number;
+      blobs: number;
+    };
     // The tag is the index of the platforms built; the manifest the build made is in it.
-    assert.deepEqual({ image: imported.image, index: imported.index, platforms: imported.indexPlatforms }, { image, index: stored.digest, platforms: 'linux/amd64' });
+    assert.deepEqual(
+      { image: imported.image, index: imported.index, platforms: imported.indexPlatforms },
+      { image, index: stored.digest, platforms: 'linux/amd64' },
+    );
     assert.match(imported.digest, /^sha256:[0-9a-f]{64}$/);
     // enbi import: every blob labelled for Spegel, the digest reference, pinned — on the node's containerd.
-    const spegel = await assertSpegelReady(node.containerdSocket, image, { digest: imported.digest, platforms: ['linux/amd64'] });
+    const spegel = await assertSpegelReady(node.containerdSocket, image, {
+      digest: imported.digest,
+      platforms: ['linux/amd64'],
+    });
     assert.equal(imported.records, 2, 'the tag and registry.local/app@<digest>');
     assert.equal(imported.blobs, spegel.blobs);
-    assert.match(await log(cold.pod, 'import'), /enbi: labels on every blob: containerd\.io\/distribution\.source\.registry\.local=app/);
+    assert.match(
+      await log(cold.pod, 'import'),
+      /enbi: labels on every blob: containerd\.io\/distribution\.source\.registry\.local=app/,
+    );
     const built = JSON.parse(cold.terminated('build')!.message) as { storePath: string };
     assert.match(built.storePath, /^\/nix\/store\/[0-9a-z]{32}-enbi-fixture-archive$/);
     const buildLog = await log(cold.pod, 'build');
@@ -226,7 +278,9 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     durations.warmJob = warm.ms;
     durations.warmNix = await nixMs(warm.pod);
     const coldNix = durations.coldNix!;
-    t.diagnostic(`build Job cold ${cold.ms} ms, warm ${warm.ms} ms; nix build cold ${coldNix} ms, warm ${durations.warmNix} ms`);
+    t.diagnostic(
+      `build Job cold ${cold.ms} ms, warm ${warm.ms} ms; nix build cold ${coldNix} ms, warm ${durations.warmNix} ms`,
+    );
     const buildLog = await log(warm.pod, 'build');
     // A cache hit: Nix neither fetched nor built anything, and gave the same store path.
     assert.doesNotMatch(buildLog, /building '/);
@@ -267,7 +321,10 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.equal(f.ok, false, await explain(f));
     const buildLog = await log(f.pod, 'build');
     assert.ok(buildLog.includes(BROKEN_MESSAGE), buildLog);
-    assert.match(buildLog, /error: builder for '\/nix\/store\/[0-9a-z]{32}-enbi-fixture-broken\.drv' failed with exit code 3/);
+    assert.match(
+      buildLog,
+      /error: builder for '\/nix\/store\/[0-9a-z]{32}-enbi-fixture-broken\.drv' failed with exit code 3/,
+    );
     assert.match(buildLog, /enbi: nix build failed/);
     assert.notEqual(f.terminated('build')?.exitCode, 0);
     assert.notEqual(f.terminated('import')?.exitCode, 0);
@@ -290,7 +347,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.equal(await ctrImage(node, ref), undefined);
   });
 
-  it('two builds on one node: one tries to overwrite the other\'s output and to plant a post-build-hook; both fail, the other image is unchanged', async () => {
+  it("two builds on one node: one tries to overwrite the other's output and to plant a post-build-hook; both fail, the other image is unchanged", async () => {
     assert.ok(cold?.ok, 'the victim (the cold build) succeeded');
     const victim = (JSON.parse(cold.terminated('build')!.message) as { storePath: string }).storePath;
     const onHost = join(settings.cacheHostPath, victim.slice('/nix'.length));
@@ -298,10 +355,16 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const hook = join(settings.cacheHostPath, '..', `hook-${tag}.sh`);
     const marker = `${hook}.ran`;
     writeFileSync(hook, `#!/bin/sh\ntouch ${marker}\n`, { mode: 0o755 });
-    const hostile = await createFixtureFlake(server, 'hostile', { message: `hostile ${tag}`, attack: { victim, hook } });
+    const hostile = await createFixtureFlake(server, 'hostile', {
+      message: `hostile ${tag}`,
+      attack: { victim, hook },
+    });
     const ref = `registry.local/hostile:${tag}`;
     // The client side too: a post-build-hook in the build's own Nix settings, as if its client were hostile.
-    const f = await runBuild({ ...nixBuild('hostile', hostile, ref) }, 600_000, { ...settings, nixOptions: { 'post-build-hook': hook } });
+    const f = await runBuild({ ...nixBuild('hostile', hostile, ref) }, 600_000, {
+      ...settings,
+      nixOptions: { 'post-build-hook': hook },
+    });
     assert.ok(f.ok, await explain(f));
     const buildLog = await log(f.pod, 'build');
     // Inside Nix's sandbox the other build's output does not exist, and writes land in the sandbox only.
@@ -310,7 +373,8 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.equal(readFileSync(onHost).toString('base64'), before.file, 'the victim store path is unchanged');
     assert.ok(!existsSync(join(onHost, 'pwned')) && statSync(onHost).isFile());
     assert.equal((await ctrImage(node, image))!.digest, before.digest, 'the victim image is unchanged');
-    for (const planted of ['var/enbi/home/.config/nix/nix.conf', 'etc/nix/nix.conf']) assert.ok(!existsSync(join(settings.cacheHostPath, planted)), planted);
+    for (const planted of ['var/enbi/home/.config/nix/nix.conf', 'etc/nix/nix.conf'])
+      assert.ok(!existsSync(join(settings.cacheHostPath, planted)), planted);
     // A later, unrelated build: still no hook.
     const again = await runBuild(nixBuild('app-after-hostile', app, image));
     assert.ok(again.ok, await explain(again));
@@ -321,7 +385,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.doesNotMatch(daemon!.log(), /\(trusted\)/);
   });
 
-  it('a build that lists another build\'s output as its input cannot change it: its build user is not root, the victim stays byte for byte and valid', async () => {
+  it("a build that lists another build's output as its input cannot change it: its build user is not root, the victim stays byte for byte and valid", async () => {
     // The victim: an image built and imported by one NixBuild. The attacker: another NixBuild whose derivation
     // takes that output as an input (here from the same flake; from any flake whose outputs it names, alike).
     const flake = await createFixtureFlake(server, 'poison', { message: `victim ${tag}`, poison: 'poison' });
@@ -330,7 +394,11 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.ok(built.ok, await explain(built));
     const victim = (JSON.parse(built.terminated('build')!.message) as { storePath: string }).storePath;
     const onHost = join(settings.cacheHostPath, victim.slice('/nix'.length));
-    const before = { digest: (await ctrImage(node, victimRef))!.digest, bytes: readFileSync(onHost).toString('base64'), mode: statSync(onHost).mode };
+    const before = {
+      digest: (await ctrImage(node, victimRef))!.digest,
+      bytes: readFileSync(onHost).toString('base64'),
+      mode: statSync(onHost).mode,
+    };
 
     const f = await runBuild({ ...nixBuild('poison', { ...flake, attr: 'poison' }, `registry.local/poison:${tag}`) });
     assert.ok(f.ok, await explain(f));
@@ -340,23 +408,33 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const uidMap = /enbi-poison: builder uid \d+, uid_map\s+(\d+)\s+(\d+)\s+(\d+)/.exec(buildLog);
     assert.ok(uidMap, buildLog);
     assert.notEqual(uidMap[2], '0', `the builder is mapped to a build user, not the daemon's root: ${uidMap[0]}`);
-    for (const attempt of ['chmod-victim', 'append-victim', 'replace-victim', 'write-db', 'write-daemon-conf']) assert.equal(outcome(attempt), 'refused', `${attempt}\n${buildLog}`);
+    for (const attempt of ['chmod-victim', 'append-victim', 'replace-victim', 'write-db', 'write-daemon-conf'])
+      assert.equal(outcome(attempt), 'refused', `${attempt}\n${buildLog}`);
     // Outside: the store path's bytes and mode, nothing planted beside it or in the store, Nix still finds it valid.
     assert.equal(readFileSync(onHost).toString('base64'), before.bytes, 'the victim store path is unchanged');
     assert.equal(statSync(onHost).mode, before.mode, 'and its mode (still read-only)');
     assert.ok(!existsSync(`${onHost}.planted`), 'nothing planted beside the victim');
-    assert.ok(!existsSync(join(settings.cacheHostPath, 'store', 'enbi-poison-planted')), 'nothing planted in the store');
+    assert.ok(
+      !existsSync(join(settings.cacheHostPath, 'store', 'enbi-poison-planted')),
+      'nothing planted in the store',
+    );
     await daemon!.client(['nix-store', '--verify-path', victim]); // exits non-zero with "was modified!" otherwise
     assert.equal((await ctrImage(node, victimRef))!.digest, before.digest, 'the victim image is unchanged');
   });
 
-  it('the build pod meets Pod Security restricted but for the host paths and the importer\'s uid 0; privileged admits it', async () => {
+  it("the build pod meets Pod Security restricted but for the host paths and the importer's uid 0; privileged admits it", async () => {
     const template = buildJob(nixBuild('psa', app, image), node.name, 1, settings).spec!.template.spec!;
     const admit = async (level: string) => {
       const name = `${ns}-${level}`;
-      await core.createNamespace({ body: { metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': level } } } }).catch(() => undefined);
+      await core
+        .createNamespace({ body: { metadata: { name, labels: { 'pod-security.kubernetes.io/enforce': level } } } })
+        .catch(() => undefined);
       try {
-        await core.createNamespacedPod({ namespace: name, body: { metadata: { name: 'psa-check' }, spec: template }, dryRun: 'All' });
+        await core.createNamespacedPod({
+          namespace: name,
+          body: { metadata: { name: 'psa-check' }, spec: template },
+          dryRun: 'All',
+        });
         return 'admitted';
       } catch (err) {
         return String((err as { body?: string }).body ?? err);
@@ -364,10 +442,19 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     };
     const restricted = await admit('restricted');
     assert.match(restricted, /violates PodSecurity \\?"restricted:latest\\?"/);
-    assert.match(restricted, /restricted volume types \(volumes \\?"nix\\?", \\?"containerd\\?" use restricted volume type \\?"hostPath\\?"\)/);
+    assert.match(
+      restricted,
+      /restricted volume types \(volumes \\?"nix\\?", \\?"containerd\\?" use restricted volume type \\?"hostPath\\?"\)/,
+    );
     assert.match(restricted, /runAsUser=0 \(container \\?"import\\?" must not set runAsUser=0\)/);
     // Nothing else: no capabilities, no escalation, seccomp set, the build container non-root.
-    for (const absent of [/allowPrivilegeEscalation/, /unrestricted capabilities/, /seccompProfile/, /container \\?"build\\?"/]) assert.doesNotMatch(restricted, absent);
+    for (const absent of [
+      /allowPrivilegeEscalation/,
+      /unrestricted capabilities/,
+      /seccompProfile/,
+      /container \\?"build\\?"/,
+    ])
+      assert.doesNotMatch(restricted, absent);
     const baseline = await admit('baseline');
     assert.match(baseline, /hostPath volumes/);
     assert.doesNotMatch(baseline, /runAsUser|capabilities|privileged/);

@@ -27,9 +27,18 @@ after(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-function run(tool: 'helm' | 'kustomize', args: string[], cwd = ROOT): { code: number | null; stdout: string; stderr: string } {
+function run(
+  tool: 'helm' | 'kustomize',
+  args: string[],
+  cwd = ROOT,
+): { code: number | null; stdout: string; stderr: string } {
   // helm's own cache and config in the scratch directory, not the user's.
-  const env = { ...process.env, HELM_CACHE_HOME: join(scratch, 'helm-cache'), HELM_CONFIG_HOME: join(scratch, 'helm-config'), HELM_DATA_HOME: join(scratch, 'helm-data') };
+  const env = {
+    ...process.env,
+    HELM_CACHE_HOME: join(scratch, 'helm-cache'),
+    HELM_CONFIG_HOME: join(scratch, 'helm-config'),
+    HELM_DATA_HOME: join(scratch, 'helm-data'),
+  };
   const r = spawnSync(tools[tool], args, { cwd, env, encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -59,7 +68,10 @@ function objects(text: string): Map<string, Obj> {
 // What the comparison removes, and nothing else:
 // 1. the annotations with which the chart rolls pods when their configuration changes (a kustomize user gets
 //    that from configMapGenerator's name suffix, which deploy/ does not use);
-const CHART_ONLY_ANNOTATIONS: Record<string, string> = { 'apps/v1/Deployment/enbi-controller': 'checksum/config', 'apps/v1/DaemonSet/enbi-nix-daemon': 'checksum/nix-daemon' };
+const CHART_ONLY_ANNOTATIONS: Record<string, string> = {
+  'apps/v1/Deployment/enbi-controller': 'checksum/config',
+  'apps/v1/DaemonSet/enbi-nix-daemon': 'checksum/nix-daemon',
+};
 // 2. the controller's config.yaml is compared as the YAML it holds (the chart renders .Values.config with
 //    toYaml: sorted keys, block style, no comments);
 const CONFIG_MAP = 'v1/ConfigMap/enbi-controller';
@@ -85,7 +97,8 @@ function normalised(rendered: Map<string, Obj>, fromHelm: boolean): Map<string, 
     if (kindName === CONFIG_MAP) copy.data['config.yaml'] = parse(copy.data['config.yaml'] as string);
     if (kindName === POLICY) {
       for (const c of copy.spec.matchConditions as Obj[]) c.expression = cel(c.expression as string);
-      for (const v of copy.spec.validations as Obj[]) for (const f of ['expression', 'messageExpression']) if (typeof v[f] === 'string') v[f] = cel(v[f] as string);
+      for (const v of copy.spec.validations as Obj[])
+        for (const f of ['expression', 'messageExpression']) if (typeof v[f] === 'string') v[f] = cel(v[f] as string);
     }
     out.set(key, copy);
   }
@@ -112,8 +125,14 @@ describe('deploy/chart', () => {
     const names = (await readdir(join(ROOT, 'deploy/crd'))).sort();
     assert.deepEqual((await readdir(join(CHART, 'crds'))).sort(), names);
     for (const name of names) {
-      const [ours, theirs] = await Promise.all([readFile(join(CHART, 'crds', name)), readFile(join(ROOT, 'deploy/crd', name))]);
-      assert.ok(ours.equals(theirs), `deploy/chart/crds/${name} differs from deploy/crd/${name}: copy it again (cp deploy/crd/*.yaml deploy/chart/crds/)`);
+      const [ours, theirs] = await Promise.all([
+        readFile(join(CHART, 'crds', name)),
+        readFile(join(ROOT, 'deploy/crd', name)),
+      ]);
+      assert.ok(
+        ours.equals(theirs),
+        `deploy/chart/crds/${name} differs from deploy/crd/${name}: copy it again (cp deploy/crd/*.yaml deploy/chart/crds/)`,
+      );
     }
   });
 
@@ -127,7 +146,10 @@ describe('deploy/chart', () => {
     const withoutNamespace = new Map([...kustomized].filter(([key]) => key !== NAMESPACE));
     assertSameObjects(withoutNamespace, helmed);
     // namespace.create=true: the Namespace too, with deploy/'s Pod Security labels.
-    assertSameObjects(kustomized, objects(helmTemplate('--namespace', 'enbi-system', '--set', 'namespace.create=true')));
+    assertSameObjects(
+      kustomized,
+      objects(helmTemplate('--namespace', 'enbi-system', '--set', 'namespace.create=true')),
+    );
     // The controller accepts the configuration the chart writes.
     const cfg = parseControllerConfig(controllerConfig(helmed, 'enbi-system'));
     assert.equal(cfg.namespace, 'enbi-system');
@@ -138,7 +160,12 @@ describe('deploy/chart', () => {
       image: { repository: 'registry.example.org/team/enbi', tag: '0.2.0-rc.1', pullPolicy: 'Always' },
       builderImage: { repository: 'registry.example.org/team/enbi-builder', tag: '0.2.0-rc.1' },
       config: {
-        source: { url: 'https://git.example.org/team/cluster.git', ref: 'production', path: 'clusters/k3s', intervalSeconds: 300 },
+        source: {
+          url: 'https://git.example.org/team/cluster.git',
+          ref: 'production',
+          path: 'clusters/k3s',
+          intervalSeconds: 300,
+        },
         allowedImages: ['registry.local/team/'],
         allowedFlakes: ['github:team', 'https://git.example.org/team/'],
         mode: 'per-node',
@@ -149,10 +176,19 @@ describe('deploy/chart', () => {
         listen: { port: 9090 },
       },
       webhook: { secret: 'an-hmac-secret' },
-      controller: { replicas: 1, resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } }, nodeSelector: { 'kubernetes.io/os': 'linux' } },
-      agent: { containerdSocketDir: '/run/k3s/containerd', nodeSelector: { 'kubernetes.io/os': 'linux' }, tolerations: [{ key: 'dedicated', operator: 'Exists' }] },
+      controller: {
+        replicas: 1,
+        resources: { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } },
+        nodeSelector: { 'kubernetes.io/os': 'linux' },
+      },
+      agent: {
+        containerdSocketDir: '/run/k3s/containerd',
+        nodeSelector: { 'kubernetes.io/os': 'linux' },
+        tolerations: [{ key: 'dedicated', operator: 'Exists' }],
+      },
       nixDaemon: {
-        extraConfig: 'extra-platforms = aarch64-linux\nmax-jobs = 2\n', resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '16Gi' } },
+        extraConfig: 'extra-platforms = aarch64-linux\nmax-jobs = 2\n',
+        resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '16Gi' } },
         // Where builds may land (builderNodeSelector, builderTolerations), and only there.
         nodeSelector: { 'kubernetes.io/os': 'linux', 'enbi.example.org/builder': 'true' },
         tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'builds', effect: 'NoSchedule' }],
@@ -170,7 +206,8 @@ describe('deploy/chart', () => {
     // instead of changing an entry, the mount path and the container port being those lists' merge keys, or
     // would move the entry it changes to the front: the volumes).
     const overlay = await mkdtemp(join(scratch, 'overlay-'));
-    const deployNixConf = (objects(ok('kustomize', ['build', 'deploy'])).get('v1/ConfigMap/enbi-system/enbi-nix-daemon')!.data['nix.conf'] as string);
+    const deployNixConf = objects(ok('kustomize', ['build', 'deploy'])).get('v1/ConfigMap/enbi-system/enbi-nix-daemon')!
+      .data['nix.conf'] as string;
     const files: Record<string, string> = {
       'kustomization.yaml': `
 apiVersion: kustomize.config.k8s.io/v1beta1
@@ -202,12 +239,13 @@ patches:
     patch: |
       - { op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: /data/enbi/nix }
 `,
-      'config.yaml': stringify({
-        apiVersion: 'v1',
-        kind: 'ConfigMap',
-        metadata: { name: 'enbi-controller', namespace: 'enbi-system' },
-        data: {
-          'config.yaml': `source:
+      'config.yaml':
+        stringify({
+          apiVersion: 'v1',
+          kind: 'ConfigMap',
+          metadata: { name: 'enbi-controller', namespace: 'enbi-system' },
+          data: {
+            'config.yaml': `source:
   url: https://git.example.org/team/cluster.git
   ref: production
   path: clusters/k3s
@@ -227,8 +265,9 @@ webhook:
   secretFile: /etc/enbi/webhook/secret
   listen: { port: 8081 }
 `,
-        },
-      }) + `---
+          },
+        }) +
+        `---
 apiVersion: v1
 kind: ConfigMap
 metadata: { name: enbi-nix-daemon, namespace: enbi-system }
@@ -319,19 +358,47 @@ spec:
     assert.equal(cfg.namespace, 'enbi');
     // The Nix daemon's store is the controller's cache.hostPath, by construction.
     const daemon = helmed.get('apps/v1/DaemonSet/enbi/enbi-nix-daemon')!;
-    assert.equal(daemon.spec.template.spec.volumes.find((v: Obj) => v.name === 'nix-store').hostPath.path, cfg.cache.hostPath);
-    assert.equal(Buffer.from(helmed.get('v1/Secret/enbi/enbi-webhook')!.data.secret as string, 'base64').toString(), 'an-hmac-secret');
+    assert.equal(
+      daemon.spec.template.spec.volumes.find((v: Obj) => v.name === 'nix-store').hostPath.path,
+      cfg.cache.hostPath,
+    );
+    assert.equal(
+      Buffer.from(helmed.get('v1/Secret/enbi/enbi-webhook')!.data.secret as string, 'base64').toString(),
+      'an-hmac-secret',
+    );
   });
 
   it('an existing webhook Secret, containerdSocket, and a renamed Lease: what the pods and the Role name follow', () => {
-    const helmed = objects(helmTemplate('--namespace', 'enbi-system', '--set', 'webhook.existingSecret=git-hook', '--set', 'config.containerdSocket=/run/k0s/containerd.sock', '--set', 'agent.containerdSocketDir=/run/k0s', '--set', 'config.leaderElection.leaseName=enbi-lead'));
+    const helmed = objects(
+      helmTemplate(
+        '--namespace',
+        'enbi-system',
+        '--set',
+        'webhook.existingSecret=git-hook',
+        '--set',
+        'config.containerdSocket=/run/k0s/containerd.sock',
+        '--set',
+        'agent.containerdSocketDir=/run/k0s',
+        '--set',
+        'config.leaderElection.leaseName=enbi-lead',
+      ),
+    );
     assert.ok(![...helmed.keys()].some((k) => k.startsWith('v1/Secret/')), 'no Secret written');
     const pod = helmed.get('apps/v1/Deployment/enbi-system/enbi-controller')!.spec.template.spec;
-    assert.deepEqual(pod.volumes.find((v: Obj) => v.name === 'webhook'), { name: 'webhook', secret: { secretName: 'git-hook', optional: true } });
+    assert.deepEqual(
+      pod.volumes.find((v: Obj) => v.name === 'webhook'),
+      { name: 'webhook', secret: { secretName: 'git-hook', optional: true } },
+    );
     const agent = helmed.get('apps/v1/DaemonSet/enbi-system/enbi-agent')!.spec.template.spec.containers[0];
     assert.deepEqual(agent.args, ['agent', '--node', '$(NODE_NAME)', '--socket', '/run/k0s/containerd.sock']);
     const role = helmed.get('rbac.authorization.k8s.io/v1/Role/enbi-system/enbi-controller')!;
-    assert.deepEqual(role.rules.filter((r: Obj) => r.resourceNames !== undefined).map((r: Obj) => [r.resourceNames, r.verbs]), [[['enbi-lead'], ['get', 'update']], [['enbi-lead-sync'], ['get', 'patch']]]);
+    assert.deepEqual(
+      role.rules.filter((r: Obj) => r.resourceNames !== undefined).map((r: Obj) => [r.resourceNames, r.verbs]),
+      [
+        [['enbi-lead'], ['get', 'update']],
+        [['enbi-lead-sync'], ['get', 'patch']],
+      ],
+    );
     assert.equal(parseControllerConfig(controllerConfig(helmed, 'enbi-system')).leaderElection.leaseName, 'enbi-lead');
   });
 
@@ -343,16 +410,43 @@ spec:
       [['--set', 'config.allowedImages=null'], /at '\/config': missing property 'allowedImages'/],
       [['--set', 'config.allowedFlakes=null'], /at '\/config': missing property 'allowedFlakes'/],
       [['-f', emptyAllowedImages], /at '\/config\/allowedImages': minItems: got 0, want 1/],
-      [['--set', 'config.allowedImages={registry.local}'], /at '\/config\/allowedImages\/0': 'registry.local' does not match pattern '\/\$'/],
+      [
+        ['--set', 'config.allowedImages={registry.local}'],
+        /at '\/config\/allowedImages\/0': 'registry.local' does not match pattern '\/\$'/,
+      ],
       [['--set', 'config.maxAtempts=3'], /at '\/config': additional properties 'maxAtempts' not allowed/],
-      [['--set', 'agent.containerdSocketDir=run/k3s/containerd'], /at '\/agent\/containerdSocketDir': 'run\/k3s\/containerd' does not match pattern/],
-      [['--set', 'config.webhook.secretFile=/secret'], /at '\/config\/webhook\/secretFile': value must be '\/etc\/enbi\/webhook\/secret'/],
-      [['--set', 'config.namespace=elsewhere'], /config\.namespace is set by the chart: install into the release namespace instead/],
-      [['--set', 'config.builderImage=b:1'], /config\.builderImage is set by the chart: set builderImage\.repository and builderImage\.tag instead/],
-      [['--set', 'webhook.secret=a', '--set', 'webhook.existingSecret=b'], /webhook: set either webhook\.secret .* or webhook\.existingSecret .*, not both/],
-      [['--set', 'webhook.secret=a', '--set', 'config.webhook.secretFile=null'], /webhook: a secret is given but config\.webhook\.secretFile is unset/],
-      [['--set', 'config.containerdSocket=/run/k3s/containerd/containerd.sock'], /config\.containerdSocket \/run\/k3s\/containerd\/containerd\.sock is not inside agent\.containerdSocketDir \/run\/containerd/],
-      [['--kube-version', '1.29.0'], /chart requires kubeVersion: >=1\.30\.0-0 which is incompatible with Kubernetes v1\.29\.0/],
+      [
+        ['--set', 'agent.containerdSocketDir=run/k3s/containerd'],
+        /at '\/agent\/containerdSocketDir': 'run\/k3s\/containerd' does not match pattern/,
+      ],
+      [
+        ['--set', 'config.webhook.secretFile=/secret'],
+        /at '\/config\/webhook\/secretFile': value must be '\/etc\/enbi\/webhook\/secret'/,
+      ],
+      [
+        ['--set', 'config.namespace=elsewhere'],
+        /config\.namespace is set by the chart: install into the release namespace instead/,
+      ],
+      [
+        ['--set', 'config.builderImage=b:1'],
+        /config\.builderImage is set by the chart: set builderImage\.repository and builderImage\.tag instead/,
+      ],
+      [
+        ['--set', 'webhook.secret=a', '--set', 'webhook.existingSecret=b'],
+        /webhook: set either webhook\.secret .* or webhook\.existingSecret .*, not both/,
+      ],
+      [
+        ['--set', 'webhook.secret=a', '--set', 'config.webhook.secretFile=null'],
+        /webhook: a secret is given but config\.webhook\.secretFile is unset/,
+      ],
+      [
+        ['--set', 'config.containerdSocket=/run/k3s/containerd/containerd.sock'],
+        /config\.containerdSocket \/run\/k3s\/containerd\/containerd\.sock is not inside agent\.containerdSocketDir \/run\/containerd/,
+      ],
+      [
+        ['--kube-version', '1.29.0'],
+        /chart requires kubeVersion: >=1\.30\.0-0 which is incompatible with Kubernetes v1\.29\.0/,
+      ],
     ];
     for (const [args, message] of cases) {
       const r = run('helm', ['template', 'enbi', 'deploy/chart', '--namespace', 'enbi-system', ...args]);
@@ -366,16 +460,22 @@ spec:
   });
 
   it('values.schema.json knows every setting of the controller configuration, with its choices (src/controller/config.ts)', async () => {
-    const ours = (JSON.parse(await readFile(join(CHART, 'values.schema.json'), 'utf8')) as Obj).properties.config as Obj;
+    const ours = (JSON.parse(await readFile(join(CHART, 'values.schema.json'), 'utf8')) as Obj).properties
+      .config as Obj;
     const theirs = z.toJSONSchema(controllerConfigSchema, { io: 'input' }) as Obj;
     const compare = (a: Obj, b: Obj, path: string): void => {
-      assert.deepEqual(Object.keys(a.properties ?? {}).sort(), Object.keys(b.properties ?? {}).sort(), `settings under ${path || 'the top'}`);
+      assert.deepEqual(
+        Object.keys(a.properties ?? {}).sort(),
+        Object.keys(b.properties ?? {}).sort(),
+        `settings under ${path || 'the top'}`,
+      );
       for (const [key, sub] of Object.entries(b.properties ?? {}) as [string, Obj][]) {
         const mine = (a.properties as Obj)[key] as Obj;
         if (sub.enum !== undefined) assert.deepEqual(mine.enum, sub.enum, `${path}${key}: choices`);
         if (sub.minimum !== undefined) assert.equal(mine.minimum, sub.minimum, `${path}${key}: minimum`);
         if (sub.type === 'object' && sub.properties !== undefined) compare(mine, sub, `${path}${key}.`);
-        if (sub.type === 'array' && sub.items?.properties !== undefined) compare(mine.items as Obj, sub.items as Obj, `${path}${key}[].`);
+        if (sub.type === 'array' && sub.items?.properties !== undefined)
+          compare(mine.items as Obj, sub.items as Obj, `${path}${key}[].`);
       }
     };
     compare(ours, theirs, '');

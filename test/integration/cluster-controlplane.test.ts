@@ -29,8 +29,14 @@ describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {
 
   after(async () => {
     if (!c) return;
-    await c.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
-    await c.kc.makeApiClient(ApiextensionsV1Api).deleteCustomResourceDefinition({ name: crdName }).catch(() => undefined);
+    await c.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: ns })
+      .catch(() => undefined);
+    await c.kc
+      .makeApiClient(ApiextensionsV1Api)
+      .deleteCustomResourceDefinition({ name: crdName })
+      .catch(() => undefined);
   });
 
   it('serves the version it was built as', async () => {
@@ -47,19 +53,26 @@ describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {
           group,
           scope: 'Namespaced',
           names: { plural, singular: 'widget', kind: 'Widget', listKind: 'WidgetList' },
-          versions: [{
-            name: 'v1', served: true, storage: true,
-            subresources: { status: {} },
-            schema: {
-              openAPIV3Schema: {
-                type: 'object',
-                properties: {
-                  spec: { type: 'object', properties: { size: { type: 'integer', minimum: 1 } }, required: ['size'] },
-                  status: { type: 'object', properties: { observedSize: { type: 'integer' }, phase: { type: 'string' } } },
+          versions: [
+            {
+              name: 'v1',
+              served: true,
+              storage: true,
+              subresources: { status: {} },
+              schema: {
+                openAPIV3Schema: {
+                  type: 'object',
+                  properties: {
+                    spec: { type: 'object', properties: { size: { type: 'integer', minimum: 1 } }, required: ['size'] },
+                    status: {
+                      type: 'object',
+                      properties: { observedSize: { type: 'integer' }, phase: { type: 'string' } },
+                    },
+                  },
                 },
               },
             },
-          }],
+          ],
         },
       },
     });
@@ -73,14 +86,23 @@ describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {
     const created = (await until('the Widget to be created', () =>
       co.createNamespacedCustomObject({
         ...ref,
-        body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 3 }, status: { phase: 'ignored' } },
+        body: {
+          apiVersion: `${group}/v1`,
+          kind: 'Widget',
+          metadata: { name: 'w1' },
+          spec: { size: 3 },
+          status: { phase: 'ignored' },
+        },
       }),
     )) as Widget;
     // With a status subresource, status in a create is dropped.
     assert.equal(created.status, undefined);
     // The API server validates against the schema: a size of 0 is refused.
     await assert.rejects(
-      co.createNamespacedCustomObject({ ...ref, body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'bad' }, spec: { size: 0 } } }),
+      co.createNamespacedCustomObject({
+        ...ref,
+        body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'bad' }, spec: { size: 0 } },
+      }),
       (e: { code?: number }) => e.code === 422,
     );
 
@@ -101,7 +123,8 @@ describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {
     });
 
     const withStatus = (await co.replaceNamespacedCustomObjectStatus({
-      ...ref, name: 'w1',
+      ...ref,
+      name: 'w1',
       body: { ...created, status: { observedSize: 3, phase: 'Ready' } },
     })) as Widget;
     assert.equal(withStatus.status?.phase, 'Ready');
@@ -122,7 +145,9 @@ describe('test cluster: control plane', { skip: clusterSkipReason() }, () => {
 
     // A write to the main resource ignores status changes.
     const updated = (await co.replaceNamespacedCustomObject({
-      ...ref, name: 'w1', body: { ...read, spec: { size: 5 }, status: { phase: 'Failed' } },
+      ...ref,
+      name: 'w1',
+      body: { ...read, spec: { size: 5 }, status: { phase: 'Failed' } },
     })) as Widget;
     assert.equal(updated.spec.size, 5);
     assert.equal(updated.status?.phase, 'Ready');

@@ -31,9 +31,15 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
     ns = `full-test-${tag}`;
     await core.createNamespace({ body: { metadata: { name: ns } } });
     tmp = mkdtempSync(join(tmpdir(), 'enbi-cluster-test-'));
-    const built = buildBusyboxImage({ ref: image, out: join(tmp, 'hello.tar'), cmd: ['/bin/sh', '-c', 'echo default'] });
+    const built = buildBusyboxImage({
+      ref: image,
+      out: join(tmp, 'hello.tar'),
+      cmd: ['/bin/sh', '-c', 'echo default'],
+    });
     for (const n of c.nodes) await importImage(n.containerdSocket, built.out, { ctr: n.ctr });
-    await until('the default ServiceAccount', () => core.readNamespacedServiceAccount({ name: 'default', namespace: ns }));
+    await until('the default ServiceAccount', () =>
+      core.readNamespacedServiceAccount({ name: 'default', namespace: ns }),
+    );
   });
 
   after(async () => {
@@ -54,18 +60,31 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
   it('runs a pod from a locally imported image to completion and reads its log through the API', async () => {
     await core.createNamespacedPod({
       namespace: ns,
-      body: { metadata: { name: 'hello' }, spec: podSpec(image, ['/bin/sh', '-c', 'echo "hello from $(hostname) on $(uname -m)"']) },
+      body: {
+        metadata: { name: 'hello' },
+        spec: podSpec(image, ['/bin/sh', '-c', 'echo "hello from $(hostname) on $(uname -m)"']),
+      },
     });
-    const pod = await until('pod hello to succeed', async () => {
-      const p = await core.readNamespacedPod({ name: 'hello', namespace: ns });
-      // Thrown, not returned: the timeout message then shows the last status seen.
-      if (p.status?.phase !== 'Succeeded') throw new Error(`phase ${p.status?.phase}: ${JSON.stringify(p.status)}`);
-      return p;
-    }, 90_000);
-    assert.ok(c.nodes.some((n) => n.name === pod.spec?.nodeName), `scheduled onto ${pod.spec?.nodeName}`);
+    const pod = await until(
+      'pod hello to succeed',
+      async () => {
+        const p = await core.readNamespacedPod({ name: 'hello', namespace: ns });
+        // Thrown, not returned: the timeout message then shows the last status seen.
+        if (p.status?.phase !== 'Succeeded') throw new Error(`phase ${p.status?.phase}: ${JSON.stringify(p.status)}`);
+        return p;
+      },
+      90_000,
+    );
+    assert.ok(
+      c.nodes.some((n) => n.name === pod.spec?.nodeName),
+      `scheduled onto ${pod.spec?.nodeName}`,
+    );
     // The pod got an address from its node's pod CIDR (the CNI bridge and host-local IPAM ran).
     const node = c.nodes.find((n) => n.name === pod.spec?.nodeName);
-    assert.ok(node && pod.status?.podIP?.startsWith(node.podCIDR.split('.').slice(0, 3).join('.') + '.'), `podIP ${pod.status?.podIP}`);
+    assert.ok(
+      node && pod.status?.podIP?.startsWith(node.podCIDR.split('.').slice(0, 3).join('.') + '.'),
+      `podIP ${pod.status?.podIP}`,
+    );
     const log = await core.readNamespacedPodLog({ name: 'hello', namespace: ns });
     assert.match(log, /^hello from hello on x86_64\n$/);
   });
@@ -76,7 +95,10 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
       namespace: ns,
       body: {
         metadata: { name: 'job' },
-        spec: { backoffLimit: 0, template: { spec: podSpec(image, ['/bin/sh', '-c', 'test -x /bin/busybox && echo done']) } },
+        spec: {
+          backoffLimit: 0,
+          template: { spec: podSpec(image, ['/bin/sh', '-c', 'test -x /bin/busybox && echo done']) },
+        },
       },
     });
     const job = await until('the Job to complete', async () => {
@@ -90,12 +112,16 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
   it("lists the imported image in the Node's status.images", async () => {
     const n = c.nodes[0];
     assert.ok(n);
-    const names = await until(`${image} in ${n.name}'s status.images`, async () => {
-      const node = await core.readNode({ name: n.name });
-      const all = (node.status?.images ?? []).flatMap((i) => i.names ?? []);
-      return all.includes(image) ? all : undefined;
-      // kubelet refreshes its image list every 30 s and node status every 10 s.
-    }, 90_000);
+    const names = await until(
+      `${image} in ${n.name}'s status.images`,
+      async () => {
+        const node = await core.readNode({ name: n.name });
+        const all = (node.status?.images ?? []).flatMap((i) => i.names ?? []);
+        return all.includes(image) ? all : undefined;
+        // kubelet refreshes its image list every 30 s and node status every 10 s.
+      },
+      90_000,
+    );
     // The sandbox image the cluster assembled is there too: the node's containerd really holds both.
     assert.ok(c.state.sandboxImage && names.includes(c.state.sandboxImage), names.join(', '));
   });
@@ -105,11 +131,15 @@ describe('test cluster: a real node', { skip: clusterSkipReason() }, () => {
       namespace: ns,
       body: { metadata: { name: 'absent' }, spec: podSpec(`enbi.test/absent:${tag}`, ['/bin/true']) },
     });
-    const reason = await until('ErrImageNeverPull', async () => {
-      const p: V1Pod = await core.readNamespacedPod({ name: 'absent', namespace: ns });
-      const r = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
-      return r === 'ErrImageNeverPull' ? r : undefined;
-    }, 60_000);
+    const reason = await until(
+      'ErrImageNeverPull',
+      async () => {
+        const p: V1Pod = await core.readNamespacedPod({ name: 'absent', namespace: ns });
+        const r = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+        return r === 'ErrImageNeverPull' ? r : undefined;
+      },
+      60_000,
+    );
     assert.equal(reason, 'ErrImageNeverPull');
   });
 });

@@ -28,8 +28,20 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
   const metrics = newMetrics();
 
   const custom = () => c.kc.makeApiClient(CustomObjectsApi);
-  const jobsOf = async (name: string) => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns, labelSelector: `enbi.hrzn.ee/nixbuild=${name}` })).items;
-  const build = async (name: string) => (await custom().getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name })) as NixBuild;
+  const jobsOf = async (name: string) =>
+    (
+      await c.kc
+        .makeApiClient(BatchV1Api)
+        .listNamespacedJob({ namespace: ns, labelSelector: `enbi.hrzn.ee/nixbuild=${name}` })
+    ).items;
+  const build = async (name: string) =>
+    (await custom().getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: ns,
+      plural: PLURAL,
+      name,
+    })) as NixBuild;
 
   before(async () => {
     c = await useCluster('control-plane');
@@ -43,16 +55,32 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
         metadata: { name: policy },
         spec: {
           failurePolicy: 'Fail',
-          matchConstraints: { resourceRules: [{ apiGroups: ['batch'], apiVersions: ['v1'], operations: ['CREATE'], resources: ['jobs'] }] },
+          matchConstraints: {
+            resourceRules: [{ apiGroups: ['batch'], apiVersions: ['v1'], operations: ['CREATE'], resources: ['jobs'] }],
+          },
           matchConditions: [{ name: 'this-test', expression: `object.metadata.namespace == '${ns}'` }],
-          validations: [{ expression: `!has(object.metadata.labels) || !('enbi.hrzn.ee/nixbuild' in object.metadata.labels) || object.metadata.labels['enbi.hrzn.ee/nixbuild'] != 'a-refused-${run}'`, message: 'refused by the site policy' }],
+          validations: [
+            {
+              expression: `!has(object.metadata.labels) || !('enbi.hrzn.ee/nixbuild' in object.metadata.labels) || object.metadata.labels['enbi.hrzn.ee/nixbuild'] != 'a-refused-${run}'`,
+              message: 'refused by the site policy',
+            },
+          ],
         },
       },
     });
-    await admission.createValidatingAdmissionPolicyBinding({ body: { metadata: { name: policy }, spec: { policyName: policy, validationActions: ['Deny'] } } });
+    await admission.createValidatingAdmissionPolicyBinding({
+      body: { metadata: { name: policy }, spec: { policyName: policy, validationActions: ['Deny'] } },
+    });
     const dir = await mkdtemp(join(tmpdir(), 'enbi-faults-'));
     await writeFile(join(dir, 'empty.yaml'), '');
-    controller = await startApiNodeController(c.kc, { dir, namespace: ns, pool: { [POOL]: run }, logs, metrics, settings: { maxConcurrentBuildsPerNode: 4 } });
+    controller = await startApiNodeController(c.kc, {
+      dir,
+      namespace: ns,
+      pool: { [POOL]: run },
+      logs,
+      metrics,
+      settings: { maxConcurrentBuildsPerNode: 4 },
+    });
   });
 
   after(async () => {
@@ -61,7 +89,10 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
     const admission = c?.kc.makeApiClient(AdmissionregistrationV1Api);
     await admission?.deleteValidatingAdmissionPolicyBinding({ name: policy }).catch(() => undefined);
     await admission?.deleteValidatingAdmissionPolicy({ name: policy }).catch(() => undefined);
-    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
+    await c?.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: ns })
+      .catch(() => undefined);
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
   });
 
@@ -71,46 +102,120 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
       apiVersion: `${GROUP}/${VERSION}`,
       kind: 'NixBuild',
       metadata: { name, namespace: ns },
-      spec: { flakeUrl: `git+http://git.invalid/f.git?rev=${rev}`, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/${name}:v1`] },
+      spec: {
+        flakeUrl: `git+http://git.invalid/f.git?rev=${rev}`,
+        packageName: 'image',
+        system: 'x86_64-linux',
+        images: [`registry.local/${name}:v1`],
+      },
     });
     const bad = `a-refused-${run}`;
     const good = `b-good-${run}`;
     // The admission policy takes a moment to be enforced: wait until it refuses a Job of the bad build.
-    await until('the admission policy to be enforced', async () => {
-      try {
-        await c.kc.makeApiClient(BatchV1Api).createNamespacedJob({ namespace: ns, body: { metadata: { name: `probe-${run}`, labels: { 'enbi.hrzn.ee/nixbuild': bad } }, spec: { template: { spec: { restartPolicy: 'Never', containers: [{ name: 'x', image: 'x' }] } } } }, dryRun: 'All' });
-        return undefined;
-      } catch (err) {
-        return /refused by the site policy/.test(String((err as { body?: string }).body)) ? true : undefined;
-      }
-    }, 30_000, 500);
-    for (const [name, rev] of [[bad, REV_A], [good, REV_B]] as const) await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: nb(name, rev) });
+    await until(
+      'the admission policy to be enforced',
+      async () => {
+        try {
+          await c.kc
+            .makeApiClient(BatchV1Api)
+            .createNamespacedJob({
+              namespace: ns,
+              body: {
+                metadata: { name: `probe-${run}`, labels: { 'enbi.hrzn.ee/nixbuild': bad } },
+                spec: { template: { spec: { restartPolicy: 'Never', containers: [{ name: 'x', image: 'x' }] } } },
+              },
+              dryRun: 'All',
+            });
+          return undefined;
+        } catch (err) {
+          return /refused by the site policy/.test(String((err as { body?: string }).body)) ? true : undefined;
+        }
+      },
+      30_000,
+      500,
+    );
+    for (const [name, rev] of [
+      [bad, REV_A],
+      [good, REV_B],
+    ] as const)
+      await custom().createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: PLURAL,
+        body: nb(name, rev),
+      });
     controller!.trigger();
-    const [goodJob] = await until('the good build\'s Job', async () => {
-      const js = await jobsOf(good);
-      return js.length > 0 ? js : undefined;
-    }, 30_000);
+    const [goodJob] = await until(
+      "the good build's Job",
+      async () => {
+        const js = await jobsOf(good);
+        return js.length > 0 ? js : undefined;
+      },
+      30_000,
+    );
     await completeJob(c.kc, ns, goodJob!.metadata!.name!);
-    await until('the good build Succeeded', async () => ((await build(good)).status?.phase === 'Succeeded' ? true : undefined), 30_000);
+    await until(
+      'the good build Succeeded',
+      async () => ((await build(good)).status?.phase === 'Succeeded' ? true : undefined),
+      30_000,
+    );
     // The refused one: no Job, errors counted and logged with its identity, retried with backoff.
     assert.deepEqual(await jobsOf(bad), []);
-    await until('two refusals of the bad build\'s Job', async () => (logs.filter((l) => l.includes(`"nixbuild":"${ns}/${bad}"`) && /reconcile failed, retried in/.test(l)).length >= 2 ? true : undefined), 30_000);
+    await until(
+      "two refusals of the bad build's Job",
+      async () =>
+        logs.filter((l) => l.includes(`"nixbuild":"${ns}/${bad}"`) && /reconcile failed, retried in/.test(l)).length >=
+        2
+          ? true
+          : undefined,
+      30_000,
+    );
     assert.ok(metrics.reconcileErrors >= 2);
-    assert.ok(logs.some((l) => /refused by the site policy/.test(l)), 'the API server\'s reason is in the log');
+    assert.ok(
+      logs.some((l) => /refused by the site policy/.test(l)),
+      "the API server's reason is in the log",
+    );
     // The policy goes: the next retry starts its Job.
     await c.kc.makeApiClient(AdmissionregistrationV1Api).deleteValidatingAdmissionPolicyBinding({ name: policy });
-    await until('the refused build\'s Job once allowed', async () => ((await jobsOf(bad)).length > 0 ? true : undefined), 60_000, 500);
+    await until(
+      "the refused build's Job once allowed",
+      async () => ((await jobsOf(bad)).length > 0 ? true : undefined),
+      60_000,
+      500,
+    );
     assert.equal(controller!.healthy(), true);
   });
 
   it('a failed attempt is retried once its backoff runs out, though nothing else in the cluster moves', async () => {
     const name = `c-retried-${run}`;
-    await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NixBuild', metadata: { name, namespace: ns }, spec: { flakeUrl: `git+http://git.invalid/f.git?rev=${'c'.repeat(40)}`, packageName: 'image', system: 'x86_64-linux', images: [`registry.local/${name}:v1`], maxAttempts: 3 } } });
+    await custom().createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: ns,
+      plural: PLURAL,
+      body: {
+        apiVersion: `${GROUP}/${VERSION}`,
+        kind: 'NixBuild',
+        metadata: { name, namespace: ns },
+        spec: {
+          flakeUrl: `git+http://git.invalid/f.git?rev=${'c'.repeat(40)}`,
+          packageName: 'image',
+          system: 'x86_64-linux',
+          images: [`registry.local/${name}:v1`],
+          maxAttempts: 3,
+        },
+      },
+    });
     controller!.trigger();
-    const [first] = await until('attempt 1', async () => {
-      const js = await jobsOf(name);
-      return js.length > 0 ? js : undefined;
-    }, 30_000);
+    const [first] = await until(
+      'attempt 1',
+      async () => {
+        const js = await jobsOf(name);
+        return js.length > 0 ? js : undefined;
+      },
+      30_000,
+    );
     // Its pod never ran (API-object nodes): the Job fails as the Job controller would mark it.
     await failJob(c.kc, ns, first!.metadata!.name!);
     const t0 = Date.now();
@@ -120,7 +225,12 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
     const ms = Date.now() - t0;
     assert.ok(ms < 10_000, `attempt 2 ${ms} ms after the failure`);
     // The reconcile creates the Job first and writes status after it: the status follows within the pass.
-    await until('status.attempts 2', async () => ((await build(name)).status?.attempts === 2 ? true : undefined), 10_000, 100);
+    await until(
+      'status.attempts 2',
+      async () => ((await build(name)).status?.attempts === 2 ? true : undefined),
+      10_000,
+      100,
+    );
     assert.equal((await jobsOf(name)).length, 2, 'one Job per attempt, no third');
   });
 });

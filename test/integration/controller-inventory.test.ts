@@ -37,9 +37,18 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
   const stale = `inv-stale-${run}`; // the agent's last word is an hour old
   const noAgent = `inv-none-${run}`; // no NodeImages: kubelet's capped list, so unknown
 
-  const writeInventory = async (node: string, images: { names: string[]; platforms: string[] }[], observedAt = new Date()) => {
+  const writeInventory = async (
+    node: string,
+    images: { names: string[]; platforms: string[] }[],
+    observedAt = new Date(),
+  ) => {
     const custom = c.kc.makeApiClient(CustomObjectsApi);
-    await custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImages', metadata: { name: node } } });
+    await custom.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: NODE_IMAGES_PLURAL,
+      body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImages', metadata: { name: node } },
+    });
     const status = {
       source: 'containerd',
       namespace: 'k8s.io',
@@ -50,7 +59,10 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
       truncated: false,
       images: images.map((i, k) => ({ digest: `sha256:${String(k).repeat(64).slice(0, 64)}`, ...i })),
     };
-    await custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node, body: { status } }, setHeaderOptions('Content-Type', 'application/merge-patch+json'));
+    await custom.patchClusterCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: node, body: { status } },
+      setHeaderOptions('Content-Type', 'application/merge-patch+json'),
+    );
   };
 
   before(async () => {
@@ -59,22 +71,41 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
     await applyNixBuildCrd(c.kc);
     const ext = c.kc.makeApiClient(ApiextensionsV1Api);
-    const crd = parse(await readFile(new URL('../../deploy/crd/nodeimages.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'));
+    const crd = parse(
+      await readFile(new URL('../../deploy/crd/nodeimages.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'),
+    );
     await ext.createCustomResourceDefinition({ body: crd }).catch((e: { code?: number }) => {
       if (e.code !== 409) throw e;
     });
-    await until('the NodeImages CRD', async () => ((await ext.readCustomResourceDefinition({ name: crd.metadata.name })).status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True') ? true : undefined));
+    await until('the NodeImages CRD', async () =>
+      (await ext.readCustomResourceDefinition({ name: crd.metadata.name })).status?.conditions?.some(
+        (x) => x.type === 'Established' && x.status === 'True',
+      )
+        ? true
+        : undefined,
+    );
     // Every kubelet list is at the cap without the image: on its own, never "missing".
     const amd = { arch: 'amd64', labels: pool, padImagesTo: 50 };
     nodes = await fakeNodes(c.kc, { [holds]: amd, [lacks]: amd, [otherArch]: amd, [stale]: amd, [noAgent]: amd });
     await writeInventory(holds, [{ names: [IMAGE], platforms: ['linux/amd64'] }]);
     await writeInventory(lacks, [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }]);
     await writeInventory(otherArch, [{ names: [IMAGE], platforms: ['linux/arm64'] }]);
-    await writeInventory(stale, [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }], new Date(Date.now() - 3_600_000));
+    await writeInventory(
+      stale,
+      [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }],
+      new Date(Date.now() - 3_600_000),
+    );
     dir = await mkdtemp(join(tmpdir(), 'enbi-inv-'));
     await writeFile(
       join(dir, 'app.yaml'),
-      yamlDocs(deployment('inv', { flake: `git+http://git.invalid/inv.git?rev=${REV_A}#image`, image: IMAGE, annotations: { 'enbi.hrzn.ee/build': 'eager' }, nodeSelector: pool })),
+      yamlDocs(
+        deployment('inv', {
+          flake: `git+http://git.invalid/inv.git?rev=${REV_A}#image`,
+          image: IMAGE,
+          annotations: { 'enbi.hrzn.ee/build': 'eager' },
+          nodeSelector: pool,
+        }),
+      ),
     );
   });
 
@@ -82,8 +113,14 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     await controller?.stop();
     await nodes?.stop();
     const custom = c?.kc.makeApiClient(CustomObjectsApi);
-    for (const n of [holds, lacks, otherArch, stale]) await custom?.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: n }).catch(() => undefined);
-    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
+    for (const n of [holds, lacks, otherArch, stale])
+      await custom
+        ?.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: n })
+        .catch(() => undefined);
+    await c?.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: ns })
+      .catch(() => undefined);
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
   });
 
@@ -100,16 +137,32 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
       maxConcurrentBuildsPerNode: 4,
     });
     const metrics = newMetrics();
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+    controller = await startController({
+      cfg,
+      kc: c.kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics,
+      log: (m) => logs.push(m),
+    });
     const done = controller.reconciled();
     controller.trigger(true);
     await done;
     const list = async () =>
-      ((await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] }).items;
-    const built = await until('NixBuilds for the nodes that lack the image', async () => {
-      const items = await list();
-      return items.length >= 2 ? items : undefined;
-    }, 30_000);
+      (
+        (await c.kc
+          .makeApiClient(CustomObjectsApi)
+          .listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as {
+          items: NixBuild[];
+        }
+      ).items;
+    const built = await until(
+      'NixBuilds for the nodes that lack the image',
+      async () => {
+        const items = await list();
+        return items.length >= 2 ? items : undefined;
+      },
+      30_000,
+    );
     // A moment more: nothing else may follow.
     const again = controller.reconciled();
     controller.trigger();

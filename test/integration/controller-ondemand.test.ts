@@ -16,7 +16,15 @@ import { newMetrics } from '../../src/controller/metrics.ts';
 import { sourceState } from '../../src/controller/source-state.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { REV_A, REV_B } from '../support/fixtures.ts';
-import { applyNixBuildCrd, completeJob, fakeNodes, setNodeImages, setPodWaiting, setPodRunning, until } from '../support/kube.ts';
+import {
+  applyNixBuildCrd,
+  completeJob,
+  fakeNodes,
+  setNodeImages,
+  setPodWaiting,
+  setPodRunning,
+  until,
+} from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -29,14 +37,31 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
   let nodes: Awaited<ReturnType<typeof fakeNodes>>;
   let controller: RunningController | undefined;
   const logs: string[] = [];
-  const [nodeA, nodeB, nodeC, nodePin] = ['a', 'b', 'c', 'pin'].map((n) => `od-${n}-${run}`) as [string, string, string, string];
+  const [nodeA, nodeB, nodeC, nodePin] = ['a', 'b', 'c', 'pin'].map((n) => `od-${n}-${run}`) as [
+    string,
+    string,
+    string,
+    string,
+  ];
 
   const custom = () => c.kc.makeApiClient(CustomObjectsApi);
-  const builds = async () => ((await custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] }).items;
+  const builds = async () =>
+    (
+      (await custom().listNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: PLURAL,
+      })) as { items: NixBuild[] }
+    ).items;
   const build = async (name: string) => (await builds()).find((b) => b.metadata.name === name);
   const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns })).items;
-  const jobsOf = async (name: string) => (await jobs()).filter((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === name);
-  const events = async (name: string) => (await c.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: ns })).items.filter((e) => e.involvedObject.name === name);
+  const jobsOf = async (name: string) =>
+    (await jobs()).filter((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === name);
+  const events = async (name: string) =>
+    (await c.kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace: ns })).items.filter(
+      (e) => e.involvedObject.name === name,
+    );
   const settle = async (ms = 1500) => {
     for (const _ of [1, 2]) {
       const done = controller!.reconciled();
@@ -58,7 +83,10 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
     await core.createNamespace({ body: { metadata: { name: ns } } });
     await core.createNamespace({ body: { metadata: { name: appNs } } });
     await applyNixBuildCrd(c.kc);
-    nodes = await fakeNodes(c.kc, Object.fromEntries([nodeA, nodeB, nodeC, nodePin].map((n) => [n, { arch: 'amd64', labels: pool }])));
+    nodes = await fakeNodes(
+      c.kc,
+      Object.fromEntries([nodeA, nodeB, nodeC, nodePin].map((n) => [n, { arch: 'amd64', labels: pool }])),
+    );
     const dir = await mkdtemp(join(tmpdir(), 'enbi-od-'));
     await writeFile(join(dir, 'empty.yaml'), '');
     const cfg = parseControllerConfig({
@@ -79,7 +107,13 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
       retryBaseSeconds: 1,
       rebuildGraceSeconds: 3,
     });
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics: newMetrics(), log: (m) => logs.push(m) });
+    controller = await startController({
+      cfg,
+      kc: c.kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics: newMetrics(),
+      log: (m) => logs.push(m),
+    });
     const done = controller.reconciled();
     controller.trigger(true);
     await done;
@@ -100,31 +134,66 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
     await core.createNamespacedPod({ namespace: appNs, body: pod('mover', nodeA, flake, 'registry.local/moving:v1') });
     await setPodWaiting(c.kc, appNs, 'mover', 'ErrImageNeverPull');
     // Built where the pod waits (the node needing the image wins the tie).
-    const nb = await until('a NixBuild placed on node a', async () => (await builds()).find((b) => b.status?.node === nodeA && b.status.phase === 'Building'), 30_000);
-    const first = await until('Job 1 on node a', async () => (await jobsOf(nb.metadata.name)).find((j) => j.metadata?.name === `${nb.metadata.name}-1`), 30_000);
+    const nb = await until(
+      'a NixBuild placed on node a',
+      async () => (await builds()).find((b) => b.status?.node === nodeA && b.status.phase === 'Building'),
+      30_000,
+    );
+    const first = await until(
+      'Job 1 on node a',
+      async () => (await jobsOf(nb.metadata.name)).find((j) => j.metadata?.name === `${nb.metadata.name}-1`),
+      30_000,
+    );
     assert.equal(jobNodeOf(first), nodeA);
     assert.equal(nb.spec.node, undefined, 'the controller keeps its choice in status, not spec');
 
     const t0 = performance.now();
     await core.deleteNode({ name: nodeA });
-    const moved = await until('the build on another node', async () => {
-      const b = await build(nb.metadata.name);
-      return b?.status?.node !== undefined && b.status.node !== nodeA && b.status.attempts === 2 ? b : undefined;
-    }, 30_000);
-    const second = await until('Job 2', async () => (await jobsOf(nb.metadata.name)).find((j) => j.metadata?.name === `${nb.metadata.name}-2`), 30_000);
+    const moved = await until(
+      'the build on another node',
+      async () => {
+        const b = await build(nb.metadata.name);
+        return b?.status?.node !== undefined && b.status.node !== nodeA && b.status.attempts === 2 ? b : undefined;
+      },
+      30_000,
+    );
+    const second = await until(
+      'Job 2',
+      async () => (await jobsOf(nb.metadata.name)).find((j) => j.metadata?.name === `${nb.metadata.name}-2`),
+      30_000,
+    );
     console.log(`# node deleted → build moved (status and Job 2) in ${(performance.now() - t0).toFixed(0)} ms`);
     assert.ok([nodeB, nodeC, nodePin].includes(moved.status!.node!), moved.status!.node);
     assert.equal(jobNodeOf(second), moved.status!.node);
     assert.equal(moved.status?.moves, 1);
     assert.equal(moved.status?.excusedAttempts, 1, 'the lost attempt is not a failure');
     assert.equal(moved.status?.phase, 'Building');
-    const ev = await until('a NodeLost Event', async () => (await events(nb.metadata.name)).find((e) => e.reason === 'NodeLost'), 10_000);
-    assert.match(ev.message ?? '', new RegExp(`node ${nodeA} was deleted: attempt 1 of 3 moves to ${moved.status!.node}`));
+    const ev = await until(
+      'a NodeLost Event',
+      async () => (await events(nb.metadata.name)).find((e) => e.reason === 'NodeLost'),
+      10_000,
+    );
+    assert.match(
+      ev.message ?? '',
+      new RegExp(`node ${nodeA} was deleted: attempt 1 of 3 moves to ${moved.status!.node}`),
+    );
     assert.equal(ev.type, 'Warning');
     // The Job left on the deleted node is gone; nothing more starts.
-    await until('Job 1 deleted', async () => ((await jobsOf(nb.metadata.name)).some((j) => j.metadata?.name === `${nb.metadata.name}-1` && j.metadata.deletionTimestamp === undefined) ? undefined : true), 30_000);
+    await until(
+      'Job 1 deleted',
+      async () =>
+        (await jobsOf(nb.metadata.name)).some(
+          (j) => j.metadata?.name === `${nb.metadata.name}-1` && j.metadata.deletionTimestamp === undefined,
+        )
+          ? undefined
+          : true,
+      30_000,
+    );
     await settle();
-    assert.deepEqual((await jobsOf(nb.metadata.name)).map((j) => j.metadata?.name), [`${nb.metadata.name}-2`]);
+    assert.deepEqual(
+      (await jobsOf(nb.metadata.name)).map((j) => j.metadata?.name),
+      [`${nb.metadata.name}-2`],
+    );
   });
 
   it('a hand-written NixBuild pinned by spec.node does not move: NoBuilderNode', async () => {
@@ -132,23 +201,52 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
       apiVersion: `${GROUP}/${VERSION}`,
       kind: 'NixBuild',
       metadata: { name: `pinned-${run}`, namespace: ns },
-      spec: { flakeUrl: `github:acme/pinned/${REV_B}`, packageName: 'image', system: 'x86_64-linux', images: ['registry.local/pinned:v1'], node: nodePin },
+      spec: {
+        flakeUrl: `github:acme/pinned/${REV_B}`,
+        packageName: 'image',
+        system: 'x86_64-linux',
+        images: ['registry.local/pinned:v1'],
+        node: nodePin,
+      },
     };
-    await custom().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, body });
-    await until('its Job on the pinned node', async () => {
-      const [j] = await jobsOf(body.metadata.name);
-      return j !== undefined && jobNodeOf(j) === nodePin ? j : undefined;
-    }, 30_000);
+    await custom().createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: ns,
+      plural: PLURAL,
+      body,
+    });
+    await until(
+      'its Job on the pinned node',
+      async () => {
+        const [j] = await jobsOf(body.metadata.name);
+        return j !== undefined && jobNodeOf(j) === nodePin ? j : undefined;
+      },
+      30_000,
+    );
     await c.kc.makeApiClient(CoreV1Api).deleteNode({ name: nodePin });
-    const waiting = await until('NoBuilderNode', async () => {
-      const b = await build(body.metadata.name);
-      return b?.status?.conditions?.find((x) => x.type === 'Ready' && x.reason === 'NoBuilderNode') !== undefined ? b : undefined;
-    }, 30_000);
+    const waiting = await until(
+      'NoBuilderNode',
+      async () => {
+        const b = await build(body.metadata.name);
+        return b?.status?.conditions?.find((x) => x.type === 'Ready' && x.reason === 'NoBuilderNode') !== undefined
+          ? b
+          : undefined;
+      },
+      30_000,
+    );
     assert.equal(waiting.status?.phase, 'Pending');
     assert.equal(waiting.status?.node, nodePin);
-    assert.match(waiting.status!.conditions!.find((x) => x.type === 'Ready')!.message, /spec.node pins this build there/);
+    assert.match(
+      waiting.status!.conditions!.find((x) => x.type === 'Ready')!.message,
+      /spec.node pins this build there/,
+    );
     await settle();
-    assert.deepEqual((await jobsOf(body.metadata.name)).map((j) => j.metadata?.name), [`${body.metadata.name}-1`], 'no second attempt elsewhere');
+    assert.deepEqual(
+      (await jobsOf(body.metadata.name)).map((j) => j.metadata?.name),
+      [`${body.metadata.name}-1`],
+      'no second attempt elsewhere',
+    );
   });
 
   it('an image removed from its node while a pod waits for it is rebuilt once, and only once', async () => {
@@ -157,15 +255,27 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
     const image = 'registry.local/gc:v1';
     await core.createNamespacedPod({ namespace: appNs, body: pod('gc-app', nodeC, flake, image) });
     await setPodWaiting(c.kc, appNs, 'gc-app', 'ErrImageNeverPull');
-    const nb = await until('a NixBuild for the gc image', async () => (await builds()).find((b) => b.spec.flakeUrl.includes('gc.git') && b.status?.phase === 'Building'), 30_000);
+    const nb = await until(
+      'a NixBuild for the gc image',
+      async () => (await builds()).find((b) => b.spec.flakeUrl.includes('gc.git') && b.status?.phase === 'Building'),
+      30_000,
+    );
     const name = nb.metadata.name;
-    const job1 = await until('Job 1', async () => (await jobsOf(name)).find((j) => j.metadata?.name === `${name}-1`), 30_000);
+    const job1 = await until(
+      'Job 1',
+      async () => (await jobsOf(name)).find((j) => j.metadata?.name === `${name}-1`),
+      30_000,
+    );
     const builder = jobNodeOf(job1)!;
     // The build succeeds: the image is on the builder, the pod runs.
     await completeJob(c.kc, ns, `${name}-1`);
     await setNodeImages(c.kc, builder, [image]);
     await setPodRunning(c.kc, appNs, 'gc-app');
-    await until('Succeeded', async () => ((await build(name))?.status?.phase === 'Succeeded' ? true : undefined), 30_000);
+    await until(
+      'Succeeded',
+      async () => ((await build(name))?.status?.phase === 'Succeeded' ? true : undefined),
+      30_000,
+    );
     await settle(4000);
     assert.equal((await jobsOf(name)).length, 1, 'an image in place: nothing more');
 
@@ -173,26 +283,57 @@ describe('controller: lost nodes and lost images (real API server)', { skip: clu
     const t0 = performance.now();
     await setNodeImages(c.kc, builder, []);
     await setPodWaiting(c.kc, appNs, 'gc-app', 'ErrImageNeverPull');
-    const job2 = await until('Job 2 (the rebuild)', async () => (await jobsOf(name)).find((j) => j.metadata?.name === `${name}-2`), 30_000, 100);
-    console.log(`# image removed → rebuild Job in ${(performance.now() - t0).toFixed(0)} ms (rebuildGraceSeconds 3 after completion)`);
-    const rebuilding = await until('status of the rebuild', async () => {
-      const b = await build(name);
-      return b?.status?.rebuilds === 1 ? b : undefined;
-    }, 30_000);
+    const job2 = await until(
+      'Job 2 (the rebuild)',
+      async () => (await jobsOf(name)).find((j) => j.metadata?.name === `${name}-2`),
+      30_000,
+      100,
+    );
+    console.log(
+      `# image removed → rebuild Job in ${(performance.now() - t0).toFixed(0)} ms (rebuildGraceSeconds 3 after completion)`,
+    );
+    const rebuilding = await until(
+      'status of the rebuild',
+      async () => {
+        const b = await build(name);
+        return b?.status?.rebuilds === 1 ? b : undefined;
+      },
+      30_000,
+    );
     assert.equal(rebuilding.status?.phase, 'Building');
     assert.equal(jobNodeOf(job2), builder, 'on the node that built it (its Nix store still has the result)');
-    const ev = await until('an ImageMissing Event', async () => (await events(name)).find((e) => e.reason === 'ImageMissing'), 10_000);
-    assert.match(ev.message ?? '', /registry\.local\/gc:v1 is missing again .*pod apps-od-.*\/gc-app waits for it .*ErrImageNeverPull/);
+    const ev = await until(
+      'an ImageMissing Event',
+      async () => (await events(name)).find((e) => e.reason === 'ImageMissing'),
+      10_000,
+    );
+    assert.match(
+      ev.message ?? '',
+      /registry\.local\/gc:v1 is missing again .*pod apps-od-.*\/gc-app waits for it .*ErrImageNeverPull/,
+    );
 
     // The rebuild "succeeds" but the image still does not show: no third build, ever; Stalled instead.
     await completeJob(c.kc, ns, `${name}-2`);
-    const stalled = await until('Stalled ImageMissing', async () => {
-      const b = await build(name);
-      return b?.status?.conditions?.find((x) => x.type === 'Stalled' && x.reason === 'ImageMissing') !== undefined ? b : undefined;
-    }, 30_000);
+    const stalled = await until(
+      'Stalled ImageMissing',
+      async () => {
+        const b = await build(name);
+        return b?.status?.conditions?.find((x) => x.type === 'Stalled' && x.reason === 'ImageMissing') !== undefined
+          ? b
+          : undefined;
+      },
+      30_000,
+    );
     assert.equal(stalled.status?.phase, 'Succeeded');
     assert.match(stalled.status!.conditions!.find((x) => x.type === 'Ready')!.message, /rebuilt 1 time already/);
-    await until('a Warning Event for the stall', async () => (await events(name)).find((e) => e.reason === 'ImageMissing' && /delete this NixBuild/.test(e.message ?? '') && e.type === 'Warning'), 10_000);
+    await until(
+      'a Warning Event for the stall',
+      async () =>
+        (await events(name)).find(
+          (e) => e.reason === 'ImageMissing' && /delete this NixBuild/.test(e.message ?? '') && e.type === 'Warning',
+        ),
+      10_000,
+    );
     await settle(8000);
     assert.deepEqual((await jobsOf(name)).map((j: V1Job) => j.metadata?.name).sort(), [`${name}-1`, `${name}-2`]);
   });

@@ -44,14 +44,26 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       maxConcurrentBuildsPerNode: 4,
     });
     const metrics = newMetrics();
-    controller = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics, log: (m) => logs.push(m) });
+    controller = await startController({
+      cfg,
+      kc: c.kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics,
+      log: (m) => logs.push(m),
+    });
     const done = controller.reconciled();
     controller.trigger(true);
     await done;
     return metrics;
   };
   const builds = async () =>
-    ((await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] }).items;
+    (
+      (await c.kc
+        .makeApiClient(CustomObjectsApi)
+        .listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as {
+        items: NixBuild[];
+      }
+    ).items;
   const jobs = async () => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns })).items;
   const settle = async () => {
     // Two quiet reconciles in a row: everything the first one wrote has been seen by the informers.
@@ -75,7 +87,11 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       [`amd-1-${run}`]: { arch: 'amd64', labels: pool },
       [`amd-2-${run}`]: { arch: 'amd64', labels: pool, images: ['registry.local/other:v1'] },
       [`arm-1-${run}`]: { arch: 'arm64', labels: pool },
-      [`arm-2-${run}`]: { arch: 'arm64', labels: pool, taints: [{ key: 'dedicated', value: 'x', effect: 'NoSchedule' }] },
+      [`arm-2-${run}`]: {
+        arch: 'arm64',
+        labels: pool,
+        taints: [{ key: 'dedicated', value: 'x', effect: 'NoSchedule' }],
+      },
       [`arm-3-${run}`]: { arch: 'arm64', labels: pool, unschedulable: true },
       [`rv-1-${run}`]: { arch: 'riscv64', labels: pool },
     });
@@ -90,10 +106,23 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
           image: `registry.local/eager:${REV_A.slice(0, 8)}`,
           annotations: { 'enbi.hrzn.ee/build': 'eager' },
           nodeSelector: pool,
-          affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/arch', operator: 'In', values: ['amd64', 'arm64'] }] }] } } },
+          affinity: {
+            nodeAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: {
+                nodeSelectorTerms: [
+                  { matchExpressions: [{ key: 'kubernetes.io/arch', operator: 'In', values: ['amd64', 'arm64'] }] },
+                ],
+              },
+            },
+          },
         }),
         // On demand (the default): nothing until a pod lands.
-        deployment('lazy', { namespace: appNs, flake: `git+http://git.invalid/lazy.git?rev=${REV_B}#image`, image: 'registry.local/lazy:v2', nodeSelector: pool }),
+        deployment('lazy', {
+          namespace: appNs,
+          flake: `git+http://git.invalid/lazy.git?rev=${REV_B}#image`,
+          image: 'registry.local/lazy:v2',
+          nodeSelector: pool,
+        }),
       ),
     );
   });
@@ -109,7 +138,11 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
 
   it('creates one NixBuild and one Job per system for an eager workload, on a node that can build it', async () => {
     await start();
-    const nb = await until('two NixBuilds', async () => ((await builds()).length === 2 ? await builds() : undefined), 30_000);
+    const nb = await until(
+      'two NixBuilds',
+      async () => ((await builds()).length === 2 ? await builds() : undefined),
+      30_000,
+    );
     assert.deepEqual(nb.map((b) => b.spec.system).sort(), ['aarch64-linux', 'x86_64-linux']);
     for (const b of nb) {
       assert.equal(b.spec.flakeUrl, `git+http://git.invalid/eager.git?rev=${REV_A}`);
@@ -118,10 +151,14 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       // The controller's choice of node is status, not spec (spec.node would pin the build).
       assert.equal(b.spec.node, undefined);
     }
-    const placed = await until('nodes in status', async () => {
-      const got = await builds();
-      return got.every((b) => b.status?.node !== undefined) ? got : undefined;
-    }, 30_000);
+    const placed = await until(
+      'nodes in status',
+      async () => {
+        const got = await builds();
+        return got.every((b) => b.status?.node !== undefined) ? got : undefined;
+      },
+      30_000,
+    );
     for (const b of placed) {
       // arm-2 is tainted, arm-3 cordoned: the arm64 build goes to arm-1.
       assert.equal(b.status?.node, b.spec.system === 'aarch64-linux' ? `arm-1-${run}` : `amd-1-${run}`);
@@ -129,16 +166,28 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
     const js = await until('two Jobs', async () => ((await jobs()).length === 2 ? await jobs() : undefined), 30_000);
     for (const j of js) {
       const build = placed.find((b) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === b.metadata.name)!;
-      const terms = j.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms;
+      const terms =
+        j.spec?.template.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution
+          ?.nodeSelectorTerms;
       assert.deepEqual(terms?.[0]?.matchFields?.[0]?.values, [build.status?.node]);
       const build_c = j.spec?.template.spec?.containers.find((x) => x.name === 'build')!;
-      assert.equal(build_c.env?.find((e) => e.name === 'ENBI_INSTALLABLE')?.value, `git+http://git.invalid/eager.git?rev=${REV_A}#packages.${build.spec.system}.image`);
-      assert.ok(!(build_c.volumeMounts ?? []).some((m) => m.mountPath.includes('containerd')), 'the build container never sees the socket');
+      assert.equal(
+        build_c.env?.find((e) => e.name === 'ENBI_INSTALLABLE')?.value,
+        `git+http://git.invalid/eager.git?rev=${REV_A}#packages.${build.spec.system}.image`,
+      );
+      assert.ok(
+        !(build_c.volumeMounts ?? []).some((m) => m.mountPath.includes('containerd')),
+        'the build container never sees the socket',
+      );
     }
-    const withStatus = await until('Building status', async () => {
-      const got = await builds();
-      return got.every((b) => b.status?.phase === 'Building') ? got : undefined;
-    }, 30_000);
+    const withStatus = await until(
+      'Building status',
+      async () => {
+        const got = await builds();
+        return got.every((b) => b.status?.phase === 'Building') ? got : undefined;
+      },
+      30_000,
+    );
     for (const b of withStatus) {
       assert.equal(b.status?.observedGeneration, 1);
       assert.equal(b.status?.conditions?.find((x) => x.type === 'Reconciling')?.status, 'True');
@@ -163,12 +212,31 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
   it('pods bound to nodes that lack their image trigger exactly one build per system; the time to the Job is printed', async () => {
     const core = c.kc.makeApiClient(CoreV1Api);
     const podOn = (name: string, node: string): V1Pod => ({
-      metadata: { name, namespace: appNs, annotations: { 'enbi.hrzn.ee/flake': `git+http://git.invalid/lazy.git?rev=${REV_B}#image` } },
-      spec: { nodeName: node, containers: [{ name: 'app', image: 'registry.local/lazy:v2', imagePullPolicy: 'Never' }] },
+      metadata: {
+        name,
+        namespace: appNs,
+        annotations: { 'enbi.hrzn.ee/flake': `git+http://git.invalid/lazy.git?rev=${REV_B}#image` },
+      },
+      spec: {
+        nodeName: node,
+        containers: [{ name: 'app', image: 'registry.local/lazy:v2', imagePullPolicy: 'Never' }],
+      },
     });
     const waitingOnImage = (pod: V1Pod): V1Pod => ({
       ...pod,
-      status: { phase: 'Pending', containerStatuses: [{ name: 'app', image: 'registry.local/lazy:v2', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ErrImageNeverPull', message: 'image not present' } } }] },
+      status: {
+        phase: 'Pending',
+        containerStatuses: [
+          {
+            name: 'app',
+            image: 'registry.local/lazy:v2',
+            imageID: '',
+            ready: false,
+            restartCount: 0,
+            state: { waiting: { reason: 'ErrImageNeverPull', message: 'image not present' } },
+          },
+        ],
+      },
     });
     // A pod on a riscv64 node would need a riscv64 build that no node can make; none are bound there.
     const targets = [`arm-1-${run}`, `arm-2-${run}`, `amd-2-${run}`];
@@ -185,10 +253,20 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
       await core.replaceNamespacedPodStatus({ name, namespace: appNs, body: waitingOnImage(pod) });
     }
     const bound = performance.now();
-    const lazyJobs = async () => (await jobs()).filter((j) => j.spec?.template.spec?.containers[0]?.env?.some((e) => e.value?.includes('lazy.git')));
-    const js = await until('lazy Jobs', async () => ((await lazyJobs()).length >= 2 ? await lazyJobs() : undefined), 30_000, 20);
+    const lazyJobs = async () =>
+      (await jobs()).filter((j) =>
+        j.spec?.template.spec?.containers[0]?.env?.some((e) => e.value?.includes('lazy.git')),
+      );
+    const js = await until(
+      'lazy Jobs',
+      async () => ((await lazyJobs()).length >= 2 ? await lazyJobs() : undefined),
+      30_000,
+      20,
+    );
     const firstJob = performance.now();
-    console.log(`# 24 pods created in ${(created - t0).toFixed(0)} ms, statuses set in ${(bound - created).toFixed(0)} ms; Jobs existed ${(firstJob - bound).toFixed(0)} ms after the last status write`);
+    console.log(
+      `# 24 pods created in ${(created - t0).toFixed(0)} ms, statuses set in ${(bound - created).toFixed(0)} ms; Jobs existed ${(firstJob - bound).toFixed(0)} ms after the last status write`,
+    );
     await settle();
     const all = await lazyJobs();
     assert.equal(all.length, 2, 'one build per system (Spegel mode), however many pods');
@@ -198,11 +276,16 @@ describe('controller against a real API server (API-object nodes)', { skip: clus
     assert.equal(lazyBuilds.find((b) => b.spec.system === 'aarch64-linux')?.status?.node, `arm-1-${run}`);
     assert.equal(js.length, 2);
     // The pods' owners see it where they look: an Event on the waiting pods, naming the NixBuild.
-    const podEvents = (await core.listNamespacedEvent({ namespace: appNs })).items.filter((e) => e.involvedObject.kind === 'Pod' && e.reason === 'BuildPlanned');
+    const podEvents = (await core.listNamespacedEvent({ namespace: appNs })).items.filter(
+      (e) => e.involvedObject.kind === 'Pod' && e.reason === 'BuildPlanned',
+    );
     assert.ok(podEvents.length >= 2, `BuildPlanned Events on pods: ${podEvents.length}`);
     for (const e of podEvents) {
       assert.ok(names.includes(e.involvedObject.name!), e.involvedObject.name);
-      assert.match(e.message ?? '', new RegExp(`^enbi builds registry\\.local/lazy:v2 for (x86_64|aarch64)-linux on \\S+: NixBuild ${ns}/`));
+      assert.match(
+        e.message ?? '',
+        new RegExp(`^enbi builds registry\\.local/lazy:v2 for (x86_64|aarch64)-linux on \\S+: NixBuild ${ns}/`),
+      );
     }
   });
 

@@ -44,7 +44,8 @@ const specs: Record<string, NodeOptions> = {};
 for (const name of groups.amd) specs[name] = { arch: 'amd64', labels: pool };
 for (const name of groups.arm) specs[name] = { arch: 'arm64', labels: pool };
 for (const name of groups.emu) specs[name] = { arch: 'amd64', labels: pool, extraSystems: ['aarch64-linux'] };
-for (const name of groups.taint) specs[name] = { arch: 'amd64', labels: pool, taints: [{ key: 'dedicated', value: 'db', effect: 'NoSchedule' }] };
+for (const name of groups.taint)
+  specs[name] = { arch: 'amd64', labels: pool, taints: [{ key: 'dedicated', value: 'db', effect: 'NoSchedule' }] };
 for (const name of groups.cord) specs[name] = { arch: 'arm64', labels: pool, unschedulable: true };
 for (const name of groups.down) specs[name] = { arch: 'amd64', labels: pool, ready: false };
 for (const name of groups.rv) specs[name] = { arch: 'riscv64', labels: pool };
@@ -53,9 +54,11 @@ const withPods = Object.keys(specs).filter((name) => name !== fresh && !groups.r
 /** Runs `fn` over `items`, `width` at a time. */
 async function inParallel<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(range(width).map(async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    range(width).map(async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 
 describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { skip: clusterSkipReason() }, () => {
@@ -83,14 +86,27 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
       maxConcurrentBuildsPerNode: 1,
       maxNodeImages: 1000,
     });
-    const ctl = await startController({ cfg, kc: c.kc, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(`[${mode}] ${m}`)), metrics: newMetrics(), log: (m) => logs.push(`[${mode}] ${m}`) });
+    const ctl = await startController({
+      cfg,
+      kc: c.kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(`[${mode}] ${m}`)),
+      metrics: newMetrics(),
+      log: (m) => logs.push(`[${mode}] ${m}`),
+    });
     controllers.push(ctl);
     const done = ctl.reconciled();
     ctl.trigger(true);
     await done;
     return ctl;
   };
-  const builds = async (ns: string) => ((await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as { items: NixBuild[] }).items;
+  const builds = async (ns: string) =>
+    (
+      (await c.kc
+        .makeApiClient(CustomObjectsApi)
+        .listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as {
+        items: NixBuild[];
+      }
+    ).items;
   const jobs = async (ns: string) => (await c.kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace: ns })).items;
   const settle = async (ctl: RunningController) => {
     for (const _ of [1, 2, 3]) {
@@ -106,7 +122,11 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
       body: {
         metadata: { name, namespace: appNs, annotations: { 'enbi.hrzn.ee/flake': FLAKE } },
         // Bound by name, as the scheduler would have; tolerating not-ready so no eviction interferes.
-        spec: { nodeName: node, containers: [{ name: 'app', image: IMAGE, imagePullPolicy: 'Never' }], tolerations: [{ operator: 'Exists', effect: 'NoExecute' }] },
+        spec: {
+          nodeName: node,
+          containers: [{ name: 'app', image: IMAGE, imagePullPolicy: 'Never' }],
+          tolerations: [{ operator: 'Exists', effect: 'NoExecute' }],
+        },
       },
     });
   };
@@ -147,7 +167,8 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
     let polling = true;
     const poller = (async () => {
       while (polling) {
-        for (const j of await jobs(ns).catch(() => [])) if (!firstJob.has(systemOf(j.metadata!.name!))) firstJob.set(systemOf(j.metadata!.name!), performance.now());
+        for (const j of await jobs(ns).catch(() => []))
+          if (!firstJob.has(systemOf(j.metadata!.name!))) firstJob.set(systemOf(j.metadata!.name!), performance.now());
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
@@ -162,24 +183,41 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
       await setPodWaiting(c.kc, appNs, name, 'ErrImageNeverPull');
       lastWrite = performance.now();
     });
-    const all = await until('both Jobs', async () => ((await jobs(ns)).length >= 2 ? await jobs(ns) : undefined), 60_000, 50);
+    const all = await until(
+      'both Jobs',
+      async () => ((await jobs(ns)).length >= 2 ? await jobs(ns) : undefined),
+      60_000,
+      50,
+    );
     polling = false;
     await poller;
-    const lag = (system: string) => `${((firstJob.get(system) ?? NaN) - (firstBound.get(system) ?? NaN)).toFixed(0)} ms`;
+    const lag = (system: string) =>
+      `${((firstJob.get(system) ?? NaN) - (firstBound.get(system) ?? NaN)).toFixed(0)} ms`;
     console.log(
       `# ${PODS} pods bound in ${((created - t0) / 1000).toFixed(1)} s (8 at a time), waiting statuses written in ${((lastWrite - created) / 1000).toFixed(1)} s; ` +
         `first pod bound → its system's Job: x86_64 ${lag('x86_64')}, aarch64 ${lag('aarch64')} (Jobs polled every 50 ms)`,
     );
     await settle(ctl);
     const nbs = await builds(ns);
-    assert.deepEqual(nbs.map((b) => b.spec.system).sort(), ['aarch64-linux', 'x86_64-linux'], 'nothing for riscv64: no pod needs it');
+    assert.deepEqual(
+      nbs.map((b) => b.spec.system).sort(),
+      ['aarch64-linux', 'x86_64-linux'],
+      'nothing for riscv64: no pod needs it',
+    );
     const js = await jobs(ns);
     assert.equal(js.length, 2, 'one Job each');
     const x86 = nbs.find((b) => b.spec.system === 'x86_64-linux')!;
     const arm = nbs.find((b) => b.spec.system === 'aarch64-linux')!;
     assert.ok([...groups.amd, ...groups.emu].includes(x86.status!.node!), `x86_64 on ${x86.status?.node}`);
-    assert.ok(groups.arm.includes(arm.status!.node!), `aarch64 natively, not emulated, not cordoned: ${arm.status?.node}`);
-    for (const b of nbs) assert.equal(jobNodeOf(js.find((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === b.metadata.name)!), b.status?.node);
+    assert.ok(
+      groups.arm.includes(arm.status!.node!),
+      `aarch64 natively, not emulated, not cordoned: ${arm.status?.node}`,
+    );
+    for (const b of nbs)
+      assert.equal(
+        jobNodeOf(js.find((j) => j.metadata?.labels?.['enbi.hrzn.ee/nixbuild'] === b.metadata.name)!),
+        b.status?.node,
+      );
     assert.equal(all.length, 2);
     await ctl.stop();
   });
@@ -191,12 +229,24 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
     const tStart = performance.now();
     const ctl = await start(ns, 'per-node');
     const able = [...groups.amd.filter((x) => x !== fresh), ...groups.arm, ...groups.emu];
-    await until(`${able.length} builds`, async () => ((await builds(ns)).length >= able.length ? true : undefined), 60_000);
-    console.log(`# per-node controller started with ${PODS} waiting pods in its cache: ${able.length} builds in ${((performance.now() - tStart) / 1000).toFixed(1)} s`);
+    await until(
+      `${able.length} builds`,
+      async () => ((await builds(ns)).length >= able.length ? true : undefined),
+      60_000,
+    );
+    console.log(
+      `# per-node controller started with ${PODS} waiting pods in its cache: ${able.length} builds in ${((performance.now() - tStart) / 1000).toFixed(1)} s`,
+    );
     await settle(ctl);
     // The last pod lands on a node with nothing yet.
     let seen = 0;
-    const jobSeen = until('the last pod\'s Job', async () => ((await jobs(ns)).some((j: V1Job) => jobNodeOf(j) === fresh) ? (seen = performance.now()) : undefined), 30_000, 20);
+    const jobSeen = until(
+      "the last pod's Job",
+      async () =>
+        (await jobs(ns)).some((j: V1Job) => jobNodeOf(j) === fresh) ? (seen = performance.now()) : undefined,
+      30_000,
+      20,
+    );
     await bindWaitingPod('fleet-last', fresh);
     const bound = performance.now();
     await setPodWaiting(c.kc, appNs, 'fleet-last', 'ErrImageNeverPull');
@@ -208,8 +258,13 @@ describe(`on demand at scale: ${PODS} pods on 40 nodes (real API server)`, { ski
     await settle(ctl);
     const nbs = await builds(ns);
     const js = await jobs(ns);
-    assert.deepEqual(nbs.map((b) => b.spec.node).sort(), [...able, fresh].sort(), 'not on tainted, cordoned or not-Ready nodes, nor riscv64');
-    for (const b of nbs) assert.equal(b.spec.system, groups.arm.includes(b.spec.node!) ? 'aarch64-linux' : 'x86_64-linux');
+    assert.deepEqual(
+      nbs.map((b) => b.spec.node).sort(),
+      [...able, fresh].sort(),
+      'not on tainted, cordoned or not-Ready nodes, nor riscv64',
+    );
+    for (const b of nbs)
+      assert.equal(b.spec.system, groups.arm.includes(b.spec.node!) ? 'aarch64-linux' : 'x86_64-linux');
     assert.equal(js.length, nbs.length, 'exactly one Job per build');
     assert.deepEqual(js.map((j) => jobNodeOf(j)).sort(), [...able, fresh].sort());
   });

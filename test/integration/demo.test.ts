@@ -34,7 +34,10 @@ function npmStart(args: string[], dirs = { demo: DEMO_DIR, run: RUN_DIR }): Prom
 
 /** The pod line of the final report: `demo/NAME  IMAGE  on NODE  built by NixBuild NS/NAME (DIGEST)`. */
 function reported(out: string): { pod: string; image: string; build: string } {
-  const m = /pods Running after \d+ s:\n {2}demo\/(\S+) {2}(registry\.local\/hello:[0-9a-f]{7}) {2}on enbi-demo-1 {2}built by NixBuild enbi-system\/(\S+) \(sha256:[0-9a-f]{64}\)/.exec(out);
+  const m =
+    /pods Running after \d+ s:\n {2}demo\/(\S+) {2}(registry\.local\/hello:[0-9a-f]{7}) {2}on enbi-demo-1 {2}built by NixBuild enbi-system\/(\S+) \(sha256:[0-9a-f]{64}\)/.exec(
+      out,
+    );
   assert.ok(m !== null, `no final report in:\n${out}`);
   return { pod: m[1]!, image: m[2]!, build: m[3]! };
 }
@@ -52,7 +55,15 @@ describe('npm start: the demo on an embedded default', { skip: clusterSkipReason
     const pod = await demoKc().makeApiClient(CoreV1Api).readNamespacedPod({ name: r.pod, namespace: 'demo' });
     assert.equal(pod.status?.phase, 'Running');
     assert.equal(pod.spec?.containers[0]?.image, r.image);
-    const nb = (await demoKc().makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: 'enbi-system', plural: PLURAL, name: r.build })) as NixBuild;
+    const nb = (await demoKc()
+      .makeApiClient(CustomObjectsApi)
+      .getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: 'enbi-system',
+        plural: PLURAL,
+        name: r.build,
+      })) as NixBuild;
     assert.equal(nb.status?.phase, 'Succeeded');
     assert.equal(nb.status?.image, r.image);
   };
@@ -65,7 +76,16 @@ describe('npm start: the demo on an embedded default', { skip: clusterSkipReason
   it('reaches pods Running without input, with the parts, the steps and what enbi did printed', async () => {
     const r = await npmStart([]);
     assert.equal(r.code, 0, r.out);
-    for (const text of ['First, the parts', 'local cluster', 'enbi from deploy/', 'ErrImageNeverPull (its image is not on the node: enbi builds it)', 'NixBuild image-', ': Succeeded (imported registry.local/hello:', 'npm start -- --push', 'npm start -- --down']) {
+    for (const text of [
+      'First, the parts',
+      'local cluster',
+      'enbi from deploy/',
+      'ErrImageNeverPull (its image is not on the node: enbi builds it)',
+      'NixBuild image-',
+      ': Succeeded (imported registry.local/hello:',
+      'npm start -- --push',
+      'npm start -- --down',
+    ]) {
       assert.ok(r.out.includes(text), `the output says "${text}":\n${r.out}`);
     }
     first = reported(r.out);
@@ -88,20 +108,32 @@ describe('npm start: the demo on an embedded default', { skip: clusterSkipReason
     const r = await npmStart(['--down']);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /nothing of it runs or remains/);
-    assert.ok(!existsSync(DEMO_DIR) && !existsSync(RUN_DIR), 'the demo\'s directories are gone');
-    assert.ok(!existsSync(`/proc/${demo.gitPid}/cmdline`) || !readFileSync(`/proc/${demo.gitPid}/cmdline`, 'utf8').includes('git-serve'), 'the Git server is gone');
-    const procs = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-        return cmd.includes(DEMO_DIR) || cmd.includes(RUN_DIR);
-      } catch {
-        return false;
-      }
-    });
+    assert.ok(!existsSync(DEMO_DIR) && !existsSync(RUN_DIR), "the demo's directories are gone");
+    assert.ok(
+      !existsSync(`/proc/${demo.gitPid}/cmdline`) ||
+        !readFileSync(`/proc/${demo.gitPid}/cmdline`, 'utf8').includes('git-serve'),
+      'the Git server is gone',
+    );
+    const procs = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          const cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+          return cmd.includes(DEMO_DIR) || cmd.includes(RUN_DIR);
+        } catch {
+          return false;
+        }
+      });
     assert.deepEqual(procs, [], 'no process of the demo runs');
-    assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(state.runId), 'no network namespace of the demo');
-    assert.ok(!execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }).includes(state.runId), 'no network device of the demo');
-    assert.ok(!readFileSync('/proc/mounts', 'utf8').includes(DEMO_DIR), 'nothing mounted under the demo\'s directory');
+    assert.ok(
+      !execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(state.runId),
+      'no network namespace of the demo',
+    );
+    assert.ok(
+      !execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }).includes(state.runId),
+      'no network device of the demo',
+    );
+    assert.ok(!readFileSync('/proc/mounts', 'utf8').includes(DEMO_DIR), "nothing mounted under the demo's directory");
     const again = await npmStart(['--down']);
     assert.equal(again.code, 0);
     assert.match(again.out, /no demo to stop/);

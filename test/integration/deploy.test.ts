@@ -6,7 +6,13 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
 import { parseControllerConfig } from '../../src/controller/config.ts';
@@ -34,7 +40,10 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
   });
   after(async () => {
     await nodes?.stop();
-    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: NS }).catch(() => undefined);
+    await c?.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: NS })
+      .catch(() => undefined);
   });
 
   it('every object is accepted by the API server', async () => {
@@ -42,17 +51,26 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
     for (const file of ['namespace.yaml', 'rbac.yaml', 'controller.yaml']) {
       for (const obj of await deployObjects(file)) {
         await api.create(obj).catch((err: unknown) => {
-          if ((err as { code?: number }).code !== 409) throw new Error(`${file}: ${obj.kind} ${obj.metadata?.name}: ${(err as Error).message.split('\n')[0]}`);
+          if ((err as { code?: number }).code !== 409)
+            throw new Error(`${file}: ${obj.kind} ${obj.metadata?.name}: ${(err as Error).message.split('\n')[0]}`);
         });
       }
     }
-    const dep = await api.read({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'enbi-controller', namespace: NS } });
+    const dep = await api.read({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'enbi-controller', namespace: NS },
+    });
     assert.equal(dep.metadata?.name, 'enbi-controller');
   });
 
   it('the controller plans and starts builds with only the ServiceAccount of deploy/rbac.yaml', async () => {
     const core = c.kc.makeApiClient(CoreV1Api);
-    const token = await core.createNamespacedServiceAccountToken({ name: 'enbi-controller', namespace: NS, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+    const token = await core.createNamespacedServiceAccountToken({
+      name: 'enbi-controller',
+      namespace: NS,
+      body: { spec: { audiences: [], expirationSeconds: 3600 } },
+    });
     const cluster = c.kc.getCurrentCluster()!;
     const sa = new KubeConfig();
     sa.loadFromOptions({
@@ -62,20 +80,56 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
       currentContext: 'sa',
     });
     // The token really is not the admin: it cannot list Secrets.
-    await assert.rejects(sa.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: NS }), (e: { code?: number }) => e.code === 403);
+    await assert.rejects(
+      sa.makeApiClient(CoreV1Api).listNamespacedSecret({ namespace: NS }),
+      (e: { code?: number }) => e.code === 403,
+    );
 
-    nodes = await fakeNodes(c.kc, { [`rbac-amd-${run}`]: { arch: 'amd64', labels: { 'enbi.test/pool': `rbac-${run}` } } });
+    nodes = await fakeNodes(c.kc, {
+      [`rbac-amd-${run}`]: { arch: 'amd64', labels: { 'enbi.test/pool': `rbac-${run}` } },
+    });
     const dir = await mkdtemp(join(tmpdir(), 'enbi-rbac-'));
-    await writeFile(join(dir, 'app.yaml'), yamlDocs(deployment('rbac', { flake: `git+http://git.invalid/rbac.git?rev=${REV_A}#image`, annotations: { 'enbi.hrzn.ee/build': 'eager' }, nodeSelector: { 'enbi.test/pool': `rbac-${run}` } })));
-    const cfg = parseControllerConfig({ source: { dir }, namespace: NS, builderImage: 'b:1', importerImage: 'i:1', containerdSocket: '/run/containerd/containerd.sock', allowedImages: ['registry.local/'], allowedFlakes: ['http://git.invalid/'] });
+    await writeFile(
+      join(dir, 'app.yaml'),
+      yamlDocs(
+        deployment('rbac', {
+          flake: `git+http://git.invalid/rbac.git?rev=${REV_A}#image`,
+          annotations: { 'enbi.hrzn.ee/build': 'eager' },
+          nodeSelector: { 'enbi.test/pool': `rbac-${run}` },
+        }),
+      ),
+    );
+    const cfg = parseControllerConfig({
+      source: { dir },
+      namespace: NS,
+      builderImage: 'b:1',
+      importerImage: 'i:1',
+      containerdSocket: '/run/containerd/containerd.sock',
+      allowedImages: ['registry.local/'],
+      allowedFlakes: ['http://git.invalid/'],
+    });
     const logs: string[] = [];
-    const ctl = await startController({ cfg, kc: sa, source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)), metrics: newMetrics(), log: (m) => logs.push(m) });
+    const ctl = await startController({
+      cfg,
+      kc: sa,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics: newMetrics(),
+      log: (m) => logs.push(m),
+    });
     try {
       ctl.trigger(true);
-      const nb = await until('a NixBuild with status written by the ServiceAccount', async () => {
-        const list = (await c.kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as { items: NixBuild[] };
-        return list.items.find((b) => b.status?.node === `rbac-amd-${run}` && b.status?.phase === 'Building');
-      }, 30_000);
+      const nb = await until(
+        'a NixBuild with status written by the ServiceAccount',
+        async () => {
+          const list = (await c.kc
+            .makeApiClient(CustomObjectsApi)
+            .listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: NS, plural: PLURAL })) as {
+            items: NixBuild[];
+          };
+          return list.items.find((b) => b.status?.node === `rbac-amd-${run}` && b.status?.phase === 'Building');
+        },
+        30_000,
+      );
       assert.equal(nb.status?.buildJobName, `${nb.metadata.name}-1`);
       // JSON log lines: the message, not the timestamp (".403Z"), says whether a request was refused.
       const message = (l: string) => (l.startsWith('{') ? (JSON.parse(l) as { msg: string }).msg : l);
@@ -87,7 +141,20 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
       const { jsonLogger } = await import('../../src/controller/log.ts');
       const { SYNC_REQUESTED_BY } = await import('../../src/controller/sync-request.ts');
       let syncs = 0;
-      const election = startLeaderElection({ kc: sa, namespace: NS, name: 'enbi-controller', identity: `rbac-${run}`, leaseSeconds: 4, renewSeconds: 1, retrySeconds: 0.5, syncSpacingMs: 100, log: jsonLogger((l) => logs.push(l)), onStartedLeading: () => undefined, onStoppedLeading: () => undefined, onSyncRequested: () => syncs++ });
+      const election = startLeaderElection({
+        kc: sa,
+        namespace: NS,
+        name: 'enbi-controller',
+        identity: `rbac-${run}`,
+        leaseSeconds: 4,
+        renewSeconds: 1,
+        retrySeconds: 0.5,
+        syncSpacingMs: 100,
+        log: jsonLogger((l) => logs.push(l)),
+        onStartedLeading: () => undefined,
+        onStoppedLeading: () => undefined,
+        onSyncRequested: () => syncs++,
+      });
       try {
         await until('the ServiceAccount to lead', async () => (election.isLeader() ? true : undefined), 15_000, 100);
         await election.requestSync();
@@ -97,14 +164,32 @@ describe('deploy/ manifests', { skip: clusterSkipReason() }, () => {
         assert.equal(election.isLeader(), true, 'still leading after renewals');
         const { CoordinationV1Api } = await import('@kubernetes/client-node');
         const leases = c.kc.makeApiClient(CoordinationV1Api);
-        assert.equal((await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller-sync' })).metadata?.annotations?.[SYNC_REQUESTED_BY], `rbac-${run}`);
-        assert.deepEqual(Object.keys((await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller' })).metadata?.annotations ?? {}), [], 'the election Lease is not written for a sync');
+        assert.equal(
+          (await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller-sync' })).metadata?.annotations?.[
+            SYNC_REQUESTED_BY
+          ],
+          `rbac-${run}`,
+        );
+        assert.deepEqual(
+          Object.keys(
+            (await leases.readNamespacedLease({ namespace: NS, name: 'enbi-controller' })).metadata?.annotations ?? {},
+          ),
+          [],
+          'the election Lease is not written for a sync',
+        );
         // Exactly the Leases of the Role: another name is refused.
-        await assert.rejects(sa.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: NS, name: 'someone-elses' }), (e: { code?: number }) => e.code === 403);
+        await assert.rejects(
+          sa.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: NS, name: 'someone-elses' }),
+          (e: { code?: number }) => e.code === 403,
+        );
       } finally {
         await election.stop();
       }
-      assert.deepEqual(logs.map(message).filter((m) => /forbidden|\b403\b/i.test(m)), [], 'no lease request was refused');
+      assert.deepEqual(
+        logs.map(message).filter((m) => /forbidden|\b403\b/i.test(m)),
+        [],
+        'no lease request was refused',
+      );
     } finally {
       await ctl.stop();
     }

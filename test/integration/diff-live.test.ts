@@ -40,39 +40,86 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
   before(async () => {
     c = await useCluster('control-plane');
     const ext = c.kc.makeApiClient(ApiextensionsV1Api);
-    const crd = parse(await readFile(new URL('../../deploy/crd/nodeimages.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'));
+    const crd = parse(
+      await readFile(new URL('../../deploy/crd/nodeimages.enbi.hrzn.ee.yaml', import.meta.url), 'utf8'),
+    );
     await ext.createCustomResourceDefinition({ body: crd }).catch((e: { code?: number }) => {
       if (e.code !== 409) throw e;
     });
-    await until('the NodeImages CRD', async () => ((await ext.readCustomResourceDefinition({ name: crd.metadata.name })).status?.conditions?.some((x) => x.type === 'Established' && x.status === 'True') ? true : undefined));
+    await until('the NodeImages CRD', async () =>
+      (await ext.readCustomResourceDefinition({ name: crd.metadata.name })).status?.conditions?.some(
+        (x) => x.type === 'Established' && x.status === 'True',
+      )
+        ? true
+        : undefined,
+    );
     const pool = { 'enbi.test/pool': `inv-${run}` };
     // Both nodes' kubelet lists are at the cap (50 entries) without the image: on their own, "unknown".
-    nodes = await fakeNodes(c.kc, { [withAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 }, [withoutAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 } });
+    nodes = await fakeNodes(c.kc, {
+      [withAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 },
+      [withoutAgent]: { arch: 'amd64', labels: pool, padImagesTo: 50 },
+    });
     const custom = c.kc.makeApiClient(CustomObjectsApi);
     const body = { apiVersion: `${GROUP}/${VERSION}`, kind: 'NodeImages', metadata: { name: withAgent } };
     await custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, body });
-    const status = { source: 'containerd', namespace: 'k8s.io', observedAt: new Date().toISOString(), resyncSeconds: 600, imageCount: 1, nameCount: 1, truncated: false, images: [{ digest: `sha256:${'1'.repeat(64)}`, names: ['registry.local/other:v9'], platforms: ['linux/amd64'] }] };
-    await custom.patchClusterCustomObjectStatus({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent, body: { status } }, (await import('@kubernetes/client-node')).setHeaderOptions('Content-Type', 'application/merge-patch+json'));
+    const status = {
+      source: 'containerd',
+      namespace: 'k8s.io',
+      observedAt: new Date().toISOString(),
+      resyncSeconds: 600,
+      imageCount: 1,
+      nameCount: 1,
+      truncated: false,
+      images: [{ digest: `sha256:${'1'.repeat(64)}`, names: ['registry.local/other:v9'], platforms: ['linux/amd64'] }],
+    };
+    await custom.patchClusterCustomObjectStatus(
+      { group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent, body: { status } },
+      (await import('@kubernetes/client-node')).setHeaderOptions('Content-Type', 'application/merge-patch+json'),
+    );
     dir = await mkdtemp(join(tmpdir(), 'enbi-live-'));
-    await writeFile(join(dir, 'app.yaml'), yamlDocs(deployment('live', { flake: `github:acme/live/${REV_A}#image`, image: IMAGE, nodeSelector: pool })));
+    await writeFile(
+      join(dir, 'app.yaml'),
+      yamlDocs(deployment('live', { flake: `github:acme/live/${REV_A}#image`, image: IMAGE, nodeSelector: pool })),
+    );
   });
 
   after(async () => {
     await nodes?.stop();
-    await c?.kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent }).catch(() => undefined);
+    await c?.kc
+      .makeApiClient(CustomObjectsApi)
+      .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: withAgent })
+      .catch(() => undefined);
   });
 
   it('plans from the complete inventory where an agent runs, and never from a truncated kubelet list', async () => {
-    const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
+    const r = await enbi([
+      'diff',
+      '--dir',
+      dir,
+      '--kubeconfig',
+      c.kubeconfig,
+      '--mode',
+      'per-node',
+      '--offline',
+      '-o',
+      'json',
+    ]);
     assert.equal(r.code, 2, r.stderr);
-    const report = JSON.parse(r.stdout) as { builds: { node: string; flake: string }[]; nodes: { name: string; imageSource: string; imagesComplete: boolean }[]; statuses: { state: string; nodes: string[] }[] };
+    const report = JSON.parse(r.stdout) as {
+      builds: { node: string; flake: string }[];
+      nodes: { name: string; imageSource: string; imagesComplete: boolean }[];
+      statuses: { state: string; nodes: string[] }[];
+    };
     const source = (n: string) => report.nodes.find((x) => x.name === n);
     assert.equal(source(withAgent)?.imageSource, 'agent');
     assert.equal(source(withAgent)?.imagesComplete, true);
     assert.equal(source(withoutAgent)?.imageSource, 'node-status');
     assert.equal(source(withoutAgent)?.imagesComplete, false);
     // Missing where the agent says so; unknown on the node whose only source is a capped list.
-    assert.deepEqual(report.builds.filter((b) => b.flake.startsWith('github:acme/live/')).map((b) => b.node), [withAgent]);
+    assert.deepEqual(
+      report.builds.filter((b) => b.flake.startsWith('github:acme/live/')).map((b) => b.node),
+      [withAgent],
+    );
     const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
     assert.match(text.stdout, /images from \d+ agent inventor(y|ies)/);
   });
@@ -84,7 +131,11 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
     const podBody = {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name, namespace: 'default', annotations: { 'enbi.hrzn.ee/flake': `github:acme/ondemand/${REV_A}#image` } },
+      metadata: {
+        name,
+        namespace: 'default',
+        annotations: { 'enbi.hrzn.ee/flake': `github:acme/ondemand/${REV_A}#image` },
+      },
       spec: { nodeName: withoutAgent, containers: [{ name: 'app', image, imagePullPolicy: 'Never' }] },
     };
     // The pod is in Git (a Pod manifest of the source): its waiting copy in the cluster says where to build.
@@ -96,15 +147,33 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
       namespace: 'default',
       body: {
         metadata: { name: tenant, annotations: { 'enbi.hrzn.ee/flake': `github:evil/payload/${REV_A}#image` } },
-        spec: { nodeName: withoutAgent, containers: [{ name: 'db', image: 'postgres:16.4', imagePullPolicy: 'Never' }] },
+        spec: {
+          nodeName: withoutAgent,
+          containers: [{ name: 'db', image: 'postgres:16.4', imagePullPolicy: 'Never' }],
+        },
       },
     });
     try {
       await setPodWaiting(c.kc, 'default', name, 'ErrImageNeverPull');
       await setPodWaiting(c.kc, 'default', tenant, 'ErrImageNeverPull');
-      const r = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json']);
+      const r = await enbi([
+        'diff',
+        '--dir',
+        dir,
+        '--kubeconfig',
+        c.kubeconfig,
+        '--mode',
+        'per-node',
+        '--offline',
+        '-o',
+        'json',
+      ]);
       assert.equal(r.code, 2, r.stderr);
-      const report = JSON.parse(r.stdout) as { podsRead?: number; waitingPods: { name: string; node: string; reason: string; state: string; buildId?: string; system?: string }[]; builds: { id: string; node: string; system: string; images: string[] }[] };
+      const report = JSON.parse(r.stdout) as {
+        podsRead?: number;
+        waitingPods: { name: string; node: string; reason: string; state: string; buildId?: string; system?: string }[];
+        builds: { id: string; node: string; system: string; images: string[] }[];
+      };
       assert.ok((report.podsRead ?? 0) >= 1);
       const w = report.waitingPods.find((x) => x.name === name);
       assert.ok(w, JSON.stringify(report.waitingPods));
@@ -118,22 +187,55 @@ describe('enbi diff against a live cluster with agent inventories', { skip: clus
       assert.equal(b.system, 'x86_64-linux');
       assert.deepEqual(b.images, [image]);
       const text = await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline']);
-      assert.match(text.stdout, new RegExp(`Pods waiting for an image missing on their node[\\s\\S]*default/${name}\\s+${withoutAgent}\\s+app\\s+${image.replaceAll('.', '\\.')}\\s+ErrImageNeverPull\\s+x86_64-linux on ${withoutAgent}`));
+      assert.match(
+        text.stdout,
+        new RegExp(
+          `Pods waiting for an image missing on their node[\\s\\S]*default/${name}\\s+${withoutAgent}\\s+app\\s+${image.replaceAll('.', '\\.')}\\s+ErrImageNeverPull\\s+x86_64-linux on ${withoutAgent}`,
+        ),
+      );
       assert.match(text.stdout, /now \(pods waiting\)/);
       // The tenant's pod: refused, with the reason, and nothing planned for postgres or its flake.
-      const refused = (JSON.parse(r.stdout) as { refusedPods: { name: string; container: string; image: string; reason: string }[] }).refusedPods.find((x) => x.name === tenant);
+      const refused = (
+        JSON.parse(r.stdout) as { refusedPods: { name: string; container: string; image: string; reason: string }[] }
+      ).refusedPods.find((x) => x.name === tenant);
       assert.ok(refused, 'the tenant pod is listed as refused');
       assert.equal(refused.image, 'postgres:16.4');
       assert.match(refused.reason, /no workload of the Git source matches this pod/);
       assert.ok(!report.builds.some((x) => x.images.some((i) => i.includes('postgres'))), 'no build for the tenant');
       assert.ok(!report.waitingPods.some((x) => x.name === tenant));
-      assert.match(text.stdout, new RegExp(`Pods refused: waiting, but enbi builds nothing for them[\\s\\S]*default/${tenant}\\s+${withoutAgent}\\s+db\\s+postgres:16\\.4\\s+no workload of the Git source`));
+      assert.match(
+        text.stdout,
+        new RegExp(
+          `Pods refused: waiting, but enbi builds nothing for them[\\s\\S]*default/${tenant}\\s+${withoutAgent}\\s+db\\s+postgres:16\\.4\\s+no workload of the Git source`,
+        ),
+      );
       // With --trusted-namespace default its pods may declare their own flake (as the controller's trustedNamespaces).
-      const trusted = JSON.parse((await enbi(['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--mode', 'per-node', '--offline', '-o', 'json', '--trusted-namespace', 'default'])).stdout) as { refusedPods: { name: string }[]; waitingPods: { name: string }[] };
-      assert.ok(trusted.waitingPods.some((x) => x.name === tenant) && !trusted.refusedPods.some((x) => x.name === tenant));
+      const trusted = JSON.parse(
+        (
+          await enbi([
+            'diff',
+            '--dir',
+            dir,
+            '--kubeconfig',
+            c.kubeconfig,
+            '--mode',
+            'per-node',
+            '--offline',
+            '-o',
+            'json',
+            '--trusted-namespace',
+            'default',
+          ])
+        ).stdout,
+      ) as { refusedPods: { name: string }[]; waitingPods: { name: string }[] };
+      assert.ok(
+        trusted.waitingPods.some((x) => x.name === tenant) && !trusted.refusedPods.some((x) => x.name === tenant),
+      );
     } finally {
       await core.deleteNamespacedPod({ namespace: 'default', name, gracePeriodSeconds: 0 }).catch(() => undefined);
-      await core.deleteNamespacedPod({ namespace: 'default', name: tenant, gracePeriodSeconds: 0 }).catch(() => undefined);
+      await core
+        .deleteNamespacedPod({ namespace: 'default', name: tenant, gracePeriodSeconds: 0 })
+        .catch(() => undefined);
     }
   });
 });

@@ -27,7 +27,14 @@ after(async () => {
   await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
-const app = (i: number, tag = 'v1') => yamlDocs(deployment(`app${i}`, { namespace: `team${i % 10}`, flake: `github:acme/app${i}/${REV_A}#image`, image: `registry.local/app${i}:${tag}` }));
+const app = (i: number, tag = 'v1') =>
+  yamlDocs(
+    deployment(`app${i}`, {
+      namespace: `team${i % 10}`,
+      flake: `github:acme/app${i}/${REV_A}#image`,
+      image: `registry.local/app${i}:${tag}`,
+    }),
+  );
 
 test('a commit changing 6 of 300 files reads and parses only those 6', async () => {
   const files: FileMap = {};
@@ -71,19 +78,37 @@ test('symlinks are followed inside the repository and refused outside it; node_m
     'apps/.hidden/x.yaml': app(3),
   });
   const snap = await syncGitSource({ url: server.url('links'), cacheDir: await freshCache(), path: 'apps' });
-  assert.deepEqual(snap.files.map((f) => f.path), ['absolute.yaml', 'escape.yaml', 'linked.yaml', 'shared/web.yaml']);
+  assert.deepEqual(
+    snap.files.map((f) => f.path),
+    ['absolute.yaml', 'escape.yaml', 'linked.yaml', 'shared/web.yaml'],
+  );
   assert.equal(snap.files.find((f) => f.path === 'linked.yaml')?.text, app(1));
   const analysis = analyzeSource(snap.files);
-  assert.deepEqual(analysis.warnings.map((w) => `${w.file}: ${w.message}`), ['absolute.yaml: symlink leads out of the source: not read', 'escape.yaml: symlink leads out of the source: not read']);
+  assert.deepEqual(
+    analysis.warnings.map((w) => `${w.file}: ${w.message}`),
+    [
+      'absolute.yaml: symlink leads out of the source: not read',
+      'escape.yaml: symlink leads out of the source: not read',
+    ],
+  );
   assert.deepEqual(analysis.problems, []);
   assert.equal(analysis.workloads.length, 2);
 });
 
 test('invalid UTF-8 is a problem naming the file; --path cannot leave the repository', async () => {
-  await server.createRepo('bytes', { 'ok.yaml': app(1), 'latin1.yaml': Buffer.from('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: caf\xe9}\n', 'latin1') });
+  await server.createRepo('bytes', {
+    'ok.yaml': app(1),
+    'latin1.yaml': Buffer.from('apiVersion: v1\nkind: ConfigMap\nmetadata: {name: caf\xe9}\n', 'latin1'),
+  });
   const snap = await syncGitSource({ url: server.url('bytes'), cacheDir: await freshCache() });
   const analysis = analyzeSource(snap.files);
-  assert.deepEqual(analysis.problems.map((p) => `${p.file}: ${p.message}`), ['latin1.yaml: not valid UTF-8 (byte 51): save the file as UTF-8']);
+  assert.deepEqual(
+    analysis.problems.map((p) => `${p.file}: ${p.message}`),
+    ['latin1.yaml: not valid UTF-8 (byte 51): save the file as UTF-8'],
+  );
   assert.equal(analysis.workloads.length, 1);
-  await assert.rejects(syncGitSource({ url: server.url('bytes'), cacheDir: await freshCache(), path: '../..' }), (err: unknown) => err instanceof GitSourceError && /leads out of the source/.test(err.message));
+  await assert.rejects(
+    syncGitSource({ url: server.url('bytes'), cacheDir: await freshCache(), path: '../..' }),
+    (err: unknown) => err instanceof GitSourceError && /leads out of the source/.test(err.message),
+  );
 });

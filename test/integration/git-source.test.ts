@@ -50,7 +50,12 @@ describe('clone and fetch', () => {
     const snap = await syncGitSource({ url: server.url('clone'), cacheDir });
     assert.equal(snap.commit, head);
     assert.equal(snap.ref, 'main');
-    assert.deepEqual(paths(snap), ['apps/api/service.yml', 'apps/web/deployment.yaml', 'apps/web/flake.lock', 'config.json']);
+    assert.deepEqual(paths(snap), [
+      'apps/api/service.yml',
+      'apps/web/deployment.yaml',
+      'apps/web/flake.lock',
+      'config.json',
+    ]);
     assert.equal(snap.files.find((f) => f.path === 'apps/web/deployment.yaml')?.text, DEPLOY('web'));
     // A bare clone, no working copy.
     const gitdir = repoDirFor(cacheDir, server.url('clone'));
@@ -63,7 +68,11 @@ describe('clone and fetch', () => {
     const old = randomBytes(1_000_000);
     await server.createRepo('incremental', { 'apps/a.yaml': DEPLOY('a'), 'history/old.bin': old });
     // The old blob leaves the tree: a shallow clone must not download it.
-    const first = await server.commit('incremental', { 'history/old.bin': null, 'assets/big.bin': big, 'apps/b.yaml': DEPLOY('b') });
+    const first = await server.commit('incremental', {
+      'history/old.bin': null,
+      'assets/big.bin': big,
+      'apps/b.yaml': DEPLOY('b'),
+    });
     const cacheDir = await freshCache();
     const url = server.url('incremental');
 
@@ -73,7 +82,10 @@ describe('clone and fetch', () => {
     assert.equal(s1.commit, first);
     assert.deepEqual(paths(s1), ['apps/a.yaml', 'apps/b.yaml']);
     assert.ok(firstBytes > big.length, `the first sync carries the tip tree (${firstBytes} bytes)`);
-    assert.ok(firstBytes < big.length + old.length / 2, `the first sync is shallow: no history blob (${firstBytes} bytes)`);
+    assert.ok(
+      firstBytes < big.length + old.length / 2,
+      `the first sync is shallow: no history blob (${firstBytes} bytes)`,
+    );
 
     const second = await server.commit('incremental', { 'apps/c.yaml': DEPLOY('c'), 'apps/a.yaml': DEPLOY('a2') });
     server.resetStats();
@@ -82,7 +94,10 @@ describe('clone and fetch', () => {
     assert.equal(s2.commit, second);
     assert.deepEqual(paths(s2), ['apps/a.yaml', 'apps/b.yaml', 'apps/c.yaml']);
     assert.equal(s2.files.find((f) => f.path === 'apps/a.yaml')?.text, DEPLOY('a2'));
-    assert.ok(secondBytes < 20_000, `the second sync transfers only the new commit (${secondBytes} bytes, first was ${firstBytes})`);
+    assert.ok(
+      secondBytes < 20_000,
+      `the second sync transfers only the new commit (${secondBytes} bytes, first was ${firstBytes})`,
+    );
     assert.ok(secondBytes * 50 < firstBytes, `second ${secondBytes} bytes vs first ${firstBytes}`);
 
     // Several commits between syncs, including a deletion.
@@ -139,7 +154,10 @@ describe('sub-path', () => {
 
   test('leading and trailing slashes and nested paths work', async () => {
     const cacheDir = await freshCache();
-    assert.deepEqual(paths(await syncGitSource({ url, cacheDir, path: '/apps/' })), ['api/deployment.yaml', 'web/deployment.yaml']);
+    assert.deepEqual(paths(await syncGitSource({ url, cacheDir, path: '/apps/' })), [
+      'api/deployment.yaml',
+      'web/deployment.yaml',
+    ]);
     assert.deepEqual(paths(await syncGitSource({ url, cacheDir, path: 'apps/web' })), ['deployment.yaml']);
   });
 
@@ -162,7 +180,11 @@ describe('refs', () => {
     await server.tag('refs', 'v1', 'main');
     mainHead = await server.commit('refs', { 'apps/app.yaml': DEPLOY('v2'), 'apps/extra.yaml': DEPLOY('extra') });
     await server.tag('refs', 'v2', 'main', 'release v2'); // annotated
-    featureHead = await server.commit('refs', { 'apps/feature.yaml': DEPLOY('feature') }, { branch: 'feature', from: v1Commit });
+    featureHead = await server.commit(
+      'refs',
+      { 'apps/feature.yaml': DEPLOY('feature') },
+      { branch: 'feature', from: v1Commit },
+    );
     url = server.url('refs');
   });
 
@@ -198,16 +220,23 @@ describe('refs', () => {
   });
 
   test('an unknown ref is a clear error', async () => {
-    await assert.rejects(syncGitSource({ url, cacheDir: await freshCache(), ref: 'no-such-branch' }), (err: unknown) => {
-      assert.ok(err instanceof GitSourceError, String(err));
-      assert.match(err.message, /ref "no-such-branch" not found/);
-      return true;
-    });
+    await assert.rejects(
+      syncGitSource({ url, cacheDir: await freshCache(), ref: 'no-such-branch' }),
+      (err: unknown) => {
+        assert.ok(err instanceof GitSourceError, String(err));
+        assert.match(err.message, /ref "no-such-branch" not found/);
+        return true;
+      },
+    );
   });
 
   test('the default branch comes from the server HEAD', async () => {
     // HEAD names "trunk"; a "main" branch exists too, with other files.
-    const trunkHead = await server.createRepo('default-branch', { 'trunk.yaml': DEPLOY('trunk') }, { defaultBranch: 'trunk' });
+    const trunkHead = await server.createRepo(
+      'default-branch',
+      { 'trunk.yaml': DEPLOY('trunk') },
+      { defaultBranch: 'trunk' },
+    );
     await server.commit('default-branch', { 'main.yaml': DEPLOY('main') }, { branch: 'main' });
     const snap = await syncGitSource({ url: server.url('default-branch'), cacheDir: await freshCache() });
     assert.equal(snap.ref, 'trunk');
@@ -247,12 +276,20 @@ describe('auth', () => {
     for (const ref of [undefined, 'main']) {
       test(`${label} (${ref === undefined ? 'default branch' : `ref ${ref}`}) is a GitSourceError about credentials`, async () => {
         authServer.resetStats();
-        await assert.rejects(syncGitSource({ url, cacheDir: await freshCache(), ...(auth !== undefined ? { auth } : {}), ...(ref !== undefined ? { ref } : {}) }), (err: unknown) => {
-          assert.ok(err instanceof GitSourceError, `${(err as Error).name}: ${(err as Error).message}`);
-          assert.match(err.message, /credentials/);
-          assert.ok(err.message.includes(url), err.message);
-          return true;
-        });
+        await assert.rejects(
+          syncGitSource({
+            url,
+            cacheDir: await freshCache(),
+            ...(auth !== undefined ? { auth } : {}),
+            ...(ref !== undefined ? { ref } : {}),
+          }),
+          (err: unknown) => {
+            assert.ok(err instanceof GitSourceError, `${(err as Error).name}: ${(err as Error).message}`);
+            assert.match(err.message, /credentials/);
+            assert.ok(err.message.includes(url), err.message);
+            return true;
+          },
+        );
         assert.ok(authServer.stats.unauthorized > 0, 'the server refused the request');
       });
     }
@@ -271,12 +308,15 @@ describe('unreachable server', () => {
   test('a closed port is a GitSourceError saying the server cannot be reached', async () => {
     const url = await closedPortUrl('/repo.git');
     for (const ref of [undefined, 'main']) {
-      await assert.rejects(syncGitSource({ url, cacheDir: await freshCache(), ...(ref !== undefined ? { ref } : {}) }), (err: unknown) => {
-        assert.ok(err instanceof GitSourceError, String(err));
-        assert.match(err.message, /cannot reach/);
-        assert.ok(err.message.includes(url), err.message);
-        return true;
-      });
+      await assert.rejects(
+        syncGitSource({ url, cacheDir: await freshCache(), ...(ref !== undefined ? { ref } : {}) }),
+        (err: unknown) => {
+          assert.ok(err instanceof GitSourceError, String(err));
+          assert.match(err.message, /cannot reach/);
+          assert.ok(err.message.includes(url), err.message);
+          return true;
+        },
+      );
     }
   });
 
@@ -290,7 +330,10 @@ describe('unreachable server', () => {
     } finally {
       await down.close();
     }
-    await assert.rejects(syncGitSource({ url, cacheDir }), (err: unknown) => err instanceof GitSourceError && /cannot reach/.test(err.message));
+    await assert.rejects(
+      syncGitSource({ url, cacheDir }),
+      (err: unknown) => err instanceof GitSourceError && /cannot reach/.test(err.message),
+    );
   });
 
   test('a server that hangs mid-fetch or never answers fails the sync after the idle timeout; the next sync works', async () => {
@@ -314,7 +357,10 @@ describe('unreachable server', () => {
         stuck.hang('off');
       }
       // The cache is intact: the next sync fetches the new commit.
-      assert.deepEqual(paths(await syncGitSource({ url, cacheDir, ref: 'main', idleTimeoutMs: 800 })).sort(), ['a.yaml', 'b.yaml']);
+      assert.deepEqual(paths(await syncGitSource({ url, cacheDir, ref: 'main', idleTimeoutMs: 800 })).sort(), [
+        'a.yaml',
+        'b.yaml',
+      ]);
     } finally {
       stuck.hang('off');
       await stuck.close();
@@ -336,10 +382,16 @@ describe('resolveRemoteRef', () => {
     assert.equal(await resolveRemoteRef(url, 'v1'), first, 'an annotated tag resolves to its commit');
     assert.equal(await resolveRemoteRef(url, 'missing'), undefined);
     // Agrees with what a sync fetches.
-    assert.equal((await syncGitSource({ url, cacheDir: await freshCache() })).commit, await resolveRemoteRef(url, undefined));
+    assert.equal(
+      (await syncGitSource({ url, cacheDir: await freshCache() })).commit,
+      await resolveRemoteRef(url, undefined),
+    );
   });
 
   test('an unreachable server is a GitSourceError', async () => {
-    await assert.rejects(resolveRemoteRef(await closedPortUrl(), 'main'), (err: unknown) => err instanceof GitSourceError && /cannot reach/.test(err.message));
+    await assert.rejects(
+      resolveRemoteRef(await closedPortUrl(), 'main'),
+      (err: unknown) => err instanceof GitSourceError && /cannot reach/.test(err.message),
+    );
   });
 });

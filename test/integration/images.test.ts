@@ -43,7 +43,12 @@ function untar(archive: string): Map<string, Buffer> {
 }
 
 const json = (b: Buffer | undefined): Record<string, unknown> => JSON.parse(b!.toString()) as Record<string, unknown>;
-type Desc = { mediaType: string; digest: string; platform?: { architecture: string }; annotations?: Record<string, string> };
+type Desc = {
+  mediaType: string;
+  digest: string;
+  platform?: { architecture: string };
+  annotations?: Record<string, string>;
+};
 
 describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
   const dirs = [mkdtempSync(join(tmpdir(), 'enbi-img-a-')), mkdtempSync(join(tmpdir(), 'enbi-img-b-'))];
@@ -62,9 +67,13 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
   });
 
   it('built twice, both images have the same digests and the archives the same bytes', (t: TestContext) => {
-    t.diagnostic(`platforms ${PLATFORMS.join(', ')}; builds took ${seconds.map((s) => `${s.toFixed(1)} s`).join(' and ')}`);
+    t.diagnostic(
+      `platforms ${PLATFORMS.join(', ')}; builds took ${seconds.map((s) => `${s.toFixed(1)} s`).join(' and ')}`,
+    );
     for (const [a, b] of IMAGES.map((d) => builds.map((r) => r.find((i) => i.name === d.name)!))) {
-      t.diagnostic(`${a!.refs[0]} ${a!.digest} ${(a!.archiveBytes / 1e6).toFixed(1)} MB; ${a!.platforms.map((p) => `${p.platform} ${p.manifest} layer ${(p.layerBytes / 1e6).toFixed(1)} MB`).join('; ')}`);
+      t.diagnostic(
+        `${a!.refs[0]} ${a!.digest} ${(a!.archiveBytes / 1e6).toFixed(1)} MB; ${a!.platforms.map((p) => `${p.platform} ${p.manifest} layer ${(p.layerBytes / 1e6).toFixed(1)} MB`).join('; ')}`,
+      );
       assert.match(a!.digest, /^sha256:[0-9a-f]{64}$/);
       assert.equal(a!.digest, b!.digest, `${a!.name}: index digest`);
       assert.deepEqual(a!.platforms, b!.platforms, `${a!.name}: manifests`);
@@ -84,7 +93,10 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
       assert.equal(top.manifests[0]!.digest, img.digest);
       const blob = (d: string): Buffer => files.get(`blobs/sha256/${d.slice(7)}`)!;
       const index = json(blob(img.digest)) as { manifests: Desc[] };
-      assert.deepEqual(index.manifests.map((m) => `linux/${m.platform!.architecture}`), PLATFORMS);
+      assert.deepEqual(
+        index.manifests.map((m) => `linux/${m.platform!.architecture}`),
+        PLATFORMS,
+      );
       for (const m of index.manifests) {
         const manifest = json(blob(m.digest)) as { config: Desc; layers: Desc[] };
         const config = json(blob(manifest.config.digest));
@@ -95,11 +107,18 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         const layer = gunzipSync(blob(manifest.layers[0]!.digest));
         // Every tar header: uid, gid and mtime fields are zero (octal), whatever the host's files had.
         let headers = 0;
-        for (let off = 0; off + 512 <= layer.length; ) {
+        for (let off = 0; off + 512 <= layer.length;) {
           const h = layer.subarray(off, off + 512);
           if (h.every((x) => x === 0)) break;
           headers++;
-          const num = (o: number, n: number): number => parseInt(h.toString('latin1', o, o + n).replace(/\0.*$/s, '').trim() || '0', 8);
+          const num = (o: number, n: number): number =>
+            parseInt(
+              h
+                .toString('latin1', o, o + n)
+                .replace(/\0.*$/s, '')
+                .trim() || '0',
+              8,
+            );
           assert.deepEqual([num(108, 8), num(116, 8), num(136, 12)], [0, 0, 0], h.toString('latin1', 0, 100));
           off += 512 + Math.ceil(num(124, 12) / 512) * 512;
         }
@@ -154,7 +173,11 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         assert.match(git, /^git version 2\.47\.\d/m);
         // The job's shell is busybox, as /bin/sh; the CA bundle nix and git are pointed at is there; the
         // root is Debian 13's; bash-static, which Debian's Nix binds as /bin/sh into every sandbox, runs.
-        const sh = await runIn(builder, platform, ['/bin/sh', '-c', 'uname -m; wc -c < "$NIX_SSL_CERT_FILE"; . /etc/os-release; echo "$VERSION_ID"; /usr/bin/bash-static -c \'echo "$BASH_VERSION"\'']);
+        const sh = await runIn(builder, platform, [
+          '/bin/sh',
+          '-c',
+          'uname -m; wc -c < "$NIX_SSL_CERT_FILE"; . /etc/os-release; echo "$VERSION_ID"; /usr/bin/bash-static -c \'echo "$BASH_VERSION"\'',
+        ]);
         const [arch, caBytes, debian, bash] = sh.trim().split('\n');
         assert.equal(arch, platform === 'linux/arm64' ? 'aarch64' : 'x86_64');
         assert.ok(Number(caBytes) > 100_000, `CA bundle ${caBytes} bytes`);
@@ -162,7 +185,11 @@ describe('enbi images from images/build.ts', { timeout: 1_800_000 }, () => {
         assert.match(bash ?? '', /^5\.\d/);
         // The daemon's build users, as the running container's own tools read them (busybox's id and grep).
         const { group, gid, firstUid, count } = NIX_BUILD_USERS;
-        const users = await runIn(builder, platform, ['/bin/sh', '-c', `grep '^${group}:' /etc/group; id ${group}1; id ${group}${count}; grep -c '^${group}[0-9]*:' /etc/passwd`]);
+        const users = await runIn(builder, platform, [
+          '/bin/sh',
+          '-c',
+          `grep '^${group}:' /etc/group; id ${group}1; id ${group}${count}; grep -c '^${group}[0-9]*:' /etc/passwd`,
+        ]);
         const members = Array.from({ length: count }, (_, i) => `${group}${i + 1}`).join(',');
         assert.deepEqual(users.trim().split('\n'), [
           `${group}:x:${gid}:${members}`,
@@ -191,20 +218,34 @@ describe('pinned inputs that cannot be had fail the build, naming what differs',
   it('a .deb whose sha256 is not the locked one', () => {
     const real = lockedFor(lock, 'busybox-static', arch);
     const wrong = { ...real, sha256: '0'.repeat(64) };
-    assert.throws(() => fetchDebs([wrong], cache), (e: Error) => {
-      assert.match(e.message, new RegExp(`busybox-static:${arch} .*: the downloaded \\.deb has sha256 ${real.sha256}, images/packages\\.lock says 0{64}`));
-      return true;
-    });
-    assert.ok(!existsSync(join(cache, `busybox-static_${real.version.replace(/:/g, '%3a')}_${arch}.deb`)), 'nothing cached');
+    assert.throws(
+      () => fetchDebs([wrong], cache),
+      (e: Error) => {
+        assert.match(
+          e.message,
+          new RegExp(
+            `busybox-static:${arch} .*: the downloaded \\.deb has sha256 ${real.sha256}, images/packages\\.lock says 0{64}`,
+          ),
+        );
+        return true;
+      },
+    );
+    assert.ok(
+      !existsSync(join(cache, `busybox-static_${real.version.replace(/:/g, '%3a')}_${arch}.deb`)),
+      'nothing cached',
+    );
   });
 
   it('a version apt does not offer', () => {
     const real = lockedFor(lock, 'nix-bin', arch);
-    assert.throws(() => fetchDebs([{ ...real, version: '9.9.9-1' }], cache), (e: Error) => {
-      assert.match(e.message, new RegExp(`nix-bin:${arch}: locked 9\\.9\\.9-1, apt offers \\d\\S*\\n`));
-      assert.match(e.message, /snapshot\.debian\.org|--update-lock/);
-      return true;
-    });
+    assert.throws(
+      () => fetchDebs([{ ...real, version: '9.9.9-1' }], cache),
+      (e: Error) => {
+        assert.match(e.message, new RegExp(`nix-bin:${arch}: locked 9\\.9\\.9-1, apt offers \\d\\S*\\n`));
+        assert.match(e.message, /snapshot\.debian\.org|--update-lock/);
+        return true;
+      },
+    );
   });
 });
 
@@ -213,17 +254,25 @@ describe("the Dockerfiles' shell twin (images/rootfs.sh) unpacks the same root f
   const info = DEF_PLATFORMS[platform]!;
   const lock = parseLock(readFileSync(LOCK_FILE, 'utf8'));
   const describeEntry = (e: Entry): string =>
-    e.type === 'file' ? `file ${e.mode.toString(8)} ${createHash('sha256').update(e.data).digest('hex')}` : e.type === 'dir' ? `dir ${e.mode.toString(8)}` : `link ${e.target}`;
+    e.type === 'file'
+      ? `file ${e.mode.toString(8)} ${createHash('sha256').update(e.data).digest('hex')}`
+      : e.type === 'dir'
+        ? `dir ${e.mode.toString(8)}`
+        : `link ${e.target}`;
 
   for (const def of IMAGES) {
     it(`${def.name} on ${platform}: every path, type, mode, link target and file content equal (Node, /app, kustomize and helm come from other stages)`, (t: TestContext) => {
       const out = mkdtempSync(join(tmpdir(), `enbi-rootfs-${def.name}-`));
       try {
         // The Dockerfile's RUN: the same env and packages, the .debs the script cached (checked again by sha256).
-        execFileSync('sh', [join(IMAGES_DIR, 'rootfs.sh'), 'rootfs', info.deb, join(out, 'root'), LOCK_FILE, ...def.packages], {
-          env: { ...process.env, ...rootfsEnv(def, IMAGES_DIR), DEBS: join(cacheDir(), 'debs') },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        execFileSync(
+          'sh',
+          [join(IMAGES_DIR, 'rootfs.sh'), 'rootfs', info.deb, join(out, 'root'), LOCK_FILE, ...def.packages],
+          {
+            env: { ...process.env, ...rootfsEnv(def, IMAGES_DIR), DEBS: join(cacheDir(), 'debs') },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         // The final stage's COPY images/NAME/rootfs/ /.
         cpSync(join(IMAGES_DIR, def.name, 'rootfs'), join(out, 'root'), { recursive: true });
         const shell = new Map<string, string>();
@@ -236,17 +285,34 @@ describe("the Dockerfiles' shell twin (images/rootfs.sh) unpacks the same root f
             else if (st.isDirectory()) {
               shell.set(r, `dir ${(st.mode & 0o7777).toString(8)}`);
               walk(r);
-            } else shell.set(r, `file ${(st.mode & 0o7777).toString(8)} ${createHash('sha256').update(readFileSync(full)).digest('hex')}`);
+            } else
+              shell.set(
+                r,
+                `file ${(st.mode & 0o7777).toString(8)} ${createHash('sha256').update(readFileSync(full)).digest('hex')}`,
+              );
           }
         };
         walk('');
         const script = new Map<string, string>();
-        for (const e of normalize(rootfs(def, platform, info, { lock, cache: cacheDir(), app: () => [], nodeVersion: nodeVersion(), goTools: false }))) {
+        for (const e of normalize(
+          rootfs(def, platform, info, {
+            lock,
+            cache: cacheDir(),
+            app: () => [],
+            nodeVersion: nodeVersion(),
+            goTools: false,
+          }),
+        )) {
           if (!/^(app|nodejs)(\/|$)/.test(e.path)) script.set(e.path, describeEntry(e));
         }
-        const differences = [...new Set([...script.keys(), ...shell.keys()])].filter((p) => script.get(p) !== shell.get(p));
+        const differences = [...new Set([...script.keys(), ...shell.keys()])].filter(
+          (p) => script.get(p) !== shell.get(p),
+        );
         t.diagnostic(`${script.size} entries from ${packagesFor(def, info.deb).length} packages`);
-        assert.deepEqual(differences.slice(0, 20).map((p) => `${p}: script ${script.get(p) ?? '-'}, rootfs.sh ${shell.get(p) ?? '-'}`), []);
+        assert.deepEqual(
+          differences.slice(0, 20).map((p) => `${p}: script ${script.get(p) ?? '-'}, rootfs.sh ${shell.get(p) ?? '-'}`),
+          [],
+        );
         assert.ok(script.size > 100);
       } finally {
         rmSync(out, { recursive: true, force: true });

@@ -80,23 +80,36 @@ function* badPaxSize(value: string): Generator<Buffer> {
   yield Buffer.alloc(1024);
 }
 
-interface Run { code: number; stderr: string; ms: number; maxRssMiB: number; sentMiB: number }
+interface Run {
+  code: number;
+  stderr: string;
+  ms: number;
+  maxRssMiB: number;
+  sentMiB: number;
+}
 
 /** `enbi import` reading `stream` on stdin; its own ru_maxrss, written at exit, and how much it let us send. */
 async function importStream(socket: string, dir: string, image: string, stream: Iterable<Buffer>): Promise<Run> {
   const rssFile = join(dir, `rss-${randomBytes(3).toString('hex')}`);
   const preload = `data:text/javascript,${encodeURIComponent(`import{writeFileSync}from'node:fs';process.on('exit',()=>writeFileSync(${JSON.stringify(rssFile)},String(process.resourceUsage().maxRSS)));`)}`;
   const t0 = Date.now();
-  const p = spawn(join(REPO, 'node_modules/.bin/node'), ['--import', preload, join(REPO, 'src/cli/main.ts'), 'import', '--socket', socket, '--image', image], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const p = spawn(
+    join(REPO, 'node_modules/.bin/node'),
+    ['--import', preload, join(REPO, 'src/cli/main.ts'), 'import', '--socket', socket, '--image', image],
+    { stdio: ['pipe', 'ignore', 'pipe'] },
+  );
   let stderr = '';
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   let sent = 0;
-  const counted = Readable.from((function* () {
-    for (const b of stream) {
-      sent += b.length;
-      yield b;
-    }
-  })(), { objectMode: false, highWaterMark: 64 << 10 });
+  const counted = Readable.from(
+    (function* () {
+      for (const b of stream) {
+        sent += b.length;
+        yield b;
+      }
+    })(),
+    { objectMode: false, highWaterMark: 64 << 10 },
+  );
   p.stdin.on('error', () => undefined); // EPIPE once the importer stops reading
   counted.on('error', () => undefined);
   counted.pipe(p.stdin);
@@ -104,65 +117,105 @@ async function importStream(socket: string, dir: string, image: string, stream: 
   counted.unpipe(p.stdin);
   counted.destroy();
   const ms = Date.now() - t0;
-  return { code, stderr, ms, maxRssMiB: Math.round(Number(readFileSync(rssFile, 'utf8')) / 1024), sentMiB: Math.round((sent / MiB) * 10) / 10 };
+  return {
+    code,
+    stderr,
+    ms,
+    maxRssMiB: Math.round(Number(readFileSync(rssFile, 'utf8')) / 1024),
+    sentMiB: Math.round((sent / MiB) * 10) / 10,
+  };
 }
 
 /** Everything the image and content stores hold, as ctr lists them, to compare before and after. */
 async function stores(cd: PrivateContainerd): Promise<{ images: string[]; blobs: string[]; ingests: string[] }> {
-  const ctr = async (...args: string[]) => (await run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', ...args])).split('\n').map((l) => l.trim()).filter((l) => l !== '').sort();
-  return { images: await ctr('images', 'ls', '-q'), blobs: await ctr('content', 'ls', '-q'), ingests: (await ctr('content', 'active')).filter((l) => !/^REF\b/.test(l)) };
+  const ctr = async (...args: string[]) =>
+    (await run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', ...args]))
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '')
+      .sort();
+  return {
+    images: await ctr('images', 'ls', '-q'),
+    blobs: await ctr('content', 'ls', '-q'),
+    ingests: (await ctr('content', 'active')).filter((l) => !/^REF\b/.test(l)),
+  };
 }
 
 const flavors: { name: string; spec: () => string | undefined }[] = [
   { name: 'containerd 1.6 (Debian)', spec: () => 'debian-1.6' },
-  { name: 'containerd 2.x', spec: () => { const d = containerd2Dir(); return d ? `containerd-2:${d}` : undefined; } },
+  {
+    name: 'containerd 2.x',
+    spec: () => {
+      const d = containerd2Dir();
+      return d ? `containerd-2:${d}` : undefined;
+    },
+  },
 ];
 
 for (const flavor of flavors) {
   const spec = clusterSkipReason() ? undefined : flavor.spec();
-  describe(`enbi import on ${flavor.name}: header bombs`, { skip: clusterSkipReason() || (spec === undefined ? 'containerd 2 binaries unavailable (test/cluster/build-containerd2.sh needs Go)' : false), timeout: 300_000 }, () => {
-    let dir: string;
-    let cd: PrivateContainerd;
-    let baseline: number;
+  describe(
+    `enbi import on ${flavor.name}: header bombs`,
+    {
+      skip:
+        clusterSkipReason() ||
+        (spec === undefined ? 'containerd 2 binaries unavailable (test/cluster/build-containerd2.sh needs Go)' : false),
+      timeout: 300_000,
+    },
+    () => {
+      let dir: string;
+      let cd: PrivateContainerd;
+      let baseline: number;
 
-    before(async () => {
-      dir = mkdtempSync('/tmp/eil-');
-      cd = await startPrivateContainerd(spec!, dir);
-      // The importer's own peak on an ordinary small archive, for comparison.
-      baseline = (await importStream(cd.socket, dir, 'registry.local/baseline:v1', badPaxSize('4'))).maxRssMiB;
-    });
-    after(async () => {
-      await cd?.stop();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
-
-    for (const [what, flag, re] of [
-      ['a 400 MiB PAX extended header', 'x', /the PAX extended header "PaxHeaders\.0\/manifest\.json" at byte 0 declares 419430400 bytes: more than 1 MiB/],
-      ['a 400 MiB GNU long name', 'L', /the GNU long name "\.\/\.\/@LongLink" at byte 0 declares 419430400 bytes: more than 1 MiB/],
-    ] as const) {
-      it(`${what} is refused at its header: quickly, in bounded memory, nothing in containerd`, async (t: TestContext) => {
-        const image = `registry.local/bomb-${flag === 'x' ? 'pax' : 'gnu'}:v1`;
-        const was = await stores(cd);
-        const r = await importStream(cd.socket, dir, image, hugeMetaHeader(flag, 400 * MiB));
-        t.diagnostic(`${what}: exit ${r.code} in ${r.ms} ms, importer peak RSS ${r.maxRssMiB} MiB (${baseline} MiB on a small archive), ${r.sentMiB} MiB of the 400 MiB sent before it stopped reading`);
-        assert.equal(r.code, 1, r.stderr);
-        assert.match(r.stderr, re);
-        assert.match(r.stderr, /no image record was created/);
-        assert.ok(r.maxRssMiB < baseline + 32, `peak RSS ${r.maxRssMiB} MiB, ${baseline} MiB on a small archive`);
-        assert.ok(r.sentMiB < 16, `the importer read ${r.sentMiB} MiB before refusing`);
-        assert.ok(r.ms < 20_000, `${r.ms} ms`);
-        assert.deepEqual(await stores(cd), was, 'no image record, blob or ingest left');
+      before(async () => {
+        dir = mkdtempSync('/tmp/eil-');
+        cd = await startPrivateContainerd(spec!, dir);
+        // The importer's own peak on an ordinary small archive, for comparison.
+        baseline = (await importStream(cd.socket, dir, 'registry.local/baseline:v1', badPaxSize('4'))).maxRssMiB;
       });
-    }
+      after(async () => {
+        await cd?.stop();
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      });
 
-    it('a PAX size that is not a decimal byte count is refused, naming the entry', async () => {
-      for (const bad of ['1e3', '-512', '0x10', '4.5', '', ' 4', '99999999999999999999']) {
-        const was = await stores(cd);
-        const r = await importStream(cd.socket, dir, 'registry.local/bad-size:v1', badPaxSize(bad));
-        assert.equal(r.code, 1, `${JSON.stringify(bad)}: ${r.stderr}`);
-        assert.match(r.stderr, /PAX size .* of "layer\.tar" at byte 1024 is not a byte count/, JSON.stringify(bad));
-        assert.deepEqual(await stores(cd), was, JSON.stringify(bad));
+      for (const [what, flag, re] of [
+        [
+          'a 400 MiB PAX extended header',
+          'x',
+          /the PAX extended header "PaxHeaders\.0\/manifest\.json" at byte 0 declares 419430400 bytes: more than 1 MiB/,
+        ],
+        [
+          'a 400 MiB GNU long name',
+          'L',
+          /the GNU long name "\.\/\.\/@LongLink" at byte 0 declares 419430400 bytes: more than 1 MiB/,
+        ],
+      ] as const) {
+        it(`${what} is refused at its header: quickly, in bounded memory, nothing in containerd`, async (t: TestContext) => {
+          const image = `registry.local/bomb-${flag === 'x' ? 'pax' : 'gnu'}:v1`;
+          const was = await stores(cd);
+          const r = await importStream(cd.socket, dir, image, hugeMetaHeader(flag, 400 * MiB));
+          t.diagnostic(
+            `${what}: exit ${r.code} in ${r.ms} ms, importer peak RSS ${r.maxRssMiB} MiB (${baseline} MiB on a small archive), ${r.sentMiB} MiB of the 400 MiB sent before it stopped reading`,
+          );
+          assert.equal(r.code, 1, r.stderr);
+          assert.match(r.stderr, re);
+          assert.match(r.stderr, /no image record was created/);
+          assert.ok(r.maxRssMiB < baseline + 32, `peak RSS ${r.maxRssMiB} MiB, ${baseline} MiB on a small archive`);
+          assert.ok(r.sentMiB < 16, `the importer read ${r.sentMiB} MiB before refusing`);
+          assert.ok(r.ms < 20_000, `${r.ms} ms`);
+          assert.deepEqual(await stores(cd), was, 'no image record, blob or ingest left');
+        });
       }
-    });
-  });
+
+      it('a PAX size that is not a decimal byte count is refused, naming the entry', async () => {
+        for (const bad of ['1e3', '-512', '0x10', '4.5', '', ' 4', '99999999999999999999']) {
+          const was = await stores(cd);
+          const r = await importStream(cd.socket, dir, 'registry.local/bad-size:v1', badPaxSize(bad));
+          assert.equal(r.code, 1, `${JSON.stringify(bad)}: ${r.stderr}`);
+          assert.match(r.stderr, /PAX size .* of "layer\.tar" at byte 1024 is not a byte count/, JSON.stringify(bad));
+          assert.deepEqual(await stores(cd), was, JSON.stringify(bad));
+        }
+      });
+    },
+  );
 }

@@ -24,7 +24,13 @@ describe('leader election on a Lease (real API server)', { skip: clusterSkipReas
   const start = (id: string) => {
     const rec = { id, e: undefined as unknown as LeaderElection, started: 0, stopped: 0, syncs: 0 };
     rec.e = startLeaderElection({
-      kc: c.kc, namespace: ns, name: 'enbi-controller', identity: id, leaseSeconds: LEASE_SECONDS, renewSeconds: 1, retrySeconds: 0.25,
+      kc: c.kc,
+      namespace: ns,
+      name: 'enbi-controller',
+      identity: id,
+      leaseSeconds: LEASE_SECONDS,
+      renewSeconds: 1,
+      retrySeconds: 0.25,
       log: jsonLogger((l) => logs.push(l), { fields: { id } }),
       onStartedLeading: () => rec.started++,
       onStoppedLeading: () => rec.stopped++,
@@ -48,15 +54,22 @@ describe('leader election on a Lease (real API server)', { skip: clusterSkipReas
   after(async () => {
     clearInterval(sampler);
     for (const r of electors) await r.e.stop(false);
-    await c?.kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns }).catch(() => undefined);
+    await c?.kc
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: ns })
+      .catch(() => undefined);
     if (process.env.ENBI_TEST_VERBOSE === '1') console.log(logs.join('\n'));
   });
 
-  it('one of three replicas leads; a standby\'s webhook reaches the leader through the sync Lease, the election Lease untouched', async () => {
+  it("one of three replicas leads; a standby's webhook reaches the leader through the sync Lease, the election Lease untouched", async () => {
     for (const id of ['a', 'b', 'c']) start(id);
     const [leader] = await until('a leader', async () => (leaders().length === 1 ? leaders() : undefined), 10_000, 50);
     await new Promise((r) => setTimeout(r, 2 * LEASE_SECONDS * 1000));
-    assert.deepEqual(leaders().map((r) => r.id), [leader!.id], 'the same leader, renewing');
+    assert.deepEqual(
+      leaders().map((r) => r.id),
+      [leader!.id],
+      'the same leader, renewing',
+    );
     assert.equal(leader!.started, 1);
     const standby = electors.find((r) => r !== leader)!;
     const leases = c.kc.makeApiClient(CoordinationV1Api);
@@ -70,28 +83,54 @@ describe('leader election on a Lease (real API server)', { skip: clusterSkipReas
     await until('the leader to see the burst', async () => (leader!.syncs >= 2 ? true : undefined), 5_000, 50);
     await new Promise((r) => setTimeout(r, 2500));
     assert.ok(leader!.syncs <= 1 + others.length, `syncs: ${leader!.syncs}`);
-    assert.deepEqual(leaders().map((r) => r.id), [leader!.id]);
-    assert.deepEqual(Object.keys((await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller' })).metadata?.annotations ?? {}), []);
-    assert.ok((await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller-sync' })).metadata?.annotations?.['enbi.hrzn.ee/sync-requested']);
+    assert.deepEqual(
+      leaders().map((r) => r.id),
+      [leader!.id],
+    );
+    assert.deepEqual(
+      Object.keys(
+        (await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller' })).metadata?.annotations ?? {},
+      ),
+      [],
+    );
+    assert.ok(
+      (await leases.readNamespacedLease({ namespace: ns, name: 'enbi-controller-sync' })).metadata?.annotations?.[
+        'enbi.hrzn.ee/sync-requested'
+      ],
+    );
   });
 
   it('a crashed leader (no release) is replaced once its lease runs out; a stopped one at once', async (t: TestContext) => {
     const crashed = leaders()[0]!;
     let t0 = Date.now();
     await crashed.e.stop(false);
-    const [next] = await until('a new leader', async () => (leaders().length === 1 ? leaders() : undefined), 4 * LEASE_SECONDS * 1000, 25);
+    const [next] = await until(
+      'a new leader',
+      async () => (leaders().length === 1 ? leaders() : undefined),
+      4 * LEASE_SECONDS * 1000,
+      25,
+    );
     const crashMs = Date.now() - t0;
     assert.notEqual(next!.id, crashed.id);
     assert.ok(crashMs >= (LEASE_SECONDS - 1) * 1000, `not before the lease ran out (${crashMs} ms)`);
     assert.ok(crashMs < (LEASE_SECONDS + 2) * 1000, `within the lease time and a retry (${crashMs} ms)`);
     t0 = Date.now();
     await next!.e.stop(true);
-    const [third] = await until('the last replica to lead', async () => (leaders().length === 1 ? leaders() : undefined), 4 * LEASE_SECONDS * 1000, 25);
+    const [third] = await until(
+      'the last replica to lead',
+      async () => (leaders().length === 1 ? leaders() : undefined),
+      4 * LEASE_SECONDS * 1000,
+      25,
+    );
     const releaseMs = Date.now() - t0;
     assert.ok(releaseMs < 1500, `a released lease is taken at once (${releaseMs} ms)`);
     assert.ok(![crashed.id, next!.id].includes(third!.id));
-    t.diagnostic(`failover: crashed leader replaced in ${crashMs} ms (lease ${LEASE_SECONDS} s), released lease taken in ${releaseMs} ms`);
-    console.log(`# leader failover: crash ${crashMs} ms (lease ${LEASE_SECONDS} s, renew 1 s), release ${releaseMs} ms`);
+    t.diagnostic(
+      `failover: crashed leader replaced in ${crashMs} ms (lease ${LEASE_SECONDS} s), released lease taken in ${releaseMs} ms`,
+    );
+    console.log(
+      `# leader failover: crash ${crashMs} ms (lease ${LEASE_SECONDS} s, renew 1 s), release ${releaseMs} ms`,
+    );
     assert.equal(bothLed, 0, `two leaders at once in ${bothLed} of ${samples} samples`);
     assert.ok(samples > 50);
   });

@@ -30,9 +30,22 @@ interface Run {
 /** `enbi diff --dir` as a user runs it, with the examples' nodes (every image missing), offline. */
 function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', '--dir', dir, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', ...args], {
-      env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: kustomize, ENBI_HELM: '/nonexistent/helm' },
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin/enbi.js'),
+        'diff',
+        '--dir',
+        dir,
+        '--nodes',
+        join(ROOT, 'examples/nodes.yaml'),
+        '--offline',
+        ...args,
+      ],
+      {
+        env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: kustomize, ENBI_HELM: '/nonexistent/helm' },
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -44,7 +57,10 @@ function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
 /** The repository the fixtures' Flux GitRepository this-repo and Argo CD repoURLs name, at main. */
 const THIS_REPO = ['--source-url', 'https://git.example.org/fleet.git', '--ref', 'main'];
 
-async function diffCase(name: string, args: string[] = THIS_REPO): Promise<{ code: number | null; report: Report; stderr: string }> {
+async function diffCase(
+  name: string,
+  args: string[] = THIS_REPO,
+): Promise<{ code: number | null; report: Report; stderr: string }> {
   const run = await enbiDiff(join(CASES, name), [...args, '-o', 'json']);
   assert.equal(run.stderr, '', `${name}: nothing on stderr`);
   return { code: run.code, report: JSON.parse(run.stdout) as Report, stderr: run.stderr };
@@ -53,7 +69,12 @@ async function diffCase(name: string, args: string[] = THIS_REPO): Promise<{ cod
 const rev = (c: string) => c.repeat(40);
 const revs = (r: Report) => [...new Set(r.builds.map((b) => b.rev))].sort();
 const images = (r: Report) => [...new Set(r.builds.flatMap((b) => b.images))].sort();
-const lines = (list: Report['warnings']) => list.map((p) => [p.file !== undefined ? `${p.file}${p.line !== undefined ? `:${p.line}` : ''}` : '', p.object, p.message].filter((s) => s !== undefined && s !== '').join(': '));
+const lines = (list: Report['warnings']) =>
+  list.map((p) =>
+    [p.file !== undefined ? `${p.file}${p.line !== undefined ? `:${p.line}` : ''}` : '', p.object, p.message]
+      .filter((s) => s !== undefined && s !== '')
+      .join(': '),
+  );
 /** Revisions that must never be planned: what a broken or foreign root would build. */
 const NEVER = rev('e');
 
@@ -61,7 +82,9 @@ test('a Flux Kustomization whose path holds only a README: one warning, the othe
   const { code, report } = await diffCase('readme-only');
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
-  assert.deepEqual(lines(report.warnings), ['readme-only/flux.yaml:1: Kustomization flux-system/readme-only-docs: not rendered: readme-only/docs holds no YAML or JSON manifest (only readme-only/docs/README.md)']);
+  assert.deepEqual(lines(report.warnings), [
+    'readme-only/flux.yaml:1: Kustomization flux-system/readme-only-docs: not rendered: readme-only/docs holds no YAML or JSON manifest (only readme-only/docs/README.md)',
+  ]);
   assert.deepEqual(revs(report), [rev('1')]);
 });
 
@@ -69,7 +92,9 @@ test('an Argo CD Application whose path holds jsonnet: one warning naming it, th
   const { code, report } = await diffCase('jsonnet');
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
-  assert.deepEqual(lines(report.warnings), ['jsonnet/argo.yaml:1: Application argocd/jsonnet: not rendered: jsonnet/main holds jsonnet (jsonnet/main/main.jsonnet), which enbi does not render']);
+  assert.deepEqual(lines(report.warnings), [
+    'jsonnet/argo.yaml:1: Application argocd/jsonnet: not rendered: jsonnet/main holds jsonnet (jsonnet/main/main.jsonnet), which enbi does not render',
+  ]);
   assert.deepEqual(revs(report), [rev('2')]);
 });
 
@@ -77,7 +102,9 @@ test('an Argo CD Application rendered by a config management plugin: one warning
   const { code, report } = await diffCase('plugin');
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
-  assert.deepEqual(lines(report.warnings), ['plugin/argo.yaml:1: Application argocd/plugin: not rendered: a config management plugin (tanka) renders plugin/cmp, and enbi cannot run it']);
+  assert.deepEqual(lines(report.warnings), [
+    'plugin/argo.yaml:1: Application argocd/plugin: not rendered: a config management plugin (tanka) renders plugin/cmp, and enbi cannot run it',
+  ]);
   assert.deepEqual(revs(report), [rev('3')]);
 });
 
@@ -95,16 +122,21 @@ test('a Flux Kustomization and an Application naming a directory that does not e
 test('kustomizations that include each other (a → b → a): one problem saying so, nothing of them planned (was read as plain YAML, exit 2)', async () => {
   const { code, report } = await diffCase('cycle-mutual');
   assert.equal(code, 6);
-  assert.deepEqual(lines(report.problems), ['cycle-mutual/a/kustomization.yaml: kustomize build → cycle-mutual/a: the kustomizations of cycle-mutual/a, cycle-mutual/b include each other (cycle-mutual/a → cycle-mutual/b → cycle-mutual/a): kustomize refuses a cycle: not rendered']);
+  assert.deepEqual(lines(report.problems), [
+    'cycle-mutual/a/kustomization.yaml: kustomize build → cycle-mutual/a: the kustomizations of cycle-mutual/a, cycle-mutual/b include each other (cycle-mutual/a → cycle-mutual/b → cycle-mutual/a): kustomize refuses a cycle: not rendered',
+  ]);
   assert.deepEqual(revs(report), [rev('5')]);
   // kustomize agrees: both directories fail to build as a cycle.
-  for (const dir of ['a', 'b']) assert.match(await kustomizeError(join(CASES, 'cycle-mutual/cycle-mutual', dir)), /cycle detected/);
+  for (const dir of ['a', 'b'])
+    assert.match(await kustomizeError(join(CASES, 'cycle-mutual/cycle-mutual', dir)), /cycle detected/);
 });
 
 test('a kustomization that includes its own directory: one problem saying so, the other root planned', async () => {
   const { code, report } = await diffCase('cycle-self');
   assert.equal(code, 6);
-  assert.deepEqual(lines(report.problems), ['cycle-self/loop/kustomization.yaml: kustomize build → cycle-self/loop: cycle-self/loop/kustomization.yaml includes its own directory (cycle-self/loop → cycle-self/loop): kustomize refuses a cycle: not rendered']);
+  assert.deepEqual(lines(report.problems), [
+    'cycle-self/loop/kustomization.yaml: kustomize build → cycle-self/loop: cycle-self/loop/kustomization.yaml includes its own directory (cycle-self/loop → cycle-self/loop): kustomize refuses a cycle: not rendered',
+  ]);
   assert.deepEqual(revs(report), [rev('6')]);
   assert.match(await kustomizeError(join(CASES, 'cycle-self/cycle-self/loop')), /cycle detected/);
 });
@@ -148,20 +180,28 @@ test('--path below the GitRepository: the sources are looked for in the whole re
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
   assert.deepEqual(images(report), ['registry.local/foreign-web:this-repo']);
-  assert.equal(report.warnings.filter((w) => w.message.startsWith('another source: https://github.com/team-')).length, 3);
+  assert.equal(
+    report.warnings.filter((w) => w.message.startsWith('another source: https://github.com/team-')).length,
+    3,
+  );
 });
 
 test('the same repository written as ssh://…:22 (Flux) and git@host:repo.git (Argo CD): rendered, with their overrides', async () => {
   const { code, report } = await diffCase('url-forms');
   assert.equal(code, 2);
   assert.deepEqual([report.problems, report.warnings], [[], []]);
-  assert.deepEqual(images(report), ['registry.local/url-forms-argo:this-repo', 'registry.local/url-forms-flux:this-repo']);
+  assert.deepEqual(images(report), [
+    'registry.local/url-forms-argo:this-repo',
+    'registry.local/url-forms-flux:this-repo',
+  ]);
 });
 
 test('this repository at another branch is another source when enbi reads main; refs are not compared when enbi does not know its own', async () => {
   const { code, report } = await diffCase('other-ref');
   assert.equal(code, 2);
-  assert.deepEqual(lines(report.warnings), ['other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)']);
+  assert.deepEqual(lines(report.warnings), [
+    'other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)',
+  ]);
   assert.deepEqual(images(report), ['registry.local/other-ref:this-repo']);
   // --source-url alone: the branch is not known, both Kustomizations render.
   const unknownRef = await diffCase('other-ref', ['--source-url', 'https://git.example.org/fleet.git']);
@@ -172,7 +212,9 @@ test('this repository at another branch is another source when enbi reads main; 
 test('a sourceRef to a GitRepository that is not in the repository: not rendered, its directory read as plain manifests', async () => {
   const { code, report } = await diffCase('unresolved-source');
   assert.equal(code, 2);
-  assert.deepEqual(lines(report.warnings), ['unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository, so which repository it reads is not known']);
+  assert.deepEqual(lines(report.warnings), [
+    'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository, so which repository it reads is not known',
+  ]);
   assert.deepEqual(images(report), [`registry.local/unresolved:${rev('d')}`]);
 });
 
@@ -181,7 +223,11 @@ test('enbi diff --dir without --source-url: every source naming a URL is another
   assert.equal(code, 2);
   const warnings = lines(report.warnings);
   assert.equal(warnings.length, 4, warnings.join('\n'));
-  for (const w of warnings) assert.match(w, /: another source: \S+ \(.*\): not rendered \(the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository\)$/);
+  for (const w of warnings)
+    assert.match(
+      w,
+      /: another source: \S+ \(.*\): not rendered \(the URL of the directory enbi reads is not known: with enbi diff --dir, give --source-url if it is this repository\)$/,
+    );
   // Nothing renders foreign/apps: it is read as the plain kustomization it is.
   assert.deepEqual(images(report), [`registry.local/foreign-web:${rev('0')}`]);
 });
@@ -191,8 +237,12 @@ test('files left out by .enbiignore or --exclude are not read for Flux or Argo C
   assert.equal(code, 6);
   // excluded/legacy/ (.enbiignore) held a Kustomization and an Application giving the app the tag "never".
   assert.deepEqual(images(report), ['registry.local/excluded-app:this-repo']);
-  assert.deepEqual(lines(report.warnings), ['excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)']);
-  assert.deepEqual(lines(report.problems), ['excluded/overlay/kustomization.yaml: kustomize build → excluded/overlay: excluded/overlay/kustomization.yaml refers to "../drafts/deployment.yaml", which is excluded (--exclude or .enbiignore): not rendered']);
+  assert.deepEqual(lines(report.warnings), [
+    'excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)',
+  ]);
+  assert.deepEqual(lines(report.problems), [
+    'excluded/overlay/kustomization.yaml: kustomize build → excluded/overlay: excluded/overlay/kustomization.yaml refers to "../drafts/deployment.yaml", which is excluded (--exclude or .enbiignore): not rendered',
+  ]);
 });
 
 test('exclusion in renderSource alone (no files handed over): the .enbiignore read from a Git commit or a directory, --exclude on top', async () => {
@@ -202,7 +252,11 @@ test('exclusion in renderSource alone (no files handed over): the .enbiignore re
   const dir = await mkdtemp(join(tmpdir(), 'enbi-excluded-git-'));
   try {
     await cp(join(CASES, 'excluded'), dir, { recursive: true });
-    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, encoding: 'utf8' }).trim();
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+        cwd: dir,
+        encoding: 'utf8',
+      }).trim();
     git('init', '-q', '-b', 'main');
     git('add', '-A');
     git('commit', '-qm', 'fixture');
@@ -213,16 +267,38 @@ test('exclusion in renderSource alone (no files handed over): the .enbiignore re
       warnings: r.warnings.map((w) => `${w.object}: ${w.message}`),
       problems: r.problems.length,
     });
-    const fromGit = summary(await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit: git('rev-parse', 'HEAD') }, tools, cache: new RenderCache(), repository, exclude: ['excluded/drafts'] }));
-    const fromDir = summary(await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), repository, exclude: ['excluded/drafts'] }));
-    assert.deepEqual(fromGit, { images: ['registry.local/excluded-app:this-repo'], warnings: ['Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)'], problems: 1 });
+    const fromGit = summary(
+      await renderSource({
+        source: { kind: 'git', gitdir: join(dir, '.git'), commit: git('rev-parse', 'HEAD') },
+        tools,
+        cache: new RenderCache(),
+        repository,
+        exclude: ['excluded/drafts'],
+      }),
+    );
+    const fromDir = summary(
+      await renderSource({
+        source: { kind: 'dir', root: dir },
+        tools,
+        cache: new RenderCache(),
+        repository,
+        exclude: ['excluded/drafts'],
+      }),
+    );
+    assert.deepEqual(fromGit, {
+      images: ['registry.local/excluded-app:this-repo'],
+      warnings: [
+        'Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded (--exclude or .enbiignore)',
+      ],
+      problems: 1,
+    });
     assert.deepEqual(fromDir, fromGit);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
 
-test("a kustomize Component no kustomization lists is not a root (was: built alone, \"expected kind != 'Component'\"), nor its files manifests; the one listed applies", async () => {
+test('a kustomize Component no kustomization lists is not a root (was: built alone, "expected kind != \'Component\'"), nor its files manifests; the one listed applies', async () => {
   const { code, report } = await diffCase('component');
   assert.equal(code, 2);
   assert.deepEqual([report.problems, report.warnings], [[], []]);
@@ -238,7 +314,9 @@ test('strategic-merge patches that look like a partial Kustomization or HelmRele
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
   // The HelmRelease's own warning (its chart is in a Helm repository), once, from its file; none from the patch.
-  assert.deepEqual(lines(report.warnings), ['patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository, which cannot be resolved offline']);
+  assert.deepEqual(lines(report.warnings), [
+    'patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository, which cannot be resolved offline',
+  ]);
   // The Kustomization as the cluster's kustomization patches it: its images applied.
   assert.deepEqual(images(report), ['registry.local/patch-app:patched']);
 });
@@ -270,8 +348,16 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
     const { report } = { report: JSON.parse((await enbiDiff(dir, [...args, '-o', 'json'])).stdout) as Report };
     assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'd'].map(rev));
-    assert.ok(!report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))), JSON.stringify(images(report)));
-    assert.deepEqual(images(report).filter((i) => i.endsWith(':this-repo')), ['excluded-app', 'foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map((n) => `registry.local/${n}:this-repo`));
+    assert.ok(
+      !report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))),
+      JSON.stringify(images(report)),
+    );
+    assert.deepEqual(
+      images(report).filter((i) => i.endsWith(':this-repo')),
+      ['excluded-app', 'foreign-web', 'other-ref', 'url-forms-argo', 'url-forms-flux'].map(
+        (n) => `registry.local/${n}:this-repo`,
+      ),
+    );
     assert.ok(images(report).includes('registry.local/patch-app:patched'));
 
     const problems = lines(report.problems);

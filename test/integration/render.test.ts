@@ -27,7 +27,8 @@ interface Seen {
   annotations: Record<string, unknown>;
 }
 
-const sortSeen = (list: Seen[]) => list.sort((a, b) => `${a.kind}/${a.namespace}/${a.name}`.localeCompare(`${b.kind}/${b.namespace}/${b.name}`));
+const sortSeen = (list: Seen[]) =>
+  list.sort((a, b) => `${a.kind}/${a.namespace}/${a.name}`.localeCompare(`${b.kind}/${b.namespace}/${b.name}`));
 
 /** Workloads of a kustomize/helm output, as enbi sees them, with `namespace` for objects that name none. */
 function workloadsOfYaml(text: string, namespace = 'default'): Seen[] {
@@ -35,7 +36,15 @@ function workloadsOfYaml(text: string, namespace = 'default'): Seen[] {
     const o = d.toJS() as Record<string, unknown> | null;
     return o === null ? [] : [{ file: 'out', line: i, object: o }];
   });
-  return sortSeen(extractWorkloads(objects, namespace).workloads.map((w) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations })));
+  return sortSeen(
+    extractWorkloads(objects, namespace).workloads.map((w) => ({
+      kind: w.kind,
+      namespace: w.namespace,
+      name: w.name,
+      images: w.containers.map((c) => c.image),
+      annotations: w.annotations,
+    })),
+  );
 }
 
 /** The repositories the fixtures' Flux GitRepository (flux/) and Argo CD repoURLs (argocd/) name. */
@@ -49,15 +58,43 @@ metadata: {name: flux-system, namespace: flux-system}
 spec: {url: "${FLEET.url}", ref: {branch: main}}
 `;
 
-async function enbiWorkloads(dir: string, scope = '', repository: ReadRepository = FLEET): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
-  const rendered = await renderSource({ source: { kind: 'dir', root: dir }, scope, tools, cache: new RenderCache(), repository });
+async function enbiWorkloads(
+  dir: string,
+  scope = '',
+  repository: ReadRepository = FLEET,
+): Promise<{ seen: Seen[]; origins: string[]; analysis: ReturnType<typeof analyzeSource> }> {
+  const rendered = await renderSource({
+    source: { kind: 'dir', root: dir },
+    scope,
+    tools,
+    cache: new RenderCache(),
+    repository,
+  });
   const analysis = analyzeSource(await readDirSource(dir, scope), { rendered });
-  const seen = analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }));
-  return { seen: sortSeen(seen), origins: analysis.workloads.map((w) => `${w.workload.kind} ${w.workload.name} ← ${w.workload.origin ?? 'plain'} (${w.workload.file})`).sort(), analysis };
+  const seen = analysis.workloads.map(({ workload: w }) => ({
+    kind: w.kind,
+    namespace: w.namespace,
+    name: w.name,
+    images: w.containers.map((c) => c.image),
+    annotations: w.annotations,
+  }));
+  return {
+    seen: sortSeen(seen),
+    origins: analysis.workloads
+      .map((w) => `${w.workload.kind} ${w.workload.name} ← ${w.workload.origin ?? 'plain'} (${w.workload.file})`)
+      .sort(),
+    analysis,
+  };
 }
 
-const kustomize = (cwd: string, dir: string) => execFileSync(tools.kustomize, ['build', dir], { cwd, encoding: 'utf8' });
-const helm = (cwd: string, args: string[]) => execFileSync(tools.helm, ['template', ...args, '--kube-version', '1.34.0'], { cwd, encoding: 'utf8', env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), 'enbi-test-helm') } });
+const kustomize = (cwd: string, dir: string) =>
+  execFileSync(tools.kustomize, ['build', dir], { cwd, encoding: 'utf8' });
+const helm = (cwd: string, args: string[]) =>
+  execFileSync(tools.helm, ['template', ...args, '--kube-version', '1.34.0'], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, HELM_CACHE_HOME: join(tmpdir(), 'enbi-test-helm') },
+  });
 
 /** A copy of a fixture with a hand-written overlay, as the Flux/Argo CD documentation describes the override. */
 async function withOverlay(fixture: string, overlay: string): Promise<string> {
@@ -78,7 +115,10 @@ test('kustomize base with two overlays: each overlay is rendered with its own ne
   ]);
   assert.deepEqual(seen, expected);
   // The overlays' tags, never the base's 1111…
-  assert.deepEqual(seen.map((s) => s.images[0]), ['registry.local/hello:' + '3'.repeat(40), 'registry.local/hello:' + '2'.repeat(40), 'registry.local/migrate:v1']);
+  assert.deepEqual(
+    seen.map((s) => s.images[0]),
+    ['registry.local/hello:' + '3'.repeat(40), 'registry.local/hello:' + '2'.repeat(40), 'registry.local/migrate:v1'],
+  );
   assert.deepEqual(origins, [
     'Deployment hello ← kustomize build → apps/hello/overlays/production (apps/hello/base/deployment.yaml)',
     'Deployment hello-staging ← kustomize build → apps/hello/overlays/staging (apps/hello/base/deployment.yaml)',
@@ -95,19 +135,39 @@ test('Flux: a Kustomization applies targetNamespace, images, patches and postBui
   // both as written and in what flux-system and releases apply.
   assert.deepEqual([analysis.rendered?.roots, analysis.rendered?.fromCache], [4, 0]);
   // What Flux's kustomize-controller builds: its generated overlay over spec.path, then the substitution.
-  const flux = await withOverlay('flux', [
-    'resources: [../apps/production]',
-    'namespace: hello',
-    'images: [{name: registry.local/hello, newTag: "5555555555555555555555555555555555555555"}]',
-    'patches:',
-    '  - target: {kind: Deployment, name: hello}',
-    '    patch: |',
-    '      - op: add',
-    '        path: /spec/template/metadata/annotations/enbi.hrzn.ee~1build',
-    '        value: eager',
-  ].join('\n'));
-  const built = kustomize(flux, 'expected-overlay').replace('${HELLO_BRANCH}', 'release').replace('${CLUSTER_NAME:=production}', 'production');
-  const chart = helm(join(FIXTURES, 'flux'), ['web', './charts/web', '--namespace', 'web', '-f', 'charts/web/values.yaml', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=2', '--set', 'image.tag=7777777777777777777777777777777777777777', '--set', 'flake=github:example/web/7777777777777777777777777777777777777777#image']);
+  const flux = await withOverlay(
+    'flux',
+    [
+      'resources: [../apps/production]',
+      'namespace: hello',
+      'images: [{name: registry.local/hello, newTag: "5555555555555555555555555555555555555555"}]',
+      'patches:',
+      '  - target: {kind: Deployment, name: hello}',
+      '    patch: |',
+      '      - op: add',
+      '        path: /spec/template/metadata/annotations/enbi.hrzn.ee~1build',
+      '        value: eager',
+    ].join('\n'),
+  );
+  const built = kustomize(flux, 'expected-overlay')
+    .replace('${HELLO_BRANCH}', 'release')
+    .replace('${CLUSTER_NAME:=production}', 'production');
+  const chart = helm(join(FIXTURES, 'flux'), [
+    'web',
+    './charts/web',
+    '--namespace',
+    'web',
+    '-f',
+    'charts/web/values.yaml',
+    '-f',
+    'charts/web/values-production.yaml',
+    '--set',
+    'replicaCount=2',
+    '--set',
+    'image.tag=7777777777777777777777777777777777777777',
+    '--set',
+    'flake=github:example/web/7777777777777777777777777777777777777777#image',
+  ]);
   assert.deepEqual(seen, sortSeen([...workloadsOfYaml(built), ...workloadsOfYaml(chart, 'web')]));
   const hello = seen.find((s) => s.name === 'hello')!;
   assert.equal(hello.namespace, 'hello');
@@ -126,11 +186,29 @@ test('Flux: a Kustomization applies targetNamespace, images, patches and postBui
 test('Argo CD: an Application with kustomize.images and one with helm valueFiles and valuesObject', async () => {
   const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'argocd'), '', APPS);
   assert.deepEqual(analysis.problems, []);
-  const argo = await withOverlay('argocd', 'resources: [../apps/hello/overlays/prod]\ncommonAnnotations: {team: shop}\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n');
-  const chart = helm(join(FIXTURES, 'argocd'), ['web-prod', './charts/web', '--namespace', 'web', '-f', 'charts/web/values-production.yaml', '--set', 'replicaCount=4']);
+  const argo = await withOverlay(
+    'argocd',
+    'resources: [../apps/hello/overlays/prod]\ncommonAnnotations: {team: shop}\nimages: [{name: registry.local/hello, newTag: "8888888888888888888888888888888888888888"}]\n',
+  );
+  const chart = helm(join(FIXTURES, 'argocd'), [
+    'web-prod',
+    './charts/web',
+    '--namespace',
+    'web',
+    '-f',
+    'charts/web/values-production.yaml',
+    '--set',
+    'replicaCount=4',
+  ]);
   // Argo CD applies objects that name no namespace to destination.namespace.
-  assert.deepEqual(seen, sortSeen([...workloadsOfYaml(kustomize(argo, 'expected-overlay'), 'hello'), ...workloadsOfYaml(chart, 'web')]));
-  assert.equal(seen.find((s) => s.name === 'hello')?.images[0], 'registry.local/hello:8888888888888888888888888888888888888888');
+  assert.deepEqual(
+    seen,
+    sortSeen([...workloadsOfYaml(kustomize(argo, 'expected-overlay'), 'hello'), ...workloadsOfYaml(chart, 'web')]),
+  );
+  assert.equal(
+    seen.find((s) => s.name === 'hello')?.images[0],
+    'registry.local/hello:8888888888888888888888888888888888888888',
+  );
   // kustomize puts commonAnnotations on the pod template as well.
   assert.equal(seen.find((s) => s.name === 'hello')?.annotations.team, 'shop');
   assert.deepEqual(origins, [
@@ -142,11 +220,33 @@ test('Argo CD: an Application with kustomize.images and one with helm valueFiles
 });
 
 /** enbi diff as a user runs it (a subprocess; asynchronous, so a Git server in this process keeps answering). */
-function enbiDiff(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; report: any; stderr: string }> {
+function enbiDiff(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; report: any; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'diff', ...args, '--nodes', join(ROOT, 'examples/nodes.yaml'), '--offline', '-o', 'json'], {
-      env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: tools.kustomize, ENBI_HELM: tools.helm, ...env },
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        join(ROOT, 'bin/enbi.js'),
+        'diff',
+        ...args,
+        '--nodes',
+        join(ROOT, 'examples/nodes.yaml'),
+        '--offline',
+        '-o',
+        'json',
+      ],
+      {
+        env: {
+          ...process.env,
+          KUBECONFIG: '/nonexistent',
+          ENBI_KUSTOMIZE: tools.kustomize,
+          ENBI_HELM: tools.helm,
+          ...env,
+        },
+      },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -159,7 +259,11 @@ test('enbi diff --dir plans the rendered tags: one build per overlay revision, n
   const { code, report, stderr } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')]);
   assert.equal(code, 2, stderr);
   const revs = new Set(report.builds.map((b: { rev: string }) => b.rev));
-  assert.deepEqual([...revs].sort(), ['2222222222222222222222222222222222222222', '3333333333333333333333333333333333333333', '4444444444444444444444444444444444444444']);
+  assert.deepEqual([...revs].sort(), [
+    '2222222222222222222222222222222222222222',
+    '3333333333333333333333333333333333333333',
+    '4444444444444444444444444444444444444444',
+  ]);
   assert.deepEqual(report.problems, []);
 });
 
@@ -173,16 +277,28 @@ test('enbi diff on the Flux and Argo CD repositories: no problems, builds from t
   const argo = await enbiDiff(['--dir', join(FIXTURES, 'argocd'), '--source-url', APPS.url]);
   assert.equal(argo.code, 2, argo.stderr);
   const argoRevs = new Set(argo.report.builds.map((b: { rev: string }) => b.rev));
-  assert.deepEqual([...argoRevs].sort(), ['6666666666666666666666666666666666666666', '8888888888888888888888888888888888888888']);
+  assert.deepEqual([...argoRevs].sort(), [
+    '6666666666666666666666666666666666666666',
+    '8888888888888888888888888888888888888888',
+  ]);
 });
 
 test('no kustomize: a problem naming the root and what to install; the plain manifests are still planned', async () => {
-  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '/nonexistent/kustomize' });
+  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], {
+    ENBI_KUSTOMIZE: '/nonexistent/kustomize',
+  });
   assert.equal(code, 6);
   const messages = report.problems.map((p: { message: string }) => p.message);
   assert.equal(messages.length, 2);
-  for (const m of messages) assert.match(m, /^kustomize build → apps\/hello\/overlays\/(staging|production): kustomize is needed, and \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file$/);
-  assert.deepEqual(report.builds.map((b: { rev: string }) => b.rev).filter((r: string) => r.startsWith('4')).length > 0, true);
+  for (const m of messages)
+    assert.match(
+      m,
+      /^kustomize build → apps\/hello\/overlays\/(staging|production): kustomize is needed, and \/nonexistent\/kustomize \(ENBI_KUSTOMIZE\) is not an executable file$/,
+    );
+  assert.deepEqual(
+    report.builds.map((b: { rev: string }) => b.rev).filter((r: string) => r.startsWith('4')).length > 0,
+    true,
+  );
 });
 
 async function tempRepo(files: Record<string, string>): Promise<string> {
@@ -210,30 +326,60 @@ test('bad input: a failing build, a remote base, a missing chart dependency; eac
     'remote/deploy.yaml': annotated('remote', 'registry.local/remote:v1'),
     'failing/kustomization.yaml': 'resources: [deploy.yaml]\npatches: [{path: patch.yaml}]\n',
     'failing/deploy.yaml': annotated('failing', 'registry.local/failing:v1'),
-    'failing/patch.yaml': 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nothing-by-this-name}\nspec: {replicas: 2}\n',
-    'chart/Chart.yaml': 'apiVersion: v2\nname: chart\nversion: 0.1.0\ndependencies:\n  - {name: redis, version: 1.0.0, repository: https://charts.example.org}\n',
+    'failing/patch.yaml':
+      'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: nothing-by-this-name}\nspec: {replicas: 2}\n',
+    'chart/Chart.yaml':
+      'apiVersion: v2\nname: chart\nversion: 0.1.0\ndependencies:\n  - {name: redis, version: 1.0.0, repository: https://charts.example.org}\n',
     'chart/templates/d.yaml': annotated('chart', 'registry.local/chart:v1'),
     'plain/deploy.yaml': annotated('plain', 'registry.local/plain:v1'),
   });
   const { seen, analysis } = await enbiWorkloads(dir);
-  assert.deepEqual(seen.map((s) => s.name), ['plain']);
+  assert.deepEqual(
+    seen.map((s) => s.name),
+    ['plain'],
+  );
   const messages = analysis.problems.map((p) => p.message).sort();
   assert.equal(messages.length, 4, messages.join('\n'));
   assert.match(messages[0]!, /^helm template → chart: helm template failed: .*missing in charts\/ directory: redis/);
-  assert.match(messages[1]!, /^kustomize build → broken: broken\/kustomization\.yaml refers to "\.\.\/missing", which does not exist: not rendered$/);
+  assert.match(
+    messages[1]!,
+    /^kustomize build → broken: broken\/kustomization\.yaml refers to "\.\.\/missing", which does not exist: not rendered$/,
+  );
   assert.match(messages[2]!, /^kustomize build → failing: kustomize build failed: .*nothing-by-this-name/);
-  assert.match(messages[3]!, /^kustomize build → remote: remote\/kustomization\.yaml refers to the remote "https:\/\/github\.com\/example\/manifests\/\/base\?ref=v1", which enbi does not fetch \(vendor it into the repository\): not rendered$/);
+  assert.match(
+    messages[3]!,
+    /^kustomize build → remote: remote\/kustomization\.yaml refers to the remote "https:\/\/github\.com\/example\/manifests\/\/base\?ref=v1", which enbi does not fetch \(vendor it into the repository\): not rendered$/,
+  );
   // Files of roots that could not render are not read as plain manifests either (their templates are not YAML).
   assert.equal(analysis.filesScanned, 1);
   await rm(dir, { recursive: true, force: true });
 });
 
 test('a render that runs too long or writes too much is stopped: a problem for that root only', async () => {
-  const dir = await tempRepo({ 'app/kustomization.yaml': 'resources: [deploy.yaml]\n', 'app/deploy.yaml': annotated('app', 'registry.local/app:v1') });
-  const slow = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), limits: { timeoutMs: 1, maxOutputBytes: 1 << 20 } });
-  assert.deepEqual(slow.problems.map((p) => p.message), ['kustomize build → app: kustomize build failed: took longer than 0.001 s']);
-  const big = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), limits: { timeoutMs: 30_000, maxOutputBytes: 100 } });
-  assert.deepEqual(big.problems.map((p) => p.message), ['kustomize build → app: kustomize build failed: output exceeds 100 bytes']);
+  const dir = await tempRepo({
+    'app/kustomization.yaml': 'resources: [deploy.yaml]\n',
+    'app/deploy.yaml': annotated('app', 'registry.local/app:v1'),
+  });
+  const slow = await renderSource({
+    source: { kind: 'dir', root: dir },
+    tools,
+    cache: new RenderCache(),
+    limits: { timeoutMs: 1, maxOutputBytes: 1 << 20 },
+  });
+  assert.deepEqual(
+    slow.problems.map((p) => p.message),
+    ['kustomize build → app: kustomize build failed: took longer than 0.001 s'],
+  );
+  const big = await renderSource({
+    source: { kind: 'dir', root: dir },
+    tools,
+    cache: new RenderCache(),
+    limits: { timeoutMs: 30_000, maxOutputBytes: 100 },
+  });
+  assert.deepEqual(
+    big.problems.map((p) => p.message),
+    ['kustomize build → app: kustomize build failed: output exceeds 100 bytes'],
+  );
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -259,11 +405,17 @@ spec:
     'apps/deploy.yaml': annotated('app', 'registry.local/app:v1'),
   });
   const { seen, analysis } = await enbiWorkloads(dir);
-  assert.deepEqual(seen.map((s) => `${s.namespace}/${s.name}`), ['default/app']);
-  assert.deepEqual(analysis.warnings.map((w) => `${w.object}: ${w.message}`).filter((m) => !m.includes('flake')), [
-    'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
-    'HelmRelease data/redis: not rendered: chart "redis" comes from a HelmRepository, which cannot be resolved offline',
-  ]);
+  assert.deepEqual(
+    seen.map((s) => `${s.namespace}/${s.name}`),
+    ['default/app'],
+  );
+  assert.deepEqual(
+    analysis.warnings.map((w) => `${w.object}: ${w.message}`).filter((m) => !m.includes('flake')),
+    [
+      'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
+      'HelmRelease data/redis: not rendered: chart "redis" comes from a HelmRepository, which cannot be resolved offline',
+    ],
+  );
   assert.deepEqual(analysis.problems, []);
   await rm(dir, { recursive: true, force: true });
 });
@@ -277,7 +429,10 @@ test('the render cache: a second pass renders nothing; changing one overlay rend
   const again = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
   assert.deepEqual([again.stats.renders, again.stats.fromCache], [0, 2]);
   assert.deepEqual(again.objects, first.objects);
-  await writeFile(join(dir, 'apps/hello/overlays/staging/kustomization.yaml'), 'resources: [../../base]\nimages: [{name: registry.local/hello, newTag: "' + 'a'.repeat(40) + '"}]\n');
+  await writeFile(
+    join(dir, 'apps/hello/overlays/staging/kustomization.yaml'),
+    'resources: [../../base]\nimages: [{name: registry.local/hello, newTag: "' + 'a'.repeat(40) + '"}]\n',
+  );
   const changed = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache });
   assert.deepEqual([changed.stats.renders, changed.stats.fromCache], [1, 1]);
   assert.ok(changed.objects.some((o) => JSON.stringify(o.object).includes('a'.repeat(40))));
@@ -293,13 +448,24 @@ test('a Git source renders from the commit tree: the same workloads as the direc
   await cp(join(FIXTURES, 'argocd'), dir, { recursive: true });
   const { symlink } = await import('node:fs/promises');
   await symlink('/etc', join(dir, 'apps/hello/base/etc'));
-  const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, encoding: 'utf8' }).trim();
+  const git = (...args: string[]) =>
+    execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: dir, encoding: 'utf8' }).trim();
   git('init', '-q', '-b', 'main');
   git('add', '-A');
   git('commit', '-qm', 'fixture');
   const commit = git('rev-parse', 'HEAD');
-  const fromGit = await renderSource({ source: { kind: 'git', gitdir: join(dir, '.git'), commit }, tools, cache: new RenderCache(), repository: { ...APPS, ref: 'main', commit } });
-  const fromDir = await renderSource({ source: { kind: 'dir', root: join(FIXTURES, 'argocd') }, tools, cache: new RenderCache(), repository: APPS });
+  const fromGit = await renderSource({
+    source: { kind: 'git', gitdir: join(dir, '.git'), commit },
+    tools,
+    cache: new RenderCache(),
+    repository: { ...APPS, ref: 'main', commit },
+  });
+  const fromDir = await renderSource({
+    source: { kind: 'dir', root: join(FIXTURES, 'argocd') },
+    tools,
+    cache: new RenderCache(),
+    repository: APPS,
+  });
   assert.deepEqual(fromGit.problems, []);
   assert.deepEqual(fromGit.objects, fromDir.objects);
   assert.deepEqual([...fromGit.consumed].sort(), [...fromDir.consumed].sort());
@@ -327,8 +493,13 @@ spec:
   await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
   const { seen, origins, analysis } = await enbiWorkloads(dir);
   assert.deepEqual(analysis.problems, []);
-  assert.deepEqual(seen.map((s) => [s.name, s.images[0], s.annotations['enbi.hrzn.ee/build']]), [['web', `registry.local/web:${'c'.repeat(40)}`, 'eager']]);
-  assert.deepEqual(origins, ['Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)']);
+  assert.deepEqual(
+    seen.map((s) => [s.name, s.images[0], s.annotations['enbi.hrzn.ee/build']]),
+    [['web', `registry.local/web:${'c'.repeat(40)}`, 'eager']],
+  );
+  assert.deepEqual(origins, [
+    'Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)',
+  ]);
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -359,19 +530,50 @@ test("the controller's source state plans from rendered objects, with render.* f
     await walk(join(FIXTURES, 'argocd'));
     await server.createRepo('apps', files);
     const logs: string[] = [];
-    const cfg = parseControllerConfig({ ...base, source: { url: server.url('apps') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
+    const cfg = parseControllerConfig({
+      ...base,
+      source: { url: server.url('apps') },
+      render: { kustomize: tools.kustomize, helm: tools.helm },
+    });
     const state = sourceState(cfg, cacheDir, undefined, (m) => logs.push(m));
     assert.equal(await state.refresh(true), true);
-    const workloads = state.current()!.analysis.workloads.map((w) => `${w.workload.namespace}/${w.workload.name} ${w.workload.containers[0]?.image}`).sort();
-    assert.deepEqual(workloads, [`hello/hello registry.local/hello:${'8'.repeat(40)}`, `web/web-prod registry.local/web:${'6'.repeat(40)}`, `web/web-prod-worker registry.local/web-worker:${'6'.repeat(40)}`]);
-    assert.deepEqual(state.current()!.analysis.warnings.filter((w) => w.message.includes('another source')), []);
+    const workloads = state
+      .current()!
+      .analysis.workloads.map((w) => `${w.workload.namespace}/${w.workload.name} ${w.workload.containers[0]?.image}`)
+      .sort();
+    assert.deepEqual(workloads, [
+      `hello/hello registry.local/hello:${'8'.repeat(40)}`,
+      `web/web-prod registry.local/web:${'6'.repeat(40)}`,
+      `web/web-prod-worker registry.local/web-worker:${'6'.repeat(40)}`,
+    ]);
+    assert.deepEqual(
+      state.current()!.analysis.warnings.filter((w) => w.message.includes('another source')),
+      [],
+    );
     // Nothing changed: the same revision, no new analysis.
     assert.equal(await state.refresh(true), false);
     // A configured helm that is not there: a problem for the chart's root, the kustomize app still planned.
-    const broken = sourceState(parseControllerConfig({ ...base, source: { url: server.url('apps') }, render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' } }), cacheDir, undefined, () => {});
+    const broken = sourceState(
+      parseControllerConfig({
+        ...base,
+        source: { url: server.url('apps') },
+        render: { kustomize: tools.kustomize, helm: '/nonexistent/helm' },
+      }),
+      cacheDir,
+      undefined,
+      () => {},
+    );
     await broken.refresh(true);
-    assert.deepEqual(broken.current()!.analysis.workloads.map((w) => w.workload.name), ['hello']);
-    assert.deepEqual(broken.current()!.analysis.problems.map((p) => p.message), ['Application argocd/web → charts/web: helm is needed, and /nonexistent/helm (render.helm) is not an executable file']);
+    assert.deepEqual(
+      broken.current()!.analysis.workloads.map((w) => w.workload.name),
+      ['hello'],
+    );
+    assert.deepEqual(
+      broken.current()!.analysis.problems.map((p) => p.message),
+      [
+        'Application argocd/web → charts/web: helm is needed, and /nonexistent/helm (render.helm) is not an executable file',
+      ],
+    );
   } finally {
     await server.close();
     await rm(cacheDir, { recursive: true, force: true });
@@ -381,21 +583,51 @@ test("the controller's source state plans from rendered objects, with render.* f
 test("the controller's directory source has no URL: its Applications are another source, its kustomize and chart directories rendered as roots", async () => {
   const { parseControllerConfig } = await import('../../src/controller/config.ts');
   const { sourceState } = await import('../../src/controller/source-state.ts');
-  const cfg = parseControllerConfig({ allowedImages: ['registry.local/'], allowedFlakes: ['github:example', 'https://git.example.org/'], builderImage: 'enbi.local/builder:dev', importerImage: 'enbi.local/importer:dev', source: { dir: join(FIXTURES, 'argocd') }, render: { kustomize: tools.kustomize, helm: tools.helm } });
+  const cfg = parseControllerConfig({
+    allowedImages: ['registry.local/'],
+    allowedFlakes: ['github:example', 'https://git.example.org/'],
+    builderImage: 'enbi.local/builder:dev',
+    importerImage: 'enbi.local/importer:dev',
+    source: { dir: join(FIXTURES, 'argocd') },
+    render: { kustomize: tools.kustomize, helm: tools.helm },
+  });
   const state = sourceState(cfg, tmpdir(), undefined, () => {});
   assert.equal(await state.refresh(true), true);
   const analysis = state.current()!.analysis;
-  assert.deepEqual(analysis.warnings.filter((w) => w.message.startsWith('another source: https://git.example.org/apps.git')).map((w) => w.object).sort(), ['Application argocd/hello', 'Application argocd/web']);
+  assert.deepEqual(
+    analysis.warnings
+      .filter((w) => w.message.startsWith('another source: https://git.example.org/apps.git'))
+      .map((w) => w.object)
+      .sort(),
+    ['Application argocd/hello', 'Application argocd/web'],
+  );
   // Without the Applications' overrides: the overlay's own tag, the chart's default release and values.
-  const expected = sortSeen([...workloadsOfYaml(kustomize(join(FIXTURES, 'argocd'), 'apps/hello/overlays/prod')), ...workloadsOfYaml(helm(join(FIXTURES, 'argocd'), ['web', './charts/web']))]);
-  assert.deepEqual(sortSeen(analysis.workloads.map(({ workload: w }) => ({ kind: w.kind, namespace: w.namespace, name: w.name, images: w.containers.map((c) => c.image), annotations: w.annotations }))), expected);
+  const expected = sortSeen([
+    ...workloadsOfYaml(kustomize(join(FIXTURES, 'argocd'), 'apps/hello/overlays/prod')),
+    ...workloadsOfYaml(helm(join(FIXTURES, 'argocd'), ['web', './charts/web'])),
+  ]);
+  assert.deepEqual(
+    sortSeen(
+      analysis.workloads.map(({ workload: w }) => ({
+        kind: w.kind,
+        namespace: w.namespace,
+        name: w.name,
+        images: w.containers.map((c) => c.image),
+        annotations: w.annotations,
+      })),
+    ),
+    expected,
+  );
 });
 
 test('Flux from its cluster directory (--path clusters/production): the HelmRelease outside the path is found in what the releases Kustomization applies', async () => {
   const { seen, origins, analysis } = await enbiWorkloads(join(FIXTURES, 'flux'), 'clusters/production');
   assert.deepEqual(analysis.problems, []);
   assert.deepEqual(seen, (await enbiWorkloads(join(FIXTURES, 'flux'))).seen);
-  assert.ok(origins.includes('Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)'), origins.join('\n'));
+  assert.ok(
+    origins.includes('Deployment web ← HelmRelease web/web → charts/web (charts/web/templates/deployment.yaml)'),
+    origins.join('\n'),
+  );
 });
 
 test('a HelmRelease is rendered as its Kustomization applies it: postBuild.substitute in its values counts', async () => {
@@ -423,7 +655,10 @@ spec:
   await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
   const { seen, analysis } = await enbiWorkloads(dir);
   assert.deepEqual(analysis.problems, []);
-  assert.deepEqual(seen.map((s) => s.images[0]), [`registry.local/web:${'d'.repeat(40)}`]);
+  assert.deepEqual(
+    seen.map((s) => s.images[0]),
+    [`registry.local/web:${'d'.repeat(40)}`],
+  );
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -433,7 +668,10 @@ test('at most maxRendersPerPass renders run in one pass; the next pass renders t
   const first = await renderSource({ source, tools, cache, maxRendersPerPass: 1 });
   assert.equal(first.stats.renders, 1);
   assert.equal(first.problems.length, 1);
-  assert.match(first.problems[0]!.message, /not rendered in this pass \(more than 1 renders to run\); the next sync renders it$/);
+  assert.match(
+    first.problems[0]!.message,
+    /not rendered in this pass \(more than 1 renders to run\); the next sync renders it$/,
+  );
   const second = await renderSource({ source, tools, cache, maxRendersPerPass: 1 });
   assert.deepEqual([second.stats.renders, second.stats.fromCache, second.problems.length], [1, 1, 0]);
 });
@@ -454,15 +692,22 @@ test('enbi diff on a Git repository (real smart-HTTP server): rendered from the 
   const cacheDir = await mkdtemp(join(tmpdir(), 'enbi-render-git-'));
   try {
     // The repository's own GitRepository names it by the URL enbi clones: its Kustomizations are this source's.
-    files['clusters/production/flux-system/gotk-sync.yaml'] = files['clusters/production/flux-system/gotk-sync.yaml']!.replace(FLEET.url, server.url('fleet'));
+    files['clusters/production/flux-system/gotk-sync.yaml'] = files[
+      'clusters/production/flux-system/gotk-sync.yaml'
+    ]!.replace(FLEET.url, server.url('fleet'));
     await server.createRepo('fleet', files);
     const diff = () => enbiDiff([server.url('fleet'), '--path', 'clusters/production', '--cache-dir', cacheDir]);
     const first = await diff();
     assert.equal(first.code, 2, first.stderr);
     assert.deepEqual(first.report.problems, []);
     const revs = async () => [...new Set((await diff()).report.builds.map((b: { rev: string }) => b.rev))].sort();
-    assert.deepEqual([...new Set(first.report.builds.map((b: { rev: string }) => b.rev))].sort(), ['5'.repeat(40), '7'.repeat(40)]);
-    await server.commit('fleet', { 'clusters/production/apps.yaml': files['clusters/production/apps.yaml']!.replace('5'.repeat(40), 'e'.repeat(40)) });
+    assert.deepEqual([...new Set(first.report.builds.map((b: { rev: string }) => b.rev))].sort(), [
+      '5'.repeat(40),
+      '7'.repeat(40),
+    ]);
+    await server.commit('fleet', {
+      'clusters/production/apps.yaml': files['clusters/production/apps.yaml']!.replace('5'.repeat(40), 'e'.repeat(40)),
+    });
     assert.deepEqual(await revs(), ['7'.repeat(40), 'e'.repeat(40)]);
   } finally {
     await server.close();
@@ -495,21 +740,44 @@ spec:
       valuesFiles: [${valuesFiles.join(', ')}]
 `;
   const flakeOf = async (valuesFiles: string[]) => {
-    const dir = await tempRepo({ 'flux-system/gotk-sync.yaml': GIT_REPOSITORY.replace('namespace: flux-system', 'namespace: web'), 'releases/web.yaml': release(valuesFiles) });
+    const dir = await tempRepo({
+      'flux-system/gotk-sync.yaml': GIT_REPOSITORY.replace('namespace: flux-system', 'namespace: web'),
+      'releases/web.yaml': release(valuesFiles),
+    });
     await cp(join(FIXTURES, 'flux/charts'), join(dir, 'charts'), { recursive: true });
-    const out = await renderSource({ source: { kind: 'dir', root: dir }, tools, cache: new RenderCache(), repository: FLEET });
+    const out = await renderSource({
+      source: { kind: 'dir', root: dir },
+      tools,
+      cache: new RenderCache(),
+      repository: FLEET,
+    });
     await rm(dir, { recursive: true, force: true });
     assert.deepEqual(out.problems, []);
-    const deployment = out.objects.find((o) => o.object.kind === 'Deployment')!.object as { spec: { template: { metadata: { annotations: Record<string, string> } } } };
+    const deployment = out.objects.find((o) => o.object.kind === 'Deployment')!.object as {
+      spec: { template: { metadata: { annotations: Record<string, string> } } };
+    };
     return deployment.spec.template.metadata.annotations['enbi.hrzn.ee/flake'];
   };
   // Without the chart's values.yaml there is no default flake: the template renders none.
   assert.equal(await flakeOf(['./charts/web/values-production.yaml']), null);
-  assert.equal(await flakeOf(['./charts/web/values.yaml', './charts/web/values-production.yaml']), 'git+https://git.example.org/web.git?ref=main#image');
+  assert.equal(
+    await flakeOf(['./charts/web/values.yaml', './charts/web/values-production.yaml']),
+    'git+https://git.example.org/web.git?ref=main#image',
+  );
 });
 
 test('no kustomize anywhere (not in env, PATH or the cache): the problem says what to install', async () => {
-  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], { ENBI_KUSTOMIZE: '', ENBI_CACHE_DIR: '/nonexistent', PATH: '/usr/bin:/bin' });
+  const { code, report } = await enbiDiff(['--dir', join(FIXTURES, 'kustomize')], {
+    ENBI_KUSTOMIZE: '',
+    ENBI_CACHE_DIR: '/nonexistent',
+    PATH: '/usr/bin:/bin',
+  });
   assert.equal(code, 6);
-  assert.deepEqual(report.problems.map((p: { message: string }) => p.message).sort(), ['production', 'staging'].map((o) => `kustomize build → apps/hello/overlays/${o}: kustomize is needed and was not found: install it on PATH (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1, or bash test/cluster/build-kustomize.sh in enbi's repository) or set ENBI_KUSTOMIZE to its path`));
+  assert.deepEqual(
+    report.problems.map((p: { message: string }) => p.message).sort(),
+    ['production', 'staging'].map(
+      (o) =>
+        `kustomize build → apps/hello/overlays/${o}: kustomize is needed and was not found: install it on PATH (go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.1, or bash test/cluster/build-kustomize.sh in enbi's repository) or set ENBI_KUSTOMIZE to its path`,
+    ),
+  );
 });

@@ -36,7 +36,14 @@ export interface BuildImages {
   importer: CachedImage;
 }
 
-const toCached = (r: ImageResult, ref: string): CachedImage => ({ ref, refs: r.refs, out: r.archive, digest: r.digest, cached: r.cached, bytes: r.archiveBytes });
+const toCached = (r: ImageResult, ref: string): CachedImage => ({
+  ref,
+  refs: r.refs,
+  out: r.archive,
+  digest: r.digest,
+  cached: r.cached,
+  bytes: r.archiveBytes,
+});
 
 let built: Promise<BuildImages> | undefined;
 
@@ -57,7 +64,8 @@ export function buildTestImages(): Promise<BuildImages> {
 /** Builds (or reuses) both images and imports them into a node's containerd (with the node's ctr). */
 export async function importBuildImages(node: { containerdSocket: string; ctr: string }): Promise<BuildImages> {
   const images = await buildTestImages();
-  for (const img of [images.builder, images.importer]) await importImage(node.containerdSocket, img.out, { ctr: node.ctr });
+  for (const img of [images.builder, images.importer])
+    await importImage(node.containerdSocket, img.out, { ctr: node.ctr });
   return images;
 }
 
@@ -66,9 +74,14 @@ export async function importBuildImages(node: { containerdSocket: string; ctr: s
 if (import.meta.filename === process.argv[1]) {
   const [socket, ctr] = process.argv.slice(2);
   const t0 = Date.now();
-  const images = socket !== undefined ? await importBuildImages({ containerdSocket: socket, ctr: ctr ?? hostBin('ctr') }) : await buildTestImages();
+  const images =
+    socket !== undefined
+      ? await importBuildImages({ containerdSocket: socket, ctr: ctr ?? hostBin('ctr') })
+      : await buildTestImages();
   for (const img of Object.values(images)) {
-    console.log(`${img.refs.join(' ')}  ${img.digest}  ${(img.bytes / 1e6).toFixed(1)} MB  ${img.cached ? 'cached' : 'written'}  ${img.out}`);
+    console.log(
+      `${img.refs.join(' ')}  ${img.digest}  ${(img.bytes / 1e6).toFixed(1)} MB  ${img.cached ? 'cached' : 'written'}  ${img.out}`,
+    );
   }
   console.log(`${Date.now() - t0} ms`);
 }

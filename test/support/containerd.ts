@@ -35,7 +35,17 @@ export async function startPrivateContainerd(spec: string, dir: string): Promise
   mkdirSync(join(dir, 'cni'), { recursive: true });
   const socket = join(dir, 'c.sock');
   const config = join(dir, 'config.toml');
-  writeFileSync(config, flavor.config({ root: join(dir, 'root'), state: join(dir, 'state'), socket, cniConfDir: join(dir, 'cni'), runcRoot: join(dir, 'runc'), sandboxImage: 'enbi.test/pause:busybox' }));
+  writeFileSync(
+    config,
+    flavor.config({
+      root: join(dir, 'root'),
+      state: join(dir, 'state'),
+      socket,
+      cniConfDir: join(dir, 'cni'),
+      runcRoot: join(dir, 'runc'),
+      sandboxImage: 'enbi.test/pause:busybox',
+    }),
+  );
   let proc: ChildProcess | undefined;
   const start = async () => {
     const log = openSync(join(dir, 'containerd.log'), 'a');
@@ -45,11 +55,17 @@ export async function startPrivateContainerd(spec: string, dir: string): Promise
     const p = proc;
     const client = new ContainerdClient(socket);
     try {
-      await until(`containerd (${flavor.name}) at ${socket}`, async () => {
-        if (p.exitCode !== null) throw new Error(`containerd exited ${p.exitCode}: see ${join(dir, 'containerd.log')}`);
-        await client.version();
-        return true;
-      }, 60_000, 100);
+      await until(
+        `containerd (${flavor.name}) at ${socket}`,
+        async () => {
+          if (p.exitCode !== null)
+            throw new Error(`containerd exited ${p.exitCode}: see ${join(dir, 'containerd.log')}`);
+          await client.version();
+          return true;
+        },
+        60_000,
+        100,
+      );
     } finally {
       client.close();
     }
@@ -85,7 +101,13 @@ export async function startPrivateContainerd(spec: string, dir: string): Promise
 export function containerd2Dir(): string | undefined {
   if (process.env.ENBI_CONTAINERD2_DIR) return process.env.ENBI_CONTAINERD2_DIR;
   try {
-    return execFileSync('bash', [new URL('../cluster/build-containerd2.sh', import.meta.url).pathname], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop();
+    return execFileSync('bash', [new URL('../cluster/build-containerd2.sh', import.meta.url).pathname], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+      .trim()
+      .split('\n')
+      .pop();
   } catch (e) {
     if (process.env.CI === 'true') throw e;
     return undefined;
@@ -126,7 +148,10 @@ export async function applyNodeImagesCrd(kc: KubeConfig): Promise<void> {
   } catch (err) {
     if ((err as { code?: number }).code !== 409) throw err;
     const current = await ext.readCustomResourceDefinition({ name: crd.metadata.name });
-    await ext.replaceCustomResourceDefinition({ name: crd.metadata.name, body: { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion } } });
+    await ext.replaceCustomResourceDefinition({
+      name: crd.metadata.name,
+      body: { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata?.resourceVersion } },
+    });
   }
   await until('the NodeImages CRD to be Established', async () => {
     const got = await ext.readCustomResourceDefinition({ name: crd.metadata.name });
@@ -144,9 +169,18 @@ export function manyImagesArchive(refs: string[], out: string, architecture = 'a
   const layer = tar([{ type: 'file', path: 'hello.txt', data: Buffer.from('hello\n') }]);
   const diffId = `sha256:${sha256(layer)}`;
   const layerPath = `${diffId.slice(7)}/layer.tar`;
-  const entries: Parameters<typeof tar>[0] = [{ type: 'dir', path: diffId.slice(7) }, { type: 'file', path: layerPath, data: layer }];
+  const entries: Parameters<typeof tar>[0] = [
+    { type: 'dir', path: diffId.slice(7) },
+    { type: 'file', path: layerPath, data: layer },
+  ];
   const manifest = refs.map((ref) => {
-    const config = JSON.stringify({ architecture, os: 'linux', created: '1970-01-01T00:00:00Z', config: { Cmd: ['/hello', ref] }, rootfs: { type: 'layers', diff_ids: [diffId] } });
+    const config = JSON.stringify({
+      architecture,
+      os: 'linux',
+      created: '1970-01-01T00:00:00Z',
+      config: { Cmd: ['/hello', ref] },
+      rootfs: { type: 'layers', diff_ids: [diffId] },
+    });
     const hex = sha256(config);
     entries.push({ type: 'file', path: `${hex}.json`, data: Buffer.from(config) });
     return { Config: `${hex}.json`, RepoTags: [ref], Layers: [layerPath] };

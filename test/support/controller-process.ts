@@ -27,7 +27,12 @@ export async function buildingNode(node: NodeState): Promise<BuildingNode> {
   const daemon = await startNixDaemon(cache);
   return {
     daemon,
-    settings: { builderImage: images.builder.ref, importerImage: images.importer.ref, cache: { hostPath: cache }, containerdSocket: node.containerdSocket },
+    settings: {
+      builderImage: images.builder.ref,
+      importerImage: images.importer.ref,
+      cache: { hostPath: cache },
+      containerdSocket: node.containerdSocket,
+    },
   };
 }
 
@@ -37,20 +42,46 @@ export interface ControllerProcess {
 }
 
 /** Starts `enbi controller` with `config` (listen is added) and waits until it is ready. */
-export async function startControllerProcess(kubeconfig: string, config: Record<string, unknown>): Promise<ControllerProcess> {
+export async function startControllerProcess(
+  kubeconfig: string,
+  config: Record<string, unknown>,
+): Promise<ControllerProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'enbi-controller-'));
   const port = await freePort();
   const file = join(dir, 'config.yaml');
   await writeFile(file, stringify({ ...config, listen: { host: '127.0.0.1', port } }));
   let out = '';
-  const p: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin/enbi.js'), 'controller', '--config', file, '--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'git')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: ChildProcess = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin/enbi.js'),
+      'controller',
+      '--config',
+      file,
+      '--kubeconfig',
+      kubeconfig,
+      '--cache-dir',
+      join(dir, 'git'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => p.on('exit', () => resolve()));
-  await until('the controller to be ready', async () => {
-    if (p.exitCode !== null) throw new Error(`enbi controller exited ${p.exitCode}: ${out.slice(-2000)}`);
-    return (await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false)) || undefined;
-  }, 60_000, 250);
+  await until(
+    'the controller to be ready',
+    async () => {
+      if (p.exitCode !== null) throw new Error(`enbi controller exited ${p.exitCode}: ${out.slice(-2000)}`);
+      return (
+        (await fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        )) || undefined
+      );
+    },
+    60_000,
+    250,
+  );
   return {
     log: () => out,
     async stop() {

@@ -47,7 +47,14 @@ export const EMULATED_MESSAGE = 'hello from the emulated enbi fixture flake';
 const nixString = (s: string): string => JSON.stringify(s).replace(/\$\{/g, '\\${');
 
 /** flake.nix of the emulated fixture: only builtins, only the committed busybox, which is the builder. */
-const targetsOf = (o: EmulatedFlakeOptions) => o.targets ?? [{ system: o.system ?? 'aarch64-linux', architecture: o.architecture ?? 'arm64', busybox: o.busybox ?? foreignBusybox(o.architecture ?? 'arm64') }];
+const targetsOf = (o: EmulatedFlakeOptions) =>
+  o.targets ?? [
+    {
+      system: o.system ?? 'aarch64-linux',
+      architecture: o.architecture ?? 'arm64',
+      busybox: o.busybox ?? foreignBusybox(o.architecture ?? 'arm64'),
+    },
+  ];
 /** The flake's directory holding a target's busybox: `bb` for one target (as before), `bb-<system>` for several. */
 const bbDir = (o: EmulatedFlakeOptions, system: string) => (o.targets === undefined ? 'bb' : `bb-${system}`);
 
@@ -107,20 +114,31 @@ export function emulatedFlakeNix(o: EmulatedFlakeOptions = {}): string {
         MESSAGE = ${nixString(o.message ?? EMULATED_MESSAGE)};
       };
     in {
-${targets.map((t) => `      # Called through a path named busybox: as <hash>-busybox it would answer "applet not found".
-      packages.${nixString(t.system)}.${nixString(o.attr ?? 'image')} = mk { system = ${nixString(t.system)}; architecture = ${nixString(t.architecture)}; bb = "\${./${bbDir(o, t.system)}}/busybox"; machine = ${nixString(t.system.replace(/-linux$/, ''))}; };`).join('\n')}
+${targets
+  .map(
+    (t) => `      # Called through a path named busybox: as <hash>-busybox it would answer "applet not found".
+      packages.${nixString(t.system)}.${nixString(o.attr ?? 'image')} = mk { system = ${nixString(t.system)}; architecture = ${nixString(t.architecture)}; bb = "\${./${bbDir(o, t.system)}}/busybox"; machine = ${nixString(t.system.replace(/-linux$/, ''))}; };`,
+  )
+  .join('\n')}
     };
 }
 `;
 }
 
 /** Creates (or adds a commit to) bare repository `name` on the git server holding the emulated fixture. */
-export async function createEmulatedFlake(server: GitServer, name: string, o: EmulatedFlakeOptions = {}): Promise<EmulatedFlake> {
+export async function createEmulatedFlake(
+  server: GitServer,
+  name: string,
+  o: EmulatedFlakeOptions = {},
+): Promise<EmulatedFlake> {
   const branch = o.branch ?? 'master';
   const system = o.system ?? 'aarch64-linux';
   const dir = join(server.root, `${name}.git`);
   const env = gitEnv(server.root);
-  const exists = await runGit(['rev-parse', '--git-dir'], { cwd: dir, env }).then(() => true, () => false);
+  const exists = await runGit(['rev-parse', '--git-dir'], { cwd: dir, env }).then(
+    () => true,
+    () => false,
+  );
   if (!exists) await runGit(['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir], { env });
   const git = (args: string[], input?: Buffer): Promise<string> => server.git(name, args, input);
   // Plumbing: the busybox must be committed executable (mode 100755).
@@ -133,7 +151,10 @@ export async function createEmulatedFlake(server: GitServer, name: string, o: Em
   }
   const root = await git(['mktree'], Buffer.from(`${dirs.sort().join('')}100644 blob ${flake}\tflake.nix\n`));
   const parent = await git(['rev-parse', '--verify', '--quiet', `refs/heads/${branch}^{commit}`]).catch(() => '');
-  const rev = await git(['commit-tree', root, ...(parent !== '' ? ['-p', parent] : [])], Buffer.from(`emulated fixture flake (${system})\n`));
+  const rev = await git(
+    ['commit-tree', root, ...(parent !== '' ? ['-p', parent] : [])],
+    Buffer.from(`emulated fixture flake (${system})\n`),
+  );
   await git(['update-ref', `refs/heads/${branch}`, rev]);
   const url = server.url(name);
   const shortRev = rev.slice(0, 7);

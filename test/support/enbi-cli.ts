@@ -15,7 +15,10 @@ export interface Run {
 
 export function enbi(args: string[], cwd = ROOT): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [ENBI, ...args], { cwd, env: { ...process.env, KUBECONFIG: '/nonexistent' } });
+    const child = spawn(process.execPath, [ENBI, ...args], {
+      cwd,
+      env: { ...process.env, KUBECONFIG: '/nonexistent' },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

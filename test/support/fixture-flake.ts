@@ -54,7 +54,15 @@ export interface FixtureFlakeOptions {
 }
 
 /** What the poison package tries, in order; each line of its log names one of these. */
-export const POISON_ATTEMPTS = ['chmod-victim', 'append-victim', 'replace-victim', 'plant-beside-victim', 'write-db', 'write-daemon-conf', 'write-store-root'] as const;
+export const POISON_ATTEMPTS = [
+  'chmod-victim',
+  'append-victim',
+  'replace-victim',
+  'plant-beside-victim',
+  'write-db',
+  'write-daemon-conf',
+  'write-store-root',
+] as const;
 
 export interface FixtureFlake {
   /** Clone URL, e.g. http://10.0.0.1:PORT/app.git */
@@ -112,8 +120,12 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         cp "$BB" root/bin/busybox
         chmod 0755 root/bin/busybox
         ln -s busybox root/bin/sh
-        ${o.bulkMiB !== undefined ? `dd if=/dev/zero of=root/bulk bs=1048576 count=${Math.floor(o.bulkMiB)} 2>/dev/null
-        touch -d '1970-01-01 00:00:01' root/bulk` : ''}
+        ${
+          o.bulkMiB !== undefined
+            ? `dd if=/dev/zero of=root/bulk bs=1048576 count=${Math.floor(o.bulkMiB)} 2>/dev/null
+        touch -d '1970-01-01 00:00:01' root/bulk`
+            : ''
+        }
         touch -h -d '1970-01-01 00:00:01' root/bin/sh root/bin/busybox root/bin root
         tar -cf layer.tar --numeric-owner -C root bin${o.bulkMiB !== undefined ? ' bulk' : ''}
         d=$(sha256sum layer.tar | cut -d ' ' -f 1)
@@ -121,7 +133,9 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         printf '%s' "$manifest" > manifest.json
         touch -d '1970-01-01 00:00:01' layer.tar config.json manifest.json
       '';
-      attack = ${o.attack !== undefined ? `''
+      attack = ${
+        o.attack !== undefined
+          ? `''
         victim=${nixString(o.attack.victim)}
         if [ -e "$victim" ]; then echo "enbi-attack: victim visible" >&2; else echo "enbi-attack: victim not visible" >&2; fi
         for t in "$victim/pwned" /nix/var/enbi/home/.config/nix/nix.conf /etc/nix/nix.conf /nix/var/nix/daemon-socket/socket; do
@@ -131,7 +145,9 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
             echo "enbi-attack: could not write $t" >&2
           fi
         done
-      ''` : '""'};
+      ''`
+          : '""'
+      };
       scripts = {
         archive = prelude + ''
           tar -cf "$out" manifest.json config.json layer.tar
@@ -190,11 +206,18 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
 }
 
 /** Creates (or adds a commit to) bare repository `name` on the git server holding a fixture flake. */
-export async function createFixtureFlake(server: GitServer, name: string, o: FixtureFlakeOptions = {}): Promise<FixtureFlake> {
+export async function createFixtureFlake(
+  server: GitServer,
+  name: string,
+  o: FixtureFlakeOptions = {},
+): Promise<FixtureFlake> {
   const branch = o.branch ?? 'master';
   const dir = join(server.root, `${name}.git`);
   const env = gitEnv(server.root);
-  const exists = await runGit(['rev-parse', '--git-dir'], { cwd: dir, env }).then(() => true, () => false);
+  const exists = await runGit(['rev-parse', '--git-dir'], { cwd: dir, env }).then(
+    () => true,
+    () => false,
+  );
   if (!exists) await runGit(['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir], { env });
   const git = (args: string[], input?: Buffer): Promise<string> => server.git(name, args, input);
   // Plumbing rather than the server's commit(), which writes every file as 100644: busybox must be executable.

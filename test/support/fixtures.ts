@@ -19,14 +19,23 @@ export interface NodeOptions {
 
 export function rawNode(name: string, o: NodeOptions = {}): Record<string, unknown> {
   const images = (o.images ?? []).map((n) => ({ names: [n], sizeBytes: 1000 }));
-  while (o.padImagesTo !== undefined && images.length < o.padImagesTo) images.push({ names: [`docker.io/library/filler:${images.length}`], sizeBytes: 10 });
-  const labels: Record<string, string> = { 'kubernetes.io/arch': o.arch ?? 'amd64', 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': name, ...o.labels };
+  while (o.padImagesTo !== undefined && images.length < o.padImagesTo)
+    images.push({ names: [`docker.io/library/filler:${images.length}`], sizeBytes: 10 });
+  const labels: Record<string, string> = {
+    'kubernetes.io/arch': o.arch ?? 'amd64',
+    'kubernetes.io/os': 'linux',
+    'kubernetes.io/hostname': name,
+    ...o.labels,
+  };
   for (const s of o.extraSystems ?? []) labels[`enbi.hrzn.ee/builds.${s}`] = 'true';
   return {
     apiVersion: 'v1',
     kind: 'Node',
     metadata: { name, labels },
-    spec: { ...(o.taints !== undefined ? { taints: o.taints } : {}), ...(o.unschedulable === true ? { unschedulable: true } : {}) },
+    spec: {
+      ...(o.taints !== undefined ? { taints: o.taints } : {}),
+      ...(o.unschedulable === true ? { unschedulable: true } : {}),
+    },
     status: { conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }], images },
   };
 }
@@ -55,7 +64,10 @@ export function deployment(name: string, o: DeploymentOptions = {}): Record<stri
     apiVersion: 'apps/v1',
     kind: o.kind ?? 'Deployment',
     metadata: { name, namespace: o.namespace ?? 'default' },
-    spec: { selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name }, annotations }, spec } },
+    spec: {
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name }, annotations }, spec },
+    },
   };
 }
 
@@ -87,10 +99,23 @@ export function idleAppDeployment(o: IdleAppOptions): V1Deployment {
       replicas: 1,
       selector: { matchLabels: { app: o.name } },
       template: {
-        metadata: { labels: { app: o.name }, annotations: { 'enbi.hrzn.ee/flake': `${o.flakeUrl}#image`, ...(o.eager === true ? { 'enbi.hrzn.ee/build': 'eager' } : {}) } },
+        metadata: {
+          labels: { app: o.name },
+          annotations: {
+            'enbi.hrzn.ee/flake': `${o.flakeUrl}#image`,
+            ...(o.eager === true ? { 'enbi.hrzn.ee/build': 'eager' } : {}),
+          },
+        },
         spec: {
           ...(o.node !== undefined ? { nodeSelector: { 'kubernetes.io/hostname': o.node } } : {}),
-          containers: [{ name: 'app', image: o.image, imagePullPolicy: 'Never', command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'] }],
+          containers: [
+            {
+              name: 'app',
+              image: o.image,
+              imagePullPolicy: 'Never',
+              command: ['/bin/sh', '-c', 'exec /bin/busybox sleep 3600'],
+            },
+          ],
         },
       },
     },

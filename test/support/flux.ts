@@ -18,13 +18,19 @@ export const KUSTOMIZE = { group: 'kustomize.toolkit.fluxcd.io', version: 'v1', 
 
 /** The directory holding kustomize-controller and crds/ (built once per version, cached). */
 export function fluxDir(): string {
-  const out = execFileSync('bash', [join(REPO, 'test/cluster/build-flux.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync('bash', [join(REPO, 'test/cluster/build-flux.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return out.trim().split('\n').at(-1)!;
 }
 
 /** Every CRD of kustomize-controller and source-controller (it needs each source kind to be served). */
 export async function applyFluxCrds(kc: KubeConfig, dir: string): Promise<void> {
-  for (const f of readdirSync(join(dir, 'crds')).filter((n) => n.endsWith('.yaml')).sort()) await applyCrdFile(kc, join(dir, 'crds', f));
+  for (const f of readdirSync(join(dir, 'crds'))
+    .filter((n) => n.endsWith('.yaml'))
+    .sort())
+    await applyCrdFile(kc, join(dir, 'crds', f));
 }
 
 export interface KustomizeController {
@@ -34,22 +40,44 @@ export interface KustomizeController {
 }
 
 /** Starts kustomize-controller against the cluster; `namespace` is its RUNTIME_NAMESPACE. */
-export async function startKustomizeController(dir: string, kubeconfig: string, namespace: string, ports: { metrics: number; health: number }): Promise<KustomizeController> {
+export async function startKustomizeController(
+  dir: string,
+  kubeconfig: string,
+  namespace: string,
+  ports: { metrics: number; health: number },
+): Promise<KustomizeController> {
   let out = '';
-  const p: ChildProcess = spawn(join(dir, 'kustomize-controller'), [
-    '--enable-leader-election=false',
-    `--metrics-addr=127.0.0.1:${ports.metrics}`,
-    `--health-addr=127.0.0.1:${ports.health}`,
-    '--log-level=debug',
-    '--watch-all-namespaces=true',
-  ], { env: { ...process.env, KUBECONFIG: kubeconfig, RUNTIME_NAMESPACE: namespace }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: ChildProcess = spawn(
+    join(dir, 'kustomize-controller'),
+    [
+      '--enable-leader-election=false',
+      `--metrics-addr=127.0.0.1:${ports.metrics}`,
+      `--health-addr=127.0.0.1:${ports.health}`,
+      '--log-level=debug',
+      '--watch-all-namespaces=true',
+    ],
+    {
+      env: { ...process.env, KUBECONFIG: kubeconfig, RUNTIME_NAMESPACE: namespace },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => p.on('exit', () => resolve()));
-  await until('kustomize-controller to be ready', async () => {
-    if (p.exitCode !== null) throw new Error(`kustomize-controller exited ${p.exitCode}: ${out.slice(-2000)}`);
-    return (await fetch(`http://127.0.0.1:${ports.health}/readyz`).then((r) => r.ok, () => false)) || undefined;
-  }, 60_000, 250);
+  await until(
+    'kustomize-controller to be ready',
+    async () => {
+      if (p.exitCode !== null) throw new Error(`kustomize-controller exited ${p.exitCode}: ${out.slice(-2000)}`);
+      return (
+        (await fetch(`http://127.0.0.1:${ports.health}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        )) || undefined
+      );
+    },
+    60_000,
+    250,
+  );
   return {
     log: () => out,
     async stop() {
@@ -97,7 +125,9 @@ export async function startArtifactServer(host: string): Promise<ArtifactServer>
       }
       const file = `${name}-${revision}.tar.gz`.replaceAll('/', '_');
       execFileSync('tar', ['-czf', join(root, 'out', file), '-C', src, '.']);
-      const digest = `sha256:${createHash('sha256').update(readFileSync(join(root, 'out', file))).digest('hex')}`;
+      const digest = `sha256:${createHash('sha256')
+        .update(readFileSync(join(root, 'out', file)))
+        .digest('hex')}`;
       return { url: `http://${host}:${port}/${file}`, digest, revision };
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
@@ -108,27 +138,62 @@ export async function startArtifactServer(host: string): Promise<ArtifactServer>
  * A GitRepository whose status names `artifact` and says Ready, as source-controller writes it after a
  * fetch; calling it again with a new artifact is a new revision.
  */
-export async function publishGitRepository(kc: KubeConfig, namespace: string, name: string, artifact: Artifact): Promise<void> {
+export async function publishGitRepository(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  artifact: Artifact,
+): Promise<void> {
   const custom = kc.makeApiClient(CustomObjectsApi);
   const path = { ...SOURCE, namespace };
-  await custom.createNamespacedCustomObject({
-    ...path,
-    body: { apiVersion: `${SOURCE.group}/${SOURCE.version}`, kind: 'GitRepository', metadata: { name, namespace }, spec: { url: 'https://git.invalid/manifests.git', interval: '1h', ref: { branch: 'main' } } },
-  }).catch((err: unknown) => {
-    if ((err as { code?: number }).code !== 409) throw err;
-  });
+  await custom
+    .createNamespacedCustomObject({
+      ...path,
+      body: {
+        apiVersion: `${SOURCE.group}/${SOURCE.version}`,
+        kind: 'GitRepository',
+        metadata: { name, namespace },
+        spec: { url: 'https://git.invalid/manifests.git', interval: '1h', ref: { branch: 'main' } },
+      },
+    })
+    .catch((err: unknown) => {
+      if ((err as { code?: number }).code !== 409) throw err;
+    });
   const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   const got = (await custom.getNamespacedCustomObject({ ...path, name })) as { metadata: { generation: number } };
   const status = {
     observedGeneration: got.metadata.generation,
     url: artifact.url.replace(/[^/]+$/, 'latest.tar.gz'),
-    artifact: { path: `gitrepository/${namespace}/${name}/${artifact.revision}.tar.gz`, url: artifact.url, revision: `main@sha1:${artifact.revision}`, digest: artifact.digest, lastUpdateTime: now },
+    artifact: {
+      path: `gitrepository/${namespace}/${name}/${artifact.revision}.tar.gz`,
+      url: artifact.url,
+      revision: `main@sha1:${artifact.revision}`,
+      digest: artifact.digest,
+      lastUpdateTime: now,
+    },
     conditions: [
-      { type: 'Ready', status: 'True', reason: 'Succeeded', message: `stored artifact for revision 'main@sha1:${artifact.revision}'`, lastTransitionTime: now, observedGeneration: got.metadata.generation },
-      { type: 'ArtifactInStorage', status: 'True', reason: 'Succeeded', message: 'stored artifact', lastTransitionTime: now, observedGeneration: got.metadata.generation },
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Succeeded',
+        message: `stored artifact for revision 'main@sha1:${artifact.revision}'`,
+        lastTransitionTime: now,
+        observedGeneration: got.metadata.generation,
+      },
+      {
+        type: 'ArtifactInStorage',
+        status: 'True',
+        reason: 'Succeeded',
+        message: 'stored artifact',
+        lastTransitionTime: now,
+        observedGeneration: got.metadata.generation,
+      },
     ],
   };
-  await custom.patchNamespacedCustomObjectStatus({ ...path, name, body: { status } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  await custom.patchNamespacedCustomObjectStatus(
+    { ...path, name, body: { status } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
 }
 
 export interface FluxCondition {
@@ -152,7 +217,13 @@ export interface Kustomization {
 }
 
 /** A Kustomization applying the whole GitRepository `source`, waiting for every object it applies to be ready. */
-export async function createKustomization(kc: KubeConfig, namespace: string, name: string, source: string, o: { timeout: string; interval?: string; healthCheckExprs?: unknown[] }): Promise<void> {
+export async function createKustomization(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  source: string,
+  o: { timeout: string; interval?: string; healthCheckExprs?: unknown[] },
+): Promise<void> {
   await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
     ...KUSTOMIZE,
     namespace,
@@ -160,18 +231,34 @@ export async function createKustomization(kc: KubeConfig, namespace: string, nam
       apiVersion: `${KUSTOMIZE.group}/${KUSTOMIZE.version}`,
       kind: 'Kustomization',
       metadata: { name, namespace },
-      spec: { interval: o.interval ?? '1h', path: './', prune: true, wait: true, timeout: o.timeout, sourceRef: { kind: 'GitRepository', name: source }, ...(o.healthCheckExprs !== undefined ? { healthCheckExprs: o.healthCheckExprs } : {}) },
+      spec: {
+        interval: o.interval ?? '1h',
+        path: './',
+        prune: true,
+        wait: true,
+        timeout: o.timeout,
+        sourceRef: { kind: 'GitRepository', name: source },
+        ...(o.healthCheckExprs !== undefined ? { healthCheckExprs: o.healthCheckExprs } : {}),
+      },
     },
   });
 }
 
 export async function readKustomization(kc: KubeConfig, namespace: string, name: string): Promise<Kustomization> {
-  return (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ ...KUSTOMIZE, namespace, name })) as Kustomization;
+  return (await kc
+    .makeApiClient(CustomObjectsApi)
+    .getNamespacedCustomObject({ ...KUSTOMIZE, namespace, name })) as Kustomization;
 }
 
-export const conditionOf = (k: Kustomization | undefined, type: string): FluxCondition | undefined => k?.status?.conditions?.find((c) => c.type === type);
+export const conditionOf = (k: Kustomization | undefined, type: string): FluxCondition | undefined =>
+  k?.status?.conditions?.find((c) => c.type === type);
 
 /** Asks for a reconcile now, as `flux reconcile kustomization` does. */
 export async function requestReconcile(kc: KubeConfig, namespace: string, name: string, at: string): Promise<void> {
-  await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject({ ...KUSTOMIZE, namespace, name, body: { metadata: { annotations: { 'reconcile.fluxcd.io/requestedAt': at } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  await kc
+    .makeApiClient(CustomObjectsApi)
+    .patchNamespacedCustomObject(
+      { ...KUSTOMIZE, namespace, name, body: { metadata: { annotations: { 'reconcile.fluxcd.io/requestedAt': at } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
 }

@@ -112,7 +112,11 @@ export interface RunResult {
 }
 
 /** Spawns a process asynchronously (never spawnSync: the server answering it may live in this process). */
-export function run(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: Buffer } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: Buffer } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -120,14 +124,19 @@ export function run(cmd: string, args: readonly string[], opts: { cwd?: string; 
     child.stdout.on('data', (c: Buffer) => out.push(c));
     child.stderr.on('data', (c: Buffer) => err.push(c));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), code: code ?? -1 }));
+    child.on('close', (code) =>
+      resolve({ stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), code: code ?? -1 }),
+    );
     child.stdin.on('error', () => {});
     child.stdin.end(opts.input);
   });
 }
 
 /** Runs git and fails with its stderr when it exits non-zero. */
-export async function runGit(args: readonly string[], opts: { cwd?: string; env: NodeJS.ProcessEnv; input?: Buffer }): Promise<string> {
+export async function runGit(
+  args: readonly string[],
+  opts: { cwd?: string; env: NodeJS.ProcessEnv; input?: Buffer },
+): Promise<string> {
   const r = await run('git', args, opts);
   if (r.code !== 0) throw new Error(`git ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
   return r.stdout.toString('utf8').trim();
@@ -143,7 +152,7 @@ export async function closedPortUrl(path = '/repo.git'): Promise<string> {
 }
 
 export async function startGitServer(options: GitServerOptions = {}): Promise<GitServer> {
-  const root = options.root ?? await mkdtemp(join(tmpdir(), 'enbi-git-server-'));
+  const root = options.root ?? (await mkdtemp(join(tmpdir(), 'enbi-git-server-')));
   const env = gitEnv(root);
   const stats: GitServerStats = { requests: 0, bytesOut: 0, bytesIn: 0, unauthorized: 0, log: [] };
   let clock = 0;
@@ -158,7 +167,13 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const record: RequestRecord = { method: req.method ?? 'GET', path: req.url ?? '/', status: 0, bytesOut: 0, bytesIn: 0 };
+    const record: RequestRecord = {
+      method: req.method ?? 'GET',
+      path: req.url ?? '/',
+      status: 0,
+      bytesOut: 0,
+      bytesIn: 0,
+    };
     stats.requests++;
     stats.log.push(record);
     const count = (chunk: Buffer): void => {
@@ -175,7 +190,11 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
         req.resume();
         const body = Buffer.from('authentication required\n');
         count(body);
-        res.writeHead(401, { 'WWW-Authenticate': 'Basic realm="enbi-test"', 'Content-Type': 'text/plain', 'Content-Length': body.length });
+        res.writeHead(401, {
+          'WWW-Authenticate': 'Basic realm="enbi-test"',
+          'Content-Type': 'text/plain',
+          'Content-Length': body.length,
+        });
         res.end(body);
         return;
       }
@@ -188,7 +207,12 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     record.bytesIn = sent.length;
     stats.bytesIn += sent.length;
     const encoding = (req.headers['content-encoding'] ?? '').toLowerCase();
-    const body = encoding === 'gzip' || encoding === 'x-gzip' ? gunzipSync(sent) : encoding === 'deflate' ? inflateSync(sent) : sent;
+    const body =
+      encoding === 'gzip' || encoding === 'x-gzip'
+        ? gunzipSync(sent)
+        : encoding === 'deflate'
+          ? inflateSync(sent)
+          : sent;
 
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     if (hangMode !== 'off' && req.method === 'POST' && url.pathname.endsWith('/git-upload-pack')) {
@@ -222,7 +246,11 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     // Other request headers as HTTP_*: http-backend reads HTTP_GIT_PROTOCOL (protocol v2) this way.
     for (const [name, value] of Object.entries(req.headers)) {
       const lower = name.toLowerCase();
-      if (value === undefined || ['authorization', 'content-type', 'content-length', 'content-encoding', 'transfer-encoding'].includes(lower)) continue;
+      if (
+        value === undefined ||
+        ['authorization', 'content-type', 'content-length', 'content-encoding', 'transfer-encoding'].includes(lower)
+      )
+        continue;
       cgiEnv[`HTTP_${lower.toUpperCase().replace(/-/g, '_')}`] = Array.isArray(value) ? value.join(', ') : value;
     }
 
@@ -239,7 +267,9 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
       child.on('error', reject);
       child.on('close', (code) => {
         if (!headersDone) {
-          const message = Buffer.from(`git http-backend exited ${code} before sending headers: ${Buffer.concat(stderr).toString('utf8')}`);
+          const message = Buffer.from(
+            `git http-backend exited ${code} before sending headers: ${Buffer.concat(stderr).toString('utf8')}`,
+          );
           record.status = 500;
           count(message);
           res.writeHead(500, { 'Content-Type': 'text/plain' });
@@ -312,16 +342,27 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   async function commit(name: string, files: FileMap, opts: CommitOptions = {}): Promise<string> {
     const branch = opts.branch ?? (await git(name, ['symbolic-ref', '--short', 'HEAD']));
     const ref = `refs/heads/${branch}`;
-    const parent = (await run('git', ['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { cwd: repoDir(name), env })).stdout.toString('utf8').trim();
+    const parent = (
+      await run('git', ['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], { cwd: repoDir(name), env })
+    ).stdout
+      .toString('utf8')
+      .trim();
     // One fast-import stream per commit: fast even for thousands of files, and deterministic (fixed identity, fixed clock).
     const when = `${BASE_TIME + ++clock * 60} +0000`;
     const message = Buffer.from(opts.message ?? `commit ${clock}`);
     const parts: Buffer[] = [
-      Buffer.from(`commit ${ref}\nauthor ${IDENTITY.name} <${IDENTITY.email}> ${when}\ncommitter ${IDENTITY.name} <${IDENTITY.email}> ${when}\ndata ${message.length}\n`),
+      Buffer.from(
+        `commit ${ref}\nauthor ${IDENTITY.name} <${IDENTITY.email}> ${when}\ncommitter ${IDENTITY.name} <${IDENTITY.email}> ${when}\ndata ${message.length}\n`,
+      ),
       message,
       Buffer.from('\n'),
     ];
-    const start = parent !== '' ? parent : opts.from !== undefined ? await git(name, ['rev-parse', '--verify', `${opts.from}^{commit}`]) : '';
+    const start =
+      parent !== ''
+        ? parent
+        : opts.from !== undefined
+          ? await git(name, ['rev-parse', '--verify', `${opts.from}^{commit}`])
+          : '';
     if (start !== '') parts.push(Buffer.from(`from ${start}\n`));
     for (const [path, content] of Object.entries(files)) {
       if (/[\n"]/.test(path) || path.startsWith('/')) throw new Error(`unsupported path ${JSON.stringify(path)}`);
@@ -330,8 +371,17 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
         continue;
       }
       const link = typeof content === 'object' && !Buffer.isBuffer(content) ? content.symlink : undefined;
-      const data = link !== undefined ? Buffer.from(link) : typeof content === 'string' ? Buffer.from(content) : (content as Buffer);
-      parts.push(Buffer.from(`M ${link !== undefined ? '120000' : '100644'} inline ${path}\ndata ${data.length}\n`), data, Buffer.from('\n'));
+      const data =
+        link !== undefined
+          ? Buffer.from(link)
+          : typeof content === 'string'
+            ? Buffer.from(content)
+            : (content as Buffer);
+      parts.push(
+        Buffer.from(`M ${link !== undefined ? '120000' : '100644'} inline ${path}\ndata ${data.length}\n`),
+        data,
+        Buffer.from('\n'),
+      );
     }
     parts.push(Buffer.from('\n'));
     await git(name, ['fast-import', '--quiet', '--date-format=raw'], Buffer.concat(parts));
@@ -377,7 +427,10 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
   };
 }
 
-function checkBasicAuth(header: string | undefined, expected: { username: string; password: string }): string | undefined {
+function checkBasicAuth(
+  header: string | undefined,
+  expected: { username: string; password: string },
+): string | undefined {
   const m = /^Basic\s+(\S+)$/i.exec(header ?? '');
   if (m === null) return undefined;
   const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');

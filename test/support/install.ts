@@ -52,12 +52,25 @@ export function nixStorePatch(dir: string): object[] {
 export function writeOverlay(dir: string, o: OverlayOptions): string {
   mkdirSync(dir, { recursive: true });
   const patches: object[] = [{ path: 'config.yaml' }];
-  writeFileSync(join(dir, 'config.yaml'), stringify({
-    apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'enbi-controller', namespace: INSTALL_NS },
-    data: { 'config.yaml': stringify(o.config) },
-  }));
-  if (o.containerdDir !== undefined) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-agent' }, patch: JSON.stringify(containerdDirPatch(o.containerdDir)) });
-  if (o.nixStoreDir !== undefined) patches.push({ target: { kind: 'DaemonSet', name: 'enbi-nix-daemon' }, patch: JSON.stringify(nixStorePatch(o.nixStoreDir)) });
+  writeFileSync(
+    join(dir, 'config.yaml'),
+    stringify({
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: 'enbi-controller', namespace: INSTALL_NS },
+      data: { 'config.yaml': stringify(o.config) },
+    }),
+  );
+  if (o.containerdDir !== undefined)
+    patches.push({
+      target: { kind: 'DaemonSet', name: 'enbi-agent' },
+      patch: JSON.stringify(containerdDirPatch(o.containerdDir)),
+    });
+  if (o.nixStoreDir !== undefined)
+    patches.push({
+      target: { kind: 'DaemonSet', name: 'enbi-nix-daemon' },
+      patch: JSON.stringify(nixStorePatch(o.nixStoreDir)),
+    });
   const secrets: { name: string; namespace: string; literals?: string[]; files?: string[] }[] = [
     { name: 'enbi-webhook', namespace: INSTALL_NS, literals: [`secret=${o.webhookSecret}`] },
   ];
@@ -65,37 +78,57 @@ export function writeOverlay(dir: string, o: OverlayOptions): string {
     writeFileSync(join(dir, 'nix.conf'), o.nixConf);
     secrets.push({ name: 'enbi-nix-daemon', namespace: INSTALL_NS, files: ['nix.conf'] });
   }
-  writeFileSync(join(dir, 'kustomization.yaml'), stringify({
-    apiVersion: 'kustomize.config.k8s.io/v1beta1',
-    kind: 'Kustomization',
-    resources: [relative(dir, DEPLOY_DIR)],
-    patches,
-    secretGenerator: secrets,
-    generatorOptions: { disableNameSuffixHash: true },
-  }));
+  writeFileSync(
+    join(dir, 'kustomization.yaml'),
+    stringify({
+      apiVersion: 'kustomize.config.k8s.io/v1beta1',
+      kind: 'Kustomization',
+      resources: [relative(dir, DEPLOY_DIR)],
+      patches,
+      secretGenerator: secrets,
+      generatorOptions: { disableNameSuffixHash: true },
+    }),
+  );
   return dir;
 }
 
 /** `kustomize build dir`, parsed. */
 export async function kustomizeBuild(dir: string): Promise<KubernetesObject[]> {
   const out = await run(renderTool('kustomize'), ['build', dir]);
-  return parseAllDocuments(out).map((d) => d.toJS() as KubernetesObject).filter((o) => o !== null);
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as KubernetesObject)
+    .filter((o) => o !== null);
 }
 
-const order = (o: KubernetesObject): number => (o.kind === 'CustomResourceDefinition' ? 0 : o.kind === 'Namespace' ? 1 : 2);
+const order = (o: KubernetesObject): number =>
+  o.kind === 'CustomResourceDefinition' ? 0 : o.kind === 'Namespace' ? 1 : 2;
 
 /** Server-side apply of every object, CRDs and Namespaces first (as `kubectl apply --server-side` would). */
 export async function applyAll(kc: KubeConfig, objects: KubernetesObject[]): Promise<void> {
   const api = KubernetesObjectApi.makeApiClient(kc);
   for (const obj of [...objects].sort((a, b) => order(a) - order(b))) {
-    await api.patch(obj, undefined, undefined, 'enbi-install', true, 'application/apply-patch+yaml').catch((err: unknown) => {
-      throw new Error(`applying ${obj.kind} ${obj.metadata?.namespace ?? ''}/${obj.metadata?.name}: ${(err as Error).message.split('\n')[0]}`);
-    });
+    await api
+      .patch(obj, undefined, undefined, 'enbi-install', true, 'application/apply-patch+yaml')
+      .catch((err: unknown) => {
+        throw new Error(
+          `applying ${obj.kind} ${obj.metadata?.namespace ?? ''}/${obj.metadata?.name}: ${(err as Error).message.split('\n')[0]}`,
+        );
+      });
     if (obj.kind === 'CustomResourceDefinition') {
-      await until(`CRD ${obj.metadata?.name} established`, async () => {
-        const crd = await api.read({ apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name: obj.metadata!.name! } }) as { status?: { conditions?: { type: string; status: string }[] } };
-        return crd.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') === true ? true : undefined;
-      }, 30_000);
+      await until(
+        `CRD ${obj.metadata?.name} established`,
+        async () => {
+          const crd = (await api.read({
+            apiVersion: obj.apiVersion,
+            kind: obj.kind,
+            metadata: { name: obj.metadata!.name! },
+          })) as { status?: { conditions?: { type: string; status: string }[] } };
+          return crd.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') === true
+            ? true
+            : undefined;
+        },
+        30_000,
+      );
     }
   }
 }
@@ -107,11 +140,18 @@ export async function waitInstalled(kc: KubeConfig, ms: number, why: () => Promi
     const ds = await apps.readNamespacedDaemonSet({ name, namespace: INSTALL_NS });
     return (ds.status?.desiredNumberScheduled ?? 0) > 0 && ds.status?.numberReady === ds.status?.desiredNumberScheduled;
   };
-  await until('the controller, the agent and the Nix daemon Ready', async () => {
-    const dep = await apps.readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS });
-    const controllerReady = (dep.status?.readyReplicas ?? 0) === (dep.spec?.replicas ?? 1);
-    return controllerReady && (await daemonSetReady('enbi-agent')) && (await daemonSetReady('enbi-nix-daemon')) ? true : undefined;
-  }, ms, 1000).catch(async (err: unknown) => {
+  await until(
+    'the controller, the agent and the Nix daemon Ready',
+    async () => {
+      const dep = await apps.readNamespacedDeployment({ name: 'enbi-controller', namespace: INSTALL_NS });
+      const controllerReady = (dep.status?.readyReplicas ?? 0) === (dep.spec?.replicas ?? 1);
+      return controllerReady && (await daemonSetReady('enbi-agent')) && (await daemonSetReady('enbi-nix-daemon'))
+        ? true
+        : undefined;
+    },
+    ms,
+    1000,
+  ).catch(async (err: unknown) => {
     throw new Error(`${(err as Error).message}\n${await why()}`);
   });
 }

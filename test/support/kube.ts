@@ -1,7 +1,17 @@
 // Helpers for tests against the real API server: waiting, the CRD, and API-object nodes that stay Ready
 // (their Leases are renewed, so the node lifecycle controller does not mark them unreachable).
 import { readFile } from 'node:fs/promises';
-import { ApiextensionsV1Api, BatchV1Api, CoordinationV1Api, CoreV1Api, type KubeConfig, PatchStrategy, setHeaderOptions, type V1ContainerState, type V1Node } from '@kubernetes/client-node';
+import {
+  ApiextensionsV1Api,
+  BatchV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1ContainerState,
+  type V1Node,
+} from '@kubernetes/client-node';
 import { parse } from 'yaml';
 import { rawNode, type NodeOptions } from './fixtures.ts';
 import { parseControllerConfig } from '../../src/controller/config.ts';
@@ -20,7 +30,10 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined>, m
     } catch (err) {
       last = err;
     }
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}${last !== undefined ? ` (last error: ${String(last)})` : ''}`);
+    if (Date.now() > end)
+      throw new Error(
+        `timed out after ${ms} ms waiting for ${what}${last !== undefined ? ` (last error: ${String(last)})` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -41,7 +54,10 @@ export async function applyCrdFile(kc: KubeConfig, file: string): Promise<void> 
   } catch (err) {
     if ((err as { code?: number }).code !== 409) throw err;
     const current = await raw.get<{ metadata: { resourceVersion: string } }>(`${path}/${crd.metadata.name}`);
-    await raw.request('PUT', `${path}/${crd.metadata.name}`, { ...crd, metadata: { ...crd.metadata, resourceVersion: current.metadata.resourceVersion } });
+    await raw.request('PUT', `${path}/${crd.metadata.name}`, {
+      ...crd,
+      metadata: { ...crd.metadata, resourceVersion: current.metadata.resourceVersion },
+    });
   }
   const ext = kc.makeApiClient(ApiextensionsV1Api);
   await until(`the CRD ${crd.metadata.name} to be Established`, async () => {
@@ -55,7 +71,10 @@ export async function applyCrdFile(kc: KubeConfig, file: string): Promise<void> 
  * moment it exists: a node left without one for the node monitor grace period is marked Unknown by the
  * node lifecycle controller, and nothing would mark it Ready again.
  */
-export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOptions>): Promise<{ names: string[]; stop: () => Promise<void> }> {
+export async function fakeNodes(
+  kc: KubeConfig,
+  specs: Record<string, NodeOptions>,
+): Promise<{ names: string[]; stop: () => Promise<void> }> {
   const core = kc.makeApiClient(CoreV1Api);
   const leases = kc.makeApiClient(CoordinationV1Api);
   const names = Object.keys(specs);
@@ -63,10 +82,26 @@ export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOption
   // renewTime is a MicroTime: the API server refuses a time with milliseconds only. A merge patch renews
   // without a resourceVersion (a PUT without one is refused), and sends the string as it is.
   const lease = async (name: string) => {
-    const patch = () => leases.patchNamespacedLease({ name, namespace: 'kube-node-lease', body: { spec: { renewTime: new Date().toISOString().replace(/Z$/, '000Z') } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    const patch = () =>
+      leases.patchNamespacedLease(
+        {
+          name,
+          namespace: 'kube-node-lease',
+          body: { spec: { renewTime: new Date().toISOString().replace(/Z$/, '000Z') } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
     await patch().catch(async (err: unknown) => {
       if ((err as { code?: number }).code !== 404) return;
-      await leases.createNamespacedLease({ namespace: 'kube-node-lease', body: { metadata: { name, namespace: 'kube-node-lease' }, spec: { holderIdentity: name, leaseDurationSeconds: 40 } } }).catch(() => undefined);
+      await leases
+        .createNamespacedLease({
+          namespace: 'kube-node-lease',
+          body: {
+            metadata: { name, namespace: 'kube-node-lease' },
+            spec: { holderIdentity: name, leaseDurationSeconds: 40 },
+          },
+        })
+        .catch(() => undefined);
       await patch().catch(() => undefined);
     });
   };
@@ -82,16 +117,31 @@ export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOption
   const create = async (name: string, o: NodeOptions) => {
     const raw = rawNode(name, o) as unknown as V1Node;
     await core.deleteNode({ name }).catch(() => undefined);
-    await until(`old node ${name} to go`, async () => ((await core.readNode({ name }).then(() => false, () => true)) ? true : undefined));
+    await until(`old node ${name} to go`, async () =>
+      (await core.readNode({ name }).then(
+        () => false,
+        () => true,
+      ))
+        ? true
+        : undefined,
+    );
     await core.createNode({ body: { ...raw, status: undefined } as V1Node });
     await lease(name);
     live.push(name);
     // The node lifecycle controller writes to new nodes too: retry on conflict.
-    await until(`status of node ${name}`, async () => {
-      const current = await core.readNode({ name });
-      await core.replaceNodeStatus({ name, body: { ...raw, spec: current.spec, metadata: current.metadata } as V1Node });
-      return true;
-    }, 20_000, 100);
+    await until(
+      `status of node ${name}`,
+      async () => {
+        const current = await core.readNode({ name });
+        await core.replaceNodeStatus({
+          name,
+          body: { ...raw, spec: current.spec, metadata: current.metadata } as V1Node,
+        });
+        return true;
+      },
+      20_000,
+      100,
+    );
   };
   const queue = Object.entries(specs);
   await Promise.all(
@@ -111,16 +161,30 @@ export async function fakeNodes(kc: KubeConfig, specs: Record<string, NodeOption
 /** Plays kubelet: the node's image list becomes `images` (retried on conflicts with other status writers). */
 export async function setNodeImages(kc: KubeConfig, name: string, images: string[]): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
-  await until(`images of node ${name}`, async () => {
-    const node = await core.readNode({ name });
-    await core.replaceNodeStatus({ name, body: { ...node, status: { ...node.status, images: images.map((n) => ({ names: [n], sizeBytes: 1000 })) } } });
-    return true;
-  }, 20_000, 100);
+  await until(
+    `images of node ${name}`,
+    async () => {
+      const node = await core.readNode({ name });
+      await core.replaceNodeStatus({
+        name,
+        body: { ...node, status: { ...node.status, images: images.map((n) => ({ names: [n], sizeBytes: 1000 })) } },
+      });
+      return true;
+    },
+    20_000,
+    100,
+  );
 }
 
 /** Plays kubelet: every container of the pod waits with `reason` (ErrImageNeverPull, ImagePullBackOff, ...). */
 export async function setPodWaiting(kc: KubeConfig, namespace: string, name: string, reason: string): Promise<void> {
-  await setPodStatus(kc, namespace, name, (image) => ({ waiting: { reason, message: `image ${image} is not present` } }), 'Pending');
+  await setPodStatus(
+    kc,
+    namespace,
+    name,
+    (image) => ({ waiting: { reason, message: `image ${image} is not present` } }),
+    'Pending',
+  );
 }
 
 /** Plays kubelet: every container of the pod runs. */
@@ -128,46 +192,113 @@ export async function setPodRunning(kc: KubeConfig, namespace: string, name: str
   await setPodStatus(kc, namespace, name, () => ({ running: { startedAt: new Date() } }), 'Running');
 }
 
-async function setPodStatus(kc: KubeConfig, namespace: string, name: string, state: (image: string) => V1ContainerState, phase: string): Promise<void> {
+async function setPodStatus(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  state: (image: string) => V1ContainerState,
+  phase: string,
+): Promise<void> {
   const core = kc.makeApiClient(CoreV1Api);
-  await until(`status of pod ${namespace}/${name}`, async () => {
-    const pod = await core.readNamespacedPod({ name, namespace });
-    const containerStatuses = (pod.spec?.containers ?? []).map((c) => ({ name: c.name, image: c.image ?? '', imageID: '', ready: phase === 'Running', restartCount: 0, state: state(c.image ?? '') }));
-    await core.replaceNamespacedPodStatus({ name, namespace, body: { ...pod, status: { ...pod.status, phase, containerStatuses } } });
-    return true;
-  }, 20_000, 100);
+  await until(
+    `status of pod ${namespace}/${name}`,
+    async () => {
+      const pod = await core.readNamespacedPod({ name, namespace });
+      const containerStatuses = (pod.spec?.containers ?? []).map((c) => ({
+        name: c.name,
+        image: c.image ?? '',
+        imageID: '',
+        ready: phase === 'Running',
+        restartCount: 0,
+        state: state(c.image ?? ''),
+      }));
+      await core.replaceNamespacedPodStatus({
+        name,
+        namespace,
+        body: { ...pod, status: { ...pod.status, phase, containerStatuses } },
+      });
+      return true;
+    },
+    20_000,
+    100,
+  );
 }
 
 /** Plays the build: the Job is marked Complete as the Job controller would after its pod succeeded. */
 export async function completeJob(kc: KubeConfig, namespace: string, name: string): Promise<void> {
   const batch = kc.makeApiClient(BatchV1Api);
-  await until(`Job ${name} complete`, async () => {
-    const job = await batch.readNamespacedJob({ name, namespace });
-    const now = new Date();
-    const done = (type: string) => ({ type, status: 'True', lastTransitionTime: now, lastProbeTime: now, reason: 'CompletionsReached', message: 'Reached expected number of succeeded pods' });
-    await batch.replaceNamespacedJobStatus({
-      name,
-      namespace,
-      body: { ...job, status: { ...job.status, active: 0, ready: 0, succeeded: 1, startTime: job.status?.startTime ?? now, completionTime: now, conditions: [done('SuccessCriteriaMet'), done('Complete')] } },
-    });
-    return true;
-  }, 20_000, 100);
+  await until(
+    `Job ${name} complete`,
+    async () => {
+      const job = await batch.readNamespacedJob({ name, namespace });
+      const now = new Date();
+      const done = (type: string) => ({
+        type,
+        status: 'True',
+        lastTransitionTime: now,
+        lastProbeTime: now,
+        reason: 'CompletionsReached',
+        message: 'Reached expected number of succeeded pods',
+      });
+      await batch.replaceNamespacedJobStatus({
+        name,
+        namespace,
+        body: {
+          ...job,
+          status: {
+            ...job.status,
+            active: 0,
+            ready: 0,
+            succeeded: 1,
+            startTime: job.status?.startTime ?? now,
+            completionTime: now,
+            conditions: [done('SuccessCriteriaMet'), done('Complete')],
+          },
+        },
+      });
+      return true;
+    },
+    20_000,
+    100,
+  );
 }
 
 /** Plays the Job controller: the Job failed (its backoff limit reached), as after a failed pod. */
 export async function failJob(kc: KubeConfig, namespace: string, name: string): Promise<void> {
   const batch = kc.makeApiClient(BatchV1Api);
-  await until(`Job ${name} failed`, async () => {
-    const job = await batch.readNamespacedJob({ name, namespace });
-    const now = new Date();
-    const failed = (type: string) => ({ type, status: 'True', lastTransitionTime: now, lastProbeTime: now, reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' });
-    await batch.replaceNamespacedJobStatus({
-      name,
-      namespace,
-      body: { ...job, status: { ...job.status, active: 0, ready: 0, failed: 1, startTime: job.status?.startTime ?? now, conditions: [failed('FailureTarget'), failed('Failed')] } },
-    });
-    return true;
-  }, 20_000, 100);
+  await until(
+    `Job ${name} failed`,
+    async () => {
+      const job = await batch.readNamespacedJob({ name, namespace });
+      const now = new Date();
+      const failed = (type: string) => ({
+        type,
+        status: 'True',
+        lastTransitionTime: now,
+        lastProbeTime: now,
+        reason: 'BackoffLimitExceeded',
+        message: 'Job has reached the specified backoff limit',
+      });
+      await batch.replaceNamespacedJobStatus({
+        name,
+        namespace,
+        body: {
+          ...job,
+          status: {
+            ...job.status,
+            active: 0,
+            ready: 0,
+            failed: 1,
+            startTime: job.status?.startTime ?? now,
+            conditions: [failed('FailureTarget'), failed('Failed')],
+          },
+        },
+      });
+      return true;
+    },
+    20_000,
+    100,
+  );
 }
 
 /**
@@ -175,7 +306,17 @@ export async function failJob(kc: KubeConfig, namespace: string, name: string): 
  * `registry.local/` and `http://git.invalid/`, test images, builds only on nodes labelled `pool` (whatever
  * else the shared cluster has). `settings` add to or replace these; `logs` collects its log lines.
  */
-export async function startApiNodeController(kc: KubeConfig, o: { dir: string; namespace: string; pool: Record<string, string>; logs: string[]; metrics?: Metrics; settings?: Record<string, unknown> }): Promise<RunningController> {
+export async function startApiNodeController(
+  kc: KubeConfig,
+  o: {
+    dir: string;
+    namespace: string;
+    pool: Record<string, string>;
+    logs: string[];
+    metrics?: Metrics;
+    settings?: Record<string, unknown>;
+  },
+): Promise<RunningController> {
   const cfg = parseControllerConfig({
     source: { dir: o.dir, intervalSeconds: 3600 },
     namespace: o.namespace,
@@ -188,5 +329,11 @@ export async function startApiNodeController(kc: KubeConfig, o: { dir: string; n
     ...o.settings,
   });
   const log = (m: string) => o.logs.push(m);
-  return startController({ cfg, kc, source: sourceState(cfg, `${o.dir}/.cache`, undefined, log), metrics: o.metrics ?? newMetrics(), log });
+  return startController({
+    cfg,
+    kc,
+    source: sourceState(cfg, `${o.dir}/.cache`, undefined, log),
+    metrics: o.metrics ?? newMetrics(),
+    log,
+  });
 }

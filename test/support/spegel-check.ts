@@ -9,10 +9,17 @@ import { contentInfo } from '../../src/containerd/import/content.ts';
 import { parseImageRef } from '../../src/image/reference.ts';
 import { OCI_INDEX, parseIndex } from '../../src/image/platform-index.ts';
 
-interface Desc { mediaType: string; digest: string; size: number }
+interface Desc {
+  mediaType: string;
+  digest: string;
+  size: number;
+}
 
 /** Every blob reachable from a descriptor, with its labels (missing blobs of other platforms skipped). */
-export async function reachableBlobs(c: ContainerdClient, target: Desc): Promise<{ desc: Desc; labels: Record<string, string> }[]> {
+export async function reachableBlobs(
+  c: ContainerdClient,
+  target: Desc,
+): Promise<{ desc: Desc; labels: Record<string, string> }[]> {
   const out: { desc: Desc; labels: Record<string, string> }[] = [];
   const walk = async (d: Desc, optional: boolean): Promise<void> => {
     let labels: Record<string, string>;
@@ -24,7 +31,11 @@ export async function reachableBlobs(c: ContainerdClient, target: Desc): Promise
     }
     out.push({ desc: d, labels });
     if (/manifest|index/.test(d.mediaType)) {
-      const doc = JSON.parse((await readBlob(c, d.digest))!.toString('utf8')) as { manifests?: Desc[]; config?: Desc; layers?: Desc[] };
+      const doc = JSON.parse((await readBlob(c, d.digest))!.toString('utf8')) as {
+        manifests?: Desc[];
+        config?: Desc;
+        layers?: Desc[];
+      };
       for (const m of doc.manifests ?? []) await walk(m, true);
       if (doc.config) await walk(doc.config, false);
       for (const l of doc.layers ?? []) await walk(l, false);
@@ -40,7 +51,11 @@ export async function reachableBlobs(c: ContainerdClient, target: Desc): Promise
  * given; `<repository>@<manifest>` exists for each listed manifest held here; every blob reachable carries
  * the distribution-source label; the records are pinned. Returns the index digest and the held manifests.
  */
-export async function assertSpegelReady(socket: string, ref: string, o: { digest?: string; platforms?: string[]; namespace?: string } = {}): Promise<{ digest: string; index: string; manifests: string[]; blobs: number }> {
+export async function assertSpegelReady(
+  socket: string,
+  ref: string,
+  o: { digest?: string; platforms?: string[]; namespace?: string } = {},
+): Promise<{ digest: string; index: string; manifests: string[]; blobs: number }> {
   const c = new ContainerdClient(socket, { namespace: o.namespace ?? 'k8s.io' });
   try {
     const r = parseImageRef(ref);
@@ -50,8 +65,16 @@ export async function assertSpegelReady(socket: string, ref: string, o: { digest
     assert.equal(img.labels['io.cri-containerd.pinned'], 'pinned', `${ref} is pinned`);
     const parsed = parseIndex((await readBlob(c, img.target.digest))!);
     assert.ok(parsed?.enbi, `${ref}'s index is enbi's, each entry with its platform`);
-    if (o.digest !== undefined) assert.ok(parsed.entries.some((e) => e.digest === o.digest), `${ref}'s index lists ${o.digest}: ${JSON.stringify(parsed.entries)}`);
-    if (o.platforms !== undefined) assert.deepEqual(parsed.entries.map((e) => e.platform), o.platforms);
+    if (o.digest !== undefined)
+      assert.ok(
+        parsed.entries.some((e) => e.digest === o.digest),
+        `${ref}'s index lists ${o.digest}: ${JSON.stringify(parsed.entries)}`,
+      );
+    if (o.platforms !== undefined)
+      assert.deepEqual(
+        parsed.entries.map((e) => e.platform),
+        o.platforms,
+      );
     const held: string[] = [];
     for (const e of parsed.entries) {
       if ((await readBlob(c, e.digest)) === undefined) continue;
@@ -67,7 +90,10 @@ export async function assertSpegelReady(socket: string, ref: string, o: { digest
     const blobs = await reachableBlobs(c, img.target);
     assert.ok(blobs.length >= 4, `index, manifest, config and at least one layer (${blobs.length} blobs)`);
     for (const b of blobs) {
-      assert.ok((b.labels[key] ?? '').split(',').includes(r.repository), `blob ${b.desc.digest} (${b.desc.mediaType}) has ${key} including ${r.repository}: ${JSON.stringify(b.labels)}`);
+      assert.ok(
+        (b.labels[key] ?? '').split(',').includes(r.repository),
+        `blob ${b.desc.digest} (${b.desc.mediaType}) has ${key} including ${r.repository}: ${JSON.stringify(b.labels)}`,
+      );
     }
     return { digest: held[0]!, index: img.target.digest, manifests: held, blobs: blobs.length };
   } finally {

@@ -59,8 +59,11 @@ export async function spegelCluster(o: SpegelOptions = {}): Promise<SpegelCluste
   const dir = spegelClusterDir();
   await forgetDeadSpegel(dir);
   const state = await up({
-    mode: 'full', dir, nodes: spegelClusterNodes(),
-    owner: process.env.ENBI_TEST_RUN_ID ?? `spegel-${process.pid}`, ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid,
+    mode: 'full',
+    dir,
+    nodes: spegelClusterNodes(),
+    owner: process.env.ENBI_TEST_RUN_ID ?? `spegel-${process.pid}`,
+    ownerPid: Number(process.env.ENBI_TEST_RUN_PID) || process.pid,
   });
   // Users are pids: a test file that shares the cluster keeps it up until it releases it (or dies).
   mkdirSync(usersDir(dir), { recursive: true });
@@ -70,12 +73,18 @@ export async function spegelCluster(o: SpegelOptions = {}): Promise<SpegelCluste
   kc.loadFromFile(state.kubeconfig);
   let released = false;
   return {
-    state, kc, spegel,
+    state,
+    kc,
+    spegel,
     async release() {
       if (released) return;
       released = true;
       rmSync(join(usersDir(dir), String(process.pid)), { force: true });
-      const others = existsSync(usersDir(dir)) ? readdirSync(usersDir(dir)).map(Number).filter((p) => p !== process.pid && pidAlive(p)) : [];
+      const others = existsSync(usersDir(dir))
+        ? readdirSync(usersDir(dir))
+            .map(Number)
+            .filter((p) => p !== process.pid && pidAlive(p))
+        : [];
       if (others.length > 0 || process.env.ENBI_KEEP_CLUSTER === '1') return;
       await spegel.stop();
       await down(dir);

@@ -34,7 +34,11 @@ export function spegelBin(): string {
   const p = join(cacheDir(), 'spegel', SPEGEL_VERSION, 'spegel');
   if (existsSync(p)) return p;
   const script = new URL('../cluster/build-spegel.sh', import.meta.url).pathname;
-  const out = execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() ?? '';
+  const out =
+    execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
+      .trim()
+      .split('\n')
+      .pop() ?? '';
   if (!existsSync(out)) throw new Error(`${script} did not leave spegel ${SPEGEL_VERSION} (said ${out})`);
   return out;
 }
@@ -118,10 +122,17 @@ export interface SpegelMetrics {
 export function spegelMetrics(text: string): SpegelMetrics {
   const samples = parseMetrics(text);
   const sum = (name: string, labels: Record<string, string> = {}): number =>
-    samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
-  const ok = (suffix: string): number => ['200', '206'].reduce((a, code) => a + sum(`http_response_size_bytes_${suffix}`, { handler: '/v2/*', method: 'GET', code }), 0);
+    samples
+      .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+      .reduce((a, s) => a + s.value, 0);
+  const ok = (suffix: string): number =>
+    ['200', '206'].reduce(
+      (a, code) => a + sum(`http_response_size_bytes_${suffix}`, { handler: '/v2/*', method: 'GET', code }),
+      0,
+    );
   return {
-    samples, sum,
+    samples,
+    sum,
     mirrorHits: sum('spegel_mirror_requests_total', { cache: 'hit' }),
     mirrorMisses: sum('spegel_mirror_requests_total', { cache: 'miss' }),
     registryBytes: ok('sum'),
@@ -155,7 +166,12 @@ export interface Spegel {
    * HEAD `/v2/<repository>/<path>?ns=<registry>` through that node's Spegel, as the node's containerd asks
    * (path: `manifests/<tag|digest>` or `blobs/<digest>`): the status and the descriptor it answered.
    */
-  head(name: string, repository: string, path: string, registry?: string): Promise<{ status: number; digest?: string; mediaType?: string; size?: number }>;
+  head(
+    name: string,
+    repository: string,
+    path: string,
+    registry?: string,
+  ): Promise<{ status: number; digest?: string; mediaType?: string; size?: number }>;
   /** `ctr images pull --hosts-dir <certs.d> [--platform P] REF` inside the node's network namespace: ms it took. */
   ctrPull(name: string, ref: string, o?: { platform?: string; timeoutMs?: number }): Promise<number>;
   /** Stops that node's Spegel and starts it again (same key, same peers); resolves once all are connected. */
@@ -179,22 +195,47 @@ const nsenter = (n: NodeState): string[] => [`--net=/run/netns/${n.netns}`, '--'
 
 /** Runs Spegel's `configuration` step in the node's namespace: writes hosts.toml for each registry. */
 async function configure(bin: string, n: NodeState, registries: string[]): Promise<void> {
-  await run(hostBin('nsenter'), [...nsenter(n), bin, 'configuration',
-    '--containerd-registry-config-path', certsDirOf(n.dir),
-    '--mirrored-registries', ...registries,
-    '--mirror-targets', `http://${n.ip}:${REGISTRY_PORT}`,
-    '--resolve-tags']);
+  await run(hostBin('nsenter'), [
+    ...nsenter(n),
+    bin,
+    'configuration',
+    '--containerd-registry-config-path',
+    certsDirOf(n.dir),
+    '--mirrored-registries',
+    ...registries,
+    '--mirror-targets',
+    `http://${n.ip}:${REGISTRY_PORT}`,
+    '--resolve-tags',
+  ]);
 }
 
 function registryArgs(n: NodeState, all: { node: NodeState; peerId: string }[], registries: string[]): string[] {
-  const peers = all.filter((p) => p.node.name !== n.name).map((p) => `/ip4/${p.node.ip}/tcp/${ROUTER_PORT}/p2p/${p.peerId}`);
-  return ['registry',
-    '--bootstrap-kind', 'static', '--static-bootstrap-peers', ...peers,
-    '--containerd-sock', n.containerdSocket, '--containerd-namespace', 'k8s.io',
-    '--containerd-content-path', contentDirOf(n.dir),
-    '--data-dir', join(n.dir, PROC),
-    '--registry-addr', `:${REGISTRY_PORT}`, '--router-addr', `:${ROUTER_PORT}`, '--metrics-addr', `:${METRICS_PORT}`,
-    '--mirrored-registries', ...registries];
+  const peers = all
+    .filter((p) => p.node.name !== n.name)
+    .map((p) => `/ip4/${p.node.ip}/tcp/${ROUTER_PORT}/p2p/${p.peerId}`);
+  return [
+    'registry',
+    '--bootstrap-kind',
+    'static',
+    '--static-bootstrap-peers',
+    ...peers,
+    '--containerd-sock',
+    n.containerdSocket,
+    '--containerd-namespace',
+    'k8s.io',
+    '--containerd-content-path',
+    contentDirOf(n.dir),
+    '--data-dir',
+    join(n.dir, PROC),
+    '--registry-addr',
+    `:${REGISTRY_PORT}`,
+    '--router-addr',
+    `:${ROUTER_PORT}`,
+    '--metrics-addr',
+    `:${METRICS_PORT}`,
+    '--mirrored-registries',
+    ...registries,
+  ];
 }
 
 async function get(url: string): Promise<{ status: number; body: string }> {
@@ -209,11 +250,15 @@ async function connected(h: SpegelNode, others: SpegelNode[]): Promise<true | un
   const stats = await get(`http://${h.node.ip}:${METRICS_PORT}/debug/web/stats`);
   const missing = others.filter((o) => !stats.body.includes(o.peerId)).map((o) => o.node.name);
   if (missing.length) throw new Error(`${h.node.name}: not connected to ${missing.join(', ')}`);
-  if (!readFileSync(h.log, 'utf8').includes(`"id":"${h.peerId}"`)) throw new Error(`${h.node.name}: Spegel did not log the peer id ${h.peerId}`);
+  if (!readFileSync(h.log, 'utf8').includes(`"id":"${h.peerId}"`))
+    throw new Error(`${h.node.name}: Spegel did not log the peer id ${h.peerId}`);
   return true;
 }
 
-const sameProc = (a: ProcRecord) => (b: ProcRecord): boolean => a.pid === b.pid && a.startTime === b.startTime;
+const sameProc =
+  (a: ProcRecord) =>
+  (b: ProcRecord): boolean =>
+    a.pid === b.pid && a.startTime === b.startTime;
 
 async function updateRecords(dir: string, change: (procs: ProcRecord[]) => ProcRecord[]): Promise<void> {
   await withLock(dir, async () => {
@@ -234,15 +279,38 @@ async function launch(s: ClusterState, k: Keyed, all: Keyed[], registries: strin
   const bin = spegelBin();
   await configure(bin, k.node, registries);
   // Spegel refuses to run inside a Kubernetes pod that is not its own image (its preflight reads this).
-  const args = [...nsenter(k.node), hostBin('env'), '-u', 'KUBERNETES_SERVICE_HOST', bin, ...registryArgs(k.node, all, registries)];
-  const proc = startDaemon(procName(k.node), hostBin('nsenter'), args, join(s.dir, 'logs', `${k.node.name}-spegel.log`));
+  const args = [
+    ...nsenter(k.node),
+    hostBin('env'),
+    '-u',
+    'KUBERNETES_SERVICE_HOST',
+    bin,
+    ...registryArgs(k.node, all, registries),
+  ];
+  const proc = startDaemon(
+    procName(k.node),
+    hostBin('nsenter'),
+    args,
+    join(s.dir, 'logs', `${k.node.name}-spegel.log`),
+  );
   await updateRecords(s.dir, (procs) => [...procs, proc]);
   return proc;
 }
 
 async function waitConnected(nodes: SpegelNode[], timeoutMs: number): Promise<void> {
-  await Promise.all(nodes.map((h) => waitFor(`${h.node.name} Spegel ready and connected`, () => connected(h, nodes.filter((x) => x !== h)),
-    { timeoutMs, intervalMs: 250, alive: () => (isAlive(h.proc) ? undefined : `Spegel exited: see ${h.log}`) })));
+  await Promise.all(
+    nodes.map((h) =>
+      waitFor(
+        `${h.node.name} Spegel ready and connected`,
+        () =>
+          connected(
+            h,
+            nodes.filter((x) => x !== h),
+          ),
+        { timeoutMs, intervalMs: 250, alive: () => (isAlive(h.proc) ? undefined : `Spegel exited: see ${h.log}`) },
+      ),
+    ),
+  );
 }
 
 /**
@@ -261,14 +329,31 @@ async function startLocked(s: ClusterState, o: SpegelOptions): Promise<Spegel> {
   const timeoutMs = o.timeoutMs ?? 60_000;
   const keyed: Keyed[] = s.nodes.map((node) => ({ node, peerId: peerKey(join(node.dir, PROC)) }));
   const handle = (x: Keyed, proc: ProcRecord): SpegelNode => ({
-    ...x, proc, log: proc.log, registry: `http://${x.node.ip}:${REGISTRY_PORT}`,
-    metricsUrl: `http://${x.node.ip}:${METRICS_PORT}/metrics`, hostsDir: certsDirOf(x.node.dir), dataDir: join(x.node.dir, PROC),
+    ...x,
+    proc,
+    log: proc.log,
+    registry: `http://${x.node.ip}:${REGISTRY_PORT}`,
+    metricsUrl: `http://${x.node.ip}:${METRICS_PORT}/metrics`,
+    hostsDir: certsDirOf(x.node.dir),
+    dataDir: join(x.node.dir, PROC),
   });
   const ctx = { s, keyed, registries, timeoutMs };
   const recorded = (readState(s.dir)?.procs ?? []).filter((p) => s.nodes.some((n) => p.name === procName(n)));
   if (o.reuse !== false && recorded.length === s.nodes.length && recorded.every(isAlive)) {
-    const nodes = keyed.map((k) => handle(k, recorded.find((p) => p.name === procName(k.node))!));
-    const ok = await Promise.all(nodes.map((h) => connected(h, nodes.filter((x) => x !== h)).catch(() => undefined)));
+    const nodes = keyed.map((k) =>
+      handle(
+        k,
+        recorded.find((p) => p.name === procName(k.node))!,
+      ),
+    );
+    const ok = await Promise.all(
+      nodes.map((h) =>
+        connected(
+          h,
+          nodes.filter((x) => x !== h),
+        ).catch(() => undefined),
+      ),
+    );
     if (ok.every(Boolean)) {
       log(`reusing Spegel on ${nodes.map((h) => h.node.name).join(', ')}`);
       return spegelHandle(ctx, nodes);
@@ -287,11 +372,16 @@ async function startLocked(s: ClusterState, o: SpegelOptions): Promise<Spegel> {
     await updateRecords(s.dir, (procs) => procs.filter((p) => !nodes.some((h) => sameProc(h.proc)(p))));
     throw e;
   }
-  log(`Spegel ${SPEGEL_VERSION} on ${nodes.length} nodes ready and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  log(
+    `Spegel ${SPEGEL_VERSION} on ${nodes.length} nodes ready and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
   return spegelHandle(ctx, nodes);
 }
 
-function spegelHandle(ctx: { s: ClusterState; keyed: Keyed[]; registries: string[]; timeoutMs: number }, nodes: SpegelNode[]): Spegel {
+function spegelHandle(
+  ctx: { s: ClusterState; keyed: Keyed[]; registries: string[]; timeoutMs: number },
+  nodes: SpegelNode[],
+): Spegel {
   const node = (name: string): SpegelNode => {
     const h = nodes.find((x) => x.node.name === name);
     if (!h) throw new Error(`no Spegel on ${name}`);
@@ -311,26 +401,56 @@ function spegelHandle(ctx: { s: ClusterState; keyed: Keyed[]; registries: string
       return Number(m[1]) * 1024;
     },
     async head(name, repository, path, registry = 'registry.local') {
-      const r = await fetch(`${node(name).registry}/v2/${repository}/${path}?ns=${registry}`, { method: 'HEAD', signal: AbortSignal.timeout(5_000) });
+      const r = await fetch(`${node(name).registry}/v2/${repository}/${path}?ns=${registry}`, {
+        method: 'HEAD',
+        signal: AbortSignal.timeout(5_000),
+      });
       const digest = r.headers.get('docker-content-digest') ?? undefined;
       const mediaType = r.headers.get('content-type') ?? undefined;
       const size = r.headers.get('content-length');
-      return { status: r.status, ...(digest ? { digest } : {}), ...(mediaType ? { mediaType } : {}), ...(size ? { size: Number(size) } : {}) };
+      return {
+        status: r.status,
+        ...(digest ? { digest } : {}),
+        ...(mediaType ? { mediaType } : {}),
+        ...(size ? { size: Number(size) } : {}),
+      };
     },
     async ctrPull(name, ref, o = {}) {
       const n = node(name).node;
       const t = Date.now();
       // A pull Spegel cannot serve falls back to the registry itself, which may take long to fail: bounded.
-      await pexec(hostBin('nsenter'), [...nsenter(n), n.ctr, '--address', n.containerdSocket, '-n', 'k8s.io', 'images', 'pull',
-        '--hosts-dir', node(name).hostsDir, ...(o.platform ? ['--platform', o.platform] : []), ref], { timeout: o.timeoutMs ?? 60_000 })
-        .catch((e: { stderr?: string; message: string }) => { throw new Error(`ctr pull ${ref} on ${name}: ${(e.stderr || e.message).trim()}`); });
+      await pexec(
+        hostBin('nsenter'),
+        [
+          ...nsenter(n),
+          n.ctr,
+          '--address',
+          n.containerdSocket,
+          '-n',
+          'k8s.io',
+          'images',
+          'pull',
+          '--hosts-dir',
+          node(name).hostsDir,
+          ...(o.platform ? ['--platform', o.platform] : []),
+          ref,
+        ],
+        { timeout: o.timeoutMs ?? 60_000 },
+      ).catch((e: { stderr?: string; message: string }) => {
+        throw new Error(`ctr pull ${ref} on ${name}: ${(e.stderr || e.message).trim()}`);
+      });
       return Date.now() - t;
     },
     async restart(name) {
       const h = node(name);
       await stopProc(h.proc);
       await updateRecords(ctx.s.dir, (procs) => procs.filter((p) => !sameProc(h.proc)(p)));
-      h.proc = await launch(ctx.s, ctx.keyed.find((k) => k.node.name === name)!, ctx.keyed, ctx.registries);
+      h.proc = await launch(
+        ctx.s,
+        ctx.keyed.find((k) => k.node.name === name)!,
+        ctx.keyed,
+        ctx.registries,
+      );
       await waitConnected(nodes, ctx.timeoutMs);
     },
     async stop() {

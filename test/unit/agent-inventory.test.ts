@@ -15,7 +15,10 @@ const plat = () => ['linux/amd64'];
 
 describe('buildInventory', () => {
   it('groups names by digest, sorted, and counts images and names', () => {
-    const inv = buildInventory([rec('b.io/x:2', d(2)), rec('a.io/x:1', d(1)), rec(d(9), d(1)), rec('a.io/x:1b', d(1))], plat);
+    const inv = buildInventory(
+      [rec('b.io/x:2', d(2)), rec('a.io/x:1', d(1)), rec(d(9), d(1)), rec('a.io/x:1b', d(1))],
+      plat,
+    );
     assert.deepEqual(inv, {
       images: [
         { digest: d(1), names: ['a.io/x:1', 'a.io/x:1b', d(9)], platforms: ['linux/amd64'] },
@@ -53,7 +56,17 @@ describe('buildInventory', () => {
     const inv = buildInventory(many, plat);
     assert.equal(inv.truncated, false);
     assert.ok(Buffer.byteLength(JSON.stringify(inv.images)) <= NODE_IMAGES_LIMITS.maxImagesBytes);
-    assert.ok(nodeImagesStatusSchema.safeParse({ source: 'containerd', namespace: 'k8s.io', observedAt: 'x', imageCount: inv.imageCount, nameCount: inv.nameCount, truncated: inv.truncated, images: inv.images }).success);
+    assert.ok(
+      nodeImagesStatusSchema.safeParse({
+        source: 'containerd',
+        namespace: 'k8s.io',
+        observedAt: 'x',
+        imageCount: inv.imageCount,
+        nameCount: inv.nameCount,
+        truncated: inv.truncated,
+        images: inv.images,
+      }).success,
+    );
   });
 });
 
@@ -84,9 +97,14 @@ describe('sameInventory', () => {
 
 describe('inventoryToNodeView', () => {
   const now = new Date('2026-01-01T00:05:00Z');
-  const ni = (s: Partial<NodeImagesStatus> = {}) => ({ apiVersion: 'enbi.hrzn.ee/v1alpha1', kind: 'NodeImages', metadata: { name: 'n1' }, status: status(s) });
+  const ni = (s: Partial<NodeImagesStatus> = {}) => ({
+    apiVersion: 'enbi.hrzn.ee/v1alpha1',
+    kind: 'NodeImages',
+    metadata: { name: 'n1' },
+    status: status(s),
+  });
 
-  it('gives the normalized names runnable on the node\'s platform, complete unless truncated', () => {
+  it("gives the normalized names runnable on the node's platform, complete unless truncated", () => {
     const amd = inventoryToNodeView(ni(), { platform: 'linux/amd64', now });
     assert.deepEqual([...(amd?.images ?? [])].sort(), ['docker.io/library/busybox:1', d(5)]);
     assert.equal(amd?.imagesComplete, true);
@@ -100,11 +118,17 @@ describe('inventoryToNodeView', () => {
     assert.equal(inventoryToNodeView({ metadata: { name: 'n1' } }, { now }), undefined);
     assert.equal(inventoryToNodeView(ni({ observedAt: '2025-12-31T23:00:00Z' }), { now }), undefined);
     assert.ok(inventoryToNodeView(ni({ observedAt: '2025-12-31T23:50:00Z' }), { now }));
-    assert.equal(inventoryToNodeView(ni({ observedAt: '2025-12-31T23:50:00Z', resyncSeconds: 60 }), { now }), undefined);
+    assert.equal(
+      inventoryToNodeView(ni({ observedAt: '2025-12-31T23:50:00Z', resyncSeconds: 60 }), { now }),
+      undefined,
+    );
   });
 
-  it('withInventory replaces a node-status view\'s images', () => {
-    const node = { metadata: { name: 'n1', labels: { 'kubernetes.io/arch': 'amd64', 'kubernetes.io/os': 'linux' } }, status: { images: Array.from({ length: 50 }, (_, i) => ({ names: [`x:${i}`] })) } };
+  it("withInventory replaces a node-status view's images", () => {
+    const node = {
+      metadata: { name: 'n1', labels: { 'kubernetes.io/arch': 'amd64', 'kubernetes.io/os': 'linux' } },
+      status: { images: Array.from({ length: 50 }, (_, i) => ({ names: [`x:${i}`] })) },
+    };
     const view = nodeViewOf(node);
     assert.equal(view.imagesComplete, false);
     assert.equal(nodePlatform(view.labels), 'linux/amd64');
@@ -118,7 +142,7 @@ describe('inventoryToNodeView', () => {
 });
 
 describe('containerd pieces', () => {
-  it('formats platforms in containerd\'s normal form', () => {
+  it("formats platforms in containerd's normal form", () => {
     assert.equal(formatPlatform({ os: 'linux', architecture: 'arm64', variant: 'v8' }), 'linux/arm64');
     assert.equal(formatPlatform({ os: 'linux', architecture: 'arm' }), 'linux/arm/v7');
     assert.equal(formatPlatform({ os: 'linux', architecture: 'arm', variant: '6' }), 'linux/arm/v6');

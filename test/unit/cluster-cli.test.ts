@@ -10,7 +10,8 @@ import { test } from 'node:test';
 const CLI = new URL('../cluster/cli.ts', import.meta.url).pathname;
 // An empty state directory: `status` and `down` must not see a developer's real cluster.
 const env = { ...process.env, ENBI_CLUSTER_DIR: mkdtempSync(join(tmpdir(), 'enbi-cli-')) };
-const cli = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 30_000 });
+const cli = (...args: string[]) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 30_000 });
 
 test('up --help (what npm run cluster:up -- --help runs) prints the usage on stdout and exits 0', () => {
   for (const args of [['up', '--help'], ['--help'], ['-h'], ['help']]) {

@@ -5,7 +5,8 @@ import { renderedSchemas } from '../../src/contract/emit-schemas.ts';
 import { analyzeSource } from '../../src/pipeline/analyze.ts';
 import { deployment, REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
 
-const analyze = (text: string, extra: { path: string; text: string }[] = []) => analyzeSource([{ path: 'apps/app.yaml', text }, ...extra]);
+const analyze = (text: string, extra: { path: string; text: string }[] = []) =>
+  analyzeSource([{ path: 'apps/app.yaml', text }, ...extra]);
 
 test('a flake pinned in the reference builds the exact image the manifest names', () => {
   const a = analyze(yamlDocs(deployment('web', { flake: `github:acme/web/${REV_A}#image`, image: 'web:1.0' })));
@@ -18,7 +19,11 @@ test('a flake pinned in the reference builds the exact image the manifest names'
 });
 
 test('a full-commit image tag pins an unpinned flake', () => {
-  const a = analyze(yamlDocs(deployment('web', { flake: 'git+https://git.example/web.git?ref=main#image', image: `r.local/web:${REV_B}` })));
+  const a = analyze(
+    yamlDocs(
+      deployment('web', { flake: 'git+https://git.example/web.git?ref=main#image', image: `r.local/web:${REV_B}` }),
+    ),
+  );
   assert.deepEqual(a.problems, []);
   const need = a.workloads[0]!.needs[0]!;
   assert.equal(need.source.rev, REV_B);
@@ -28,7 +33,14 @@ test('a full-commit image tag pins an unpinned flake', () => {
 
 test('an input id is pinned by the nearest flake.lock', () => {
   const lock = (rev: string) =>
-    JSON.stringify({ nodes: { root: { inputs: { web: 'web_2' } }, web_2: { locked: { type: 'github', owner: 'acme', repo: 'web', rev } } }, root: 'root', version: 7 });
+    JSON.stringify({
+      nodes: {
+        root: { inputs: { web: 'web_2' } },
+        web_2: { locked: { type: 'github', owner: 'acme', repo: 'web', rev } },
+      },
+      root: 'root',
+      version: 7,
+    });
   const a = analyze(yamlDocs(deployment('web', { flake: 'web#image' })), [
     { path: 'flake.lock', text: lock(REV_A) },
     { path: 'apps/flake.lock', text: lock(REV_B) },
@@ -57,12 +69,21 @@ test('bad annotations and images are reported per workload and do not hide the g
       deployment('bad-mode', { flake: `github:a/b/${REV_A}`, annotations: { 'enbi.hrzn.ee/build': 'sometimes' } }),
       deployment('latest', { flake: `github:a/b/${REV_A}`, image: 'web:latest' }),
       deployment('digest', { flake: `github:a/b/${REV_A}`, image: `web@sha256:${'0'.repeat(64)}` }),
-      deployment('two', { flake: `github:a/b/${REV_A}`, containers: [{ name: 'a', image: 'a:1' }, { name: 'b', image: 'b:1' }] }),
+      deployment('two', {
+        flake: `github:a/b/${REV_A}`,
+        containers: [
+          { name: 'a', image: 'a:1' },
+          { name: 'b', image: 'b:1' },
+        ],
+      }),
       deployment('wrong-name', { annotations: { 'enbi.hrzn.ee/flake.nope': `github:a/b/${REV_A}` } }),
       deployment('good', { flake: `github:a/b/${REV_A}#img` }),
     ),
   );
-  assert.deepEqual(a.workloads.map((w) => w.workload.name), ['good']);
+  assert.deepEqual(
+    a.workloads.map((w) => w.workload.name),
+    ['good'],
+  );
   const byObject = new Map(a.problems.map((p) => [p.object, p.message]));
   assert.match(byObject.get('Deployment default/bad-flake')!, /unsupported scheme/);
   assert.match(byObject.get('Deployment default/bad-key')!, /unknown enbi annotation/);
@@ -77,12 +98,18 @@ test('bad annotations and images are reported per workload and do not hide the g
 
 test('per-container annotations, init containers and the eager mode', () => {
   const w = deployment('multi', {
-    containers: [{ name: 'api', image: 'api:1' }, { name: 'side', image: 'side:1' }],
+    containers: [
+      { name: 'api', image: 'api:1' },
+      { name: 'side', image: 'side:1' },
+    ],
     annotations: { 'enbi.hrzn.ee/flake.api': `github:a/b/${REV_A}#api`, 'enbi.hrzn.ee/build': 'eager' },
   });
   const a = analyze(yamlDocs(w));
   assert.deepEqual(a.problems, []);
-  assert.deepEqual(a.workloads[0]!.needs.map((n) => [n.container, n.mode]), [['api', 'eager']]);
+  assert.deepEqual(
+    a.workloads[0]!.needs.map((n) => [n.container, n.mode]),
+    [['api', 'eager']],
+  );
 });
 
 test("the pre-alpha's annotations still work", () => {
@@ -105,7 +132,9 @@ test("the pre-alpha's annotations still work", () => {
 });
 
 test('workloads without enbi annotations are ignored silently', () => {
-  const a = analyze(yamlDocs(deployment('plain', {}), { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' } }));
+  const a = analyze(
+    yamlDocs(deployment('plain', {}), { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'c' } }),
+  );
   assert.deepEqual(a.problems, []);
   assert.deepEqual(a.workloads, []);
 });

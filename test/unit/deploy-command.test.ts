@@ -6,9 +6,17 @@ import { it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
 import { IMAGES } from '../../images/definition.ts';
 
-it('deploy/agent.yaml runs the controller image\'s entrypoint, with only V8 flags added', () => {
-  const docs = parseAllDocuments(readFileSync(new URL('../../deploy/agent.yaml', import.meta.url), 'utf8')).map((d) => d.toJS() as { kind?: string; spec?: { template?: { spec?: { containers?: { name: string; command?: string[] }[] } } } });
-  const command = docs.find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.find((c) => c.name === 'agent')?.command ?? [];
+it("deploy/agent.yaml runs the controller image's entrypoint, with only V8 flags added", () => {
+  const docs = parseAllDocuments(readFileSync(new URL('../../deploy/agent.yaml', import.meta.url), 'utf8')).map(
+    (d) =>
+      d.toJS() as {
+        kind?: string;
+        spec?: { template?: { spec?: { containers?: { name: string; command?: string[] }[] } } };
+      },
+  );
+  const command =
+    docs.find((d) => d.kind === 'DaemonSet')?.spec?.template?.spec?.containers?.find((c) => c.name === 'agent')
+      ?.command ?? [];
   const entrypoint = IMAGES.find((d) => d.name === 'controller')?.config.Entrypoint ?? [];
   assert.equal(entrypoint.length, 2);
   assert.deepEqual([command[0], command.at(-1)], entrypoint);

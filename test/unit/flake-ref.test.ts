@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { expandAttr } from '../../src/flake/attr.ts';
-import { type FlakeRef, flakeCredentials, FlakeRefError, formatFlakeRef, gitUrlOf, parseFlakeRef, redactFlakeUrl } from '../../src/flake/ref.ts';
+import {
+  type FlakeRef,
+  flakeCredentials,
+  FlakeRefError,
+  formatFlakeRef,
+  gitUrlOf,
+  parseFlakeRef,
+  redactFlakeUrl,
+} from '../../src/flake/ref.ts';
 
 const REV = '0123456789abcdef0123456789abcdef01234567';
 
@@ -65,13 +73,21 @@ test('bad references are rejected with a reason', () => {
     ['github:acme/shop#', /empty attribute/],
     ['github:acme/shop?ref=a..b', /not a valid Git ref/],
   ];
-  for (const [input, message] of cases) assert.throws(() => parseFlakeRef(input), (e: unknown) => e instanceof FlakeRefError && message.test(e.message), input);
+  for (const [input, message] of cases)
+    assert.throws(
+      () => parseFlakeRef(input),
+      (e: unknown) => e instanceof FlakeRefError && message.test(e.message),
+      input,
+    );
 });
 
 test('a short attribute expands to packages.<system>.<attr>; a full path must match the system', () => {
   assert.equal(expandAttr('image', 'aarch64-linux'), 'packages.aarch64-linux.image');
   assert.equal(expandAttr(undefined, 'x86_64-linux'), 'packages.x86_64-linux.default');
-  assert.equal(expandAttr('myapp-docker.stream-layered', 'x86_64-linux'), 'packages.x86_64-linux.myapp-docker.stream-layered');
+  assert.equal(
+    expandAttr('myapp-docker.stream-layered', 'x86_64-linux'),
+    'packages.x86_64-linux.myapp-docker.stream-layered',
+  );
   assert.equal(expandAttr('packages.x86_64-linux.img', 'x86_64-linux'), 'packages.x86_64-linux.img');
   assert.throws(() => expandAttr('packages.x86_64-linux.img', 'aarch64-linux'), /not aarch64-linux/);
 });
@@ -151,7 +167,10 @@ test('credentials in a flake URL are refused, pointing at nixSecretName, and no 
     [`git+https://github.com/team/app.git?access_token=${SECRET}&rev=${REV}`, /the query parameter "access_token"/],
     [`git+https://gitlab.com/team/app.git?private_token=${SECRET}`, /the query parameter "private_token"/],
     [`git+https://git.example.org/app.git?token=${SECRET}`, /the query parameter "token"/],
-    [`https://bucket.s3.amazonaws.com/app.tar.gz?X-Amz-Credential=AKIA&X-Amz-Signature=${SECRET}`, /the query parameter "X-Amz-(Credential|Signature)"/],
+    [
+      `https://bucket.s3.amazonaws.com/app.tar.gz?X-Amz-Credential=AKIA&X-Amz-Signature=${SECRET}`,
+      /the query parameter "X-Amz-(Credential|Signature)"/,
+    ],
     [`https://acct.blob.core.windows.net/c/app.tar.gz?sv=2022&sig=${SECRET}`, /the query parameter "sig"/],
     [`git+https://git.example.org/app.git?password=${SECRET}`, /the query parameter "password"/],
     [`git+https://git.example.org/app.git?api-key=${SECRET}`, /the query parameter "api-key"/],
@@ -163,24 +182,60 @@ test('credentials in a flake URL are refused, pointing at nixSecretName, and no 
       (e: unknown) => {
         assert.ok(e instanceof FlakeRefError, url);
         assert.match(e.message, what, url);
-        assert.match(e.message, /carries credentials .* would end up in the NixBuild, the build Job's environment and logs: remove them, and put the token in the Secret that the controller setting nixSecretName names/, url);
+        assert.match(
+          e.message,
+          /carries credentials .* would end up in the NixBuild, the build Job's environment and logs: remove them, and put the token in the Secret that the controller setting nixSecretName names/,
+          url,
+        );
         assert.ok(!e.message.includes(SECRET), `the message repeats the secret: ${e.message}`);
         return true;
       },
     );
   }
   // Other errors of a reference with credentials do not repeat them either.
-  for (const url of [`git+https://u:${SECRET}@host/app?rev=short`, `git+https://host/app?access_token=${SECRET}&rev=1&rev=2`, `git+https://host/app?access_token=${SECRET}%zz`, `https://u:${SECRET}@host/app`, `git+https://u:${SECRET}@/x`]) {
-    assert.throws(() => parseFlakeRef(url), (e: unknown) => e instanceof FlakeRefError && !e.message.includes(SECRET), url);
+  for (const url of [
+    `git+https://u:${SECRET}@host/app?rev=short`,
+    `git+https://host/app?access_token=${SECRET}&rev=1&rev=2`,
+    `git+https://host/app?access_token=${SECRET}%zz`,
+    `https://u:${SECRET}@host/app`,
+    `git+https://u:${SECRET}@/x`,
+  ]) {
+    assert.throws(
+      () => parseFlakeRef(url),
+      (e: unknown) => e instanceof FlakeRefError && !e.message.includes(SECRET),
+      url,
+    );
   }
   // What stays allowed: an SSH login without a password, Nix's own parameters, a plain host override.
-  assert.equal(parseFlakeRef(`git+ssh://git@github.com/team/app?rev=${REV}#image`).url, 'ssh://git@github.com/team/app');
-  const nixParams = parseFlakeRef(`git+https://git.example.org/app.git?rev=${REV}&submodules=1&shallow=1&keytype=ssh-ed25519&publicKey=AAAA&verifyCommit=1&narHash=sha256-x&lastModified=1`);
-  assert.deepEqual(Object.keys(nixParams.params).sort(), ['keytype', 'lastModified', 'narHash', 'publicKey', 'shallow', 'submodules', 'verifyCommit']);
+  assert.equal(
+    parseFlakeRef(`git+ssh://git@github.com/team/app?rev=${REV}#image`).url,
+    'ssh://git@github.com/team/app',
+  );
+  const nixParams = parseFlakeRef(
+    `git+https://git.example.org/app.git?rev=${REV}&submodules=1&shallow=1&keytype=ssh-ed25519&publicKey=AAAA&verifyCommit=1&narHash=sha256-x&lastModified=1`,
+  );
+  assert.deepEqual(Object.keys(nixParams.params).sort(), [
+    'keytype',
+    'lastModified',
+    'narHash',
+    'publicKey',
+    'shallow',
+    'submodules',
+    'verifyCommit',
+  ]);
   assert.equal(parseFlakeRef(`gitlab:team/app/${REV}?host=git.example.org`).host, 'git.example.org');
   assert.equal(flakeCredentials(parseFlakeRef(`github:team/app/${REV}`)), undefined);
   // A reference built from a flake.lock (not parsed from text) is checked the same way.
-  assert.match(flakeCredentials({ type: 'git', url: `https://u:${SECRET}@host/app.git`, rev: REV, params: {} }) ?? '', /a password in the URL/);
-  assert.match(flakeCredentials({ type: 'git', url: `https://host/app.git?access_token=${SECRET}`, rev: REV, params: {} }) ?? '', /the query parameter "access_token"/);
-  assert.equal(redactFlakeUrl(`git+https://u:${SECRET}@h/a?rev=${REV}&access_token=${SECRET}&host=x@y#i`), `git+https://***@h/a?rev=${REV}&access_token=***&host=***#i`);
+  assert.match(
+    flakeCredentials({ type: 'git', url: `https://u:${SECRET}@host/app.git`, rev: REV, params: {} }) ?? '',
+    /a password in the URL/,
+  );
+  assert.match(
+    flakeCredentials({ type: 'git', url: `https://host/app.git?access_token=${SECRET}`, rev: REV, params: {} }) ?? '',
+    /the query parameter "access_token"/,
+  );
+  assert.equal(
+    redactFlakeUrl(`git+https://u:${SECRET}@h/a?rev=${REV}&access_token=${SECRET}&host=x@y#i`),
+    `git+https://***@h/a?rev=${REV}&access_token=***&host=***#i`,
+  );
 });

@@ -18,7 +18,9 @@ import { fromJsonable, type WireFixture } from '../support/wire-fixtures.ts';
 const schema = compileSchema(CONTAINERD_DESCRIPTOR);
 const oracle = protobufjsOracle(CONTAINERD_DESCRIPTOR);
 const bytes = (parts: Buffer[]): Buffer => Buffer.concat(parts);
-const fixtures = JSON.parse(readFileSync(new URL('fixtures/containerd-wire.json', import.meta.url), 'utf8')) as WireFixture[];
+const fixtures = JSON.parse(
+  readFileSync(new URL('fixtures/containerd-wire.json', import.meta.url), 'utf8'),
+) as WireFixture[];
 
 describe('protobuf codec: golden bytes written by protobuf.js', () => {
   for (const f of fixtures) {
@@ -30,8 +32,13 @@ describe('protobuf codec: golden bytes written by protobuf.js', () => {
   }
 
   it('decodes absent fields as proto-loader did: empty strings, 0, false, empty Buffer, {} , [], null', () => {
-    const list = decodeMessage(schema.message('containerd.services.images.v1.ListImagesResponse'), Buffer.from('0a00', 'hex'));
-    assert.deepStrictEqual(list, { images: [{ labels: {}, name: '', target: null, createdAt: null, updatedAt: null }] });
+    const list = decodeMessage(
+      schema.message('containerd.services.images.v1.ListImagesResponse'),
+      Buffer.from('0a00', 'hex'),
+    );
+    assert.deepStrictEqual(list, {
+      images: [{ labels: {}, name: '', target: null, createdAt: null, updatedAt: null }],
+    });
     const read = decodeMessage(schema.message('containerd.services.content.v1.ReadContentResponse'), Buffer.alloc(0));
     assert.deepStrictEqual(read, { offset: 0, data: Buffer.alloc(0) });
     const write = decodeMessage(schema.message('containerd.services.content.v1.WriteContentResponse'), Buffer.alloc(0));
@@ -43,7 +50,12 @@ describe('protobuf codec: golden bytes written by protobuf.js', () => {
 function arbitraryMessage(t: MessageType, depth = 0): fc.Arbitrary<Record<string, unknown>> {
   const entries = t.fields.map((f) => {
     let a: fc.Arbitrary<unknown>;
-    if (f.mapKey !== undefined) a = fc.dictionary(fc.string({ unit: 'grapheme', maxLength: 12 }).filter((k) => k !== '__proto__'), arbitraryValue(f.value, depth), { maxKeys: 4 });
+    if (f.mapKey !== undefined)
+      a = fc.dictionary(
+        fc.string({ unit: 'grapheme', maxLength: 12 }).filter((k) => k !== '__proto__'),
+        arbitraryValue(f.value, depth),
+        { maxKeys: 4 },
+      );
     else if (f.repeated) a = fc.array(arbitraryValue(f.value, depth), { maxLength: 4 });
     else a = arbitraryValue(f.value, depth);
     return [f.name, a] as const;
@@ -64,14 +76,23 @@ function arbitraryValue(t: ValueType, depth: number): fc.Arbitrary<unknown> {
     case 'int64':
       return fc.oneof(fc.maxSafeInteger(), fc.integer({ min: -1000, max: 1000 }));
     case 'bytes':
-      return fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ minLength: 500, maxLength: 2000 })).map((u) => Buffer.from(u));
+      return fc
+        .oneof(fc.uint8Array({ maxLength: 40 }), fc.uint8Array({ minLength: 500, maxLength: 2000 }))
+        .map((u) => Buffer.from(u));
   }
 }
 
 /** Every request and response type of the descriptor's methods, plus the event envelope. */
 const methodTypes: string[] = (() => {
   const names = new Set<string>(['containerd.types.Envelope']);
-  const services = CONTAINERD_DESCRIPTOR.nested.containerd.nested.services.nested as Record<string, { nested: { v1: { nested: Record<string, { methods?: Record<string, { requestType: string; responseType: string }> }> } } }>;
+  const services = CONTAINERD_DESCRIPTOR.nested.containerd.nested.services.nested as Record<
+    string,
+    {
+      nested: {
+        v1: { nested: Record<string, { methods?: Record<string, { requestType: string; responseType: string }> }> };
+      };
+    }
+  >;
   for (const [pkg, svc] of Object.entries(services)) {
     for (const [svcName, node] of Object.entries(svc.nested.v1.nested)) {
       for (const m of Object.keys(node.methods ?? {})) {
@@ -95,7 +116,10 @@ describe('protobuf codec: against protobuf.js, for any message of the descriptor
           assert.equal(ours.toString('hex'), oracle.encode(name, msg).toString('hex'));
           const decoded = decodeMessage(type, ours);
           assert.deepStrictEqual(decoded, oracle.decode(name, ours));
-          assert.deepStrictEqual(bytes(encodeMessage(type, decoded)), bytes(encodeMessage(type, decodeMessage(type, bytes(encodeMessage(type, decoded))))));
+          assert.deepStrictEqual(
+            bytes(encodeMessage(type, decoded)),
+            bytes(encodeMessage(type, decodeMessage(type, bytes(encodeMessage(type, decoded))))),
+          );
         }),
         { numRuns: 60 },
       );
@@ -118,29 +142,58 @@ describe('protobuf codec: wire details', () => {
     const split = known.indexOf(0x10); // before field 2 (size)
     const withUnknown = Buffer.concat([known.subarray(0, split), extra, known.subarray(split), extra]);
     assert.deepStrictEqual(decodeMessage(info, withUnknown), decodeMessage(info, known));
-    assert.deepStrictEqual(decodeMessage(info, withUnknown), oracle.decode('containerd.services.content.v1.Info', withUnknown));
+    assert.deepStrictEqual(
+      decodeMessage(info, withUnknown),
+      oracle.decode('containerd.services.content.v1.Info', withUnknown),
+    );
   });
 
   it('reads repeated scalars packed and unpacked (a descriptor of its own, protobuf.js writing both)', () => {
-    const nums = (packed: boolean) => ({ nested: { t: { nested: { Nums: { fields: {
-      small: { rule: 'repeated', type: 'int32', id: 1, options: { packed } },
-      big: { rule: 'repeated', type: 'int64', id: 2, options: { packed } },
-      flags: { rule: 'repeated', type: 'bool', id: 3, options: { packed } },
-      kinds: { rule: 'repeated', type: 'Kind', id: 4, options: { packed } },
-    } }, Kind: { values: { ZERO: 0, ONE: 1, TWO: 2 } } } } } });
+    const nums = (packed: boolean) => ({
+      nested: {
+        t: {
+          nested: {
+            Nums: {
+              fields: {
+                small: { rule: 'repeated', type: 'int32', id: 1, options: { packed } },
+                big: { rule: 'repeated', type: 'int64', id: 2, options: { packed } },
+                flags: { rule: 'repeated', type: 'bool', id: 3, options: { packed } },
+                kinds: { rule: 'repeated', type: 'Kind', id: 4, options: { packed } },
+              },
+            },
+            Kind: { values: { ZERO: 0, ONE: 1, TWO: 2 } },
+          },
+        },
+      },
+    });
     const ours = compileSchema(nums(false)).message('t.Nums');
-    const value = { small: [0, -1, 2 ** 31 - 1], big: [-(2 ** 53) + 1, 2 ** 40, 0], flags: [true, false, true], kinds: ['TWO', 'ZERO', 'ONE'] };
+    const value = {
+      small: [0, -1, 2 ** 31 - 1],
+      big: [-(2 ** 53) + 1, 2 ** 40, 0],
+      flags: [true, false, true],
+      kinds: ['TWO', 'ZERO', 'ONE'],
+    };
     const packed = protobufjsOracle(nums(true)).encode('t.Nums', value);
     const unpacked = protobufjsOracle(nums(false)).encode('t.Nums', value);
     assert.notDeepStrictEqual(packed, unpacked);
     assert.deepStrictEqual(decodeMessage(ours, packed), value);
     assert.deepStrictEqual(decodeMessage(ours, unpacked), value);
-    assert.deepStrictEqual(decodeMessage(ours, Buffer.concat([packed, unpacked])), { small: [...value.small, ...value.small], big: [...value.big, ...value.big], flags: [...value.flags, ...value.flags], kinds: [...value.kinds, ...value.kinds] });
+    assert.deepStrictEqual(decodeMessage(ours, Buffer.concat([packed, unpacked])), {
+      small: [...value.small, ...value.small],
+      big: [...value.big, ...value.big],
+      flags: [...value.flags, ...value.flags],
+      kinds: [...value.kinds, ...value.kinds],
+    });
   });
 
   it('gives an enum number it does not know as the number, as proto-loader did', () => {
     const res = schema.message('containerd.services.content.v1.WriteContentResponse');
-    assert.deepStrictEqual(decodeMessage(res, Buffer.from('0807', 'hex')), { action: 7, offset: 0, total: 0, digest: '' });
+    assert.deepStrictEqual(decodeMessage(res, Buffer.from('0807', 'hex')), {
+      action: 7,
+      offset: 0,
+      total: 0,
+      digest: '',
+    });
   });
 
   it('keeps a label named __proto__ as a label', () => {
@@ -153,14 +206,16 @@ describe('protobuf codec: wire details', () => {
 
   it('refuses truncated messages with a WireError', () => {
     const full = bytes(encodeMessage(info, { digest: 'sha256:abc', size: 2 ** 40, labels: { k: 'v' } }));
-    fc.assert(fc.property(fc.integer({ min: 1, max: full.length - 1 }), (cut) => {
-      // A cut that ends exactly between fields is a shorter valid message; any other cut must throw.
-      try {
-        decodeMessage(info, full.subarray(0, cut));
-      } catch (e) {
-        assert.ok(e instanceof WireError, String(e));
-      }
-    }));
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: full.length - 1 }), (cut) => {
+        // A cut that ends exactly between fields is a shorter valid message; any other cut must throw.
+        try {
+          decodeMessage(info, full.subarray(0, cut));
+        } catch (e) {
+          assert.ok(e instanceof WireError, String(e));
+        }
+      }),
+    );
     assert.throws(() => decodeMessage(info, full.subarray(0, 3)), WireError);
   });
 
@@ -172,24 +227,36 @@ describe('protobuf codec: wire details', () => {
   });
 
   it('a broken descriptor fails when compiled, naming the type', () => {
-    assert.throws(() => compileSchema({ nested: { a: { nested: { M: { fields: { x: { type: 'Missing', id: 1 } } } } } } }), /type Missing \(used in a\.M\) does not resolve/);
+    assert.throws(
+      () => compileSchema({ nested: { a: { nested: { M: { fields: { x: { type: 'Missing', id: 1 } } } } } } }),
+      /type Missing \(used in a\.M\) does not resolve/,
+    );
   });
 });
 
 describe('gRPC framing and status', () => {
   it('reassembles messages however the stream cuts the bytes', () => {
-    fc.assert(fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 8 }), fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }), (messages, cuts) => {
-      const wire = Buffer.concat(messages.map((m) => frame([Buffer.from(m)])));
-      const r = new FrameReader(1 << 20);
-      const got: Buffer[] = [];
-      for (let at = 0, i = 0; at < wire.length; i++) {
-        const n = cuts[i % cuts.length]!;
-        got.push(...r.push(wire.subarray(at, at + n)));
-        at += n;
-      }
-      assert.deepStrictEqual(got.map((b) => [...b]), messages.map((m) => [...m]));
-      assert.equal(r.pending, 0);
-    }));
+    fc.assert(
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 8 }),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 20 }),
+        (messages, cuts) => {
+          const wire = Buffer.concat(messages.map((m) => frame([Buffer.from(m)])));
+          const r = new FrameReader(1 << 20);
+          const got: Buffer[] = [];
+          for (let at = 0, i = 0; at < wire.length; i++) {
+            const n = cuts[i % cuts.length]!;
+            got.push(...r.push(wire.subarray(at, at + n)));
+            at += n;
+          }
+          assert.deepStrictEqual(
+            got.map((b) => [...b]),
+            messages.map((m) => [...m]),
+          );
+          assert.equal(r.pending, 0);
+        },
+      ),
+    );
   });
 
   it('refuses a message over the limit and a compressed one', () => {
@@ -198,7 +265,10 @@ describe('gRPC framing and status', () => {
   });
 
   it('reads grpc-status and a percent-encoded grpc-message', () => {
-    assert.deepStrictEqual(statusFromMetadata({ 'grpc-status': '5', 'grpc-message': 'image %22a%22: not found' }), { code: 5, details: 'image "a": not found' });
+    assert.deepStrictEqual(statusFromMetadata({ 'grpc-status': '5', 'grpc-message': 'image %22a%22: not found' }), {
+      code: 5,
+      details: 'image "a": not found',
+    });
     assert.deepStrictEqual(statusFromMetadata({ 'grpc-status': '0' }), { code: 0, details: '' });
     assert.equal(statusFromMetadata({ ':status': '200' }), undefined);
     assert.equal(decodeGrpcMessage('100%25 %E2%9C%93 %zz'), '100% ✓ %zz');

@@ -5,24 +5,48 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { tar, type TarEntry } from '../cluster/tar.ts';
-import { chainIds, digestNames, distributionSourceLabels, imageNames, indexGcLabels, manifestGcLabels } from '../../src/containerd/import/labels.ts';
-import { dockerManifest, layerMediaType, MT, parsePlatform, platformMatches, selectOciManifest, type OciIndex } from '../../src/containerd/import/archive.ts';
+import {
+  chainIds,
+  digestNames,
+  distributionSourceLabels,
+  imageNames,
+  indexGcLabels,
+  manifestGcLabels,
+} from '../../src/containerd/import/labels.ts';
+import {
+  dockerManifest,
+  layerMediaType,
+  MT,
+  parsePlatform,
+  platformMatches,
+  selectOciManifest,
+  type OciIndex,
+} from '../../src/containerd/import/archive.ts';
 import { MAX_META_BYTES, parsePax, readTar, TarError } from '../../src/containerd/import/tar.ts';
 
 const sha = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 describe('labels from image references', () => {
   it('normalizes references as the CRI names them, drops duplicates, refuses digests', () => {
-    assert.deepEqual(imageNames(['registry.local/app:v1', 'nginx:1', 'registry.local/app:v1', 'localhost:5000/a/b:2']), [
-      { name: 'registry.local/app:v1', registry: 'registry.local', repository: 'app' },
-      { name: 'docker.io/library/nginx:1', registry: 'docker.io', repository: 'library/nginx' },
-      { name: 'localhost:5000/a/b:2', registry: 'localhost:5000', repository: 'a/b' },
-    ]);
+    assert.deepEqual(
+      imageNames(['registry.local/app:v1', 'nginx:1', 'registry.local/app:v1', 'localhost:5000/a/b:2']),
+      [
+        { name: 'registry.local/app:v1', registry: 'registry.local', repository: 'app' },
+        { name: 'docker.io/library/nginx:1', registry: 'docker.io', repository: 'library/nginx' },
+        { name: 'localhost:5000/a/b:2', registry: 'localhost:5000', repository: 'a/b' },
+      ],
+    );
     assert.throws(() => imageNames([`registry.local/app@sha256:${'a'.repeat(64)}`]), /names a digest/);
   });
 
   it('one distribution-source label per registry host, its repositories comma-separated', () => {
-    const names = imageNames(['registry.local/app:v1', 'registry.local/other/x:v1', 'registry.local/app:v2', 'docker.io/acme/web:1', 'ghcr.io:443/o/p:1']);
+    const names = imageNames([
+      'registry.local/app:v1',
+      'registry.local/other/x:v1',
+      'registry.local/app:v2',
+      'docker.io/acme/web:1',
+      'ghcr.io:443/o/p:1',
+    ]);
     assert.deepEqual(distributionSourceLabels(names), {
       'containerd.io/distribution.source.docker.io': 'acme/web',
       'containerd.io/distribution.source.ghcr.io:443': 'o/p',
@@ -32,14 +56,24 @@ describe('labels from image references', () => {
 
   it('digest references: one per repository', () => {
     const d = `sha256:${'b'.repeat(64)}`;
-    assert.deepEqual(digestNames(imageNames(['registry.local/app:v1', 'registry.local/app:v2', 'nginx:1']), d), [`registry.local/app@${d}`, `docker.io/library/nginx@${d}`]);
+    assert.deepEqual(digestNames(imageNames(['registry.local/app:v1', 'registry.local/app:v2', 'nginx:1']), d), [
+      `registry.local/app@${d}`,
+      `docker.io/library/nginx@${d}`,
+    ]);
   });
 
   it('gc references and chain ids as containerd writes them', () => {
     const c = { mediaType: MT.dockerConfig, digest: sha('c'), size: 1 };
     const l = [sha('l0'), sha('l1')].map((digest) => ({ mediaType: MT.dockerLayer, digest, size: 2 }));
-    assert.deepEqual(manifestGcLabels(c, l), { 'containerd.io/gc.ref.content.config': sha('c'), 'containerd.io/gc.ref.content.l.0': sha('l0'), 'containerd.io/gc.ref.content.l.1': sha('l1') });
-    assert.deepEqual(indexGcLabels(l), { 'containerd.io/gc.ref.content.m.0': sha('l0'), 'containerd.io/gc.ref.content.m.1': sha('l1') });
+    assert.deepEqual(manifestGcLabels(c, l), {
+      'containerd.io/gc.ref.content.config': sha('c'),
+      'containerd.io/gc.ref.content.l.0': sha('l0'),
+      'containerd.io/gc.ref.content.l.1': sha('l1'),
+    });
+    assert.deepEqual(indexGcLabels(l), {
+      'containerd.io/gc.ref.content.m.0': sha('l0'),
+      'containerd.io/gc.ref.content.m.1': sha('l1'),
+    });
     const [a, b] = [sha('a'), sha('b')];
     assert.deepEqual(chainIds([a, b]), [a, sha(`${a} ${b}`)]);
   });
@@ -84,21 +118,33 @@ describe('docker-archive manifest and platforms', () => {
     };
     const amd = manifestFor('amd64');
     const arm = manifestFor('arm64');
-    const inner = put({ schemaVersion: 2, manifests: [{ ...amd, platform: { os: 'linux', architecture: 'amd64' } }, arm] }, MT.ociIndex);
-    const index: OciIndex = { manifests: [{ ...inner, annotations: { 'io.containerd.image.name': 'registry.local/app:v1' } }] };
+    const inner = put(
+      { schemaVersion: 2, manifests: [{ ...amd, platform: { os: 'linux', architecture: 'amd64' } }, arm] },
+      MT.ociIndex,
+    );
+    const index: OciIndex = {
+      manifests: [{ ...inner, annotations: { 'io.containerd.image.name': 'registry.local/app:v1' } }],
+    };
     const blob = async (d: { digest: string }) => blobs.get(d.digest)!;
     const a = await selectOciManifest(index, blob, parsePlatform('linux/arm64'));
     assert.equal(a.desc.digest, arm.digest);
     assert.equal(a.config.architecture, 'arm64');
     assert.deepEqual(a.names, ['registry.local/app:v1']);
     assert.equal((await selectOciManifest(index, blob, parsePlatform('linux/amd64'))).desc.digest, amd.digest);
-    await assert.rejects(selectOciManifest(index, blob, parsePlatform('linux/s390x')), /no image for linux\/s390x in the archive \(it holds linux\/amd64, linux\/arm64\)/);
+    await assert.rejects(
+      selectOciManifest(index, blob, parsePlatform('linux/s390x')),
+      /no image for linux\/s390x in the archive \(it holds linux\/amd64, linux\/arm64\)/,
+    );
   });
 });
 
 async function entriesOf(chunks: Buffer[]): Promise<{ path: string; type: string; linkname: string; data: string }[]> {
   const out = [];
-  for await (const e of readTar((async function* () { yield* chunks; })())) {
+  for await (const e of readTar(
+    (async function* () {
+      yield* chunks;
+    })(),
+  )) {
     const parts: Buffer[] = [];
     for await (const c of e.body) parts.push(c);
     out.push({ path: e.path, type: e.type, linkname: e.linkname, data: Buffer.concat(parts).toString('latin1') });
@@ -166,8 +212,16 @@ describe('streaming tar reader', () => {
 
   it('skips bodies the reader does not read', async () => {
     const paths: string[] = [];
-    for await (const e of readTar((async function* () { yield archive; })())) paths.push(e.path);
-    assert.deepEqual(paths, want.map((w) => w.path));
+    for await (const e of readTar(
+      (async function* () {
+        yield archive;
+      })(),
+    ))
+      paths.push(e.path);
+    assert.deepEqual(
+      paths,
+      want.map((w) => w.path),
+    );
   });
 
   it('PAX path and GNU long names', async () => {
@@ -210,10 +264,18 @@ describe('streaming tar reader', () => {
   }
 
   it('PAX and GNU long-name headers over 1 MiB are refused at their header, naming it, before their bytes are read', async () => {
-    for (const [flag, kind, name] of [['x', 'PAX extended header', 'PaxHeaders.0/x'], ['g', 'PAX global header', 'GlobalHead.0'], ['L', 'GNU long name', '././@LongLink'], ['K', 'GNU long link name', '././@LongLink']] as const) {
+    for (const [flag, kind, name] of [
+      ['x', 'PAX extended header', 'PaxHeaders.0/x'],
+      ['g', 'PAX global header', 'GlobalHead.0'],
+      ['L', 'GNU long name', '././@LongLink'],
+      ['K', 'GNU long link name', '././@LongLink'],
+    ] as const) {
       let pulled = 0;
       const source = (async function* () {
-        yield Buffer.concat([tar([{ type: 'file', path: 'first', data: Buffer.from('ok') }]).subarray(0, 1024), declaredOnly(name, flag, 400 << 20)]);
+        yield Buffer.concat([
+          tar([{ type: 'file', path: 'first', data: Buffer.from('ok') }]).subarray(0, 1024),
+          declaredOnly(name, flag, 400 << 20),
+        ]);
         // Only reached if the reader wants the header's body.
         for (;;) {
           pulled++;
@@ -225,7 +287,10 @@ describe('streaming tar reader', () => {
         (async () => {
           for await (const e of readTar(source)) seen.push(e.path);
         })(),
-        (e: unknown) => e instanceof TarError && e.message === `the ${kind} ${JSON.stringify(name)} at byte 1024 declares 419430400 bytes: more than 1 MiB (1048576), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`,
+        (e: unknown) =>
+          e instanceof TarError &&
+          e.message ===
+            `the ${kind} ${JSON.stringify(name)} at byte 1024 declares 419430400 bytes: more than 1 MiB (1048576), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`,
         flag,
       );
       assert.deepEqual(seen, ['first'], flag);
@@ -240,7 +305,10 @@ describe('streaming tar reader', () => {
     let sum = 0;
     for (const b of b256) sum += b;
     b256.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-    await assert.rejects(entriesOf([b256]), /GNU long name "\.\/\.\/@LongLink" at byte 0 declares 1099511627776 bytes: more than 1 MiB/);
+    await assert.rejects(
+      entriesOf([b256]),
+      /GNU long name "\.\/\.\/@LongLink" at byte 0 declares 1099511627776 bytes: more than 1 MiB/,
+    );
   });
 
   it('headers of exactly 1 MiB are read (what Go accepts), and only path, linkpath and size are kept', async () => {
@@ -267,12 +335,44 @@ describe('streaming tar reader', () => {
 
   it('a PAX size must be decimal digits within 2^53 - 1; it sizes the entry it describes, not the next meta header', async () => {
     const archive = (size: string, bodyLen: number) =>
-      Buffer.concat([rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', size))), rawEntry('layer.tar', '0', Buffer.alloc(bodyLen, 'b')), Buffer.alloc(1024)]);
-    for (const bad of ['1e3', '-512', '0x10', '4.5', '', ' 4', '4 ', '+4', '99999999999999999', '9007199254740993', 'NaN', 'Infinity', '４']) {
-      await assert.rejects(entriesOf([archive(bad, 4)]), (e: unknown) => e instanceof TarError && /^the PAX size ".*" of "layer\.tar" at byte 1024 is not a byte count \(decimal digits, at most 9007199254740991\): corrupt or crafted archive$/.test((e as Error).message), JSON.stringify(bad));
+      Buffer.concat([
+        rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', size))),
+        rawEntry('layer.tar', '0', Buffer.alloc(bodyLen, 'b')),
+        Buffer.alloc(1024),
+      ]);
+    for (const bad of [
+      '1e3',
+      '-512',
+      '0x10',
+      '4.5',
+      '',
+      ' 4',
+      '4 ',
+      '+4',
+      '99999999999999999',
+      '9007199254740993',
+      'NaN',
+      'Infinity',
+      '４',
+    ]) {
+      await assert.rejects(
+        entriesOf([archive(bad, 4)]),
+        (e: unknown) =>
+          e instanceof TarError &&
+          /^the PAX size ".*" of "layer\.tar" at byte 1024 is not a byte count \(decimal digits, at most 9007199254740991\): corrupt or crafted archive$/.test(
+            (e as Error).message,
+          ),
+        JSON.stringify(bad),
+      );
     }
     // A valid one overrides the header's own size field (which says 4 here, the body is 700).
-    const ok = Buffer.concat([rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', '700'))), rawEntry('layer.tar', '0', Buffer.alloc(4, 'b')).subarray(0, 512), Buffer.alloc(700, 'b'), Buffer.alloc(324), Buffer.alloc(1024)]);
+    const ok = Buffer.concat([
+      rawEntry('PaxHeaders.0/layer.tar', 'x', Buffer.from(paxRec('size', '700'))),
+      rawEntry('layer.tar', '0', Buffer.alloc(4, 'b')).subarray(0, 512),
+      Buffer.alloc(700, 'b'),
+      Buffer.alloc(324),
+      Buffer.alloc(1024),
+    ]);
     assert.deepEqual(await entriesOf([ok]), [{ path: 'layer.tar', type: 'file', linkname: '', data: 'b'.repeat(700) }]);
     // A PAX size before a GNU long name: the long name's own size field sizes it, the PAX size the file.
     const mixed = Buffer.concat([
@@ -296,19 +396,37 @@ describe('streaming tar reader', () => {
       ['nolength', 'without its length'],
       ['3 \n', 'overruns|without key=value'],
     ] as const) {
-      const buf = Buffer.concat([rawEntry('PaxHeaders.0/f', 'x', Buffer.from(body)), rawEntry('f', '0', Buffer.from('x')), Buffer.alloc(1024)]);
-      await assert.rejects(entriesOf([buf]), (e: unknown) => e instanceof TarError && e.message.startsWith('malformed PAX extended header "PaxHeaders.0/f" at byte 0: ') && new RegExp(why).test(e.message), JSON.stringify(body));
+      const buf = Buffer.concat([
+        rawEntry('PaxHeaders.0/f', 'x', Buffer.from(body)),
+        rawEntry('f', '0', Buffer.from('x')),
+        Buffer.alloc(1024),
+      ]);
+      await assert.rejects(
+        entriesOf([buf]),
+        (e: unknown) =>
+          e instanceof TarError &&
+          e.message.startsWith('malformed PAX extended header "PaxHeaders.0/f" at byte 0: ') &&
+          new RegExp(why).test(e.message),
+        JSON.stringify(body),
+      );
     }
   });
 
   it('a truncated stream fails, wherever it is cut', async () => {
     for (const cut of [100, 512, 600, 50_000, archive.length - 1024 - 100, archive.length - 1024]) {
-      await assert.rejects(entriesOf([archive.subarray(0, cut)]), (e: unknown) => e instanceof TarError && /truncated stream/.test((e as Error).message), `cut at ${cut}`);
+      await assert.rejects(
+        entriesOf([archive.subarray(0, cut)]),
+        (e: unknown) => e instanceof TarError && /truncated stream/.test((e as Error).message),
+        `cut at ${cut}`,
+      );
     }
   });
 
   it('garbage, an empty stream and data after the end are refused with a clear message', async () => {
-    await assert.rejects(entriesOf([Buffer.from('\x7fELF'.padEnd(4096, 'z'))]), /not a tar archive \(bad header checksum at byte 0\)/);
+    await assert.rejects(
+      entriesOf([Buffer.from('\x7fELF'.padEnd(4096, 'z'))]),
+      /not a tar archive \(bad header checksum at byte 0\)/,
+    );
     await assert.rejects(entriesOf([]), /the stream is empty: no image was sent/);
     await assert.rejects(entriesOf([archive, Buffer.from('more')]), /data after the end-of-archive block/);
     const corrupt = Buffer.from(archive);
@@ -320,7 +438,10 @@ describe('streaming tar reader', () => {
 it('labels on a blob two images share: distribution sources are merged, other labels set', async () => {
   const { mergedLabels } = await import('../../src/containerd/import/content.ts');
   const src = 'containerd.io/distribution.source.registry.local';
-  assert.deepEqual(mergedLabels({ [src]: 'b,a', other: 'x' }, { [src]: 'c', 'containerd.io/uncompressed': 'sha256:1' }), { [src]: 'a,b,c', 'containerd.io/uncompressed': 'sha256:1' });
+  assert.deepEqual(
+    mergedLabels({ [src]: 'b,a', other: 'x' }, { [src]: 'c', 'containerd.io/uncompressed': 'sha256:1' }),
+    { [src]: 'a,b,c', 'containerd.io/uncompressed': 'sha256:1' },
+  );
   assert.deepEqual(mergedLabels({}, { [src]: 'a' }), { [src]: 'a' });
   assert.deepEqual(mergedLabels({ [src]: 'a' }, { [src]: 'a' }), { [src]: 'a' });
 });

@@ -5,7 +5,7 @@ import { it } from 'node:test';
 import { parse } from 'yaml';
 import { containerdDirPatch, K3S_SOCKET_DIR } from '../support/install.ts';
 
-it('docs/install.md\'s k3s overlay patches the agent as test/integration/install.test.ts does', () => {
+it("docs/install.md's k3s overlay patches the agent as test/integration/install.test.ts does", () => {
   const doc = readFileSync(new URL('../../docs/install.md', import.meta.url), 'utf8');
   const block = /```yaml\n(# kustomization\.yaml of your overlay\n[\s\S]*?)```/.exec(doc);
   assert.ok(block !== null, 'docs/install.md has the overlay block');

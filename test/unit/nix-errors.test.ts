@@ -18,7 +18,8 @@ it('evaluation errors of the flake itself are permanent, in the words of Nix 2.8
     `error: opening file '${src}/missing.nix': No such file or directory`, // 2.26
     `error: path '${src}/missing.nix' does not exist`, // 2.26
   ];
-  for (const line of permanent) assert.equal(permanentNixError(`building...\n       … while evaluating\n${line}\n`), line, line);
+  for (const line of permanent)
+    assert.equal(permanentNixError(`building...\n       … while evaluating\n${line}\n`), line, line);
 });
 
 it('failures a retry may fix are not: a builder that failed, a download, a missing path outside the flake', () => {

@@ -21,34 +21,60 @@ test('multi-document files, List objects and JSON are scanned with their lines',
     '    metadata: {name: cj}',
     '    spec: {jobTemplate: {spec: {template: {spec: {containers: [{name: c, image: "y:1"}]}}}}}',
   ].join('\n');
-  const json = JSON.stringify({ apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'ds' }, spec: { template: { spec: { containers: [{ name: 'c', image: 'z:1' }] } } } });
+  const json = JSON.stringify({
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: { name: 'ds' },
+    spec: { template: { spec: { containers: [{ name: 'c', image: 'z:1' }] } } },
+  });
   const scan = scanManifests([
     { path: 'a.yaml', text: yaml },
     { path: 'b.json', text: json },
   ]);
   assert.deepEqual(scan.problems, []);
-  assert.deepEqual(scan.objects.map((o) => [o.file, o.line, o.object.kind]), [
-    ['a.yaml', 1, 'ConfigMap'],
-    ['a.yaml', 8, 'Pod'],
-    ['a.yaml', 12, 'CronJob'],
-    ['b.json', 1, 'DaemonSet'],
-  ]);
+  assert.deepEqual(
+    scan.objects.map((o) => [o.file, o.line, o.object.kind]),
+    [
+      ['a.yaml', 1, 'ConfigMap'],
+      ['a.yaml', 8, 'Pod'],
+      ['a.yaml', 12, 'CronJob'],
+      ['b.json', 1, 'DaemonSet'],
+    ],
+  );
   const { workloads } = extractWorkloads(scan.objects);
-  assert.deepEqual(workloads.map((w) => [w.kind, w.name, w.containers[0]!.image, w.scheduling.daemonSet ?? false]), [
-    ['Pod', 'p', 'x:1', false],
-    ['CronJob', 'cj', 'y:1', false],
-    ['DaemonSet', 'ds', 'z:1', true],
-  ]);
+  assert.deepEqual(
+    workloads.map((w) => [w.kind, w.name, w.containers[0]!.image, w.scheduling.daemonSet ?? false]),
+    [
+      ['Pod', 'p', 'x:1', false],
+      ['CronJob', 'cj', 'y:1', false],
+      ['DaemonSet', 'ds', 'z:1', true],
+    ],
+  );
 });
 
 test('a malformed document is reported with file and line; the other documents still count', () => {
-  const text = ['kind: Pod', 'apiVersion: v1', 'metadata: {name: ok}', 'spec: {containers: []}', '---', 'kind: [unclosed', '---', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: ok2}', 'spec: {containers: []}'].join('\n');
+  const text = [
+    'kind: Pod',
+    'apiVersion: v1',
+    'metadata: {name: ok}',
+    'spec: {containers: []}',
+    '---',
+    'kind: [unclosed',
+    '---',
+    'apiVersion: v1',
+    'kind: Pod',
+    'metadata: {name: ok2}',
+    'spec: {containers: []}',
+  ].join('\n');
   const scan = scanManifests([
     { path: 'm.yaml', text },
     { path: 'n.yaml', text: 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  a: "1"\n  a: "2"\n' },
     { path: 'o.yaml', text: '- just\n- a list\n' },
   ]);
-  assert.deepEqual(scan.objects.map((o) => o.object.metadata), [{ name: 'ok' }, { name: 'ok2' }]);
+  assert.deepEqual(
+    scan.objects.map((o) => o.object.metadata),
+    [{ name: 'ok' }, { name: 'ok2' }],
+  );
   const problems = scan.problems.map((p) => `${p.file}:${p.line}`);
   assert.ok(problems.includes('m.yaml:6') || problems.includes('m.yaml:7'), problems.join(' '));
   assert.ok(problems.includes('n.yaml:6'), `duplicate key reported at its line: ${problems.join(' ')}`);
@@ -58,7 +84,12 @@ test('a malformed document is reported with file and line; the other documents s
 });
 
 test('a workload without a pod template is a problem, other kinds are ignored', () => {
-  const scan = scanManifests([{ path: 'x.yaml', text: 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n' }]);
+  const scan = scanManifests([
+    {
+      path: 'x.yaml',
+      text: 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n',
+    },
+  ]);
   const { workloads, problems } = extractWorkloads(scan.objects);
   assert.equal(workloads.length, 0);
   assert.equal(problems.length, 1);
@@ -66,9 +97,33 @@ test('a workload without a pod template is a problem, other kinds are ignored', 
 });
 
 test('lines point at each document, past comments and blank lines, whether read fast or by the library', () => {
-  const text = ['# header comment', '', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: a}', '---', '', '# about b', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: &n b}', '---', 'apiVersion: v1', 'kind: Pod', 'metadata: {name: c}', ''].join('\n');
+  const text = [
+    '# header comment',
+    '',
+    'apiVersion: v1',
+    'kind: Pod',
+    'metadata: {name: a}',
+    '---',
+    '',
+    '# about b',
+    'apiVersion: v1',
+    'kind: Pod',
+    'metadata: {name: &n b}',
+    '---',
+    'apiVersion: v1',
+    'kind: Pod',
+    'metadata: {name: c}',
+    '',
+  ].join('\n');
   const scan = scanManifests([{ path: 'p.yaml', text }]);
-  assert.deepEqual(scan.objects.map((o) => [o.line, (o.object.metadata as { name: string }).name]), [[3, 'a'], [9, 'b'], [13, 'c']]);
+  assert.deepEqual(
+    scan.objects.map((o) => [o.line, (o.object.metadata as { name: string }).name]),
+    [
+      [3, 'a'],
+      [9, 'b'],
+      [13, 'c'],
+    ],
+  );
 });
 
 test('documents that are not Kubernetes objects are skipped and counted; with enbi annotations they are a problem', () => {
@@ -76,13 +131,19 @@ test('documents that are not Kubernetes objects are skipped and counted; with en
     { path: 'values.yaml', text: 'replicaCount: 1\n' },
     { path: 'arr.json', text: '[1, 2]' },
     { path: 'tail.yaml', text: 'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n' },
-    { path: 'tpl.yaml', text: 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Values.name }}\n  labels:\n    {{- include "x" . | nindent 4 }}\n' },
+    {
+      path: 'tpl.yaml',
+      text: 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Values.name }}\n  labels:\n    {{- include "x" . | nindent 4 }}\n',
+    },
     { path: 'lost.yaml', text: 'metadata:\n  annotations: {enbi.hrzn.ee/flake: "github:a/b/c#d"}\n' },
   ]);
   assert.equal(scan.objects.length, 1);
   assert.equal(scan.documents, 5);
   assert.equal(scan.skipped, 3);
-  assert.deepEqual(scan.problems.map((p) => `${p.file}:${p.line}`), ['lost.yaml:1']);
+  assert.deepEqual(
+    scan.problems.map((p) => `${p.file}:${p.line}`),
+    ['lost.yaml:1'],
+  );
 });
 
 test('nesting deep enough to exhaust the stack is a problem for its document only', () => {
@@ -93,5 +154,8 @@ test('nesting deep enough to exhaust the stack is a problem for its document onl
   ]);
   assert.equal(scan.objects.length, 1);
   assert.equal(scan.problems.length >= 1, true);
-  assert.ok(scan.problems.every((p) => p.file === 'deep.json'), JSON.stringify(scan.problems));
+  assert.ok(
+    scan.problems.every((p) => p.file === 'deep.json'),
+    JSON.stringify(scan.problems),
+  );
 });

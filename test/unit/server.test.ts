@@ -31,19 +31,47 @@ test('malformed requests are answered 400 or 431 on both ports, and the server k
   await writeFile(join(dir, 'secret'), 's3cret\n');
   const metrics = newMetrics();
   let pushes = 0;
-  const s = await startServers({ listen: { host: '127.0.0.1', port: 0 }, webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') }, metrics, ready: () => true, onPush: () => pushes++, log: () => undefined });
+  const s = await startServers({
+    listen: { host: '127.0.0.1', port: 0 },
+    webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') },
+    metrics,
+    ready: () => true,
+    onPush: () => pushes++,
+    log: () => undefined,
+  });
   try {
     for (const port of [s.port, s.webhookPort!]) {
       assert.match(await raw(port, 'GET //[ HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1\.1 400 /);
       assert.match(await raw(port, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 /);
-      assert.match(await raw(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(10 * 1024 * 1024)}\r\n\r\n`), /^(HTTP\/1\.1 431 |)$|^HTTP\/1\.1 431 /);
+      assert.match(
+        await raw(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(10 * 1024 * 1024)}\r\n\r\n`),
+        /^(HTTP\/1\.1 431 |)$|^HTTP\/1\.1 431 /,
+      );
     }
     assert.ok(metrics.httpBadRequests >= 6, String(metrics.httpBadRequests));
     assert.equal((await fetch(`http://127.0.0.1:${s.port}/healthz`)).status, 200);
     assert.equal((await fetch(`http://127.0.0.1:${s.port}/hooks/git`, { method: 'POST', body: '{}' })).status, 405);
     assert.equal((await fetch(`http://127.0.0.1:${s.webhookPort}/metrics`)).status, 404);
-    assert.equal((await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Gitlab-Token': 'no' } })).status, 401);
-    assert.equal((await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, { method: 'POST', body: '{}', headers: { 'X-Gitlab-Token': 's3cret' } })).status, 202);
+    assert.equal(
+      (
+        await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, {
+          method: 'POST',
+          body: '{}',
+          headers: { 'X-Gitlab-Token': 'no' },
+        })
+      ).status,
+      401,
+    );
+    assert.equal(
+      (
+        await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, {
+          method: 'POST',
+          body: '{}',
+          headers: { 'X-Gitlab-Token': 's3cret' },
+        })
+      ).status,
+      202,
+    );
     assert.equal(pushes, 1);
   } finally {
     await s.close();
@@ -66,10 +94,19 @@ test('the webhook: a replayed delivery is answered 200 and does nothing; unsigne
     guard: { ...GUARD_DEFAULTS, perRepository: { burst: 3, perSecond: 0.01, maxKeys: 16 } },
   });
   const url = `http://127.0.0.1:${s.webhookPort}/hooks/git`;
-  const send = (body: string, headers: Record<string, string>) => fetch(url, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
-  const signed = (body: string, id = randomUUID()) => ({ 'X-Hub-Signature-256': `sha256=${createHmac('sha256', 's3cret').update(body).digest('hex')}`, 'X-GitHub-Delivery': id, 'X-GitHub-Event': 'push' });
+  const send = (body: string, headers: Record<string, string>) =>
+    fetch(url, { method: 'POST', body, headers: { 'Content-Type': 'application/json', ...headers } });
+  const signed = (body: string, id = randomUUID()) => ({
+    'X-Hub-Signature-256': `sha256=${createHmac('sha256', 's3cret').update(body).digest('hex')}`,
+    'X-GitHub-Delivery': id,
+    'X-GitHub-Event': 'push',
+  });
   try {
-    const body = JSON.stringify({ ref: 'refs/heads/main', after: 'a'.repeat(40), repository: { full_name: 'acme/app' } });
+    const body = JSON.stringify({
+      ref: 'refs/heads/main',
+      after: 'a'.repeat(40),
+      repository: { full_name: 'acme/app' },
+    });
     const headers = signed(body);
     const first = await send(body, headers);
     assert.equal(first.status, 202);
@@ -83,14 +120,22 @@ test('the webhook: a replayed delivery is answered 200 and does nothing; unsigne
     assert.equal(metrics.webhooksDuplicate, 51);
     assert.equal(metrics.webhookDeliveriesRemembered, 2);
     // Unsigned (or badly signed) requests with distinct ids: 401, nothing remembered.
-    for (let i = 0; i < 200; i++) assert.equal((await send(`{"n":${i}}`, { 'X-Hub-Signature-256': 'sha256=00', 'X-GitHub-Delivery': randomUUID() })).status, 401);
+    for (let i = 0; i < 200; i++)
+      assert.equal(
+        (await send(`{"n":${i}}`, { 'X-Hub-Signature-256': 'sha256=00', 'X-GitHub-Delivery': randomUUID() })).status,
+        401,
+      );
     assert.equal(metrics.webhooksRejected, 200);
     assert.equal(metrics.webhookDeliveriesRemembered, 2);
     // New signed deliveries of one repository past its burst (3): 429 with Retry-After, not remembered.
     const answers: number[] = [];
     let retryAfter: string | null = null;
     for (let i = 0; i < 5; i++) {
-      const b = JSON.stringify({ ref: 'refs/heads/main', after: String(i).repeat(40), repository: { full_name: 'acme/app' } });
+      const b = JSON.stringify({
+        ref: 'refs/heads/main',
+        after: String(i).repeat(40),
+        repository: { full_name: 'acme/app' },
+      });
       const r = await send(b, signed(b));
       answers.push(r.status);
       if (r.status === 429) retryAfter = r.headers.get('retry-after');
@@ -103,7 +148,12 @@ test('the webhook: a replayed delivery is answered 200 and does nothing; unsigne
     // One line per kind within 10 s, however many: 200 rejections, 51 duplicates, 3 throttled → 3 lines, plus the 3 accepted.
     assert.equal(logs.length, 6, logs.join('\n'));
     const text = renderMetrics(metrics);
-    for (const name of ['enbi_webhooks_duplicate_total 51', 'enbi_webhooks_throttled_total 3', 'enbi_webhook_deliveries_remembered 6']) assert.ok(text.includes(name), name);
+    for (const name of [
+      'enbi_webhooks_duplicate_total 51',
+      'enbi_webhooks_throttled_total 3',
+      'enbi_webhook_deliveries_remembered 6',
+    ])
+      assert.ok(text.includes(name), name);
   } finally {
     await s.close();
   }
@@ -113,7 +163,14 @@ test('the webhook holds at most 32 MiB of bodies at once: slow senders of large 
   const dir = await mkdtemp(join(tmpdir(), 'enbi-srv-'));
   await writeFile(join(dir, 'secret'), 's3cret\n');
   const metrics = newMetrics();
-  const s = await startServers({ listen: { host: '127.0.0.1', port: 0 }, webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') }, metrics, ready: () => true, onPush: () => undefined, log: () => undefined });
+  const s = await startServers({
+    listen: { host: '127.0.0.1', port: 0 },
+    webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') },
+    metrics,
+    ready: () => true,
+    onPush: () => undefined,
+    log: () => undefined,
+  });
   const sockets: ReturnType<typeof connect>[] = [];
   try {
     const chunk = Buffer.alloc(4.5 * 1024 * 1024, 0x20);
@@ -134,14 +191,21 @@ test('the webhook holds at most 32 MiB of bodies at once: slow senders of large 
       socket.write(chunk);
       await new Promise((r) => setTimeout(r, 150));
     }
-    const first = await Promise.race([Promise.any(answers), new Promise<string>((r) => setTimeout(() => r('none'), 5000))]);
+    const first = await Promise.race([
+      Promise.any(answers),
+      new Promise<string>((r) => setTimeout(() => r('none'), 5000)),
+    ]);
     assert.match(first, /^HTTP\/1\.1 503 /);
     assert.equal(metrics.webhooksRejected, 1);
     for (const socket of sockets) socket.destroy();
     await new Promise((r) => setTimeout(r, 200));
     // The budget was given back: a 1 MiB delivery (more than what was left) is answered as ever.
     const body = JSON.stringify({ pad: 'x'.repeat(1024 * 1024) });
-    const res = await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, { method: 'POST', body, headers: { 'X-Hub-Signature-256': `sha256=${createHmac('sha256', 's3cret').update(body).digest('hex')}` } });
+    const res = await fetch(`http://127.0.0.1:${s.webhookPort}/hooks/git`, {
+      method: 'POST',
+      body,
+      headers: { 'X-Hub-Signature-256': `sha256=${createHmac('sha256', 's3cret').update(body).digest('hex')}` },
+    });
     assert.equal(res.status, 202);
   } finally {
     for (const socket of sockets) socket.destroy();
@@ -153,7 +217,14 @@ test('an empty webhook secret file is a start-up error that says what to do', as
   const dir = await mkdtemp(join(tmpdir(), 'enbi-srv-'));
   await writeFile(join(dir, 'secret'), ' \n');
   await assert.rejects(
-    startServers({ listen: { host: '127.0.0.1', port: 0 }, webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') }, metrics: newMetrics(), ready: () => true, onPush: () => undefined, log: () => undefined }),
+    startServers({
+      listen: { host: '127.0.0.1', port: 0 },
+      webhook: { host: '127.0.0.1', port: 0, secretFile: join(dir, 'secret') },
+      metrics: newMetrics(),
+      ready: () => true,
+      onPush: () => undefined,
+      log: () => undefined,
+    }),
     /webhook.secretFile .* is empty: put the secret your Git host signs pushes with in it/,
   );
 });

@@ -9,8 +9,23 @@ const pod = (annotations: Record<string, string>, labels: Record<string, string>
   apiVersion: 'v1',
   kind: 'Pod',
   metadata: { name: 'p', namespace: 'ns', uid: 'u1', resourceVersion: '7', annotations, labels, managedFields },
-  spec: { nodeName: 'n1', containers: [{ name: 'app', image: 'registry.local/app:v1', env: [{ name: 'X', value: 'y'.repeat(1000) }] }] },
-  status: { phase: 'Pending', containerStatuses: [{ name: 'app', image: 'registry.local/app:v1', imageID: '', ready: false, restartCount: 0, state: { waiting: { reason: 'ErrImageNeverPull' } } }] },
+  spec: {
+    nodeName: 'n1',
+    containers: [{ name: 'app', image: 'registry.local/app:v1', env: [{ name: 'X', value: 'y'.repeat(1000) }] }],
+  },
+  status: {
+    phase: 'Pending',
+    containerStatuses: [
+      {
+        name: 'app',
+        image: 'registry.local/app:v1',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'ErrImageNeverPull' } },
+      },
+    ],
+  },
 });
 
 it('keeps pods with enbi annotations whole but for managedFields: what the planner reads is intact', () => {
@@ -33,7 +48,13 @@ it('reduces other pods to identity, node and phase', () => {
   const other = pod({ 'example.com/x': '1' }, { app: 'web' });
   assert.equal(podConcernsEnbi(other), false);
   const slim = slimPod(other);
-  assert.deepEqual(slim, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p', namespace: 'ns', uid: 'u1', resourceVersion: '7' }, spec: { containers: [], nodeName: 'n1' }, status: { phase: 'Pending' } });
+  assert.deepEqual(slim, {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'p', namespace: 'ns', uid: 'u1', resourceVersion: '7' },
+    spec: { containers: [], nodeName: 'n1' },
+    status: { phase: 'Pending' },
+  });
   assert.ok(JSON.stringify(slim).length * 5 < JSON.stringify(other).length);
   assert.deepEqual(imageWaits(slim, new Map()), []);
 });

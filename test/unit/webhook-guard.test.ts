@@ -7,12 +7,29 @@ import { test } from 'node:test';
 import { jsonLogger } from '../../src/controller/log.ts';
 import { coalesced, type SyncLeaseApi, watchSyncRequests } from '../../src/controller/sync-request.ts';
 import { TIMESTAMP_TOLERANCE_MS, verifyWebhook } from '../../src/controller/webhook-auth.ts';
-import { clientKey, DeliveryMemory, GUARD_DEFAULTS, repositoryOf, TokenBuckets, webhookGuard } from '../../src/controller/webhook-guard.ts';
+import {
+  clientKey,
+  DeliveryMemory,
+  GUARD_DEFAULTS,
+  repositoryOf,
+  TokenBuckets,
+  webhookGuard,
+} from '../../src/controller/webhook-guard.ts';
 
 const SECRET = 's3cret';
-const push = (n: number, repo = 'acme/app') => Buffer.from(JSON.stringify({ ref: 'refs/heads/main', after: String(n).padStart(40, '0'), repository: { full_name: repo } }));
+const push = (n: number, repo = 'acme/app') =>
+  Buffer.from(
+    JSON.stringify({ ref: 'refs/heads/main', after: String(n).padStart(40, '0'), repository: { full_name: repo } }),
+  );
 const github = (body: Buffer, id: string) => {
-  const v = verifyWebhook({ 'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`, 'x-github-delivery': id }, body, SECRET);
+  const v = verifyWebhook(
+    {
+      'x-hub-signature-256': `sha256=${createHmac('sha256', SECRET).update(body).digest('hex')}`,
+      'x-github-delivery': id,
+    },
+    body,
+    SECRET,
+  );
   assert.ok(v.ok);
   return v;
 };
@@ -23,12 +40,21 @@ test('dedupe: a delivery is accepted once; its replay is a duplicate by id, by c
   const t = 1_000_000;
   assert.equal(g.check(github(body, 'd-1'), body, '10.0.0.1', t).outcome, 'accept');
   assert.equal(g.remembered(), 2, 'its id and its body');
-  assert.deepEqual(g.check(github(body, 'd-1'), body, '10.0.0.1', t + 1), { outcome: 'duplicate', by: 'id', repository: 'github:acme/app' });
+  assert.deepEqual(g.check(github(body, 'd-1'), body, '10.0.0.1', t + 1), {
+    outcome: 'duplicate',
+    by: 'id',
+    repository: 'github:acme/app',
+  });
   // The attacker's replay: same signed body, any X-GitHub-Delivery.
-  assert.deepEqual(g.check(github(body, randomUUID()), body, '10.0.0.2', t + 2), { outcome: 'duplicate', by: 'content', repository: 'github:acme/app' });
+  assert.deepEqual(g.check(github(body, randomUUID()), body, '10.0.0.2', t + 2), {
+    outcome: 'duplicate',
+    by: 'content',
+    repository: 'github:acme/app',
+  });
   // A sender's retry of the same delivery id with another body (GitLab's token signs nothing) is a duplicate too.
   assert.equal(g.check(github(push(2), 'd-1'), push(2), '10.0.0.1', t + 3).outcome, 'duplicate');
-  for (let i = 0; i < 10_000; i++) assert.equal(g.check(github(body, `forged-${i}`), body, '10.0.0.3', t + 4 + i).outcome, 'duplicate');
+  for (let i = 0; i < 10_000; i++)
+    assert.equal(g.check(github(body, `forged-${i}`), body, '10.0.0.3', t + 4 + i).outcome, 'duplicate');
   assert.equal(g.remembered(), 2, 'replays under 10,000 forged ids cost no memory');
   // Remembered for the TTL after it was last seen: a replay loop keeps it known; quiet for the TTL, it goes.
   const later = t + 4 + 10_000 + GUARD_DEFAULTS.ttlMs - 1;
@@ -69,7 +95,11 @@ test('a flood of distinct valid deliveries (a leaked GitLab token) stays within 
 });
 
 test('rate limits: per repository and per client, Retry-After from the emptier bucket, a throttled delivery neither remembered nor charged', () => {
-  const g = webhookGuard({ ...GUARD_DEFAULTS, perRepository: { burst: 2, perSecond: 0.5, maxKeys: 10 }, perClient: { burst: 3, perSecond: 1, maxKeys: 10 } });
+  const g = webhookGuard({
+    ...GUARD_DEFAULTS,
+    perRepository: { burst: 2, perSecond: 0.5, maxKeys: 10 },
+    perClient: { burst: 3, perSecond: 1, maxKeys: 10 },
+  });
   const t = 5_000_000;
   const send = (n: number, repo: string, addr: string, at: number) => {
     const body = push(n, repo);
@@ -114,20 +144,31 @@ test('token buckets: bounded keys; full buckets are dropped first, then the leas
 test('the repository a delivery names: GitHub, Gitea, GitLab, form-encoded, or none', () => {
   assert.equal(repositoryOf('github', Buffer.from('{"repository":{"full_name":"o/r"}}')), 'github:o/r');
   assert.equal(repositoryOf('gitlab', Buffer.from('{"project":{"path_with_namespace":"g/s/p"}}')), 'gitlab:g/s/p');
-  assert.equal(repositoryOf('gitea', Buffer.from(`payload=${encodeURIComponent('{"repository":{"full_name":"o/f"}}')}`)), 'gitea:o/f');
+  assert.equal(
+    repositoryOf('gitea', Buffer.from(`payload=${encodeURIComponent('{"repository":{"full_name":"o/f"}}')}`)),
+    'gitea:o/f',
+  );
   assert.equal(repositoryOf('github', Buffer.from('not json')), 'github:?');
   assert.equal(repositoryOf('github', Buffer.from('null')), 'github:?');
-  assert.equal(repositoryOf('github', Buffer.from(JSON.stringify({ repository: { full_name: 'x'.repeat(10_000) } }))).length, 'github:'.length + 256);
+  assert.equal(
+    repositoryOf('github', Buffer.from(JSON.stringify({ repository: { full_name: 'x'.repeat(10_000) } }))).length,
+    'github:'.length + 256,
+  );
 });
 
 test('Standard Webhooks (GitLab signing token): id and time signed; outside ±5 min refused, inside it the signed id deduplicates', () => {
   const key = Buffer.from('0123456789abcdef0123456789abcdef');
   const secret = `whsec_${key.toString('base64')}`;
   const body = push(7);
-  const sign = (id: string, ts: number) => `v1,${createHmac('sha256', key).update(`${id}.${ts}.`).update(body).digest('base64')}`;
+  const sign = (id: string, ts: number) =>
+    `v1,${createHmac('sha256', key).update(`${id}.${ts}.`).update(body).digest('base64')}`;
   const now = 1_750_000_000_000;
   const ts = Math.floor(now / 1000);
-  const headers = (id: string, t: number, sig = sign(id, t)) => ({ 'webhook-id': id, 'webhook-timestamp': String(t), 'webhook-signature': `v1,bm90IGl0 ${sig}` });
+  const headers = (id: string, t: number, sig = sign(id, t)) => ({
+    'webhook-id': id,
+    'webhook-timestamp': String(t),
+    'webhook-signature': `v1,bm90IGl0 ${sig}`,
+  });
   const ok = verifyWebhook(headers('msg_1', ts), body, secret, now);
   assert.deepEqual(ok, { ok: true, provider: 'standard', deliveryId: 'msg_1', signedAt: ts * 1000 });
   // The id or the time changed under the same signature: refused.
@@ -138,7 +179,11 @@ test('Standard Webhooks (GitLab signing token): id and time signed; outside ±5 
   assert.equal(late.ok, false);
   assert.match(!late.ok ? late.reason : '', /more than 5 min from this clock/);
   assert.equal(verifyWebhook(headers('msg_1', ts + 600), body, secret, now).ok, false);
-  assert.equal(verifyWebhook({ 'webhook-signature': sign('m', ts) }, body, secret, now).ok, false, 'no id, no timestamp');
+  assert.equal(
+    verifyWebhook({ 'webhook-signature': sign('m', ts) }, body, secret, now).ok,
+    false,
+    'no id, no timestamp',
+  );
   // Within the window, the replay is a duplicate.
   const g = webhookGuard();
   assert.ok(ok.ok);
@@ -148,18 +193,30 @@ test('Standard Webhooks (GitLab signing token): id and time signed; outside ±5 
   assert.equal(g.check(again, body, '10.0.0.1', now + 60_000).outcome, 'duplicate');
   // A plain secret (not whsec_) is the key as is.
   const plain = `v1,${createHmac('sha256', 'plain').update(`i.${ts}.`).update(body).digest('base64')}`;
-  assert.equal(verifyWebhook({ 'webhook-id': 'i', 'webhook-timestamp': String(ts), 'webhook-signature': plain }, body, 'plain', now).ok, true);
+  assert.equal(
+    verifyWebhook(
+      { 'webhook-id': 'i', 'webhook-timestamp': String(ts), 'webhook-signature': plain },
+      body,
+      'plain',
+      now,
+    ).ok,
+    true,
+  );
 });
 
-test('a standby\'s sync requests are coalesced: a burst is one write, calls while it runs one more after the spacing, each call answered by a write that began after it', async () => {
+test("a standby's sync requests are coalesced: a burst is one write, calls while it runs one more after the spacing, each call answered by a write that began after it", async () => {
   let writes = 0;
   let failures = 0;
   const starts: number[] = [];
-  const request = coalesced(async () => {
-    writes++;
-    starts.push(Date.now());
-    await new Promise((r) => setTimeout(r, 20));
-  }, 200, () => failures++);
+  const request = coalesced(
+    async () => {
+      writes++;
+      starts.push(Date.now());
+      await new Promise((r) => setTimeout(r, 20));
+    },
+    200,
+    () => failures++,
+  );
   const burst = Array.from({ length: 10_000 }, () => request());
   await new Promise((r) => setTimeout(r, 5));
   assert.equal(writes, 1, '10,000 calls before the write began: one write');
@@ -177,9 +234,13 @@ test('a standby\'s sync requests are coalesced: a burst is one write, calls whil
   await request();
   assert.equal(writes, 3);
   // A failing write is reported once, not to each caller, and no caller sees it.
-  const failing = coalesced(async () => {
-    throw new Error('403 forbidden');
-  }, 50, () => failures++);
+  const failing = coalesced(
+    async () => {
+      throw new Error('403 forbidden');
+    },
+    50,
+    () => failures++,
+  );
   await Promise.all(Array.from({ length: 100 }, () => failing()));
   assert.equal(failures, 1);
 });
@@ -196,7 +257,12 @@ test('the leader polls the sync Lease: a changed version is one request, the fir
   };
   const logs: string[] = [];
   let requested = 0;
-  const w = watchSyncRequests({ api, pollMs: 10, log: jsonLogger((l) => logs.push(l)), onRequested: () => requested++ });
+  const w = watchSyncRequests({
+    api,
+    pollMs: 10,
+    log: jsonLogger((l) => logs.push(l)),
+    onRequested: () => requested++,
+  });
   const tick = () => new Promise((r) => setTimeout(r, 40));
   await tick();
   assert.equal(requested, 0, 'what was there when it took the lead is no request');

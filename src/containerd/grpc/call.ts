@@ -47,7 +47,10 @@ export class Call<Req, Res> extends EventEmitter {
       return;
     }
     if (spec.deadlineMs !== undefined) {
-      this.#deadline = setTimeout(() => this.#abort({ code: Status.DEADLINE_EXCEEDED, details: 'Deadline exceeded' }), spec.deadlineMs);
+      this.#deadline = setTimeout(
+        () => this.#abort({ code: Status.DEADLINE_EXCEEDED, details: 'Deadline exceeded' }),
+        spec.deadlineMs,
+      );
     }
   }
 
@@ -120,13 +123,18 @@ export class Call<Req, Res> extends EventEmitter {
     });
     stream.on('close', () => {
       if (this.#done) return;
-      const dropped = this.#conn.failure(session) ?? (session.destroyed || session.closed ? new Error('connection closed') : undefined);
+      const dropped =
+        this.#conn.failure(session) ??
+        (session.destroyed || session.closed ? new Error('connection closed') : undefined);
       this.#finish(
-        this.#status
-          ?? (dropped !== undefined ? { code: Status.UNAVAILABLE, details: `connection dropped: ${dropped.message}` }
-          : stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR ? statusFromReset(stream.rstCode)
-          : streamError !== undefined ? { code: Status.UNAVAILABLE, details: streamError.message }
-          : { code: Status.UNKNOWN, details: 'stream ended without a status' }),
+        this.#status ??
+          (dropped !== undefined
+            ? { code: Status.UNAVAILABLE, details: `connection dropped: ${dropped.message}` }
+            : stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR
+              ? statusFromReset(stream.rstCode)
+              : streamError !== undefined
+                ? { code: Status.UNAVAILABLE, details: streamError.message }
+                : { code: Status.UNKNOWN, details: 'stream ended without a status' }),
       );
     });
     return stream;
@@ -162,7 +170,8 @@ export class Call<Req, Res> extends EventEmitter {
     this.#done = true;
     clearTimeout(this.#deadline);
     this.#conn.release();
-    if (status.code === Status.OK && this.#frames.pending > 0) status = { code: Status.INTERNAL, details: 'stream ended inside a message' };
+    if (status.code === Status.OK && this.#frames.pending > 0)
+      status = { code: Status.INTERNAL, details: 'stream ended inside a message' };
     if (status.code === Status.OK) this.emit('end');
     // A call nobody listens to for errors (a cancelled subscription) must not throw an unhandled 'error'.
     else if (this.listenerCount('error') > 0) this.emit('error', this.#spec.error(status));

@@ -20,7 +20,8 @@ export function decodeMessage(type: MessageType, buf: Buffer): Obj {
 }
 
 function writeMessage(w: Writer, type: MessageType, msg: unknown): void {
-  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw new TypeError(`${type.name}: object expected`);
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg))
+    throw new TypeError(`${type.name}: object expected`);
   for (const f of type.encodeOrder) {
     const v = (msg as Obj)[f.name];
     if (v === null || v === undefined) continue;
@@ -72,7 +73,8 @@ function writeScalar(w: Writer, id: number, s: Scalar, v: unknown, where: string
       w.tag(id, WIRE_VARINT).int32(Number(v) | 0);
       return;
     case 'int64': {
-      if (typeof v !== 'number' && typeof v !== 'bigint' && typeof v !== 'string') throw new TypeError(`${where}: integer expected`);
+      if (typeof v !== 'number' && typeof v !== 'bigint' && typeof v !== 'string')
+        throw new TypeError(`${where}: integer expected`);
       const [lo, hi] = int64Bits(v);
       w.tag(id, WIRE_VARINT).varint64(lo, hi);
       return;
@@ -105,7 +107,9 @@ function defaultValue(t: ValueType): unknown {
 }
 
 const wireTypeOf = (t: ValueType): number =>
-  t.kind === 'message' || (t.kind === 'scalar' && (t.scalar === 'string' || t.scalar === 'bytes')) ? WIRE_LEN : WIRE_VARINT;
+  t.kind === 'message' || (t.kind === 'scalar' && (t.scalar === 'string' || t.scalar === 'bytes'))
+    ? WIRE_LEN
+    : WIRE_VARINT;
 
 /** Reads fields until the reader's end (each nested message gets a reader of its own bounds). */
 function readMessage(r: Reader, type: MessageType, into?: Obj): Obj {
@@ -139,7 +143,8 @@ function readField(r: Reader, f: Field, wt: number, o: Obj): void {
     }
     const map = o[f.name] as Obj;
     // A key named __proto__ (a containerd label may be) is an own key, not the object's prototype.
-    if (key === '__proto__') Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+    if (key === '__proto__')
+      Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
     else map[String(key)] = value;
     return;
   }

@@ -53,7 +53,8 @@ export class FrameReader {
         const prefix = this.#take(5);
         if (prefix[0] !== 0) throw new FrameError(`compressed message (flag ${prefix[0]}) though none was asked for`);
         this.#need = prefix.readUInt32BE(1);
-        if (this.#need > this.#maxBytes) throw new FrameTooLargeError(`message of ${this.#need} bytes is larger than the limit of ${this.#maxBytes}`);
+        if (this.#need > this.#maxBytes)
+          throw new FrameTooLargeError(`message of ${this.#need} bytes is larger than the limit of ${this.#maxBytes}`);
       }
       if (this.#buffered < this.#need) break;
       out.push(this.#take(this.#need));

@@ -45,8 +45,18 @@ export interface Method {
   readonly responseStream: boolean;
 }
 
-interface JsonField { type: string; id: number; rule?: string; keyType?: string }
-interface JsonMethod { requestType: string; responseType: string; requestStream?: boolean; responseStream?: boolean }
+interface JsonField {
+  type: string;
+  id: number;
+  rule?: string;
+  keyType?: string;
+}
+interface JsonMethod {
+  requestType: string;
+  responseType: string;
+  requestStream?: boolean;
+  responseStream?: boolean;
+}
 interface JsonNode {
   nested?: Record<string, JsonNode>;
   fields?: Record<string, JsonField>;
@@ -113,10 +123,12 @@ export function compileSchema(root: JsonNode): Schema {
     for (const [fieldName, f] of Object.entries(nodes.get(name)!.fields!)) {
       const value = valueType(f.type, name);
       if (f.keyType !== undefined) {
-        if (!SCALARS.has(f.keyType) || f.keyType === 'bytes') throw new Error(`protobuf descriptor: ${name}.${fieldName}: map key type ${f.keyType} not supported`);
+        if (!SCALARS.has(f.keyType) || f.keyType === 'bytes')
+          throw new Error(`protobuf descriptor: ${name}.${fieldName}: map key type ${f.keyType} not supported`);
         fields.push({ name: fieldName, id: f.id, value, repeated: false, mapKey: f.keyType as Scalar });
       } else {
-        if (f.rule !== undefined && f.rule !== 'repeated' && f.rule !== 'optional') throw new Error(`protobuf descriptor: ${name}.${fieldName}: rule ${f.rule} not supported`);
+        if (f.rule !== undefined && f.rule !== 'repeated' && f.rule !== 'optional')
+          throw new Error(`protobuf descriptor: ${name}.${fieldName}: rule ${f.rule} not supported`);
         fields.push({ name: fieldName, id: f.id, value, repeated: f.rule === 'repeated' });
       }
     }
@@ -136,8 +148,15 @@ export function compileSchema(root: JsonNode): Schema {
     for (const [name, m] of Object.entries(node.methods)) {
       const request = valueType(m.requestType, scope);
       const response = valueType(m.responseType, scope);
-      if (request.kind !== 'message' || response.kind !== 'message') throw new Error(`protobuf descriptor: ${service}.${name}: request and response must be messages`);
-      methods.set(`${service}/${name}`, { path: `/${service}/${name}`, request, response, requestStream: m.requestStream === true, responseStream: m.responseStream === true });
+      if (request.kind !== 'message' || response.kind !== 'message')
+        throw new Error(`protobuf descriptor: ${service}.${name}: request and response must be messages`);
+      methods.set(`${service}/${name}`, {
+        path: `/${service}/${name}`,
+        request,
+        response,
+        requestStream: m.requestStream === true,
+        responseStream: m.responseStream === true,
+      });
     }
   }
   // Every message, including those no method names, so that a broken descriptor fails now.

@@ -56,22 +56,30 @@ export function statusFromMetadata(h: IncomingHttpHeaders): CallStatus | undefin
   if (raw === undefined) return undefined;
   const code = Number(raw);
   const details = decodeGrpcMessage(header(h, 'grpc-message') ?? '');
-  if (!Number.isInteger(code) || code < 0 || code > 16) return { code: Status.UNKNOWN, details: `invalid grpc-status ${raw}${details ? `: ${details}` : ''}` };
+  if (!Number.isInteger(code) || code < 0 || code > 16)
+    return { code: Status.UNKNOWN, details: `invalid grpc-status ${raw}${details ? `: ${details}` : ''}` };
   return { code, details };
 }
 
 /** A response that is not gRPC (HTTP status other than 200, or another content type). */
 export function statusFromHttp(httpStatus: number, contentType: string | undefined): CallStatus | undefined {
   if (httpStatus !== 200) {
-    const code = httpStatus === 400 ? Status.INTERNAL
-      : httpStatus === 401 ? Status.UNAUTHENTICATED
-      : httpStatus === 403 ? Status.PERMISSION_DENIED
-      : httpStatus === 404 ? Status.UNIMPLEMENTED
-      : [429, 502, 503, 504].includes(httpStatus) ? Status.UNAVAILABLE
-      : Status.UNKNOWN;
+    const code =
+      httpStatus === 400
+        ? Status.INTERNAL
+        : httpStatus === 401
+          ? Status.UNAUTHENTICATED
+          : httpStatus === 403
+            ? Status.PERMISSION_DENIED
+            : httpStatus === 404
+              ? Status.UNIMPLEMENTED
+              : [429, 502, 503, 504].includes(httpStatus)
+                ? Status.UNAVAILABLE
+                : Status.UNKNOWN;
     return { code, details: `received HTTP status ${httpStatus}` };
   }
-  if (contentType === undefined || !contentType.startsWith('application/grpc')) return { code: Status.UNKNOWN, details: `received content-type ${contentType ?? '(none)'}` };
+  if (contentType === undefined || !contentType.startsWith('application/grpc'))
+    return { code: Status.UNKNOWN, details: `received content-type ${contentType ?? '(none)'}` };
   return undefined;
 }
 

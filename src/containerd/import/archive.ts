@@ -31,7 +31,14 @@ export interface Platform {
   variant?: string;
 }
 
-const ARCH_ALIASES: Record<string, string> = { x86_64: 'amd64', 'x86-64': 'amd64', aarch64: 'arm64', armhf: 'arm', armel: 'arm', i386: '386' };
+const ARCH_ALIASES: Record<string, string> = {
+  x86_64: 'amd64',
+  'x86-64': 'amd64',
+  aarch64: 'arm64',
+  armhf: 'arm',
+  armel: 'arm',
+  i386: '386',
+};
 
 /** `linux/arm64`, `linux/arm/v7` → a platform, with containerd's normalization of names and variants. */
 export function parsePlatform(s: string): Platform {
@@ -54,13 +61,26 @@ export const formatPlatform = (p: Platform): string => `${p.os}/${p.architecture
 /** Whether an image of platform `have` runs where `want` is asked for (absent fields match anything). */
 export function platformMatches(want: Platform, have: Partial<Platform>): boolean {
   if (!have.os && !have.architecture) return true;
-  const h = normalizePlatform({ os: have.os ?? want.os, architecture: have.architecture ?? want.architecture, ...(have.variant ? { variant: have.variant } : {}) });
+  const h = normalizePlatform({
+    os: have.os ?? want.os,
+    architecture: have.architecture ?? want.architecture,
+    ...(have.variant ? { variant: have.variant } : {}),
+  });
   return h.os === want.os && h.architecture === want.architecture && (h.variant ?? '') === (want.variant ?? '');
 }
 
 /** This machine's platform, as containerd's default matcher sees it. */
 export function hostPlatform(): Platform {
-  const arch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64' };
+  const arch: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ia32: '386',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+    loong64: 'loong64',
+  };
   return normalizePlatform({ os: process.platform, architecture: arch[process.arch] ?? process.arch });
 }
 
@@ -87,7 +107,12 @@ export function parseDockerManifestJson(data: Buffer): DockerArchiveEntry[] {
   }
   if (!Array.isArray(v) || v.length === 0) throw new ArchiveError('manifest.json lists no image');
   for (const [i, e] of v.entries()) {
-    const ok = typeof e === 'object' && e !== null && typeof (e as DockerArchiveEntry).Config === 'string' && Array.isArray((e as DockerArchiveEntry).Layers) && (e as DockerArchiveEntry).Layers.every((l) => typeof l === 'string');
+    const ok =
+      typeof e === 'object' &&
+      e !== null &&
+      typeof (e as DockerArchiveEntry).Config === 'string' &&
+      Array.isArray((e as DockerArchiveEntry).Layers) &&
+      (e as DockerArchiveEntry).Layers.every((l) => typeof l === 'string');
     if (!ok) throw new ArchiveError(`manifest.json entry ${i} lacks Config or Layers`);
   }
   return v as DockerArchiveEntry[];
@@ -123,7 +148,9 @@ export const configPlatform = (c: ImageConfig): Partial<Platform> => ({
  */
 export function dockerManifest(config: Desc, layers: Desc[]): Buffer {
   const d = (x: Desc) => ({ mediaType: x.mediaType, digest: x.digest, size: x.size });
-  return Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MT.dockerManifest, config: d(config), layers: layers.map(d) }));
+  return Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: MT.dockerManifest, config: d(config), layers: layers.map(d) }),
+  );
 }
 
 /** A path named inside a docker-archive (manifest.json entries are relative to the archive root). */
@@ -155,15 +182,21 @@ export function parseJson<T>(data: Buffer, what: string): T {
 }
 
 const isDesc = (d: unknown): d is OciDescriptor =>
-  typeof d === 'object' && d !== null && typeof (d as Desc).digest === 'string' && /^sha256:[0-9a-f]{64}$/.test((d as Desc).digest) && typeof (d as Desc).size === 'number';
+  typeof d === 'object' &&
+  d !== null &&
+  typeof (d as Desc).digest === 'string' &&
+  /^sha256:[0-9a-f]{64}$/.test((d as Desc).digest) &&
+  typeof (d as Desc).size === 'number';
 
 export function checkManifest(m: OciManifest, what: string): OciManifest {
-  if (!isDesc(m.config) || !Array.isArray(m.layers) || !m.layers.every(isDesc)) throw new ArchiveError(`${what} is not an image manifest (config and layers with sha256 digests)`);
+  if (!isDesc(m.config) || !Array.isArray(m.layers) || !m.layers.every(isDesc))
+    throw new ArchiveError(`${what} is not an image manifest (config and layers with sha256 digests)`);
   return m;
 }
 
 export function checkIndex(i: OciIndex, what: string): OciIndex {
-  if (!Array.isArray(i.manifests) || !i.manifests.every(isDesc)) throw new ArchiveError(`${what} is not an image index (manifests with sha256 digests)`);
+  if (!Array.isArray(i.manifests) || !i.manifests.every(isDesc))
+    throw new ArchiveError(`${what} is not an image index (manifests with sha256 digests)`);
   return i;
 }
 
@@ -183,7 +216,11 @@ export interface SelectedManifest {
  * decides when it has one, the manifest's config otherwise. Several matches: the first. `want` undefined:
  * the only manifest, or the host's platform among several.
  */
-export async function selectOciManifest(index: OciIndex, blob: (d: Desc) => Promise<Buffer>, want: Platform | undefined): Promise<SelectedManifest> {
+export async function selectOciManifest(
+  index: OciIndex,
+  blob: (d: Desc) => Promise<Buffer>,
+  want: Platform | undefined,
+): Promise<SelectedManifest> {
   const candidates: { desc: OciDescriptor; names: string[] }[] = [];
   const walk = async (ix: OciIndex, names: string[], depth: number): Promise<void> => {
     if (depth > 4) throw new ArchiveError('image indexes nested too deep');
@@ -192,7 +229,12 @@ export async function selectOciManifest(index: OciIndex, blob: (d: Desc) => Prom
       const a = d.annotations ?? {};
       if (a['io.containerd.image.name']) own.push(a['io.containerd.image.name']);
       else if (a['org.opencontainers.image.ref.name']?.includes('/')) own.push(a['org.opencontainers.image.ref.name']);
-      if (isIndexType(d.mediaType)) await walk(checkIndex(parseJson<OciIndex>(await blob(d), `index ${d.digest}`), `index ${d.digest}`), own, depth + 1);
+      if (isIndexType(d.mediaType))
+        await walk(
+          checkIndex(parseJson<OciIndex>(await blob(d), `index ${d.digest}`), `index ${d.digest}`),
+          own,
+          depth + 1,
+        );
       else if (isManifestType(d.mediaType) || d.mediaType === undefined) candidates.push({ desc: d, names: own });
     }
   };
@@ -202,10 +244,21 @@ export async function selectOciManifest(index: OciIndex, blob: (d: Desc) => Prom
   const seen: string[] = [];
   for (const c of candidates) {
     if (target !== undefined && c.desc.platform?.architecture && !platformMatches(target, c.desc.platform)) {
-      seen.push(formatPlatform(normalizePlatform({ os: c.desc.platform.os ?? '?', architecture: c.desc.platform.architecture, ...(c.desc.platform.variant ? { variant: c.desc.platform.variant } : {}) })));
+      seen.push(
+        formatPlatform(
+          normalizePlatform({
+            os: c.desc.platform.os ?? '?',
+            architecture: c.desc.platform.architecture,
+            ...(c.desc.platform.variant ? { variant: c.desc.platform.variant } : {}),
+          }),
+        ),
+      );
       continue;
     }
-    const manifest = checkManifest(parseJson<OciManifest>(await blob(c.desc), `manifest ${c.desc.digest}`), `manifest ${c.desc.digest}`);
+    const manifest = checkManifest(
+      parseJson<OciManifest>(await blob(c.desc), `manifest ${c.desc.digest}`),
+      `manifest ${c.desc.digest}`,
+    );
     const config = parseConfig(await blob(manifest.config), `config ${manifest.config.digest}`);
     const p = configPlatform(config);
     if (target !== undefined && !platformMatches(target, p)) {
@@ -215,5 +268,7 @@ export async function selectOciManifest(index: OciIndex, blob: (d: Desc) => Prom
     const mediaType = c.desc.mediaType ?? manifest.mediaType ?? MT.ociManifest;
     return { desc: { mediaType, digest: c.desc.digest, size: c.desc.size }, manifest, config, names: c.names, seen };
   }
-  throw new ArchiveError(`no image for ${target ? formatPlatform(target) : 'this platform'} in the archive (it holds ${seen.join(', ')})`);
+  throw new ArchiveError(
+    `no image for ${target ? formatPlatform(target) : 'this platform'} in the archive (it holds ${seen.join(', ')})`,
+  );
 }

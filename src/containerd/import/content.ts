@@ -51,25 +51,38 @@ export function mergedLabels(have: Record<string, string>, want: Record<string, 
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(want)) {
     if (!k.startsWith(SOURCE_PREFIX) || have[k] === undefined || have[k] === '') out[k] = v;
-    else out[k] = [...new Set([...have[k]!.split(','), ...v.split(',')])].filter((r) => r !== '').sort().join(',');
+    else
+      out[k] = [...new Set([...have[k]!.split(','), ...v.split(',')])]
+        .filter((r) => r !== '')
+        .sort()
+        .join(',');
   }
   return out;
 }
 
 const holds = (have: Record<string, string>, want: Record<string, string>): boolean =>
-  Object.entries(want).every(([k, v]) => (k.startsWith(SOURCE_PREFIX) ? v.split(',').every((r) => (have[k] ?? '').split(',').includes(r)) : have[k] === v));
+  Object.entries(want).every(([k, v]) =>
+    k.startsWith(SOURCE_PREFIX) ? v.split(',').every((r) => (have[k] ?? '').split(',').includes(r)) : have[k] === v,
+  );
 
 /**
  * Sets these labels on a committed blob, leaving its other labels as they are; distribution sources are
  * merged with those there. Two imports of the same blob under different names can race (read, then write):
  * the write is checked and done again until the blob carries ours.
  */
-export async function addContentLabels(c: ContainerdClient, digest: string, labels: Record<string, string>): Promise<ContentInfo> {
+export async function addContentLabels(
+  c: ContainerdClient,
+  digest: string,
+  labels: Record<string, string>,
+): Promise<ContentInfo> {
   if (Object.keys(labels).length === 0) return contentInfo(c, digest);
   for (let attempt = 0; ; attempt++) {
     const now = await contentInfo(c, digest);
     if (holds(now.labels, labels)) return now;
-    if (attempt >= 8) throw new Error(`blob ${digest}: its labels keep changing under enbi (another writer): ${JSON.stringify(now.labels)}`);
+    if (attempt >= 8)
+      throw new Error(
+        `blob ${digest}: its labels keep changing under enbi (another writer): ${JSON.stringify(now.labels)}`,
+      );
     const next = mergedLabels(now.labels, labels);
     const paths = Object.keys(next).map((k) => `labels.${k}`);
     await c.unary('content', 'Update', { info: { digest, labels: next }, updateMask: { paths } });
@@ -78,7 +91,8 @@ export async function addContentLabels(c: ContainerdClient, digest: string, labe
 
 let refCounter = 0;
 /** A unique ingest reference (containerd locks a ref for the duration of one Write stream). */
-export const ingestRef = (what: string): string => `enbi-import-${process.pid}-${randomBytes(4).toString('hex')}-${++refCounter}-${what}`.slice(0, 200);
+export const ingestRef = (what: string): string =>
+  `enbi-import-${process.pid}-${randomBytes(4).toString('hex')}-${++refCounter}-${what}`.slice(0, 200);
 
 /**
  * Writes one blob: the data as it comes (hashed on the way, never held whole), then COMMIT with the digest
@@ -87,7 +101,13 @@ export const ingestRef = (what: string): string => `enbi-import-${process.pid}-$
  */
 export async function writeBlob(
   c: ContainerdClient,
-  o: { data: AsyncIterable<Buffer> | Buffer; labels: Record<string, string>; ref?: string; expected?: string; size?: number },
+  o: {
+    data: AsyncIterable<Buffer> | Buffer;
+    labels: Record<string, string>;
+    ref?: string;
+    expected?: string;
+    size?: number;
+  },
 ): Promise<WrittenBlob> {
   const ref = o.ref ?? ingestRef('blob');
   const stream = c.duplex<WriteRequest, WriteResponse>('content', 'Write');
@@ -105,15 +125,16 @@ export async function writeBlob(
   });
   const send = async (req: WriteRequest): Promise<void> => {
     if (failure) throw failure;
-    if (!stream.write(req)) await new Promise<void>((r) => {
-      const done = () => {
-        stream.off('drain', done);
-        stream.off('error', done);
-        r();
-      };
-      stream.on('drain', done);
-      stream.on('error', done);
-    });
+    if (!stream.write(req))
+      await new Promise<void>((r) => {
+        const done = () => {
+          stream.off('drain', done);
+          stream.off('error', done);
+          r();
+        };
+        stream.on('drain', done);
+        stream.on('error', done);
+      });
   };
   const hash = createHash('sha256');
   let offset = 0;
@@ -122,7 +143,8 @@ export async function writeBlob(
     if (Buffer.isBuffer(o.data)) {
       // Small blobs (manifests, configs): one COMMIT message holding everything.
       digest = `sha256:${hash.update(o.data).digest('hex')}`;
-      if (o.expected !== undefined && o.expected !== digest) throw new Error(`blob ${o.expected}: the data hashes to ${digest}`);
+      if (o.expected !== undefined && o.expected !== digest)
+        throw new Error(`blob ${o.expected}: the data hashes to ${digest}`);
       offset = o.data.length;
       await send({ action: 'COMMIT', ref, offset: 0, total: offset, expected: digest, data: o.data, labels: o.labels });
     } else {
@@ -135,8 +157,10 @@ export async function writeBlob(
         }
       }
       digest = `sha256:${hash.digest('hex')}`;
-      if (o.expected !== undefined && o.expected !== digest) throw new Error(`blob ${o.expected}: the data hashes to ${digest}`);
-      if (o.size !== undefined && o.size !== offset) throw new Error(`blob ${digest}: ${offset} bytes, expected ${o.size}`);
+      if (o.expected !== undefined && o.expected !== digest)
+        throw new Error(`blob ${o.expected}: the data hashes to ${digest}`);
+      if (o.size !== undefined && o.size !== offset)
+        throw new Error(`blob ${digest}: ${offset} bytes, expected ${o.size}`);
       await send({ action: 'COMMIT', ref, offset, total: offset, expected: digest, labels: o.labels });
     }
     stream.end();

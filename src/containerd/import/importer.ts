@@ -121,7 +121,11 @@ interface ArchiveFile {
 const sha256hex = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 /** Imports an archive stream; on failure nothing is named (no image record) and the lease lets GC clean up. */
-export async function importArchive(c: ContainerdClient, source: AsyncIterable<Buffer | Uint8Array | string>, o: ImportOptions): Promise<ImportResult> {
+export async function importArchive(
+  c: ContainerdClient,
+  source: AsyncIterable<Buffer | Uint8Array | string>,
+  o: ImportOptions,
+): Promise<ImportResult> {
   const t0 = Date.now();
   const log = o.log ?? (() => undefined);
   const snapshotter = o.snapshotter ?? 'overlayfs';
@@ -134,7 +138,10 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
   const owner = o.owner !== undefined && o.owner !== '' ? o.owner : 'enbi-import';
   // Refused before a byte is read: a name outside the allowed prefixes, or one whose record enbi did not
   // write (checked again when the records are written: it may appear meanwhile).
-  checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
+  checkAllowed(
+    names.map((n) => n.name),
+    o.allowedPrefixes,
+  );
   await checkOwned(c, names);
 
   const leaseId = `enbi-import-${Date.now()}-${randomBytes(4).toString('hex')}`;
@@ -158,7 +165,14 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
         for await (const chunk of e.body) parts.push(Buffer.from(chunk));
         const data = Buffer.concat(parts);
         held += data.length;
-        files.set(e.path, { path: e.path, size: data.length, digest: `sha256:${sha256hex(data)}`, head: data.subarray(0, 8), data, written: false });
+        files.set(e.path, {
+          path: e.path,
+          size: data.length,
+          digest: `sha256:${sha256hex(data)}`,
+          head: data.subarray(0, 8),
+          data,
+          written: false,
+        });
       } else {
         let head: Buffer | undefined;
         const body = (async function* () {
@@ -168,9 +182,22 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
           }
         })();
         const t = Date.now();
-        const w = await writeBlob(c, { data: body, labels: sourceLabels, ref: ingestRef(e.path.replace(/[^A-Za-z0-9._-]/g, '_').slice(-60)), size: e.size });
-        log(`enbi: wrote ${e.path} (${(e.size / 1e6).toFixed(1)} MB) as ${w.digest}${w.existed ? ' (already stored)' : ''} in ${Date.now() - t} ms`);
-        files.set(e.path, { path: e.path, size: w.size, digest: w.digest, head: head ?? Buffer.alloc(0), written: true });
+        const w = await writeBlob(c, {
+          data: body,
+          labels: sourceLabels,
+          ref: ingestRef(e.path.replace(/[^A-Za-z0-9._-]/g, '_').slice(-60)),
+          size: e.size,
+        });
+        log(
+          `enbi: wrote ${e.path} (${(e.size / 1e6).toFixed(1)} MB) as ${w.digest}${w.existed ? ' (already stored)' : ''} in ${Date.now() - t} ms`,
+        );
+        files.set(e.path, {
+          path: e.path,
+          size: w.size,
+          digest: w.digest,
+          head: head ?? Buffer.alloc(0),
+          written: true,
+        });
       }
     }
     const file = (p: string): ArchiveFile | undefined => {
@@ -178,7 +205,8 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
       for (let i = 0; i < 16 && !files.has(path) && links.has(path); i++) path = links.get(path)!;
       return files.get(path);
     };
-    const dataOf = async (f: ArchiveFile): Promise<Buffer> => f.data ?? (await readBlob(c, f.digest, f.size)) ?? Buffer.alloc(0);
+    const dataOf = async (f: ArchiveFile): Promise<Buffer> =>
+      f.data ?? (await readBlob(c, f.digest, f.size)) ?? Buffer.alloc(0);
 
     // 2. What the archive is, and which image of it.
     let manifestDesc: Desc;
@@ -196,7 +224,8 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
         const f = file(`blobs/${alg}/${hex}`);
         if (f === undefined) throw new ArchiveError(`the archive lacks blob ${d.digest}`);
         if (f.digest !== d.digest) throw new ArchiveError(`blobs/${alg}/${hex} hashes to ${f.digest}: corrupt archive`);
-        if (f.size !== d.size) throw new ArchiveError(`blob ${d.digest} has ${f.size} bytes, its descriptor says ${d.size}`);
+        if (f.size !== d.size)
+          throw new ArchiveError(`blob ${d.digest} has ${f.size} bytes, its descriptor says ${d.size}`);
         return f;
       };
       const ix = checkIndex(parseJson<OciIndex>(await dataOf(index), 'index.json'), 'index.json');
@@ -204,9 +233,16 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
       manifestDesc = sel.desc;
       manifestBytes = await dataOf(blobFile(sel.desc));
       config = sel.config;
-      configDesc = { mediaType: sel.manifest.config.mediaType ?? MT.ociConfig, digest: sel.manifest.config.digest, size: sel.manifest.config.size };
+      configDesc = {
+        mediaType: sel.manifest.config.mediaType ?? MT.ociConfig,
+        digest: sel.manifest.config.digest,
+        size: sel.manifest.config.size,
+      };
       configFile = blobFile(configDesc);
-      layers = sel.manifest.layers.map((l) => ({ desc: { mediaType: l.mediaType, digest: l.digest, size: l.size }, file: blobFile(l) }));
+      layers = sel.manifest.layers.map((l) => ({
+        desc: { mediaType: l.mediaType, digest: l.digest, size: l.size },
+        file: blobFile(l),
+      }));
       archiveNames = sel.names;
     } else if (dockerJson !== undefined) {
       const entries = parseDockerManifestJson(await dataOf(dockerJson));
@@ -214,16 +250,28 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
       let chosen: { entry: (typeof entries)[number]; config: ImageConfig; file: ArchiveFile } | undefined;
       for (const entry of entries) {
         const f = file(entry.Config);
-        if (f === undefined) throw new ArchiveError(`manifest.json names config ${entry.Config}, which is not in the archive`);
+        if (f === undefined)
+          throw new ArchiveError(`manifest.json names config ${entry.Config}, which is not in the archive`);
         const cfg = parseConfig(await dataOf(f), entry.Config);
         const p = configPlatform(cfg);
         if (want === undefined || platformMatches(want, p)) {
           chosen = { entry, config: cfg, file: f };
           break;
         }
-        seen.push(p.architecture ? formatPlatform(normalizePlatform({ os: p.os ?? 'linux', architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) })) : '?');
+        seen.push(
+          p.architecture
+            ? formatPlatform(
+                normalizePlatform({
+                  os: p.os ?? 'linux',
+                  architecture: p.architecture,
+                  ...(p.variant ? { variant: p.variant } : {}),
+                }),
+              )
+            : '?',
+        );
       }
-      if (chosen === undefined) throw new ArchiveError(`no image for ${formatPlatform(want!)} in the archive (it holds ${seen.join(', ')})`);
+      if (chosen === undefined)
+        throw new ArchiveError(`no image for ${formatPlatform(want!)} in the archive (it holds ${seen.join(', ')})`);
       config = chosen.config;
       configDesc = { mediaType: MT.dockerConfig, digest: chosen.file.digest, size: chosen.file.size };
       configFile = chosen.file;
@@ -232,16 +280,27 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
         if (f === undefined) throw new ArchiveError(`manifest.json names layer ${p}, which is not in the archive`);
         return { desc: { mediaType: layerMediaType(f.head, true), digest: f.digest, size: f.size }, file: f };
       });
-      manifestBytes = dockerManifest(configDesc, layers.map((l) => l.desc));
-      manifestDesc = { mediaType: MT.dockerManifest, digest: `sha256:${sha256hex(manifestBytes)}`, size: manifestBytes.length };
+      manifestBytes = dockerManifest(
+        configDesc,
+        layers.map((l) => l.desc),
+      );
+      manifestDesc = {
+        mediaType: MT.dockerManifest,
+        digest: `sha256:${sha256hex(manifestBytes)}`,
+        size: manifestBytes.length,
+      };
       archiveNames = chosen.entry.RepoTags ?? [];
     } else {
       throw new ArchiveError('neither manifest.json (docker-archive) nor index.json (OCI image layout) in the archive');
     }
     if (names.length === 0) {
       names = imageNames(archiveNames);
-      if (names.length === 0) throw new ImportError('no image name: give --image (ENBI_IMAGES), the archive names none');
-      checkAllowed(names.map((n) => n.name), o.allowedPrefixes);
+      if (names.length === 0)
+        throw new ImportError('no image name: give --image (ENBI_IMAGES), the archive names none');
+      checkAllowed(
+        names.map((n) => n.name),
+        o.allowedPrefixes,
+      );
       await checkOwned(c, names);
       sourceLabels = distributionSourceLabels(names);
       // Blobs streamed before the names were known get their labels now.
@@ -249,38 +308,83 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
     }
     const diffIds = config.rootfs?.diff_ids ?? [];
     const platform = configPlatform(config);
-    const platformText = platform.architecture ? formatPlatform(normalizePlatform({ os: platform.os ?? 'linux', architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) })) : '';
+    const platformText = platform.architecture
+      ? formatPlatform(
+          normalizePlatform({
+            os: platform.os ?? 'linux',
+            architecture: platform.architecture,
+            ...(platform.variant ? { variant: platform.variant } : {}),
+          }),
+        )
+      : '';
 
     // 3. The layers held in memory, then the unpack (Diff.Apply reads the layers from the content store).
     for (const l of layers) {
       if (l.file.written) continue;
-      await writeBlob(c, { data: l.file.data!, labels: sourceLabels, expected: l.desc.digest, ref: ingestRef('layer') });
+      await writeBlob(c, {
+        data: l.file.data!,
+        labels: sourceLabels,
+        expected: l.desc.digest,
+        ref: ingestRef('layer'),
+      });
       l.file.written = true;
     }
     let chainId = '';
     let unpackedLayers = 0;
     if (snapshotter !== '') {
       const t = Date.now();
-      const u = await unpackLayers(c, snapshotter, layers.map((l) => l.desc), diffIds);
+      const u = await unpackLayers(
+        c,
+        snapshotter,
+        layers.map((l) => l.desc),
+        diffIds,
+      );
       chainId = u.chainId;
       unpackedLayers = u.applied;
       // As containerd's unpacker: the uncompressed digest, verified by the apply, on each layer blob.
-      for (const [i, l] of layers.entries()) await addContentLabels(c, l.desc.digest, { [LABEL_UNCOMPRESSED]: diffIds[i]! });
+      for (const [i, l] of layers.entries())
+        await addContentLabels(c, l.desc.digest, { [LABEL_UNCOMPRESSED]: diffIds[i]! });
       log(`enbi: unpacked ${u.applied} of ${layers.length} layers into ${snapshotter} in ${Date.now() - t} ms`);
     }
 
     // 4. Config, then manifest: each with its gc references, so the records' targets hold everything.
-    const configLabels = { ...sourceLabels, ...(chainId !== '' ? { [`${LABEL_GC_SNAPSHOT}.${snapshotter}`]: chainId } : {}) };
+    const configLabels = {
+      ...sourceLabels,
+      ...(chainId !== '' ? { [`${LABEL_GC_SNAPSHOT}.${snapshotter}`]: chainId } : {}),
+    };
     if (configFile.written) await addContentLabels(c, configDesc.digest, configLabels);
-    else await writeBlob(c, { data: configFile.data!, labels: configLabels, expected: configDesc.digest, ref: ingestRef('config') });
-    const manifestLabels = { ...sourceLabels, ...manifestGcLabels(configDesc, layers.map((l) => l.desc)) };
-    await writeBlob(c, { data: manifestBytes, labels: manifestLabels, expected: manifestDesc.digest, ref: ingestRef('manifest') });
+    else
+      await writeBlob(c, {
+        data: configFile.data!,
+        labels: configLabels,
+        expected: configDesc.digest,
+        ref: ingestRef('config'),
+      });
+    const manifestLabels = {
+      ...sourceLabels,
+      ...manifestGcLabels(
+        configDesc,
+        layers.map((l) => l.desc),
+      ),
+    };
+    await writeBlob(c, {
+      data: manifestBytes,
+      labels: manifestLabels,
+      expected: manifestDesc.digest,
+      ref: ingestRef('manifest'),
+    });
 
     // 5. The index each tag resolves to (src/image/platform-index.ts): this platform's manifest beside the
     // other platforms that tag already lists on this node. Spegel may hand any node's answer for a tag to
     // any other node: an index names each manifest's platform, so containerd always takes its own.
-    if (platformText === '' && want === undefined) throw new ImportError("the image's config names no os/architecture: give --platform");
-    const own: PlatformManifest = { digest: manifestDesc.digest, size: manifestDesc.size, mediaType: manifestDesc.mediaType, platform: platformText || formatPlatform(want!) };
+    if (platformText === '' && want === undefined)
+      throw new ImportError("the image's config names no os/architecture: give --platform");
+    const own: PlatformManifest = {
+      digest: manifestDesc.digest,
+      size: manifestDesc.size,
+      mediaType: manifestDesc.mediaType,
+      platform: platformText || formatPlatform(want!),
+    };
     const tagTargets = new Map<string, PlatformIndex>();
     const written = new Map<string, Record<string, string>>();
     for (const n of names) {
@@ -342,7 +446,8 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
       names: records.map((r) => r.name),
       config: configDesc.digest,
       platform: own.platform,
-      blobs: new Set([manifestDesc, configDesc, ...layers.map((l) => l.desc)].map((b) => b.digest)).size + indexes.length,
+      blobs:
+        new Set([manifestDesc, configDesc, ...layers.map((l) => l.desc)].map((b) => b.digest)).size + indexes.length,
       sourceLabels,
       bytes,
       unpackedLayers,
@@ -362,7 +467,10 @@ export async function importArchive(c: ContainerdClient, source: AsyncIterable<B
 function checkAllowed(names: readonly string[], prefixes: readonly string[] | undefined): void {
   if (prefixes === undefined) return;
   const outside = names.filter((n) => !prefixes.some((p) => n.startsWith(p)));
-  if (outside.length > 0) throw new ImportError(`refusing to write ${outside.join(', ')}: outside the allowed prefixes (${prefixes.join(', ') || 'none'})`);
+  if (outside.length > 0)
+    throw new ImportError(
+      `refusing to write ${outside.join(', ')}: outside the allowed prefixes (${prefixes.join(', ') || 'none'})`,
+    );
 }
 
 interface ExistingRecord {
@@ -372,7 +480,11 @@ interface ExistingRecord {
 
 async function existingRecord(c: ContainerdClient, name: string): Promise<ExistingRecord | undefined> {
   try {
-    const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> | null } | null }>('images', 'Get', { name });
+    const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> | null } | null }>(
+      'images',
+      'Get',
+      { name },
+    );
     return { labels: r.image?.labels ?? {}, target: r.image?.target ?? undefined };
   } catch (e) {
     if (isNotFound(e)) return undefined;
@@ -422,7 +534,10 @@ const descOf = (i: PlatformIndex): Desc => ({ mediaType: i.mediaType, digest: i.
  * After an import: every blob carries the labels it was written with (distribution sources, gc
  * references), and every record exists with its target, pinned. Throws otherwise, naming what is wrong.
  */
-export async function verifyImport(c: ContainerdClient, v: { records: { name: string; digest: string }[]; blobs: { desc: Desc; labels: Record<string, string> }[] }): Promise<void> {
+export async function verifyImport(
+  c: ContainerdClient,
+  v: { records: { name: string; digest: string }[]; blobs: { desc: Desc; labels: Record<string, string> }[] },
+): Promise<void> {
   const problems: string[] = [];
   for (const { desc: b, labels: must } of v.blobs) {
     let labels: Record<string, string>;
@@ -434,18 +549,29 @@ export async function verifyImport(c: ContainerdClient, v: { records: { name: st
     }
     for (const [k, want] of Object.entries(must)) {
       const have = labels[k];
-      const ok = k.startsWith('containerd.io/distribution.source.') ? have !== undefined && want.split(',').every((r) => have.split(',').includes(r)) : have === want;
-      if (!ok) problems.push(`blob ${b.digest} (${b.mediaType}): label ${k} is ${have === undefined ? 'missing' : JSON.stringify(have)}, want ${JSON.stringify(want)}`);
+      const ok = k.startsWith('containerd.io/distribution.source.')
+        ? have !== undefined && want.split(',').every((r) => have.split(',').includes(r))
+        : have === want;
+      if (!ok)
+        problems.push(
+          `blob ${b.digest} (${b.mediaType}): label ${k} is ${have === undefined ? 'missing' : JSON.stringify(have)}, want ${JSON.stringify(want)}`,
+        );
     }
   }
   for (const { name, digest } of v.records) {
     try {
-      const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> } | null }>('images', 'Get', { name });
-      if (r.image?.target?.digest !== digest) problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${digest}`);
+      const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> } | null }>(
+        'images',
+        'Get',
+        { name },
+      );
+      if (r.image?.target?.digest !== digest)
+        problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${digest}`);
       if (r.image?.labels?.[LABEL_PINNED] !== 'pinned') problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
     } catch (e) {
       problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : (e as Error).message}`);
     }
   }
-  if (problems.length > 0) throw new ImportError(`the import did not leave what Spegel and kubelet need:\n  ${problems.join('\n  ')}`);
+  if (problems.length > 0)
+    throw new ImportError(`the import did not leave what Spegel and kubelet need:\n  ${problems.join('\n  ')}`);
 }

@@ -50,7 +50,8 @@ export function imageNames(refs: string[]): ImageName[] {
   const out = new Map<string, ImageName>();
   for (const raw of refs) {
     const r = parseImageRef(raw);
-    if (r.digest !== undefined) throw new Error(`image "${raw}" names a digest: give a tag, the digest is the image's own`);
+    if (r.digest !== undefined)
+      throw new Error(`image "${raw}" names a digest: give a tag, the digest is the image's own`);
     const name = `${r.registry}/${r.repository}:${r.tag ?? 'latest'}`;
     if (!out.has(name)) out.set(name, { name, registry: r.registry, repository: r.repository });
   }

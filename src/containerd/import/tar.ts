@@ -44,7 +44,12 @@ export class ByteReader {
       this.#eof = true;
       return false;
     }
-    const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+    const chunk =
+      typeof r.value === 'string'
+        ? Buffer.from(r.value)
+        : Buffer.isBuffer(r.value)
+          ? r.value
+          : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
     this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
     return true;
   }
@@ -62,7 +67,8 @@ export class ByteReader {
   async *chunks(n: number, what: () => string): AsyncGenerator<Buffer> {
     let left = n;
     while (left > 0) {
-      if (this.#buf.length === 0 && !(await this.#fill())) throw new TarError(`the archive ends inside ${what()} (${left} of ${n} bytes missing): truncated stream`);
+      if (this.#buf.length === 0 && !(await this.#fill()))
+        throw new TarError(`the archive ends inside ${what()} (${left} of ${n} bytes missing): truncated stream`);
       const out = this.#buf.subarray(0, Math.min(left, this.#buf.length));
       this.#buf = this.#buf.subarray(out.length);
       this.position += out.length;
@@ -164,7 +170,9 @@ export function parsePax(data: Buffer, what = 'PAX header'): Record<string, stri
  */
 export function paxSize(value: string, what: string): number {
   if (!/^[0-9]{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) {
-    throw new TarError(`the PAX size ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} of ${what} is not a byte count (decimal digits, at most ${Number.MAX_SAFE_INTEGER}): corrupt or crafted archive`);
+    throw new TarError(
+      `the PAX size ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)} of ${what} is not a byte count (decimal digits, at most ${Number.MAX_SAFE_INTEGER}): corrupt or crafted archive`,
+    );
   }
   return Number(value);
 }
@@ -176,7 +184,14 @@ export const cleanPath = (p: string): string => {
   return s === '.' ? '' : s;
 };
 
-const TYPES: Record<string, TarEntryType> = { '0': 'file', '\0': 'file', '7': 'file', '5': 'dir', '2': 'symlink', '1': 'hardlink' };
+const TYPES: Record<string, TarEntryType> = {
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file',
+  '5': 'dir',
+  '2': 'symlink',
+  '1': 'hardlink',
+};
 
 async function readAll(it: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
   const out = Buffer.alloc(size);
@@ -185,7 +200,12 @@ async function readAll(it: AsyncIterable<Buffer>, size: number): Promise<Buffer>
   return out;
 }
 
-const META: Record<string, string> = { x: 'PAX extended header', g: 'PAX global header', L: 'GNU long name', K: 'GNU long link name' };
+const META: Record<string, string> = {
+  x: 'PAX extended header',
+  g: 'PAX global header',
+  L: 'GNU long name',
+  K: 'GNU long link name',
+};
 
 /**
  * The entries of a tar stream. The stream must end with the end-of-archive blocks: a stream cut short (the
@@ -210,7 +230,11 @@ export async function* readTar(source: AsyncIterable<Buffer | Uint8Array | strin
       return;
     }
     if (!checksumOk(h)) {
-      throw new TarError(offset === 0 ? 'not a tar archive (bad header checksum at byte 0): send an uncompressed docker-archive or OCI archive' : `bad tar header checksum at byte ${offset}: corrupt stream`);
+      throw new TarError(
+        offset === 0
+          ? 'not a tar archive (bad header checksum at byte 0): send an uncompressed docker-archive or OCI archive'
+          : `bad tar header checksum at byte ${offset}: corrupt stream`,
+      );
     }
     const flag = String.fromCharCode(h[156]!);
     const name = cString(h, 0, 100);
@@ -219,7 +243,9 @@ export async function* readTar(source: AsyncIterable<Buffer | Uint8Array | strin
     if (meta !== undefined) {
       // Refused at the header, before a byte of it is read or held.
       if (size > MAX_META_BYTES) {
-        throw new TarError(`the ${meta} ${JSON.stringify(name)} at byte ${offset} declares ${size} bytes: more than 1 MiB (${MAX_META_BYTES}), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`);
+        throw new TarError(
+          `the ${meta} ${JSON.stringify(name)} at byte ${offset} declares ${size} bytes: more than 1 MiB (${MAX_META_BYTES}), the most a tar reader accepts (Go's archive/tar too): corrupt or crafted archive`,
+        );
       }
       const what = (): string => `the ${meta} at byte ${offset}`;
       const padded = Math.ceil(size / BLOCK) * BLOCK;

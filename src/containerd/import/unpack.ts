@@ -34,8 +34,14 @@ export interface UnpackResult {
  * Unpacks `layers` (whose uncompressed digests are `diffIds`, from the config) into `snapshotter`.
  * Fails when a layer's content does not match its diff id.
  */
-export async function unpackLayers(c: ContainerdClient, snapshotter: string, layers: Desc[], diffIds: string[]): Promise<UnpackResult> {
-  if (layers.length !== diffIds.length) throw new Error(`the config lists ${diffIds.length} diff ids for ${layers.length} layers`);
+export async function unpackLayers(
+  c: ContainerdClient,
+  snapshotter: string,
+  layers: Desc[],
+  diffIds: string[],
+): Promise<UnpackResult> {
+  if (layers.length !== diffIds.length)
+    throw new Error(`the config lists ${diffIds.length} diff ids for ${layers.length} layers`);
   if (layers.length === 0) throw new Error('the image has no layers');
   const chain = chainIds(diffIds);
   let applied = 0;
@@ -47,14 +53,24 @@ export async function unpackLayers(c: ContainerdClient, snapshotter: string, lay
     const key = `extract-${Date.now()}${randomBytes(3).toString('hex')} ${chainId}`;
     let mounts: Mount[];
     try {
-      mounts = (await c.unary<{ mounts: Mount[] }>('snapshots', 'Prepare', { snapshotter, key, parent, labels: { 'containerd.io/snapshot.ref': chainId } })).mounts;
+      mounts = (
+        await c.unary<{ mounts: Mount[] }>('snapshots', 'Prepare', {
+          snapshotter,
+          key,
+          parent,
+          labels: { 'containerd.io/snapshot.ref': chainId },
+        })
+      ).mounts;
     } catch (e) {
       if (isAlreadyExists(e) && (await snapshotExists(c, snapshotter, chainId))) continue;
       throw e;
     }
     try {
       const res = await c.unary<{ applied: Desc | null }>('diff', 'Apply', { diff: layers[i], mounts }, 30 * 60_000);
-      if (res.applied?.digest !== diffIds[i]) throw new Error(`layer ${layers[i]!.digest} unpacks to ${res.applied?.digest ?? 'nothing'}, but the config says diff id ${diffIds[i]}`);
+      if (res.applied?.digest !== diffIds[i])
+        throw new Error(
+          `layer ${layers[i]!.digest} unpacks to ${res.applied?.digest ?? 'nothing'}, but the config says diff id ${diffIds[i]}`,
+        );
       try {
         await c.unary('snapshots', 'Commit', { snapshotter, name: chainId, key });
       } catch (e) {
