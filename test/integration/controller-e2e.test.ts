@@ -484,21 +484,19 @@ describe(
       );
       const tImported = Date.now();
       // Flux or Argo CD applies the same manifest.
-      await c.kc
-        .makeApiClient(AppsV1Api)
-        .replaceNamespacedDeployment({
-          name: 'app',
-          namespace: APP_NS,
-          body: {
-            ...deployment,
-            metadata: {
-              ...deployment.metadata,
-              resourceVersion: (
-                await c.kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'app', namespace: APP_NS })
-              ).metadata?.resourceVersion,
-            },
+      await c.kc.makeApiClient(AppsV1Api).replaceNamespacedDeployment({
+        name: 'app',
+        namespace: APP_NS,
+        body: {
+          ...deployment,
+          metadata: {
+            ...deployment.metadata,
+            resourceVersion: (
+              await c.kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: 'app', namespace: APP_NS })
+            ).metadata?.resourceVersion,
           },
-        });
+        },
+      });
       await until('the v2 pod to run', () => runningPod('app', `registry.local/e2e-app:${v2.shortRev}`), 180_000, 500);
       const tRunning = Date.now();
       timings.push(

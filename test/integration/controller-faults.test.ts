@@ -116,16 +116,14 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
       'the admission policy to be enforced',
       async () => {
         try {
-          await c.kc
-            .makeApiClient(BatchV1Api)
-            .createNamespacedJob({
-              namespace: ns,
-              body: {
-                metadata: { name: `probe-${run}`, labels: { 'enbi.hrzn.ee/nixbuild': bad } },
-                spec: { template: { spec: { restartPolicy: 'Never', containers: [{ name: 'x', image: 'x' }] } } },
-              },
-              dryRun: 'All',
-            });
+          await c.kc.makeApiClient(BatchV1Api).createNamespacedJob({
+            namespace: ns,
+            body: {
+              metadata: { name: `probe-${run}`, labels: { 'enbi.hrzn.ee/nixbuild': bad } },
+              spec: { template: { spec: { restartPolicy: 'Never', containers: [{ name: 'x', image: 'x' }] } } },
+            },
+            dryRun: 'All',
+          });
           return undefined;
         } catch (err) {
           return /refused by the site policy/.test(String((err as { body?: string }).body)) ? true : undefined;

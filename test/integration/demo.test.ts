@@ -55,15 +55,13 @@ describe('npm start: the demo on an embedded default', { skip: clusterSkipReason
     const pod = await demoKc().makeApiClient(CoreV1Api).readNamespacedPod({ name: r.pod, namespace: 'demo' });
     assert.equal(pod.status?.phase, 'Running');
     assert.equal(pod.spec?.containers[0]?.image, r.image);
-    const nb = (await demoKc()
-      .makeApiClient(CustomObjectsApi)
-      .getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: 'enbi-system',
-        plural: PLURAL,
-        name: r.build,
-      })) as NixBuild;
+    const nb = (await demoKc().makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: 'enbi-system',
+      plural: PLURAL,
+      name: r.build,
+    })) as NixBuild;
     assert.equal(nb.status?.phase, 'Succeeded');
     assert.equal(nb.status?.image, r.image);
   };

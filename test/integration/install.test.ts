@@ -381,14 +381,12 @@ describe(
         currentContext: 'agent',
       });
       await assert.rejects(
-        asAgent
-          .makeApiClient(CustomObjectsApi)
-          .createClusterCustomObject({
-            group: GROUP,
-            version: VERSION,
-            plural: NODE_IMAGES_PLURAL,
-            body: { apiVersion: `${GROUP}/${VERSION}`, kind: NODE_IMAGES_KIND, metadata: { name: 'another-node' } },
-          }),
+        asAgent.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: NODE_IMAGES_PLURAL,
+          body: { apiVersion: `${GROUP}/${VERSION}`, kind: NODE_IMAGES_KIND, metadata: { name: 'another-node' } },
+        }),
         (err: { code?: number; body?: string }) =>
           err.code === 403 && /may write only the NodeImages of its own node \(enbi-k3s-1\)/.test(String(err.body)),
       );
