@@ -136,13 +136,14 @@ async function follow(kc: KubeConfig, ns: string, name: string): Promise<number>
             .then((req) => req.signal.addEventListener('abort', () => resolve()))
             .catch(() => resolve());
           // The log stream ends with the container; poll as a fallback.
-          const t = setInterval(async () => {
+          const poll = async () => {
             const p = await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: ns }).catch(() => undefined);
             if (p?.status?.phase === 'Succeeded' || p?.status?.phase === 'Failed' || p === undefined) {
               clearInterval(t);
               resolve();
             }
-          }, 1000);
+          };
+          const t = setInterval(() => void poll(), 1000);
         });
       }
     }
