@@ -92,7 +92,8 @@ export function snoopScript(o: { gitUrl: string; apiServer: string }): string {
     `try read-build-home '$BB ls -A /home/build'`,
     `try reach-daemon-socket '$BB test -S /nix/var/nix/daemon-socket/socket && echo the socket is there'`,
     // An HTTP GET by hand: the static busybox's wget crashes here (glibc's resolver, statically linked).
-    `try reach-git-server 'printf ${q(`GET ${git.pathname}/info/refs?service=git-upload-pack HTTP/1.0\\r\\n\\r\\n`)} | $BB nc -w 5 ${q(git.hostname)} ${q(git.port)}'`,
+    // (stdin stays open a moment: the server closes the connection as soon as nc closes its side).
+    `try reach-git-server '{ printf ${q(`GET ${git.pathname}/info/refs?service=git-upload-pack HTTP/1.0\\r\\n\\r\\n`)}; $BB sleep 2; } | $BB nc -w 5 ${q(git.hostname)} ${q(git.port)}'`,
     `try reach-api-server '$BB nc -w 5 ${q(api.hostname)} ${q(api.port)} </dev/null && echo connected'`,
   ].join('\n');
 }
