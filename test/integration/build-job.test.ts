@@ -10,11 +10,18 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BatchV1Api, CoreV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { buildJob, type JobSettings } from '../../src/build/job.ts';
+import { permanentNixError } from '../../src/build/nix-errors.ts';
 import type { NixBuild } from '../../src/api/nixbuild.ts';
 import { clusterSkipReason, useCluster, type ClusterInfo, type NodeState } from '../cluster/harness.ts';
 import { importBuildImages } from '../support/build-images.ts';
 import { randomBytes } from 'node:crypto';
-import { BROKEN_MESSAGE, createFixtureFlake, SNOOP_ATTEMPTS, type FixtureFlake } from '../support/fixture-flake.ts';
+import {
+  BROKEN_MESSAGE,
+  createFixtureFlake,
+  SCRIPT_FAILS_MESSAGE,
+  SNOOP_ATTEMPTS,
+  type FixtureFlake,
+} from '../support/fixture-flake.ts';
 import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { run, startGitServer, type GitServer } from '../support/git-server.ts';
 import { until } from '../support/kube.ts';
@@ -395,6 +402,30 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     const imported = JSON.parse(f.terminated('import')!.message) as { image: string; index: string };
     assert.deepEqual({ image: imported.image, index: imported.index }, { image: ref, index: stored.digest });
     assert.equal(await runImage('snoop', ref), `${snooping.expectedOutput}\n`);
+  });
+
+  it("fails the Job of an image script that fails in Nix's sandbox, with its own words in the build log; a retry may fix it", async () => {
+    const failing = await createFixtureFlake(server, 'app-script-fails', {
+      variant: 'stream',
+      message: `script fails ${tag}`,
+      scriptFails: true,
+    });
+    const ref = `registry.local/app-script-fails:${tag}`;
+    const f = await runBuild(nixBuild('app-script-fails', failing, ref));
+    assert.equal(f.ok, false, await explain(f));
+    const buildLog = await log(f.pod, 'build');
+    // The script's stderr, prefixed by the wrapper derivation's name, then Nix's and enbi's lines.
+    assert.ok(buildLog.includes(`enbi-image.tar> ${SCRIPT_FAILS_MESSAGE}`), buildLog);
+    assert.match(
+      buildLog,
+      /error: builder for '\/nix\/store\/[0-9a-z]{32}-enbi-image\.tar\.drv' failed with exit code 4/,
+    );
+    assert.match(buildLog, /enbi: the image script failed in Nix's sandbox$/m);
+    // Not a flake that cannot be evaluated: the controller retries it (src/build/nix-errors.ts).
+    assert.equal(permanentNixError(buildLog), undefined);
+    assert.notEqual(f.terminated('build')?.exitCode, 0);
+    assert.match(await log(f.pod, 'import'), /enbi: the build failed; nothing to import/);
+    assert.equal(await ctrImage(node, ref), undefined);
   });
 
   it('fails the Job of a broken flake with the Nix error in the build log, and imports nothing', async () => {

@@ -59,7 +59,12 @@ export interface FixtureFlakeOptions {
    * script writes the image as usual.
    */
   snoop?: { gitUrl: string; apiServer: string };
+  /** Stream variant only: the image script prints SCRIPT_FAILS_MESSAGE to stderr and exits 4, writing no image. */
+  scriptFails?: boolean;
 }
+
+/** What the image script of `scriptFails` prints before it exits 4. */
+export const SCRIPT_FAILS_MESSAGE = 'enbi-fixture: this image script fails on purpose';
 
 /** What the snooping image script tries, in order; each line of its stderr names one of these. */
 export const SNOOP_ATTEMPTS = [
@@ -232,7 +237,7 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         builder = bb;
         args = [ "sh" "-c" (attack + scripts.${nixString(variant)}) ];
         BB = bb;
-        snoop = ${o.snoop !== undefined ? nixString(snoopScript(o.snoop)) : '""'};
+        snoop = ${nixString([o.snoop !== undefined ? snoopScript(o.snoop) : '', o.scriptFails === true ? `echo ${JSON.stringify(SCRIPT_FAILS_MESSAGE)} >&2; exit 4` : ''].filter((x) => x !== '').join('\n'))};
       } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
       poison = derivation {
         name = "enbi-fixture-poison";
