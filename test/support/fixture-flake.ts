@@ -7,7 +7,9 @@
 // Variants:
 //   archive  $out is a docker-archive tarball (BUILD_SCRIPT's "docker-archive or OCI archive" path)
 //   stream   $out is an executable script that writes the tarball to stdout, like
-//            dockerTools.streamLayeredImage (BUILD_SCRIPT's streaming path); the parts live in a second output
+//            dockerTools.streamLayeredImage (BUILD_SCRIPT runs it in the node daemon's sandbox); the parts live
+//            in a second output. `snoop` makes the script try to read secrets and reach the network first,
+//            `scriptFails` makes it fail.
 //   broken   the builder prints BROKEN_MESSAGE to stderr and exits 3
 //   not-image  $out is a plain 2 MB file that is no image (the busybox binary, not executable): the build
 //            succeeds and the import half rejects what it reads
