@@ -4,6 +4,7 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { GO_YAML, goToJS } from '../manifests/go-yaml.ts';
 import type { CachedRender } from './cache.ts';
 import { type ExecLimits, type ExecResult, run, sandboxEnv } from './exec.ts';
 import { helmTemplateArgs } from './helm-args.ts';
@@ -145,10 +146,10 @@ function ownerKustomization(dir: string, root: string, tree: TreeIndex): string 
 
 function isKubernetesFile(text: string): boolean {
   try {
-    const docs = parseAllDocuments(text);
+    const docs = parseAllDocuments(text, GO_YAML);
     if (!Array.isArray(docs)) return false;
     return docs.some((d) => {
-      const js = d.errors.length === 0 ? (d.toJS({ maxAliasCount: 100 }) as Record<string, unknown> | null) : null;
+      const js = d.errors.length === 0 ? (goToJS(d, { maxAliasCount: 100 }) as Record<string, unknown> | null) : null;
       return js !== null && typeof js === 'object' && typeof js.apiVersion === 'string' && typeof js.kind === 'string';
     });
   } catch {
