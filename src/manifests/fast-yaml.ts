@@ -2,8 +2,9 @@
 // sequences, one-line scalars, quoted strings, one-line flow collections, literal and folded block scalars).
 // It returns exactly what the library path (the `yaml` package read as go-yaml.ts says) returns for such a
 // document, about ten times faster, and gives up (NOT_SIMPLE) on anything else — anchors, merge keys, tags,
-// multi-line plain or quoted scalars, duplicate keys, odd indentation, a number or boolean written in a map
-// kustomize keeps as text — so the caller parses that document with the `yaml` package, which reports errors.
+// multi-line plain or quoted scalars, duplicate keys, odd indentation, a number or boolean in an object's own
+// annotations, which kustomize keeps as text — so the caller parses that document with the `yaml`
+// package, which reports errors.
 
 import { goInteger } from './go-yaml.ts';
 
@@ -40,14 +41,15 @@ const asObj = (v: unknown): Obj | undefined =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined;
 const typedValue = (map: unknown) => Object.values(asObj(map) ?? {}).some((v) => v === null || typeof v !== 'string');
 
-/** A non-string value in metadata.annotations, metadata.labels or a nodeSelector, anywhere in the value. */
+const typedMetadata = (o: Obj | undefined) => {
+  const metadata = asObj(o?.metadata);
+  return typedValue(metadata?.annotations);
+};
+
+/** A non-string value in the annotations of the document's object (or of a List's items). */
 function hasTypedStringMapValue(value: unknown): boolean {
-  if (Array.isArray(value)) return value.some(hasTypedStringMapValue);
   const o = asObj(value);
-  if (o === undefined) return false;
-  const metadata = asObj(o.metadata);
-  if (typedValue(o.nodeSelector) || typedValue(metadata?.annotations) || typedValue(metadata?.labels)) return true;
-  return Object.values(o).some((v) => typeof v === 'object' && v !== null && hasTypedStringMapValue(v));
+  return typedMetadata(o) || (Array.isArray(o?.items) && o.items.some((i) => typedMetadata(asObj(i))));
 }
 
 class Reader {

@@ -4,9 +4,10 @@
 //   - `<<` merge keys (a map, or a list of maps: the first holding a key wins, keys written beside `<<` win);
 //   - integers as Go's strconv.ParseInt(s, 0) reads them once underscores are dropped: `010` is 8, `0o17` 15,
 //     `0x1F` 31, `0b101` 5, `1_000` 1000, `+0x1F` 31;
-//   - the values of string maps kustomize knows (metadata.annotations and .labels, nodeSelector) as written:
-//     `gpu: 010` is the string "010", `a: ~` is "~" (the Go readers' schema-aware path; without it the API
-//     server refuses the number).
+//   - an object's own metadata.annotations as written, as kustomize writes them: `v: 010` is the string "010",
+//     `a: ~` is "~" (kustomize reads that map as text; everywhere else, its labels, pod templates and
+//     nodeSelectors included, it types values like any other, and the API server then refuses a number where
+//     a string belongs).
 // Where they disagree enbi follows kustomize: `yes`/`no`/`on`/`off`/`y`/`n` stay strings (go-yaml v2 reads
 // booleans, but every Flux path and Argo CD's kustomize go through kustomize, which keeps them strings).
 // Also here: the bound on what a document expands to through aliases and merge keys, counted on the parsed
@@ -92,7 +93,7 @@ export interface ToJsLimits {
 export function goToJS(doc: Document, limits: ToJsLimits): unknown {
   const targets = aliasTargets(doc);
   checkExpansion(doc, limits.maxExpandedBytes ?? MAX_EXPANDED_BYTES, targets);
-  stringMapsAsWritten(doc, targets);
+  annotationsAsWritten(doc, targets);
   return doc.toJS({ maxAliasCount: limits.maxAliasCount });
 }
 
@@ -157,29 +158,28 @@ function aliasTargets(doc: Document): Map<unknown, YamlNode> {
   return target;
 }
 
-/** Maps whose values kustomize keeps as written (its schema types them map[string]string). */
-const STRING_MAPS = new Set(['annotations', 'labels', 'nodeSelector']);
+const keyOf = (node: unknown): unknown =>
+  node !== null && typeof node === 'object' && 'key' in node && isScalar(node.key) ? node.key.value : undefined;
 
-/** Whether a key holding a map of strings, under a key of `parent`, is one kustomize keeps as written. */
-function isStringMap(key: unknown, parent: unknown): boolean {
-  if (key === 'nodeSelector') return true;
-  return (key === 'annotations' || key === 'labels') && parent === 'metadata';
+/**
+ * Whether `path` (the visitor's, ending at the map holding the pair) is an object's own metadata: the document's
+ * (document, object, metadata pair, metadata map) or a List item's (…, items pair, items, item, metadata pair, …).
+ */
+function isObjectMetadata(path: readonly unknown[]): boolean {
+  if (keyOf(path.at(-2)) !== 'metadata') return false;
+  return path.length === 4 || (path.length === 7 && keyOf(path[2]) === 'items' && isSeq(path[3]));
 }
 
 /**
- * In metadata.annotations, metadata.labels and nodeSelector, plain scalars written directly (or through an alias)
- * become the text written, as kustomize writes them: `gpu: 010` is "010", not 8. Merged entries keep their type,
- * as in kustomize.
+ * In an object's own metadata.annotations, plain scalars written directly (or through an alias) become the text
+ * written, as kustomize writes them: `v: 010` is "010", not 8. Merged entries keep their type, as in kustomize
+ * (and so do labels: kustomize types them).
  */
-function stringMapsAsWritten(doc: Document, targets: ReadonlyMap<unknown, YamlNode>): void {
+function annotationsAsWritten(doc: Document, targets: ReadonlyMap<unknown, YamlNode>): void {
   visit(doc, {
     Pair(_, pair, path) {
       const key = isScalar(pair.key) ? pair.key.value : undefined;
-      if (typeof key !== 'string' || !STRING_MAPS.has(key) || !isMap(pair.value)) return;
-      const holder = path.at(-2);
-      const parentKey =
-        holder !== undefined && 'key' in (holder as object) ? (holder as { key: unknown }).key : undefined;
-      if (!isStringMap(key, isScalar(parentKey) ? parentKey.value : undefined)) return;
+      if (key !== 'annotations' || !isMap(pair.value) || !isObjectMetadata(path)) return;
       for (const item of pair.value.items) {
         const value = isAlias(item.value) ? targets.get(item.value) : item.value;
         if (

@@ -83,11 +83,11 @@ test('a quoted "<<" and "<<" inside a key are ordinary keys', () => {
   assert.deepEqual(objects[0]!.object.data, { '<<': { a: '1' }, 'x<<y': '2' });
 });
 
-test('YAML 1.1 values: integers as Go reads them; yes/on stay strings; string maps keep what was written', () => {
+test("YAML 1.1 values: integers as Go reads them; yes/on stay strings; the object's own annotations keep the text", () => {
   const text = [
     'apiVersion: apps/v1',
     'kind: Deployment',
-    'metadata: {name: web, labels: {v: 010}}',
+    'metadata: {name: web, labels: {v: 010}, annotations: {e: ~, n: &n 0777, m: *n}}',
     'spec:',
     '  replicas: 010',
     '  template:',
@@ -104,12 +104,15 @@ test('YAML 1.1 values: integers as Go reads them; yes/on stay strings; string ma
   assert.deepEqual(problems, []);
   const o = objects[0]!.object as any;
   assert.equal(o.spec.replicas, 8);
-  assert.deepEqual(o.metadata.labels, { v: '010' });
-  assert.deepEqual(o.spec.template.metadata.annotations, { 'enbi.hrzn.ee/flake': FLAKE, n: '0777', e: '~' });
-  assert.deepEqual(o.spec.template.spec.nodeSelector, { gpu: '010', big: '1e3', on: 'yes', hex: '0x1F' });
+  assert.deepEqual(o.metadata.labels, { v: 8 });
+  assert.deepEqual(o.metadata.annotations, { e: '~', n: '0777', m: '0777' });
+  // In the pod template, as kustomize writes it: typed (the API server refuses such an annotation).
+  assert.deepEqual(o.spec.template.metadata.annotations, { 'enbi.hrzn.ee/flake': FLAKE, n: 511, e: null });
+  assert.deepEqual(o.spec.template.spec.nodeSelector, { gpu: 8, big: 1000, on: 'yes', hex: 31 });
   assert.deepEqual(o.spec.template.spec.containers[0].args, ['yes', 'on', 31, 1000]);
   // The fast reader leaves typed values in string maps to the library, which knows what was written.
-  assert.equal(fastParseDocument('spec:\n  nodeSelector:\n    gpu: 010\n'), NOT_SIMPLE);
+  assert.equal(fastParseDocument('metadata:\n  annotations:\n    v: 010\n'), NOT_SIMPLE);
+  assert.equal(fastParseDocument('items:\n- metadata:\n    annotations:\n      v: 1\n'), NOT_SIMPLE);
   assert.deepEqual(fastParseDocument('spec:\n  replicas: 010\n  n: 1_000\n'), { spec: { replicas: 8, n: 1000 } });
 });
 
