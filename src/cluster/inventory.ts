@@ -25,7 +25,8 @@ export interface InventoryOptions {
   now?: Date;
   /**
    * Age beyond which the inventory is not trusted (the agent is gone or cannot reach containerd). Default:
-   * twice the agent's resync period plus a minute (21 min with the default 10-min resync).
+   * twice the agent's resync period (as its status states it, believed between 10 s and 1 h) plus a minute
+   * (21 min with the default 10-min resync).
    */
   maxAgeMs?: number;
 }
@@ -42,6 +43,26 @@ export function nodePlatform(labels: Record<string, string> | undefined): string
   return arch !== undefined ? `${os}/${arch}` : undefined;
 }
 
+/** The agent's default resync; the period a status states is believed only within these bounds. */
+const DEFAULT_RESYNC_S = 600;
+const MIN_RESYNC_S = 10;
+const MAX_RESYNC_S = 3600;
+/** How far ahead of this clock an agent may date its list (clocks of two machines differ a little). */
+const FUTURE_SKEW_MS = 60_000;
+
+/**
+ * When the agent says it last listed containerd (observedAt), unless it dates that in the future by more than
+ * clocks differ: an agent whose clock runs ahead would otherwise get a negative age, and its list would stay
+ * trusted for as long as the skew lasts, alive or not. (The API server's own time of the write is not used:
+ * it keeps no managedFields for NodeImages objects here, checked on Kubernetes 1.34.) Undefined: not usable.
+ */
+export function inventoryWrittenAt(nodeImages: NodeImages | unknown, now: Date): number | undefined {
+  const observedAt = asObj(asObj(nodeImages).status).observedAt;
+  const claimed = typeof observedAt === 'string' ? Date.parse(observedAt) : NaN;
+  if (!Number.isFinite(claimed) || claimed - now.getTime() > FUTURE_SKEW_MS) return undefined;
+  return Math.min(claimed, now.getTime());
+}
+
 /**
  * The images of a NodeImages object, or undefined when it cannot be trusted: no status yet, not from
  * containerd, or older than maxAgeMs. Undefined means: keep using Node.status.images.
@@ -53,11 +74,12 @@ export function inventoryToNodeView(
   const status = asObj(asObj(nodeImages).status) as Partial<NodeImagesStatus>;
   if (status.source !== 'containerd' || typeof status.observedAt !== 'string' || !Array.isArray(status.images))
     return undefined;
-  const observed = Date.parse(status.observedAt);
-  const resyncMs =
-    (typeof status.resyncSeconds === 'number' && status.resyncSeconds > 0 ? status.resyncSeconds : 600) * 1000;
+  const writtenAt = inventoryWrittenAt(nodeImages, o.now ?? new Date());
+  if (writtenAt === undefined) return undefined;
+  const resyncS = typeof status.resyncSeconds === 'number' ? status.resyncSeconds : DEFAULT_RESYNC_S;
+  const resyncMs = Math.min(MAX_RESYNC_S, Math.max(MIN_RESYNC_S, resyncS)) * 1000;
   const maxAge = o.maxAgeMs ?? 2 * resyncMs + 60_000;
-  if (!Number.isFinite(observed) || (o.now ?? new Date()).getTime() - observed > maxAge) return undefined;
+  if ((o.now ?? new Date()).getTime() - writtenAt > maxAge) return undefined;
   const want = o.platform !== undefined ? osArch(o.platform) : undefined;
   const images = new Set<string>();
   const platformImages = new Map<string, Set<string>>();

@@ -1,7 +1,7 @@
 // The controller plans from the node agents' NodeImages inventories where they are fresh, and from
 // Node.status.images elsewhere: an image listed by the agent for the node's platform is present, one the agent
 // does not list is missing (even though kubelet's capped list could not say), and a stale inventory counts
-// for nothing. Real API server, API-object nodes, NodeImages objects written as the agent writes them.
+// for nothing, as does one dated in the future (an agent clock running ahead). Real API server, API-object nodes, NodeImages objects written as the agent writes them.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { mkdtemp, writeFile } from 'node:fs/promises';
@@ -36,6 +36,7 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
   const otherArch = `inv-arm-only-${run}`; // the agent lists the image, but only for linux/arm64
   const stale = `inv-stale-${run}`; // the agent's last word is an hour old
   const noAgent = `inv-none-${run}`; // no NodeImages: kubelet's capped list, so unknown
+  const skewed = `inv-skewed-${run}`; // the agent's clock runs a day ahead and it states a week's resync
 
   const writeInventory = async (
     node: string,
@@ -43,6 +44,15 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     observedAt = new Date(),
   ) => {
     const custom = c.kc.makeApiClient(CustomObjectsApi);
+    return writeStatus(custom, node, images, observedAt);
+  };
+  const writeStatus = async (
+    custom: CustomObjectsApi,
+    node: string,
+    images: { names: string[]; platforms: string[] }[],
+    observedAt: Date,
+    resyncSeconds = 600,
+  ) => {
     await custom.createClusterCustomObject({
       group: GROUP,
       version: VERSION,
@@ -53,7 +63,7 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
       source: 'containerd',
       namespace: 'k8s.io',
       observedAt: observedAt.toISOString(),
-      resyncSeconds: 600,
+      resyncSeconds,
       imageCount: images.length,
       nameCount: images.reduce((n, i) => n + i.names.length, 0),
       truncated: false,
@@ -86,7 +96,14 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     );
     // Every kubelet list is at the cap without the image: on its own, never "missing".
     const amd = { arch: 'amd64', labels: pool, padImagesTo: 50 };
-    nodes = await fakeNodes(c.kc, { [holds]: amd, [lacks]: amd, [otherArch]: amd, [stale]: amd, [noAgent]: amd });
+    nodes = await fakeNodes(c.kc, {
+      [holds]: amd,
+      [lacks]: amd,
+      [otherArch]: amd,
+      [stale]: amd,
+      [noAgent]: amd,
+      [skewed]: amd,
+    });
     await writeInventory(holds, [{ names: [IMAGE], platforms: ['linux/amd64'] }]);
     await writeInventory(lacks, [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }]);
     await writeInventory(otherArch, [{ names: [IMAGE], platforms: ['linux/arm64'] }]);
@@ -94,6 +111,15 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
       stale,
       [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }],
       new Date(Date.now() - 3_600_000),
+    );
+    // A complete list without the image, dated a day ahead with a week's resync: believed, it would say
+    // "missing" and plan a build there; an agent clock that runs ahead must not keep a list trusted.
+    await writeStatus(
+      c.kc.makeApiClient(CustomObjectsApi),
+      skewed,
+      [{ names: ['registry.local/other:v1'], platforms: ['linux/amd64'] }],
+      new Date(Date.now() + 24 * 3600_000),
+      7 * 24 * 3600,
     );
     dir = await mkdtemp(join(tmpdir(), 'enbi-inv-'));
     await writeFile(
@@ -113,7 +139,7 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     await controller?.stop();
     await nodes?.stop();
     const custom = c?.kc.makeApiClient(CustomObjectsApi);
-    for (const n of [holds, lacks, otherArch, stale])
+    for (const n of [holds, lacks, otherArch, stale, skewed])
       await custom
         ?.deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: NODE_IMAGES_PLURAL, name: n })
         .catch(() => undefined);
@@ -172,7 +198,7 @@ describe('controller with agent inventories', { skip: clusterSkipReason() }, () 
     const targets = final.map((b) => b.spec.node).sort();
     assert.deepEqual(targets, [lacks, otherArch].sort(), `builds on ${targets.join(', ')}\n${logs.join('\n')}`);
     for (const b of final) assert.deepEqual(b.spec.images ?? [b.spec.imageTag], [IMAGE]);
-    // Pool nodes with a fresh agent inventory: holds, lacks, otherArch (the stale one and noAgent fall back).
+    // Pool nodes with a fresh agent inventory: holds, lacks, otherArch (the stale, skewed and noAgent ones fall back).
     assert.ok(metrics.nodesWithAgentInventory >= 3, `nodesWithAgentInventory ${metrics.nodesWithAgentInventory}`);
   });
 });

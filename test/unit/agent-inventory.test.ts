@@ -124,6 +124,26 @@ describe('inventoryToNodeView', () => {
     );
   });
 
+  it('an agent clock running ahead, or a stated resync of days, cannot keep a dead agent trusted', () => {
+    // Dated a day ahead, no server record: not believed at all (its age would be negative for a day).
+    assert.equal(inventoryToNodeView(ni({ observedAt: '2026-01-02T00:05:00Z' }), { now }), undefined);
+    // A little ahead (clocks differ): believed.
+    assert.ok(inventoryToNodeView(ni({ observedAt: '2026-01-01T00:05:30Z' }), { now }));
+    // A stated resync of a week is believed as an hour: 2 h 1 min at most, not two weeks.
+    const week = 7 * 24 * 3600;
+    assert.ok(inventoryToNodeView(ni({ observedAt: '2025-12-31T22:05:00Z', resyncSeconds: week }), { now }));
+    assert.equal(
+      inventoryToNodeView(ni({ observedAt: '2025-12-31T21:00:00Z', resyncSeconds: week }), { now }),
+      undefined,
+    );
+    // A zero or negative period is believed as 10 s.
+    assert.equal(
+      inventoryToNodeView(ni({ observedAt: '2026-01-01T00:03:00Z', resyncSeconds: -5 }), { now }),
+      undefined,
+    );
+    assert.ok(inventoryToNodeView(ni({ observedAt: '2026-01-01T00:04:30Z', resyncSeconds: 0 }), { now }));
+  });
+
   it("withInventory replaces a node-status view's images", () => {
     const node = {
       metadata: { name: 'n1', labels: { 'kubernetes.io/arch': 'amd64', 'kubernetes.io/os': 'linux' } },
