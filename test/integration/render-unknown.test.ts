@@ -90,6 +90,12 @@ describe(
     const renderCalls = async () =>
       (await readFile(join(work, 'calls'), 'utf8').catch(() => '')).split('\n').length - 1;
     const log = () => controller?.log() ?? '';
+    // The gauge on /metrics (the port the controller's first log line names).
+    const unknownGauge = async () => {
+      const port = /probes and metrics on :(\d+)/.exec(log())?.[1];
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      return /^enbi_render_roots_unknown (\d+)$/m.exec(text)?.[1];
+    };
 
     before(async () => {
       c = await useCluster('full');
@@ -236,6 +242,8 @@ describe(
         `while the root gave no answer:\n${log().slice(-4000)}`,
       );
       assert.ok((await renderCalls()) - before >= 2, 'the failed render was retried, not cached');
+      assert.equal(await unknownGauge(), '1');
+      assert.match(log(), /garbage collection keeps 1 NixBuild\(s\) that roots whose render gave no answer named/);
       assert.match(log(), /its workloads as rendered at [0-9a-f]{12} stand in for it/);
       assert.doesNotMatch(log(), /no workload names what this builds any more/);
 
@@ -259,6 +267,7 @@ describe(
       assert.ok(tags().includes(image));
       assert.ok(await runningPod());
       assert.deepEqual(await refusals(), []);
+      await until('the gauge back to 0', async () => ((await unknownGauge()) === '0' ? true : undefined), 30_000, 500);
 
       // Control: the overlay really stops naming the workload (and Flux prunes it): collected after the grace period.
       await c.kc.makeApiClient(AppsV1Api).deleteNamespacedDeployment({ name: 'app', namespace: APP_NS });
