@@ -26,6 +26,8 @@ import { LABEL_RECORD_OWNER } from '../containerd/import/labels.ts';
 import type { ParsedIndex } from '../image/platform-index.ts';
 import { containerImages, planCollection, removeRecords } from './collect-images.ts';
 import { parsedIndexOf } from '../containerd/index-blob.ts';
+import { backoff } from '../async/backoff.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export interface AgentOptions {
   node: string;
@@ -148,7 +150,7 @@ export function startAgent(o: AgentOptions): Agent {
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
 
-  const backoff = (failures: number): number => Math.min(backoffMax, backoffMin * 2 ** Math.max(0, failures - 1));
+  const retryIn = (failures: number): number => backoff(failures, { baseMs: backoffMin, maxMs: backoffMax });
 
   /** Opens a window: what arrives within debounceMs is handled by one run. */
   function schedule(delay = debounceMs): void {
@@ -174,7 +176,7 @@ export function startAgent(o: AgentOptions): Agent {
       subscription = undefined;
       if (stopped) return;
       subscribeFailures++;
-      const delay = backoff(subscribeFailures);
+      const delay = retryIn(subscribeFailures);
       log(`${err.message}; subscribing again in ${delay} ms`);
       subscribeTimer = setTimeout(subscribe, delay);
     });
@@ -332,8 +334,8 @@ export function startAgent(o: AgentOptions): Agent {
       // containerd or the API server failed: try again with backoff, with everything still to do.
       if (force) forceWrite = true;
       runFailures++;
-      const delay = backoff(runFailures);
-      log(`refresh failed (${(e as Error).message.split('\n')[0]}); again in ${delay} ms`);
+      const delay = retryIn(runFailures);
+      log(`refresh failed (${errorMessage(e).split('\n')[0]}); again in ${delay} ms`);
       // A filtered refresh that failed lost its names from `dirty`: a full list covers them.
       needFullList = true;
       retryTimer = setTimeout(() => {
@@ -366,7 +368,7 @@ export function startAgent(o: AgentOptions): Agent {
       const stored = await writer.read();
       if (stored?.status !== undefined) written = stored.status;
     } catch (e) {
-      log(`reading NodeImages/${o.node} failed: ${(e as Error).message.split('\n')[0]}`);
+      log(`reading NodeImages/${o.node} failed: ${errorMessage(e).split('\n')[0]}`);
     }
     subscribe();
   })();

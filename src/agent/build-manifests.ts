@@ -5,6 +5,8 @@ import { GROUP, VERSION } from '../api/group.ts';
 import { imageNames } from '../containerd/import/labels.ts';
 import type { Candidate } from '../image/platform-index.ts';
 import type { LiteApi } from '../kube/lite.ts';
+import { backoff } from '../async/backoff.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 interface BuildLike {
   metadata?: { name?: string; resourceVersion?: string };
@@ -151,9 +153,9 @@ export function watchBuildManifests(
       } catch (e) {
         if (stopped) return;
         failures++;
-        const delay = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
+        const delay = backoff(failures, { baseMs: 1000, maxMs: 30_000 });
         log(
-          `watching NixBuilds in ${namespace} failed (${(e as Error).message.split('\n')[0]}); listing again in ${delay} ms`,
+          `watching NixBuilds in ${namespace} failed (${errorMessage(e).split('\n')[0]}); listing again in ${delay} ms`,
         );
         await new Promise((r) => setTimeout(r, delay));
       }

@@ -7,7 +7,9 @@
 // daemon owns the store and runs every builder in Nix's sandbox (its own mount, pid, network and user
 // namespaces, only the build's inputs visible). The container's HOME and TMPDIR are its own emptyDirs, so no
 // build sees another's Nix configuration or caches, and the daemon ignores the restricted settings an
-// untrusted client sends (post-build-hook, substituters, sandbox, …). Pod Security: every container meets
+// untrusted client sends (post-build-hook, substituters, sandbox, …). No flake code runs in the build
+// container, which holds the Nix Secret and the pod's network: a streamLayeredImage script runs in the daemon's
+// sandbox too (scripts.ts). Pod Security: every container meets
 // `restricted` but for the hostPath volumes (the store, the socket) and the import container's uid 0
 // (containerd's socket is root's, 0660): the namespace enforces `privileged` (deploy/namespace.yaml).
 import type { V1Job, V1ResourceRequirements, V1SecurityContext, V1Toleration, V1Volume } from '@kubernetes/client-node';
@@ -136,6 +138,8 @@ export function buildJob(nb: NixBuild, node: string, attempt: number, s: JobSett
               command: ['/bin/sh', '-c', BUILD_SCRIPT],
               env: [
                 { name: 'ENBI_INSTALLABLE', value: installable },
+                // The system of the derivation that runs an image script in Nix's sandbox (scripts.ts).
+                { name: 'ENBI_SYSTEM', value: nb.spec.system },
                 {
                   name: 'NIX_CONFIG',
                   value: Object.entries(options)

@@ -6,6 +6,7 @@ import { startAgent } from '../agent/agent.ts';
 import { socketFor } from '../cluster/socket.ts';
 import { LiteApi, loadTarget } from '../kube/lite.ts';
 import { command, type Flags, UsageError } from './command.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export const AGENT_HELP = `enbi agent --node NAME [--socket PATH] [--kubeconfig FILE] [--resync SECONDS] [--debounce MS]
 
@@ -87,7 +88,7 @@ async function runAgent(values: Flags<typeof OPTIONS>): Promise<number> {
     process.on('SIGINT', () => void stop());
     return await new Promise<number>(() => {});
   } catch (err) {
-    console.error(`enbi agent: ${(err as Error).message.split('\n')[0]}`);
+    console.error(`enbi agent: ${errorMessage(err).split('\n')[0]}`);
     return 1;
   }
 }

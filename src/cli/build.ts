@@ -12,6 +12,7 @@ import { LABEL_MANAGED_BY } from '../controller/desired.ts';
 import { isConflict } from '../kube/errors.ts';
 import { CLI_FIELD_MANAGER } from '../kube/field-manager.ts';
 import { command, type Flags, UsageError } from './command.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export const BUILD_HELP = `enbi build FLAKE#ATTR --image REF... --system SYSTEM [--node NODE] [--namespace NS] [--follow]
 
@@ -101,7 +102,7 @@ async function runBuild(values: Flags<typeof OPTIONS>, positionals: string[]): P
     if (values.follow !== true) return 0;
     return await follow(kc, ns, nb.metadata.name);
   } catch (err) {
-    console.error(`enbi build: ${(err as Error).message.split('\n')[0]}`);
+    console.error(`enbi build: ${errorMessage(err).split('\n')[0]}`);
     return 1;
   }
 }
@@ -136,13 +137,14 @@ async function follow(kc: KubeConfig, ns: string, name: string): Promise<number>
             .then((req) => req.signal.addEventListener('abort', () => resolve()))
             .catch(() => resolve());
           // The log stream ends with the container; poll as a fallback.
-          const t = setInterval(async () => {
+          const poll = async () => {
             const p = await core.readNamespacedPod({ name: pod.metadata!.name!, namespace: ns }).catch(() => undefined);
             if (p?.status?.phase === 'Succeeded' || p?.status?.phase === 'Failed' || p === undefined) {
               clearInterval(t);
               resolve();
             }
-          }, 1000);
+          };
+          const t = setInterval(() => void poll(), 1000);
         });
       }
     }

@@ -2,6 +2,7 @@
 // (unknown option, missing or bad value, stray argument) becomes a UsageError, which main.ts reports once as
 // one line, never as a Node stack trace.
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { errorMessage } from '../async/error-message.ts';
 
 /** Exit code of every usage error of every subcommand: 1, which `enbi diff` documented first (its 2 means builds would start). */
 export const EXIT_USAGE = 1;
@@ -51,10 +52,10 @@ function parseCommandLine(c: Command, argv: string[]) {
     if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) throw err;
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
       const option = unknownOption(argv, options);
-      throw new UsageError(option !== undefined ? `unknown option '${option}'` : (err as Error).message);
+      throw new UsageError(option !== undefined ? `unknown option '${option}'` : errorMessage(err));
     }
     // Node's own text for the rest names the option or argument (main.ts puts it on one line).
-    const message = (err as Error).message;
+    const message = errorMessage(err);
     throw new UsageError(message.charAt(0).toLowerCase() + message.slice(1));
   }
 }

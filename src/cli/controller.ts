@@ -13,6 +13,7 @@ import { sourceState } from '../controller/source-state.ts';
 import { gitAuthFrom } from '../source/auth.ts';
 import { jsonLogger } from '../controller/log.ts';
 import { command, type Flags, UsageError } from './command.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
@@ -60,7 +61,7 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
           retrySeconds: 2,
           log: logger.with({ component: 'leader-election' }),
           onStartedLeading: () =>
-            void lead().catch((err: unknown) => fatal(`could not start leading: ${(err as Error).message}`)),
+            void lead().catch((err: unknown) => fatal(`could not start leading: ${errorMessage(err)}`)),
           // Exit and come back as a standby: no half-stopped controller keeps writing.
           onStoppedLeading: () => fatal('lost the lease: exiting so that only the new leader writes'),
           onSyncRequested: () => controller?.trigger(true),
@@ -81,7 +82,7 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
           ? controller.trigger(true)
           : void election
               ?.requestSync()
-              .catch((err: unknown) => log(`could not forward the webhook to the leader: ${(err as Error).message}`)),
+              .catch((err: unknown) => log(`could not forward the webhook to the leader: ${errorMessage(err)}`)),
       log,
     });
     log(
@@ -97,7 +98,7 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
     process.on('SIGINT', () => void stop());
     return await new Promise<number>(() => {});
   } catch (err) {
-    console.error(`enbi controller: ${(err as Error).message}`);
+    console.error(`enbi controller: ${errorMessage(err)}`);
     return 1;
   }
 

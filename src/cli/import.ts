@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ContainerdClient } from '../containerd/client.ts';
 import { importArchive } from '../containerd/import/importer.ts';
 import { command, type Flags, UsageError } from './command.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export const IMPORT_HELP = `enbi import [--fifo PATH | --file PATH | -] [--image REF]... [--platform OS/ARCH] [--socket PATH]
 
@@ -154,7 +155,7 @@ async function runImport(values: Flags<typeof OPTIONS>, positionals: string[]): 
   } catch (e) {
     // Stop reading at once, so that a sender still writing gets EPIPE instead of waiting.
     (input as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
-    console.error(`enbi import: ${(e as Error).message}`);
+    console.error(`enbi import: ${errorMessage(e)}`);
     if (await senderFailed(marker, 2_000)) console.error('enbi: the build failed; nothing to import');
     else console.error('enbi: import failed; no image record was created');
     return 1;

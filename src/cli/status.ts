@@ -4,6 +4,7 @@ import { GROUP, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { loadKubeConfig } from '../cluster/read-nodes.ts';
 import { table } from '../diff/render.ts';
 import { command, type Flags } from './command.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export const STATUS_HELP = `enbi status [-n NAMESPACE] [--kubeconfig FILE]
 
@@ -48,7 +49,7 @@ async function runStatus(values: Flags<typeof OPTIONS>): Promise<number> {
     console.log(table(rows));
     return list.items.some((nb) => nb.status?.phase === 'Failed') ? 4 : 0;
   } catch (err) {
-    console.error(`enbi status: ${(err as Error).message.split('\n')[0]}`);
+    console.error(`enbi status: ${errorMessage(err).split('\n')[0]}`);
     return 1;
   }
 }

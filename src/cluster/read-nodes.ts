@@ -5,6 +5,7 @@ import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../api/nodeimages.ts';
 import { withInventory } from './inventory.ts';
 import { parseAllDocuments } from 'yaml';
 import { type NodeView, nodeViewOf } from './node-view.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export class NodesReadError extends Error {
   override name = 'NodesReadError';
@@ -34,7 +35,7 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   } catch (err) {
     const which = kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config';
     throw new NodesReadError(
-      `cannot load kubeconfig ${which} (${(err as Error).message.split('\n')[0]}): pass --kubeconfig or --nodes FILE`,
+      `cannot load kubeconfig ${which} (${errorMessage(err).split('\n')[0]}): pass --kubeconfig or --nodes FILE`,
     );
   }
   if (kc.getCurrentCluster() === null)
@@ -49,7 +50,7 @@ export async function readNodesFromCluster(kc: KubeConfig, maxImages?: number): 
     nodes = (await api.listNode()).items;
   } catch (err) {
     const server = kc.getCurrentCluster()?.server ?? '?';
-    throw new NodesReadError(`cannot list Nodes from ${server}: ${(err as Error).message.split('\n')[0]}`);
+    throw new NodesReadError(`cannot list Nodes from ${server}: ${errorMessage(err).split('\n')[0]}`);
   }
   // The agents' inventories (containerd, complete, with platforms) come first; Node.status.images is the fallback.
   const inventories = await readInventories(kc);
@@ -86,7 +87,7 @@ export async function readBoundPods(kc: KubeConfig): Promise<{ pods?: V1Pod[]; n
     return { pods: list.items };
   } catch (err) {
     return {
-      note: `pods not read (${(err as Error).message.split('\n')[0]}): the on-demand view (pods waiting for images) is left out`,
+      note: `pods not read (${errorMessage(err).split('\n')[0]}): the on-demand view (pods waiting for images) is left out`,
     };
   }
 }

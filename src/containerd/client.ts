@@ -8,6 +8,7 @@ import { Connection } from './grpc/connection.ts';
 import { compileSchema, type Method, type Schema } from './grpc/schema.ts';
 import { type CallStatus, Status, type StatusCode } from './grpc/status.ts';
 import { CONTAINERD_DESCRIPTOR } from './descriptor.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export { Status, type StatusCode };
 
@@ -130,7 +131,7 @@ export class ContainerdClient {
         call.cancel(); // no listeners yet: nothing is emitted
         reject(
           new ContainerdError(
-            `containerd ${service}.${name}: request could not be encoded: ${(e as Error).message}`,
+            `containerd ${service}.${name}: request could not be encoded: ${errorMessage(e)}`,
             Status.INTERNAL,
           ),
         );

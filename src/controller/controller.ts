@@ -98,51 +98,42 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   const plan = planPass({ cfg, policy, core, custom, source: d.source, metrics: d.metrics, log, written });
 
   const informers: ResilientInformer<any>[] = [
-    resilientInformer<V1Node>(
-      kc,
-      '/api/v1/nodes',
-      (page) => core.listNode(page),
-      () => schedulePlan(),
-      log.line,
-      undefined,
-      undefined,
-      slimNode,
-    ),
+    resilientInformer<V1Node>(kc, {
+      path: '/api/v1/nodes',
+      listPage: (page) => core.listNode(page),
+      onChange: () => schedulePlan(),
+      log: log.line,
+      transform: slimNode,
+    }),
     // Waiting pods only (POD_FIELDS). Pods without enbi annotations or labels are kept slim and change
     // nothing in the plan: no pass for them.
-    resilientInformer<V1Pod>(
-      kc,
-      '/api/v1/pods',
-      (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }),
-      (p) => podConcernsEnbi(p) && schedulePlan(),
-      log.line,
-      undefined,
-      POD_FIELDS,
-      slimPod,
-    ),
+    resilientInformer<V1Pod>(kc, {
+      path: '/api/v1/pods',
+      listPage: (page) => core.listPodForAllNamespaces({ fieldSelector: POD_FIELDS, ...page }),
+      onChange: (p) => podConcernsEnbi(p) && schedulePlan(),
+      log: log.line,
+      fieldSelector: POD_FIELDS,
+      transform: slimPod,
+    }),
     // The build Jobs' own pods, whatever their phase: their termination messages say what was built.
-    resilientInformer<V1Pod>(
-      kc,
-      `/api/v1/namespaces/${ns}/pods`,
-      (page) => core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
-      () => schedulePlan(),
-      log.line,
-      LABEL_BUILD,
-      undefined,
-      slimPod,
-    ),
-    resilientInformer<V1Job>(
-      kc,
-      `/apis/batch/v1/namespaces/${ns}/jobs`,
-      (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
-      () => schedulePlan(),
-      log.line,
-      LABEL_BUILD,
-    ),
-    resilientInformer<NixBuild>(
-      kc,
-      `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`,
-      (page) =>
+    resilientInformer<V1Pod>(kc, {
+      path: `/api/v1/namespaces/${ns}/pods`,
+      listPage: (page) => core.listNamespacedPod({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
+      onChange: () => schedulePlan(),
+      log: log.line,
+      labelSelector: LABEL_BUILD,
+      transform: slimPod,
+    }),
+    resilientInformer<V1Job>(kc, {
+      path: `/apis/batch/v1/namespaces/${ns}/jobs`,
+      listPage: (page) => batch.listNamespacedJob({ namespace: ns, labelSelector: LABEL_BUILD, ...page }),
+      onChange: () => schedulePlan(),
+      log: log.line,
+      labelSelector: LABEL_BUILD,
+    }),
+    resilientInformer<NixBuild>(kc, {
+      path: `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`,
+      listPage: (page) =>
         custom.listNamespacedCustomObject({
           group: GROUP,
           version: VERSION,
@@ -150,23 +141,22 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
           plural: PLURAL,
           ...page,
         }) as never,
-      () => schedulePlan(),
-      log.line,
-    ),
+      onChange: () => schedulePlan(),
+      log: log.line,
+    }),
     // The node agents' containerd inventories; without them Node.status.images stays the source for a node.
-    resilientInformer<KubernetesObject>(
-      kc,
-      `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`,
-      (page) =>
+    resilientInformer<KubernetesObject>(kc, {
+      path: `/apis/${NI_GROUP}/${NI_VERSION}/${NODE_IMAGES_PLURAL}`,
+      listPage: (page) =>
         custom.listClusterCustomObject({
           group: NI_GROUP,
           version: NI_VERSION,
           plural: NODE_IMAGES_PLURAL,
           ...page,
         }) as never,
-      () => schedulePlan(),
-      log.line,
-    ),
+      onChange: () => schedulePlan(),
+      log: log.line,
+    }),
   ];
   const [nodeInf, podInf, jobPodInf, jobInf, nbInf, invInf] = informers as [
     ResilientInformer<V1Node>,

@@ -16,6 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { type Metrics, renderMetrics } from './metrics.ts';
 import { verifyWebhook } from './webhook-auth.ts';
 import { type GuardOptions, webhookGuard, type WebhookGuard } from './webhook-guard.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export interface Listen {
   host: string;
@@ -61,7 +62,7 @@ export async function readWebhookSecret(file: string): Promise<string> {
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new Error(`webhook.secretFile ${file}: ${(err as Error).message}`);
+    throw new Error(`webhook.secretFile ${file}: ${errorMessage(err)}`);
   }
   const secret = text.trim();
   if (secret === '')
@@ -133,7 +134,7 @@ function hardened(d: ServerDeps, handle: (req: IncomingMessage, res: ServerRespo
       try {
         handle(req, res, url);
       } catch (err) {
-        d.log(`http handler failed on ${req.method} ${url.pathname}: ${(err as Error).message}`);
+        d.log(`http handler failed on ${req.method} ${url.pathname}: ${errorMessage(err)}`);
         if (!res.headersSent) reply(res, 500, 'internal error\n');
         else res.destroy();
       }

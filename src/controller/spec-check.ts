@@ -9,6 +9,7 @@ import { parseImageRef } from '../image/reference.ts';
 import { type BuildPolicy, flakeRefusal, imageRefusal } from '../plan/allow.ts';
 import { type BuildBlocker, buildBlocker } from '../plan/planner.ts';
 import type { Toleration } from '../plan/scheduling.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 /**
  * A spec that no cluster change can make buildable (the spec itself, or the controller's allow-lists, must
@@ -20,14 +21,14 @@ export function specProblem(nb: NixBuild, policy: BuildPolicy): string | undefin
   try {
     flake = parseFlakeRef(nb.spec.flakeUrl);
   } catch (err) {
-    return `spec.flakeUrl: ${(err as Error).message}`;
+    return `spec.flakeUrl: ${errorMessage(err)}`;
   }
   if (!KNOWN_SYSTEMS.includes(nb.spec.system))
     return `spec.system ${nb.spec.system} is not a Linux system enbi knows (e.g. x86_64-linux, aarch64-linux)`;
   try {
     expandAttr(nb.spec.packageName, nb.spec.system);
   } catch (err) {
-    return `spec.packageName: ${(err as Error).message}`;
+    return `spec.packageName: ${errorMessage(err)}`;
   }
   const flakeWhy = flakeRefusal(flake, policy.flakes);
   if (flakeWhy !== undefined) return `spec.flakeUrl: ${flakeWhy}`;
@@ -49,7 +50,7 @@ function imageProblem(image: string): string | undefined {
     if (ref.tag === undefined || ref.tag === 'latest')
       return `${image} has ${ref.tag === undefined ? 'no tag' : 'the moving tag latest'}; tag it with the revision it runs`;
   } catch (err) {
-    return (err as Error).message;
+    return errorMessage(err);
   }
   return undefined;
 }

@@ -2,6 +2,8 @@
 // is added, is never processed by two workers at once (an add while it runs queues it once more, after), and
 // a failure requeues that key alone with its own exponential backoff. One key's failure never delays another.
 
+import { backoff } from '../async/backoff.ts';
+
 export interface WorkQueueOptions {
   /** Keys processed at the same time. */
   workers: number;
@@ -58,7 +60,7 @@ export function workQueue(
     } catch (err) {
       const n = (failures.get(key) ?? 0) + 1;
       failures.set(key, n);
-      const delay = Math.min(o.maxDelayMs, o.baseDelayMs * 2 ** (n - 1));
+      const delay = backoff(n, { baseMs: o.baseDelayMs, maxMs: o.maxDelayMs });
       onError(key, err, delay);
       outcome = { requeueAfterMs: delay };
     } finally {

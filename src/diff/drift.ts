@@ -5,6 +5,7 @@ import { gitUrlOf, parseFlakeRef } from '../flake/ref.ts';
 import { workloadId } from '../manifests/workloads.ts';
 import { resolveRemoteRef } from '../source/git.ts';
 import type { Drift } from './report.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export async function findDrift(
   workloads: readonly WorkloadNeeds[],
@@ -50,7 +51,7 @@ export async function findDrift(
           });
       } catch (err) {
         notes.push(
-          `${g.flake}: could not resolve ${g.branch ?? 'HEAD'} on ${g.url}: ${(err as Error).message.split('\n')[0]}`,
+          `${g.flake}: could not resolve ${g.branch ?? 'HEAD'} on ${g.url}: ${errorMessage(err).split('\n')[0]}`,
         );
       }
     }),

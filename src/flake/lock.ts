@@ -2,6 +2,7 @@
 // is pinned by the `myapp` input of the nearest flake.lock beside (or above) the manifest.
 import type { FlakeRef } from './ref.ts';
 import { isFullRev } from './ref.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export class FlakeLockError extends Error {
   override name = 'FlakeLockError';
@@ -16,7 +17,7 @@ export function parseFlakeLock(text: string, file: string): Map<string, FlakeRef
   try {
     lock = JSON.parse(text) as Obj;
   } catch (err) {
-    throw new FlakeLockError(`${file}: not valid JSON (${(err as Error).message})`);
+    throw new FlakeLockError(`${file}: not valid JSON (${errorMessage(err)})`);
   }
   const nodes = lock.nodes as Record<string, Obj> | undefined;
   const rootName = typeof lock.root === 'string' ? lock.root : 'root';

@@ -7,6 +7,7 @@ import {
   ListWatch,
   Watch,
 } from '@kubernetes/client-node';
+import { backoff } from '../async/backoff.ts';
 
 export interface ResilientInformer<T extends KubernetesObject> {
   list(): readonly T[];
@@ -16,26 +17,32 @@ export interface ResilientInformer<T extends KubernetesObject> {
   restarts(): number;
 }
 
+export interface InformerOptions<T extends KubernetesObject> {
+  /** The watch path, e.g. `/api/v1/nodes`. */
+  path: string;
+  /** One page of the list, with the same selectors as the watch: `page` goes into the client call as it is. */
+  listPage: (page: ListPage) => Promise<KubernetesListObject<T>>;
+  onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void;
+  log: (msg: string) => void;
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Applied to every object before it is cached (listed or watched): keep only what the caller reads. */
+  transform?: (o: T) => T;
+}
+
 export function resilientInformer<T extends KubernetesObject>(
   kc: KubeConfig,
-  path: string,
-  /** One page of the list, with the selectors the watch uses: `page` goes into the client call as it is. */
-  listPage: (page: ListPage) => Promise<KubernetesListObject<T>>,
-  onChange: (obj: T, verb: 'add' | 'update' | 'delete') => void,
-  log: (msg: string) => void,
-  labelSelector?: string,
-  fieldSelector?: string,
-  /** Applied to every object before it is cached (listed or watched): keep only what the caller reads. */
-  transform?: (o: T) => T,
+  o: InformerOptions<T>,
 ): ResilientInformer<T> {
+  const { path, listPage, onChange, log, labelSelector, fieldSelector, transform } = o;
   let stopped = false;
   let restarts = 0;
-  let delayMs = 500;
+  let failures = 0;
   let lastError = '';
   // ListWatch reports 'connect' before it lists, so a list that keeps failing (a CRD not installed) would
   // reset the backoff every time: a successful list, or an event, resets it instead.
   const healthy = () => {
-    delayMs = 500;
+    failures = 0;
     lastError = '';
   };
   // listPage must apply the same selectors: the list seeds the cache, the watch keeps it.
@@ -58,8 +65,7 @@ export function resilientInformer<T extends KubernetesObject>(
   informer.on('error', (err) => {
     if (stopped) return;
     restarts++;
-    const wait = Math.min(delayMs, 30_000) * (0.5 + Math.random());
-    delayMs *= 2;
+    const wait = backoff(++failures, { baseMs: 500, maxMs: 30_000, jitter: true });
     // The same failure again and again is said once (a 404: the resource's CRD is not installed).
     const message = String((err as Error | undefined)?.message ?? err).split('\n')[0]!;
     if (message !== lastError)

@@ -1,8 +1,12 @@
 // A fast reader for the plain block YAML that manifests are almost always written in (indented mappings and
 // sequences, one-line scalars, quoted strings, one-line flow collections, literal and folded block scalars).
-// It returns exactly what the `yaml` package's `toJS()` returns for such a document, about ten times faster,
-// and gives up (NOT_SIMPLE) on anything else — anchors, tags, multi-line plain or quoted scalars, duplicate
-// keys, odd indentation — so the caller parses that document with the `yaml` package, which reports errors.
+// It returns exactly what the library path (the `yaml` package read as go-yaml.ts says) returns for such a
+// document, about ten times faster, and gives up (NOT_SIMPLE) on anything else — anchors, merge keys, tags,
+// multi-line plain or quoted scalars, duplicate keys, odd indentation, a number or boolean in an object's own
+// annotations, which kustomize keeps as text — so the caller parses that document with the `yaml`
+// package, which reports errors.
+
+import { goInteger } from './go-yaml.ts';
 
 export const NOT_SIMPLE: unique symbol = Symbol('not simple YAML');
 
@@ -22,12 +26,30 @@ export function fastParseDocument(text: string): unknown {
     if (first !== 0) bail();
     const value = reader.nodeAt(0, -1);
     if (reader.peek() >= 0) bail();
+    // The library path keeps such values as written ("010", not 8): it alone knows what was written.
+    if (hasTypedStringMapValue(value)) return NOT_SIMPLE;
     return value;
   } catch (err) {
     // Nesting deep enough to exhaust the stack is the library's to judge (and report) too.
     if (err instanceof Unsupported || err instanceof RangeError) return NOT_SIMPLE;
     throw err;
   }
+}
+
+type Obj = Record<string, unknown>;
+const asObj = (v: unknown): Obj | undefined =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Obj) : undefined;
+const typedValue = (map: unknown) => Object.values(asObj(map) ?? {}).some((v) => v === null || typeof v !== 'string');
+
+const typedMetadata = (o: Obj | undefined) => {
+  const metadata = asObj(o?.metadata);
+  return typedValue(metadata?.annotations);
+};
+
+/** A non-string value in the annotations of the document's object (or of a List's items). */
+function hasTypedStringMapValue(value: unknown): boolean {
+  const o = asObj(value);
+  return typedMetadata(o) || (Array.isArray(o?.items) && o.items.some((i) => typedMetadata(asObj(i))));
 }
 
 class Reader {
@@ -286,7 +308,7 @@ function expectEnd(text: string, end: number): void {
   if (!/^\s*$/.test(rest) && !/^\s+#/.test(rest)) bail();
 }
 
-/** A plain scalar resolved as the YAML 1.2 core schema does (the `yaml` package's default). */
+/** A plain scalar resolved as the YAML 1.2 core schema does, integers as go-yaml reads them (go-yaml.ts). */
 export function plainScalar(s: string): unknown {
   if (s === '') return null;
   const c = s[0]!;
@@ -297,9 +319,8 @@ export function plainScalar(s: string): unknown {
   if (/^(?:~|[Nn]ull|NULL)$/.test(s)) return null;
   if (/^(?:[Tt]rue|TRUE)$/.test(s)) return true;
   if (/^(?:[Ff]alse|FALSE)$/.test(s)) return false;
-  if (/^0o[0-7]+$/.test(s)) return parseInt(s.slice(2), 8);
-  if (/^0x[0-9a-fA-F]+$/.test(s)) return parseInt(s.slice(2), 16);
-  if (/^[-+]?[0-9]+$/.test(s)) return parseInt(s, 10);
+  const integer = goInteger(s);
+  if (integer !== undefined) return integer;
   if (/^[-+]?\.(?:inf|Inf|INF)$/.test(s)) return s[0] === '-' ? -Infinity : Infinity;
   if (/^\.(?:nan|NaN|NAN)$/.test(s)) return NaN;
   if (/^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$/.test(s)) return parseFloat(s);

@@ -3,6 +3,7 @@
 // a malformed Kubernetes document (or one carrying enbi annotations) is reported and skipped, and the rest of
 // the file and every other file still count. Most documents are read by a fast reader of plain block YAML;
 // the rest by the `yaml` package, with duplicate keys checked in one linear pass (its own check is quadratic).
+// Both read YAML as the Go readers that apply manifests do (go-yaml.ts: merge keys, Go's integers).
 import {
   type Document,
   isMap,
@@ -18,6 +19,7 @@ import { PREFIX as ENBI_PREFIX } from '../contract/keys.ts';
 import type { Problem } from '../problems.ts';
 import { type DocumentText, headerOf, splitDocuments } from './documents.ts';
 import { fastParseDocument, NOT_SIMPLE } from './fast-yaml.ts';
+import { GO_YAML, goToJS } from './go-yaml.ts';
 import { WORKLOAD_KINDS } from './workloads.ts';
 
 export interface ManifestFile {
@@ -139,9 +141,9 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
     if (parsed.contents === null) continue;
     let value: unknown;
     try {
-      value = parsed.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+      value = goToJS(parsed, { maxAliasCount: MAX_ALIAS_COUNT });
     } catch (err) {
-      // Too many aliases (a "billion laughs") or another limit: this document only.
+      // Too many aliases, too large an expansion (a "billion laughs") or another limit: this document only.
       result.documents++;
       if (matters)
         result.problems.push({
@@ -161,7 +163,7 @@ function scanDocument(file: string, doc: DocumentText & { wholeStream?: boolean 
 
 function slowParse(text: string, wholeStream: boolean): { docs: Document.Parsed[]; lineCounter: LineCounter } {
   const lineCounter = new LineCounter();
-  const options = { lineCounter, prettyErrors: false, uniqueKeys: false, logLevel: 'silent' } as const;
+  const options = { ...GO_YAML, lineCounter, prettyErrors: false, uniqueKeys: false, logLevel: 'silent' } as const;
   if (!wholeStream) return { docs: [parseDocument(text, options)], lineCounter };
   // Only streams with directives ("%YAML") come here: rare, so the library's own splitting is fine.
   const docs = parseAllDocuments(text, options);

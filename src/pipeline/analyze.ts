@@ -68,9 +68,10 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
   for (const f of files) {
     if (f.path === IGNORE_FILE) continue;
     if (ignored(f.path)) counts.excluded++;
-    else if (chartTemplate(f.path)) counts.chartTemplates++;
+    // Before templates: a chart file enbi cannot read (a name that is not UTF-8) is one helm would render.
     else if (f.unreadable !== undefined)
       (f.unreadable.severity === 'problem' ? problems : warnings).push({ file: f.path, message: f.unreadable.message });
+    else if (chartTemplate(f.path)) counts.chartTemplates++;
     else readable.push(f);
   }
   const locks = new Map<string, ReadonlyMap<string, FlakeRef>>();

@@ -7,6 +7,7 @@ import type { WorkloadNeeds } from '../contract/container-needs.ts';
 import { formatImageRef, parseImageRef } from '../image/reference.ts';
 import { workloadId } from '../manifests/workloads.ts';
 import type { Problem } from '../problems.ts';
+import { errorMessage } from '../async/error-message.ts';
 
 export interface BuildPolicy {
   /** Fully qualified image prefixes ending in "/", e.g. `registry.local/` or `registry.local/team-a/`. */
@@ -33,7 +34,7 @@ export function imageRefusal(image: string, prefixes: readonly string[]): string
   try {
     name = formatImageRef(parseImageRef(image));
   } catch (err) {
-    return (err as Error).message;
+    return errorMessage(err);
   }
   if (prefixes.some((p) => name.startsWith(p))) return undefined;
   return `image ${name} is outside the prefixes enbi may write (allowedImages: ${prefixes.join(', ') || 'none'})`;

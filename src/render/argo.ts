@@ -2,7 +2,7 @@
 // spec.sources) is a kustomize directory (kustomization file), a Helm chart (Chart.yaml) or plain manifests,
 // applied to destination.namespace with the source's kustomize or helm overrides. Paths are relative to the
 // repository root, as in Argo CD. Remote charts (spec.source.chart) cannot be resolved offline. Pure.
-import { parse } from 'yaml';
+import { parseGoYaml } from '../manifests/go-yaml.ts';
 import type { ManifestObject } from '../manifests/scan.ts';
 import { parseArgoImage } from './argo-image.ts';
 import type { Found } from './flux.ts';
@@ -125,7 +125,7 @@ function helmOptions(h: Obj, appName: string, dir: string, tree: TreeIndex, warn
   const values: Record<string, unknown>[] = [];
   if (typeof h.values === 'string') {
     try {
-      const parsed = asObj(parse(h.values, { maxAliasCount: 100 }));
+      const parsed = asObj(parseGoYaml(h.values, { maxAliasCount: 100 }));
       if (parsed !== undefined) values.push(parsed);
     } catch (err) {
       warn(`helm.values is not valid YAML (${(err as Error).message.split('\n')[0]}): skipped`);

@@ -115,6 +115,14 @@ function refsOf(tree: TreeIndex, file: string): ReturnType<typeof kustomizationR
   let memo = parsed.get(tree);
   if (memo === undefined) parsed.set(tree, (memo = new Map()));
   let refs = memo.get(file);
-  if (refs === undefined) memo.set(file, (refs = kustomizationRefs(tree.texts.get(file) ?? '')));
+  const notUtf8 = tree.notUtf8?.get(file);
+  if (refs === undefined)
+    memo.set(
+      file,
+      (refs =
+        notUtf8 !== undefined
+          ? { error: `${notUtf8}: save it as UTF-8` }
+          : kustomizationRefs(tree.texts.get(file) ?? '')),
+    );
   return refs;
 }

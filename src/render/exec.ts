@@ -2,6 +2,7 @@
 // environment with no credentials, no Helm repositories, and proxies that go nowhere (nothing is fetched).
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { decodeUtf8, notUtf8Message } from '../source/files.ts';
 
 export interface ExecLimits {
   timeoutMs: number;
@@ -64,7 +65,16 @@ export function run(
       clearTimeout(timer);
       if (failure !== undefined) resolve({ ok: false, message: failure });
       else if (code !== 0) resolve({ ok: false, message: lastLines(err) || `exited with ${code}` });
-      else resolve({ ok: true, stdout: Buffer.concat(out).toString('utf8') });
+      else {
+        // Helm prints template file names as they are (`# Source: chart/templates/<bytes>`): no silent U+FFFD.
+        const bytes = Buffer.concat(out);
+        const stdout = decodeUtf8(bytes);
+        resolve(
+          stdout !== undefined
+            ? { ok: true, stdout }
+            : { ok: false, message: `its output is ${notUtf8Message(bytes)}: nothing of it was read` },
+        );
+      }
     });
   });
 }

@@ -21,6 +21,7 @@ import type { ReadRepository } from './source-match.ts';
 import { findTools, type Tools } from './tools.ts';
 import { indexTree, type SourceTree, type TreeSource, TreeTooLargeError, treeWriter } from './tree.ts';
 import { withoutExcluded } from './tree-index.ts';
+import { decodeUtf8 } from '../source/files.ts';
 import { IGNORE_FILE, ignoreMatcher, parseIgnoreFile } from '../source/ignore.ts';
 
 export type { RenderedObject } from './output.ts';
@@ -195,8 +196,9 @@ async function gitopsCandidates(
   const candidates = [];
   for (const path of tree.index.paths) {
     if (!isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path)) continue;
-    const text = Buffer.from(await tree.read(path)).toString('utf8');
-    if (GITOPS_HINT.test(text)) candidates.push({ path, text });
+    // Not UTF-8: not read (the source reports it), never read with U+FFFD in it.
+    const text = decodeUtf8(await tree.read(path));
+    if (text !== undefined && GITOPS_HINT.test(text)) candidates.push({ path, text });
   }
   return candidates;
 }
@@ -212,8 +214,8 @@ async function fluxSourcesOutside(
   const files = [];
   for (const path of tree.index.paths) {
     if (isUnder(path, scope) || !/\.(ya?ml|json)$/.test(path) || patches.has(path)) continue;
-    const text = Buffer.from(await tree.read(path)).toString('utf8');
-    if (text.includes('source.toolkit.fluxcd.io')) files.push({ path, text });
+    const text = decodeUtf8(await tree.read(path));
+    if (text?.includes('source.toolkit.fluxcd.io') === true) files.push({ path, text });
   }
   return scanManifests(files).objects.filter((m) => groupOf(m.object) === 'source.toolkit.fluxcd.io');
 }

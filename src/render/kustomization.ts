@@ -1,6 +1,6 @@
 // What a kustomization file refers to: local files and directories (its inputs, which are then not read as
 // plain manifests), and remote or unsupported references, which enbi refuses rather than fetch. Pure.
-import { parse } from 'yaml';
+import { parseGoYaml } from '../manifests/go-yaml.ts';
 
 export const KUSTOMIZATION_FILES = ['kustomization.yaml', 'kustomization.yml', 'Kustomization'] as const;
 
@@ -35,7 +35,7 @@ export function isRemoteRef(ref: string): boolean {
 export function kustomizationRefs(text: string): KustomizationRefs | { error: string } {
   let doc: unknown;
   try {
-    doc = parse(text, { maxAliasCount: 100 });
+    doc = parseGoYaml(text, { maxAliasCount: 100 });
   } catch (err) {
     return { error: `malformed kustomization: ${(err as Error).message.split('\n')[0]}` };
   }

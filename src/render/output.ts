@@ -1,7 +1,8 @@
 // Objects from a render's output (kustomize or helm YAML), each remembering where it came from: the file of the
 // source it was built from (kustomize's origin annotation, helm's "# Source:" comment) and the render that
 // produced it. Objects that name no namespace get the one they would be applied to. Pure.
-import { parseAllDocuments, parseDocument } from 'yaml';
+import { type Document, parseAllDocuments, parseDocument } from 'yaml';
+import { GO_YAML, goToJS } from '../manifests/go-yaml.ts';
 import type { Problem } from '../problems.ts';
 import { substitute, substitutionDisabled } from './envsubst.ts';
 import { asObj, asStr, type Obj } from './object-access.ts';
@@ -36,7 +37,7 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
   const objects: RenderedObject[] = [];
   const problems: Problem[] = [];
   for (const chunk of text.split(/^---[ \t]*$/m)) {
-    const docs = parseAllDocuments(chunk, { prettyErrors: false });
+    const docs = parseAllDocuments(chunk, { ...GO_YAML, prettyErrors: false });
     if (!Array.isArray(docs)) continue;
     for (const doc of docs) {
       if (doc.errors.length > 0 || doc.contents === null) {
@@ -52,7 +53,7 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
       if (object === undefined || asStr(object.kind) === undefined) continue;
       if (ctx.substitute !== undefined && !substitutionDisabled(object)) {
         // Flux substitutes in the object's YAML text, so a value can break it: then that object is a problem.
-        const substituted = parseDocument(substitute(chunk, ctx.substitute), { prettyErrors: false });
+        const substituted = parseDocument(substitute(chunk, ctx.substitute), { ...GO_YAML, prettyErrors: false });
         if (substituted.errors.length > 0) {
           fail(
             `${String(object.kind)} ${String(asObj(object.metadata)?.name)}: not valid YAML after postBuild.substitute: ${substituted.errors[0]!.message.split('\n')[0]}`,
@@ -80,13 +81,13 @@ export function objectsOfOutput(text: string, ctx: OutputContext): { objects: Re
   return { objects, problems };
 }
 
-/** A document as a plain object; aliases are capped (a template can emit an alias bomb), a failure is a problem. */
-function toObject(
-  doc: { toJS(options: { maxAliasCount: number }): unknown },
-  fail: (message: string) => void,
-): Obj | undefined {
+/**
+ * A document as a plain object, read as the Go appliers read it; aliases and expansion are capped (a template
+ * can emit an alias bomb), a failure is a problem.
+ */
+function toObject(doc: Document, fail: (message: string) => void): Obj | undefined {
   try {
-    return asObj(doc.toJS({ maxAliasCount: 100 }));
+    return asObj(goToJS(doc, { maxAliasCount: 100 }));
   } catch (err) {
     fail(`rendered output: ${(err as Error).message.split('\n')[0]}`);
     return undefined;

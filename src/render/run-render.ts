@@ -4,10 +4,12 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { GO_YAML, goToJS } from '../manifests/go-yaml.ts';
 import type { CachedRender } from './cache.ts';
 import { type ExecLimits, type ExecResult, run, sandboxEnv } from './exec.ts';
 import { helmTemplateArgs } from './helm-args.ts';
 import { generatedKustomization, overlayKustomization } from './kustomization-text.ts';
+import { decodeUtf8 } from '../source/files.ts';
 import { inRepositoryTerms } from './messages.ts';
 import { helmFilesByObject, objectsOfOutput } from './output.ts';
 import { dirOf, isUnder } from './paths.ts';
@@ -125,8 +127,11 @@ export async function writeGenerated(r: KustomizeRequest, ctx: RenderContext): P
     if (!isUnder(path, r.dir) || (!r.generate!.recurse && dirOf(path) !== r.dir)) continue;
     const owner = ownerKustomization(dirOf(path), r.dir, ctx.tree);
     if (owner !== undefined) nested.add(owner);
-    else if (/\.ya?ml$/.test(path) && isKubernetesFile(await readFile(join(ctx.treeDir, path), 'utf8')))
-      resources.push(path);
+    else if (/\.ya?ml$/.test(path)) {
+      // A file that is not UTF-8 is listed: kustomize then refuses it, naming it, as Flux's build fails on it.
+      const text = decodeUtf8(await readFile(join(ctx.treeDir, path)));
+      if (text === undefined || isKubernetesFile(text)) resources.push(path);
+    }
   }
   const rel = (p: string) => posix.relative(r.dir === '' ? '.' : r.dir, p);
   await mkdir(join(ctx.treeDir, r.dir), { recursive: true });
@@ -145,10 +150,10 @@ function ownerKustomization(dir: string, root: string, tree: TreeIndex): string 
 
 function isKubernetesFile(text: string): boolean {
   try {
-    const docs = parseAllDocuments(text);
+    const docs = parseAllDocuments(text, GO_YAML);
     if (!Array.isArray(docs)) return false;
     return docs.some((d) => {
-      const js = d.errors.length === 0 ? (d.toJS({ maxAliasCount: 100 }) as Record<string, unknown> | null) : null;
+      const js = d.errors.length === 0 ? (goToJS(d, { maxAliasCount: 100 }) as Record<string, unknown> | null) : null;
       return js !== null && typeof js === 'object' && typeof js.apiVersion === 'string' && typeof js.kind === 'string';
     });
   } catch {

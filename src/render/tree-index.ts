@@ -10,6 +10,8 @@ export interface TreeIndex {
   hashes: ReadonlyMap<string, string>;
   /** Text of kustomization files (and any other file a pure step needs), by path. */
   texts: ReadonlyMap<string, string>;
+  /** Files of `texts`' kind that are not UTF-8, with the message saying where: absent from `texts`. */
+  notUtf8?: ReadonlyMap<string, string>;
   /** Files left out by --exclude or .enbiignore, and directories wholly left out: absent from the rest. */
   excluded?: ReadonlySet<string>;
 }
@@ -26,6 +28,7 @@ export function withoutExcluded(tree: TreeIndex, isExcluded: (path: string) => b
     paths,
     hashes: new Map([...tree.hashes].filter(([p]) => kept.has(p))),
     texts: new Map([...tree.texts].filter(([p]) => kept.has(p))),
+    ...(tree.notUtf8 !== undefined ? { notUtf8: new Map([...tree.notUtf8].filter(([p]) => kept.has(p))) } : {}),
     excluded,
   };
 }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import git from 'isomorphic-git';
+import { decodeUtf8, notUtf8Message } from '../source/files.ts';
 import { IGNORE_FILE } from '../source/ignore.ts';
 import { needsText, type TreeIndex } from './tree-index.ts';
 
@@ -30,6 +31,7 @@ const skipped = (name: string) => name.startsWith('.') || SKIPPED.has(name);
 export async function indexTree(source: TreeSource): Promise<SourceTree> {
   const hashes = new Map<string, string>();
   const texts = new Map<string, string>();
+  const notUtf8 = new Map<string, string>();
   let read: (path: string) => Promise<Uint8Array>;
   let ignoreFile: SourceTree['ignoreFile'];
   if (source.kind === 'dir') {
@@ -60,12 +62,18 @@ export async function indexTree(source: TreeSource): Promise<SourceTree> {
       const oid = ignoreOids.get(dir === '' ? IGNORE_FILE : `${dir}/${IGNORE_FILE}`);
       return oid === undefined
         ? undefined
-        : Buffer.from((await git.readBlob({ fs, gitdir: source.gitdir, oid, cache: gitCache })).blob).toString('utf8');
+        : decodeUtf8((await git.readBlob({ fs, gitdir: source.gitdir, oid, cache: gitCache })).blob);
     };
   }
-  for (const path of hashes.keys())
-    if (needsText(path)) texts.set(path, Buffer.from(await read(path)).toString('utf8'));
-  return { index: { paths: [...hashes.keys()].sort(), hashes, texts }, read, ignoreFile };
+  for (const path of hashes.keys()) {
+    if (!needsText(path)) continue;
+    const bytes = await read(path);
+    const text = decodeUtf8(bytes);
+    if (text !== undefined) texts.set(path, text);
+    else notUtf8.set(path, notUtf8Message(bytes));
+  }
+  const index = { paths: [...hashes.keys()].sort(), hashes, texts, ...(notUtf8.size > 0 ? { notUtf8 } : {}) };
+  return { index, read, ignoreFile };
 }
 
 /** Writes `paths` of the source below `dest` (those not written yet), within a total of `maxBytes`. */
@@ -98,10 +106,15 @@ async function inBatches<T, R>(items: readonly T[], size: number, work: (item: T
 }
 
 async function walkDir(root: string, rel: string, visit: (path: string) => Promise<void>): Promise<void> {
-  const entries = await readdir(join(root, rel), { withFileTypes: true });
-  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-    if (skipped(entry.name)) continue;
-    const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
+  const entries = await readdir(join(root, rel), { withFileTypes: true, encoding: 'buffer' });
+  const named = entries.flatMap((entry) => {
+    // A name that is not UTF-8 could not be opened again by its decoded name: left out (the source reports it).
+    const name = decodeUtf8(entry.name);
+    return name === undefined ? [] : [{ entry, name }];
+  });
+  for (const { entry, name } of named.sort((a, b) => a.name.localeCompare(b.name))) {
+    if (skipped(name)) continue;
+    const path = rel === '' ? name : `${rel}/${name}`;
     if (entry.isDirectory()) await walkDir(root, path, visit);
     else if (entry.isFile()) await visit(path);
   }

@@ -8,6 +8,8 @@ import {
   byPath,
   confinePath,
   decodeSourceFile,
+  decodeUtf8,
+  firstInvalidByte,
   isSkippedDir,
   isSourceFile,
   PathOutsideSourceError,
@@ -26,16 +28,33 @@ export async function readDirSource(dir: string, subPath = ''): Promise<SourceFi
     const real = await realpath(at);
     if (seenDirs.has(real)) return; // a symlink loop, or a directory linked twice
     seenDirs.add(real);
-    const entries = await readdir(at, { withFileTypes: true });
-    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      const full = join(at, entry.name);
+    const entries = await readdir(at, { withFileTypes: true, encoding: 'buffer' });
+    const named: { entry: (typeof entries)[number]; name: string }[] = [];
+    for (const entry of entries) {
+      const name = decodeUtf8(entry.name);
+      if (name !== undefined) named.push({ entry, name });
+      else {
+        // Not opened by a decoded (U+FFFD) name, which names no file: a problem naming it, bytes escaped.
+        const shown = relative(base, join(at, escapedName(entry.name)))
+          .split(sep)
+          .join('/');
+        if (isSourceFile(shown) || entry.isDirectory())
+          files.push({
+            path: shown,
+            text: '',
+            unreadable: { severity: 'problem', message: 'its name is not valid UTF-8: not read (rename it)' },
+          });
+      }
+    }
+    for (const { entry, name } of named.sort((a, b) => a.name.localeCompare(b.name))) {
+      const full = join(at, name);
       const path = relative(base, full).split(sep).join('/');
       if (entry.isDirectory()) {
-        if (!isSkippedDir(entry.name)) await visit(full);
+        if (!isSkippedDir(name)) await visit(full);
       } else if (entry.isFile()) {
         if (isSourceFile(path)) files.push(decodeSourceFile(path, await readFile(full)));
       } else if (entry.isSymbolicLink()) {
-        await followLink(full, path, entry.name);
+        await followLink(full, path, name);
       }
     }
   };
@@ -59,6 +78,20 @@ export async function readDirSource(dir: string, subPath = ''): Promise<SourceFi
     throw new PathOutsideSourceError(`--path "${subPath}" leads out of the source through a symlink`);
   await visit(base);
   return files.sort(byPath);
+}
+
+/** A file name's bytes, those that are not UTF-8 as \xNN. */
+function escapedName(bytes: Buffer): string {
+  let out = '';
+  for (let i = 0; i < bytes.length;) {
+    const rest = bytes.subarray(i);
+    const bad = firstInvalidByte(rest);
+    out += decodeUtf8(rest.subarray(0, bad)) ?? '';
+    if (bad >= rest.length) break;
+    out += `\\x${rest[bad]!.toString(16).padStart(2, '0')}`;
+    i += bad + 1;
+  }
+  return out;
 }
 
 /** Calls `onChange` once per burst of changes to manifest files below `root`, `debounceMs` after the last. */

@@ -36,6 +36,20 @@ export function isSourceFile(path: string): boolean {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** The text of UTF-8 bytes, or undefined when they are not UTF-8 (never a silent U+FFFD). */
+export function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** What to say of bytes that are not UTF-8: where the first bad byte is. */
+export function notUtf8Message(bytes: Uint8Array): string {
+  return `not valid UTF-8 (byte ${firstInvalidByte(bytes)})`;
+}
+
 /** The file's text, or a problem naming it when it is not UTF-8 (never a silent U+FFFD). */
 export function decodeSourceFile(path: string, bytes: Uint8Array, id?: string): SourceFile {
   const withId = id !== undefined ? { id } : {};

@@ -10,10 +10,18 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BatchV1Api, CoreV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { buildJob, type JobSettings } from '../../src/build/job.ts';
+import { permanentNixError } from '../../src/build/nix-errors.ts';
 import type { NixBuild } from '../../src/api/nixbuild.ts';
 import { clusterSkipReason, useCluster, type ClusterInfo, type NodeState } from '../cluster/harness.ts';
 import { importBuildImages } from '../support/build-images.ts';
-import { BROKEN_MESSAGE, createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { randomBytes } from 'node:crypto';
+import {
+  BROKEN_MESSAGE,
+  createFixtureFlake,
+  SCRIPT_FAILS_MESSAGE,
+  SNOOP_ATTEMPTS,
+  type FixtureFlake,
+} from '../support/fixture-flake.ts';
 import { type NixDaemon, startNixDaemon } from '../support/nix-daemon.ts';
 import { run, startGitServer, type GitServer } from '../support/git-server.ts';
 import { until } from '../support/kube.ts';
@@ -165,6 +173,11 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
    * own times have 1 s resolution and include pod start-up).
    */
   async function nixMs(pod: V1Pod): Promise<number> {
+    return logMs(pod, / enbi: building /, / enbi: built \//);
+  }
+
+  /** Milliseconds between the first build-log lines matching `from` and `to`, by containerd's timestamps. */
+  async function logMs(pod: V1Pod, from: RegExp, to: RegExp): Promise<number> {
     const lines = (
       await core.readNamespacedPodLog({
         name: pod.metadata!.name!,
@@ -180,7 +193,7 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
       assert.ok(m, line);
       return Date.parse(`${m[1]}Z`) + Number(`0.${m[2]}`) * 1000;
     };
-    return Math.round(at(/ enbi: built \//) - at(/ enbi: building /));
+    return Math.round(at(to) - at(from));
   }
 
   async function explain(f: Finished): Promise<string> {
@@ -297,13 +310,35 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     // fixture this small the two times are alike: they are reported, not compared.
   });
 
-  it('streams the image of a streamLayeredImage-like script into containerd', async () => {
+  /** The tarball a Job's image script wrote in Nix's sandbox, from its build log; and that it left the store. */
+  function sandboxedTarball(buildLog: string): { bytes: number; storePath: string; onHost: string } {
+    const m = /enbi: streaming the image \((\d+) bytes in (\/nix\/store\/[0-9a-z]{32}-enbi-image\.tar)\)/.exec(
+      buildLog,
+    );
+    assert.ok(m, buildLog);
+    // The wrapper derivation is enbi's (scripts.ts), built by the node's daemon in its sandbox.
+    assert.match(buildLog, /building '\/nix\/store\/[0-9a-z]{32}-enbi-image\.tar\.drv'/);
+    assert.match(buildLog, new RegExp(`enbi: deleted ${m[2]} from the node's store`));
+    const onHost = join(settings.cacheHostPath, m[2]!.slice('/nix'.length));
+    assert.ok(!existsSync(onHost), `${m[2]} was deleted from the node's store after the import`);
+    return { bytes: Number(m[1]), storePath: m[2]!, onHost };
+  }
+
+  it("streams the image of a streamLayeredImage-like script into containerd, running the script in Nix's sandbox", async (t: TestContext) => {
     const stream = await createFixtureFlake(server, 'app-stream', { variant: 'stream', message: `streamed ${tag}` });
     const ref = `registry.local/app-stream:${tag}`;
     const f = await runBuild(nixBuild('app-stream', stream, ref));
     assert.ok(f.ok, await explain(f));
     durations.streamJob = f.ms;
-    assert.match(await log(f.pod, 'build'), /enbi: streaming the image \(streamLayeredImage script\)/);
+    const buildLog = await log(f.pod, 'build');
+    assert.match(buildLog, /enbi: running the image script in Nix's sandbox \(streamLayeredImage script\)/);
+    // What running it in the sandbox costs: the uncompressed image in the node's store until it was sent.
+    const tarball = sandboxedTarball(buildLog);
+    durations.streamSandboxMs = await logMs(f.pod, /enbi: running the image script/, /enbi: streaming the image/);
+    durations.streamTarballBytes = tarball.bytes;
+    t.diagnostic(
+      `image script in the sandbox: ${durations.streamSandboxMs} ms, ${tarball.bytes} bytes in the store until sent`,
+    );
     const stored = await ctrImage(node, ref);
     assert.ok(stored, `${ref} in containerd`);
     assert.match(stored.labels, /io\.cri-containerd\.pinned=pinned/);
@@ -311,6 +346,86 @@ describe('build Job on a real node', { skip: clusterSkipReason(), timeout: 1_800
     assert.equal(imported.index, stored.digest);
     await assertSpegelReady(node.containerdSocket, ref, { digest: imported.digest, platforms: ['linux/amd64'] });
     assert.equal(await runImage('app-stream', ref), `${stream.expectedOutput}\n`);
+  });
+
+  it("an image script cannot read the Nix Secret or the build container's settings, nor reach the network: it runs in Nix's sandbox", async (t: TestContext) => {
+    // A real Secret, mounted into the build container as deployments mount theirs (nixSecretName).
+    const secret = `enbi-secret-${randomBytes(12).toString('hex')}`;
+    const secretName = `nix-secret-${tag}`;
+    await core.createNamespacedSecret({
+      namespace: ns,
+      body: {
+        metadata: { name: secretName },
+        stringData: { 'nix.conf': `access-tokens = secret.invalid=${secret}\n` },
+      },
+    });
+    const api = new URL(c.kc.getCurrentCluster()!.server);
+    const snooping = await createFixtureFlake(server, 'snoop', {
+      variant: 'stream',
+      message: `snooped ${tag}`,
+      // The flake's own Git server, and the API server: both reachable from the pod's network.
+      snoop: { gitUrl: server.url('snoop'), apiServer: api.host },
+    });
+    const ref = `registry.local/snoop:${tag}`;
+    const f = await runBuild(nixBuild('snoop', snooping, ref), 600_000, { ...settings, nixSecretName: secretName });
+    assert.ok(f.ok, await explain(f));
+    const build = f.pod.spec!.containers.find((x) => x.name === 'build')!;
+    assert.ok(
+      build.volumeMounts?.some((m) => m.mountPath === '/etc/enbi/nix-secret') &&
+        build.env?.some((e) => e.name === 'NIX_USER_CONF_FILES'),
+      'the Secret is mounted in the build container and named by NIX_USER_CONF_FILES',
+    );
+    const buildLog = await log(f.pod, 'build');
+    t.diagnostic(
+      buildLog
+        .split('\n')
+        .filter((l) => l.includes('enbi-snoop:'))
+        .join('\n'),
+    );
+    const outcome = (attempt: string) =>
+      new RegExp(`enbi-snoop: ${attempt}: (done|refused): (.*)$`, 'm').exec(buildLog)?.slice(1, 3);
+    for (const attempt of SNOOP_ATTEMPTS) assert.equal(outcome(attempt)?.[0], 'refused', `${attempt}\n${buildLog}`);
+    // Each for the reason the sandbox gives: nothing of the container is there, and there is no network but lo.
+    assert.match(outcome('read-secret-file')![1]!, /can't open '\/etc\/enbi\/nix-secret\/nix\.conf': No such file/);
+    assert.match(outcome('read-nix-user-conf')![1]!, /NIX_USER_CONF_FILES: is not set/);
+    assert.match(outcome('read-build-home')![1]!, /\/home\/build: No such file or directory/);
+    for (const attempt of ['reach-git-server', 'reach-api-server'])
+      assert.match(outcome(attempt)![1]!, /can't connect to remote host \([0-9.]+\): Network is unreachable/);
+    // The Secret's token is in no log of the Job.
+    for (const container of ['build', 'import'])
+      assert.ok(!(await log(f.pod, container)).includes(secret), `the secret is not in the ${container} log`);
+    assert.ok(!daemon!.log().includes(secret), "the secret is not in the Nix daemon's log");
+    // And the script still made the image, which was imported and runs.
+    sandboxedTarball(buildLog);
+    const stored = await ctrImage(node, ref);
+    assert.ok(stored, `${ref} in containerd`);
+    const imported = JSON.parse(f.terminated('import')!.message) as { image: string; index: string };
+    assert.deepEqual({ image: imported.image, index: imported.index }, { image: ref, index: stored.digest });
+    assert.equal(await runImage('snoop', ref), `${snooping.expectedOutput}\n`);
+  });
+
+  it("fails the Job of an image script that fails in Nix's sandbox, with its own words in the build log; a retry may fix it", async () => {
+    const failing = await createFixtureFlake(server, 'app-script-fails', {
+      variant: 'stream',
+      message: `script fails ${tag}`,
+      scriptFails: true,
+    });
+    const ref = `registry.local/app-script-fails:${tag}`;
+    const f = await runBuild(nixBuild('app-script-fails', failing, ref));
+    assert.equal(f.ok, false, await explain(f));
+    const buildLog = await log(f.pod, 'build');
+    // The script's stderr, prefixed by the wrapper derivation's name, then Nix's and enbi's lines.
+    assert.ok(buildLog.includes(`enbi-image.tar> ${SCRIPT_FAILS_MESSAGE}`), buildLog);
+    assert.match(
+      buildLog,
+      /error: builder for '\/nix\/store\/[0-9a-z]{32}-enbi-image\.tar\.drv' failed with exit code 4/,
+    );
+    assert.match(buildLog, /enbi: the image script failed in Nix's sandbox$/m);
+    // Not a flake that cannot be evaluated: the controller retries it (src/build/nix-errors.ts).
+    assert.equal(permanentNixError(buildLog), undefined);
+    assert.notEqual(f.terminated('build')?.exitCode, 0);
+    assert.match(await log(f.pod, 'import'), /enbi: the build failed; nothing to import/);
+    assert.equal(await ctrImage(node, ref), undefined);
   });
 
   it('fails the Job of a broken flake with the Nix error in the build log, and imports nothing', async () => {

@@ -75,11 +75,12 @@ const CHART_ONLY_ANNOTATIONS: Record<string, string> = {
 // 2. the controller's config.yaml is compared as the YAML it holds (the chart renders .Values.config with
 //    toYaml: sorted keys, block style, no comments);
 const CONFIG_MAP = 'v1/ConfigMap/enbi-controller';
-// 3. the admission policy's CEL expressions are compared with each run of whitespace as one space: kustomize
-//    (go-yaml) reads the more-indented line of deploy/agent.yaml's folded messageExpression with a blank line
-//    before it, where libyaml and the `yaml` package read one line break (YAML 1.2, example 8.10); helm's
-//    output passed through kustomize reads as kustomize's own. Whitespace between CEL tokens means nothing.
-const POLICY = 'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy/enbi-agent-own-node';
+// 3. the admission policies' CEL expressions are compared with each run of whitespace as one space: kustomize
+//    (go-yaml) reads the more-indented lines of deploy/agent.yaml's and deploy/build-jobs.yaml's folded
+//    expressions with a blank line before them, where libyaml and the `yaml` package read one line break
+//    (YAML 1.2, example 8.10); helm's output passed through kustomize reads as kustomize's own. Whitespace
+//    between CEL tokens means nothing (and the policies' string literals hold no runs of it).
+const POLICY = 'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy/';
 const cel = (s: string) => s.replace(/\s+/g, ' ');
 
 function normalised(rendered: Map<string, Obj>, fromHelm: boolean): Map<string, Obj> {
@@ -95,8 +96,9 @@ function normalised(rendered: Map<string, Obj>, fromHelm: boolean): Map<string, 
       if (Object.keys(annotations).length === 0) delete copy.spec.template.metadata.annotations;
     }
     if (kindName === CONFIG_MAP) copy.data['config.yaml'] = parse(copy.data['config.yaml'] as string);
-    if (kindName === POLICY) {
+    if (kindName.startsWith(POLICY)) {
       for (const c of copy.spec.matchConditions as Obj[]) c.expression = cel(c.expression as string);
+      for (const v of (copy.spec.variables ?? []) as Obj[]) v.expression = cel(v.expression as string);
       for (const v of copy.spec.validations as Obj[])
         for (const f of ['expression', 'messageExpression']) if (typeof v[f] === 'string') v[f] = cel(v[f] as string);
     }
@@ -114,6 +116,24 @@ function assertSameObjects(kustomized: Map<string, Obj>, helmed: Map<string, Obj
 
 const controllerConfig = (rendered: Map<string, Obj>, namespace: string) =>
   parse(rendered.get(`v1/ConfigMap/${namespace}/enbi-controller`)!.data['config.yaml'] as string) as unknown;
+
+/** The values deploy/build-jobs.yaml's policy expects: its first variables, each a JSON literal in CEL. */
+function buildJobsPolicyExpects(rendered: Map<string, Obj>): {
+  builderImage: string;
+  importerImage: string;
+  storePath: string;
+  sockets: string[];
+} {
+  const policy = rendered.get('admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy//enbi-build-jobs')!;
+  const vars = new Map((policy.spec.variables as Obj[]).map((v) => [v.name as string, v.expression as string]));
+  const literal = (name: string) => JSON.parse(vars.get(name)!) as never;
+  return {
+    builderImage: literal('builderImage'),
+    importerImage: literal('importerImage'),
+    storePath: literal('storePath'),
+    sockets: literal('sockets'),
+  };
+}
 
 describe('deploy/chart', () => {
   it('helm lint --strict passes', () => {
@@ -238,6 +258,14 @@ patches:
   - target: { kind: DaemonSet, name: enbi-nix-daemon }
     patch: |
       - { op: replace, path: /spec/template/spec/volumes/0/hostPath/path, value: /data/enbi/nix }
+  - target: { kind: ValidatingAdmissionPolicy, name: enbi-build-jobs }
+    patch: |
+      - { op: test, path: /spec/variables/0/name, value: builderImage }
+      - { op: replace, path: /spec/variables/0/expression, value: '"registry.example.org/team/enbi-builder:0.2.0-rc.1"' }
+      - { op: test, path: /spec/variables/1/name, value: importerImage }
+      - { op: replace, path: /spec/variables/1/expression, value: '"registry.example.org/team/enbi:0.2.0-rc.1"' }
+      - { op: test, path: /spec/variables/2/name, value: storePath }
+      - { op: replace, path: /spec/variables/2/expression, value: '"/data/enbi/nix"' }
 `,
       'config.yaml':
         stringify({
@@ -362,6 +390,18 @@ spec:
       daemon.spec.template.spec.volumes.find((v: Obj) => v.name === 'nix-store').hostPath.path,
       cfg.cache.hostPath,
     );
+    // The build-Job policy expects what the controller's config names (deploy/build-jobs.yaml).
+    assert.deepEqual(buildJobsPolicyExpects(helmed), {
+      builderImage: cfg.builderImage,
+      importerImage: cfg.importerImage,
+      storePath: cfg.cache.hostPath,
+      sockets: [
+        '/run/containerd/containerd.sock',
+        '/run/k3s/containerd/containerd.sock',
+        '/run/k0s/containerd.sock',
+        '/var/snap/microk8s/common/run/containerd.sock',
+      ],
+    });
     assert.equal(
       Buffer.from(helmed.get('v1/Secret/enbi/enbi-webhook')!.data.secret as string, 'base64').toString(),
       'an-hmac-secret',
@@ -400,6 +440,9 @@ spec:
       ],
     );
     assert.equal(parseControllerConfig(controllerConfig(helmed, 'enbi-system')).leaderElection.leaseName, 'enbi-lead');
+    // Build Jobs may mount the configured socket, besides where distributions put it.
+    assert.ok(buildJobsPolicyExpects(helmed).sockets.includes('/run/k0s/containerd.sock'));
+    assert.equal(buildJobsPolicyExpects(helmed).sockets.length, 4, 'a known socket is listed once');
   });
 
   it('wrong values stop helm template (and helm lint) with a message that names them', async () => {

@@ -6,7 +6,7 @@
 // agent's admission policy and Nix daemon): a Deployment whose image is missing runs once enbi built it
 // (on demand), and a push announced by webhook builds the next revision before any pod asks (eager).
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -38,7 +38,7 @@ import { clusterSkipReason } from '../cluster/harness.ts';
 import { cacheDir } from '../cluster/paths.ts';
 import type { ClusterState, NodeState } from '../cluster/state.ts';
 import { importBuildImages } from '../support/build-images.ts';
-import { createFixtureFlake, type FixtureFlake } from '../support/fixture-flake.ts';
+import { createFixtureFlake, SNOOP_ATTEMPTS, type FixtureFlake } from '../support/fixture-flake.ts';
 import { type GitServer, startGitServer } from '../support/git-server.ts';
 import {
   applyAll,
@@ -56,6 +56,9 @@ import { idleAppDeployment } from '../support/fixtures.ts';
 const run = Date.now().toString(36);
 const APP_NS = `app-install-${run}`;
 const SECRET = `install-webhook-${run}`;
+/** The Nix Secret (nixSecretName) every build Job of the install mounts, and the token in it. */
+const NIX_SECRET = 'install-nix-secret';
+const NIX_TOKEN = `enbi-secret-${randomBytes(12).toString('hex')}`;
 const NODE = 'enbi-k3s-1';
 const dir = process.env.ENBI_INSTALL_CLUSTER_DIR ?? join(cacheDir(), 'cluster-install');
 
@@ -250,6 +253,8 @@ describe(
         allowedFlakes: [`${git.baseUrl}/`],
         mode: 'per-node',
         retryBaseSeconds: 1,
+        // As a user with private flakes has it: every build container mounts the Secret.
+        nixSecretName: NIX_SECRET,
       });
       const overlay = writeOverlay(await mkdtemp(join(tmpdir(), 'enbi-install-')), {
         config,
@@ -262,6 +267,14 @@ describe(
       objects = await kustomizeBuild(overlay);
       const t0 = Date.now();
       await applyAll(kc, objects);
+      // Not among the overlay's objects: it stays in the namespace when the Helm chart replaces the install.
+      await core().createNamespacedSecret({
+        namespace: INSTALL_NS,
+        body: {
+          metadata: { name: NIX_SECRET },
+          stringData: { 'nix.conf': `access-tokens = secret.invalid=${NIX_TOKEN}\n` },
+        },
+      });
       await waitInstalled(kc, 300_000, diagnose);
       timings.push(`installed and Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       const controllers = await podsOf('controller');
@@ -537,6 +550,101 @@ describe(
         'nothing planted in the store',
       );
       inDaemon('nix-store', '--verify-path', storePath); // fails with "was modified!" otherwise
+    });
+
+    it("the installed Nix daemon runs a streamLayeredImage script in its sandbox: it cannot read the Nix Secret or the build container's settings, nor reach the network", async (t) => {
+      const flake = await createFixtureFlake(git, 'snoop', {
+        message: `snooped by the installed daemon ${run}`,
+        variant: 'stream',
+        snoop: { gitUrl: git.url('snoop'), apiServer: new URL(state.server).host },
+      });
+      const name = `snoop-${run}`;
+      const ref = `registry.local/install-snoop:${run}`;
+      await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: INSTALL_NS,
+        plural: PLURAL,
+        body: {
+          apiVersion: `${GROUP}/${VERSION}`,
+          kind: 'NixBuild',
+          metadata: { name },
+          spec: { flakeUrl: flake.flakeUrl, packageName: flake.attr, system: flake.system, images: [ref] },
+        },
+      });
+      const done = await until(
+        `NixBuild ${name} to finish`,
+        async () => {
+          const b = (await builds()).find((x) => x.metadata?.name === name);
+          return b?.status?.phase === 'Succeeded' || b?.status?.phase === 'Failed' ? b : undefined;
+        },
+        400_000,
+        1000,
+      );
+      assert.equal(done.status?.phase, 'Succeeded', `${JSON.stringify(done.status)}\n${await diagnose()}`);
+      const [pod] = (
+        await core().listNamespacedPod({
+          namespace: INSTALL_NS,
+          labelSelector: `batch.kubernetes.io/job-name=${done.status!.buildJobName}`,
+        })
+      ).items;
+      assert.ok(pod, 'the build pod');
+      const build = pod.spec!.containers.find((c) => c.name === 'build')!;
+      assert.ok(
+        build.volumeMounts?.some((m) => m.mountPath === '/etc/enbi/nix-secret'),
+        'the build container mounts the Nix Secret',
+      );
+      const logOf = (container: string) =>
+        core().readNamespacedPodLog({ name: pod.metadata!.name!, namespace: INSTALL_NS, container });
+      const buildLog = await logOf('build');
+      t.diagnostic(
+        buildLog
+          .split('\n')
+          .filter((l) => l.includes('enbi-snoop:'))
+          .join('\n'),
+      );
+      const outcome = (attempt: string) =>
+        new RegExp(`enbi-snoop: ${attempt}: (done|refused): (.*)$`, 'm').exec(buildLog)?.slice(1, 3);
+      for (const attempt of SNOOP_ATTEMPTS) assert.equal(outcome(attempt)?.[0], 'refused', `${attempt}\n${buildLog}`);
+      assert.match(outcome('read-secret-file')![1]!, /can't open '\/etc\/enbi\/nix-secret\/nix\.conf': No such file/);
+      assert.match(outcome('read-nix-user-conf')![1]!, /NIX_USER_CONF_FILES: is not set/);
+      for (const attempt of ['reach-git-server', 'reach-api-server'])
+        assert.match(outcome(attempt)![1]!, /can't connect to remote host \([0-9.]+\): Network is unreachable/);
+      for (const container of ['build', 'import'])
+        assert.ok(!(await logOf(container)).includes(NIX_TOKEN), `the secret is not in the ${container} log`);
+      // The tarball the script wrote in the sandbox left the node's store once it was sent.
+      const tarball = /enbi: streaming the image \(\d+ bytes in (\/nix\/store\/[0-9a-z]{32}-enbi-image\.tar)\)/.exec(
+        buildLog,
+      )?.[1];
+      assert.ok(tarball, buildLog);
+      assert.match(buildLog, new RegExp(`enbi: deleted ${tarball} from the node's store`));
+      assert.ok(!existsSync(join('/var/lib/enbi/nix', tarball.slice('/nix'.length))), `${tarball} deleted`);
+      // And the image is the script's: imported under the name asked for, and it runs.
+      assert.match(done.status?.imageDigest ?? '', /^sha256:[0-9a-f]{64}$/);
+      const app = `snoop-${run}`;
+      await kc.makeApiClient(CoreV1Api).createNamespacedPod({
+        namespace: APP_NS,
+        body: {
+          metadata: { name: app },
+          spec: {
+            restartPolicy: 'Never',
+            nodeName: NODE,
+            automountServiceAccountToken: false,
+            containers: [{ name: 'main', image: ref, imagePullPolicy: 'Never' }],
+          },
+        },
+      });
+      await until(
+        `pod ${app} to succeed`,
+        async () => {
+          const p = await core().readNamespacedPod({ name: app, namespace: APP_NS });
+          if (p.status?.phase === 'Failed') throw new Error(`pod ${app} failed: ${JSON.stringify(p.status)}`);
+          return p.status?.phase === 'Succeeded' ? true : undefined;
+        },
+        120_000,
+        1000,
+      );
+      assert.equal(await core().readNamespacedPodLog({ name: app, namespace: APP_NS }), `${flake.expectedOutput}\n`);
     });
 
     it('a push announced by webhook (to either replica) builds the new revision before any pod asks; the pod then runs at once', async () => {

@@ -7,7 +7,9 @@
 // Variants:
 //   archive  $out is a docker-archive tarball (BUILD_SCRIPT's "docker-archive or OCI archive" path)
 //   stream   $out is an executable script that writes the tarball to stdout, like
-//            dockerTools.streamLayeredImage (BUILD_SCRIPT's streaming path); the parts live in a second output
+//            dockerTools.streamLayeredImage (BUILD_SCRIPT runs it in the node daemon's sandbox); the parts live
+//            in a second output. `snoop` makes the script try to read secrets and reach the network first,
+//            `scriptFails` makes it fail.
 //   broken   the builder prints BROKEN_MESSAGE to stderr and exits 3
 //   not-image  $out is a plain 2 MB file that is no image (the busybox binary, not executable): the build
 //            succeeds and the import half rejects what it reads
@@ -51,6 +53,56 @@ export interface FixtureFlakeOptions {
    * Each attempt's outcome goes to the build log as `enbi-poison: <attempt>: <outcome>`.
    */
   poison?: string;
+  /**
+   * Stream variant only: the image script first tries what a hostile one would where it runs (SNOOP_ATTEMPTS):
+   * read the Nix Secret and the build container's Nix configuration, environment and HOME, reach the daemon's
+   * socket and the network (`gitUrl`, a URL it GETs; `apiServer`, a host:port it connects to). Each attempt's
+   * outcome goes to stderr as `enbi-snoop: <attempt>: done: <what it got>` or `refused: <error>`; then the
+   * script writes the image as usual.
+   */
+  snoop?: { gitUrl: string; apiServer: string };
+  /** Stream variant only: the image script prints SCRIPT_FAILS_MESSAGE to stderr and exits 4, writing no image. */
+  scriptFails?: boolean;
+}
+
+/** What the image script of `scriptFails` prints before it exits 4. */
+export const SCRIPT_FAILS_MESSAGE = 'enbi-fixture: this image script fails on purpose';
+
+/** What the snooping image script tries, in order; each line of its stderr names one of these. */
+export const SNOOP_ATTEMPTS = [
+  'read-secret-file',
+  'read-nix-user-conf',
+  'read-build-env',
+  'read-build-home',
+  'reach-daemon-socket',
+  'reach-git-server',
+  'reach-api-server',
+] as const;
+
+/** Shell run by the snooping image script (BB is the busybox; there is no PATH where Nix runs it). */
+export function snoopScript(o: { gitUrl: string; apiServer: string }): string {
+  const api = new URL(`tcp://${o.apiServer}`);
+  const git = new URL(o.gitUrl);
+  // Inside the single-quoted argument of try: plain URLs and addresses, double-quoted.
+  const q = (x: string) => {
+    if (/['"$`]/.test(x)) throw new Error(`snoop: ${x} holds a quote or a $`);
+    return `"${x}"`;
+  };
+  return [
+    'say() { echo "enbi-snoop: $1: $2" >&2; }',
+    // What an attempt got (its output, or its error) on one line, cut short.
+    'line() { r=$($BB tr "\\n" " " | $BB head -c 300); echo "\${r:-(no output)}"; }',
+    'try() { if r=$( (eval "$2") 2>&1); then say "$1" "done: $(printf %s "$r" | line)"; else say "$1" "refused: $(printf %s "$r" | line)"; fi; }',
+    `try read-secret-file '$BB cat /etc/enbi/nix-secret/nix.conf'`,
+    `try read-nix-user-conf '$BB cat "\${NIX_USER_CONF_FILES:?is not set}"'`,
+    `try read-build-env 'for f in /proc/[0-9]*/environ; do $BB tr "\\0" "\\n" < "$f"; done 2>/dev/null | $BB grep -E "^(NIX_USER_CONF_FILES|ENBI_INSTALLABLE|NIX_REMOTE)="'`,
+    `try read-build-home '$BB ls -A /home/build'`,
+    `try reach-daemon-socket '$BB test -S /nix/var/nix/daemon-socket/socket && echo the socket is there'`,
+    // An HTTP GET by hand: the static busybox's wget crashes here (glibc's resolver, statically linked).
+    // (stdin stays open a moment: the server closes the connection as soon as nc closes its side).
+    `try reach-git-server '{ printf ${q(`GET ${git.pathname}/info/refs?service=git-upload-pack HTTP/1.0\\r\\n\\r\\n`)}; $BB sleep 2; } | $BB nc -w 5 ${q(git.hostname)} ${q(git.port)}'`,
+    `try reach-api-server '$BB nc -w 5 ${q(api.hostname)} ${q(api.port)} </dev/null && echo connected'`,
+  ].join('\n');
 }
 
 /** What the poison package tries, in order; each line of its log names one of these. */
@@ -155,7 +207,8 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         stream = prelude + ''
           mkdir -p "$parts"
           mv manifest.json config.json layer.tar "$parts/"
-          printf '#!%s sh\\nexec %s tar -cf - -C %s manifest.json config.json layer.tar\\n' "$BB" "$BB" "$parts" > "$out"
+          { printf '#!%s sh\\nBB=%s\\n' "$BB" "$BB"; printf '%s\\n' "$snoop"
+            printf 'exec %s tar -cf - -C %s manifest.json config.json layer.tar\\n' "$BB" "$parts"; } > "$out"
           chmod 0555 "$out"
         '';
         broken = ''
@@ -186,6 +239,7 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         builder = bb;
         args = [ "sh" "-c" (attack + scripts.${nixString(variant)}) ];
         BB = bb;
+        snoop = ${nixString([o.snoop !== undefined ? snoopScript(o.snoop) : '', o.scriptFails === true ? `echo ${JSON.stringify(SCRIPT_FAILS_MESSAGE)} >&2; exit 4` : ''].filter((x) => x !== '').join('\n'))};
       } // (if ${nixString(variant)} == "stream" then { outputs = [ "out" "parts" ]; } else { }));
       poison = derivation {
         name = "enbi-fixture-poison";

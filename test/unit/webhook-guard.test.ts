@@ -220,19 +220,20 @@ test("a standby's sync requests are coalesced: a burst is one write, calls while
   const burst = Array.from({ length: 10_000 }, () => request());
   await new Promise((r) => setTimeout(r, 5));
   assert.equal(writes, 1, '10,000 calls before the write began: one write');
-  // Calls while it runs and within the spacing after it: one more write, 200 ms after the first began.
+  // Calls while it runs and within the spacing after it: one more write, 200 ms after the first began. The
+  // calls stop well inside the spacing, however late a loaded machine runs the timers.
   const during: Promise<void>[] = [];
-  for (let i = 0; i < 10; i++) {
+  while (Date.now() - starts[0]! < 150) {
     for (let j = 0; j < 500; j++) during.push(request());
     await new Promise((r) => setTimeout(r, 10));
   }
   await Promise.all([...burst, ...during]);
-  assert.equal(writes, 2);
-  assert.ok(starts[1]! - starts[0]! >= 190, `spaced: ${starts[1]! - starts[0]!} ms`);
+  assert.equal(writes, during.length > 0 ? 2 : 1);
+  if (during.length > 0) assert.ok(starts[1]! - starts[0]! >= 190, `spaced: ${starts[1]! - starts[0]!} ms`);
   // Later, alone: one more, at once.
   await new Promise((r) => setTimeout(r, 250));
   await request();
-  assert.equal(writes, 3);
+  assert.equal(writes, during.length > 0 ? 3 : 2);
   // A failing write is reported once, not to each caller, and no caller sees it.
   const failing = coalesced(
     async () => {

@@ -47,3 +47,15 @@ the chart's (the agent's Nix daemon runs the builder image too).
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The containerd sockets a build Job may mount (deploy/build-jobs.yaml), as a JSON list: where each distribution
+puts it (src/cluster/socket.ts), and config.containerdSocket when set.
+*/}}
+{{- define "enbi.buildJobSockets" -}}
+{{- $sockets := list "/run/containerd/containerd.sock" "/run/k3s/containerd/containerd.sock" "/run/k0s/containerd.sock" "/var/snap/microk8s/common/run/containerd.sock" -}}
+{{- with .Values.config.containerdSocket -}}
+{{- $sockets = append $sockets . | uniq -}}
+{{- end -}}
+{{- toJson $sockets -}}
+{{- end -}}

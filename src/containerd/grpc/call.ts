@@ -10,6 +10,7 @@ import { frame, framePrefix, FrameReader, FrameTooLargeError } from './frame.ts'
 /** Messages at least this long are written as prefix + parts (no copy into one frame buffer). */
 const ZERO_COPY_BYTES = 64 * 1024;
 import { type CallStatus, grpcTimeout, Status, statusFromHttp, statusFromMetadata, statusFromReset } from './status.ts';
+import { errorMessage } from '../../async/error-message.ts';
 
 export interface CallSpec<Req, Res> {
   path: string;
@@ -43,7 +44,7 @@ export class Call<Req, Res> extends EventEmitter {
       this.#stream = this.#open();
     } catch (e) {
       // No session (closed client, or one that cannot start streams): fail as grpc-js does, UNAVAILABLE.
-      process.nextTick(() => this.#finish({ code: Status.UNAVAILABLE, details: (e as Error).message }));
+      process.nextTick(() => this.#finish({ code: Status.UNAVAILABLE, details: errorMessage(e) }));
       return;
     }
     if (spec.deadlineMs !== undefined) {
@@ -149,7 +150,7 @@ export class Call<Req, Res> extends EventEmitter {
       decoded = messages.map((m) => this.#spec.decode(m));
     } catch (e) {
       const code = e instanceof FrameTooLargeError ? Status.RESOURCE_EXHAUSTED : Status.INTERNAL;
-      this.#abort({ code, details: `response could not be read: ${(e as Error).message}` });
+      this.#abort({ code, details: `response could not be read: ${errorMessage(e)}` });
       return;
     }
     for (const d of decoded) {

@@ -3,6 +3,7 @@
 // index.json, blobs/sha256/*). Pure: the files are looked up through a callback, the importer streams them.
 import { posix } from 'node:path';
 import type { Desc } from './labels.ts';
+import { errorMessage } from '../../async/error-message.ts';
 
 export const MT = {
   dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
@@ -103,7 +104,7 @@ export function parseDockerManifestJson(data: Buffer): DockerArchiveEntry[] {
   try {
     v = JSON.parse(data.toString('utf8'));
   } catch (e) {
-    throw new ArchiveError(`manifest.json is not JSON: ${(e as Error).message}`);
+    throw new ArchiveError(`manifest.json is not JSON: ${errorMessage(e)}`);
   }
   if (!Array.isArray(v) || v.length === 0) throw new ArchiveError('manifest.json lists no image');
   for (const [i, e] of v.entries()) {
@@ -132,7 +133,7 @@ export function parseConfig(data: Buffer, what: string): ImageConfig {
     if (typeof c !== 'object' || c === null) throw new Error('not an object');
     return c;
   } catch (e) {
-    throw new ArchiveError(`${what} is not an image config: ${(e as Error).message}`);
+    throw new ArchiveError(`${what} is not an image config: ${errorMessage(e)}`);
   }
 }
 
@@ -177,7 +178,7 @@ export function parseJson<T>(data: Buffer, what: string): T {
   try {
     return JSON.parse(data.toString('utf8')) as T;
   } catch (e) {
-    throw new ArchiveError(`${what} is not JSON: ${(e as Error).message}`);
+    throw new ArchiveError(`${what} is not JSON: ${errorMessage(e)}`);
   }
 }
 

@@ -55,6 +55,7 @@ import { readTar } from './tar.ts';
 import { pickEntries, platformIndex, type PlatformIndex, type PlatformManifest } from '../../image/platform-index.ts';
 import { unpackLayers } from './unpack.ts';
 import { indexIsEnbis, parsedIndexOf } from '../index-blob.ts';
+import { errorMessage } from '../../async/error-message.ts';
 
 export interface ImportOptions {
   /** References to create (tags); none: the names the archive gives. */
@@ -544,7 +545,7 @@ export async function verifyImport(
     try {
       labels = (await contentInfo(c, b.digest)).labels;
     } catch (e) {
-      problems.push(`blob ${b.digest}: ${isNotFound(e) ? 'not in the content store' : (e as Error).message}`);
+      problems.push(`blob ${b.digest}: ${isNotFound(e) ? 'not in the content store' : errorMessage(e)}`);
       continue;
     }
     for (const [k, want] of Object.entries(must)) {
@@ -569,7 +570,7 @@ export async function verifyImport(
         problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${digest}`);
       if (r.image?.labels?.[LABEL_PINNED] !== 'pinned') problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
     } catch (e) {
-      problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : (e as Error).message}`);
+      problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : errorMessage(e)}`);
     }
   }
   if (problems.length > 0)
