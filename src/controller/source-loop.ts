@@ -4,6 +4,7 @@
 // interval doubles, up to ten minutes) and the last good analysis stays in use meanwhile. A render root that
 // gave no answer (source-state.ts) requeues the sync after its own backoff, on the same doubling, so that
 // the same commit is rendered again.
+import { backoff } from '../async/backoff.ts';
 import { within } from '../async/within.ts';
 import type { Logger } from './log.ts';
 import type { SourceState } from './source-state.ts';
@@ -30,9 +31,9 @@ export interface SourceLoop {
 
 const MAX_BACKOFF_MS = 600_000;
 
-/** The wait after `failures` failures in a row: the base doubled each time, up to ten minutes. */
-export function backoffMs(baseMs: number, failures: number): number {
-  return Math.min(MAX_BACKOFF_MS, baseMs * 2 ** Math.max(0, failures));
+/** The wait after `failures` failures in a row (1 = the first): the interval, doubled each time, up to ten minutes. */
+export function sourceBackoffMs(intervalMs: number, failures: number): number {
+  return backoff(failures, { baseMs: intervalMs, maxMs: MAX_BACKOFF_MS });
 }
 
 export function sourceLoop(d: SourceLoopDeps): SourceLoop {
@@ -75,7 +76,7 @@ export function sourceLoop(d: SourceLoopDeps): SourceLoop {
     chain = pending;
     return pending;
   };
-  const delay = () => backoffMs(d.intervalMs, failures);
+  const delay = () => sourceBackoffMs(d.intervalMs, failures + 1);
   // The next sync: at the interval (backed off after failures), or sooner when a render is to be retried.
   const nextIn = () => Math.max(d.minSpacingMs ?? 1_000, Math.min(delay(), d.source.renderRetryInMs() ?? Infinity));
   const tick = () => {

@@ -12,7 +12,7 @@ import { type GitAuth, repoDirFor, syncGitSource } from '../source/git.ts';
 import { renderOptionsOf } from '../render/config.ts';
 import { type RenderedObject, renderSource, type RenderedSource } from '../render/index.ts';
 import type { ControllerConfig } from './config.ts';
-import { backoffMs } from './source-loop.ts';
+import { sourceBackoffMs } from './source-loop.ts';
 
 export interface SourceSnapshot {
   revision: string;
@@ -69,7 +69,7 @@ export function sourceState(
   const retryInMs = (): number | undefined => {
     if (unknown.size === 0) return undefined;
     const attempts = Math.max(...[...unknown.values()].map((u) => u.attempts));
-    return Math.max(0, lastRenderAt + backoffMs(intervalMs, attempts - 1) - Date.now());
+    return Math.max(0, lastRenderAt + sourceBackoffMs(intervalMs, attempts) - Date.now());
   };
   return {
     current: () => snapshot,
@@ -163,7 +163,7 @@ export function sourceState(
           kept !== undefined
             ? `its workloads as rendered at ${kept.revision.slice(0, 12)} stand in for it (nothing it named is collected)`
             : 'no good render of it yet: no build is collected meanwhile'
-        }; rendered again in ${Math.round(backoffMs(intervalMs, u.attempts - 1) / 1000)} s`,
+        }; rendered again in ${Math.round(sourceBackoffMs(intervalMs, u.attempts) / 1000)} s`,
       );
     }
     for (const [origin, u] of unknown)
