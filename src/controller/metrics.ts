@@ -17,6 +17,7 @@ export interface Metrics {
   httpBadRequests: number;
   workQueueDepth: number;
   buildsCollected: number;
+  renderRootsUnknown: number;
 }
 
 export function newMetrics(): Metrics {
@@ -38,6 +39,7 @@ export function newMetrics(): Metrics {
     httpBadRequests: 0,
     workQueueDepth: 0,
     buildsCollected: 0,
+    renderRootsUnknown: 0,
   };
 }
 
@@ -73,6 +75,10 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   buildsCollected: [
     'NixBuilds deleted (with their Jobs) after nothing named what they build for gc.graceSeconds',
     'counter',
+  ],
+  renderRootsUnknown: [
+    'Render roots (kustomize, Helm) whose last render failed or timed out: unknown, so nothing they named at their last good render is collected',
+    'gauge',
   ],
 };
 

@@ -17,7 +17,8 @@ import { LABEL_BUILD } from '../build/job.ts';
 import { withInventory } from '../cluster/inventory.ts';
 import { type NodeView, nodeViewOf } from '../cluster/node-view.ts';
 import type { BuildPolicy } from '../plan/allow.ts';
-import { gitClaims, type ImageClaims } from '../plan/claims.ts';
+import { gitClaims, type ImageClaims, needKey } from '../plan/claims.ts';
+import { gcDecision, type UnknownRoot } from '../plan/gc.ts';
 import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
@@ -36,7 +37,7 @@ import {
 import { recordEvent, workloadTargets } from './events.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
-import type { SourceState } from './source-state.ts';
+import type { SourceSnapshot, SourceState } from './source-state.ts';
 
 export interface Observed {
   nodes: readonly V1Node[];
@@ -66,7 +67,7 @@ export interface PlanPassResult {
 export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanPassResult> {
   const { cfg } = d;
   const ns = cfg.namespace;
-  const said = { problems: '', blocked: '' };
+  const said = { problems: '', blocked: '', gc: '' };
   // Refusals already told to each pod (uid → message): one Event per pod and reason, not one per pass.
   const refusedTold = new Map<string, string>();
 
@@ -102,7 +103,9 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     sayOnce(desired);
     await tellRefused(desired.refused, o.pods);
     const { created, failed } = await createBuilds(desired);
-    const gcDueMs = await collectGarbage(builds, desired.referenced, now);
+    const unknown = unknownRoots(d.source.current());
+    d.metrics.renderRootsUnknown = unknown.length;
+    const gcDueMs = await collectGarbage(builds, desired.referenced, unknown, now);
     const live = new Set(builds.map((b) => b.metadata.uid));
     for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
     const againAfterMs = Math.min(
@@ -122,12 +125,14 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
   /**
    * NixBuilds enbi created for what no workload of the source (and no waiting trusted pod) names any more
    * (Flux pruned them, Git dropped them): stamped when first seen so, deleted with their Jobs after the grace
-   * period, unstamped if named again. Only while the source is read without error: a failed sync must not
-   * make every build look unreferenced. Hand-written NixBuilds are never collected.
+   * period, unstamped if named again (the decision: plan/gc.ts). Only while the source is read without
+   * error: a failed sync must not make every build look unreferenced; a root whose render gave no answer
+   * keeps what it named at its last good render. Hand-written NixBuilds are never collected.
    */
   async function collectGarbage(
     builds: readonly NixBuild[],
     referenced: ReadonlySet<string>,
+    unknown: readonly UnknownRoot[],
     now: Date,
   ): Promise<number | undefined> {
     if (
@@ -135,56 +140,61 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       (cfg.source !== undefined && (d.source.current() === undefined || d.source.lastError() !== undefined))
     )
       return undefined;
-    // When the next stamped build's grace period ends: plan again then.
-    let dueMs: number | undefined;
-    const due = (ms: number) => (dueMs = Math.min(dueMs ?? Infinity, Math.max(100, ms + 100)));
-    for (const b of builds) {
-      if (b.metadata.labels?.[LABEL_MANAGED_BY] !== 'enbi') continue;
-      const key = buildKey(b.spec.flakeUrl, b.spec.packageName);
-      const since = b.metadata.annotations?.[ANNOTATION_UNREFERENCED];
-      const log = d.log.with({ nixbuild: `${ns}/${b.metadata.name}` });
-      const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: b.metadata.name };
+    const managed = builds.filter((b) => b.metadata.labels?.[LABEL_MANAGED_BY] === 'enbi');
+    const decision = gcDecision({
+      builds: managed.map((b) => ({
+        name: b.metadata.name,
+        key: buildKey(b.spec.flakeUrl, b.spec.packageName),
+        ...(b.metadata.annotations?.[ANNOTATION_UNREFERENCED] !== undefined
+          ? { unreferencedSince: b.metadata.annotations[ANNOTATION_UNREFERENCED] }
+          : {}),
+      })),
+      referenced,
+      unknownRoots: unknown,
+      now,
+      graceSeconds: cfg.gc.graceSeconds,
+    });
+    const kept = [...decision.keptForUnknown].map(([name, origin]) => `${name} (${origin})`);
+    const gcSaid = [decision.held ?? '', ...kept].join('\n');
+    if (gcSaid !== said.gc) {
+      said.gc = gcSaid;
+      if (decision.held !== undefined)
+        d.log.warn(`garbage collection holds: ${decision.held}; nothing is stamped or deleted until they render`);
+      if (kept.length > 0)
+        d.log.info(
+          `garbage collection keeps ${kept.length} NixBuild(s) that roots whose render gave no answer named at their last good render: ${kept.slice(0, 10).join(', ')}`,
+        );
+    }
+    for (const a of decision.actions) {
+      const log = d.log.with({ nixbuild: `${ns}/${a.name}` });
+      const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: a.name };
+      const stamp = (value: string | null) =>
+        d.custom.patchNamespacedCustomObject(
+          {
+            ...path,
+            body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: value } } },
+            fieldManager: CONTROLLER_FIELD_MANAGER,
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        );
       try {
-        if (key !== undefined && referenced.has(key)) {
-          if (since !== undefined)
-            await d.custom.patchNamespacedCustomObject(
-              {
-                ...path,
-                body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: null } } },
-                fieldManager: CONTROLLER_FIELD_MANAGER,
-              },
-              setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-            );
-          continue;
-        }
-        if (since === undefined) {
-          await d.custom.patchNamespacedCustomObject(
-            {
-              ...path,
-              body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: now.toISOString() } } },
-              fieldManager: CONTROLLER_FIELD_MANAGER,
-            },
-            setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-          );
+        if (a.kind === 'unstamp') await stamp(null);
+        else if (a.kind === 'stamp') {
+          await stamp(now.toISOString());
           log.info(
             `no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`,
           );
-          due(cfg.gc.graceSeconds * 1000);
-          continue;
+        } else {
+          await d.custom.deleteNamespacedCustomObject({ ...path, propagationPolicy: 'Background' });
+          d.metrics.buildsCollected++;
+          log.info(`deleted with its Jobs: unreferenced since ${a.since}`);
         }
-        const left = Date.parse(since) + cfg.gc.graceSeconds * 1000 - now.getTime();
-        if (left > 0) {
-          due(left);
-          continue;
-        }
-        await d.custom.deleteNamespacedCustomObject({ ...path, propagationPolicy: 'Background' });
-        d.metrics.buildsCollected++;
-        log.info(`deleted with its Jobs: unreferenced since ${since}`);
       } catch (err) {
         if (!isNotFound(err)) log.warn(`garbage collection: ${apiMessage(err)}`);
       }
     }
-    return dueMs;
+    // Decide again when the next stamped build's grace period ends.
+    return decision.dueMs !== undefined ? Math.max(100, decision.dueMs + 100) : undefined;
   }
 
   /** What cannot be planned or started, logged once per change rather than on every pass. */
@@ -350,4 +360,29 @@ function nodeViews(o: Observed, cfg: ControllerConfig, now: Date): NodeView[] {
     if (pool.some(([k, v]) => view.labels[k] !== v)) view.builderAllowed = false;
     return view;
   });
+}
+
+/**
+ * The roots whose render gave no answer, each with the builds its last good render named: the workloads
+ * that stand in for it in the analysis carry its origin.
+ */
+function unknownRoots(snapshot: SourceSnapshot | undefined): UnknownRoot[] {
+  if (snapshot === undefined || snapshot.unknown.length === 0) return [];
+  const keysByOrigin = new Map<string, Set<string>>();
+  for (const w of snapshot.analysis.workloads) {
+    const origin = w.workload.origin;
+    if (origin === undefined) continue;
+    for (const n of w.needs) {
+      const k = needKey(n);
+      if (k === undefined) continue;
+      let keys = keysByOrigin.get(origin);
+      if (keys === undefined) keysByOrigin.set(origin, (keys = new Set()));
+      keys.add(k);
+    }
+  }
+  return snapshot.unknown.map((u) =>
+    u.lastGoodRevision !== undefined
+      ? { origin: u.origin, lastGood: keysByOrigin.get(u.origin) ?? new Set<string>() }
+      : { origin: u.origin },
+  );
 }

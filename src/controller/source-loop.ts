@@ -1,7 +1,10 @@
 // The source loop: syncs the Git source (or directory) on its own timer, at once on a webhook, one sync at a
 // time, and tells the controller when the analysis changed. Each Git request has an idle timeout
 // (source.timeoutSeconds), so a hung server fails a sync instead of holding it; failures back off (the
-// interval doubles, up to ten minutes) and the last good analysis stays in use meanwhile.
+// interval doubles, up to ten minutes) and the last good analysis stays in use meanwhile. A render root that
+// gave no answer (source-state.ts) requeues the sync after its own backoff, on the same doubling, so that
+// the same commit is rendered again.
+import { backoff } from '../async/backoff.ts';
 import { within } from '../async/within.ts';
 import type { Logger } from './log.ts';
 import type { SourceState } from './source-state.ts';
@@ -27,6 +30,11 @@ export interface SourceLoop {
 }
 
 const MAX_BACKOFF_MS = 600_000;
+
+/** The wait after `failures` failures in a row (1 = the first): the interval, doubled each time, up to ten minutes. */
+export function sourceBackoffMs(intervalMs: number, failures: number): number {
+  return backoff(failures, { baseMs: intervalMs, maxMs: MAX_BACKOFF_MS });
+}
 
 export function sourceLoop(d: SourceLoopDeps): SourceLoop {
   let chain: Promise<void> = Promise.resolve();
@@ -68,11 +76,13 @@ export function sourceLoop(d: SourceLoopDeps): SourceLoop {
     chain = pending;
     return pending;
   };
-  const delay = () => Math.min(MAX_BACKOFF_MS, d.intervalMs * 2 ** failures);
+  const delay = () => sourceBackoffMs(d.intervalMs, failures + 1);
+  // The next sync: at the interval (backed off after failures), or sooner when a render is to be retried.
+  const nextIn = () => Math.max(d.minSpacingMs ?? 1_000, Math.min(delay(), d.source.renderRetryInMs() ?? Infinity));
   const tick = () => {
     if (stopped) return;
     void sync(false).finally(() => {
-      if (!stopped) timer = setTimeout(tick, delay());
+      if (!stopped) timer = setTimeout(tick, nextIn());
     });
   };
 

@@ -67,6 +67,15 @@ export interface RenderedSource {
   problems: Problem[];
   warnings: Problem[];
   stats: { renders: number; fromCache: number; ms: number };
+  /** Every root rendered, and for those that gave no answer (failed, timed out) why: their objects are unknown. */
+  roots: RootOutcome[];
+  /** Set when the pass as a whole gave no answer (the source too large to copy): every root is unknown. */
+  incomplete?: string;
+}
+
+export interface RootOutcome {
+  origin: string;
+  failure?: string;
 }
 
 const sharedCache = new RenderCache();
@@ -83,6 +92,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
     problems: [],
     warnings: [],
     stats: { renders: 0, fromCache: 0, ms: 0 },
+    roots: [],
   };
   if (scope === undefined)
     return { ...result, problems: [{ message: `path "${options.scope}" leaves the source: nothing rendered` }] };
@@ -130,6 +140,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       for (const out of outputs) {
         result.objects.push(...out.objects);
         result.problems.push(...out.problems);
+        result.roots.push({ origin: out.origin, ...(out.failure !== undefined ? { failure: out.failure } : {}) });
       }
     }
     result.warnings.push(...plan.warnings);
@@ -141,6 +152,7 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
   } catch (err) {
     if (!(err instanceof TreeTooLargeError)) throw err;
     result.problems.push({ message: err.message });
+    result.incomplete = err.message;
     return result;
   } finally {
     if (work !== undefined) await rm(work, { recursive: true, force: true });

@@ -1,6 +1,8 @@
 // Runs the renders of one plan: decides for each whether it is refused, lacks its tool, is cached or must run,
 // writes the files of those that run into the private copy, runs them a few at a time within the pass's
-// limits, and returns each render's objects and problems in plan order (independent of timing).
+// limits, and returns each render's objects and problems in plan order (independent of timing). A render that
+// did not run to an answer (failed, timed out, its tool missing, left for the next pass) says so: what its
+// root declares is unknown, not empty, and such an outcome is never cached, so the next pass runs it again.
 import { type CachedRender, type RenderCache, renderKey } from './cache.ts';
 import type { RenderOptions, RenderedSource } from './index.ts';
 import type { RenderPlan } from './plan.ts';
@@ -8,6 +10,25 @@ import { originOf } from './request.ts';
 import { inCopyTerms, type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { installHint } from './tools.ts';
 import { TreeTooLargeError } from './tree.ts';
+
+/** Renders that failed in a pass (known by the pass's `ran` set), so that its discovery rounds do not rerun them. */
+const failedInPass = new WeakMap<Set<string>, Map<string, CachedRender>>();
+
+/** One render's outcome: its objects and problems, and why it has no answer when it has none. */
+export interface RenderOutcome extends CachedRender {
+  /** The root rendered (originOf its request): how a root is known from one commit to the next. */
+  origin: string;
+  /** Set when the render gave no answer (failed, timed out, did not run): its objects are unknown, not none. */
+  failure?: string;
+}
+
+/**
+ * A render's result that is no answer about its root: no object and a problem. That is what a tool that
+ * fails or times out leaves (run-render.ts), and what output with nothing readable in it leaves.
+ */
+export function isFailedRender(r: CachedRender): boolean {
+  return r.objects.length === 0 && r.problems.length > 0;
+}
 
 /**
  * Runs a plan's renders (those not cached), four at a time, after writing their files into the copy.
@@ -22,11 +43,13 @@ export async function renderAll(
   ran: Set<string>,
   write: (paths: Iterable<string>) => Promise<void>,
   deadline: number,
-): Promise<CachedRender[]> {
+): Promise<RenderOutcome[]> {
   const { tools, tree } = ctx;
   // Decide every render first (refused, missing tool, cached, to run), then run the rest in parallel;
   // results are collected in plan order so the output does not depend on timing.
   const outputs: (CachedRender | undefined)[] = [];
+  // Renders with no answer (a tool missing, a failure, a limit of the pass): never cached, run again next pass.
+  const unanswered = new Set<number>();
   const toRun: { i: number; key: string }[] = [];
   for (const [i, planned] of plan.renders.entries()) {
     const r = planned.request;
@@ -44,6 +67,7 @@ export async function renderAll(
     const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
     const binary = tools[tool];
     if (binary === undefined) {
+      unanswered.add(i);
       outputs[i] = {
         objects: [],
         problems: [{ ...where, message: `${originOf(r)}: ${installHint(tool, options.tools?.[tool])}` }],
@@ -59,10 +83,16 @@ export async function renderAll(
       hashes: tree.hashes,
     });
     outputs[i] = cache.get(key);
-    if (outputs[i] !== undefined) {
+    const failedBefore = failedInPass.get(ran)?.get(key);
+    if (outputs[i] === undefined && failedBefore !== undefined) {
+      // Failed earlier in this pass (a discovery round): not run again until the next pass.
+      outputs[i] = failedBefore;
+      unanswered.add(i);
+    } else if (outputs[i] !== undefined) {
       if (!ran.has(key)) stats.fromCache++;
     } else if (ran.size + toRun.length >= (options.maxRendersPerPass ?? 1_000)) {
       // Bounds what one repository can cost a pass; those rendered are cached, so the next pass goes on.
+      unanswered.add(i);
       outputs[i] = {
         objects: [],
         problems: [
@@ -78,6 +108,7 @@ export async function renderAll(
   // is a problem of that root: the other roots are still rendered. Only the pass's size limit ends it.
   const failed = (i: number, err: unknown): CachedRender => {
     if (err instanceof TreeTooLargeError) throw err;
+    unanswered.add(i);
     return {
       objects: [],
       problems: [
@@ -102,6 +133,7 @@ export async function renderAll(
   await inParallel(runnable, options.concurrency ?? 4, async ({ i, key }) => {
     if (Date.now() > deadline) {
       const seconds = Math.round((options.passTimeoutMs ?? 300_000) / 1000);
+      unanswered.add(i);
       outputs[i] = {
         objects: [],
         problems: [
@@ -118,9 +150,15 @@ export async function renderAll(
       outputs[i] = failed(i, err);
       return;
     }
+    stats.renders++;
+    // A failed or timed-out render is not the root's answer: cached, it would stand until the inputs change.
+    if (isFailedRender(outputs[i]!)) {
+      unanswered.add(i);
+      failedInPass.set(ran, (failedInPass.get(ran) ?? new Map()).set(key, outputs[i]!));
+      return;
+    }
     cache.set(key, outputs[i]!);
     ran.add(key);
-    stats.renders++;
   });
   return plan.renders.map(({ request: r }, i) => {
     const out = outputs[i]!;
@@ -128,7 +166,9 @@ export async function renderAll(
       ...(r.file !== undefined ? { file: r.file } : {}),
       ...(r.line !== undefined ? { line: r.line } : {}),
     };
-    return { objects: out.objects, problems: out.problems.map((p) => ({ ...where, ...p })) };
+    const problems = out.problems.map((p) => ({ ...where, ...p }));
+    const failure = unanswered.has(i) ? problems.map((p) => p.message).join('; ') : undefined;
+    return { objects: out.objects, problems, origin: originOf(r), ...(failure !== undefined ? { failure } : {}) };
   });
 }
 
