@@ -4,7 +4,8 @@
 // (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
 // not plan from saves. Asserts nothing.
 // Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1;
-//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each)
+//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each; KEEP=1 keeps
+//      the cluster, REUSE=1 runs against a kept one without creating its nodes and pods again)
 //
 // The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
 // kube-controller-manager is stopped once the cluster is up: API-object nodes have no kubelet to renew their
@@ -90,7 +91,9 @@ async function main(): Promise<void> {
     // lift it once Ready, so the bench lifts it itself.
     t = performance.now();
     const api = rawApi(c.kc);
-    await pool(NODES, 32, async (n) => {
+    // REUSE=1: a cluster kept by an earlier run (KEEP=1) already holds the nodes and pods.
+    const create = process.env.REUSE !== '1';
+    await pool(create ? NODES : 0, 32, async (n) => {
       const arch = n % 10 < 7 ? 'amd64' : 'arm64';
       const labels = { 'kubernetes.io/arch': arch, 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': nodeName(n) };
       const images = Array.from({ length: 20 }, (_, i) => ({
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
     // Pods: bound, tolerating everything; every ENBI_EVERY-th with enbi annotations, some waiting for the image.
     t = performance.now();
     let waiting = 0;
-    await pool(PODS, 32, async (i) => {
+    await pool(create ? PODS : 0, 32, async (i) => {
       const enbi = i % ENBI_EVERY === 0;
       const k = appOf(i);
       const name = `pod-${String(i).padStart(6, '0')}`;
@@ -285,8 +288,10 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
     await done;
     return metrics.lastReconcileSeconds * 1000;
   };
-  t = performance.now();
-  const firstMs = await reconcile();
+  // The first pass can run before the source is read (informer events start one), and a trusted namespace's
+  // pods are planned only once it is: the pass measured as "first" is the one that creates the builds.
+  let firstMs = await reconcile();
+  for (let i = 0; i < 20 && metrics.buildsCreated === 0; i++) firstMs = await reconcile();
   const builds = metrics.buildsCreated;
   // Let the informers see what the first reconcile wrote, then time quiet ones.
   for (let i = 0; i < 3; i++) {
