@@ -1,7 +1,9 @@
 // The on-demand half of the plan: bound pods waiting for an image their node lacks. Git (and the cluster
 // admin) decide what is built; a pod only says where. A waiting pod leads to a build only when it belongs to a
 // workload of the Git source (its own name for a Pod in Git, or its owner chain: ReplicaSet → Deployment,
-// StatefulSet, DaemonSet, Job → CronJob) and its container runs exactly the image Git names for it; the flake
+// StatefulSet, DaemonSet, Job → CronJob), its node is one Git lets that workload run on (nodeName,
+// nodeSelector, required node affinity: an owner reference is the pod's own word, anyone who may create
+// pods there can forge it), and its container runs exactly the image Git names for it; the flake
 // and the image reference then come from Git, never from the pod. Pods in namespaces the admin listed as
 // trusted may declare their own flake (clusters without a Git source), but never for an image name Git
 // declares with another flake (claims.ts). Everything else is refused, with the reason, for an Event on the
@@ -21,6 +23,7 @@ import { formatFlakeRef } from '../flake/ref.ts';
 import { schedulingOf, type Workload, workloadId } from '../manifests/workloads.ts';
 import type { Analysis } from '../pipeline/analyze.ts';
 import type { Problem } from '../problems.ts';
+import { type PodScheduling, unfitReason } from './scheduling.ts';
 
 /**
  * kubelet's proof that a node lacks an image. A failed pull is no proof (the registry may refuse, or the pod
@@ -147,6 +150,18 @@ export function podWorkloads(
     let via: string;
     if (owner !== undefined) {
       via = workloadId(owner.workload);
+      // The owner reference and labels are the pod's own word: anyone who may create pods in the namespace
+      // can write them. What they cannot change is where Git lets the workload run: a pod on another node
+      // gets nothing, so a forged pod can only ask for the builds the workload's own pods could.
+      const outside = outsideWorkload(owner.workload.scheduling, node, nodes.get(node));
+      if (outside !== undefined) {
+        for (const wait of waits)
+          refuse(
+            wait,
+            `the pod claims to belong to ${via} in Git, but ${outside}: enbi builds for a workload only on the nodes Git lets it run on`,
+          );
+        continue;
+      }
       needs = [];
       for (const wait of waits) {
         const need = owner.needs.find((n) => n.container === wait.container);
@@ -226,6 +241,35 @@ export function ownerWorkloads(pod: V1Pod): { kind: string; name: string }[] {
       return [{ kind: owner.kind, name: owner.name }];
     default:
       return [];
+  }
+}
+
+/**
+ * Why a Git workload could never run on this node (its nodeName, nodeSelector or required node affinity),
+ * or undefined when it could. Taints, cordons and readiness are left out: they change after a pod is bound.
+ */
+export function outsideWorkload(
+  scheduling: PodScheduling,
+  nodeName: string,
+  node: NodeView | undefined,
+): string | undefined {
+  const placement: PodScheduling = {
+    ...(scheduling.nodeName !== undefined ? { nodeName: scheduling.nodeName } : {}),
+    ...(scheduling.nodeSelector !== undefined ? { nodeSelector: scheduling.nodeSelector } : {}),
+    ...(scheduling.requiredTerms !== undefined ? { requiredTerms: scheduling.requiredTerms } : {}),
+  };
+  if (placement.nodeName !== undefined && placement.nodeName !== nodeName)
+    return `Git binds it to node ${placement.nodeName}, not ${nodeName}`;
+  const constrained = placement.nodeSelector !== undefined || (placement.requiredTerms?.length ?? 0) > 0;
+  if (!constrained) return undefined;
+  if (node === undefined) return `its node ${nodeName} is not known to enbi, so Git's placement cannot be checked`;
+  switch (unfitReason(placement, { ...node, ready: true, unschedulable: false, taints: [] })) {
+    case 'node-selector':
+      return `its nodeSelector ${JSON.stringify(placement.nodeSelector)} excludes node ${nodeName}`;
+    case 'affinity':
+      return `its required node affinity excludes node ${nodeName}`;
+    default:
+      return undefined;
   }
 }
 

@@ -7,6 +7,8 @@
 // the real API server, neither converges nor (once they are deleted) collects it. The one record without
 // the label the agent takes on: a tag pointing at exactly enbi's index of manifests those NixBuilds
 // recorded (what the CRI leaves after a pull through Spegel), which it labels, converges and collects.
+// Records another tool wrote at the very manifest enbi imports (a tag, `<repository>@<manifest>`) are left
+// as they are by `enbi import` (never relabelled) and by the agent's collection of enbi's tag.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -113,7 +115,7 @@ function indexArchive(
 }
 
 /** A docker-archive of one amd64 image, as a build's streamLayeredImage gives enbi import. */
-function dockerArchive(out: string, message: string): { config: string } {
+function dockerArchive(out: string, message: string, repoTags: string[] = []): { config: string } {
   const layer = layerOf(message);
   const diffId = `sha256:${sha256(layer)}`;
   const config = Buffer.from(
@@ -135,7 +137,7 @@ function dockerArchive(out: string, message: string): { config: string } {
         path: 'manifest.json',
         data: Buffer.from(
           JSON.stringify([
-            { Config: `${sha256(config)}.json`, RepoTags: [], Layers: [`${diffId.slice(7)}/layer.tar`] },
+            { Config: `${sha256(config)}.json`, RepoTags: repoTags, Layers: [`${diffId.slice(7)}/layer.tar`] },
           ]),
         ),
       },
@@ -166,6 +168,14 @@ async function enbiImport(socket: string, dir: string, args: string[]): Promise<
   return { code, stderr };
 }
 
+interface RawRecord {
+  name: string;
+  target: { mediaType: string; digest: string; size: number };
+  labels: Record<string, string>;
+  createdAt: unknown;
+  updatedAt: unknown;
+}
+
 const flavors: { name: string; spec: () => string | undefined }[] = [
   { name: 'containerd 1.6 (Debian)', spec: () => 'debian-1.6' },
   {
@@ -193,6 +203,8 @@ for (const [i, flavor] of flavors.entries()) {
       const NODE = `enbi-owner-${tag}`;
       const FORGED = `registry.local/owner-forged-${tag}:v1`;
       const PULLED = `registry.local/owner-pulled-${tag}:v1`;
+      const SHARED = `registry.local/owner-shared-${tag}:v1`;
+      const SHARED_OTHER = `registry.local/owner-shared-${tag}:other`;
       let c: ClusterInfo;
       let dir: string;
       let cd: PrivateContainerd;
@@ -216,6 +228,10 @@ for (const [i, flavor] of flavors.entries()) {
         const bytes = (await readBlob(client, record.target.digest))?.toString('base64');
         return { record, bytes, labels: (await contentInfo(client, record.target.digest)).labels };
       };
+      /** A record as containerd keeps it: name, target, labels, createdAt, updatedAt. */
+      const rawRecord = async (name: string): Promise<RawRecord | undefined> =>
+        (await client.unary<{ image: RawRecord | null }>('images', 'Get', { name }).catch(() => ({ image: null })))
+          .image ?? undefined;
       const ctrImport = async (archive: string, name: string) => {
         await run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', 'images', 'import', archive]);
         // The CRI labels what ctr imported into k8s.io just after: wait for it, so that "before" is settled.
@@ -439,6 +455,72 @@ for (const [i, flavor] of flavors.entries()) {
           "not enbi's build\n",
         );
         assert.ok(!agentLog.some((l) => l.includes(FORGED)), 'still nothing done to it');
+      });
+
+      it("records another tool wrote at enbi's very manifest are neither relabelled by enbi import nor collected by the agent", async (t: TestContext) => {
+        // Another tool (ctr, then an API client as the CRI writes them) names the manifest enbi is about to
+        // import: a tag, and `<repository>@<manifest digest>`, the very name enbi import writes beside its tag.
+        const archive = join(dir, 'shared.tar');
+        dockerArchive(archive, 'one image, two owners', [SHARED_OTHER]);
+        await ctrImport(archive, SHARED_OTHER);
+        const manifest = (await listImages(client, [nameFilter(SHARED_OTHER)]))[0]!.target;
+        const byDigest = `${SHARED_OTHER.split(':')[0]}@${manifest.digest}`;
+        await client.unary('images', 'Create', {
+          image: { name: byDigest, labels: { 'example.org/written-by': 'another-tool' }, target: manifest },
+        });
+        const foreignBefore = { tag: await rawRecord(SHARED_OTHER), byDigest: await rawRecord(byDigest) };
+        assert.equal(foreignBefore.byDigest?.labels['example.org/written-by'], 'another-tool');
+
+        // enbi imports the same image under its own tag of that repository.
+        const r = await enbiImport(cd.socket, dir, [
+          '--file',
+          archive,
+          '--image',
+          SHARED,
+          '--allow-prefix',
+          'registry.local/',
+          '--owner',
+          `shared-${tag}`,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(
+          (await rawRecord(SHARED))?.labels['enbi.hrzn.ee/nixbuild'],
+          `shared-${tag}`,
+          "enbi's tag is enbi's",
+        );
+        assert.deepEqual(
+          { tag: await rawRecord(SHARED_OTHER), byDigest: await rawRecord(byDigest) },
+          foreignBefore,
+          'after enbi import: the foreign records (name, target, labels, createdAt, updatedAt) unchanged',
+        );
+
+        // A NixBuild records the import; once it is deleted, the agent collects enbi's tag, and only that.
+        await nixBuild(`shared-${tag}`, SHARED, {
+          digest: manifest.digest,
+          size: manifest.size,
+          mediaType: manifest.mediaType,
+          platform: 'linux/amd64',
+        });
+        await new Promise((r) => setTimeout(r, 1_000));
+        await deleteBuild(`shared-${tag}`);
+        const t0 = Date.now();
+        await until(
+          "enbi's tag collected",
+          async () => ((await listImages(client, [nameFilter(SHARED)])).length === 0 ? true : undefined),
+          30_000,
+          100,
+        );
+        t.diagnostic(`enbi's tag collected ${Date.now() - t0} ms after its NixBuild went`);
+        await new Promise((r) => setTimeout(r, 1_500));
+        assert.deepEqual(
+          { tag: await rawRecord(SHARED_OTHER), byDigest: await rawRecord(byDigest) },
+          foreignBefore,
+          'after collection: the foreign records still there, unchanged',
+        );
+        assert.equal(
+          await run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', 'run', '--rm', byDigest, `shared-${tag}`]),
+          'one image, two owners\n',
+        );
       });
     },
   );

@@ -111,6 +111,69 @@ test('a tenant pod is refused: another image than Git names, a container Git doe
   }
 });
 
+test("a pod with a forged owner reference on a node Git's placement excludes is refused; the workload's own node still builds", () => {
+  const placed = analyzeSource([
+    {
+      path: 'apps/app.yaml',
+      text: yamlDocs(
+        deployment('app', {
+          namespace: 'shop',
+          flake: FLAKE,
+          image: IMAGE,
+          nodeSelector: { 'kubernetes.io/arch': 'amd64' },
+        }),
+        deployment('zoned', {
+          namespace: 'shop',
+          flake: FLAKE,
+          image: IMAGE,
+          affinity: {
+            nodeAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: {
+                nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['a'] }] }],
+              },
+            },
+          },
+        }),
+      ),
+    },
+  ]);
+  const fleet = new Map(
+    [
+      rawNode('amd', { arch: 'amd64', labels: { zone: 'a' } }),
+      rawNode('arm', { arch: 'arm64', labels: { zone: 'b' } }),
+    ].map((n) => {
+      const v = nodeViewOf(n);
+      return [v.name, v];
+    }),
+  );
+  const on = (p: V1Pod, node: string): V1Pod => ({ ...p, spec: { ...p.spec!, nodeName: node } });
+  const t = { ...trust, analysis: placed, locks: placed.locks };
+  const cases: [V1Pod, RegExp][] = [
+    [
+      on(pod(), 'arm'),
+      /claims to belong to Deployment shop\/app in Git, but its nodeSelector \{"kubernetes.io\/arch":"amd64"\} excludes node arm/,
+    ],
+    [
+      on(pod({ owner: { kind: 'ReplicaSet', name: 'zoned-5d4f8b7c9' } }), 'arm'),
+      /Deployment shop\/zoned in Git, but its required node affinity excludes node arm/,
+    ],
+    [on(pod(), 'gone'), /its node gone is not known to enbi/],
+  ];
+  for (const [p, why] of cases) {
+    const r = podWorkloads([p], fleet, t);
+    assert.deepEqual(r.workloads, [], 'nothing planned for that node');
+    assert.deepEqual(r.waiting, []);
+    assert.equal(r.refused.length, 1);
+    assert.match(r.refused[0]!.reason, why);
+  }
+  const own = podWorkloads([on(pod(), 'amd')], fleet, t);
+  assert.deepEqual(own.refused, []);
+  assert.deepEqual(
+    own.workloads.map((w) => [w.workload.scheduling.nodeName, w.needs.map((n) => n.image)]),
+    [['amd', [IMAGE]]],
+  );
+});
+
 test('trusted namespaces (opt-in) may declare their own flake, still within the allow-lists', () => {
   const mine = pod({
     namespace: 'lab',

@@ -88,8 +88,10 @@ export interface ImportResult {
   manifestSize: number;
   /** The index the first tag points at now: this manifest beside the platforms the tag listed already. */
   index: { digest: string; size: number; platforms: string[] };
-  /** Every record created: tags (at their index), then `<repository>@<manifest digest>`. */
+  /** Every record enbi wrote: tags (at their index), then `<repository>@<manifest digest>`. */
   names: string[];
+  /** Records another tool wrote at the very target enbi wanted: left as they are, and not enbi's. */
+  foreignKept: string[];
   config: string;
   platform: string;
   /** Blobs of the image (manifest, config, layers) and distribution-source labels on each. */
@@ -400,14 +402,16 @@ export async function importArchive(
     }
 
     // 6. The image records: each tag at its index, `<repository>@<manifest digest>` at the manifest. enbi
-    // replaces only records carrying its owner label (or one already pointing where enbi would point it);
-    // any other record of the name stays as it is, whatever its target's content says.
+    // replaces only records carrying its owner label. Another tool's record of the name stays as it is,
+    // whatever its target's content says: refused when it points elsewhere, left unlabelled (so never
+    // collected) when it already points where enbi would point it.
     await o.beforeNaming?.();
     const records: { name: string; target: Desc }[] = [
       ...names.map((n) => ({ name: n.name, target: descOf(tagTargets.get(n.name)!) })),
       ...digestNames(names, manifestDesc.digest).map((name) => ({ name, target: manifestDesc })),
     ];
     const recordLabels = { [LABEL_PINNED]: 'pinned', [LABEL_CRI_MANAGED]: 'managed', [LABEL_RECORD_OWNER]: owner };
+    const foreignKept: string[] = [];
     for (const r of records) {
       const image = { name: r.name, labels: recordLabels, target: r.target };
       try {
@@ -417,7 +421,12 @@ export async function importArchive(
         if (!isAlreadyExists(e)) throw e;
         // Read again: the record seen in step 5 may have been replaced by another writer since.
         const rec = await existingRecord(c, r.name);
-        if (rec !== undefined && !mayReplace(rec, r.target.digest)) throw foreign(r.name, rec);
+        if (rec !== undefined && !isEnbiRecord(rec.labels)) {
+          if (rec.target?.digest !== r.target.digest) throw foreign(r.name, rec);
+          foreignKept.push(r.name);
+          log(`enbi: ${r.name} already points at ${r.target.digest} and is not enbi's: left as it is`);
+          continue;
+        }
         await c.unary('images', 'Update', { image: { ...image, labels: { ...rec?.labels, ...recordLabels } } });
       }
     }
@@ -429,7 +438,11 @@ export async function importArchive(
     const blobs = [manifestDesc, configDesc, ...layers.map((l) => l.desc)];
     const indexes = [...new Map([...tagTargets.values()].map((i) => [i.digest, i])).values()];
     await verifyImport(c, {
-      records: records.map((r) => ({ name: r.name, digest: r.target.digest })),
+      records: records.map((r) => ({
+        name: r.name,
+        digest: r.target.digest,
+        pinned: !foreignKept.includes(r.name),
+      })),
       blobs: [
         ...indexes.map((i) => ({ desc: descOf(i), labels: written.get(i.digest)! })),
         { desc: manifestDesc, labels: manifestLabels },
@@ -444,7 +457,8 @@ export async function importArchive(
       mediaType: manifestDesc.mediaType,
       manifestSize: manifestDesc.size,
       index: { digest: firstIndex.digest, size: firstIndex.size, platforms: firstIndex.entries.map((e) => e.platform) },
-      names: records.map((r) => r.name),
+      names: records.map((r) => r.name).filter((n) => !foreignKept.includes(n)),
+      foreignKept,
       config: configDesc.digest,
       platform: own.platform,
       blobs:
@@ -493,19 +507,11 @@ async function existingRecord(c: ContainerdClient, name: string): Promise<Existi
   }
 }
 
-/**
- * Whether enbi may point this record elsewhere: it carries enbi's owner label (a node-local fact), or it
- * already points at `target` (it then only gains enbi's labels). Never because of what its target holds.
- */
-export function mayReplace(rec: ExistingRecord, target: string): boolean {
-  return isEnbiRecord(rec.labels) || (target !== '' && rec.target?.digest === target);
-}
-
-/** Throws for the first name whose record exists and is not enbi's to replace. */
+/** Throws for the first tag whose record exists and is not enbi's (its owner label, a node-local fact). */
 async function checkOwned(c: ContainerdClient, names: readonly ImageName[]): Promise<void> {
   for (const n of names) {
     const rec = await existingRecord(c, n.name);
-    if (rec !== undefined && !mayReplace(rec, '')) throw foreign(n.name, rec);
+    if (rec !== undefined && !isEnbiRecord(rec.labels)) throw foreign(n.name, rec);
   }
 }
 
@@ -523,7 +529,7 @@ function foreign(name: string, rec: ExistingRecord): ImportError {
  * a record enbi must leave alone.
  */
 async function replaceableEntries(c: ContainerdClient, name: string, rec: ExistingRecord): Promise<PlatformManifest[]> {
-  if (!mayReplace(rec, '')) throw foreign(name, rec);
+  if (!isEnbiRecord(rec.labels)) throw foreign(name, rec);
   const parsed = rec.target !== undefined ? await parsedIndexOf(c, rec.target) : undefined;
   if (parsed === undefined || !(await indexIsEnbis(c, rec.target!.digest))) return [];
   return parsed.entries;
@@ -533,11 +539,14 @@ const descOf = (i: PlatformIndex): Desc => ({ mediaType: i.mediaType, digest: i.
 
 /**
  * After an import: every blob carries the labels it was written with (distribution sources, gc
- * references), and every record exists with its target, pinned. Throws otherwise, naming what is wrong.
+ * references), and every record exists with its target, pinned (enbi's own; another tool's is as it was). Throws otherwise, naming what is wrong.
  */
 export async function verifyImport(
   c: ContainerdClient,
-  v: { records: { name: string; digest: string }[]; blobs: { desc: Desc; labels: Record<string, string> }[] },
+  v: {
+    records: { name: string; digest: string; pinned?: boolean }[];
+    blobs: { desc: Desc; labels: Record<string, string> }[];
+  },
 ): Promise<void> {
   const problems: string[] = [];
   for (const { desc: b, labels: must } of v.blobs) {
@@ -559,7 +568,7 @@ export async function verifyImport(
         );
     }
   }
-  for (const { name, digest } of v.records) {
+  for (const { name, digest, pinned = true } of v.records) {
     try {
       const r = await c.unary<{ image: { target: Desc | null; labels: Record<string, string> } | null }>(
         'images',
@@ -568,7 +577,8 @@ export async function verifyImport(
       );
       if (r.image?.target?.digest !== digest)
         problems.push(`image ${name} points at ${r.image?.target?.digest ?? 'nothing'}, not ${digest}`);
-      if (r.image?.labels?.[LABEL_PINNED] !== 'pinned') problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
+      if (pinned && r.image?.labels?.[LABEL_PINNED] !== 'pinned')
+        problems.push(`image ${name} lacks ${LABEL_PINNED}=pinned`);
     } catch (e) {
       problems.push(`image ${name}: ${isNotFound(e) ? 'no such record' : errorMessage(e)}`);
     }
