@@ -16,6 +16,7 @@ import { dirOf, isUnder } from './paths.ts';
 import type { PlannedRender } from './plan.ts';
 import { type DirectoryRequest, type HelmRequest, type KustomizeRequest, originOf, overlayIsEmpty } from './request.ts';
 import { objectsOfDirectoryFile } from './directory.ts';
+import { withoutHelmTests } from './helm-tests.ts';
 import { kustomizationIn, type TreeIndex } from './tree-index.ts';
 import type { Tools } from './tools.ts';
 
@@ -80,8 +81,9 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);
+  const applied = (out: CachedRender) => (r.tests === true ? out : withoutHelmTests(out));
   if (overlayIsEmpty(r.overlay))
-    return objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir });
+    return applied(objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir }));
   // Flux postRenderers: kustomize over the chart's output.
   if (ctx.tools.kustomize === undefined) return fail('postRenderers need kustomize, which was not found');
   await writeFile(join(ctx.treeDir, overlayDir, 'rendered.yaml'), helm.stdout);
@@ -91,11 +93,13 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   );
   const result = await kustomize(overlayDir);
   if (!result.ok) return fail(`kustomize build of the postRenderers failed: ${result.message}`);
-  return objectsOfOutput(result.stdout, {
-    origin,
-    defaultNamespace: r.defaultNamespace,
-    filesByObject: helmFilesByObject(helm.stdout, r.dir),
-  });
+  return applied(
+    objectsOfOutput(result.stdout, {
+      origin,
+      defaultNamespace: r.defaultNamespace,
+      filesByObject: helmFilesByObject(helm.stdout, r.dir),
+    }),
+  );
 }
 
 /** Argo CD's directory mode: each planned file read from the copy as it is, no tool run. */

@@ -360,6 +360,29 @@ test('Argo CD directory mode needs no kustomize: with none installed, the direct
   assert.ok(workloads(report).includes('Job argo-dir/argo-dir-migrate-'));
 });
 
+test("Helm test hooks are no workload of a release: dropped for a plain chart, a HelmRelease and an Application (Argo CD runs no test hook), kept where Flux's spec.test.enable runs them", async () => {
+  const run = await enbiDiff(join(CASES, 'helm-tests'), [...THIS_REPO, '-o', 'json'], {
+    ENBI_HELM: renderTool('helm'),
+  });
+  assert.equal(run.stderr, '');
+  assert.equal(run.code, 2);
+  const report = JSON.parse(run.stdout) as Report;
+  assert.deepEqual([report.problems, report.warnings], [[], []]);
+  assert.deepEqual(workloads(report), [
+    'Deployment default/plain',
+    'Deployment helm-tests-argo/helm-tests-argo',
+    'Deployment helm-tests-tested/helm-tests-tested',
+    'Deployment helm-tests/helm-tests',
+    'Pod helm-tests-tested/helm-tests-tested-test-connection',
+  ]);
+  // helm itself prints the test Pod for every release: what is dropped is enbi's choice, not helm's.
+  const { execFileSync } = await import('node:child_process');
+  const printed = execFileSync(renderTool('helm'), ['template', 'x', join(CASES, 'helm-tests/helm-tests/chart')], {
+    encoding: 'utf8',
+  });
+  assert.match(printed, /"helm\.sh\/hook": test\n[\s\S]*registry\.local\/helm-tests-probe/);
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -373,7 +396,9 @@ function kustomizeError(dir: string): Promise<string> {
 /** Every case merged into one repository (their paths do not overlap; sources/ is the same in each). */
 async function mixedRepository(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'enbi-mixed-'));
-  for (const name of await readdir(CASES)) await cp(join(CASES, name), dir, { recursive: true });
+  // helm-tests needs helm, which the mixed run leaves out (its HelmReleases would each be "helm is needed").
+  for (const name of await readdir(CASES))
+    if (name !== 'helm-tests') await cp(join(CASES, name), dir, { recursive: true });
   return dir;
 }
 
