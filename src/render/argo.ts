@@ -1,5 +1,6 @@
 // Argo CD Applications (argoproj.io) found in the source, as render requests: spec.source.path (or each of
-// spec.sources) is a kustomize directory (kustomization file), a Helm chart (Chart.yaml) or plain manifests,
+// spec.sources) is a kustomize directory (kustomization file), a Helm chart (Chart.yaml) or, as Argo CD's
+// directory mode reads it, plain manifests (directory.ts),
 // applied to destination.namespace with the source's kustomize or helm overrides. Paths are relative to the
 // repository root, as in Argo CD. Remote charts (spec.source.chart) cannot be resolved offline. Pure.
 import { parseGoYaml } from '../manifests/go-yaml.ts';
@@ -72,26 +73,65 @@ export function argoApplications(
         continue;
       }
       const base = { by, dir, defaultNamespace: destination, ...whereOf(file, line) };
-      if (chartIn(tree, dir) !== undefined) {
+      const type = sourceType(source, dir, tree);
+      if ('refused' in type) {
+        warn(`not rendered: ${type.refused}`);
+        continue;
+      }
+      if (type.type === 'helm') {
         found.requests.push({
           kind: 'helm',
           ...base,
           overlay: {},
           ...helmOptions(asObj(source.helm) ?? {}, name, dir, tree, warn),
         });
+      } else if (type.type === 'kustomize') {
+        found.requests.push({ kind: 'kustomize', ...base, overlay: overlayOf(asObj(source.kustomize) ?? {}) });
       } else {
-        const recurse = asObj(source.directory)?.recurse === true;
-        const request: RenderRequest = {
-          kind: 'kustomize',
+        const directory = asObj(source.directory) ?? {};
+        const include = asStr(directory.include);
+        const exclude = asStr(directory.exclude);
+        found.requests.push({
+          kind: 'directory',
           ...base,
-          overlay: overlayOf(asObj(source.kustomize) ?? {}),
-        };
-        if (kustomizationIn(tree, dir) === undefined) request.generate = { recurse };
-        found.requests.push(request);
+          overlay: {},
+          recurse: directory.recurse === true,
+          ...(include !== undefined ? { include } : {}),
+          ...(exclude !== undefined ? { exclude } : {}),
+        });
       }
     }
   }
   return found;
+}
+
+const EXPLICIT = ['kustomize', 'helm', 'directory'] as const;
+
+/**
+ * How Argo CD's repo-server renders a source (GetAppSourceType): the one of spec.source.kustomize, helm,
+ * directory that is set (more than one is an error), else a kustomization file makes it kustomize, a
+ * Chart.yaml helm, anything else a directory.
+ */
+function sourceType(
+  source: Obj,
+  dir: string,
+  tree: TreeIndex,
+): { type: (typeof EXPLICIT)[number] } | { refused: string } {
+  const explicit = EXPLICIT.filter((k) => source[k] !== undefined && source[k] !== null);
+  if (explicit.length > 1)
+    return {
+      refused: `spec.source sets ${explicit.join(' and ')}, and Argo CD refuses more than one ("multiple application sources defined")`,
+    };
+  const detected =
+    kustomizationIn(tree, dir) !== undefined ? 'kustomize' : chartIn(tree, dir) !== undefined ? 'helm' : 'directory';
+  const type = explicit[0] ?? detected;
+  if (type === 'kustomize' && kustomizationIn(tree, dir) === undefined)
+    return {
+      refused: `spec.source.kustomize is set, but ${shown(dir)} has no kustomization file: kustomize build fails there`,
+    };
+  if (type === 'helm' && chartIn(tree, dir) === undefined)
+    return { refused: `spec.source.helm is set, but ${shown(dir)} has no Chart.yaml: helm template fails there` };
+  return { type };
 }
 
 function overlayOf(k: Obj): Overlay {

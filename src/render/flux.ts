@@ -150,6 +150,7 @@ export function fluxHelmReleases(
       ...(chart.valuesFiles.length > 0 ? { withoutChartValues: true } : {}),
       values: values !== undefined ? [values] : [],
       set: [],
+      ...(asObj(spec.test)?.enable === true ? { tests: true } : {}),
       ...whereOf(file, line),
     });
   }

@@ -9,7 +9,8 @@ import { isComponent, type KustomizeClosure, kustomizeClosure } from './closure.
 import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
 import { whereOf } from './object-access.ts';
 import { dirOf, isUnder, shown } from './paths.ts';
-import type { KustomizeRequest, RenderRequest } from './request.ts';
+import type { DirectoryRequest, KustomizeRequest, RenderRequest } from './request.ts';
+import { directoryFiles } from './directory.ts';
 import type { ReadRepository } from './source-match.ts';
 import { chartIn, directoriesOf, filesBelow, filesIn, kustomizationIn, type TreeIndex } from './tree-index.ts';
 
@@ -68,17 +69,30 @@ export function planRenders(
   // A directory they name that holds nothing to render is a warning for that object, not a render.
   const gitopsRenders: PlannedRender[] = [];
   for (const request of requests) {
-    const empty =
-      request.kind === 'kustomize' && request.generate !== undefined
-        ? nothingToGenerate(request, tree, dirs)
-        : undefined;
-    if (empty !== undefined)
+    const warn = (message: string) =>
       warnings.push({
         ...(request.file !== undefined ? whereOf(request.file, request.line ?? 0) : {}),
         object: request.by,
-        message: `not rendered: ${empty}`,
+        message,
       });
-    else gitopsRenders.push({ request, ...inputsOf(request, tree, dirs, closureOf) });
+    const empty =
+      request.kind === 'kustomize' && request.generate !== undefined
+        ? nothingToGenerate(request, tree, dirs)
+        : request.kind === 'directory'
+          ? nothingInDirectory(request, tree)
+          : undefined;
+    if (empty !== undefined) {
+      warn(`not rendered: ${empty}`);
+      continue;
+    }
+    if (request.kind === 'directory') {
+      const { jsonnet } = directoryFiles(tree, request);
+      if (jsonnet.length > 0)
+        warn(
+          `${listed(jsonnet)}: jsonnet, which enbi does not run: skipped (the directory's other manifests are read)`,
+        );
+    }
+    gitopsRenders.push({ request, ...inputsOf(request, tree, dirs, closureOf) });
   }
   const covered = new Set(gitopsRenders.flatMap((r) => r.inputs));
   const requested = new Set(requests.map((r) => r.dir));
@@ -134,11 +148,24 @@ function nothingToGenerate(r: KustomizeRequest, tree: TreeIndex, dirs: ReadonlyS
   )
     return undefined;
   const jsonnet = files.filter((f) => /\.(jsonnet|libsonnet)$/.test(f));
-  const listed = (list: string[]) =>
-    `${list.slice(0, 3).join(', ')}${list.length > 3 ? `, and ${list.length - 3} more` : ''}`;
   if (jsonnet.length > 0) return `${shown(r.dir)} holds jsonnet (${listed(jsonnet)}), which enbi does not render`;
   const none = `${shown(r.dir)} holds no YAML or JSON manifest${r.generate!.recurse ? '' : ' directly (directory.recurse is off)'}`;
   return files.length === 0 ? none : `${none} (only ${listed(files)})`;
+}
+
+/** Why Argo CD's directory mode finds nothing enbi reads in a directory, else undefined. */
+function nothingInDirectory(r: DirectoryRequest, tree: TreeIndex): string | undefined {
+  const { manifests, jsonnet } = directoryFiles(tree, r);
+  if (manifests.length > 0) return undefined;
+  if (jsonnet.length > 0) return `${shown(r.dir)} holds jsonnet (${listed(jsonnet)}), which enbi does not render`;
+  const files = r.recurse ? filesBelow(tree, r.dir) : filesIn(tree, r.dir);
+  const filtered = r.include !== undefined || r.exclude !== undefined ? ' that directory.include/exclude select' : '';
+  const none = `${shown(r.dir)} holds no YAML or JSON manifest${filtered}${r.recurse ? '' : ' directly (directory.recurse is off)'}`;
+  return files.length === 0 ? none : `${none} (only ${listed(files)})`;
+}
+
+function listed(list: readonly string[]): string {
+  return `${list.slice(0, 3).join(', ')}${list.length > 3 ? `, and ${list.length - 3} more` : ''}`;
 }
 
 function inputsOf(
@@ -147,6 +174,7 @@ function inputsOf(
   dirs: ReadonlySet<string>,
   closureOf: (dir: string) => KustomizeClosure,
 ): { inputs: string[]; refusals: string[] } {
+  if (r.kind === 'directory') return { inputs: directoryFiles(tree, r).manifests, refusals: [] };
   if (r.kind === 'helm')
     return { inputs: [...new Set([...filesBelow(tree, r.dir), ...r.valueFiles])].sort(), refusals: [] };
   if (r.generate === undefined) {

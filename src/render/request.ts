@@ -53,9 +53,25 @@ export interface HelmRequest extends RequestBase {
   values: Record<string, unknown>[];
   /** --set name=value pairs (Argo CD helm.parameters). */
   set: string[];
+  /** Flux spec.test.enable: helm test hooks run after each release, so their pods count; else they are dropped. */
+  tests?: boolean;
 }
 
-export type RenderRequest = KustomizeRequest | HelmRequest;
+/** Argo CD's directory mode: the directory's manifest files read as they are (directory.ts). */
+export interface DirectoryRequest extends RequestBase {
+  kind: 'directory';
+  recurse: boolean;
+  /** directory.include / directory.exclude globs, relative to the directory. */
+  include?: string;
+  exclude?: string;
+}
+
+export type RenderRequest = KustomizeRequest | HelmRequest | DirectoryRequest;
+
+/** The tool a render runs (a directory is read, not run). */
+export function toolOf(r: RenderRequest): 'kustomize' | 'helm' | undefined {
+  return r.kind === 'directory' ? undefined : r.kind;
+}
 
 /** How the origin of a rendered object reads: "Kustomization flux-system/apps → apps/prod". */
 export function originOf(r: Pick<RequestBase, 'by' | 'dir'>): string {

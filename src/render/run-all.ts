@@ -6,7 +6,7 @@
 import { type CachedRender, type RenderCache, renderKey } from './cache.ts';
 import type { RenderOptions, RenderedSource } from './index.ts';
 import type { RenderPlan } from './plan.ts';
-import { originOf } from './request.ts';
+import { originOf, toolOf } from './request.ts';
 import { inCopyTerms, type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { installHint } from './tools.ts';
 import { TreeTooLargeError } from './tree.ts';
@@ -64,9 +64,9 @@ export async function renderAll(
       };
       continue;
     }
-    const tool = r.kind === 'helm' ? 'helm' : 'kustomize';
-    const binary = tools[tool];
-    if (binary === undefined) {
+    const tool = toolOf(r);
+    const binary = tool === undefined ? '' : tools[tool];
+    if (tool !== undefined && binary === undefined) {
       unanswered.add(i);
       outputs[i] = {
         objects: [],

@@ -14,7 +14,9 @@ import { inRepositoryTerms } from './messages.ts';
 import { helmFilesByObject, objectsOfOutput } from './output.ts';
 import { dirOf, isUnder } from './paths.ts';
 import type { PlannedRender } from './plan.ts';
-import { type HelmRequest, type KustomizeRequest, originOf, overlayIsEmpty } from './request.ts';
+import { type DirectoryRequest, type HelmRequest, type KustomizeRequest, originOf, overlayIsEmpty } from './request.ts';
+import { objectsOfDirectoryFile } from './directory.ts';
+import { withoutHelmTests } from './helm-tests.ts';
 import { kustomizationIn, type TreeIndex } from './tree-index.ts';
 import type { Tools } from './tools.ts';
 
@@ -48,6 +50,7 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
     objects: [],
     problems: [{ message: `${origin}: ${inCopyTerms(message, ctx)}` }],
   });
+  if (r.kind === 'directory') return readDirectory(planned, r, ctx);
   const overlayDir = `${WORK_DIR}/r${index}`;
   await mkdir(join(ctx.treeDir, overlayDir), { recursive: true });
   const kustomize = (dir: string) =>
@@ -78,8 +81,9 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);
+  const applied = (out: CachedRender) => (r.tests === true ? out : withoutHelmTests(out));
   if (overlayIsEmpty(r.overlay))
-    return objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir });
+    return applied(objectsOfOutput(helm.stdout, { origin, defaultNamespace: r.defaultNamespace, chartDir: r.dir }));
   // Flux postRenderers: kustomize over the chart's output.
   if (ctx.tools.kustomize === undefined) return fail('postRenderers need kustomize, which was not found');
   await writeFile(join(ctx.treeDir, overlayDir, 'rendered.yaml'), helm.stdout);
@@ -89,11 +93,34 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
   );
   const result = await kustomize(overlayDir);
   if (!result.ok) return fail(`kustomize build of the postRenderers failed: ${result.message}`);
-  return objectsOfOutput(result.stdout, {
-    origin,
-    defaultNamespace: r.defaultNamespace,
-    filesByObject: helmFilesByObject(helm.stdout, r.dir),
-  });
+  return applied(
+    objectsOfOutput(result.stdout, {
+      origin,
+      defaultNamespace: r.defaultNamespace,
+      filesByObject: helmFilesByObject(helm.stdout, r.dir),
+    }),
+  );
+}
+
+/** Argo CD's directory mode: each planned file read from the copy as it is, no tool run. */
+async function readDirectory(planned: PlannedRender, r: DirectoryRequest, ctx: RenderContext): Promise<CachedRender> {
+  const out: CachedRender = { objects: [], problems: [] };
+  const origin = originOf(r);
+  for (const path of planned.inputs) {
+    const text = decodeUtf8(await readFile(join(ctx.treeDir, path)));
+    if (text === undefined) {
+      out.problems.push({
+        file: path,
+        object: origin,
+        message: 'not UTF-8: not read (Argo CD reads manifests as UTF-8)',
+      });
+      continue;
+    }
+    const read = objectsOfDirectoryFile(path, text, { origin, defaultNamespace: r.defaultNamespace });
+    out.objects.push(...read.objects);
+    out.problems.push(...read.problems);
+  }
+  return out;
 }
 
 async function runHelm(r: HelmRequest, overlayDir: string, ctx: RenderContext): Promise<ExecResult> {

@@ -16,7 +16,7 @@ const CASES = join(ROOT, 'test/fixtures/render/cases');
 const kustomize = renderTool('kustomize');
 
 interface Report {
-  builds: { rev: string; images: string[] }[];
+  builds: { rev: string; images: string[]; workloads: string[] }[];
   problems: { file?: string; line?: number; object?: string; message: string }[];
   warnings: { file?: string; line?: number; object?: string; message: string }[];
 }
@@ -28,7 +28,7 @@ interface Run {
 }
 
 /** `enbi diff --dir` as a user runs it, with the examples' nodes (every image missing), offline. */
-function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
+function enbiDiff(dir: string, args: string[] = [], env: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve) => {
     const child = spawn(
       process.execPath,
@@ -43,7 +43,13 @@ function enbiDiff(dir: string, args: string[] = []): Promise<Run> {
         ...args,
       ],
       {
-        env: { ...process.env, KUBECONFIG: '/nonexistent', ENBI_KUSTOMIZE: kustomize, ENBI_HELM: '/nonexistent/helm' },
+        env: {
+          ...process.env,
+          KUBECONFIG: '/nonexistent',
+          ENBI_KUSTOMIZE: kustomize,
+          ENBI_HELM: '/nonexistent/helm',
+          ...env,
+        },
       },
     );
     let stdout = '';
@@ -68,6 +74,7 @@ async function diffCase(
 
 const rev = (c: string) => c.repeat(40);
 const revs = (r: Report) => [...new Set(r.builds.map((b) => b.rev))].sort();
+const workloads = (r: Report) => [...new Set(r.builds.flatMap((b) => b.workloads))].sort();
 const images = (r: Report) => [...new Set(r.builds.flatMap((b) => b.images))].sort();
 const lines = (list: Report['warnings']) =>
   list.map((p) =>
@@ -321,6 +328,61 @@ test('strategic-merge patches that look like a partial Kustomization or HelmRele
   assert.deepEqual(images(report), ['registry.local/patch-app:patched']);
 });
 
+test("Argo CD directory apps read as Argo CD reads them: plain files, no kustomize (a generateName hook Job planned), directory.recurse/include/exclude, jsonnet skipped with a warning (was a generated kustomization: 'missing metadata.name', globs ignored)", async () => {
+  const { code, report } = await diffCase('argo-directory');
+  assert.equal(code, 2);
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(lines(report.warnings), [
+    "argo-directory/argo.yaml:18: Application argocd/argo-dir-tree: argo-directory/tree/lib/extra.jsonnet: jsonnet, which enbi does not run: skipped (the directory's other manifests are read)",
+  ]);
+  // In each app's namespace exactly the files Argo CD selects; the files it leaves out are no part of the app
+  // (read, as every file no render reads, as plain manifests in "default"), and notes.yaml (not YAML) is skipped.
+  assert.deepEqual(workloads(report), [
+    'Deployment argo-dir-json/argo-dir-worker',
+    'Deployment argo-dir-tree/argo-dir-api',
+    'Deployment argo-dir/argo-dir-web',
+    'Deployment default/argo-dir-deeper',
+    'Deployment default/argo-dir-draft',
+    'Deployment default/argo-dir-notjson',
+    'Deployment default/argo-dir-tmpl',
+    'Job argo-dir/argo-dir-migrate-',
+  ]);
+  assert.ok(images(report).includes(`registry.local/argo-dir-migrate:${rev('b')}`));
+});
+
+test('Argo CD directory mode needs no kustomize: with none installed, the directory apps are planned all the same', async () => {
+  const run = await enbiDiff(join(CASES, 'argo-directory'), [...THIS_REPO, '-o', 'json'], {
+    ENBI_KUSTOMIZE: '/nonexistent/kustomize',
+    PATH: '/nonexistent',
+  });
+  const report = JSON.parse(run.stdout) as Report;
+  assert.deepEqual(report.problems, []);
+  assert.ok(workloads(report).includes('Job argo-dir/argo-dir-migrate-'));
+});
+
+test("Helm test hooks are no workload of a release: dropped for a plain chart, a HelmRelease and an Application (Argo CD runs no test hook), kept where Flux's spec.test.enable runs them", async () => {
+  const run = await enbiDiff(join(CASES, 'helm-tests'), [...THIS_REPO, '-o', 'json'], {
+    ENBI_HELM: renderTool('helm'),
+  });
+  assert.equal(run.stderr, '');
+  assert.equal(run.code, 2);
+  const report = JSON.parse(run.stdout) as Report;
+  assert.deepEqual([report.problems, report.warnings], [[], []]);
+  assert.deepEqual(workloads(report), [
+    'Deployment default/plain',
+    'Deployment helm-tests-argo/helm-tests-argo',
+    'Deployment helm-tests-tested/helm-tests-tested',
+    'Deployment helm-tests/helm-tests',
+    'Pod helm-tests-tested/helm-tests-tested-test-connection',
+  ]);
+  // helm itself prints the test Pod for every release: what is dropped is enbi's choice, not helm's.
+  const { execFileSync } = await import('node:child_process');
+  const printed = execFileSync(renderTool('helm'), ['template', 'x', join(CASES, 'helm-tests/helm-tests/chart')], {
+    encoding: 'utf8',
+  });
+  assert.match(printed, /"helm\.sh\/hook": test\n[\s\S]*registry\.local\/helm-tests-probe/);
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -334,7 +396,9 @@ function kustomizeError(dir: string): Promise<string> {
 /** Every case merged into one repository (their paths do not overlap; sources/ is the same in each). */
 async function mixedRepository(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'enbi-mixed-'));
-  for (const name of await readdir(CASES)) await cp(join(CASES, name), dir, { recursive: true });
+  // helm-tests needs helm, which the mixed run leaves out (its HelmReleases would each be "helm is needed").
+  for (const name of await readdir(CASES))
+    if (name !== 'helm-tests') await cp(join(CASES, name), dir, { recursive: true });
   return dir;
 }
 
@@ -347,7 +411,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
     assert.equal(text.stderr, '');
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
     const { report } = { report: JSON.parse((await enbiDiff(dir, [...args, '-o', 'json'])).stdout) as Report };
-    assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'd'].map(rev));
+    assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'b', 'd', 'f'].map(rev));
     assert.ok(
       !report.builds.some((b) => b.rev === NEVER || b.images.some((i) => i.endsWith(':never'))),
       JSON.stringify(images(report)),
@@ -387,12 +451,13 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository',
       'excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded',
       'patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository',
+      'argo-directory/argo.yaml:18: Application argocd/argo-dir-tree: argo-directory/tree/lib/extra.jsonnet: jsonnet, which enbi does not run: skipped',
     ]) {
       assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);
       assert.ok(text.stdout.includes(w), w);
     }
     // Every warning is one of those listed (each root once): nothing from a patch file, nothing twice.
-    assert.equal(warnings.length, 14, warnings.join('\n'));
+    assert.equal(warnings.length, 15, warnings.join('\n'));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
