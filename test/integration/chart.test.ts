@@ -4,7 +4,7 @@
 // template` with a message naming them; the chart's CRDs are deploy/crd/'s bytes.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -500,6 +500,185 @@ spec:
     const lint = run('helm', ['lint', '--strict', 'deploy/chart', '--set', 'config.mode=fast']);
     assert.notEqual(lint.code, 0);
     assert.match(lint.stdout + lint.stderr, /value must be one of 'spegel', 'per-node'/);
+  });
+
+  // docs/helm.md: "an unknown key anywhere" is refused. The Kubernetes-shaped values (ResourceRequirements,
+  // Toleration, EnvVar, Volume, VolumeMount) are checked with their real fields, so a typo in any of them stops
+  // helm with the key named instead of rendering a pod that silently lacks the setting.
+  it('a typo in resources, tolerations, env, extraVolumes or extraVolumeMounts is refused with the key named', async () => {
+    const cases: [string, RegExp][] = [];
+    for (const part of ['controller', 'agent', 'nixDaemon']) {
+      cases.push(
+        [
+          `${part}: { resources: { limit: { memory: 1Gi } } }`,
+          new RegExp(`at '/${part}/resources': additional properties 'limit' not allowed`),
+        ],
+        [
+          `${part}: { resources: { requests: { cpu: lots } } }`,
+          new RegExp(`at '/${part}/resources/requests/cpu': 'lots' does not match pattern`),
+        ],
+        [
+          `${part}: { resources: { claims: [{ nmae: gpu }] } }`,
+          new RegExp(
+            `at '/${part}/resources/claims/0': (missing property 'name'|additional properties 'nmae' not allowed)`,
+          ),
+        ],
+        [
+          `${part}: { tolerations: [{ key: a, efect: NoSchedule }] }`,
+          new RegExp(`at '/${part}/tolerations/0': additional properties 'efect' not allowed`),
+        ],
+        [
+          `${part}: { tolerations: [{ operator: exists }] }`,
+          new RegExp(`at '/${part}/tolerations/0/operator': value must be one of '', 'Exists', 'Equal'`),
+        ],
+      );
+    }
+    cases.push(
+      [
+        'controller: { env: [{ name: A, valu: b }] }',
+        /at '\/controller\/env\/0': additional properties 'valu' not allowed/,
+      ],
+      [
+        'controller: { env: [{ nmae: A, value: b }] }',
+        /at '\/controller\/env\/0': (missing property 'name'|additional properties 'nmae' not allowed)/,
+      ],
+      [
+        'controller: { env: [{ name: A, valueFrom: { secretKeyref: { name: s, key: k } } }] }',
+        /at '\/controller\/env\/0\/valueFrom': additional properties 'secretKeyref' not allowed/,
+      ],
+      [
+        'controller: { env: [{ name: A, valueFrom: { secretKeyRef: { nam: s, key: k } } }] }',
+        /at '\/controller\/env\/0\/valueFrom\/secretKeyRef': additional properties 'nam' not allowed/,
+      ],
+      [
+        'controller: { env: [{ name: A, value: b, valueFrom: { secretKeyRef: { name: s, key: k } } }] }',
+        /at '\/controller\/env\/0\/value': value must be ''/,
+      ],
+      [
+        'controller: { extraVolumes: [{ name: v, secrt: { secretName: s } }] }',
+        /at '\/controller\/extraVolumes\/0': additional properties 'secrt' not allowed/,
+      ],
+      [
+        'controller: { extraVolumeMounts: [{ name: v, mountPath: /v, readonly: true }] }',
+        /at '\/controller\/extraVolumeMounts\/0': additional properties 'readonly' not allowed/,
+      ],
+    );
+    for (const [i, [values, message]] of cases.entries()) {
+      const file = join(scratch, `typo-${i}.yaml`);
+      await writeFile(file, `${values}\n`);
+      const r = run('helm', ['template', 'enbi', 'deploy/chart', '--namespace', 'enbi-system', '-f', file]);
+      assert.notEqual(r.code, 0, `${values} is refused`);
+      assert.match(r.stderr, message, values);
+    }
+    // helm lint (and so install and upgrade) refuses it too.
+    const lint = run('helm', ['lint', '--strict', 'deploy/chart', '--set', 'controller.resources.limit.memory=1Gi']);
+    assert.notEqual(lint.code, 0);
+    assert.match(lint.stdout + lint.stderr, /at '\/controller\/resources': additional properties 'limit' not allowed/);
+  });
+
+  it("the values users set render as given: docs/helm.md's example, values.yaml, and every field of the Kubernetes shapes", async () => {
+    // docs/helm.md's k3s example, as printed there.
+    const doc = await readFile(join(ROOT, 'docs/helm.md'), 'utf8');
+    const example = /```yaml\n(# my-values\.yaml\n[\s\S]*?)```/.exec(doc)?.[1];
+    assert.ok(example !== undefined, "docs/helm.md's my-values.yaml example");
+    const exampleFile = join(scratch, 'docs-example.yaml');
+    await writeFile(exampleFile, example);
+    const fromDocs = objects(helmTemplate('--namespace', 'enbi-system', '-f', exampleFile));
+    assert.equal(
+      fromDocs.get('apps/v1/DaemonSet/enbi-system/enbi-agent')!.spec.template.spec.volumes[0].hostPath.path,
+      '/run/k3s/containerd',
+    );
+    // values.yaml given explicitly renders what the defaults render.
+    assert.deepEqual(
+      objects(helmTemplate('--namespace', 'enbi-system', '-f', join(CHART, 'values.yaml'))),
+      objects(helmTemplate('--namespace', 'enbi-system')),
+    );
+    // Every field the schema names, set at once: each reaches the pod unchanged.
+    const resources = {
+      requests: { cpu: 0.5, memory: '128Mi', 'ephemeral-storage': '1G', 'hugepages-2Mi': '0' },
+      limits: { cpu: 2, memory: '1.5Gi', 'nvidia.com/gpu': 1 },
+      claims: [{ name: 'gpu', request: 'one' }],
+    };
+    const tolerations = [
+      { operator: 'Exists' },
+      { key: 'dedicated', operator: 'Equal', value: 'enbi', effect: 'NoSchedule' },
+      { key: 'node.kubernetes.io/unreachable', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 30 },
+      { key: 'spot', operator: '', value: 'true', effect: '' },
+    ];
+    const env = [
+      { name: 'ENBI_GIT_USERNAME', valueFrom: { secretKeyRef: { name: 'git', key: 'username' } } },
+      { name: 'ENBI_GIT_PASSWORD', valueFrom: { secretKeyRef: { name: 'git', key: 'password', optional: false } } },
+      { name: 'FROM_MAP', valueFrom: { configMapKeyRef: { name: 'm', key: 'k', optional: true } } },
+      { name: 'NODE', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'spec.nodeName' } } },
+      {
+        name: 'MEM',
+        valueFrom: { resourceFieldRef: { containerName: 'controller', resource: 'limits.memory', divisor: '1Mi' } },
+      },
+      { name: 'PLAIN', value: 'x' },
+      { name: 'EMPTY_WITH_SOURCE', value: '', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    ];
+    const extraVolumes = [
+      { name: 'git-ca', configMap: { name: 'ca', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+      { name: 'ssh', secret: { secretName: 'ssh', defaultMode: 0o400 } },
+      { name: 'scratch', emptyDir: { sizeLimit: '1Gi' } },
+    ];
+    const extraVolumeMounts = [
+      { name: 'git-ca', mountPath: '/etc/ssl/git', readOnly: true, recursiveReadOnly: 'IfPossible' },
+      { name: 'ssh', mountPath: '/home/enbi/.ssh', subPath: 'keys', mountPropagation: 'None' },
+      { name: 'scratch', mountPath: '/scratch', subPathExpr: '$(NODE)' },
+    ];
+    const file = join(scratch, 'kubernetes-shapes.yaml');
+    await writeFile(
+      file,
+      stringify({
+        controller: { resources, tolerations, env, extraVolumes, extraVolumeMounts },
+        agent: { resources, tolerations },
+        nixDaemon: { resources, tolerations },
+      }),
+    );
+    const rendered = objects(helmTemplate('--namespace', 'enbi-system', '-f', file));
+    const pod = (kind: string, name: string) =>
+      rendered.get(`apps/v1/${kind}/enbi-system/${name}`)!.spec.template.spec as Obj;
+    for (const [kind, name] of [
+      ['Deployment', 'enbi-controller'],
+      ['DaemonSet', 'enbi-agent'],
+      ['DaemonSet', 'enbi-nix-daemon'],
+    ] as const) {
+      assert.deepEqual(pod(kind, name).containers[0].resources, resources, `${name}: resources`);
+      assert.deepEqual(pod(kind, name).tolerations, tolerations, `${name}: tolerations`);
+    }
+    const controller = pod('Deployment', 'enbi-controller');
+    assert.deepEqual(
+      (controller.containers[0].env as Obj[]).filter((e) => e.name !== 'NODE_OPTIONS'),
+      env,
+      'controller: env',
+    );
+    assert.deepEqual(controller.volumes.slice(-extraVolumes.length), extraVolumes, 'controller: extraVolumes');
+    assert.deepEqual(
+      controller.containers[0].volumeMounts.slice(-extraVolumeMounts.length),
+      extraVolumeMounts,
+      'controller: extraVolumeMounts',
+    );
+  });
+
+  // `global` is Helm's: a parent chart's globals are copied into every subchart's values, so the schema leaves
+  // it open (refusing it would break enbi as a dependency); enbi reads nothing from it.
+  it("as a subchart: a parent chart's globals render, and a typo under enbi is still refused", async () => {
+    const parent = join(scratch, 'platform');
+    await cp(CHART, join(parent, 'charts', 'enbi'), { recursive: true });
+    await writeFile(
+      join(parent, 'Chart.yaml'),
+      'apiVersion: v2\nname: platform\nversion: 0.0.1\ndependencies:\n  - name: enbi\n    version: 0.1.0\n',
+    );
+    await writeFile(join(parent, 'values.yaml'), 'global:\n  imageRegistry: registry.local\n  storageClass: fast\n');
+    const alone = normalised(objects(helmTemplate('--namespace', 'enbi-system')), true);
+    const asDependency = objects(
+      ok('helm', ['template', 'enbi', parent, '--namespace', 'enbi-system', '--include-crds']),
+    );
+    assert.deepEqual(normalised(asDependency, true), alone, 'the same objects as the chart alone');
+    const typo = run('helm', ['template', 'enbi', parent, '--set', 'enbi.controller.resources.limit.memory=1Gi']);
+    assert.notEqual(typo.code, 0);
+    assert.match(typo.stderr, /at '\/controller\/resources': additional properties 'limit' not allowed/);
   });
 
   it('values.schema.json knows every setting of the controller configuration, with its choices (src/controller/config.ts)', async () => {
