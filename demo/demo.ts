@@ -270,6 +270,8 @@ async function start(): Promise<void> {
         webhookSecret: s.secret,
         containerdDir: SOCKET_DIR,
         nixStoreDir: join(demoDir(), 'nix'),
+        // The build-Job policy admits the node's socket only where distributions put it: the demo's is its own.
+        sockets: [node.containerdSocket],
         // The demo's app flake has no inputs: nothing to substitute, and this machine may be offline.
         nixConf: 'substituters =\n',
       });

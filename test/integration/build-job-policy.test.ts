@@ -25,7 +25,7 @@ import { buildJob, type JobSettings } from '../../src/build/job.ts';
 import { SOCKET_ANNOTATION, socketFor } from '../../src/cluster/socket.ts';
 import { type ControllerConfig, parseControllerConfig, policyOf } from '../../src/controller/config.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
-import { K3S_SOCKET, K3S_SOCKET_DIR, kustomizeBuild, writeOverlay } from '../support/install.ts';
+import { buildJobsPolicyPatch, K3S_SOCKET, K3S_SOCKET_DIR, kustomizeBuild, writeOverlay } from '../support/install.ts';
 import { until } from '../support/kube.ts';
 
 const tag = Date.now().toString(36);
@@ -68,13 +68,6 @@ const nixBuild = (name: string): NixBuild => ({
 });
 
 /** docs/install.md's patch of deploy/build-jobs.yaml: the images and the store a build Job may use. */
-function buildJobsPolicyPatch(o: { builderImage: string; importerImage: string; storePath: string }): object[] {
-  return Object.entries(o).flatMap(([name, value], i) => [
-    { op: 'test', path: `/spec/variables/${i}/name`, value: name },
-    { op: 'replace', path: `/spec/variables/${i}/expression`, value: JSON.stringify(value) },
-  ]);
-}
-
 const podOf = (job: V1Job) => job.spec!.template.spec!;
 const containerOf = (job: V1Job, name: string) => {
   const c = podOf(job).containers.find((x) => x.name === name);

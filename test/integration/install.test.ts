@@ -253,6 +253,8 @@ describe(
         allowedFlakes: [`${git.baseUrl}/`],
         mode: 'per-node',
         retryBaseSeconds: 1,
+        // Two builds at once on the node: the poisoning build runs while another build is in progress.
+        maxConcurrentBuildsPerNode: 2,
         // As a user with private flakes has it: every build container mounts the Secret.
         nixSecretName: NIX_SECRET,
       });
@@ -517,21 +519,36 @@ describe(
       const storePath = victim.status!.storePath!;
       const onHost = join('/var/lib/enbi/nix', storePath.slice('/nix'.length));
       const before = { bytes: readFileSync(onHost).toString('base64'), mode: statSync(onHost).mode };
+      // A build's log, from its Job's build container (empty until that container runs).
+      const buildLogOf = async (name: string): Promise<string> => {
+        const job = (await builds()).find((x) => x.metadata?.name === name)?.status?.buildJobName;
+        if (job === undefined) return '';
+        const pod = (
+          await core().listNamespacedPod({
+            namespace: INSTALL_NS,
+            labelSelector: `batch.kubernetes.io/job-name=${job}`,
+          })
+        ).items[0];
+        if (pod?.metadata?.name === undefined) return '';
+        return core()
+          .readNamespacedPodLog({ name: pod.metadata.name, namespace: INSTALL_NS, container: 'build' })
+          .catch(() => '');
+      };
+      // Another build in progress: the slow package writes its output, then holds it for 25 s.
+      await submit(`slow-${run}`, 'slow');
+      await until(
+        'the slow build to hold its output',
+        async () => ((await buildLogOf(`slow-${run}`)).includes('enbi-slow: holding the output') ? true : undefined),
+        300_000,
+        500,
+      );
       await submit(`poison-${run}`, 'poison');
       const poison = await finished(`poison-${run}`);
       assert.equal(poison.status?.phase, 'Succeeded', JSON.stringify(poison.status));
-      // The attacker's own log, from its Job's build container.
-      const pods = (
-        await core().listNamespacedPod({
-          namespace: INSTALL_NS,
-          labelSelector: `batch.kubernetes.io/job-name=${poison.status!.buildJobName}`,
-        })
-      ).items;
-      const buildLog = await core().readNamespacedPodLog({
-        name: pods[0]!.metadata!.name!,
-        namespace: INSTALL_NS,
-        container: 'build',
-      });
+      const slow = await finished(`slow-${run}`);
+      assert.equal(slow.status?.phase, 'Succeeded', JSON.stringify(slow.status));
+      const buildLog = await buildLogOf(`poison-${run}`);
+      const slowLog = await buildLogOf(`slow-${run}`);
       t.diagnostic(
         buildLog
           .split('\n')
@@ -541,8 +558,31 @@ describe(
       const uidMap = /enbi-poison: builder uid \d+, uid_map\s+(\d+)\s+(\d+)\s+(\d+)/.exec(buildLog);
       assert.ok(uidMap, buildLog);
       assert.notEqual(uidMap[2], '0', `a build user, not the daemon's root: ${uidMap[0]}`);
-      for (const attempt of ['chmod-victim', 'append-victim', 'replace-victim', 'write-db', 'write-daemon-conf'])
+      for (const attempt of [
+        'chmod-victim',
+        'append-victim',
+        'replace-victim',
+        'write-db',
+        'write-daemon-conf',
+        'append-pending-output',
+        'read-pending-chroot',
+        'read-pending-build-dir',
+      ])
         assert.match(buildLog, new RegExp(`enbi-poison: ${attempt}: refused`), attempt);
+      // The attempts on the slow build ran while it held its output, not before or after.
+      const held = Number(/enbi-slow: holding the output from (\d+)/.exec(slowLog)?.[1]);
+      const released = Number(/enbi-slow: released at (\d+)/.exec(slowLog)?.[1]);
+      const at = Number(/enbi-poison: at (\d+)/.exec(buildLog)?.[1]);
+      assert.ok(held <= at && at <= released, `poison at ${at}, slow held its output ${held}..${released}\n${slowLog}`);
+      // Its output is what it built: the same image as the victim, byte for byte, and valid to Nix.
+      const slowPath = slow.status!.storePath!;
+      assert.notEqual(slowPath, storePath);
+      assert.equal(
+        readFileSync(join('/var/lib/enbi/nix', slowPath.slice('/nix'.length))).toString('base64'),
+        before.bytes,
+        'the build in progress during the attack ended with the bytes it wrote',
+      );
+      inDaemon('nix-store', '--verify-path', slowPath);
       assert.equal(readFileSync(onHost).toString('base64'), before.bytes, 'the victim store path is unchanged');
       assert.equal(statSync(onHost).mode, before.mode);
       assert.ok(

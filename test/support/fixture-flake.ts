@@ -114,6 +114,9 @@ export const POISON_ATTEMPTS = [
   'write-db',
   'write-daemon-conf',
   'write-store-root',
+  'append-pending-output',
+  'read-pending-chroot',
+  'read-pending-build-dir',
 ] as const;
 
 export interface FixtureFlake {
@@ -231,7 +234,27 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         try write-db 'echo poisoned >> /nix/var/nix/db/db.sqlite'
         try write-daemon-conf 'echo "post-build-hook = /bin/false" >> /etc/enbi/nix-daemon/nix.conf'
         try write-store-root 'echo poisoned > /nix/store/enbi-poison-planted'
+        # The slow package's output while it is being built (the test starts that build first): its path,
+        # its build's chroot in the store, its build directory.
+        echo "enbi-poison: at $(date +%s), pending $pending" >&2
+        try append-pending-output 'test -e "$pending" && echo poisoned >> "$pending"'
+        try read-pending-chroot 'ls -d /nix/store/*-enbi-fixture-slow.drv.chroot'
+        try read-pending-build-dir 'ls -d /tmp/nix-build-enbi-fixture-slow* /build/../nix-build-enbi-fixture-slow*'
       '';
+      # The same image as the default package, built slowly: its output is written, then held for 25 s
+      # before the build ends, so that another build can try it while it is in progress.
+      slow = derivation {
+        name = "enbi-fixture-slow";
+        inherit system config manifest;
+        builder = bb;
+        BB = bb;
+        args = [ "sh" "-c" (prelude + ''
+          tar -cf "$out" manifest.json config.json layer.tar
+          echo "enbi-slow: holding the output from $(date +%s)" >&2
+          sleep 25
+          echo "enbi-slow: released at $(date +%s)" >&2
+        '') ];
+      };
       drv = derivation ({
         name = "enbi-fixture-${variant}";
         inherit system config manifest;
@@ -248,12 +271,14 @@ export function fixtureFlakeNix(o: FixtureFlakeOptions = {}): string {
         BB = bb;
         # Another build's output as an input: present in the sandbox, as any dependency is.
         victim = drv;
+        # And a build's output path that is not an input: only its name, no dependency on it.
+        pending = builtins.unsafeDiscardStringContext slow.outPath;
         args = [ "sh" "-c" (prelude + poisonAttack + ''
           tar -cf "$out" manifest.json config.json layer.tar
         '') ];
       };
     in {
-      packages.\${system} = { ${nixString(attr)} = drv; }${o.poison !== undefined ? ` // { ${nixString(o.poison)} = poison; }` : ''};
+      packages.\${system} = { ${nixString(attr)} = drv; }${o.poison !== undefined ? ` // { ${nixString(o.poison)} = poison; slow = slow; }` : ''};
     };
 }
 `;

@@ -27,6 +27,8 @@ export interface OverlayOptions {
   containerdDir?: string;
   /** The node's Nix store directory, when not /var/lib/enbi/nix (the config's cache.hostPath must name it too). */
   nixStoreDir?: string;
+  /** containerd sockets the build-Job policy admits, when not the distributions' usual places. */
+  sockets?: string[];
 }
 
 /** The agent's containerd volume and mount moved to another directory: docs/install.md's patch. */
@@ -46,6 +48,27 @@ export function nixStorePatch(dir: string): object[] {
     { op: 'test', path: '/spec/template/spec/volumes/0/name', value: 'nix-store' },
     { op: 'replace', path: '/spec/template/spec/volumes/0/hostPath/path', value: dir },
   ];
+}
+
+/**
+ * docs/install.md's patch of the build-Job admission policy (deploy/build-jobs.yaml): the images and store it
+ * expects, the same as the config names. Each value replaces its variable's CEL string literal.
+ */
+export function buildJobsPolicyPatch(o: {
+  builderImage?: string;
+  importerImage?: string;
+  storePath?: string;
+  sockets?: string[];
+}): object[] {
+  const order = ['builderImage', 'importerImage', 'storePath', 'sockets'] as const;
+  return order.flatMap((name, i) =>
+    o[name] === undefined
+      ? []
+      : [
+          { op: 'test', path: `/spec/variables/${i}/name`, value: name },
+          { op: 'replace', path: `/spec/variables/${i}/expression`, value: JSON.stringify(o[name]) },
+        ],
+  );
 }
 
 /** Writes a kustomize overlay of deploy/ into `dir` (which must not be inside deploy/). */
@@ -70,6 +93,18 @@ export function writeOverlay(dir: string, o: OverlayOptions): string {
     patches.push({
       target: { kind: 'DaemonSet', name: 'enbi-nix-daemon' },
       patch: JSON.stringify(nixStorePatch(o.nixStoreDir)),
+    });
+  // The build-Job policy expects what the config names (docs/install.md), as a user's overlay says it.
+  const policy = buildJobsPolicyPatch({
+    ...(typeof o.config.builderImage === 'string' ? { builderImage: o.config.builderImage } : {}),
+    ...(typeof o.config.importerImage === 'string' ? { importerImage: o.config.importerImage } : {}),
+    ...(o.nixStoreDir !== undefined ? { storePath: o.nixStoreDir } : {}),
+    ...(o.sockets !== undefined ? { sockets: o.sockets } : {}),
+  });
+  if (policy.length > 0)
+    patches.push({
+      target: { kind: 'ValidatingAdmissionPolicy', name: 'enbi-build-jobs' },
+      patch: JSON.stringify(policy),
     });
   const secrets: { name: string; namespace: string; literals?: string[]; files?: string[] }[] = [
     { name: 'enbi-webhook', namespace: INSTALL_NS, literals: [`secret=${o.webhookSecret}`] },
