@@ -127,8 +127,18 @@ function terminationMessage(pods: V1Pod[], container: string): Record<string, st
   return {};
 }
 
+/**
+ * The failed attempt's pod that has a log to read: one whose containers ran. A pod that never started (still
+ * Pending on a node whose kubelet is gone) has none, and asking its kubelet would only wait out the timeout.
+ */
 function failedPod(pods: V1Pod[]): V1Pod | undefined {
-  return pods.find((p) => p.status?.phase === 'Failed') ?? pods[0];
+  const ran = pods.filter((p) =>
+    [...(p.status?.initContainerStatuses ?? []), ...(p.status?.containerStatuses ?? [])].some(
+      (c) =>
+        c.state?.terminated !== undefined || c.state?.running !== undefined || c.lastState?.terminated !== undefined,
+    ),
+  );
+  return ran.find((p) => p.status?.phase === 'Failed') ?? ran[0];
 }
 
 /**

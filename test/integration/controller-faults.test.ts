@@ -79,7 +79,8 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
       pool: { [POOL]: run },
       logs,
       metrics,
-      settings: { maxConcurrentBuildsPerNode: 4 },
+      // A failed attempt is retried a second after its failure (attempt n waits retryBaseSeconds × 2^(n-2)).
+      settings: { maxConcurrentBuildsPerNode: 4, retryBaseSeconds: 1 },
     });
   });
 
@@ -221,7 +222,16 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
     // (the plan pass that saw the failure ran long before the wait ran out).
     await until('attempt 2', async () => ((await jobsOf(name)).length === 2 ? true : undefined), 15_000, 100);
     const ms = Date.now() - t0;
-    assert.ok(ms < 10_000, `attempt 2 ${ms} ms after the failure`);
+    // The resync is an hour away and nothing else changes: only the reconcile's own requeue can start it.
+    assert.ok(ms < 5_000, `attempt 2 ${ms} ms after the failure`);
+    // ... and not before the backoff ran out, by the API server's own times (both in whole seconds).
+    const failed = await c.kc
+      .makeApiClient(BatchV1Api)
+      .readNamespacedJob({ namespace: ns, name: first!.metadata!.name! });
+    const second = (await jobsOf(name)).find((j) => j.metadata?.name !== first!.metadata!.name)!;
+    const failedAt = failed.status?.conditions?.find((x) => x.type === 'Failed')?.lastTransitionTime;
+    const waited = new Date(second.metadata!.creationTimestamp!).getTime() - new Date(failedAt!).getTime();
+    assert.ok(waited >= 1_000, `attempt 2 created ${waited} ms after attempt 1 failed: its backoff is 1 s`);
     // The reconcile creates the Job first and writes status after it: the status follows within the pass.
     await until(
       'status.attempts 2',

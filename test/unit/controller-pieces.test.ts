@@ -164,13 +164,18 @@ test('build states: start, run, succeed with digest and store path, Ready=True',
   );
 });
 
+const failedBuildPod = {
+  metadata: { name: 'p1' },
+  status: { phase: 'Failed', containerStatuses: [{ name: 'build', state: { terminated: { exitCode: 1 } } }] },
+} as V1Pod;
+
 test('build states: a failure reads the log, backs off, retries, then stalls', () => {
   const failedAt = new Date(95_000);
   const failing = {
     ...base,
     nb: nb({ phase: 'Building', attempts: 1 }),
     jobs: [job(1, 'failed', failedAt)],
-    pods: [{ metadata: { name: 'p1' }, status: { phase: 'Failed' } } as V1Pod],
+    pods: [failedBuildPod],
   };
   assert.deepEqual(nextState(failing).action, { kind: 'read-log', pod: 'p1' });
   const waiting = nextState({ ...failing, failedLog: 'error: builder failed' });
@@ -191,12 +196,44 @@ test('build states: a failure reads the log, backs off, retries, then stalls', (
   assert.deepEqual(last.action, { kind: 'none' });
 });
 
+test('a failed attempt whose pod never started reads no log (its kubelet may be gone) and backs off at once', () => {
+  const failing = {
+    ...base,
+    nb: nb({ phase: 'Building', attempts: 1 }),
+    jobs: [job(1, 'failed', new Date(95_000))],
+    pods: [
+      { metadata: { name: 'p1' }, status: { phase: 'Pending' } } as V1Pod,
+      {
+        metadata: { name: 'p2' },
+        status: {
+          phase: 'Failed',
+          containerStatuses: [{ name: 'build', state: { waiting: { reason: 'ContainerCreating' } } }],
+        },
+      } as V1Pod,
+    ],
+  };
+  const s = nextState(failing);
+  assert.equal(s.action.kind, 'requeue');
+  assert.equal((s.action as { afterMs: number }).afterMs, 5000);
+  const ran = nextState({
+    ...failing,
+    pods: [
+      ...failing.pods,
+      {
+        metadata: { name: 'p3' },
+        status: { phase: 'Running', containerStatuses: [{ name: 'build', state: { running: {} } }] },
+      } as V1Pod,
+    ],
+  });
+  assert.deepEqual(ran.action, { kind: 'read-log', pod: 'p3' });
+});
+
 test('a failure Nix says no retry can fix (a missing attribute, a syntax error) stalls at once with its error line', () => {
   const failing = {
     ...base,
     nb: nb({ phase: 'Building', attempts: 1 }),
     jobs: [job(1, 'failed', new Date(95_000))],
-    pods: [{ metadata: { name: 'p1' }, status: { phase: 'Failed' } } as V1Pod],
+    pods: [failedBuildPod],
   };
   const missing =
     "[build]\nenbi: building git+http://h/app.git?rev=x#packages.x86_64-linux.nope\nerror: flake 'git+http://h/app.git?rev=x' does not provide attribute 'packages.x86_64-linux.nope', 'legacyPackages.x86_64-linux.nope' or 'nope'\nenbi: nix build failed";
