@@ -2,7 +2,8 @@
 // (Nodes, NodeImages inventories, a pod waiting for its image): run with a ServiceAccount token that may only
 // get, list and watch, the plan is the one the admin kubeconfig gives (so diff needs no write permission, and a
 // write would fail loudly); run with the admin kubeconfig, a watch opened at the resourceVersion listed just
-// before the run sees no object created, changed or deleted among everything enbi could write while it runs.
+// before the run sees no object created, changed or deleted among everything enbi could write while it runs,
+// but for the writes of the cluster's own components (kubelets, controllers), known by their field managers.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -14,6 +15,8 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
   RbacAuthorizationV1Api,
   setHeaderOptions,
   Watch,
@@ -22,7 +25,7 @@ import { parse } from 'yaml';
 import { GROUP, NODE_IMAGES_PLURAL, VERSION } from '../../src/api/nodeimages.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
 import { deployment, REV_A, yamlDocs } from '../support/fixtures.ts';
-import { fakeNodes, setPodWaiting, until } from '../support/kube.ts';
+import { FAKE_KUBELET, fakeNodes, setPodWaiting, until } from '../support/kube.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const run = Date.now().toString(36);
@@ -30,15 +33,15 @@ const READER = `enbi-diff-reader-${run}`;
 
 /** Everything enbi could write (NixBuilds, NodeImages, Events, Leases, Jobs) and what diff reads. */
 const COLLECTIONS = [
-  '/apis/enbi.hrzn.ee/v1alpha1/nixbuilds',
-  '/apis/enbi.hrzn.ee/v1alpha1/nodeimages',
-  '/api/v1/events',
-  '/apis/coordination.k8s.io/v1/leases',
-  '/apis/batch/v1/jobs',
-  '/api/v1/nodes',
-  '/api/v1/pods',
-  '/api/v1/configmaps',
-  '/api/v1/secrets',
+  { path: '/apis/enbi.hrzn.ee/v1alpha1/nixbuilds', apiVersion: 'enbi.hrzn.ee/v1alpha1', kind: 'NixBuild' },
+  { path: '/apis/enbi.hrzn.ee/v1alpha1/nodeimages', apiVersion: 'enbi.hrzn.ee/v1alpha1', kind: 'NodeImages' },
+  { path: '/api/v1/events', apiVersion: 'v1', kind: 'Event' },
+  { path: '/apis/coordination.k8s.io/v1/leases', apiVersion: 'coordination.k8s.io/v1', kind: 'Lease' },
+  { path: '/apis/batch/v1/jobs', apiVersion: 'batch/v1', kind: 'Job' },
+  { path: '/api/v1/nodes', apiVersion: 'v1', kind: 'Node' },
+  { path: '/api/v1/pods', apiVersion: 'v1', kind: 'Pod' },
+  { path: '/api/v1/configmaps', apiVersion: 'v1', kind: 'ConfigMap' },
+  { path: '/api/v1/secrets', apiVersion: 'v1', kind: 'Secret' },
 ];
 
 function enbi(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -52,28 +55,69 @@ function enbi(args: string[]): Promise<{ code: number; stdout: string; stderr: s
   });
 }
 
-type Change = { collection: string; type: string; namespace: string; name: string };
+type Change = { collection: string; type: string; namespace: string; name: string; writer: string };
 
 /**
- * Every change to the collections from `resourceVersion` on, seen by watches opened there, until `stop`. Lease
- * renewals of the control plane and of the test's fake nodes (kube-system, kube-node-lease) are others' writes,
- * made every few seconds: their MODIFIED events are left out, a lease added or deleted there is not.
+ * The cluster's own components: in a full cluster they write all the time (kubelets renew leases and report
+ * pods, the node controller records Events about nodes), whatever enbi does; and the fake nodes' renewals.
+ */
+const CLUSTER_COMPONENTS = new Set([
+  'kubelet',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'kube-apiserver',
+  FAKE_KUBELET,
+]);
+
+type Watched = KubernetesObject & { metadata?: { managedFields?: { manager?: string; time?: unknown }[] } };
+
+const keyOf = (collection: string, o: KubernetesObject) =>
+  `${collection} ${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+/** Who made an object's latest write, and when (whole seconds): its newest managedFields entry. */
+function lastWrite(obj: Watched): { manager: string; at: number } {
+  const times = (obj.metadata?.managedFields ?? []).map((f) => ({
+    manager: f.manager ?? '',
+    at: new Date(String(f.time ?? 0)).getTime(),
+  }));
+  return times.sort((a, b) => b.at - a.at)[0] ?? { manager: '', at: 0 };
+}
+
+/**
+ * Every change to the collections from `resourceVersion` on, seen by watches opened there, until `stop`, but
+ * for the cluster's own writes: a change whose newest managedFields entry is a component's, made since the
+ * recording began, and the deletion of an object already being deleted when it began (a graceful deletion
+ * finishing, a garbage collection). Every other change counts, whoever made it: a deletion requested now, a
+ * write that leaves managedFields as they were.
  */
 async function recordChanges(kc: KubeConfig, resourceVersion: string): Promise<() => Promise<Change[]>> {
+  const began = Date.now() - 1000; // managedFields times are whole seconds
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  const terminating = new Set<string>();
+  for (const c of COLLECTIONS)
+    for (const o of (await api.list(c.apiVersion, c.kind)).items)
+      if (o.metadata?.deletionTimestamp !== undefined) terminating.add(keyOf(c.path, o));
   const changes: Change[] = [];
   const watch = new Watch(kc);
   const aborts = await Promise.all(
-    COLLECTIONS.map((collection) =>
+    COLLECTIONS.map(({ path }) =>
       watch.watch(
-        collection,
+        path,
         { resourceVersion, allowWatchBookmarks: false },
-        (type, obj: { metadata?: { namespace?: string; name?: string } }) => {
-          const namespace = obj.metadata?.namespace ?? '';
-          const renewal =
-            collection.endsWith('/leases') &&
-            type === 'MODIFIED' &&
-            (namespace === 'kube-system' || namespace === 'kube-node-lease');
-          if (!renewal) changes.push({ collection, type, namespace, name: obj.metadata?.name ?? '' });
+        (type, obj: Watched) => {
+          const last = lastWrite(obj);
+          const others =
+            type === 'DELETED'
+              ? terminating.has(keyOf(path, obj))
+              : last.at >= began && CLUSTER_COMPONENTS.has(last.manager);
+          if (!others)
+            changes.push({
+              collection: path,
+              type,
+              namespace: obj.metadata?.namespace ?? '',
+              name: obj.metadata?.name ?? '',
+              writer: type === 'DELETED' ? '' : last.manager,
+            });
         },
         () => undefined,
       ),

@@ -71,6 +71,9 @@ export async function applyCrdFile(kc: KubeConfig, file: string): Promise<void> 
  * moment it exists: a node left without one for the node monitor grace period is marked Unknown by the
  * node lifecycle controller, and nothing would mark it Ready again.
  */
+/** The field manager of the fake nodes' lease renewals: what a test watching for others' writes leaves out. */
+export const FAKE_KUBELET = 'enbi-test-fake-kubelet';
+
 export async function fakeNodes(
   kc: KubeConfig,
   specs: Record<string, NodeOptions>,
@@ -88,6 +91,7 @@ export async function fakeNodes(
           name,
           namespace: 'kube-node-lease',
           body: { spec: { renewTime: new Date().toISOString().replace(/Z$/, '000Z') } },
+          fieldManager: FAKE_KUBELET,
         },
         setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
       );
@@ -100,6 +104,7 @@ export async function fakeNodes(
             metadata: { name, namespace: 'kube-node-lease' },
             spec: { holderIdentity: name, leaseDurationSeconds: 40 },
           },
+          fieldManager: FAKE_KUBELET,
         })
         .catch(() => undefined);
       await patch().catch(() => undefined);
