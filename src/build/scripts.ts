@@ -53,7 +53,7 @@ if [ -f "$out" ] && [ -x "$out" ]; then
   if nix store delete "$tarball" "$deriver" 2>/dev/null; then
     echo "enbi: deleted $tarball from the node's store"
   else
-    echo "enbi: could not delete $tarball: the node's garbage collection will"
+    echo "enbi: could not delete $tarball: it stays in the node's store (enbi never collects it) until something on the node runs nix-collect-garbage"
   fi
 elif [ "$(head -c 2 "$out" | od -An -tx1 | tr -d ' \n')" = "1f8b" ]; then
   echo "enbi: decompressing the image (gzipped tarball)"

@@ -46,7 +46,14 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
     // webhooks to the leader through the Lease. One replica (leaderElection.enabled false): it runs at once.
     let controller: RunningController | undefined;
     const lead = async () => {
-      controller = await startController({ cfg, kc, source, metrics, log: logger });
+      controller = await startController({
+        cfg,
+        kc,
+        source,
+        metrics,
+        log: logger,
+        ...(election !== undefined ? { writeRefusal: () => election.writeRefusal() } : {}),
+      });
       controller.trigger(true);
     };
     const identity = `${process.env.HOSTNAME ?? hostname()}-${randomBytes(3).toString('hex')}`;

@@ -64,8 +64,8 @@ export interface BuildReconcilerDeps {
   custom: CustomObjectsApi;
   metrics: Metrics;
   log: Logger;
-  /** The status this controller wrote last per NixBuild uid, until the informer shows it. */
-  written: Map<string, NixBuildStatus>;
+  /** The newest copy of a NixBuild the informer holds (the World's is as old as the last plan pass). */
+  latest(name: string): NixBuild | undefined;
 }
 
 export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: World) => Promise<Outcome> {
@@ -73,11 +73,11 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
   const ns = cfg.namespace;
 
   return async function reconcileBuild(name, world): Promise<Outcome> {
-    const seen = world.builds.get(name);
-    if (seen === undefined) return undefined;
-    // The world's copy may carry our last write already; only the plan pass, which sees the informer's copy,
-    // may forget a write the watch has shown.
-    const nb = withWritten(seen, d.written, false);
+    // The informer's copy is the newest this process has; one the plan pass just created may not be there
+    // yet. A copy older than the object (our own last write not seen yet, another writer's) fails the
+    // status write below, guarded by the resourceVersion decided from, and is reconciled again.
+    const nb = d.latest(name) ?? world.builds.get(name);
+    if (nb === undefined || !world.builds.has(name)) return undefined;
     // A rebuild verdict holds for the completion it was made about: once the build has completed again (the
     // rebuild it asked for has run), or is running, it waits for a new verdict from the next plan pass.
     const rebuild =
@@ -126,6 +126,10 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       const failedLog = await readLogTail(action.pod);
       ({ status, action, event } = nextState({ ...base, failedLog }));
     }
+    // Starting a Job is the one act that matters if decided from an old copy (a stale reconcile would start
+    // the attempt a newer status has moved past): it is done only from the object's current version, read
+    // here (rare: once per attempt). The status write below is guarded the same way.
+    if (action.kind === 'create-job' && !(await isCurrent(nb))) return staleCopy(log);
     await act(nb, action, world.rawNodes, log);
     const target = {
       namespace: ns,
@@ -134,35 +138,70 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       name,
       ...(nb.metadata.uid !== undefined ? { uid: nb.metadata.uid } : {}),
     };
-    if (event !== undefined) {
-      log.info(`${event.reason}: ${event.message}`);
-      await recordEvent(core, target, event.type, event.reason, event.message, log.line);
-    }
     if (statusChanged(nb.status, status)) {
       // A merge patch keeps keys it does not name: the ones this status dropped (completionTime when a build
-      // starts again, logExcerpt) are sent as null, which deletes them.
+      // starts again, logExcerpt) are sent as null, which deletes them. The resourceVersion makes it a
+      // compare-and-swap: a status decided from a copy that is no longer the object's is refused (409), and
+      // the build is reconciled again from the newer copy. Acts before it are idempotent (a Job's name is
+      // its build's and attempt's), so deciding twice starts nothing twice.
       const dropped = Object.fromEntries(
         Object.keys(nb.status ?? {})
           .filter((k) => !(k in status))
           .map((k) => [k, null]),
       );
-      await custom.patchNamespacedCustomObjectStatus(
-        {
-          group: GROUP,
-          version: VERSION,
-          namespace: ns,
-          plural: PLURAL,
-          name,
-          body: { status: { ...status, ...dropped } },
-          fieldManager: CONTROLLER_FIELD_MANAGER,
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
-      if (nb.metadata.uid !== undefined) d.written.set(nb.metadata.uid, status);
+      try {
+        await custom.patchNamespacedCustomObjectStatus(
+          {
+            group: GROUP,
+            version: VERSION,
+            namespace: ns,
+            plural: PLURAL,
+            name,
+            body: {
+              metadata: { resourceVersion: nb.metadata.resourceVersion },
+              status: { ...status, ...dropped },
+            },
+            fieldManager: CONTROLLER_FIELD_MANAGER,
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        );
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        return staleCopy(log);
+      }
       await tellPhase(nb, status, target, log);
+    }
+    // Events follow the write that made them true: a decision refused above tells nothing.
+    if (event !== undefined) {
+      log.info(`${event.reason}: ${event.message}`);
+      await recordEvent(core, target, event.type, event.reason, event.message, log.line);
     }
     return action.kind === 'requeue' ? { requeueAfterMs: Math.max(100, action.afterMs) } : undefined;
   };
+
+  /** Whether `nb` is the object's current version (a build deleted meanwhile is not). */
+  async function isCurrent(nb: NixBuild): Promise<boolean> {
+    try {
+      const now = (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: PLURAL,
+        name: nb.metadata.name,
+      })) as NixBuild;
+      return now.metadata.resourceVersion === nb.metadata.resourceVersion;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** A decision made from a copy that is no longer the object's: dropped, and made again from the newer one. */
+  function staleCopy(log: Logger): Outcome {
+    d.metrics.statusConflicts++;
+    log.info('the NixBuild changed since this decision was made: reconciled again from its newer copy');
+    return { requeueAfterMs: CONFLICT_REQUEUE_MS };
+  }
 
   /** An Event on each phase change, and when a build stalls without one; the end of a build on its workloads. */
   async function tellPhase(
@@ -260,19 +299,8 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
 
 const LOG_READ_MS = 10_000;
 
-/**
- * The build with the status this controller wrote last, where the informer has not shown it yet. `settle`:
- * `nb` is the informer's own copy, so a write it shows is forgotten.
- */
-export function withWritten(nb: NixBuild, written: Map<string, NixBuildStatus>, settle = true): NixBuild {
-  const mine = nb.metadata.uid !== undefined ? written.get(nb.metadata.uid) : undefined;
-  if (mine === undefined) return nb;
-  if (!statusChanged(nb.status, mine)) {
-    if (settle) written.delete(nb.metadata.uid!);
-    return nb;
-  }
-  return { ...nb, status: mine };
-}
+/** After a refused status write, the informer shows the newer copy within moments. */
+const CONFLICT_REQUEUE_MS = 250;
 
 const optional = <K extends string>(key: K, value: string | undefined): { [k in K]?: string } =>
   value !== undefined ? ({ [key]: value } as { [k in K]: string }) : {};

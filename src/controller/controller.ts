@@ -16,10 +16,11 @@ import {
   type V1Node,
   type V1Pod,
 } from '@kubernetes/client-node';
-import { GROUP, type NixBuild, type NixBuildStatus, PLURAL, VERSION } from '../api/nixbuild.ts';
+import { GROUP, type NixBuild, PLURAL, VERSION } from '../api/nixbuild.ts';
 import { GROUP as NI_GROUP, NODE_IMAGES_PLURAL, VERSION as NI_VERSION } from '../api/nodeimages.ts';
 import { LABEL_BUILD } from '../build/job.ts';
 import { apiMessage } from '../kube/errors.ts';
+import { fencedKubeConfig } from '../kube/fenced.ts';
 import { resilientInformer, type ResilientInformer } from '../kube/informer.ts';
 import { slimNode } from '../kube/slim-node.ts';
 import { podConcernsEnbi, slimPod } from '../kube/slim-pod.ts';
@@ -41,6 +42,11 @@ export interface ControllerDeps {
   log: Logger | ((msg: string) => void);
   /** Liveness: pending work that has not moved for this long makes healthy() false. Default 5 min. */
   stallMs?: number;
+  /**
+   * Why this replica may not write now (the leader election's write window), checked before every write
+   * the controller sends; absent: one replica, always allowed.
+   */
+  writeRefusal?: () => string | undefined;
 }
 
 export interface RunningController {
@@ -67,12 +73,21 @@ export const POD_FIELDS = 'spec.nodeName!=,status.phase=Pending';
 export async function startController(d: ControllerDeps): Promise<RunningController> {
   const { cfg, kc } = d;
   const log: Logger = typeof d.log === 'function' ? jsonLogger(d.log) : d.log;
-  const core = kc.makeApiClient(CoreV1Api);
-  const batch = kc.makeApiClient(BatchV1Api);
-  const custom = kc.makeApiClient(CustomObjectsApi);
+  // Every write goes through the fence; the informers only read.
+  const refusal = d.writeRefusal;
+  const writer =
+    refusal === undefined
+      ? kc
+      : fencedKubeConfig(kc, () => {
+          const why = refusal();
+          if (why !== undefined) d.metrics.writesFenced++;
+          return why;
+        });
+  const core = writer.makeApiClient(CoreV1Api);
+  const batch = writer.makeApiClient(BatchV1Api);
+  const custom = writer.makeApiClient(CustomObjectsApi);
   const ns = cfg.namespace;
   const policy = policyOf(cfg);
-  const written = new Map<string, NixBuildStatus>();
   const stallMs = d.stallMs ?? 300_000;
   let stopped = false;
   let isReady = false;
@@ -95,7 +110,7 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
     }
     if (planTimer === undefined) planTimer = setTimeout(() => void runPlan(), delayMs);
   };
-  const plan = planPass({ cfg, policy, core, custom, source: d.source, metrics: d.metrics, log, written });
+  const plan = planPass({ cfg, policy, core, custom, source: d.source, metrics: d.metrics, log });
 
   const informers: ResilientInformer<any>[] = [
     resilientInformer<V1Node>(kc, {
@@ -175,7 +190,16 @@ export async function startController(d: ControllerDeps): Promise<RunningControl
   };
 
   // ---- the builds' work queue ----
-  const reconcileBuild = buildReconciler({ cfg, policy, core, batch, custom, metrics: d.metrics, log, written });
+  const reconcileBuild = buildReconciler({
+    cfg,
+    policy,
+    core,
+    batch,
+    custom,
+    metrics: d.metrics,
+    log,
+    latest: (name) => nbInf.get(name, ns),
+  });
   const queue = workQueue(
     async (name) => {
       const w = world;

@@ -45,6 +45,14 @@ export interface LeaderElectionOptions {
 
 export interface LeaderElection {
   isLeader(): boolean;
+  /**
+   * Why this replica may not write now, or undefined while it may: it leads, and its last renewal began
+   * less than leaseSeconds − renewSeconds ago. Another replica may take over leaseSeconds after it saw that
+   * renewal land (which was after it began); renewSeconds is left for a write already on its way. Checked
+   * before every write (kube/fenced.ts), so a leader that was paused past its lease writes nothing before
+   * its election loop notices and gives up.
+   */
+  writeRefusal(): string | undefined;
   /** The current holder as last seen. */
   holder(): string | undefined;
   /** Standby: ask the leader to sync the source now (coalesced; resolves when a write after the call ended; never rejects: failures are logged). */
@@ -61,6 +69,8 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let lastRenew = 0;
+  // When the last successful acquire-or-renew began (its request may have landed any time after).
+  let renewBegan = 0;
   // What this replica last saw of the record, and when (its own clock).
   let seen: { key: string; at: number; holder?: string } = { key: '', at: 0 };
   const syncApi = o.syncApi ?? syncLeaseApi(o.kc, o.namespace, syncLeaseName(o.name));
@@ -152,6 +162,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
   async function loop(): Promise<void> {
     if (stopped) return;
     let won = false;
+    const began = Date.now();
     try {
       won = await attempt();
     } catch (err) {
@@ -160,6 +171,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     if (stopped) return;
     if (won) {
       lastRenew = Date.now();
+      renewBegan = began;
       if (!leading) {
         leading = true;
         o.log.info(`leading (lease ${o.namespace}/${o.name})`, { identity: o.identity });
@@ -188,6 +200,13 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
 
   return {
     isLeader: () => leading,
+    writeRefusal() {
+      if (!leading) return `not the leader (lease ${o.namespace}/${o.name})`;
+      const age = Date.now() - renewBegan;
+      if (age >= (o.leaseSeconds - o.renewSeconds) * 1000)
+        return `the lease ${o.namespace}/${o.name} was last renewed ${Math.round(age / 1000)} s ago: another replica may lead by now`;
+      return undefined;
+    },
     holder: () => seen.holder,
     requestSync,
     async stop(release = true) {

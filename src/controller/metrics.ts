@@ -2,6 +2,8 @@
 export interface Metrics {
   reconciles: number;
   reconcileErrors: number;
+  statusConflicts: number;
+  writesFenced: number;
   lastReconcileSeconds: number;
   buildsCreated: number;
   buildsSucceeded: number;
@@ -24,6 +26,8 @@ export function newMetrics(): Metrics {
   return {
     reconciles: 0,
     reconcileErrors: 0,
+    statusConflicts: 0,
+    writesFenced: 0,
     lastReconcileSeconds: 0,
     buildsCreated: 0,
     buildsSucceeded: 0,
@@ -46,6 +50,14 @@ export function newMetrics(): Metrics {
 const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   reconciles: ['Plan passes run', 'counter'],
   reconcileErrors: ['Plan passes, creations and build reconciles that failed (each retried with backoff)', 'counter'],
+  statusConflicts: [
+    'Decisions dropped because the NixBuild changed since it was read (its write refused with 409, or a newer version found before starting a Job): made again from the newer copy',
+    'counter',
+  ],
+  writesFenced: [
+    'Writes not sent because this replica could no longer be sure it leads (its lease renewal is too old)',
+    'counter',
+  ],
   lastReconcileSeconds: ['Duration of the last plan pass', 'gauge'],
   buildsCreated: ['NixBuilds created by the planner', 'counter'],
   buildsSucceeded: ['NixBuilds that reached Succeeded', 'counter'],

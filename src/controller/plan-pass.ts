@@ -23,7 +23,7 @@ import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
-import { withWritten, type World } from './build-reconciler.ts';
+import type { World } from './build-reconciler.ts';
 import type { ControllerConfig } from './config.ts';
 import {
   activeBuildsByNode,
@@ -55,7 +55,6 @@ export interface PlanPassDeps {
   source: SourceState;
   metrics: Metrics;
   log: Logger;
-  written: Map<string, NixBuildStatus>;
 }
 
 export interface PlanPassResult {
@@ -75,7 +74,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const now = new Date();
     const nodes = nodeViews(o, cfg, now);
     d.metrics.nodesWithAgentInventory = nodes.filter((n) => n.imageSource === 'agent').length;
-    const builds = o.builds.map((b) => withWritten(b, d.written));
+    const builds = o.builds;
     const analysis = d.source.current()?.analysis;
     // A Git source not read yet: whose image names are whose is unknown, so nothing is granted meanwhile.
     const sourcePending = cfg.source !== undefined && analysis === undefined;
@@ -106,8 +105,6 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     const unknown = unknownRoots(d.source.current());
     d.metrics.renderRootsUnknown = unknown.length;
     const gcDueMs = await collectGarbage(builds, desired.referenced, unknown, now);
-    const live = new Set(builds.map((b) => b.metadata.uid));
-    for (const uid of d.written.keys()) if (!live.has(uid)) d.written.delete(uid);
     const againAfterMs = Math.min(
       desired.recheckAfterMs !== undefined ? desired.recheckAfterMs + 100 : Infinity,
       failed ? 5_000 : Infinity,
@@ -165,14 +162,18 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
           `garbage collection keeps ${kept.length} NixBuild(s) that roots whose render gave no answer named at their last good render: ${kept.slice(0, 10).join(', ')}`,
         );
     }
+    const byName = new Map(managed.map((b) => [b.metadata.name, b]));
     for (const a of decision.actions) {
       const log = d.log.with({ nixbuild: `${ns}/${a.name}` });
       const path = { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: a.name };
+      // Each write is guarded by the copy it was decided from: a NixBuild changed since (stamped or
+      // unstamped by another writer, replaced under the same name) is refused (409) and decided again.
+      const { resourceVersion, uid } = byName.get(a.name)?.metadata ?? {};
       const stamp = (value: string | null) =>
         d.custom.patchNamespacedCustomObject(
           {
             ...path,
-            body: { metadata: { annotations: { [ANNOTATION_UNREFERENCED]: value } } },
+            body: { metadata: { resourceVersion, annotations: { [ANNOTATION_UNREFERENCED]: value } } },
             fieldManager: CONTROLLER_FIELD_MANAGER,
           },
           setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
@@ -185,12 +186,19 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
             `no workload names what this builds any more: deleted after ${cfg.gc.graceSeconds} s unless one does again`,
           );
         } else {
-          await d.custom.deleteNamespacedCustomObject({ ...path, propagationPolicy: 'Background' });
+          await d.custom.deleteNamespacedCustomObject({
+            ...path,
+            propagationPolicy: 'Background',
+            body: { preconditions: { resourceVersion, uid } },
+          });
           d.metrics.buildsCollected++;
           log.info(`deleted with its Jobs: unreferenced since ${a.since}`);
         }
       } catch (err) {
-        if (!isNotFound(err)) log.warn(`garbage collection: ${apiMessage(err)}`);
+        if (isConflict(err)) {
+          d.metrics.statusConflicts++;
+          log.info('garbage collection: the NixBuild changed since it was read; decided again at the next pass');
+        } else if (!isNotFound(err)) log.warn(`garbage collection: ${apiMessage(err)}`);
       }
     }
     // Decide again when the next stamped build's grace period ends.

@@ -11,6 +11,8 @@ import { backoff } from '../async/backoff.ts';
 
 export interface ResilientInformer<T extends KubernetesObject> {
   list(): readonly T[];
+  /** The cached object, if any (namespace for namespaced objects). */
+  get(name: string, namespace?: string): T | undefined;
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Times the watch was restarted after an error. */
@@ -77,6 +79,7 @@ export function resilientInformer<T extends KubernetesObject>(
   });
   return {
     list: () => informer.list(),
+    get: (name, namespace) => informer.get(name, namespace),
     start: () => informer.start(),
     stop: async () => {
       stopped = true;

@@ -175,12 +175,16 @@ describe('controller faults (real API server)', { skip: clusterSkipReason() }, (
       logs.some((l) => /refused by the site policy/.test(l)),
       "the API server's reason is in the log",
     );
-    // The policy goes: the next retry starts its Job.
+    // The policy goes: the next retry starts its Job, within the backoff the last failure set (every pass
+    // that re-ran the key while it was refused doubled it) and the moment the binding's removal takes.
+    const lastWait = Math.max(
+      ...logs.map((l) => Number(/reconcile failed, retried in (\d+) s/.exec(l)?.[1] ?? 0)).filter((n) => n > 0),
+    );
     await c.kc.makeApiClient(AdmissionregistrationV1Api).deleteValidatingAdmissionPolicyBinding({ name: policy });
     await until(
       "the refused build's Job once allowed",
       async () => ((await jobsOf(bad)).length > 0 ? true : undefined),
-      60_000,
+      lastWait * 2 * 1000 + 30_000,
       500,
     );
     assert.equal(controller!.healthy(), true);

@@ -320,6 +320,8 @@ export async function startApiNodeController(
     logs: string[];
     metrics?: Metrics;
     settings?: Record<string, unknown>;
+    /** The leader election's write window (controller-fencing); absent: always allowed. */
+    writeRefusal?: () => string | undefined;
   },
 ): Promise<RunningController> {
   const cfg = parseControllerConfig({
@@ -340,5 +342,6 @@ export async function startApiNodeController(
     source: sourceState(cfg, `${o.dir}/.cache`, undefined, log),
     metrics: o.metrics ?? newMetrics(),
     log,
+    ...(o.writeRefusal !== undefined ? { writeRefusal: o.writeRefusal } : {}),
   });
 }
