@@ -8,6 +8,8 @@ import { findDrift } from '../diff/drift.ts';
 import { toSafeJson, toSafeYaml } from '../diff/output.ts';
 import { printable } from '../text/printable.ts';
 import { renderText } from '../diff/render.ts';
+import { exitCodeOfList, listWorkloads } from '../diff/list.ts';
+import { renderListText } from '../diff/list-text.ts';
 import { buildReport, EXIT_FATAL, exitCodeOf, type SourceInfo } from '../diff/report.ts';
 import { type ControllerConfig, loadControllerConfig, policyOf } from '../controller/config.ts';
 import { analyzeSource } from '../pipeline/analyze.ts';
@@ -53,14 +55,17 @@ Cluster:
                            (flags given explicitly win)
 Output:
   -o, --output text|json|yaml
+  --list                   plan nothing: list every workload and container image found, annotated or not, with
+                           the file it was written in and the root it was rendered through (reads no cluster)
   --offline                do not ask remotes what unpinned branches point to now
 
 Documents that are not Kubernetes objects (Helm values, CI configs, JSON arrays) and Helm chart templates are
 skipped without a problem and counted in the "Read:" line.
 
 Exit codes: 0 nothing to build; 2 builds would start; 4 problems in the manifests enbi reads (malformed
-Kubernetes documents, bad annotations, unbuildable systems); 6 both; 1 no plan could be made (bad flags,
-unreachable source or cluster).`;
+Kubernetes documents, bad annotations, unbuildable systems, workloads with enbi annotations that cannot be
+planned: refused, or in a root enbi does not render); 6 both; 1 no plan could be made (bad flags,
+unreachable source or cluster). With --list: 0, or 4 when the manifests hold problems.`;
 
 const OPTIONS = {
   ref: { type: 'string' },
@@ -79,6 +84,7 @@ const OPTIONS = {
   config: { type: 'string' },
   output: { type: 'string', short: 'o' },
   offline: { type: 'boolean' },
+  list: { type: 'boolean' },
 } as const;
 
 export default command({
@@ -130,6 +136,8 @@ interface DiffOptions {
   maxImages: number;
   output: 'text' | 'json' | 'yaml';
   offline: boolean;
+  /** List what was found instead of planning. */
+  list: boolean;
   trustedNamespaces: string[];
   configFile?: string;
   /** The controller's configuration, when --config is given. */
@@ -170,6 +178,7 @@ function validate(v: Record<string, string | boolean | string[] | undefined>, po
     maxImages,
     output,
     offline: v.offline === true,
+    list: v.list === true,
     trustedNamespaces: Array.isArray(v['trusted-namespace']) ? v['trusted-namespace'] : [],
   };
   const assign = (k: keyof DiffOptions, value: string | undefined) => {
@@ -258,7 +267,19 @@ async function readNodes(
   };
 }
 
+/** `--list`: what the source holds, as read and rendered; no cluster is read, nothing is planned. */
+async function listOnce(opts: DiffOptions): Promise<number> {
+  const { files, info, rendered } = await readSource(opts);
+  const analysis = analyzeSource(files, { exclude: opts.exclude, rendered, listAll: true });
+  const list = listWorkloads({ source: info, analysis, roots: rendered.roots });
+  if (opts.output === 'json') process.stdout.write(toSafeJson(list));
+  else if (opts.output === 'yaml') process.stdout.write(toSafeYaml(list));
+  else process.stdout.write(renderListText(list));
+  return exitCodeOfList(list);
+}
+
 async function diffOnce(opts: DiffOptions): Promise<number> {
+  if (opts.list) return listOnce(opts);
   const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([
     readSource(opts),
     readNodes(opts),

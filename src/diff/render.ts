@@ -46,15 +46,25 @@ export function renderText(report: DiffReport): string {
     );
   }
   out.push('');
+  const refused = report.refused;
+  const refusedNote = `${refused} workload${refused === 1 ? '' : 's'} with enbi annotations refused (see Problems)`;
+  const problemCount = report.problems.length + report.unbuildable.length;
   if (report.builds.length === 0) {
     const annotated = report.manifests === undefined || report.manifests.annotated > 0 || report.waitingPods.length > 0;
+    const planned = (report.manifests?.annotated ?? 0) - refused;
     out.push(
-      annotated
-        ? 'No builds: every image is where it is needed.'
-        : 'No builds: no workload carries an enbi annotation (enbi.hrzn.ee/flake), so enbi has nothing to build.',
+      !annotated
+        ? `No builds: no workload carries an enbi annotation (enbi.hrzn.ee/flake)${problemCount > 0 ? ` among those enbi could read; see the ${problemCount === 1 ? 'problem' : `${problemCount} problems`} below.` : ', so enbi has nothing to build.'}`
+        : refused > 0 && planned <= 0 && report.waitingPods.length === 0
+          ? `No builds: nothing is planned, ${refusedNote}.`
+          : refused > 0
+            ? `No builds: every image planned is where it is needed; ${refusedNote}.`
+            : 'No builds: every image is where it is needed.',
     );
   } else {
-    out.push(`${report.builds.length} build${report.builds.length === 1 ? '' : 's'} would start:`);
+    out.push(
+      `${report.builds.length} build${report.builds.length === 1 ? '' : 's'} would start${refused > 0 ? ` (${refusedNote})` : ''}:`,
+    );
     const rows = [['FLAKE', 'SYSTEM', 'NODE', 'WHEN', 'IMAGE', 'WHY']];
     for (const b of report.builds) {
       const node = b.node === null ? '(none)' : `${b.node}${b.emulated ? ' (emulated)' : ''}`;
@@ -129,5 +139,9 @@ export function summary(c: ManifestCounts): string {
     c.chartTemplates > 0 ? n(c.chartTemplates, 'Helm chart template') : '',
     c.excluded > 0 ? `${n(c.excluded, 'file')} excluded` : '',
   ].filter((s) => s !== '');
-  return `${n(c.files, 'file')}, ${n(c.documents, 'document')}: ${n(c.workloads, 'workload')} (${c.annotated} with enbi annotations); skipped ${skipped.length > 0 ? skipped.join(', ') : 'nothing'}`;
+  const read = `${n(c.files, 'file')}, ${n(c.documents, 'document')}`;
+  const skips = `skipped ${skipped.length > 0 ? skipped.join(', ') : 'nothing'}`;
+  if (c.roots === 0) return `${read}: ${n(c.workloads, 'workload')} (${c.annotated} with enbi annotations); ${skips}`;
+  // Rendered roots' workloads count with the plain ones; how many came from renders is said apart.
+  return `${read} and ${n(c.roots, 'rendered root')}: ${n(c.workloads, 'workload')} (${c.renderedWorkloads} rendered, ${c.annotated} with enbi annotations); ${skips}`;
 }

@@ -10,7 +10,10 @@ import { plan } from '../plan/planner.ts';
 import type { Problem } from '../problems.ts';
 import type { Toleration } from '../plan/scheduling.ts';
 
-/** Exit codes: bit 2 = builds would start, bit 4 = problems in the input; 1 = no plan could be made. */
+/**
+ * Exit codes: bit 2 = builds would start, bit 4 = problems in the input (annotated workloads not planned among
+ * them); 1 = no plan could be made.
+ */
 export const EXIT_UP_TO_DATE = 0;
 export const EXIT_FATAL = 1;
 export const EXIT_BUILDS = 2;
@@ -67,6 +70,8 @@ export interface DiffReport {
   }[];
   builds: Plan['builds'];
   statuses: Plan['statuses'];
+  /** Workloads with enbi annotations that enbi plans nothing for (their annotations or the policy refused them: see problems). */
+  refused: number;
   unbuildable: string[];
   problems: Problem[];
   warnings: Problem[];
@@ -112,6 +117,8 @@ export function buildReport(input: DiffInput): DiffReport {
     mode: input.mode,
     builderTolerations: input.builderTolerations ?? [],
   });
+  // Every workload with needs is annotated: the annotated ones left without a planned build were refused.
+  const refused = Math.max(0, input.analysis.counts.annotated - allowed.workloads.length);
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
   const waitingPods: WaitingPodReport[] = pods.waiting.map((w) => {
@@ -152,6 +159,7 @@ export function buildReport(input: DiffInput): DiffReport {
     })),
     builds: p.builds,
     statuses: p.statuses,
+    refused,
     waitingPods,
     refusedPods: pods.refused,
     unbuildable: p.unbuildable,
@@ -164,6 +172,6 @@ export function buildReport(input: DiffInput): DiffReport {
 export function exitCodeOf(report: DiffReport): number {
   return (
     (report.builds.length > 0 ? EXIT_BUILDS : 0) |
-    (report.problems.length + report.unbuildable.length > 0 ? EXIT_PROBLEMS : 0)
+    (report.problems.length + report.unbuildable.length + report.refused > 0 ? EXIT_PROBLEMS : 0)
   );
 }

@@ -2,7 +2,7 @@
 import { containerNeedsOf, type LockIndex, type WorkloadNeeds } from '../contract/container-needs.ts';
 import { FlakeLockError, parseFlakeLock } from '../flake/lock.ts';
 import type { FlakeRef } from '../flake/ref.ts';
-import { isEnbiAnnotated } from '../manifests/workloads.ts';
+import { isEnbiAnnotated, type Workload } from '../manifests/workloads.ts';
 import type { Problem } from '../problems.ts';
 import { renderedWorkloads, type RenderedInput } from '../render/analysis.ts';
 import { isLockPath, type SourceFile } from '../source/files.ts';
@@ -22,10 +22,19 @@ export interface ManifestCounts {
   chartTemplates: number;
   /** Files left out by --exclude or .enbiignore. */
   excluded: number;
+  /** Roots rendered (kustomize directories, charts, Flux and Argo CD objects), those that failed included. */
+  roots: number;
+  /** Of `workloads`, those the renders produced. */
+  renderedWorkloads: number;
 }
 
 export interface Analysis {
   workloads: WorkloadNeeds[];
+  /**
+   * With `listAll`: every workload read, plain and rendered, annotated or not (`workloads` holds those enbi
+   * plans for). Only on request: annotations as written may hold credentials, which nothing else keeps.
+   */
+  found?: Workload[];
   problems: Problem[];
   warnings: Problem[];
   filesScanned: number;
@@ -43,6 +52,8 @@ export interface AnalyzeOptions {
   cache?: FileScanCache;
   /** What src/render produced for this source; the files it consumed are not read as plain manifests. */
   rendered?: RenderedInput;
+  /** Keep every workload read in `found` (enbi diff --list). */
+  listAll?: boolean;
 }
 
 export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOptions = {}): Analysis {
@@ -63,6 +74,8 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
     skipped: 0,
     chartTemplates: 0,
     excluded: 0,
+    roots: rendered?.roots.length ?? 0,
+    renderedWorkloads: 0,
   };
   const readable: SourceFile[] = [];
   for (const f of files) {
@@ -102,10 +115,12 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
     .map((f) => `${f.path}\0${f.id ?? f.text}`)
     .join('\0');
   const workloads: WorkloadNeeds[] = [];
+  const found: Workload[] = [];
   for (const f of perFile) {
     if (f.needs?.locksKey !== locksKey)
       f.needs = { locksKey, results: f.workloads.map((w): NeedsResult => containerNeedsOf(w, locks as LockIndex)) };
     f.workloads.forEach((workload, i) => {
+      found.push(workload);
       counts.workloads++;
       if (isEnbiAnnotated(workload)) counts.annotated++;
       const result = f.needs!.results[i]!;
@@ -119,7 +134,9 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
     const fromRenders = renderedWorkloads(rendered);
     problems.push(...fromRenders.problems);
     for (const workload of fromRenders.workloads) {
+      found.push(workload);
       counts.workloads++;
+      counts.renderedWorkloads++;
       if (isEnbiAnnotated(workload)) counts.annotated++;
       const result = containerNeedsOf(workload, locks as LockIndex);
       const origin = workload.origin !== undefined ? { origin: workload.origin } : {};
@@ -128,7 +145,15 @@ export function analyzeSource(files: readonly SourceFile[], options: AnalyzeOpti
       if (result.needs.length > 0) workloads.push({ workload, needs: result.needs });
     }
   }
-  const analysis: Analysis = { workloads, problems, warnings, filesScanned: manifests.length, counts, locks };
+  const analysis: Analysis = {
+    workloads,
+    ...(options.listAll === true ? { found } : {}),
+    problems,
+    warnings,
+    filesScanned: manifests.length,
+    counts,
+    locks,
+  };
   if (rendered !== undefined && rendered.stats.renders + rendered.stats.fromCache > 0) {
     analysis.rendered = {
       roots: rendered.stats.renders,

@@ -2,7 +2,7 @@
 // spec.sources) is a kustomize directory (kustomization file), a Helm chart (Chart.yaml) or, as Argo CD's
 // directory mode reads it, plain manifests (directory.ts),
 // applied to destination.namespace with the source's kustomize or helm overrides. Paths are relative to the
-// repository root, as in Argo CD. Remote charts (spec.source.chart) cannot be resolved offline. Pure.
+// repository root, as in Argo CD. Remote charts (spec.source.chart) are not fetched. Pure.
 import { parseGoYaml } from '../manifests/go-yaml.ts';
 import type { ManifestObject } from '../manifests/scan.ts';
 import { parseArgoImage } from './argo-image.ts';
@@ -48,7 +48,7 @@ export function argoApplications(
     for (const source of sources) {
       if (asStr(source.chart) !== undefined) {
         warn(
-          `not rendered: chart "${String(source.chart)}" from ${String(source.repoURL)} is fetched from a Helm repository, which cannot be resolved offline`,
+          `not rendered: chart "${String(source.chart)}" from ${String(source.repoURL)} comes from a Helm repository, which enbi does not fetch (it renders only what this repository holds)`,
         );
         continue;
       }

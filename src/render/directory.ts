@@ -8,6 +8,7 @@ import { parseAllDocuments } from 'yaml';
 import { GO_YAML } from '../manifests/go-yaml.ts';
 import type { Problem } from '../problems.ts';
 import { objectsOfOutput, type RenderedObject } from './output.ts';
+import { lineOf, writtenObjects } from './lines.ts';
 import { isUnder } from './paths.ts';
 import type { DirectoryRequest } from './request.ts';
 import { filesBelow, filesIn, type TreeIndex } from './tree-index.ts';
@@ -96,8 +97,12 @@ export function objectsOfDirectoryFile(
     }
   }
   const read = objectsOfOutput(text, ctx);
+  const written = writtenObjects(path, text);
   return {
-    objects: read.objects.map((o) => ({ ...o, file: path })),
+    objects: read.objects.map((o) => {
+      const line = lineOf(o.object, written);
+      return { ...o, file: path, ...(line !== undefined ? { line } : {}) };
+    }),
     problems: read.problems.map((p) => ({ file: path, ...p })),
   };
 }

@@ -18,11 +18,11 @@ export const isGitopsObject = (o: Record<string, unknown>) => GITOPS_GROUPS.has(
 const identity = (m: ManifestObject) =>
   `${String(m.object.kind)}\0${String(asObj(m.object.metadata)?.name)}\0${m.file}`;
 
-/** Rendered objects as Flux/Argo CD inputs; line 0: produced, not written (requests then carry no line). */
+/** Rendered objects as Flux/Argo CD inputs, at their written line when traced; line 0: no line known. */
 export function gitopsOfRendered(objects: readonly RenderedObject[]): ManifestObject[] {
   return objects
     .filter((r) => isGitopsObject(r.object))
-    .map((r) => ({ file: r.file ?? r.origin, line: 0, object: r.object }));
+    .map((r) => ({ file: r.file ?? r.origin, line: r.line ?? 0, object: r.object }));
 }
 
 export function mergeGitops(written: readonly ManifestObject[], rendered: readonly ManifestObject[]): ManifestObject[] {

@@ -51,7 +51,7 @@ export function fluxKustomizations(
     }
     if (asArr(asObj(spec.postBuild)?.substituteFrom).length > 0) {
       warn(
-        'postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
+        'postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which enbi does not read: only postBuild.substitute is applied, variables from substituteFrom stay as written',
       );
     }
     const overlay: Overlay = {};
@@ -118,9 +118,7 @@ export function fluxHelmReleases(
       continue;
     }
     if (asArr(spec.valuesFrom).length > 0)
-      warn(
-        'valuesFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: rendered without them',
-      );
+      warn('valuesFrom reads ConfigMaps/Secrets from the cluster, which enbi does not read: rendered without them');
     const valueFiles: string[] = [];
     for (const v of chart.valuesFiles) {
       const path = joinInside('', v);
@@ -172,7 +170,7 @@ function chartOf(
     const kind = asStr(ref.kind);
     if (kind !== 'HelmChart')
       return {
-        warning: `not rendered: ${kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository`}`,
+        warning: `not rendered: ${kind === 'OCIRepository' ? 'its chartRef is an OCIRepository, a chart in a registry, which enbi does not fetch (it renders only what this repository holds)' : `its chartRef is ${article(kind ?? '?')} ${kind ?? '?'}, not a chart of this repository`}`,
       };
     const ns = asStr(ref.namespace) ?? namespace;
     const helmChart = findFluxSource(objects, 'HelmChart', String(ref.name), ns);
@@ -198,7 +196,7 @@ function chartSpecOf(
   if (chart === undefined) return { warning: 'not rendered: chart.spec.chart is missing' };
   if (sourceKind !== 'GitRepository' && sourceKind !== 'Bucket')
     return {
-      warning: `not rendered: chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which cannot be resolved offline`,
+      warning: `not rendered: chart "${chart}" comes from ${article(sourceKind)} ${sourceKind}, which enbi does not fetch (it renders only what this repository holds)`,
     };
   const verdict = fluxSourceVerdict(sourceRef, namespace, objects, repo);
   if (verdict !== undefined) return { warning: verdict };

@@ -15,6 +15,7 @@ import { isUnder, normalizeDir } from './paths.ts';
 import { patchOnlyFiles } from './closure.ts';
 import { planRenders, type RenderPlan } from './plan.ts';
 import { gitopsOfRendered, mergeGitops, sameGitops } from './discover.ts';
+import type { RenderRequest } from './request.ts';
 import { renderAll } from './run-all.ts';
 import { type RenderContext, TREE_DIR } from './run-render.ts';
 import type { ReadRepository } from './source-match.ts';
@@ -76,6 +77,13 @@ export interface RenderedSource {
 export interface RootOutcome {
   origin: string;
   failure?: string;
+  /** Who asked ("Kustomization flux-system/apps", "kustomize build", "helm template"), and where that object is. */
+  by?: string;
+  /** The directory rendered, from the repository's root. */
+  dir?: string;
+  render?: RenderRequest['kind'];
+  file?: string;
+  line?: number;
 }
 
 const sharedCache = new RenderCache();
@@ -140,10 +148,20 @@ export async function renderSource(options: RenderOptions): Promise<RenderedSour
       for (const out of outputs) {
         result.objects.push(...out.objects);
         result.problems.push(...out.problems);
-        result.roots.push({ origin: out.origin, ...(out.failure !== undefined ? { failure: out.failure } : {}) });
+        const r = out.request;
+        result.roots.push({
+          origin: out.origin,
+          by: r.by,
+          dir: r.dir,
+          render: r.kind,
+          ...(r.file !== undefined ? { file: r.file } : {}),
+          ...(r.line !== undefined ? { line: r.line } : {}),
+          ...(out.failure !== undefined ? { failure: out.failure } : {}),
+        });
       }
     }
     result.warnings.push(...plan.warnings);
+    result.problems.push(...plan.problems);
     const prefix = scope === '' ? '' : `${scope}/`;
     result.consumed = new Set(
       [...plan.consumed].filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)),

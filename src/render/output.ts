@@ -12,6 +12,8 @@ export interface RenderedObject {
   object: Obj;
   /** Source-relative file the object comes from, when known. */
   file?: string;
+  /** Its line in that file, when the written object is found there (lines.ts); never for chart templates. */
+  line?: number;
   /** "Kustomization flux-system/apps → apps/prod". */
   origin: string;
 }

@@ -7,7 +7,7 @@ import type { Problem } from '../problems.ts';
 import { argoApplications } from './argo.ts';
 import { isComponent, type KustomizeClosure, kustomizeClosure } from './closure.ts';
 import { fluxHelmReleases, fluxKustomizations } from './flux.ts';
-import { whereOf } from './object-access.ts';
+import { metaOf, whereOf } from './object-access.ts';
 import { dirOf, isUnder, shown } from './paths.ts';
 import type { DirectoryRequest, KustomizeRequest, RenderRequest } from './request.ts';
 import { directoryFiles } from './directory.ts';
@@ -26,6 +26,8 @@ export interface RenderPlan {
   renders: PlannedRender[];
   consumed: Set<string>;
   warnings: Problem[];
+  /** Objects not rendered that name enbi annotations: workloads enbi should build go unplanned (a CI gate fails). */
+  problems: Problem[];
 }
 
 const MANIFEST = /\.(ya?ml|json)$/;
@@ -130,8 +132,41 @@ export function planRenders(
     ...plain.map((request) => ({ request, ...inputsOf(request, tree, dirs, closureOf) })),
   ];
   const consumed = new Set([...renders.flatMap((r) => r.inputs), ...unusedComponents]);
-  return { renders, consumed, warnings };
+  return { renders, consumed, ...annotatedNotRendered(warnings, objects) };
 }
+
+/**
+ * A Flux or Argo CD object of this repository that is not rendered (a remote chart, a plugin) but names enbi
+ * annotations (a HelmRelease's values, an Application's parameters) hides workloads enbi should build: a
+ * problem, not a warning. Another source's objects stay warnings: that source is planned where it is read.
+ */
+function annotatedNotRendered(
+  warnings: Problem[],
+  objects: readonly ManifestObject[],
+): { warnings: Problem[]; problems: Problem[] } {
+  const keys = new Map<string, string>();
+  for (const { file, object } of objects) {
+    const key = ENBI_KEY.exec(JSON.stringify(object.spec ?? null))?.[0];
+    if (key === undefined) continue;
+    const { name, namespace } = metaOf(object);
+    keys.set(`${file}\0${String(object.kind)} ${namespace}/${name}`, key);
+  }
+  if (keys.size === 0) return { warnings, problems: [] };
+  const kept: Problem[] = [];
+  const problems: Problem[] = [];
+  for (const w of warnings) {
+    const key = w.message.startsWith('not rendered') ? keys.get(`${w.file}\0${w.object}`) : undefined;
+    if (key === undefined) kept.push(w);
+    else
+      problems.push({
+        ...w,
+        message: `${w.message}; it names enbi annotations (${key}), so the workloads they annotate are not planned`,
+      });
+  }
+  return { warnings: kept, problems };
+}
+
+const ENBI_KEY = /enbi\.hrzn\.ee\/[A-Za-z0-9._-]+/;
 
 /**
  * Why a directory rendered through the kustomization Flux (or Argo CD's directory mode) generates has

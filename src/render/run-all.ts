@@ -6,7 +6,7 @@
 import { type CachedRender, type RenderCache, renderKey } from './cache.ts';
 import type { RenderOptions, RenderedSource } from './index.ts';
 import type { RenderPlan } from './plan.ts';
-import { originOf, toolOf } from './request.ts';
+import { originOf, type RenderRequest, toolOf } from './request.ts';
 import { inCopyTerms, type RenderContext, runRender, writeGenerated } from './run-render.ts';
 import { installHint } from './tools.ts';
 import { TreeTooLargeError } from './tree.ts';
@@ -20,6 +20,8 @@ export interface RenderOutcome extends CachedRender {
   origin: string;
   /** Set when the render gave no answer (failed, timed out, did not run): its objects are unknown, not none. */
   failure?: string;
+  /** What was rendered, and who asked. */
+  request: RenderRequest;
 }
 
 /**
@@ -168,7 +170,13 @@ export async function renderAll(
     };
     const problems = out.problems.map((p) => ({ ...where, ...p }));
     const failure = unanswered.has(i) ? problems.map((p) => p.message).join('; ') : undefined;
-    return { objects: out.objects, problems, origin: originOf(r), ...(failure !== undefined ? { failure } : {}) };
+    return {
+      objects: out.objects,
+      problems,
+      origin: originOf(r),
+      request: r,
+      ...(failure !== undefined ? { failure } : {}),
+    };
   });
 }
 

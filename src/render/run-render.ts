@@ -17,6 +17,7 @@ import type { PlannedRender } from './plan.ts';
 import { type DirectoryRequest, type HelmRequest, type KustomizeRequest, originOf, overlayIsEmpty } from './request.ts';
 import { objectsOfDirectoryFile } from './directory.ts';
 import { withoutHelmTests } from './helm-tests.ts';
+import { withSourceLines } from './lines.ts';
 import { kustomizationIn, type TreeIndex } from './tree-index.ts';
 import type { Tools } from './tools.ts';
 
@@ -71,13 +72,18 @@ export async function runRender(planned: PlannedRender, index: number, ctx: Rend
     await writeFile(join(work, outside, 'kustomization.yaml'), overlayKustomization([fromOverlay], r.overlay));
     const result = await kustomize(join(work, outside));
     if (!result.ok) return fail(`kustomize build failed: ${result.message}`);
-    return objectsOfOutput(result.stdout, {
+    const out = objectsOfOutput(result.stdout, {
       origin,
       defaultNamespace: r.defaultNamespace,
       overlayDir: outside,
       overlayTree: `${TREE_DIR}/`,
       ...(r.substitute !== undefined ? { substitute: r.substitute } : {}),
     });
+    // The files kustomize names are inputs of this render, in the copy: their lines are those of the repository.
+    const objects = await withSourceLines(out.objects, (file) =>
+      readFile(join(ctx.treeDir, file)).then(decodeUtf8, () => undefined),
+    );
+    return { objects, problems: out.problems };
   }
   const helm = await runHelm(r, overlayDir, ctx);
   if (!helm.ok) return fail(`helm template failed: ${helm.message}`);

@@ -72,7 +72,7 @@ test('charts, workflows, values, JSON arrays, trailing ---, empty documents and 
   // their files are not read again as plain manifests; their workloads count with the plain ones.
   assert.match(
     r.stdout,
-    /^Read: {3}4 files, 3 documents: 3 workloads \(2 with enbi annotations\); skipped 2 documents that are not Kubernetes objects, 2 Helm chart templates$/m,
+    /^Read: {3}4 files, 3 documents and 2 rendered roots: 3 workloads \(2 rendered, 2 with enbi annotations\); skipped 2 documents that are not Kubernetes objects, 2 Helm chart templates$/m,
   );
   assert.match(r.stdout, /1 build would start/);
   assert.match(r.stdout, /Job default\/migrate-/);
@@ -89,6 +89,8 @@ test('charts, workflows, values, JSON arrays, trailing ---, empty documents and 
     skipped: 2,
     chartTemplates: 2,
     excluded: 0,
+    roots: 2,
+    renderedWorkloads: 2,
   });
 });
 

@@ -320,9 +320,10 @@ test('strategic-merge patches that look like a partial Kustomization or HelmRele
   const { code, report } = await diffCase('patch-files');
   assert.equal(code, 2);
   assert.deepEqual(report.problems, []);
-  // The HelmRelease's own warning (its chart is in a Helm repository), once, from its file; none from the patch.
+  // The HelmRelease's own warning (its chart is in a Helm repository), once, from its file and line (the
+  // Kustomization renders it: traced back to where it is written); none from the patch.
   assert.deepEqual(lines(report.warnings), [
-    'patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository, which cannot be resolved offline',
+    'patch-files/base/podinfo.yaml:1: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository, which enbi does not fetch (it renders only what this repository holds)',
   ]);
   // The Kustomization as the cluster's kustomization patches it: its images applied.
   assert.deepEqual(images(report), ['registry.local/patch-app:patched']);
@@ -383,6 +384,197 @@ test("Helm test hooks are no workload of a release: dropped for a plain chart, a
   assert.match(printed, /"helm\.sh\/hook": test\n[\s\S]*registry\.local\/helm-tests-probe/);
 });
 
+interface Listed {
+  manifests: Record<string, number>;
+  workloads: {
+    id: string;
+    file?: string;
+    line?: number;
+    root: { kind: string; path: string; object?: string; file?: string; line?: number };
+    annotated: boolean;
+    planned: boolean;
+    containers: { name: string; init: boolean; image?: string; flake?: string }[];
+  }[];
+  images: { image: string; workloads: string[]; flakes: string[] }[];
+  problems: unknown[];
+  warnings: unknown[];
+}
+
+const flake = (repo: string, c: string) => `github:example/${repo}/${rev(c)}#image`;
+
+test('enbi diff --list: every workload and image, annotated or not, with its file and line and the root it was rendered through (plain file, kustomize overlay with images:, HelmRelease of an in-repository chart), with the real kustomize and helm', async () => {
+  const env = { ENBI_HELM: renderTool('helm') };
+  const args = [...THIS_REPO, '--list'];
+  const json = await enbiDiff(join(CASES, 'list'), [...args, '-o', 'json'], env);
+  assert.equal(json.stderr, '');
+  assert.equal(json.code, 0);
+  const list = JSON.parse(json.stdout) as Listed;
+  assert.deepEqual([list.problems, list.warnings], [[], []]);
+  const rows = list.workloads.map((w) => ({
+    id: w.id,
+    at: `${w.file}:${w.line ?? '-'}`,
+    root: w.root,
+    enbi: [w.annotated, w.planned],
+    containers: w.containers.map((c) => [c.name, c.init, c.image, c.flake ?? '-']),
+  }));
+  assert.deepEqual(rows, [
+    {
+      id: 'CronJob list/list-cleanup',
+      at: 'list/plain/cleanup.yaml:2',
+      root: { kind: 'file', path: 'list/plain/cleanup.yaml' },
+      enbi: [false, false],
+      containers: [
+        ['wait', true, 'docker.io/library/busybox:1.36', '-'],
+        ['cleanup', false, 'docker.io/library/alpine:3.20', '-'],
+      ],
+    },
+    {
+      id: 'Deployment list/list-web',
+      at: 'list/plain/web.yaml:9',
+      root: { kind: 'file', path: 'list/plain/web.yaml' },
+      enbi: [true, true],
+      containers: [['web', false, `registry.local/list-web:${rev('1')}`, flake('list-web', '1')]],
+    },
+    {
+      // Rendered by helm: the template is the file; a template's lines are not the object's, so no line.
+      id: 'Deployment list-helm/list-chart',
+      at: 'list/chart/templates/deployment.yaml:-',
+      root: {
+        kind: 'HelmRelease',
+        path: 'list/chart',
+        object: 'list-helm/list-chart',
+        file: 'list/flux.yaml',
+        line: 2,
+        origin: 'HelmRelease list-helm/list-chart → list/chart',
+      },
+      enbi: [true, true],
+      containers: [['chart', false, `registry.local/list-chart:${rev('3')}`, flake('list-chart', '3')]],
+    },
+    {
+      // Renamed by the overlay's namePrefix, its tag set by its images:; traced to its line in the base.
+      id: 'Deployment list-prod/prod-api',
+      at: 'list/base/deployment.yaml:8',
+      root: {
+        kind: 'kustomization',
+        path: 'list/overlay',
+        file: 'list/overlay/kustomization.yaml',
+        origin: 'kustomize build → list/overlay',
+      },
+      enbi: [true, true],
+      containers: [['api', false, `registry.local/list-api:${rev('2')}`, flake('list-api', '2')]],
+    },
+  ]);
+  assert.deepEqual(list.images, [
+    { image: 'docker.io/library/alpine:3.20', workloads: ['CronJob list/list-cleanup'], flakes: [] },
+    { image: 'docker.io/library/busybox:1.36', workloads: ['CronJob list/list-cleanup'], flakes: [] },
+    {
+      image: `registry.local/list-api:${rev('2')}`,
+      workloads: ['Deployment list-prod/prod-api'],
+      flakes: [flake('list-api', '2')],
+    },
+    {
+      image: `registry.local/list-chart:${rev('3')}`,
+      workloads: ['Deployment list-helm/list-chart'],
+      flakes: [flake('list-chart', '3')],
+    },
+    {
+      image: `registry.local/list-web:${rev('1')}`,
+      workloads: ['Deployment list/list-web'],
+      flakes: [flake('list-web', '1')],
+    },
+  ]);
+  assert.deepEqual(
+    [list.manifests.workloads, list.manifests.annotated, list.manifests.roots, list.manifests.renderedWorkloads],
+    [4, 3, 2, 2],
+  );
+  // The same list as text, and as YAML; --list reads no cluster (no --nodes, KUBECONFIG unset).
+  const text = await enbiDiff(join(CASES, 'list'), args, env);
+  assert.equal(text.code, 0);
+  assert.match(
+    text.stdout,
+    /^Read: {3}4 files, 5 documents and 2 rendered roots: 4 workloads \(2 rendered, 3 with enbi annotations\); skipped 1 Helm chart template$/m,
+  );
+  assert.match(text.stdout, /^Workloads \(4, 3 with enbi annotations\):$/m);
+  assert.match(
+    text.stdout,
+    /^Deployment list-prod\/prod-api +api +registry\.local\/list-api:2{40} +list\/base\/deployment\.yaml:8 +kustomize build → list\/overlay +github:example\/list-api\/2{40}#image$/m,
+  );
+  assert.match(
+    text.stdout,
+    /^Deployment list-helm\/list-chart +chart +\S+ +list\/chart\/templates\/deployment\.yaml +HelmRelease list-helm\/list-chart \(list\/flux\.yaml:2\) → list\/chart +github:/m,
+  );
+  assert.match(
+    text.stdout,
+    /^CronJob list\/list-cleanup +wait \(init\) +docker\.io\/library\/busybox:1\.36 +list\/plain\/cleanup\.yaml:2 +file +-$/m,
+  );
+  assert.match(text.stdout, /^Images \(5\):$/m);
+  assert.doesNotMatch(text.stdout, /Nodes:|build would start/);
+  const yaml = await enbiDiff(join(CASES, 'list'), [...args, '-o', 'yaml'], env);
+  assert.equal(yaml.code, 0);
+  const { parse } = await import('yaml');
+  assert.deepEqual(parse(yaml.stdout), list);
+});
+
+test('a HelmRelease enbi cannot render whose values carry enbi annotations: a problem saying so, exit 4 (was a warning, exit 0 and "no workload carries an enbi annotation")', async () => {
+  const { code, report } = await diffCase('remote-annotated');
+  assert.equal(code, 4);
+  assert.deepEqual(report.warnings, []);
+  assert.deepEqual(lines(report.problems), [
+    'remote-annotated/flux.yaml:3: HelmRelease remote-annotated/remote-annotated: not rendered: chart "podinfo" comes from a HelmRepository, which enbi does not fetch (it renders only what this repository holds); it names enbi annotations (enbi.hrzn.ee/flake), so the workloads they annotate are not planned',
+  ]);
+  const text = await enbiDiff(join(CASES, 'remote-annotated'), THIS_REPO);
+  assert.match(
+    text.stdout,
+    /^No builds: no workload carries an enbi annotation \(enbi\.hrzn\.ee\/flake\) among those enbi could read; see the problem below\.$/m,
+  );
+});
+
+test("when the only annotated workload is refused the summary says so and the run exits 4; a rendered workload's problem names its file and line", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'enbi-refused-'));
+  try {
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    await mkdir(join(dir, 'base'));
+    await mkdir(join(dir, 'prod'));
+    await writeFile(join(dir, 'base/kustomization.yaml'), 'resources: [app.yaml]\n');
+    await writeFile(
+      join(dir, 'base/app.yaml'),
+      `apiVersion: v1
+kind: Service
+metadata: {name: app}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata:
+      labels: {app: app}
+      annotations: {enbi.hrzn.ee/flake: "not a flake reference"}
+    spec: {containers: [{name: app, image: registry.local/app:1}]}
+`,
+    );
+    await writeFile(join(dir, 'prod/kustomization.yaml'), 'resources: [../base]\nnamePrefix: prod-\n');
+    const text = await enbiDiff(dir);
+    assert.equal(text.code, 4, text.stdout);
+    assert.match(
+      text.stdout,
+      /^Read: {3}0 files, 0 documents and 1 rendered root: 1 workload \(1 rendered, 1 with enbi annotations\); skipped nothing$/m,
+    );
+    assert.match(
+      text.stdout,
+      /^No builds: nothing is planned, 1 workload with enbi annotations refused \(see Problems\)\.$/m,
+    );
+    assert.doesNotMatch(text.stdout, /every image is where it is needed/);
+    assert.match(
+      text.stdout,
+      /^ {2}base\/app\.yaml:5: Deployment default\/prod-app: annotation enbi\.hrzn\.ee\/flake: .*\(rendered by kustomize build → prod\)$/m,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 /** What `kustomize build DIR` says when it fails. */
 function kustomizeError(dir: string): Promise<string> {
   return new Promise((resolve) => {
@@ -396,9 +588,9 @@ function kustomizeError(dir: string): Promise<string> {
 /** Every case merged into one repository (their paths do not overlap; sources/ is the same in each). */
 async function mixedRepository(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'enbi-mixed-'));
-  // helm-tests needs helm, which the mixed run leaves out (its HelmReleases would each be "helm is needed").
+  // helm-tests and list need helm, which the mixed run leaves out (their HelmReleases would each be "helm is needed").
   for (const name of await readdir(CASES))
-    if (name !== 'helm-tests') await cp(join(CASES, name), dir, { recursive: true });
+    if (name !== 'helm-tests' && name !== 'list') await cp(join(CASES, name), dir, { recursive: true });
   return dir;
 }
 
@@ -410,6 +602,11 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
     assert.equal(text.code, 6, text.stdout + text.stderr);
     assert.equal(text.stderr, '');
     assert.doesNotMatch(text.stdout, /enbi-render-|\.\.\/\.\.\/tree|ENOENT/);
+    // Rendered roots and their workloads are counted apart from the files read as written.
+    assert.match(
+      text.stdout,
+      /^Read: {3}\d+ files, \d+ documents and \d+ rendered roots: \d+ workloads \(\d+ rendered, \d+ with enbi annotations\)/m,
+    );
     const { report } = { report: JSON.parse((await enbiDiff(dir, [...args, '-o', 'json'])).stdout) as Report };
     assert.deepEqual(revs(report), ['0', '1', '2', '3', '4', '5', '6', '7', '8', 'a', 'b', 'd', 'f'].map(rev));
     assert.ok(
@@ -433,6 +630,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       /^build-error\/flux\.yaml:1: Kustomization flux-system\/build-error → build-error\/overlay: kustomize build failed: Error: build-error\/overlay\/kustomization\.yaml: no resource matches/,
       /^build-error\/plain\/kustomization\.yaml: kustomize build → build-error\/plain: kustomize build failed/,
       /^excluded\/overlay\/kustomization\.yaml: kustomize build → excluded\/overlay: .* which is excluded/,
+      /^remote-annotated\/flux\.yaml:3: HelmRelease remote-annotated\/remote-annotated: not rendered: .*; it names enbi annotations \(enbi\.hrzn\.ee\/flake\)/,
     ];
     assert.equal(problems.length, expected.length, problems.join('\n'));
     for (const e of expected) assert.equal(problems.filter((p) => e.test(p)).length, 1, `${e}\n${problems.join('\n')}`);
@@ -450,7 +648,7 @@ test('enbi diff over one repository mixing every case: exit 6, nothing on stderr
       'other-ref/flux.yaml:17: Kustomization flux-system/other-ref-staging: another source: https://git.example.org/fleet.git (GitRepository flux-system/this-repo-staging, branch staging): not rendered (enbi reads main)',
       'unresolved-source/flux.yaml:1: Kustomization flux-system/unresolved: not rendered: its source, GitRepository flux-system/elsewhere, is not in this repository',
       'excluded/flux.yaml:17: Kustomization flux-system/excluded-drafts: not rendered: spec.path "./excluded/drafts" is excluded',
-      'patch-files/base/podinfo.yaml: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository',
+      'patch-files/base/podinfo.yaml:1: HelmRelease podinfo/podinfo: not rendered: chart "podinfo" comes from a HelmRepository',
       'argo-directory/argo.yaml:18: Application argocd/argo-dir-tree: argo-directory/tree/lib/extra.jsonnet: jsonnet, which enbi does not run: skipped',
     ]) {
       assert.equal(warnings.filter((x) => x.startsWith(w)).length, 1, `${w}\n${warnings.join('\n')}`);

@@ -412,8 +412,8 @@ spec:
   assert.deepEqual(
     analysis.warnings.map((w) => `${w.object}: ${w.message}`).filter((m) => !m.includes('flake')),
     [
-      'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which cannot be resolved offline: only postBuild.substitute is applied, variables from substituteFrom stay as written',
-      'HelmRelease data/redis: not rendered: chart "redis" comes from a HelmRepository, which cannot be resolved offline',
+      'Kustomization flux-system/apps: postBuild.substituteFrom reads ConfigMaps/Secrets from the cluster, which enbi does not read: only postBuild.substitute is applied, variables from substituteFrom stay as written',
+      'HelmRelease data/redis: not rendered: chart "redis" comes from a HelmRepository, which enbi does not fetch (it renders only what this repository holds)',
     ],
   );
   assert.deepEqual(analysis.problems, []);

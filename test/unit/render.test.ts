@@ -428,7 +428,7 @@ test('planRenders: a HelmRelease chartRef to an in-repository HelmChart; a chart
   assert.deepEqual(
     plan.warnings.map((w) => `${w.object}: ${w.message}`),
     [
-      'HelmRelease flux-system/oci: not rendered: its chartRef is an OCIRepository, fetched from a registry, which cannot be resolved offline',
+      'HelmRelease flux-system/oci: not rendered: its chartRef is an OCIRepository, a chart in a registry, which enbi does not fetch (it renders only what this repository holds)',
     ],
   );
 });
