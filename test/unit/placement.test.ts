@@ -129,9 +129,13 @@ test('per-node mode: a full node queues its own build; started builds are neithe
 
 test('chooseBuilder: needing the image breaks ties, load comes first', () => {
   const ns = nodes({ a1: {}, a2: {} });
-  assert.equal(chooseBuilder(ns, 'x86_64-linux', new Map(), 4, new Set(['a2']))?.node.name, 'a2');
-  assert.equal(chooseBuilder(ns, 'x86_64-linux', new Map([['a2', 1]]), 4, new Set(['a2']))?.node.name, 'a1');
-  assert.deepEqual(chooseBuilder([], 'x86_64-linux', new Map()), undefined);
+  const system = 'x86_64-linux';
+  assert.equal(chooseBuilder(ns, { system, load: new Map(), maxPerNode: 4, needs: new Set(['a2']) })?.node.name, 'a2');
+  assert.equal(
+    chooseBuilder(ns, { system, load: new Map([['a2', 1]]), maxPerNode: 4, needs: new Set(['a2']) })?.node.name,
+    'a1',
+  );
+  assert.deepEqual(chooseBuilder([], { system, load: new Map() }), undefined);
 });
 
 test('property: no node gets more new builds than its free slots; a build is queued only when every able node is full', () => {
