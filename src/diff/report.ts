@@ -9,6 +9,9 @@ import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
 import { plan } from '../plan/planner.ts';
 import type { Problem } from '../problems.ts';
 import type { Toleration } from '../plan/scheduling.ts';
+import type { NixBuild } from '../api/nixbuild.ts';
+import { activeBuildsByNode } from '../controller/desired.ts';
+import { warmIndex } from '../plan/warmth.ts';
 
 /** Exit codes: bit 2 = builds would start, bit 4 = problems in the input; 1 = no plan could be made. */
 export const EXIT_UP_TO_DATE = 0;
@@ -86,6 +89,10 @@ export interface DiffInput {
   /** Namespaces whose pods may declare their own flake (the controller's trustedNamespaces). */
   trustedNamespaces?: readonly string[];
   policy?: BuildPolicy;
+  /** The cluster's NixBuilds, when read: where repositories were built (warm placement) and what runs now. */
+  nixBuilds?: readonly NixBuild[];
+  /** The controller's maxConcurrentBuildsPerNode (with --config). */
+  maxBuildsPerNode?: number;
 }
 
 export function buildReport(input: DiffInput): DiffReport {
@@ -111,6 +118,10 @@ export function buildReport(input: DiffInput): DiffReport {
     nodes: withReportedMissing(input.nodes, pods.waiting),
     mode: input.mode,
     builderTolerations: input.builderTolerations ?? [],
+    ...(input.nixBuilds !== undefined
+      ? { warm: warmIndex(input.nixBuilds), activeBuilds: activeBuildsByNode(input.nixBuilds) }
+      : {}),
+    ...(input.maxBuildsPerNode !== undefined ? { maxBuildsPerNode: input.maxBuildsPerNode } : {}),
   });
   const statuses = new Map(p.statuses.map((st) => [`${st.workload}\0${st.container}`, st]));
   const invalid = new Map(pods.problems.map((pr) => [pr.object ?? '', pr.message]));
@@ -150,7 +161,8 @@ export function buildReport(input: DiffInput): DiffReport {
       imagesComplete: n.imagesComplete,
       imageSource: n.imageSource,
     })),
-    builds: p.builds,
+    // Why each node builds: told only when the NixBuilds were read (without them, load and warmth are unknown).
+    builds: input.nixBuilds !== undefined ? p.builds : p.builds.map(({ placement: _, ...b }) => b),
     statuses: p.statuses,
     waitingPods,
     refusedPods: pods.refused,

@@ -11,12 +11,15 @@ import { BatchV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node
 import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
 import type { RunningController } from '../../src/controller/controller.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
-import { REV_A, REV_B } from '../support/fixtures.ts';
+import { stringify } from 'yaml';
+import { deployment, REV_A, REV_B, yamlDocs } from '../support/fixtures.ts';
+import { enbi } from '../support/enbi-cli.ts';
 import { applyNixBuildCrd, completeJob, fakeNodes, startApiNodeController, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
 const SYSTEM = 'x86_64-linux';
+const REV_C = 'c'.repeat(40);
 
 describe('warm placement (real API server)', { skip: clusterSkipReason() }, () => {
   let c: ClusterInfo;
@@ -136,9 +139,54 @@ describe('warm placement (real API server)', { skip: clusterSkipReason() }, () =
       node: wa,
       placement: `least loaded (0 running builds), first by name beside ${wb}`,
     });
-    // The NixBuild's own status says it, as kubectl shows it.
-    const b = await get(`app-b-${run}`);
-    assert.equal(b.status?.phase, 'Succeeded');
-    assert.match(b.status?.placement ?? '', /^warm: built git\+http:\/\/git\.invalid\/app\.git /);
+    await complete(`other-${run}`);
+  });
+
+  it('enbi diff reads the NixBuilds and shows the warm node for the next revision, with the reason', async () => {
+    // Both nodes idle; app.git was built last on wb (revision B).
+    const dir = await mkdtemp(join(tmpdir(), 'enbi-warm-diff-'));
+    await writeFile(
+      join(dir, 'app.yaml'),
+      yamlDocs(
+        deployment('app', {
+          flake: `git+http://git.invalid/app.git?rev=${REV_C}#image`,
+          image: 'registry.local/app:v3',
+          annotations: { 'enbi.hrzn.ee/build': 'eager' },
+          nodeSelector: { [POOL]: run },
+        }),
+      ),
+    );
+    const config = join(await mkdtemp(join(tmpdir(), 'enbi-warm-config-')), 'config.yaml');
+    await writeFile(
+      config,
+      stringify({
+        source: { dir, intervalSeconds: 3600 },
+        namespace: ns,
+        allowedImages: ['registry.local/'],
+        allowedFlakes: ['http://git.invalid/'],
+        builderImage: 'enbi.local/builder:dev',
+        importerImage: 'enbi.local/importer:dev',
+        containerdSocket: '/run/containerd/containerd.sock',
+        builderNodeSelector: { [POOL]: run },
+        maxConcurrentBuildsPerNode: 2,
+      }),
+    );
+    const args = ['diff', '--dir', dir, '--kubeconfig', c.kubeconfig, '--config', config, '--offline'];
+    const json = await enbi([...args, '-o', 'json']);
+    assert.equal(json.code, 2, json.stderr);
+    const report = JSON.parse(json.stdout) as { builds: { flake: string; node: string; placement?: string }[] };
+    const reason = `warm: built git+http://git.invalid/app.git for ${SYSTEM} last (rev ${REV_B.slice(0, 12)})`;
+    assert.deepEqual(
+      report.builds.map((b) => [b.flake, b.node, b.placement]),
+      [[`git+http://git.invalid/app.git?rev=${REV_C}#image`, wb, reason]],
+    );
+    const text = await enbi(args);
+    assert.equal(text.code, 2, text.stderr);
+    assert.ok(
+      text.stdout.includes(
+        `Why these nodes:\n  git+http://git.invalid/app.git?rev=${REV_C.slice(0, 12)}#image (${SYSTEM}) on ${wb}: ${reason}\n`,
+      ),
+      text.stdout,
+    );
   });
 });
