@@ -355,7 +355,7 @@ export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): Build
     reason =
       full.best === undefined
         ? `the only node able to build ${system}`
-        : `the only able node under the limit of ${max} running builds`;
+        : `the only able node under the limit of ${runningBuilds(max)}`;
   else {
     const rule = Math.abs(order(best, next, !isFull));
     reason = ruleReason(rule, best, next);
@@ -363,11 +363,10 @@ export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): Build
     if (!isFull && rule > 3 && warm.has(best.name))
       reason = `${ruleReason(3, best, next)}; as warm as ${next.name}, ${reason}`;
   }
-  if (isFull) reason = `every able node is at the limit of ${max} running builds: waits for a slot here (${reason})`;
+  if (isFull) reason = `every able node is at the limit of ${runningBuilds(max)}: waits for a slot here (${reason})`;
   return { node: best, full: isFull, reason: passedOver(best) + reason };
 
   function ruleReason(rule: number, a: NodeView, b: NodeView): string {
-    const builds = (n: number) => `${n} running build${n === 1 ? '' : 's'}`;
     switch (rule) {
       case 1:
         return `its imports spread through Spegel (containerd ≥ 2); ${b.name}'s cannot`;
@@ -378,11 +377,11 @@ export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): Build
         return `warm: ${describeWarm(w, w === warmest())}`;
       }
       case 4:
-        return `least loaded: ${builds(loadOf(a))}, ${b.name} has ${loadOf(b)}`;
+        return `least loaded: ${runningBuilds(loadOf(a))}, ${b.name} has ${loadOf(b)}`;
       case 5:
-        return `least loaded (${builds(loadOf(a))}) and needs the image itself; ${b.name} does not`;
+        return `least loaded (${runningBuilds(loadOf(a))}) and needs the image itself; ${b.name} does not`;
       default:
-        return `least loaded (${builds(loadOf(a))}), first by name beside ${b.name}`;
+        return `least loaded (${runningBuilds(loadOf(a))}), first by name beside ${b.name}`;
     }
   }
 
@@ -408,7 +407,7 @@ export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): Build
       n === undefined
         ? 'cannot build now (not Ready, cordoned, tainted or not a builder)'
         : loadOf(n) >= max
-          ? `is at the limit of ${max} running builds`
+          ? `is at the limit of ${runningBuilds(max)}`
           : n.system !== system
             ? `would emulate ${system}`
             : n.spegelSource === false
@@ -416,6 +415,10 @@ export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): Build
               : undefined;
     return why !== undefined ? `${w.node} ${describeWarm(w, true)} but ${why}; ` : '';
   }
+}
+
+function runningBuilds(n: number): string {
+  return `${n} running build${n === 1 ? '' : 's'}`;
 }
 
 function sign(n: number): number {

@@ -248,6 +248,36 @@ test('desired: Spegel-mode builds carry no spec.node; their node is the placemen
   );
 });
 
+test('desired: the next revision goes to the node that built the repository last, and placedWhy says so', () => {
+  const cold = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')] }));
+  assert.deepEqual([...cold.placement.values()], ['a2']);
+  assert.deepEqual(
+    [...cold.placedWhy.values()],
+    ['least loaded (0 running builds) and needs the image itself; a1 does not'],
+  );
+  // Revision A of lazy.git Succeeded on a1: revision B goes there, though a2 is the pod's own node.
+  const revA: NixBuild = {
+    ...cold.create[0]!,
+    metadata: { name: 'lazy-a' },
+    spec: { ...cold.create[0]!.spec, flakeUrl: `git+http://git.invalid/lazy.git?rev=${REV_A}` },
+    status: { phase: 'Succeeded', node: 'a1', completionTime: '2025-01-01T11:00:00Z' },
+  };
+  const warm = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [revA] }));
+  assert.deepEqual([...warm.placement.values()], ['a1']);
+  assert.deepEqual(
+    [...warm.placedWhy.values()],
+    [`warm: built git+http://git.invalid/lazy.git for x86_64-linux last (rev ${REV_A.slice(0, 12)})`],
+  );
+  // a1 busy with another build (the limit is 1): back to load.
+  const busy: NixBuild = { ...revA, metadata: { name: 'other' }, status: { phase: 'Building', node: 'a1' } };
+  const full = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [revA, busy] }));
+  assert.deepEqual([...full.placement.values()], ['a2']);
+  assert.match(
+    [...full.placedWhy.values()][0]!,
+    /^a1 built git\+http:\/\/git\.invalid\/lazy\.git .* but is at the limit of 1 running build; /,
+  );
+});
+
 test('desired: a Succeeded build is rebuilt only when a pod reports the image missing, the list is complete, and the grace period has passed', () => {
   const first = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')] })).create[0]!;
   const done = (completionTime: string): NixBuild => ({
