@@ -244,9 +244,7 @@ async function readSource(
   };
 }
 
-async function readNodes(
-  opts: DiffOptions,
-): Promise<{
+async function readNodes(opts: DiffOptions): Promise<{
   nodes: NodeView[];
   from: string;
   pods?: V1Pod[];
