@@ -85,6 +85,12 @@ export const nixBuildStatusSchema = z
       .string()
       .optional()
       .describe('The node building (or that built) the image: spec.node, or the one enbi chose.'),
+    placement: z
+      .string()
+      .optional()
+      .describe(
+        "Why enbi chose status.node: e.g. 'warm: built <repository> for <system> last (rev …)' (its store holds what the last revision built) or 'least loaded: …'. Absent when spec.node pins the build.",
+      ),
     system: z.string().optional(),
     image: z.string().optional().describe('The first image reference imported.'),
     imageDigest: z

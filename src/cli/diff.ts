@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { DEFAULT_NODE_STATUS_MAX_IMAGES, type NodeView } from '../cluster/node-view.ts';
 import { loadKubeConfig, readBoundPods, readNodesFile, readNodesFromCluster } from '../cluster/read-nodes.ts';
+import { readNixBuilds } from '../cluster/read-builds.ts';
+import type { NixBuild } from '../api/nixbuild.ts';
 import { findDrift } from '../diff/drift.ts';
 import { toSafeJson, toSafeYaml } from '../diff/output.ts';
 import { printable } from '../text/printable.ts';
@@ -251,19 +253,31 @@ async function readSource(
   };
 }
 
-async function readNodes(
-  opts: DiffOptions,
-): Promise<{ nodes: NodeView[]; from: string; pods?: V1Pod[]; podsNote?: string }> {
+async function readNodes(opts: DiffOptions): Promise<{
+  nodes: NodeView[];
+  from: string;
+  pods?: V1Pod[];
+  podsNote?: string;
+  builds?: NixBuild[];
+  buildsNote?: string;
+}> {
   if (opts.nodesFile !== undefined)
     return { nodes: await readNodesFile(opts.nodesFile, opts.maxImages), from: opts.nodesFile };
   const kc = loadKubeConfig(opts.kubeconfig);
   // A live cluster also has pods already waiting for images: the on-demand view.
-  const [nodes, { pods, note }] = await Promise.all([readNodesFromCluster(kc, opts.maxImages), readBoundPods(kc)]);
+  const [nodes, { pods, note }, read] = await Promise.all([
+    readNodesFromCluster(kc, opts.maxImages),
+    readBoundPods(kc),
+    // Where builds ran and run: warm placement and load, as the controller plans.
+    readNixBuilds(kc, opts.config?.namespace),
+  ]);
   return {
     nodes,
     from: kc.getCurrentCluster()?.server ?? 'the cluster',
     ...(pods !== undefined ? { pods } : {}),
     ...(note !== undefined ? { podsNote: note } : {}),
+    ...(read.builds !== undefined ? { builds: read.builds } : {}),
+    ...(read.note !== undefined ? { buildsNote: read.note } : {}),
   };
 }
 
@@ -280,7 +294,7 @@ async function listOnce(opts: DiffOptions): Promise<number> {
 
 async function diffOnce(opts: DiffOptions): Promise<number> {
   if (opts.list) return listOnce(opts);
-  const [{ files, info, rendered }, { nodes, from, pods, podsNote }] = await Promise.all([
+  const [{ files, info, rendered }, { nodes, from, pods, podsNote, builds, buildsNote }] = await Promise.all([
     readSource(opts),
     readNodes(opts),
   ]);
@@ -307,8 +321,11 @@ async function diffOnce(opts: DiffOptions): Promise<number> {
     trustedNamespaces: opts.trustedNamespaces,
     ...(cfg !== undefined ? { policy: policyOf(cfg), builderTolerations: cfg.builderTolerations } : {}),
     ...(watched !== undefined ? { pods: watched } : {}),
+    ...(builds !== undefined ? { nixBuilds: builds } : {}),
+    ...(cfg !== undefined ? { maxBuildsPerNode: cfg.maxConcurrentBuildsPerNode } : {}),
   });
   if (podsNote !== undefined) report.warnings.push({ message: podsNote });
+  if (buildsNote !== undefined) report.warnings.push({ message: buildsNote });
   for (const note of notes) report.warnings.push({ message: note });
   if (opts.output === 'json') process.stdout.write(toSafeJson(report));
   else if (opts.output === 'yaml') process.stdout.write(toSafeYaml(report));

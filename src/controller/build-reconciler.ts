@@ -52,8 +52,10 @@ export interface World {
   claims: ImageClaims;
   /** A Git source is configured and not read yet (its claims unknown): why builds not started wait. */
   sourcePending?: string;
-  /** Where a build without a node (or a moved one) goes now; counts it against that node's slots. */
-  candidate(system: string): string | undefined;
+  /** Why each build created by that pass was placed where it is (the planner's reason). */
+  placedWhy: ReadonlyMap<string, string>;
+  /** Where a build without a node (or a moved one) goes now, and why; counts it against that node's slots. */
+  candidate(build: { system: string; flakeUrl: string }): { node: string; reason: string } | undefined;
 }
 
 export interface BuildReconcilerDeps {
@@ -89,8 +91,15 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
     const latestJob = [...jobs].sort((a, b) => attemptOf(b) - attemptOf(a))[0]?.metadata?.name;
     const pods = latestJob !== undefined ? (world.podsByJob.get(latestJob) ?? []) : [];
     const placed = world.placement.get(name);
-    const candidate =
-      placed !== undefined && nb.status?.node === undefined ? () => placed : () => world.candidate(nb.spec.system);
+    // The placement the state machine takes, kept with its reason for status.placement.
+    let chosen: { node: string; reason?: string } | undefined;
+    const candidate = () => {
+      chosen =
+        placed !== undefined && nb.status?.node === undefined
+          ? { node: placed, ...optional('reason', world.placedWhy.get(name)) }
+          : world.candidate(nb.spec);
+      return chosen?.node;
+    };
     const base = {
       nb,
       jobs,
@@ -126,6 +135,7 @@ export function buildReconciler(d: BuildReconcilerDeps): (name: string, world: W
       const failedLog = await readLogTail(action.pod);
       ({ status, action, event } = nextState({ ...base, failedLog }));
     }
+    if (chosen?.reason !== undefined && status.node === chosen.node) status.placement = chosen.reason;
     // Starting a Job is the one act that matters if decided from an old copy (a stale reconcile would start
     // the attempt a newer status has moved past): it is done only from the object's current version, read
     // here (rare: once per attempt). The status write below is guarded the same way.

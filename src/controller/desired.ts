@@ -14,6 +14,7 @@ import { podWorkloads, type RefusedPod, type WaitingPod, withReportedMissing } f
 import type { Analysis } from '../pipeline/analyze.ts';
 import { type DistributionMode, type PlannedBuild, plan } from '../plan/planner.ts';
 import type { Toleration } from '../plan/scheduling.ts';
+import { warmIndex } from '../plan/warmth.ts';
 import type { Problem } from '../problems.ts';
 
 export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
@@ -50,6 +51,8 @@ export interface Desired {
   create: NixBuild[];
   /** The node chosen for each created build (Spegel mode keeps it in status.node, not in the spec). */
   placement: Map<string, string>;
+  /** Why each created build's node was chosen (status.placement). */
+  placedWhy: Map<string, string>;
   /** Builds that would start but wait for a free slot on every node able to build them. */
   waiting: PlannedBuild[];
   /** Succeeded builds whose image is missing again where a pod waits for it: name → why. */
@@ -122,12 +125,14 @@ export function desiredBuilds(input: DesiredInput): Desired {
     activeBuilds: activeBuildsByNode(input.existing),
     maxBuildsPerNode: input.maxConcurrentBuildsPerNode,
     started: (b) => existing.has(nameOf(b)),
+    warm: warmIndex(input.existing),
   });
   // Images kubelet itself reports missing, by waiting pod: the evidence a finished build is gone again.
   const reported = new Map<string, WaitingPod[]>();
   for (const w of pods.waiting) if (w.reported) reported.set(w.workload, [...(reported.get(w.workload) ?? []), w]);
   const create: NixBuild[] = [];
   const placement = new Map<string, string>();
+  const placedWhy = new Map<string, string>();
   const waiting: PlannedBuild[] = [];
   const rebuild = new Map<string, string>();
   const rebuildOf = new Map<string, string>();
@@ -161,10 +166,12 @@ export function desiredBuilds(input: DesiredInput): Desired {
     existing.set(name, nb);
     create.push(nb);
     placement.set(name, b.node);
+    if (b.placement !== undefined) placedWhy.set(name, b.placement);
   }
   return {
     create,
     placement,
+    placedWhy,
     waiting,
     rebuild,
     ...(recheckAfterMs !== undefined ? { recheckAfterMs } : {}),

@@ -21,6 +21,7 @@ import { gitClaims, type ImageClaims, needKey } from '../plan/claims.ts';
 import { gcDecision, type UnknownRoot } from '../plan/gc.ts';
 import type { RefusedPod } from '../plan/on-demand.ts';
 import { canBuild, chooseBuilder } from '../plan/planner.ts';
+import { warmFor, warmIndex, type WarmIndex } from '../plan/warmth.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { World } from './build-reconciler.ts';
@@ -330,6 +331,7 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
     for (const [name, node] of desired.placement)
       if (byName.get(name)?.spec.node === undefined) load.set(node, (load.get(node) ?? 0) + 1);
     const ableBySystem = new Map<string, NodeView[]>();
+    let warm: WarmIndex | undefined;
     return {
       now,
       builds: byName,
@@ -338,20 +340,27 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
       rawNodes: new Map(o.nodes.map((n) => [n.metadata?.name ?? '', n])),
       views: new Map(nodes.map((n) => [n.name, n])),
       placement: desired.placement,
+      placedWhy: desired.placedWhy,
       rebuild: desired.rebuild,
       rebuildOf: desired.rebuildOf,
       notAdopted: desired.notAdopted,
       planned: desired.planned,
       claims,
       ...(sourcePending !== undefined ? { sourcePending } : {}),
-      candidate(system) {
+      candidate({ system, flakeUrl }) {
         let able = ableBySystem.get(system);
         if (able === undefined)
           ableBySystem.set(system, (able = nodes.filter((n) => canBuild(n, system, cfg.builderTolerations))));
-        const choice = chooseBuilder(able, system, load, cfg.maxConcurrentBuildsPerNode);
+        warm ??= warmIndex(builds);
+        const choice = chooseBuilder(able, {
+          system,
+          load,
+          maxPerNode: cfg.maxConcurrentBuildsPerNode,
+          warm: warmFor(warm, flakeUrl, system),
+        });
         if (choice === undefined) return undefined;
         load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);
-        return choice.node.name;
+        return { node: choice.node.name, reason: choice.reason };
       },
     };
   }

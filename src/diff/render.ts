@@ -83,6 +83,12 @@ export function renderText(report: DiffReport): string {
       ]);
     }
     out.push(table(rows));
+    const placed = report.builds.filter((b) => b.node !== null && b.placement !== undefined);
+    if (placed.length > 0) {
+      out.push('', 'Why these nodes:');
+      for (const b of placed)
+        out.push(`  ${abbreviate(b.flake)} (${b.system}) on ${b.node}: ${abbreviate(b.placement!)}`);
+    }
   }
   if (report.waitingPods.length > 0) {
     out.push('', `Pods waiting for an image missing on their node (${report.waitingPods.length}):`);

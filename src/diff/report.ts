@@ -9,6 +9,9 @@ import type { DistributionMode, ImageState, Plan } from '../plan/planner.ts';
 import { plan } from '../plan/planner.ts';
 import type { Problem } from '../problems.ts';
 import type { Toleration } from '../plan/scheduling.ts';
+import type { NixBuild } from '../api/nixbuild.ts';
+import { activeBuildsByNode } from '../controller/desired.ts';
+import { warmIndex } from '../plan/warmth.ts';
 
 /**
  * Exit codes: bit 2 = builds would start, bit 4 = problems in the input (annotated workloads not planned among
@@ -91,6 +94,10 @@ export interface DiffInput {
   /** Namespaces whose pods may declare their own flake (the controller's trustedNamespaces). */
   trustedNamespaces?: readonly string[];
   policy?: BuildPolicy;
+  /** The cluster's NixBuilds, when read: where repositories were built (warm placement) and what runs now. */
+  nixBuilds?: readonly NixBuild[];
+  /** The controller's maxConcurrentBuildsPerNode (with --config). */
+  maxBuildsPerNode?: number;
 }
 
 export function buildReport(input: DiffInput): DiffReport {
@@ -116,6 +123,10 @@ export function buildReport(input: DiffInput): DiffReport {
     nodes: withReportedMissing(input.nodes, pods.waiting),
     mode: input.mode,
     builderTolerations: input.builderTolerations ?? [],
+    ...(input.nixBuilds !== undefined
+      ? { warm: warmIndex(input.nixBuilds), activeBuilds: activeBuildsByNode(input.nixBuilds) }
+      : {}),
+    ...(input.maxBuildsPerNode !== undefined ? { maxBuildsPerNode: input.maxBuildsPerNode } : {}),
   });
   // Every workload with needs is annotated: the annotated ones left without a planned build were refused.
   const refused = Math.max(0, input.analysis.counts.annotated - allowed.workloads.length);
@@ -157,7 +168,8 @@ export function buildReport(input: DiffInput): DiffReport {
       imagesComplete: n.imagesComplete,
       imageSource: n.imageSource,
     })),
-    builds: p.builds,
+    // Why each node builds: told only when the NixBuilds were read (without them, load and warmth are unknown).
+    builds: input.nixBuilds !== undefined ? p.builds : p.builds.map(({ placement: _, ...b }) => b),
     statuses: p.statuses,
     refused,
     waitingPods,

@@ -8,6 +8,7 @@ import type { BuildMode } from '../contract/annotations.ts';
 import type { NodeView } from '../cluster/node-view.ts';
 import { workloadId } from '../manifests/workloads.ts';
 import { platformOf } from '../cluster/systems.ts';
+import { describeWarm, type WarmBuild, warmFor, type WarmIndex } from './warmth.ts';
 import { blockingTaintsTolerated, type PodScheduling, type Toleration, unfitReason } from './scheduling.ts';
 
 /** spegel: one node of a system holding the image is enough (peers serve it); per-node: every node needing it must hold it. */
@@ -28,6 +29,8 @@ export interface PlanInput {
   maxBuildsPerNode?: number;
   /** Builds that exist already (the controller's NixBuilds): not placed again; their load is in activeBuilds. */
   started?: (build: PlannedBuild) => boolean;
+  /** Where each repository was last built (warmIndex of the NixBuilds): preferred builders within the limit. */
+  warm?: WarmIndex;
 }
 
 export interface PlannedBuild {
@@ -50,6 +53,8 @@ export interface PlannedBuild {
   trigger: BuildMode;
   /** Every node able to build it is at maxBuildsPerNode: it waits for a free slot on `node`. */
   queued?: true;
+  /** Why `node` builds it (warm, least loaded, native, ...): what the NixBuild's status.placement says. */
+  placement?: string;
 }
 
 export type ImageState = 'present' | 'missing' | 'unknown' | 'unschedulable';
@@ -292,37 +297,132 @@ export interface BuilderChoice {
   node: NodeView;
   /** The node is at the limit (as is every other able node): the build waits for a free slot. */
   full: boolean;
+  /** Why this node: the first rule that set it apart from the next best (see chooseBuilder). */
+  reason: string;
+}
+
+export interface BuilderQuery {
+  system: string;
+  /** Running builds by node. */
+  load: ReadonlyMap<string, number>;
+  /** Running builds per node (default: no limit). */
+  maxPerNode?: number;
+  /** Nodes that need the image themselves. */
+  needs?: ReadonlySet<string>;
+  /** Nodes whose stores are warm for this build: they built its repository for this system (warmth.ts). */
+  warm?: ReadonlyMap<string, WarmBuild>;
 }
 
 /**
  * The builder for a system among nodes able to build it: a node under the per-node limit if there is
  * one, one whose imports Spegel can spread (containerd ≥ 2: NodeView.spegelSource), native before
- * emulated, then the least loaded (spreading builds), then one that needs the image itself (no Spegel
- * transfer), then by name. Pure; `load` is the running builds by node.
+ * emulated, then the warmest (the one that built the same repository for the system most recently: its
+ * store holds the dependencies the next revision shares), then the least loaded (spreading builds), then
+ * one that needs the image itself (no Spegel transfer), then by name. Warmth never outranks Spegel or native
+ * building, and counts only under the limit: when every able node is full, load decides which the build
+ * waits for. Pure.
  */
-export function chooseBuilder(
-  able: readonly NodeView[],
-  system: string,
-  load: ReadonlyMap<string, number>,
-  maxPerNode = Infinity,
-  needs: ReadonlySet<string> = new Set(),
-): BuilderChoice | undefined {
+export function chooseBuilder(able: readonly NodeView[], q: BuilderQuery): BuilderChoice | undefined {
+  const { system, load } = q;
+  const max = q.maxPerNode ?? Infinity;
+  const needs = q.needs ?? new Set<string>();
+  const warm = q.warm ?? new Map<string, WarmBuild>();
   const loadOf = (n: NodeView) => load.get(n.name) ?? 0;
-  const better = (a: NodeView, b: NodeView) =>
-    Number(a.spegelSource === false) - Number(b.spegelSource === false) ||
-    Number(a.system !== system) - Number(b.system !== system) ||
-    loadOf(a) - loadOf(b) ||
-    Number(!needs.has(a.name)) - Number(!needs.has(b.name)) ||
-    compare(a.name, b.name);
-  let free: NodeView | undefined;
-  let full: NodeView | undefined;
+  const warmAt = (n: NodeView) => warm.get(n.name)?.completedAt ?? -1;
+  // Negative when a is better, positive when b is; its magnitude is the rule that decided (RULES[|d| - 1]).
+  const order = (a: NodeView, b: NodeView, warmth: boolean): number =>
+    sign(Number(a.spegelSource === false) - Number(b.spegelSource === false)) * 1 ||
+    sign(Number(a.system !== system) - Number(b.system !== system)) * 2 ||
+    (warmth ? sign(warmAt(b) - warmAt(a)) * 3 : 0) ||
+    sign(loadOf(a) - loadOf(b)) * 4 ||
+    sign(Number(!needs.has(a.name)) - Number(!needs.has(b.name))) * 5 ||
+    compare(a.name, b.name) * 6;
+  const free = { best: undefined as NodeView | undefined, next: undefined as NodeView | undefined };
+  const full = { best: undefined as NodeView | undefined, next: undefined as NodeView | undefined };
   for (const n of able) {
-    if (loadOf(n) < maxPerNode) {
-      if (free === undefined || better(n, free) < 0) free = n;
-    } else if (full === undefined || better(n, full) < 0) full = n;
+    const warmth = loadOf(n) < max;
+    const slot = warmth ? free : full;
+    if (slot.best === undefined || order(n, slot.best, warmth) < 0) {
+      slot.next = slot.best;
+      slot.best = n;
+    } else if (slot.next === undefined || order(n, slot.next, warmth) < 0) slot.next = n;
   }
-  if (free !== undefined) return { node: free, full: false };
-  return full !== undefined ? { node: full, full: true } : undefined;
+  const isFull = free.best === undefined;
+  const { best, next } = isFull ? full : free;
+  if (best === undefined) return undefined;
+  let reason: string;
+  if (next === undefined)
+    reason =
+      full.best === undefined
+        ? `the only node able to build ${system}`
+        : `the only able node under the limit of ${runningBuilds(max)}`;
+  else {
+    const rule = Math.abs(order(best, next, !isFull));
+    reason = ruleReason(rule, best, next);
+    // As warm as the next best: warmth still set both apart from the colder nodes.
+    if (!isFull && rule > 3 && warm.has(best.name))
+      reason = `${ruleReason(3, best, next)}; as warm as ${next.name}, ${reason}`;
+  }
+  if (isFull) reason = `every able node is at the limit of ${runningBuilds(max)}: waits for a slot here (${reason})`;
+  return { node: best, full: isFull, reason: passedOver(best) + reason };
+
+  function ruleReason(rule: number, a: NodeView, b: NodeView): string {
+    switch (rule) {
+      case 1:
+        return `its imports spread through Spegel (containerd ≥ 2); ${b.name}'s cannot`;
+      case 2:
+        return `native ${system}; ${b.name} would emulate it`;
+      case 3: {
+        const w = warm.get(a.name)!;
+        return `warm: ${describeWarm(w, w === warmest())}`;
+      }
+      case 4:
+        return `least loaded: ${runningBuilds(loadOf(a))}, ${b.name} has ${loadOf(b)}`;
+      case 5:
+        return `least loaded (${runningBuilds(loadOf(a))}) and needs the image itself; ${b.name} does not`;
+      default:
+        return `least loaded (${runningBuilds(loadOf(a))}), first by name beside ${b.name}`;
+    }
+  }
+
+  /** The most recent warm build, ties by node name. */
+  function warmest(): WarmBuild | undefined {
+    let top: WarmBuild | undefined;
+    for (const w of warm.values())
+      if (
+        top === undefined ||
+        w.completedAt > top.completedAt ||
+        (w.completedAt === top.completedAt && w.node < top.node)
+      )
+        top = w;
+    return top;
+  }
+
+  /** Why the warmest node is not the one chosen, when it is not: a reader of the status should not have to guess. */
+  function passedOver(chosen: NodeView): string {
+    const w = warmest();
+    if (w === undefined || w.node === chosen.name) return '';
+    const n = able.find((x) => x.name === w.node);
+    const why =
+      n === undefined
+        ? 'cannot build now (not Ready, cordoned, tainted or not a builder)'
+        : loadOf(n) >= max
+          ? `is at the limit of ${runningBuilds(max)}`
+          : n.system !== system
+            ? `would emulate ${system}`
+            : n.spegelSource === false
+              ? 'cannot spread its imports through Spegel'
+              : undefined;
+    return why !== undefined ? `${w.node} ${describeWarm(w, true)} but ${why}; ` : '';
+  }
+}
+
+function runningBuilds(n: number): string {
+  return `${n} running build${n === 1 ? '' : 's'}`;
+}
+
+function sign(n: number): number {
+  return n < 0 ? -1 : n > 0 ? 1 : 0;
 }
 
 /** Picks a builder for each Spegel-mode build and checks the per-node ones; returns what cannot be built. */
@@ -344,6 +444,7 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
         continue;
       }
       build.emulated = node.system !== build.system;
+      build.placement = 'the node that needs the image builds it (per-node mode)';
       if ((load.get(node.name) ?? 0) >= max) build.queued = true;
       else load.set(node.name, (load.get(node.name) ?? 0) + 1);
       continue;
@@ -353,7 +454,13 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
       able = input.nodes.filter((n) => canBuild(n, build.system, input.builderTolerations));
       buildersBySystem.set(build.system, able);
     }
-    const choice = chooseBuilder(able, build.system, load, max, new Set(build.missingOn));
+    const choice = chooseBuilder(able, {
+      system: build.system,
+      load,
+      maxPerNode: max,
+      needs: new Set(build.missingOn),
+      warm: warmFor(input.warm, build.flake, build.system),
+    });
     if (choice === undefined) {
       unbuildable.push(
         `${build.id}: no Ready, schedulable node can build ${build.system} (a native node, or one labelled enbi.hrzn.ee/builds.${build.system}=true)`,
@@ -361,6 +468,7 @@ function assignBuilders(builds: PlannedBuild[], input: PlanInput): string[] {
       continue;
     }
     build.node = choice.node.name;
+    build.placement = choice.reason;
     build.emulated = choice.node.system !== build.system;
     if (choice.full) build.queued = true;
     else load.set(choice.node.name, (load.get(choice.node.name) ?? 0) + 1);

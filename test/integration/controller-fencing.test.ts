@@ -174,7 +174,8 @@ describe('optimistic writes and the leader fence (real API server)', { skip: clu
       notAdopted: new Map(),
       planned: new Set(),
       claims: new Map(),
-      candidate: () => `fence-${run}`,
+      placedWhy: new Map(),
+      candidate: () => ({ node: `fence-${run}`, reason: 'the only node' }),
     };
     // From the old copy (no status, no Job) the decision is to start attempt 1: a status that would erase theirs.
     const outcome = await reconcile(name, world);

@@ -129,9 +129,13 @@ test('per-node mode: a full node queues its own build; started builds are neithe
 
 test('chooseBuilder: needing the image breaks ties, load comes first', () => {
   const ns = nodes({ a1: {}, a2: {} });
-  assert.equal(chooseBuilder(ns, 'x86_64-linux', new Map(), 4, new Set(['a2']))?.node.name, 'a2');
-  assert.equal(chooseBuilder(ns, 'x86_64-linux', new Map([['a2', 1]]), 4, new Set(['a2']))?.node.name, 'a1');
-  assert.deepEqual(chooseBuilder([], 'x86_64-linux', new Map()), undefined);
+  const system = 'x86_64-linux';
+  assert.equal(chooseBuilder(ns, { system, load: new Map(), maxPerNode: 4, needs: new Set(['a2']) })?.node.name, 'a2');
+  assert.equal(
+    chooseBuilder(ns, { system, load: new Map([['a2', 1]]), maxPerNode: 4, needs: new Set(['a2']) })?.node.name,
+    'a1',
+  );
+  assert.deepEqual(chooseBuilder([], { system, load: new Map() }), undefined);
 });
 
 test('property: no node gets more new builds than its free slots; a build is queued only when every able node is full', () => {
@@ -241,6 +245,36 @@ test('desired: Spegel-mode builds carry no spec.node; their node is the placemen
   assert.deepEqual(
     activeBuildsByNode([busy, { ...busy, status: { phase: 'Succeeded', node: 'a1' } }]),
     new Map([['a2', 1]]),
+  );
+});
+
+test('desired: the next revision goes to the node that built the repository last, and placedWhy says so', () => {
+  const cold = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')] }));
+  assert.deepEqual([...cold.placement.values()], ['a2']);
+  assert.deepEqual(
+    [...cold.placedWhy.values()],
+    ['least loaded (0 running builds) and needs the image itself; a1 does not'],
+  );
+  // Revision A of lazy.git Succeeded on a1: revision B goes there, though a2 is the pod's own node.
+  const revA: NixBuild = {
+    ...cold.create[0]!,
+    metadata: { name: 'lazy-a' },
+    spec: { ...cold.create[0]!.spec, flakeUrl: `git+http://git.invalid/lazy.git?rev=${REV_A}` },
+    status: { phase: 'Succeeded', node: 'a1', completionTime: '2025-01-01T11:00:00Z' },
+  };
+  const warm = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [revA] }));
+  assert.deepEqual([...warm.placement.values()], ['a1']);
+  assert.deepEqual(
+    [...warm.placedWhy.values()],
+    [`warm: built git+http://git.invalid/lazy.git for x86_64-linux last (rev ${REV_A.slice(0, 12)})`],
+  );
+  // a1 busy with another build (the limit is 1): back to load.
+  const busy: NixBuild = { ...revA, metadata: { name: 'other' }, status: { phase: 'Building', node: 'a1' } };
+  const full = desiredBuilds(desiredInput({ pods: [podOn('p1', 'a2')], existing: [revA, busy] }));
+  assert.deepEqual([...full.placement.values()], ['a2']);
+  assert.match(
+    [...full.placedWhy.values()][0]!,
+    /^a1 built git\+http:\/\/git\.invalid\/lazy\.git .* but is at the limit of 1 running build; /,
   );
 });
 
