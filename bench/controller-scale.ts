@@ -16,7 +16,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { printSites, Session, startSampling, topSites } from './heap-profile.ts';
 import { parseAllDocuments, stringify } from 'yaml';
 
 const NODES = Number(process.env.NODES ?? 5000);
@@ -216,13 +218,22 @@ async function main(): Promise<void> {
     // The controller once per set of V8 flags, each in a fresh process against the same cluster: Node's
     // defaults, and the flags deploy/ gives the controller (NODE_OPTIONS), side by side.
     for (const flags of CONTROLLER_FLAGS) {
-      const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
+      // A child that dies (heap out of memory under a cap) is reported, and the next flag set still runs.
+      const result = await new Promise<Record<string, number[] | number> | undefined>((resolve) => {
         const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], {
           execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)],
         });
-        ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
-        ch.once('exit', (code) => reject(new Error(`controller child (${flags || 'defaults'}) exited ${code}`)));
+        let answered = false;
+        ch.once('message', (m) => ((answered = true), resolve(m as Record<string, number[] | number>)));
+        ch.once('exit', (code, signal) => {
+          if (answered) return;
+          console.log(
+            `--- controller with ${flags || "Node's default heap flags"} EXITED (code ${code}, signal ${signal})`,
+          );
+          resolve(undefined);
+        });
       });
+      if (result === undefined) continue;
       const q = (xs: number[], p: number) =>
         [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
       const quiet = result.quiet as number[];
@@ -238,7 +249,10 @@ async function main(): Promise<void> {
       console.log(
         `memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`,
       );
-      console.log(`memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)}`);
+      console.log(
+        `memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)} (after start ${mib(result.peakAfterStart as number)}, after the first passes ${mib(result.peakAfterFirst as number)})`,
+      );
+      console.log(`V8 heap_size_limit                           ${mib(result.heapLimit as number)}`);
       console.log(
         `memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`,
       );
@@ -273,15 +287,35 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   });
   const metrics = newMetrics();
   const logs: string[] = [];
+  // HEAP_PROFILE=alloc: every sampled allocation of each phase by site (garbage included); =live: what
+  // is still alive at the end of the run, by the site that allocated it (what the caches hold).
+  const profiling = process.env.HEAP_PROFILE;
+  const session = profiling !== undefined ? new Session() : undefined;
+  session?.connect();
+  const profilePhase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    if (session === undefined || profiling !== 'alloc') return fn();
+    const stop = await startSampling(session, { includeCollected: true });
+    const out = await fn();
+    printSites(`allocated during ${name}`, topSites(await stop(), 14));
+    return out;
+  };
+  const stopLive =
+    session !== undefined && profiling === 'live'
+      ? await startSampling(session, { includeCollected: false })
+      : undefined;
+  const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
   let t = performance.now();
-  const ctl = await startController({
-    cfg,
-    kc,
-    source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
-    metrics,
-    log: (m) => logs.push(m),
-  });
+  const ctl = await profilePhase('start (informers listed)', () =>
+    startController({
+      cfg,
+      kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics,
+      log: (m) => logs.push(m),
+    }),
+  );
   const startMs = performance.now() - t;
+  const peakAfterStart = hwm();
   const reconcile = async () => {
     const done = ctl.reconciled();
     ctl.trigger(true);
@@ -290,9 +324,13 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   };
   // The first pass can run before the source is read (informer events start one), and a trusted namespace's
   // pods are planned only once it is: the pass measured as "first" is the one that creates the builds.
-  let firstMs = await reconcile();
-  for (let i = 0; i < 20 && metrics.buildsCreated === 0; i++) firstMs = await reconcile();
+  let firstMs = 0;
+  await profilePhase('the first passes (until builds are created)', async () => {
+    firstMs = await reconcile();
+    for (let i = 0; i < 20 && metrics.buildsCreated === 0; i++) firstMs = await reconcile();
+  });
   const builds = metrics.buildsCreated;
+  const peakAfterFirst = hwm();
   // Let the informers see what the first reconcile wrote, then time quiet ones.
   for (let i = 0; i < 3; i++) {
     await new Promise((r) => setTimeout(r, 1000));
@@ -300,10 +338,17 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   }
   const before = metrics.buildsCreated;
   const quiet: number[] = [];
-  for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
+  await profilePhase(`${QUIET} quiet passes`, async () => {
+    for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
+  });
   gc();
+  if (stopLive !== undefined)
+    printSites('alive at the end (after GC), by allocation site', topSites(await stopLive(), 14));
+  if (process.env.HEAP_SNAPSHOT !== undefined)
+    console.error(`heap snapshot: ${writeHeapSnapshot(process.env.HEAP_SNAPSHOT)}`);
   const mem = process.memoryUsage();
-  const peakRss = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
+  const peakRss = hwm();
+  const heapLimit = getHeapStatistics().heap_size_limit;
   if (process.env.VERBOSE === '1') console.error(logs.slice(0, 40).join('\n'));
   process.send!({
     startMs,
@@ -316,6 +361,9 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
     rss: mem.rss,
     heap: mem.heapUsed,
     peakRss,
+    peakAfterStart,
+    peakAfterFirst,
+    heapLimit,
   });
   await ctl.stop();
   process.exit(0);
