@@ -4,7 +4,9 @@
 // (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
 // not plan from saves. Asserts nothing.
 // Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1;
-//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each; KEEP=1 keeps
+//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each;
+//      CONTROLLER_MEMORY_LIMIT=384Mi|deploy each child in a memory cgroup with that limit (root);
+//      HEAP_PROFILE=alloc|live allocation sites per phase, or of what is alive at the end; KEEP=1 keeps
 //      the cluster, REUSE=1 runs against a kept one without creating its nodes and pods again)
 //
 // The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
@@ -12,7 +14,7 @@
 // Leases, and the node lifecycle controller would otherwise mark all 5,000 NotReady and evict their pods.
 import { fork } from 'node:child_process';
 import https from 'node:https';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -42,6 +44,62 @@ function deployedNodeOptions(): string {
   const env = docs.find((d) => d.kind === 'Deployment')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
   return env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
 }
+/**
+ * CONTROLLER_MEMORY_LIMIT: each controller child runs in a memory cgroup with this limit, as a container
+ * would ('384Mi', '1Gi', or 'deploy': the controller's limit in deploy/controller.yaml). Needs root.
+ */
+const MEMORY_LIMIT = ((v) => (v === undefined ? undefined : quantity(v === 'deploy' ? deployedMemoryLimit() : v)))(
+  process.env.CONTROLLER_MEMORY_LIMIT,
+);
+
+function quantity(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(q);
+  if (m === null) throw new Error(`CONTROLLER_MEMORY_LIMIT ${q}: a number of bytes, Ki, Mi or Gi`);
+  return Number(m[1]) * { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] ?? '']!;
+}
+
+/** The controller container's memory limit in deploy/controller.yaml. */
+function deployedMemoryLimit(): string {
+  const doc = parseAllDocuments(readFileSync(new URL('../deploy/controller.yaml', import.meta.url), 'utf8'))
+    .map(
+      (d) =>
+        d.toJS() as {
+          kind?: string;
+          spec?: { template?: { spec?: { containers?: { resources?: { limits?: { memory?: string } } }[] } } };
+        },
+    )
+    .find((d) => d.kind === 'Deployment');
+  const limit = doc?.spec?.template?.spec?.containers?.[0]?.resources?.limits?.memory;
+  if (limit === undefined) throw new Error('deploy/controller.yaml: no memory limit on the controller');
+  return limit;
+}
+
+/**
+ * A memory cgroup with this limit (v2 where the memory controller is on the unified hierarchy, else v1, as
+ * on this machine) and a wrapper that moves itself into it before it runs node: Node sizes its heap from
+ * the limit at start, so the process must be inside before it starts.
+ */
+function memoryCgroup(limit: number, dir: string) {
+  const v2 = readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/).includes('memory');
+  const path = v2 ? `/sys/fs/cgroup/enbi-bench-${process.pid}` : `/sys/fs/cgroup/memory/enbi-bench-${process.pid}`;
+  mkdirSync(path, { recursive: true });
+  writeFileSync(join(path, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(limit));
+  if (!v2) writeFileSync(join(path, 'memory.max_usage_in_bytes'), '0');
+  const wrapper = join(dir, 'in-cgroup.sh');
+  writeFileSync(wrapper, `#!/bin/sh\necho $$ > ${path}/cgroup.procs\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  const read = (f: string) => readFileSync(join(path, f), 'utf8');
+  return {
+    version: v2 ? 'cgroup v2' : 'cgroup v1',
+    wrapper,
+    peak: () => Number(read(v2 ? 'memory.peak' : 'memory.max_usage_in_bytes')),
+    oomKills: () =>
+      v2
+        ? Number(/oom_kill (\d+)/.exec(read('memory.events'))?.[1] ?? 0)
+        : Number(/oom_kill (\d+)/.exec(read('memory.oom_control'))?.[1] ?? 0),
+    remove: () => rmdirSync(path),
+  };
+}
+
 /** The pods that do not wait are Running, as kubelet reports them (RUNNING=0 leaves them Pending without status). */
 const RUNNING = process.env.RUNNING !== '0';
 const REV = 'c'.repeat(40);
@@ -59,12 +117,21 @@ else await main();
 async function main(): Promise<void> {
   process.env.ENBI_CLUSTER_DIR ??= '/tmp/enbi-bench-ctl';
   const { useCluster } = await import('../test/cluster/harness.ts');
+  const { readState } = await import('../test/cluster/state.ts');
   const { down } = await import('../test/cluster/cluster.ts');
   const { applyNixBuildCrd } = await import('../test/support/kube.ts');
   const { slimPod } = await import('../src/kube/slim-pod.ts');
   const dir = mkdtempSync(join(tmpdir(), 'enbi-bcs-'));
   let t = performance.now();
-  const c = await useCluster('control-plane');
+  // REUSE=1 takes the kept cluster as it is: the harness would find its kube-controller-manager stopped (by
+  // this bench, below), call it unhealthy and replace it, nodes and pods with it.
+  const kept = process.env.REUSE === '1' ? readState(process.env.ENBI_CLUSTER_DIR) : undefined;
+  if (process.env.REUSE === '1' && kept === undefined)
+    throw new Error(`REUSE=1: no cluster recorded in ${process.env.ENBI_CLUSTER_DIR}`);
+  const c =
+    kept !== undefined
+      ? { state: kept, server: kept.server, kubeconfig: kept.kubeconfig, kc: kubeConfigOf(kept.kubeconfig) }
+      : await useCluster('control-plane');
   console.log(
     `controller scale bench: ${NODES} nodes, ${PODS} pods (every ${ENBI_EVERY}th with enbi annotations over ${APPS} apps, every ${WAITING_EVERY}th of those waiting), node ${process.version}`,
   );
@@ -218,10 +285,20 @@ async function main(): Promise<void> {
     // The controller once per set of V8 flags, each in a fresh process against the same cluster: Node's
     // defaults, and the flags deploy/ gives the controller (NODE_OPTIONS), side by side.
     for (const flags of CONTROLLER_FLAGS) {
-      // A child that dies (heap out of memory under a cap) is reported, and the next flag set still runs.
+      // Each child starts from the same cluster: no NixBuilds or Jobs left by the one before, so that its
+      // first pass creates the builds again.
+      for (const path of [
+        `/apis/enbi.hrzn.ee/v1alpha1/namespaces/${NS}/nixbuilds`,
+        `/apis/batch/v1/namespaces/${NS}/jobs?propagationPolicy=Background`,
+      ])
+        await api('DELETE', path, {});
+      const cg = MEMORY_LIMIT !== undefined ? memoryCgroup(MEMORY_LIMIT, dir) : undefined;
+      // A child that dies (heap out of memory under a cap, or killed at the cgroup's limit) is reported, and
+      // the next flag set still runs.
       const result = await new Promise<Record<string, number[] | number> | undefined>((resolve) => {
         const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], {
           execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)],
+          ...(cg !== undefined ? { execPath: cg.wrapper } : {}),
         });
         let answered = false;
         ch.once('message', (m) => ((answered = true), resolve(m as Record<string, number[] | number>)));
@@ -233,6 +310,12 @@ async function main(): Promise<void> {
           resolve(undefined);
         });
       });
+      if (cg !== undefined) {
+        console.log(
+          `${cg.version} memory cgroup, limit ${mib(MEMORY_LIMIT!)}: the cgroup's peak ${mib(cg.peak())}, OOM kills ${cg.oomKills()}`,
+        );
+        cg.remove();
+      }
       if (result === undefined) continue;
       const q = (xs: number[], p: number) =>
         [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
@@ -382,6 +465,12 @@ function deployment(k: number): Record<string, unknown> {
       },
     },
   };
+}
+
+function kubeConfigOf(file: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(file);
+  return kc;
 }
 
 function nodeInfo(arch: string) {

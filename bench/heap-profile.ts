@@ -80,3 +80,48 @@ export function printSites(title: string, s: { total: number; self: Site[]; enbi
 }
 
 export { Session };
+
+/**
+ * A heap snapshot (v8.writeHeapSnapshot, --heapsnapshot-near-heap-limit) summed by what each object is: its
+ * constructor for objects, its type otherwise (strings, arrays, code), largest first. Self sizes only.
+ */
+export function snapshotByKind(
+  json: string,
+  top = 20,
+): { total: number; count: number; kinds: (Site & { count: number })[] } {
+  const snap = JSON.parse(json) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+    nodes: number[];
+    strings: string[];
+  };
+  const fields = snap.snapshot.meta.node_fields;
+  const types = snap.snapshot.meta.node_types[0];
+  const width = fields.length;
+  const [iType, iName, iSize] = ['type', 'name', 'self_size'].map((f) => fields.indexOf(f));
+  const by = new Map<string, { bytes: number; count: number }>();
+  let total = 0;
+  for (let i = 0; i < snap.nodes.length; i += width) {
+    const type = types[snap.nodes[i + iType!]!]!;
+    const size = snap.nodes[i + iSize!]!;
+    const kind = type === 'object' || type === 'closure' ? `${type} ${snap.strings[snap.nodes[i + iName!]!]}` : type;
+    const e = by.get(kind) ?? { bytes: 0, count: 0 };
+    e.bytes += size;
+    e.count++;
+    by.set(kind, e);
+    total += size;
+  }
+  const kinds = [...by.entries()]
+    .sort((a, b) => b[1].bytes - a[1].bytes)
+    .slice(0, top)
+    .map(([site, e]) => ({ site, bytes: e.bytes, count: e.count }));
+  return { total, count: snap.nodes.length / width, kinds };
+}
+
+// `node bench/heap-profile.ts FILE.heapsnapshot`: the summary of one snapshot.
+if (import.meta.main) {
+  const { readFileSync } = await import('node:fs');
+  const s = snapshotByKind(readFileSync(process.argv[2]!, 'utf8'), Number(process.argv[3] ?? 25));
+  const mib = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+  console.log(`${process.argv[2]}: ${mib(s.total)} in ${s.count} objects`);
+  for (const k of s.kinds) console.log(`  ${mib(k.bytes).padStart(10)}  ${String(k.count).padStart(8)}  ${k.site}`);
+}
