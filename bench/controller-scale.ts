@@ -14,7 +14,7 @@
 // Leases, and the node lifecycle controller would otherwise mark all 5,000 NotReady and evict their pods.
 import { fork } from 'node:child_process';
 import https from 'node:https';
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -80,7 +80,9 @@ function deployedMemoryLimit(): string {
  * the limit at start, so the process must be inside before it starts.
  */
 function memoryCgroup(limit: number, dir: string) {
-  const v2 = readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/).includes('memory');
+  const v2 =
+    existsSync('/sys/fs/cgroup/cgroup.controllers') &&
+    readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/).includes('memory');
   const path = v2 ? `/sys/fs/cgroup/enbi-bench-${process.pid}` : `/sys/fs/cgroup/memory/enbi-bench-${process.pid}`;
   mkdirSync(path, { recursive: true });
   writeFileSync(join(path, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(limit));
@@ -300,10 +302,11 @@ async function main(): Promise<void> {
           execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)],
           ...(cg !== undefined ? { execPath: cg.wrapper } : {}),
         });
-        let answered = false;
-        ch.once('message', (m) => ((answered = true), resolve(m as Record<string, number[] | number>)));
+        // Answered on exit, so that the cgroup is empty when it is removed.
+        let answer: Record<string, number[] | number> | undefined;
+        ch.once('message', (m) => (answer = m as Record<string, number[] | number>));
         ch.once('exit', (code, signal) => {
-          if (answered) return;
+          if (answer !== undefined) return resolve(answer);
           console.log(
             `--- controller with ${flags || "Node's default heap flags"} EXITED (code ${code}, signal ${signal})`,
           );
