@@ -4,7 +4,9 @@
 // (the first, which creates the builds, and quiet ones) and its memory, and what slimming the pods it does
 // not plan from saves. Asserts nothing.
 // Run: node bench/controller-scale.ts   (shape: NODES=5000 PODS=50000 APPS=100 ENBI_EVERY=10 WAITING_EVERY=2 RUNNING=1;
-//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each; KEEP=1 keeps
+//      CONTROLLER_FLAGS='flags;flags' the V8 flag sets the controller runs with, one child each;
+//      CONTROLLER_MEMORY_LIMIT=384Mi|deploy each child in a memory cgroup with that limit (root);
+//      HEAP_PROFILE=alloc|live allocation sites per phase, or of what is alive at the end; KEEP=1 keeps
 //      the cluster, REUSE=1 runs against a kept one without creating its nodes and pods again)
 //
 // The controller runs in a child process (this file with --child), so its memory is its own. The cluster's
@@ -12,11 +14,13 @@
 // Leases, and the node lifecycle controller would otherwise mark all 5,000 NotReady and evict their pods.
 import { fork } from 'node:child_process';
 import https from 'node:https';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { printSites, Session, startSampling, topSites } from './heap-profile.ts';
 import { parseAllDocuments, stringify } from 'yaml';
 
 const NODES = Number(process.env.NODES ?? 5000);
@@ -40,6 +44,64 @@ function deployedNodeOptions(): string {
   const env = docs.find((d) => d.kind === 'Deployment')?.spec?.template?.spec?.containers?.[0]?.env ?? [];
   return env.find((e) => e.name === 'NODE_OPTIONS')?.value ?? '';
 }
+/**
+ * CONTROLLER_MEMORY_LIMIT: each controller child runs in a memory cgroup with this limit, as a container
+ * would ('384Mi', '1Gi', or 'deploy': the controller's limit in deploy/controller.yaml). Needs root.
+ */
+const MEMORY_LIMIT = ((v) => (v === undefined ? undefined : quantity(v === 'deploy' ? deployedMemoryLimit() : v)))(
+  process.env.CONTROLLER_MEMORY_LIMIT,
+);
+
+function quantity(q: string): number {
+  const m = /^(\d+)(Ki|Mi|Gi)?$/.exec(q);
+  if (m === null) throw new Error(`CONTROLLER_MEMORY_LIMIT ${q}: a number of bytes, Ki, Mi or Gi`);
+  return Number(m[1]) * { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] ?? '']!;
+}
+
+/** The controller container's memory limit in deploy/controller.yaml. */
+function deployedMemoryLimit(): string {
+  const doc = parseAllDocuments(readFileSync(new URL('../deploy/controller.yaml', import.meta.url), 'utf8'))
+    .map(
+      (d) =>
+        d.toJS() as {
+          kind?: string;
+          spec?: { template?: { spec?: { containers?: { resources?: { limits?: { memory?: string } } }[] } } };
+        },
+    )
+    .find((d) => d.kind === 'Deployment');
+  const limit = doc?.spec?.template?.spec?.containers?.[0]?.resources?.limits?.memory;
+  if (limit === undefined) throw new Error('deploy/controller.yaml: no memory limit on the controller');
+  return limit;
+}
+
+/**
+ * A memory cgroup with this limit (v2 where the memory controller is on the unified hierarchy, else v1, as
+ * on this machine) and a wrapper that moves itself into it before it runs node: Node sizes its heap from
+ * the limit at start, so the process must be inside before it starts.
+ */
+function memoryCgroup(limit: number, dir: string) {
+  const v2 =
+    existsSync('/sys/fs/cgroup/cgroup.controllers') &&
+    readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/).includes('memory');
+  const path = v2 ? `/sys/fs/cgroup/enbi-bench-${process.pid}` : `/sys/fs/cgroup/memory/enbi-bench-${process.pid}`;
+  mkdirSync(path, { recursive: true });
+  writeFileSync(join(path, v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(limit));
+  if (!v2) writeFileSync(join(path, 'memory.max_usage_in_bytes'), '0');
+  const wrapper = join(dir, 'in-cgroup.sh');
+  writeFileSync(wrapper, `#!/bin/sh\necho $$ > ${path}/cgroup.procs\nexec ${process.execPath} "$@"\n`, { mode: 0o755 });
+  const read = (f: string) => readFileSync(join(path, f), 'utf8');
+  return {
+    version: v2 ? 'cgroup v2' : 'cgroup v1',
+    wrapper,
+    peak: () => Number(read(v2 ? 'memory.peak' : 'memory.max_usage_in_bytes')),
+    oomKills: () =>
+      v2
+        ? Number(/oom_kill (\d+)/.exec(read('memory.events'))?.[1] ?? 0)
+        : Number(/oom_kill (\d+)/.exec(read('memory.oom_control'))?.[1] ?? 0),
+    remove: () => rmdirSync(path),
+  };
+}
+
 /** The pods that do not wait are Running, as kubelet reports them (RUNNING=0 leaves them Pending without status). */
 const RUNNING = process.env.RUNNING !== '0';
 const REV = 'c'.repeat(40);
@@ -57,12 +119,21 @@ else await main();
 async function main(): Promise<void> {
   process.env.ENBI_CLUSTER_DIR ??= '/tmp/enbi-bench-ctl';
   const { useCluster } = await import('../test/cluster/harness.ts');
+  const { readState } = await import('../test/cluster/state.ts');
   const { down } = await import('../test/cluster/cluster.ts');
   const { applyNixBuildCrd } = await import('../test/support/kube.ts');
   const { slimPod } = await import('../src/kube/slim-pod.ts');
   const dir = mkdtempSync(join(tmpdir(), 'enbi-bcs-'));
   let t = performance.now();
-  const c = await useCluster('control-plane');
+  // REUSE=1 takes the kept cluster as it is: the harness would find its kube-controller-manager stopped (by
+  // this bench, below), call it unhealthy and replace it, nodes and pods with it.
+  const kept = process.env.REUSE === '1' ? readState(process.env.ENBI_CLUSTER_DIR) : undefined;
+  if (process.env.REUSE === '1' && kept === undefined)
+    throw new Error(`REUSE=1: no cluster recorded in ${process.env.ENBI_CLUSTER_DIR}`);
+  const c =
+    kept !== undefined
+      ? { state: kept, server: kept.server, kubeconfig: kept.kubeconfig, kc: kubeConfigOf(kept.kubeconfig) }
+      : await useCluster('control-plane');
   console.log(
     `controller scale bench: ${NODES} nodes, ${PODS} pods (every ${ENBI_EVERY}th with enbi annotations over ${APPS} apps, every ${WAITING_EVERY}th of those waiting), node ${process.version}`,
   );
@@ -216,13 +287,39 @@ async function main(): Promise<void> {
     // The controller once per set of V8 flags, each in a fresh process against the same cluster: Node's
     // defaults, and the flags deploy/ gives the controller (NODE_OPTIONS), side by side.
     for (const flags of CONTROLLER_FLAGS) {
-      const result = await new Promise<Record<string, number[] | number>>((resolve, reject) => {
+      // Each child starts from the same cluster: no NixBuilds or Jobs left by the one before, so that its
+      // first pass creates the builds again.
+      for (const path of [
+        `/apis/enbi.hrzn.ee/v1alpha1/namespaces/${NS}/nixbuilds`,
+        `/apis/batch/v1/namespaces/${NS}/jobs?propagationPolicy=Background`,
+      ])
+        await api('DELETE', path, {});
+      const cg = MEMORY_LIMIT !== undefined ? memoryCgroup(MEMORY_LIMIT, dir) : undefined;
+      // A child that dies (heap out of memory under a cap, or killed at the cgroup's limit) is reported, and
+      // the next flag set still runs.
+      const result = await new Promise<Record<string, number[] | number> | undefined>((resolve) => {
         const ch = fork(new URL(import.meta.url).pathname, ['--child', c.kubeconfig, dir], {
           execArgv: ['--expose-gc', ...flags.split(' ').filter(Boolean)],
+          ...(cg !== undefined ? { execPath: cg.wrapper } : {}),
         });
-        ch.once('message', (m) => resolve(m as Record<string, number[] | number>));
-        ch.once('exit', (code) => reject(new Error(`controller child (${flags || 'defaults'}) exited ${code}`)));
+        // Answered on exit, so that the cgroup is empty when it is removed.
+        let answer: Record<string, number[] | number> | undefined;
+        ch.once('message', (m) => (answer = m as Record<string, number[] | number>));
+        ch.once('exit', (code, signal) => {
+          if (answer !== undefined) return resolve(answer);
+          console.log(
+            `--- controller with ${flags || "Node's default heap flags"} EXITED (code ${code}, signal ${signal})`,
+          );
+          resolve(undefined);
+        });
       });
+      if (cg !== undefined) {
+        console.log(
+          `${cg.version} memory cgroup, limit ${mib(MEMORY_LIMIT!)}: the cgroup's peak ${mib(cg.peak())}, OOM kills ${cg.oomKills()}`,
+        );
+        cg.remove();
+      }
+      if (result === undefined) continue;
       const q = (xs: number[], p: number) =>
         [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
       const quiet = result.quiet as number[];
@@ -238,7 +335,10 @@ async function main(): Promise<void> {
       console.log(
         `memory, modules loaded (baseline)            RSS ${mib(result.baseRss as number)}, heap ${mib(result.baseHeap as number)}`,
       );
-      console.log(`memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)}`);
+      console.log(
+        `memory, peak RSS (the process's high-water mark) ${mib(result.peakRss as number)} (after start ${mib(result.peakAfterStart as number)}, after the first passes ${mib(result.peakAfterFirst as number)})`,
+      );
+      console.log(`V8 heap_size_limit                           ${mib(result.heapLimit as number)}`);
       console.log(
         `memory, caches full                          RSS ${mib(result.rss as number)}, heap ${mib(result.heap as number)} (after GC; +${mib((result.heap as number) - (result.baseHeap as number))} of heap over the baseline)`,
       );
@@ -273,15 +373,35 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   });
   const metrics = newMetrics();
   const logs: string[] = [];
+  // HEAP_PROFILE=alloc: every sampled allocation of each phase by site (garbage included); =live: what
+  // is still alive at the end of the run, by the site that allocated it (what the caches hold).
+  const profiling = process.env.HEAP_PROFILE;
+  const session = profiling !== undefined ? new Session() : undefined;
+  session?.connect();
+  const profilePhase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    if (session === undefined || profiling !== 'alloc') return fn();
+    const stop = await startSampling(session, { includeCollected: true });
+    const out = await fn();
+    printSites(`allocated during ${name}`, topSites(await stop(), 14));
+    return out;
+  };
+  const stopLive =
+    session !== undefined && profiling === 'live'
+      ? await startSampling(session, { includeCollected: false })
+      : undefined;
+  const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
   let t = performance.now();
-  const ctl = await startController({
-    cfg,
-    kc,
-    source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
-    metrics,
-    log: (m) => logs.push(m),
-  });
+  const ctl = await profilePhase('start (informers listed)', () =>
+    startController({
+      cfg,
+      kc,
+      source: sourceState(cfg, join(dir, '.cache'), undefined, (m) => logs.push(m)),
+      metrics,
+      log: (m) => logs.push(m),
+    }),
+  );
   const startMs = performance.now() - t;
+  const peakAfterStart = hwm();
   const reconcile = async () => {
     const done = ctl.reconciled();
     ctl.trigger(true);
@@ -290,9 +410,13 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   };
   // The first pass can run before the source is read (informer events start one), and a trusted namespace's
   // pods are planned only once it is: the pass measured as "first" is the one that creates the builds.
-  let firstMs = await reconcile();
-  for (let i = 0; i < 20 && metrics.buildsCreated === 0; i++) firstMs = await reconcile();
+  let firstMs = 0;
+  await profilePhase('the first passes (until builds are created)', async () => {
+    firstMs = await reconcile();
+    for (let i = 0; i < 20 && metrics.buildsCreated === 0; i++) firstMs = await reconcile();
+  });
   const builds = metrics.buildsCreated;
+  const peakAfterFirst = hwm();
   // Let the informers see what the first reconcile wrote, then time quiet ones.
   for (let i = 0; i < 3; i++) {
     await new Promise((r) => setTimeout(r, 1000));
@@ -300,10 +424,17 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
   }
   const before = metrics.buildsCreated;
   const quiet: number[] = [];
-  for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
+  await profilePhase(`${QUIET} quiet passes`, async () => {
+    for (let i = 0; i < QUIET; i++) quiet.push(await reconcile());
+  });
   gc();
+  if (stopLive !== undefined)
+    printSites('alive at the end (after GC), by allocation site', topSites(await stopLive(), 14));
+  if (process.env.HEAP_SNAPSHOT !== undefined)
+    console.error(`heap snapshot: ${writeHeapSnapshot(process.env.HEAP_SNAPSHOT)}`);
   const mem = process.memoryUsage();
-  const peakRss = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) * 1024;
+  const peakRss = hwm();
+  const heapLimit = getHeapStatistics().heap_size_limit;
   if (process.env.VERBOSE === '1') console.error(logs.slice(0, 40).join('\n'));
   process.send!({
     startMs,
@@ -316,6 +447,9 @@ async function child(kubeconfig: string, dir: string): Promise<void> {
     rss: mem.rss,
     heap: mem.heapUsed,
     peakRss,
+    peakAfterStart,
+    peakAfterFirst,
+    heapLimit,
   });
   await ctl.stop();
   process.exit(0);
@@ -334,6 +468,12 @@ function deployment(k: number): Record<string, unknown> {
       },
     },
   };
+}
+
+function kubeConfigOf(file: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(file);
+  return kc;
 }
 
 function nodeInfo(arch: string) {

@@ -7,6 +7,7 @@ import { socketFor } from '../cluster/socket.ts';
 import { LiteApi, loadTarget } from '../kube/lite.ts';
 import { command, type Flags, UsageError } from './command.ts';
 import { errorMessage } from '../async/error-message.ts';
+import { watchHeap } from '../async/heap-watch.ts';
 
 export const AGENT_HELP = `enbi agent --node NAME [--socket PATH] [--kubeconfig FILE] [--resync SECONDS] [--debounce MS]
 
@@ -48,6 +49,8 @@ async function runAgent(values: Flags<typeof OPTIONS>): Promise<number> {
   if (!Number.isFinite(debounce) || debounce < 0)
     throw new UsageError(`--debounce ${values.debounce}: a number of milliseconds`);
   const log = (m: string) => console.log(`${new Date().toISOString()} ${m}`);
+  // The agent has no /metrics: a heap near its limit is one warning line.
+  watchHeap({ warn: (m) => log(`warning: ${m}`), info: log });
   try {
     const api = new LiteApi(await loadTarget(values.kubeconfig));
     let socket = values.socket;

@@ -14,6 +14,7 @@ import { gitAuthFrom } from '../source/auth.ts';
 import { jsonLogger } from '../controller/log.ts';
 import { command, type Flags, UsageError } from './command.ts';
 import { errorMessage } from '../async/error-message.ts';
+import { watchHeap } from '../async/heap-watch.ts';
 
 export const CONTROLLER_HELP = `enbi controller --config FILE [--kubeconfig FILE] [--cache-dir DIR]
 
@@ -41,6 +42,16 @@ async function runController(values: Flags<typeof OPTIONS>): Promise<number> {
     const cacheDir =
       values['cache-dir'] ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'enbi', 'git');
     const metrics = newMetrics();
+    // A heap near its limit shows on /metrics and in one warning line long before it is fatal.
+    watchHeap({
+      onSample: (f) => {
+        metrics.heapUsedBytes = f.used;
+        metrics.heapUsedAfterGcBytes = f.usedAfterGc ?? 0;
+        metrics.heapLimitBytes = f.limit;
+      },
+      warn: (m) => logger.warn(m),
+      info: (m) => logger.info(m),
+    });
     const source = sourceState(cfg, cacheDir, await gitAuthFrom(cfg.source?.credentialsFile), log);
     // Several replicas: only the Lease holder runs the controller; a standby serves probes and forwards
     // webhooks to the leader through the Lease. One replica (leaderElection.enabled false): it runs at once.

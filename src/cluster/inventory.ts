@@ -80,10 +80,35 @@ export function inventoryToNodeView(
   const resyncMs = Math.min(MAX_RESYNC_S, Math.max(MIN_RESYNC_S, resyncS)) * 1000;
   const maxAge = o.maxAgeMs ?? 2 * resyncMs + 60_000;
   if ((o.now ?? new Date()).getTime() - writtenAt > maxAge) return undefined;
-  const want = o.platform !== undefined ? osArch(o.platform) : undefined;
+  const { images, platformImages } = imagesOf(nodeImages as object, status.images, o.platform);
+  return {
+    images,
+    imagesComplete: status.truncated === false,
+    imageSource: 'agent',
+    observedAt: status.observedAt,
+    platformImages,
+  };
+}
+
+/**
+ * An inventory's names, read once per object and platform: the controller's cache replaces an object when it
+ * changes and never edits it in place, so a pass that finds the same object reuses what the last one read
+ * (5,000 nodes' lists are otherwise normalized again on every pass). The sets are never changed by readers.
+ */
+const imagesMemo = new WeakMap<object, Map<string, Pick<InventoryImages, 'images' | 'platformImages'>>>();
+
+function imagesOf(
+  key: object,
+  list: NodeImagesStatus['images'],
+  platform: string | undefined,
+): Pick<InventoryImages, 'images' | 'platformImages'> {
+  let byPlatform = imagesMemo.get(key);
+  const known = byPlatform?.get(platform ?? '');
+  if (known !== undefined) return known;
+  const want = platform !== undefined ? osArch(platform) : undefined;
   const images = new Set<string>();
   const platformImages = new Map<string, Set<string>>();
-  for (const img of status.images) {
+  for (const img of list) {
     const platforms = (Array.isArray(img.platforms) ? img.platforms : [])
       .filter((p): p is string => typeof p === 'string')
       .map(osArch);
@@ -99,13 +124,10 @@ export function inventoryToNodeView(
       for (const p of platforms) set.add(p);
     }
   }
-  return {
-    images,
-    imagesComplete: status.truncated === false,
-    imageSource: 'agent',
-    observedAt: status.observedAt,
-    platformImages,
-  };
+  const read = { images, platformImages };
+  if (byPlatform === undefined) imagesMemo.set(key, (byPlatform = new Map()));
+  byPlatform.set(platform ?? '', read);
+  return read;
 }
 
 /** The view with its images taken from the inventory when it is usable; the view unchanged otherwise. */

@@ -3,7 +3,14 @@
 import { normalizeImageName } from '../image/reference.ts';
 import { NODE_BUILDER, NODE_BUILDS_PREFIX } from '../contract/keys.ts';
 import type { SchedulableNode, Taint } from '../plan/scheduling.ts';
+import { memo } from '../kube/intern.ts';
 import { isKnownSystem, nixSystemOf } from './systems.ts';
+
+/**
+ * Normalized once per distinct name, and the result shared: thousands of nodes list the same images, and a
+ * view's set then holds the same strings as every other node's instead of a copy each.
+ */
+const normalizedName = memo(normalizeImageName);
 
 /** kubelet's default `nodeStatusMaxImages`: a list this long may have been cut. */
 export const DEFAULT_NODE_STATUS_MAX_IMAGES = 50;
@@ -67,7 +74,7 @@ export function nodeViewOf(node: unknown, maxImages = DEFAULT_NODE_STATUS_MAX_IM
   const images = new Set<string>();
   for (const img of statusImages) {
     for (const name of Array.isArray(img.names) ? img.names : [])
-      if (typeof name === 'string') images.add(normalizeImageName(name));
+      if (typeof name === 'string') images.add(normalizedName(name));
   }
   const view: NodeView = {
     name: String(metadata.name ?? ''),

@@ -20,6 +20,9 @@ export interface Metrics {
   workQueueDepth: number;
   buildsCollected: number;
   renderRootsUnknown: number;
+  heapUsedBytes: number;
+  heapUsedAfterGcBytes: number;
+  heapLimitBytes: number;
 }
 
 export function newMetrics(): Metrics {
@@ -44,6 +47,9 @@ export function newMetrics(): Metrics {
     workQueueDepth: 0,
     buildsCollected: 0,
     renderRootsUnknown: 0,
+    heapUsedBytes: 0,
+    heapUsedAfterGcBytes: 0,
+    heapLimitBytes: 0,
   };
 }
 
@@ -90,6 +96,15 @@ const HELP: Record<keyof Metrics, [string, 'counter' | 'gauge']> = {
   ],
   renderRootsUnknown: [
     'Render roots (kustomize, Helm) whose last render failed or timed out: unknown, so nothing they named at their last good render is collected',
+    'gauge',
+  ],
+  heapUsedBytes: ['V8 heap in use, garbage included (read every 5 s)', 'gauge'],
+  heapUsedAfterGcBytes: [
+    'V8 heap in use right after the last full collection: what the process holds; 0 before the first',
+    'gauge',
+  ],
+  heapLimitBytes: [
+    "V8's heap limit (heap_size_limit): past it the process exits; it follows the container's memory limit",
     'gauge',
   ],
 };

@@ -366,16 +366,28 @@ export function planPass(d: PlanPassDeps): (observed: Observed) => Promise<PlanP
   }
 }
 
-/** The nodes as enbi sees them: agent inventories where fresh, the build pool applied. */
+/**
+ * The nodes as enbi sees them: agent inventories where fresh, the build pool applied. Each Node's view is
+ * read once per object: the informer replaces a Node's object when it changes and never edits it in place,
+ * so a quiet pass reads no node again (at 5,000 nodes, their image lists were normalized on every pass).
+ * Per config, as the pool and the image cap are part of a view. Views are never changed by readers.
+ */
+const plainViews = new WeakMap<ControllerConfig, WeakMap<object, NodeView>>();
+
 function nodeViews(o: Observed, cfg: ControllerConfig, now: Date): NodeView[] {
   const pool = Object.entries(cfg.builderNodeSelector);
   const inventories = new Map(o.inventories.map((i) => [i.metadata?.name ?? '', i]));
+  let views = plainViews.get(cfg);
+  if (views === undefined) plainViews.set(cfg, (views = new WeakMap()));
   return o.nodes.map((n) => {
-    const plain = nodeViewOf(n, cfg.maxNodeImages);
+    let plain = views.get(n);
+    if (plain === undefined) {
+      plain = nodeViewOf(n, cfg.maxNodeImages);
+      if (pool.some(([k, v]) => plain!.labels[k] !== v)) plain.builderAllowed = false;
+      views.set(n, plain);
+    }
     const inventory = inventories.get(plain.name);
-    const view = inventory !== undefined ? withInventory(plain, inventory, { now }) : plain;
-    if (pool.some(([k, v]) => view.labels[k] !== v)) view.builderAllowed = false;
-    return view;
+    return inventory !== undefined ? withInventory(plain, inventory, { now }) : plain;
   });
 }
 

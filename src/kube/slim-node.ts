@@ -3,8 +3,11 @@
 // (the containerd socket). The rest of a kubelet's Node (managedFields, addresses, capacity, image sizes,
 // other conditions, other tools' annotations) is most of its bytes, and a big cluster has thousands.
 import type { V1Node, V1NodeCondition, V1NodeSystemInfo } from '@kubernetes/client-node';
+import { interner } from './intern.ts';
 
 const ENBI_PREFIX = 'enbi.hrzn.ee/';
+/** Image names recur on thousands of nodes: the cache holds each once (JSON.parse gives every node its copy). */
+const shared = interner();
 
 export function slimNode(node: V1Node): V1Node {
   const m = node.metadata ?? {};
@@ -41,7 +44,7 @@ export function slimNode(node: V1Node): V1Node {
           }
         : {}),
       ...(node.status?.images !== undefined
-        ? { images: node.status.images.map((i) => ({ names: i.names ?? [] })) }
+        ? { images: node.status.images.map((i) => ({ names: (i.names ?? []).map(shared) })) }
         : {}),
       // The four fields read; the type's other required ones (machineID, bootID, …) are left out on purpose.
       ...(info !== undefined
