@@ -1,13 +1,16 @@
 // Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does it: the holder renews
 // the Lease every renewSeconds; another replica takes it over once it has seen no renewal for leaseSeconds
 // (measured on its own clock from when it last saw the record change, so clocks need not agree). Writes go
-// through resourceVersion, so two replicas can never both win. A leader that cannot renew within
-// leaseSeconds gives up (the process exits and restarts as a standby) before anyone else may take over.
+// through resourceVersion, so two replicas can never both win. A leader whose renewal has not succeeded
+// within leaseSeconds − renewSeconds of the last one's start gives up, by a timer (the process exits and
+// restarts as a standby), before anyone else may take over; each request is bounded by renewSeconds, and
+// writeRefusal() fences the controller's writes by the same window (kube/fenced.ts).
 //
 // Only the replicas electing write the Lease. A standby that receives a Git push webhook tells the leader
 // through another object, the Lease `<name>-sync` (sync-request.ts): anything else writing the election
 // Lease would make the leader's guarded renewal conflict, and a flood of it would make the leader give up.
 import { CoordinationV1Api, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import { within } from '../async/within.ts';
 import { apiMessage, isConflict, isNotFound } from '../kube/errors.ts';
 import { CONTROLLER_FIELD_MANAGER } from '../kube/field-manager.ts';
 import type { Logger } from './log.ts';
@@ -159,12 +162,34 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     }
   }
 
+  // How long after a renewal began this replica may act as leader: another may take over leaseSeconds after
+  // it saw that renewal land; renewSeconds is left for a write already on its way.
+  const windowMs = (o.leaseSeconds - o.renewSeconds) * 1000;
+  let expiry: NodeJS.Timeout | undefined;
+
+  /** Give up before the Lease can expire for the others: never two leaders at once. */
+  function giveUp(): void {
+    if (!leading || stopped) return;
+    leading = false;
+    watcher?.stop();
+    o.log.error(
+      `lost the lease ${o.namespace}/${o.name} (no renewal for ${Math.round((Date.now() - lastRenew) / 1000)} s)`,
+      { identity: o.identity },
+    );
+    o.onStoppedLeading();
+  }
+
   async function loop(): Promise<void> {
     if (stopped) return;
     let won = false;
     const began = Date.now();
     try {
-      won = await attempt();
+      // Bounded: an API server that never answers (a cut route, a hung connection) must not hold the loop,
+      // or a leader would never notice it can no longer renew. An attempt that answers late is not counted.
+      const answer = await within<boolean | 'timeout'>(attempt(), o.renewSeconds * 1000, 'timeout');
+      if (answer === 'timeout')
+        o.log.warn(`lease ${o.namespace}/${o.name}: no answer within ${o.renewSeconds} s (renewSeconds)`);
+      else won = answer;
     } catch (err) {
       o.log.warn(`lease ${o.namespace}/${o.name}: ${apiMessage(err)}`);
     }
@@ -172,6 +197,9 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     if (won) {
       lastRenew = Date.now();
       renewBegan = began;
+      // The lead ends by itself unless renewed in time: a timer, not the next answer, which may never come.
+      clearTimeout(expiry);
+      expiry = setTimeout(giveUp, Math.max(0, began + windowMs - Date.now()));
       if (!leading) {
         leading = true;
         o.log.info(`leading (lease ${o.namespace}/${o.name})`, { identity: o.identity });
@@ -183,15 +211,6 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
           onRequested: () => o.onSyncRequested?.(),
         });
       }
-    } else if (leading && Date.now() - lastRenew > o.leaseSeconds * 1000 - o.renewSeconds * 1000) {
-      // Give up before the Lease can expire for the others: never two leaders at once.
-      leading = false;
-      watcher?.stop();
-      o.log.error(
-        `lost the lease ${o.namespace}/${o.name} (no renewal for ${Math.round((Date.now() - lastRenew) / 1000)} s)`,
-        { identity: o.identity },
-      );
-      o.onStoppedLeading();
     }
     timer = setTimeout(() => void loop(), (leading ? o.renewSeconds : o.retrySeconds) * 1000);
   }
@@ -203,7 +222,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     writeRefusal() {
       if (!leading) return `not the leader (lease ${o.namespace}/${o.name})`;
       const age = Date.now() - renewBegan;
-      if (age >= (o.leaseSeconds - o.renewSeconds) * 1000)
+      if (age >= windowMs)
         return `the lease ${o.namespace}/${o.name} was last renewed ${Math.round(age / 1000)} s ago: another replica may lead by now`;
       return undefined;
     },
@@ -212,6 +231,7 @@ export function startLeaderElection(o: LeaderElectionOptions): LeaderElection {
     async stop(release = true) {
       stopped = true;
       clearTimeout(timer);
+      clearTimeout(expiry);
       watcher?.stop();
       if (!leading) return;
       leading = false;

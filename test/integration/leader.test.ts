@@ -1,9 +1,12 @@
 // Leader election on a real API server's Lease: one leader among replicas, never two at once; a crashed
-// leader (no release) is replaced once its lease runs out, a stopped one at once; a standby forwards a
-// webhook to the leader through the sync Lease, never the election Lease. The failover times are printed.
+// leader (no release) is replaced once its lease runs out, a stopped one at once; a leader whose route to
+// the API server is cut (its requests hang, unanswered) gives up and stops writing before the other can
+// lead; a standby forwards a webhook to the leader through the sync Lease, never the election Lease. The
+// failover times are printed.
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { CoordinationV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { jsonLogger } from '../../src/controller/log.ts';
 import { type LeaderElection, startLeaderElection } from '../../src/controller/leader.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
@@ -133,5 +136,83 @@ describe('leader election on a Lease (real API server)', { skip: clusterSkipReas
     );
     assert.equal(bothLed, 0, `two leaders at once in ${bothLed} of ${samples} samples`);
     assert.ok(samples > 50);
+  });
+
+  it('a leader cut off from the API server (requests hang) gives up, and refuses writes, before another can lead', async () => {
+    const upstream = new URL(c.server);
+    const pairs: [Socket, Socket][] = [];
+    let cut = false;
+    // A TCP relay to the API server that can be cut: afterwards nothing passes, and nothing is closed either.
+    const relay: Server = createServer((client) => {
+      client.on('error', () => undefined);
+      if (cut) return;
+      const up = connect(Number(upstream.port), upstream.hostname);
+      up.on('error', () => undefined);
+      client.pipe(up);
+      up.pipe(client);
+      pairs.push([client, up]);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const port = (relay.address() as { port: number }).port;
+    const viaRelay = new KubeConfig();
+    viaRelay.loadFromOptions({
+      clusters: c.kc.clusters.map((cl) => ({ ...cl, server: `https://127.0.0.1:${port}` })),
+      users: c.kc.users,
+      contexts: c.kc.contexts,
+      currentContext: c.kc.currentContext,
+    });
+    const events: string[] = [];
+    const mk = (id: string, kc: KubeConfig) =>
+      startLeaderElection({
+        kc,
+        namespace: ns,
+        name: 'enbi-cut',
+        identity: id,
+        leaseSeconds: LEASE_SECONDS,
+        renewSeconds: 1,
+        retrySeconds: 0.25,
+        log: jsonLogger((l) => logs.push(l), { fields: { id } }),
+        onStartedLeading: () => events.push(`${id} leads`),
+        onStoppedLeading: () => events.push(`${id} stops`),
+      });
+    const isolated = mk('isolated', viaRelay);
+    let other: LeaderElection | undefined;
+    try {
+      await until('the relayed replica leads', async () => (isolated.isLeader() ? true : undefined), 10_000, 25);
+      other = mk('other', c.kc);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(isolated.writeRefusal(), undefined, 'a leader that renews may write');
+      assert.equal(other.isLeader(), false);
+      const t0 = Date.now();
+      cut = true;
+      for (const [a, b] of pairs) {
+        a.unpipe(b);
+        b.unpipe(a);
+        a.pause();
+        b.pause();
+      }
+      // Writes stop first: within leaseSeconds − renewSeconds of the last renewal's start.
+      await until(
+        'its writes refused',
+        async () => (isolated.writeRefusal() !== undefined ? true : undefined),
+        10_000,
+        25,
+      );
+      const refusedMs = Date.now() - t0;
+      await until('the other leads', async () => (other!.isLeader() ? true : undefined), 4 * LEASE_SECONDS * 1000, 25);
+      const otherMs = Date.now() - t0;
+      assert.deepEqual(events, ['isolated leads', 'isolated stops', 'other leads'], 'it gave up before the other led');
+      assert.ok(refusedMs <= (LEASE_SECONDS - 1) * 1000 + 250, `writes refused ${refusedMs} ms after the cut`);
+      assert.match(isolated.writeRefusal() ?? '', /not the leader/);
+      console.log(`# route cut: writes refused after ${refusedMs} ms, gave up, the other led after ${otherMs} ms`);
+    } finally {
+      await isolated.stop(false);
+      await other?.stop(false);
+      for (const [a, b] of pairs) {
+        a.destroy();
+        b.destroy();
+      }
+      relay.close();
+    }
   });
 });
