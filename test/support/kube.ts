@@ -322,6 +322,8 @@ export async function startApiNodeController(
     settings?: Record<string, unknown>;
     /** The leader election's write window (controller-fencing); absent: always allowed. */
     writeRefusal?: () => string | undefined;
+    /** Liveness: pending work that has not moved for this long makes healthy() false. */
+    stallMs?: number;
   },
 ): Promise<RunningController> {
   const cfg = parseControllerConfig({
@@ -343,5 +345,6 @@ export async function startApiNodeController(
     metrics: o.metrics ?? newMetrics(),
     log,
     ...(o.writeRefusal !== undefined ? { writeRefusal: o.writeRefusal } : {}),
+    ...(o.stallMs !== undefined ? { stallMs: o.stallMs } : {}),
   });
 }
