@@ -56,7 +56,7 @@ const FUTURE_SKEW_MS = 60_000;
  * trusted for as long as the skew lasts, alive or not. (The API server's own time of the write is not used:
  * it keeps no managedFields for NodeImages objects here, checked on Kubernetes 1.34.) Undefined: not usable.
  */
-export function inventoryWrittenAt(nodeImages: NodeImages | unknown, now: Date): number | undefined {
+function inventoryWrittenAt(nodeImages: NodeImages | unknown, now: Date): number | undefined {
   const observedAt = asObj(asObj(nodeImages).status).observedAt;
   const claimed = typeof observedAt === 'string' ? Date.parse(observedAt) : NaN;
   if (!Number.isFinite(claimed) || claimed - now.getTime() > FUTURE_SKEW_MS) return undefined;
@@ -74,12 +74,13 @@ export function inventoryToNodeView(
   const status = asObj(asObj(nodeImages).status) as Partial<NodeImagesStatus>;
   if (status.source !== 'containerd' || typeof status.observedAt !== 'string' || !Array.isArray(status.images))
     return undefined;
-  const writtenAt = inventoryWrittenAt(nodeImages, o.now ?? new Date());
+  const now = o.now ?? new Date();
+  const writtenAt = inventoryWrittenAt(nodeImages, now);
   if (writtenAt === undefined) return undefined;
   const resyncS = typeof status.resyncSeconds === 'number' ? status.resyncSeconds : DEFAULT_RESYNC_S;
   const resyncMs = Math.min(MAX_RESYNC_S, Math.max(MIN_RESYNC_S, resyncS)) * 1000;
   const maxAge = o.maxAgeMs ?? 2 * resyncMs + 60_000;
-  if ((o.now ?? new Date()).getTime() - writtenAt > maxAge) return undefined;
+  if (now.getTime() - writtenAt > maxAge) return undefined;
   const { images, platformImages } = imagesOf(nodeImages as object, status.images, o.platform);
   return {
     images,
