@@ -75,7 +75,14 @@ export function warmIndex(builds: readonly BuildRecord[]): WarmIndex {
     let byNode = index.get(key);
     if (byNode === undefined) index.set(key, (byNode = new Map()));
     const before = byNode.get(node);
-    if (before === undefined || warm.completedAt > before.completedAt) byNode.set(node, warm);
+    // Completion times are whole seconds (a Job's): a tie is broken by revision, so that the reason does not
+    // depend on the order the builds were listed in.
+    if (
+      before === undefined ||
+      warm.completedAt > before.completedAt ||
+      (warm.completedAt === before.completedAt && warm.rev > before.rev)
+    )
+      byNode.set(node, warm);
   }
   return index;
 }

@@ -14,7 +14,7 @@ import { GROUP, type NixBuild, PLURAL, VERSION } from '../../src/api/nixbuild.ts
 import type { RunningController } from '../../src/controller/controller.ts';
 import { newMetrics } from '../../src/controller/metrics.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
-import { completeJob, fakeNodes, startApiNodeController, until } from '../support/kube.ts';
+import { applyNixBuildCrd, completeJob, fakeNodes, startApiNodeController, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -44,6 +44,7 @@ describe('a controller dying between a Job and its status (real API server)', { 
   before(async () => {
     c = await useCluster('control-plane');
     await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    await applyNixBuildCrd(c.kc);
     nodes = await fakeNodes(c.kc, { [`window-${run}`]: { arch: 'amd64', labels: { [POOL]: run } } });
     dir = await mkdtemp(join(tmpdir(), 'enbi-window-'));
     await writeFile(join(dir, 'empty.yaml'), '');
@@ -133,7 +134,8 @@ describe('a controller dying between a Job and its status (real API server)', { 
       30_000,
       100,
     );
-    await second.reconciled();
+    // Time for a second Job to appear, if the successor were to start one: passes and reconciles take ms here.
+    await new Promise((r) => setTimeout(r, 3000));
     assert.deepEqual(await jobs(), [`${name}-1`], 'one Job for the one attempt');
   });
 });

@@ -12,7 +12,7 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig, type RequestContext } fro
 import { GROUP, PLURAL, VERSION } from '../../src/api/nixbuild.ts';
 import type { RunningController } from '../../src/controller/controller.ts';
 import { clusterSkipReason, type ClusterInfo, useCluster } from '../cluster/harness.ts';
-import { fakeNodes, startApiNodeController, until } from '../support/kube.ts';
+import { applyNixBuildCrd, fakeNodes, startApiNodeController, until } from '../support/kube.ts';
 
 const run = Date.now().toString(36);
 const POOL = 'enbi.test/pool';
@@ -44,6 +44,7 @@ describe('liveness: work that does not move (real API server)', { skip: clusterS
   before(async () => {
     c = await useCluster('control-plane');
     await c.kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: ns } } });
+    await applyNixBuildCrd(c.kc);
     nodes = await fakeNodes(c.kc, { [`live-${run}`]: { arch: 'amd64', labels: { [POOL]: run } } });
   });
 

@@ -234,7 +234,10 @@ for (const [i, flavor] of flavors.entries()) {
           .image ?? undefined;
       const ctrImport = async (archive: string, name: string) => {
         await run(cd.ctr, ['--address', cd.socket, '-n', 'k8s.io', 'images', 'import', archive]);
-        // The CRI labels what ctr imported into k8s.io just after: wait for it, so that "before" is settled.
+        await criSettled(name);
+      };
+      /** The CRI labels a record created in k8s.io just after (its own write): wait for it, so that "before" is settled. */
+      const criSettled = async (name: string) => {
         await until(
           `${name} as the CRI leaves it`,
           async () =>
@@ -468,6 +471,7 @@ for (const [i, flavor] of flavors.entries()) {
         await client.unary('images', 'Create', {
           image: { name: byDigest, labels: { 'example.org/written-by': 'another-tool' }, target: manifest },
         });
+        await criSettled(byDigest);
         const foreignBefore = { tag: await rawRecord(SHARED_OTHER), byDigest: await rawRecord(byDigest) };
         assert.equal(foreignBefore.byDigest?.labels['example.org/written-by'], 'another-tool');
 

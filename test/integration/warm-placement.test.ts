@@ -67,6 +67,8 @@ describe('warm placement (real API server)', { skip: clusterSkipReason() }, () =
     return { node: nb.status!.node!, placement: nb.status!.placement! };
   };
   const complete = async (name: string) => {
+    // Completion times are whole seconds: one completion per second keeps "built last" unambiguous.
+    await new Promise((r) => setTimeout(r, 1100));
     const job = await until(
       `${name}'s Job`,
       async () =>
